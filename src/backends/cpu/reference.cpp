@@ -1,0 +1,172 @@
+#include "backends/cpu/reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/dequant.h"
+#include "core/error.h"
+
+namespace kestrel::backends::cpu {
+namespace {
+
+using namespace ops;
+
+bool all_f32(std::initializer_list<const Tensor*> ts, std::string* why) {
+  for (const Tensor* t : ts)
+    if (t->dtype != DType::F32) {
+      if (why) *why = "reference kernels take f32 activations, got " + t->describe();
+      return false;
+    }
+  return true;
+}
+
+void ref_embed(const EmbedArgs& a, const Context&) {
+  const int64_t n = a.ids.numel(), d = a.table.cols(), vocab = a.table.rows();
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t id = a.ids.ptr<int32_t>()[t];
+    KS_CHECK(id >= 0 && id < vocab, "token id {} outside the vocabulary of {}", id, vocab);
+    dequantize_row(a.table.dtype, a.table.row(id), a.out.ptr<float>() + t * d, d);
+  }
+}
+
+void ref_matmul(const MatmulArgs& a, const Context&) {
+  const int64_t m = a.x.rows(), k = a.x.cols(), n = a.w.rows();
+  std::vector<float> wrow(k);
+  for (int64_t j = 0; j < n; ++j) {
+    dequantize_row(a.w.dtype, a.w.row(j), wrow.data(), k);
+    for (int64_t i = 0; i < m; ++i) {
+      const float* x = a.x.ptr<float>() + i * k;
+      double acc = 0;
+      for (int64_t l = 0; l < k; ++l) acc += static_cast<double>(x[l]) * wrow[l];
+      if (a.bias) acc += a.bias->ptr<float>()[j];
+      a.y.ptr<float>()[i * n + j] = static_cast<float>(acc);
+    }
+  }
+}
+
+void ref_rmsnorm(const RmsnormArgs& a, const Context&) {
+  const int64_t rows = a.x.rows(), d = a.x.cols();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = a.x.ptr<float>() + r * d;
+    float* y = a.y.ptr<float>() + r * d;
+    double ss = 0;
+    for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(x[i]) * x[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / d + a.eps));
+    for (int64_t i = 0; i < d; ++i) y[i] = x[i] * inv * a.w.ptr<float>()[i];
+  }
+}
+
+void ref_add(const BinaryArgs& a, const Context&) {
+  for (int64_t i = 0; i < a.y.numel(); ++i) a.y.ptr<float>()[i] = a.a.ptr<float>()[i] + a.b.ptr<float>()[i];
+}
+
+void ref_silu_mul(const BinaryArgs& a, const Context&) {
+  for (int64_t i = 0; i < a.y.numel(); ++i) {
+    const float g = a.a.ptr<float>()[i];
+    a.y.ptr<float>()[i] = g / (1.f + std::exp(-g)) * a.b.ptr<float>()[i];
+  }
+}
+
+void ref_rope(const RopeArgs& a, const Context&) {
+  const int64_t T = a.x.dim(0), H = a.x.dim(1), D = a.x.dim(2);
+  const int half = a.p.rot_dim / 2;
+  const std::vector<float> inv_freq = a.p.inv_freq();
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t pos = a.positions.ptr<int32_t>()[t];
+    for (int64_t h = 0; h < H; ++h) {
+      float* x = a.x.ptr<float>() + (t * H + h) * D;
+      for (int i = 0; i < half; ++i) {
+        const float angle = static_cast<float>(pos) * inv_freq[i];
+        const float c = std::cos(angle), s = std::sin(angle);
+        const int i0 = a.p.style == RopeParams::Style::Adjacent ? 2 * i : i;
+        const int i1 = a.p.style == RopeParams::Style::Adjacent ? 2 * i + 1 : i + half;
+        const float x0 = x[i0], x1 = x[i1];
+        x[i0] = x0 * c - x1 * s;
+        x[i1] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+void ref_kv_write(const KvWriteArgs& a, const Context&) {
+  const int64_t T = a.k.dim(0), row = a.k.dim(1) * a.k.dim(2);
+  const int64_t n_slots = a.cache.k.dim(0) * a.cache.k.dim(1);
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t slot = a.slots.ptr<int32_t>()[t];
+    KS_CHECK(slot >= 0 && slot < n_slots, "kv slot {} outside the cache of {} slots", slot, n_slots);
+    quantize_row(a.cache.k.dtype, a.k.ptr<float>() + t * row,
+                 static_cast<char*>(a.cache.k.data) + slot * row_bytes(a.cache.k.dtype, row), row);
+    quantize_row(a.cache.v.dtype, a.v.ptr<float>() + t * row,
+                 static_cast<char*>(a.cache.v.data) + slot * row_bytes(a.cache.v.dtype, row), row);
+  }
+}
+
+void ref_attention(const AttentionArgs& a, const Context&) {
+  const int64_t H = a.q.dim(1), D = a.q.dim(2), Hkv = a.cache.k.dim(2), bs = a.cache.block_size();
+  const int64_t group = H / Hkv, kv_row = Hkv * D;
+  std::vector<float> kbuf(kv_row), vbuf(kv_row);
+  for (const AttentionSeq& s : a.batch.seqs) {
+    std::vector<float> keys(static_cast<size_t>(s.kv_len) * kv_row), vals(keys.size());
+    for (int32_t p = 0; p < s.kv_len; ++p) {
+      const int64_t slot = static_cast<int64_t>(s.block_table[p / bs]) * bs + p % bs;
+      dequantize_row(a.cache.k.dtype, static_cast<char*>(a.cache.k.data) + slot * row_bytes(a.cache.k.dtype, kv_row),
+                     keys.data() + p * kv_row, kv_row);
+      dequantize_row(a.cache.v.dtype, static_cast<char*>(a.cache.v.data) + slot * row_bytes(a.cache.v.dtype, kv_row),
+                     vals.data() + p * kv_row, kv_row);
+    }
+    for (int32_t i = 0; i < s.q_len; ++i) {
+      const int64_t t = s.q_begin + i;
+      const int32_t n_ctx = s.kv_len - s.q_len + i + 1;
+      for (int64_t h = 0; h < H; ++h) {
+        const float* q = a.q.ptr<float>() + (t * H + h) * D;
+        const int64_t kvh = h / group;
+        std::vector<double> w(n_ctx);
+        double mx = -INFINITY;
+        for (int32_t p = 0; p < n_ctx; ++p) {
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(q[d]) * keys[p * kv_row + kvh * D + d];
+          w[p] = dot * a.batch.scale;
+          mx = std::max(mx, w[p]);
+        }
+        double sum = 0;
+        for (auto& x : w) sum += (x = std::exp(x - mx));
+        float* o = a.out.ptr<float>() + (t * H + h) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          double acc = 0;
+          for (int32_t p = 0; p < n_ctx; ++p) acc += w[p] * vals[p * kv_row + kvh * D + d];
+          o[d] = static_cast<float>(acc / sum);
+        }
+      }
+    }
+  }
+}
+
+bool f32_io(const Tensor& a, const Tensor& b, std::string* why) { return all_f32({&a, &b}, why); }
+
+}  // namespace
+
+void register_reference(Registries& r) {
+  constexpr int kRefPriority = 0;  // the oracle: always available, picked only when nothing faster fits
+  r.embed.add({"cpu.ref", Device::Cpu, kRefPriority,
+               [](const EmbedArgs& a, std::string* why) { return all_f32({&a.out}, why); }, ref_embed});
+  r.matmul.add({"cpu.ref", Device::Cpu, kRefPriority,
+                [](const MatmulArgs& a, std::string* why) { return f32_io(a.x, a.y, why); }, ref_matmul});
+  r.rmsnorm.add({"cpu.ref", Device::Cpu, kRefPriority,
+                 [](const RmsnormArgs& a, std::string* why) { return all_f32({&a.x, &a.w, &a.y}, why); },
+                 ref_rmsnorm});
+  r.add.add({"cpu.ref", Device::Cpu, kRefPriority,
+             [](const BinaryArgs& a, std::string* why) { return all_f32({&a.a, &a.b, &a.y}, why); }, ref_add});
+  r.silu_mul.add({"cpu.ref", Device::Cpu, kRefPriority,
+                  [](const BinaryArgs& a, std::string* why) { return all_f32({&a.a, &a.b, &a.y}, why); },
+                  ref_silu_mul});
+  r.rope.add({"cpu.ref", Device::Cpu, kRefPriority,
+              [](const RopeArgs& a, std::string* why) { return all_f32({&a.x}, why); }, ref_rope});
+  r.kv_write.add({"cpu.ref", Device::Cpu, kRefPriority,
+                  [](const KvWriteArgs& a, std::string* why) { return f32_io(a.k, a.v, why); }, ref_kv_write});
+  r.attention.add({"cpu.ref", Device::Cpu, kRefPriority,
+                   [](const AttentionArgs& a, std::string* why) { return f32_io(a.q, a.out, why); },
+                   ref_attention});
+}
+
+}  // namespace kestrel::backends::cpu

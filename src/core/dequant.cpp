@@ -1,0 +1,216 @@
+#include "core/dequant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "core/quant_blocks.h"
+
+namespace kestrel {
+namespace {
+
+using namespace quant;
+
+void dequant_q4_0(const BlockQ4_0* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK4_0) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < kQK4_0 / 2; ++j) {
+      y[j] = ((b[i].qs[j] & 0xF) - 8) * d;
+      y[j + kQK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+void dequant_q4_1(const BlockQ4_1* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK4_1) {
+    const float d = f16_to_f32(b[i].d), m = f16_to_f32(b[i].m);
+    for (int j = 0; j < kQK4_1 / 2; ++j) {
+      y[j] = (b[i].qs[j] & 0xF) * d + m;
+      y[j + kQK4_1 / 2] = (b[i].qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void dequant_q8_0(const BlockQ8_0* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK8_0) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < kQK8_0; ++j) y[j] = b[i].qs[j] * d;
+  }
+}
+
+void dequant_q8_1(const BlockQ8_1* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK8_1) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < kQK8_1; ++j) y[j] = b[i].qs[j] * d;
+  }
+}
+
+void dequant_q4_k(const BlockQ4_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    const uint8_t* q = b[i].qs;
+    for (int j = 0, is = 0; j < kQK_K; j += 64, is += 2, q += 32) {
+      uint8_t sc, m;
+      q4k_scale_min(is, b[i].scales, sc, m);
+      const float d1 = d * sc, m1 = dmin * m;
+      q4k_scale_min(is + 1, b[i].scales, sc, m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+    }
+  }
+}
+
+void dequant_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    const uint8_t* ql = b[i].ql;
+    const uint8_t* qh = b[i].qh;
+    const int8_t* sc = b[i].scales;
+    for (int n = 0; n < kQK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = d * sc[is] * q1;
+        y[l + 32] = d * sc[is + 2] * q2;
+        y[l + 64] = d * sc[is + 4] * q3;
+        y[l + 96] = d * sc[is + 6] * q4;
+      }
+    }
+  }
+}
+
+void dequant_q8_k(const BlockQ8_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK_K)
+    for (int j = 0; j < kQK_K; ++j) y[j] = b[i].d * b[i].qs[j];
+}
+
+float absmax(const float* x, int n) {
+  float a = 0;
+  for (int j = 0; j < n; ++j) a = std::max(a, std::fabs(x[j]));
+  return a;
+}
+
+void quant_q8_0(const float* x, BlockQ8_0* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK8_0) {
+    const float d = absmax(x, kQK8_0) / 127.f, id = d ? 1.f / d : 0.f;
+    b[i].d = f32_to_f16(d);
+    for (int j = 0; j < kQK8_0; ++j) b[i].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+  }
+}
+
+void quant_q8_1(const float* x, BlockQ8_1* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK8_1) {
+    const float d = absmax(x, kQK8_1) / 127.f, id = d ? 1.f / d : 0.f;
+    int sum = 0;
+    for (int j = 0; j < kQK8_1; ++j) {
+      b[i].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+      sum += b[i].qs[j];
+    }
+    b[i].d = f32_to_f16(d);
+    b[i].s = f32_to_f16(sum * d);
+  }
+}
+
+void quant_q8_k(const float* x, BlockQ8_K* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
+    // ggml keeps the sign of the largest-magnitude value so it maps to exactly -128..127 range.
+    float amax = 0, max = 0;
+    for (int j = 0; j < kQK_K; ++j)
+      if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+    if (amax == 0) {
+      std::memset(&b[i], 0, sizeof(BlockQ8_K));
+      continue;
+    }
+    const float iscale = -128.f / max;
+    for (int j = 0; j < kQK_K; ++j)
+      b[i].qs[j] = static_cast<int8_t>(std::min(127, static_cast<int>(std::nearbyint(iscale * x[j]))));
+    for (int j = 0; j < kQK_K / 16; ++j) {
+      int s = 0;
+      for (int l = 0; l < 16; ++l) s += b[i].qs[j * 16 + l];
+      b[i].bsums[j] = static_cast<int16_t>(s);
+    }
+    b[i].d = 1.f / iscale;
+  }
+}
+
+void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK4_0) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < kQK4_0; ++j)
+      if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+    const float d = max / -8.f, id = d ? 1.f / d : 0.f;
+    b[i].d = f32_to_f16(d);
+    for (int j = 0; j < kQK4_0 / 2; ++j) {
+      const int q0 = std::min(15, static_cast<int>(x[j] * id + 8.5f));
+      const int q1 = std::min(15, static_cast<int>(x[j + kQK4_0 / 2] * id + 8.5f));
+      b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
+    }
+  }
+}
+
+void quant_q4_1(const float* x, BlockQ4_1* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK4_1) {
+    float lo = x[0], hi = x[0];
+    for (int j = 1; j < kQK4_1; ++j) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]);
+    const float d = (hi - lo) / 15.f, id = d ? 1.f / d : 0.f;
+    b[i].d = f32_to_f16(d);
+    b[i].m = f32_to_f16(lo);
+    for (int j = 0; j < kQK4_1 / 2; ++j) {
+      const int q0 = std::min(15, static_cast<int>((x[j] - lo) * id + 0.5f));
+      const int q1 = std::min(15, static_cast<int>((x[j + kQK4_1 / 2] - lo) * id + 0.5f));
+      b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
+    }
+  }
+}
+
+}  // namespace
+
+void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
+  const int64_t nb = n / dtype_info(t).block_size;
+  KS_CHECK(nb * dtype_info(t).block_size == n, "row of {} {} elements is not whole blocks", n, dtype_name(t));
+  switch (t) {
+    case DType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::F16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(static_cast<const uint16_t*>(src)[i]);
+      return;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+      return;
+    case DType::Q4_0: dequant_q4_0(static_cast<const BlockQ4_0*>(src), dst, nb); return;
+    case DType::Q4_1: dequant_q4_1(static_cast<const BlockQ4_1*>(src), dst, nb); return;
+    case DType::Q8_0: dequant_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb); return;
+    case DType::Q8_1: dequant_q8_1(static_cast<const BlockQ8_1*>(src), dst, nb); return;
+    case DType::Q4_K: dequant_q4_k(static_cast<const BlockQ4_K*>(src), dst, nb); return;
+    case DType::Q6_K: dequant_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb); return;
+    case DType::Q8_K: dequant_q8_k(static_cast<const BlockQ8_K*>(src), dst, nb); return;
+    default: KS_FAIL("cannot convert {} to f32", dtype_name(t));
+  }
+}
+
+void quantize_row(DType t, const float* src, void* dst, int64_t n) {
+  const int64_t nb = n / dtype_info(t).block_size;
+  KS_CHECK(nb * dtype_info(t).block_size == n, "row of {} {} elements is not whole blocks", n, dtype_name(t));
+  switch (t) {
+    case DType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::F16:
+      for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = f32_to_f16(src[i]);
+      return;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = f32_to_bf16(src[i]);
+      return;
+    case DType::Q4_0: quant_q4_0(src, static_cast<BlockQ4_0*>(dst), nb); return;
+    case DType::Q4_1: quant_q4_1(src, static_cast<BlockQ4_1*>(dst), nb); return;
+    case DType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), nb); return;
+    case DType::Q8_1: quant_q8_1(src, static_cast<BlockQ8_1*>(dst), nb); return;
+    case DType::Q8_K: quant_q8_k(src, static_cast<BlockQ8_K*>(dst), nb); return;
+    default: KS_FAIL("quantizing to {} is not supported", dtype_name(t));
+  }
+}
+
+}  // namespace kestrel

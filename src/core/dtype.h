@@ -1,0 +1,46 @@
+// Element types of tensors. Quantized GGUF types are block formats: `block_size` elements are stored in
+// `block_bytes` bytes; layouts follow ggml exactly so GGUF data is used in place.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace kestrel {
+
+enum class DType : uint8_t {
+  F32,
+  F16,
+  BF16,
+  I32,
+  I8,
+  Q4_0,
+  Q4_1,
+  Q8_0,
+  Q8_1,  // activation format paired with Q4_0/Q4_1 weights (ggml layout)
+  Q4_K,
+  Q6_K,
+  Q8_K,  // activation format paired with K-quant weights (ggml layout)
+  Count,
+};
+
+struct DTypeInfo {
+  std::string_view name;
+  int64_t block_size;  // elements per block (1 for plain types)
+  size_t block_bytes;  // bytes per block
+  bool quantized;
+};
+
+const DTypeInfo& dtype_info(DType t);
+inline std::string_view dtype_name(DType t) { return dtype_info(t).name; }
+std::optional<DType> dtype_from_name(std::string_view name);  // case-insensitive: "q4_k", "bf16" ...
+
+// Bytes needed for one row of n elements; n must be a multiple of the block size.
+size_t row_bytes(DType t, int64_t n);
+
+// ggml's numeric type ids as stored in GGUF files, and back.
+std::optional<DType> dtype_from_ggml(uint32_t ggml_type);
+uint32_t dtype_to_ggml(DType t);
+
+}  // namespace kestrel

@@ -1,0 +1,141 @@
+// The dispatcher: a registry of variants per op. A variant states its device, a priority and a
+// capability check; the dispatcher runs the highest-priority variant that supports the call, or the
+// forced one when it supports the call (otherwise it logs the fallback once and picks normally).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ops/context.h"
+#include "ops/ops.h"
+
+namespace kestrel::ops {
+
+template <typename Args>
+struct Variant {
+  std::string name;  // "cpu.ref", "cpu.avx2", "cuda.flat_gemm" ...
+  Device device;
+  int priority;  // higher wins
+  // Returns true when this variant can run the call; may set *why when it can't.
+  std::function<bool(const Args&, std::string* why)> supports;
+  std::function<void(const Args&, const Context&)> run;
+};
+
+template <typename Args>
+class Registry {
+ public:
+  explicit Registry(std::string op) : op_(std::move(op)) {}
+  void add(Variant<Args> v) { variants_.push_back(std::move(v)); }
+  const std::vector<Variant<Args>>& variants() const { return variants_; }
+  const std::string& op() const { return op_; }
+
+  // Chooses the variant for this call (throws when none supports it).
+  const Variant<Args>& select(const Args& args, const Context& ctx) const;
+  void run(const Args& args, const Context& ctx) const { select(args, ctx).run(args, ctx); }
+  // Runs a named variant directly (ops harness); throws if missing or unsupported.
+  void run_variant(const std::string& name, const Args& args, const Context& ctx) const;
+
+ private:
+  std::string op_;
+  std::vector<Variant<Args>> variants_;
+};
+
+void log_fallback(const std::string& op, const std::string& forced, const std::string& why, const std::string& used);
+[[noreturn]] void fail_no_variant(const std::string& op, Device device, const std::string& why);
+
+template <typename Args>
+const Variant<Args>& Registry<Args>::select(const Args& args, const Context& ctx) const {
+  std::string why;
+  if (auto it = ctx.forced.find(op_); it != ctx.forced.end()) {
+    for (const auto& v : variants_) {
+      if (v.name != it->second || v.device != ctx.device) continue;
+      std::string reason;
+      if (v.supports(args, &reason)) return v;
+      why = reason;
+    }
+  }
+  const Variant<Args>* best = nullptr;
+  std::string last_reason;
+  for (const auto& v : variants_) {
+    if (v.device != ctx.device || (best && v.priority <= best->priority)) continue;
+    std::string reason;
+    if (v.supports(args, &reason))
+      best = &v;
+    else
+      last_reason = v.name + ": " + reason;
+  }
+  if (!best) fail_no_variant(op_, ctx.device, last_reason);
+  if (auto it = ctx.forced.find(op_); it != ctx.forced.end() && it->second != best->name)
+    log_fallback(op_, it->second, why.empty() ? "no such variant on this device" : why, best->name);
+  return *best;
+}
+
+template <typename Args>
+void Registry<Args>::run_variant(const std::string& name, const Args& args, const Context& ctx) const {
+  for (const auto& v : variants_) {
+    if (v.name != name) continue;
+    std::string why;
+    if (!v.supports(args, &why)) fail_no_variant(op_ + " variant " + name, v.device, why);
+    v.run(args, ctx);
+    return;
+  }
+  fail_no_variant(op_ + " variant " + name, ctx.device, "not registered");
+}
+
+// Argument packs, one per op (see ops.h for the contracts).
+struct EmbedArgs {
+  const Tensor& table;
+  const Tensor& ids;
+  Tensor& out;
+};
+struct MatmulArgs {
+  const Tensor& x;
+  const Tensor& w;
+  Tensor& y;
+  const Tensor* bias;
+};
+struct RmsnormArgs {
+  const Tensor& x;
+  const Tensor& w;
+  float eps;
+  Tensor& y;
+};
+struct BinaryArgs {  // add, silu_mul
+  const Tensor& a;
+  const Tensor& b;
+  Tensor& y;
+};
+struct RopeArgs {
+  Tensor& x;
+  const Tensor& positions;
+  const RopeParams& p;
+};
+struct KvWriteArgs {
+  const Tensor& k;
+  const Tensor& v;
+  const Tensor& slots;
+  KvLayer& cache;
+};
+struct AttentionArgs {
+  const Tensor& q;
+  const KvLayer& cache;
+  const AttentionBatch& batch;
+  Tensor& out;
+};
+
+struct Registries {
+  Registry<EmbedArgs> embed{"embed"};
+  Registry<MatmulArgs> matmul{"matmul"};
+  Registry<RmsnormArgs> rmsnorm{"rmsnorm"};
+  Registry<BinaryArgs> add{"add"};
+  Registry<BinaryArgs> silu_mul{"silu_mul"};
+  Registry<RopeArgs> rope{"rope"};
+  Registry<KvWriteArgs> kv_write{"kv_write"};
+  Registry<AttentionArgs> attention{"attention"};
+};
+
+// All op registries; every backend built in registers its variants on first use.
+Registries& registries();
+
+}  // namespace kestrel::ops

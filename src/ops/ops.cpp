@@ -1,0 +1,77 @@
+#include "ops/ops.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/dispatch.h"
+
+namespace kestrel::ops {
+
+void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
+  registries().embed.run({table, ids, out}, ctx);
+}
+
+void matmul(const Context& ctx, const Tensor& x, const Tensor& w, Tensor& y, const Tensor* bias) {
+  KS_CHECK(x.cols() == w.cols() && y.cols() == w.rows() && y.rows() == x.rows(),
+           "matmul shape mismatch: x {} w {} y {}", x.describe(), w.describe(), y.describe());
+  registries().matmul.run({x, w, y, bias}, ctx);
+}
+
+void rmsnorm(const Context& ctx, const Tensor& x, const Tensor& w, float eps, Tensor& y) {
+  KS_CHECK(w.numel() == x.cols() && y.numel() == x.numel(), "rmsnorm shape mismatch: x {} w {} y {}", x.describe(),
+           w.describe(), y.describe());
+  registries().rmsnorm.run({x, w, eps, y}, ctx);
+}
+
+void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
+  KS_CHECK(a.numel() == b.numel() && a.numel() == y.numel(), "add shape mismatch");
+  registries().add.run({a, b, y}, ctx);
+}
+
+void silu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y) {
+  KS_CHECK(gate.numel() == up.numel() && gate.numel() == y.numel(), "silu_mul shape mismatch");
+  registries().silu_mul.run({gate, up, y}, ctx);
+}
+
+void rope(const Context& ctx, Tensor& x, const Tensor& positions, const RopeParams& p) {
+  KS_CHECK(x.ndim() == 3 && positions.numel() == x.dim(0) && p.rot_dim % 2 == 0 && p.rot_dim <= x.dim(2),
+           "rope shape mismatch: x {} positions {} rot_dim {}", x.describe(), positions.describe(), p.rot_dim);
+  registries().rope.run({x, positions, p}, ctx);
+}
+
+void kv_write(const Context& ctx, const Tensor& k, const Tensor& v, const Tensor& slots, KvLayer& cache) {
+  KS_CHECK(k.ndim() == 3 && k.dim(1) == cache.k.dim(2) && k.dim(2) == cache.k.dim(3) && slots.numel() == k.dim(0),
+           "kv_write shape mismatch: k {} cache {}", k.describe(), cache.k.describe());
+  registries().kv_write.run({k, v, slots, cache}, ctx);
+}
+
+void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch, Tensor& out) {
+  KS_CHECK(q.ndim() == 3 && q.dim(1) % cache.k.dim(2) == 0 && q.dim(2) == cache.k.dim(3) && out.numel() == q.numel(),
+           "attention shape mismatch: q {} cache {}", q.describe(), cache.k.describe());
+  registries().attention.run({q, cache, batch, out}, ctx);
+}
+
+std::vector<float> RopeParams::inv_freq() const {
+  std::vector<float> f(rot_dim / 2);
+  constexpr double kPi = 3.14159265358979323846;
+  for (int i = 0; i < rot_dim / 2; ++i) {
+    double freq = 1.0 / std::pow(static_cast<double>(theta), 2.0 * i / rot_dim);
+    if (llama3_factor > 0) {
+      // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, a smooth blend between.
+      const double low_wavelen = llama3_original_max_pos / llama3_low_freq_factor;
+      const double high_wavelen = llama3_original_max_pos / llama3_high_freq_factor;
+      const double wavelen = 2 * kPi / freq;
+      if (wavelen > low_wavelen) {
+        freq /= llama3_factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (llama3_original_max_pos / wavelen - llama3_low_freq_factor) /
+                              (llama3_high_freq_factor - llama3_low_freq_factor);
+        freq = (1 - smooth) * freq / llama3_factor + smooth * freq;
+      }
+    }
+    f[i] = static_cast<float>(freq / linear_factor);
+  }
+  return f;
+}
+
+}  // namespace kestrel::ops

@@ -1,0 +1,86 @@
+// The ops the model calls. Each op has several implementations ("variants": a CPU reference, SIMD CPU
+// kernels, CUDA kernels, research techniques) registered with the dispatcher (dispatch.h), which picks one
+// by device, capability and priority, or the one the user forced for A/B runs. Model code never branches
+// on backend or technique.
+//
+// Conventions: tensors are row-major; activations are f32 on the CPU (bf16/f16/f32 on CUDA); weights
+// are {out, in} in any weight dtype; every tensor passed to one call lives on ctx.device.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/context.h"
+
+namespace kestrel::ops {
+
+// out[t, :] = table[ids[t], :] converted to out.dtype. ids: i32 [T]; table: [V, D] any dtype.
+void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out);
+
+// y[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]). x: [T, K]; w: [N, K] any weight dtype; bias: f32 [N]
+// or null. y: [T, N]; must not alias x.
+void matmul(const Context& ctx, const Tensor& x, const Tensor& w, Tensor& y, const Tensor* bias = nullptr);
+
+// y = x / rms(x) * w over the last dimension (rows are independent). w: f32 [D]. y may alias x.
+void rmsnorm(const Context& ctx, const Tensor& x, const Tensor& w, float eps, Tensor& y);
+
+// y = a + b, elementwise, same shapes. y may alias a or b.
+void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& y);
+
+// y = silu(gate) * up, elementwise, same shapes. y may alias gate or up.
+void silu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y);
+
+struct RopeParams {
+  enum class Style : uint8_t {
+    Adjacent,   // rotate pairs (2i, 2i+1): GGUF llama-family files (Q/K permuted by convert_hf_to_gguf)
+    HalfSplit,  // rotate pairs (i, i + rot_dim/2): HF checkpoints and qwen-family GGUFs ("neox")
+  };
+  Style style = Style::HalfSplit;
+  int rot_dim = 0;  // leading dims of each head that rotate; the rest pass through
+  float theta = 10000.f;
+  // Llama-3.1 frequency scaling ("rope_type": "llama3"); factor == 0 disables it.
+  float llama3_factor = 0.f;
+  float llama3_low_freq_factor = 1.f;
+  float llama3_high_freq_factor = 4.f;
+  int llama3_original_max_pos = 8192;
+  float linear_factor = 1.f;  // "rope_type": "linear": positions are divided by it
+
+  // Inverse frequency of pair i (0 <= i < rot_dim/2) with all scaling applied. Shared by every variant.
+  std::vector<float> inv_freq() const;
+};
+
+// Rotates x in place. x: [T, H, head_dim]; positions: i32 [T].
+void rope(const Context& ctx, Tensor& x, const Tensor& positions, const RopeParams& p);
+
+// One layer of the paged KV cache: k and v are [num_blocks, block_size, n_kv_heads, head_dim].
+struct KvLayer {
+  Tensor k;
+  Tensor v;
+  int64_t block_size() const { return k.dim(1); }
+};
+
+// Writes new keys/values into the cache. k, v: [T, n_kv_heads, head_dim]; slots: i32 [T], slot =
+// block_id * block_size + offset_in_block.
+void kv_write(const Context& ctx, const Tensor& k, const Tensor& v, const Tensor& slots, KvLayer& cache);
+
+// One sequence's share of a batched attention call. Its q_len new tokens are rows
+// [q_begin, q_begin + q_len) of q and sit at positions kv_len - q_len ... kv_len - 1; their keys and
+// values are already written. Token i attends causally to cache positions [0, kv_len - q_len + i].
+struct AttentionSeq {
+  int32_t q_begin = 0;
+  int32_t q_len = 0;
+  int32_t kv_len = 0;
+  const int32_t* block_table = nullptr;  // host pointer on CPU; enough blocks to cover kv_len
+};
+
+struct AttentionBatch {
+  std::vector<AttentionSeq> seqs;
+  float scale = 1.f;  // usually 1/sqrt(head_dim)
+};
+
+// out[t, h, :] = softmax(scale * q[t, h] . K^T) V over the causal window, with GQA (query head h reads
+// kv head h / (n_heads / n_kv_heads)). q, out: [T, n_heads, head_dim].
+void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch, Tensor& out);
+
+}  // namespace kestrel::ops

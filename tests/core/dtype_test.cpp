@@ -1,0 +1,31 @@
+#include "core/dtype.h"
+
+#include <gtest/gtest.h>
+
+#include "core/dequant.h"
+#include "core/error.h"
+
+namespace kestrel {
+
+TEST(DType, RowBytesMatchesGgmlBlockSizes) {
+  EXPECT_EQ(row_bytes(DType::Q4_1, 576), 576 / 32 * 20u);
+  EXPECT_EQ(row_bytes(DType::Q6_K, 512), 2 * 210u);
+  EXPECT_THROW(row_bytes(DType::Q4_0, 33), Error);
+}
+
+TEST(DType, GgmlIdsRoundTrip) {
+  for (auto t : {DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K})
+    EXPECT_EQ(dtype_from_ggml(dtype_to_ggml(t)), t);
+  EXPECT_FALSE(dtype_from_ggml(9999).has_value());
+}
+
+TEST(Dequant, Q8_0RoundTripIsClose) {
+  float x[64], y[64];
+  for (int i = 0; i < 64; ++i) x[i] = (i - 30) * 0.1f;
+  uint8_t buf[2 * 34];
+  quantize_row(DType::Q8_0, x, buf, 64);
+  dequantize_row(DType::Q8_0, buf, y, 64);
+  for (int i = 0; i < 64; ++i) EXPECT_NEAR(x[i], y[i], 0.02f);
+}
+
+}  // namespace kestrel
