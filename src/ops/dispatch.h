@@ -124,7 +124,15 @@ struct AttentionArgs {
   Tensor& out;
 };
 
+// How a backend allocates and moves memory for its device.
+struct DeviceMemory {
+  std::function<Tensor(DType, std::vector<int64_t>, const Context&)> allocate;
+  std::function<Tensor(const Tensor& host, const Context&)> upload;
+  std::function<void(const Tensor& src, Tensor& host_dst, const Context&)> download;
+};
+
 struct Registries {
+  DeviceMemory memory[2];  // indexed by Device
   Registry<EmbedArgs> embed{"embed"};
   Registry<MatmulArgs> matmul{"matmul"};
   Registry<RmsnormArgs> rmsnorm{"rmsnorm"};

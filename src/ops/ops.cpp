@@ -7,6 +7,29 @@
 
 namespace kestrel::ops {
 
+namespace {
+const DeviceMemory& memory_for(const Context& ctx) {
+  const DeviceMemory& m = registries().memory[static_cast<int>(ctx.device)];
+  KS_CHECK(m.allocate != nullptr, "no backend for {} memory is built in", ctx.device == Device::Cpu ? "CPU" : "CUDA");
+  return m;
+}
+}  // namespace
+
+Tensor allocate(const Context& ctx, DType dtype, std::vector<int64_t> shape) {
+  return memory_for(ctx).allocate(dtype, std::move(shape), ctx);
+}
+
+Tensor upload(const Context& ctx, const Tensor& host) {
+  KS_CHECK(host.device == Device::Cpu, "upload expects a host tensor, got one on the device");
+  return memory_for(ctx).upload(host, ctx);
+}
+
+void download(const Context& ctx, const Tensor& src, Tensor& host_dst) {
+  KS_CHECK(host_dst.device == Device::Cpu && host_dst.nbytes() == src.nbytes() && host_dst.dtype == src.dtype,
+           "download into {} from {} does not match", host_dst.describe(), src.describe());
+  memory_for(ctx).download(src, host_dst, ctx);
+}
+
 void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
   registries().embed.run({table, ids, out}, ctx);
 }

@@ -15,6 +15,13 @@
 
 namespace kestrel::ops {
 
+// Allocates an uninitialised tensor on ctx.device (host memory on the CPU; the device allocator that the
+// CUDA backend installs otherwise).
+Tensor allocate(const Context& ctx, DType dtype, std::vector<int64_t> shape);
+// Copies a host tensor to ctx.device (returns the same storage on the CPU) and back.
+Tensor upload(const Context& ctx, const Tensor& host);
+void download(const Context& ctx, const Tensor& src, Tensor& host_dst);
+
 // out[t, :] = table[ids[t], :] converted to out.dtype. ids: i32 [T]; table: [V, D] any dtype.
 void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out);
 
@@ -77,6 +84,11 @@ struct AttentionSeq {
 struct AttentionBatch {
   std::vector<AttentionSeq> seqs;
   float scale = 1.f;  // usually 1/sqrt(head_dim)
+  // Device copies for GPU variants (empty on the CPU): block tables as i32 [n_seqs, max_blocks] (row s
+  // padded with -1) and per-sequence {q_begin, q_len, kv_len} as i32 [n_seqs, 3]. The host `seqs` above
+  // stay authoritative for planning (grid sizes, split counts).
+  Tensor block_tables;
+  Tensor seq_info;
 };
 
 // out[t, h, :] = softmax(scale * q[t, h] . K^T) V over the causal window, with GQA (query head h reads

@@ -1,0 +1,26 @@
+// Where a model's tensors come from (a GGUF file or a Hugging Face safetensors directory), behind one
+// interface so architecture code is format-agnostic. Names passed in are GGUF-style ("blk.3.attn_q.weight");
+// each source translates them to its own naming.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace kestrel {
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool has(const std::string& name) const = 0;
+  // Throws kestrel::Error naming the tensor and the file when it is missing or unreadable.
+  virtual Tensor get(const std::string& name) const = 0;
+};
+
+// Maps a GGUF-style tensor name to the Hugging Face transformers name ("blk.3.attn_q.weight" ->
+// "model.layers.3.self_attn.q_proj.weight"); returns empty if the name has no HF counterpart.
+std::string hf_tensor_name(const std::string& gguf_name);
+
+}  // namespace kestrel
