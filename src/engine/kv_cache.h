@@ -1,0 +1,79 @@
+// The paged KV cache: per layer, K and V pools of fixed-size blocks ([num_blocks, block_size,
+// n_kv_heads, head_dim]); one BlockAllocator owns every block (reference-counted so the prefix cache can
+// share full blocks); each sequence owns a block table. See docs/ARCHITECTURE.md ("KV cache").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "core/dtype.h"
+#include "ops/ops.h"
+
+namespace kestrel {
+
+class BlockAllocator {
+ public:
+  explicit BlockAllocator(int32_t num_blocks);
+  // A free block with reference count 1, or nullopt when none is left.
+  std::optional<int32_t> allocate();
+  void retain(int32_t block);
+  void release(int32_t block);  // returns the block to the free list when its count reaches 0
+  int32_t num_free() const { return static_cast<int32_t>(free_.size()); }
+  int32_t num_total() const { return static_cast<int32_t>(refs_.size()); }
+  int32_t ref_count(int32_t block) const;
+
+ private:
+  std::vector<int32_t> free_;
+  std::vector<int32_t> refs_;
+};
+
+struct KvCacheConfig {
+  int n_layers = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 16;
+  int32_t num_blocks = 0;
+  DType dtype = DType::F32;
+};
+
+class KvCache {
+ public:
+  KvCache(const KvCacheConfig& cfg, const ops::Context& ctx);
+  const KvCacheConfig& config() const { return cfg_; }
+  ops::KvLayer& layer(int l) { return layers_.at(l); }
+  std::span<ops::KvLayer> layers() { return layers_; }
+  BlockAllocator& blocks() { return blocks_; }
+  const BlockAllocator& blocks() const { return blocks_; }
+  int block_size() const { return cfg_.block_size; }
+  size_t bytes_per_token() const;
+
+ private:
+  KvCacheConfig cfg_;
+  std::vector<ops::KvLayer> layers_;
+  BlockAllocator blocks_;
+};
+
+// One sequence's view of the cache: its block table and how many positions hold valid K/V.
+class SequenceKv {
+ public:
+  const std::vector<int32_t>& block_table() const { return blocks_; }
+  int32_t length() const { return length_; }
+  int32_t capacity(const KvCache& cache) const { return static_cast<int32_t>(blocks_.size()) * cache.block_size(); }
+  // Makes room for `new_length` positions; false (and no change) when the cache has too few free blocks.
+  bool reserve(KvCache& cache, int32_t new_length);
+  // Marks positions [0, new_length) as written (after a forward step).
+  void set_length(int32_t new_length) { length_ = new_length; }
+  // Forgets positions >= new_length and frees the blocks no longer needed.
+  void truncate(KvCache& cache, int32_t new_length);
+  void release(KvCache& cache) { truncate(cache, 0); }
+  // Cache slot of position p (block * block_size + offset).
+  int32_t slot(const KvCache& cache, int32_t p) const;
+
+ private:
+  std::vector<int32_t> blocks_;
+  int32_t length_ = 0;
+};
+
+}  // namespace kestrel

@@ -1,0 +1,29 @@
+// The architecture table. An architecture is data — which optional tensors it has and how its
+// checkpoints lay out RoPE — plus the shared decoder forward (decoder.h). Adding a Llama-like family is
+// one short file in model/arch/ and a line in architecture.cpp.
+#pragma once
+
+#include <string_view>
+#include <vector>
+
+#include "ops/ops.h"
+
+namespace kestrel {
+
+struct Architecture {
+  std::string_view name;                        // Kestrel's name, also ModelConfig::arch
+  std::vector<std::string_view> gguf_names;     // values of general.architecture
+  std::vector<std::string_view> hf_model_types;  // values of config.json "model_type"
+  // GGUF converters permute Q/K rows of llama-family models so RoPE rotates adjacent pairs; qwen-family
+  // GGUFs keep the Hugging Face half-split layout. HF checkpoints are always half-split.
+  ops::RopeParams::Style gguf_rope_style;
+  bool qkv_bias;  // q/k/v projections carry biases
+  bool qk_norm;   // per-head RMSNorm of q and k before RoPE
+};
+
+const std::vector<const Architecture*>& architectures();
+// Throw kestrel::Error listing the supported names when unknown.
+const Architecture& architecture_for_gguf(std::string_view general_architecture);
+const Architecture& architecture_for_hf(std::string_view model_type);
+
+}  // namespace kestrel

@@ -1,0 +1,112 @@
+#include "model/decoder.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace kestrel {
+namespace {
+
+Tensor host_i32(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::empty_host(DType::I32, {static_cast<int64_t>(v.size())});
+  std::copy(v.begin(), v.end(), t.ptr<int32_t>());
+  return t;
+}
+
+// First `rows` rows of a scratch buffer, viewed with the given inner shape.
+Tensor view(const Tensor& buf, int64_t rows, std::vector<int64_t> inner) {
+  std::vector<int64_t> shape = {rows};
+  shape.insert(shape.end(), inner.begin(), inner.end());
+  Tensor t = buf;
+  t.shape = std::move(shape);
+  return t;
+}
+
+}  // namespace
+
+Decoder::Scratch& Decoder::scratch(const ops::Context& ctx, int64_t n) {
+  if (scratch_.tokens >= n && (scratch_.x.empty() || scratch_.x.device == ctx.device)) return scratch_;
+  const int64_t cap = std::max<int64_t>(n, 16);
+  const int64_t q_dim = int64_t{cfg_.n_heads} * cfg_.head_dim, kv_dim = int64_t{cfg_.n_kv_heads} * cfg_.head_dim;
+  auto alloc = [&](int64_t cols) { return ops::allocate(ctx, act_dtype_, {cap, cols}); };
+  scratch_ = Scratch{cap,          alloc(cfg_.hidden), alloc(cfg_.hidden), alloc(q_dim), alloc(kv_dim),
+                     alloc(kv_dim), alloc(q_dim),       alloc(cfg_.ffn),    alloc(cfg_.ffn)};
+  return scratch_;
+}
+
+void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
+                              const StepBatch& batch, const Tensor& positions, const Tensor& slots, Scratch& s,
+                              int64_t T) {
+  const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim;
+  Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden});
+  Tensor q = view(s.q, T, {H * D}), k = view(s.k, T, {Hkv * D}), v = view(s.v, T, {Hkv * D});
+  ops::rmsnorm(ctx, x, L.attn_norm, cfg_.rms_eps, h);
+  ops::matmul(ctx, h, L.wq, q, L.bq.empty() ? nullptr : &L.bq);
+  ops::matmul(ctx, h, L.wk, k, L.bk.empty() ? nullptr : &L.bk);
+  ops::matmul(ctx, h, L.wv, v, L.bv.empty() ? nullptr : &L.bv);
+  Tensor q3 = q.reshaped({T, H, D}), k3 = k.reshaped({T, Hkv, D}), v3 = v.reshaped({T, Hkv, D});
+  if (!L.q_norm.empty()) {
+    Tensor qh = q.reshaped({T * H, D}), kh = k.reshaped({T * Hkv, D});
+    ops::rmsnorm(ctx, qh, L.q_norm, cfg_.rms_eps, qh);
+    ops::rmsnorm(ctx, kh, L.k_norm, cfg_.rms_eps, kh);
+  }
+  ops::rope(ctx, q3, positions, cfg_.rope);
+  ops::rope(ctx, k3, positions, cfg_.rope);
+  ops::kv_write(ctx, k3, v3, slots, kv);
+  Tensor a = view(s.attn, T, {H, D});
+  ops::attention(ctx, q3, kv, batch.attention, a);
+  Tensor a2 = a.reshaped({T, H * D});
+  ops::matmul(ctx, a2, L.wo, h);
+  ops::add(ctx, x, h, x);
+}
+
+void Decoder::mlp_block(const ops::Context& ctx, const LayerWeights& L, Scratch& s, int64_t T) {
+  Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden});
+  Tensor g = view(s.gate, T, {cfg_.ffn}), u = view(s.up, T, {cfg_.ffn});
+  ops::rmsnorm(ctx, x, L.ffn_norm, cfg_.rms_eps, h);
+  ops::matmul(ctx, h, L.w_gate, g);
+  ops::matmul(ctx, h, L.w_up, u);
+  ops::silu_mul(ctx, g, u, g);
+  ops::matmul(ctx, g, L.w_down, h);
+  ops::add(ctx, x, h, x);
+}
+
+Tensor Decoder::forward(const ops::Context& ctx, const StepBatch& batch, std::span<ops::KvLayer> kv) {
+  const int64_t T = batch.size();
+  KS_CHECK(T > 0, "forward step with no tokens");
+  KS_CHECK(batch.positions.size() == batch.tokens.size() && batch.slots.size() == batch.tokens.size(),
+           "step batch: tokens, positions and slots differ in length");
+  KS_CHECK(kv.size() == static_cast<size_t>(cfg_.n_layers), "KV cache has {} layers, model has {}", kv.size(),
+           cfg_.n_layers);
+  for (int32_t id : batch.tokens)
+    KS_CHECK(id >= 0 && id < cfg_.vocab, "token id {} is outside the vocabulary (size {})", id, cfg_.vocab);
+  for (int32_t r : batch.logit_rows) KS_CHECK(r >= 0 && r < T, "logit row {} outside the step's {} tokens", r, T);
+
+  Scratch& s = scratch(ctx, T);
+  const Tensor tokens = ops::upload(ctx, host_i32(batch.tokens));
+  const Tensor positions = ops::upload(ctx, host_i32(batch.positions));
+  const Tensor slots = ops::upload(ctx, host_i32(batch.slots));
+
+  Tensor x = view(s.x, T, {cfg_.hidden});
+  ops::embed(ctx, w_.tok_embd, tokens, x);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    attention_block(ctx, w_.layers[l], kv[l], batch, positions, slots, s, T);
+    mlp_block(ctx, w_.layers[l], s, T);
+  }
+
+  // Only the rows that need logits go through the final norm and the (large) output projection.
+  const int64_t R = static_cast<int64_t>(batch.logit_rows.size());
+  Tensor logits_host = Tensor::empty_host(DType::F32, {R, cfg_.vocab});
+  if (R == 0) return logits_host;
+  const Tensor rows = ops::upload(ctx, host_i32(batch.logit_rows));
+  Tensor sel = ops::allocate(ctx, act_dtype_, {R, cfg_.hidden});
+  ops::embed(ctx, x, rows, sel);  // embed is a row gather
+  ops::rmsnorm(ctx, sel, w_.output_norm, cfg_.rms_eps, sel);
+  Tensor logits = ctx.device == Device::Cpu ? logits_host : ops::allocate(ctx, DType::F32, {R, cfg_.vocab});
+  ops::matmul(ctx, sel, w_.output, logits);
+  if (ctx.device != Device::Cpu) ops::download(ctx, logits, logits_host);
+  return logits_host;
+}
+
+}  // namespace kestrel

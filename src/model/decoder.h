@@ -1,0 +1,47 @@
+// The shared forward pass of decoder-only transformers (Llama, Qwen2, Qwen3 and relatives): embedding,
+// N pre-norm blocks of GQA attention over the paged KV cache and a SwiGLU MLP, final norm, logits.
+// Everything goes through ops::, so the same code runs on every backend and variant.
+#pragma once
+
+#include <span>
+
+#include "core/tensor.h"
+#include "model/architecture.h"
+#include "model/decoder_weights.h"
+#include "model/model_config.h"
+#include "model/step_batch.h"
+#include "ops/context.h"
+
+namespace kestrel {
+
+class Decoder {
+ public:
+  Decoder(const Architecture& arch, ModelConfig cfg, DecoderWeights weights)
+      : arch_(&arch), cfg_(std::move(cfg)), w_(std::move(weights)) {}
+
+  const ModelConfig& config() const { return cfg_; }
+  const Architecture& architecture() const { return *arch_; }
+  const DecoderWeights& weights() const { return w_; }
+
+  // Runs one step; writes the K/V of the new tokens into `kv` and returns f32 logits
+  // [batch.logit_rows.size(), vocab] on the host.
+  Tensor forward(const ops::Context& ctx, const StepBatch& batch, std::span<ops::KvLayer> kv);
+
+ private:
+  struct Scratch {
+    int64_t tokens = 0;  // capacity in tokens
+    Tensor x, h, q, k, v, attn, gate, up;
+  };
+  Scratch& scratch(const ops::Context& ctx, int64_t n_tokens);
+  void attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv, const StepBatch& batch,
+                       const Tensor& positions, const Tensor& slots, Scratch& s, int64_t T);
+  void mlp_block(const ops::Context& ctx, const LayerWeights& L, Scratch& s, int64_t T);
+
+  const Architecture* arch_;
+  ModelConfig cfg_;
+  DecoderWeights w_;
+  Scratch scratch_;
+  DType act_dtype_ = DType::F32;
+};
+
+}  // namespace kestrel

@@ -1,0 +1,72 @@
+#include "model/decoder_weights.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/dequant.h"
+#include "core/error.h"
+
+namespace kestrel {
+namespace {
+
+Tensor expect(const WeightSource& src, const std::string& name, std::vector<int64_t> shape) {
+  Tensor t = src.get(name);
+  KS_CHECK(t.shape == shape, "tensor '{}' has shape [{}], expected [{}]", name, fmt::join(t.shape, ", "),
+           fmt::join(shape, ", "));
+  return t;
+}
+
+// Norm weights and biases are tiny; keep them in f32 so every kernel reads one format.
+Tensor expect_f32(const WeightSource& src, const std::string& name, std::vector<int64_t> shape) {
+  Tensor t = expect(src, name, std::move(shape));
+  if (t.dtype == DType::F32) return t;
+  Tensor f = Tensor::empty_host(DType::F32, t.shape);
+  dequantize_row(t.dtype, t.data, f.ptr<float>(), t.numel());
+  return f;
+}
+
+}  // namespace
+
+DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture& arch, const ModelConfig& c) {
+  DecoderWeights w;
+  const int64_t q_dim = int64_t{c.n_heads} * c.head_dim, kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
+  w.tok_embd = expect(src, "token_embd.weight", {c.vocab, c.hidden});
+  w.output_norm = expect_f32(src, "output_norm.weight", {c.hidden});
+  w.output = c.tied_embeddings || !src.has("output.weight") ? w.tok_embd
+                                                            : expect(src, "output.weight", {c.vocab, c.hidden});
+  w.layers.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    auto n = [l](const char* suffix) { return fmt::format("blk.{}.{}", l, suffix); };
+    LayerWeights& L = w.layers[l];
+    L.attn_norm = expect_f32(src, n("attn_norm.weight"), {c.hidden});
+    L.wq = expect(src, n("attn_q.weight"), {q_dim, c.hidden});
+    L.wk = expect(src, n("attn_k.weight"), {kv_dim, c.hidden});
+    L.wv = expect(src, n("attn_v.weight"), {kv_dim, c.hidden});
+    L.wo = expect(src, n("attn_output.weight"), {c.hidden, q_dim});
+    if (arch.qkv_bias) {
+      L.bq = expect_f32(src, n("attn_q.bias"), {q_dim});
+      L.bk = expect_f32(src, n("attn_k.bias"), {kv_dim});
+      L.bv = expect_f32(src, n("attn_v.bias"), {kv_dim});
+    }
+    if (arch.qk_norm) {
+      L.q_norm = expect_f32(src, n("attn_q_norm.weight"), {c.head_dim});
+      L.k_norm = expect_f32(src, n("attn_k_norm.weight"), {c.head_dim});
+    }
+    L.ffn_norm = expect_f32(src, n("ffn_norm.weight"), {c.hidden});
+    L.w_gate = expect(src, n("ffn_gate.weight"), {c.ffn, c.hidden});
+    L.w_up = expect(src, n("ffn_up.weight"), {c.ffn, c.hidden});
+    L.w_down = expect(src, n("ffn_down.weight"), {c.hidden, c.ffn});
+  }
+  return w;
+}
+
+size_t DecoderWeights::nbytes() const {
+  size_t total = tok_embd.nbytes() + output_norm.nbytes() + (output.data != tok_embd.data ? output.nbytes() : 0);
+  for (const auto& L : layers)
+    for (const Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm,
+                            &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
+      if (!t->empty()) total += t->nbytes();
+  return total;
+}
+
+}  // namespace kestrel

@@ -1,0 +1,32 @@
+// The tensors of a decoder-only transformer, gathered from a WeightSource by GGUF-style name. Linear
+// weights stay in their file dtype (quantized kernels read them in place); norms and biases are f32.
+#pragma once
+
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/architecture.h"
+#include "model/model_config.h"
+#include "model/weight_source.h"
+
+namespace kestrel {
+
+struct LayerWeights {
+  Tensor attn_norm, wq, wk, wv, wo;
+  Tensor bq, bk, bv;        // qkv_bias architectures
+  Tensor q_norm, k_norm;    // qk_norm architectures
+  Tensor ffn_norm, w_gate, w_up, w_down;
+};
+
+struct DecoderWeights {
+  Tensor tok_embd;     // [vocab, hidden]
+  Tensor output_norm;  // [hidden]
+  Tensor output;       // [vocab, hidden]; the embedding when tied
+  std::vector<LayerWeights> layers;
+
+  // Loads and shape-checks every tensor; throws kestrel::Error naming the first missing or mis-shaped one.
+  static DecoderWeights load(const WeightSource& src, const Architecture& arch, const ModelConfig& cfg);
+  size_t nbytes() const;
+};
+
+}  // namespace kestrel
