@@ -92,6 +92,7 @@ std::vector<float> RopeParams::inv_freq() const {
         freq = (1 - smooth) * freq / llama3_factor + smooth * freq;
       }
     }
+    if (!freq_factors.empty()) freq /= freq_factors.at(i);
     f[i] = static_cast<float>(freq / linear_factor);
   }
   return f;

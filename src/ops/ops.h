@@ -52,6 +52,9 @@ struct RopeParams {
   float llama3_high_freq_factor = 4.f;
   int llama3_original_max_pos = 8192;
   float linear_factor = 1.f;  // "rope_type": "linear": positions are divided by it
+  // Per-pair frequency divisors (GGUF "rope_freqs.weight", how llama.cpp stores Llama-3.1 scaling);
+  // empty: none.
+  std::vector<float> freq_factors;
 
   // Inverse frequency of pair i (0 <= i < rot_dim/2) with all scaling applied. Shared by every variant.
   std::vector<float> inv_freq() const;

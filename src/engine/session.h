@@ -1,0 +1,57 @@
+// One sequence on one model: the KV cache, the tokens it holds, and prompt feeding in chunks. Used by
+// `kestrel run`, `chat` (which keeps the cache between turns), `perplexity` and `bench`; the server's
+// scheduler batches many sequences instead.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "core/tensor.h"
+#include "engine/kv_cache.h"
+#include "model/decoder.h"
+#include "ops/context.h"
+
+namespace kestrel {
+
+struct SessionOptions {
+  int n_ctx = 0;        // 0: the model's trained context (capped at 8192 to bound memory)
+  int n_batch = 512;    // prompt tokens per forward step
+  int block_size = 16;  // KV cache block size in tokens
+  DType kv_dtype = DType::F32;
+};
+
+class Session {
+ public:
+  Session(Decoder& model, ops::Context ctx, const SessionOptions& opt);
+
+  int n_ctx() const { return n_ctx_; }
+  int32_t length() const { return seq_.length(); }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  const ops::Context& context() const { return ctx_; }
+  Decoder& model() { return *model_; }
+
+  // Appends tokens and runs them through the model in chunks of n_batch. Returns f32 logits
+  // [1, vocab] for the last token, or [n, vocab] for every new token when all_logits. `progress`
+  // (optional) is called with the number of tokens done so far. Throws kestrel::Error when the
+  // context would overflow (nothing is changed then).
+  Tensor feed(std::span<const int32_t> tokens, bool all_logits = false,
+              const std::function<void(int64_t)>& progress = {});
+  // Drops cached tokens from position n on (for chat turns that diverge, or to restart).
+  void truncate(int32_t n);
+  // Longest common prefix of the cached tokens and `tokens`.
+  int32_t common_prefix(std::span<const int32_t> tokens) const;
+
+ private:
+  Decoder* model_;
+  ops::Context ctx_;
+  int n_ctx_;
+  int n_batch_;
+  std::unique_ptr<KvCache> cache_;
+  SequenceKv seq_;
+  std::vector<int32_t> tokens_;
+};
+
+}  // namespace kestrel
