@@ -1,6 +1,9 @@
 #include "ops/dispatch.h"
 
 #include "backends/cpu/register.h"
+#ifdef KESTREL_HAVE_CUDA
+#include "backends/cuda/register.h"
+#endif
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
@@ -23,6 +26,9 @@ Registries& registries() {
   static Registries* r = [] {
     auto* regs = new Registries();
     backends::cpu::register_variants(*regs);
+#ifdef KESTREL_HAVE_CUDA
+    backends::cuda::register_variants(*regs);
+#endif
     return regs;
   }();
   return *r;

@@ -1,0 +1,82 @@
+#include "backends/cuda/gemm_cublaslt.h"
+
+#include <cublasLt.h>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "backends/cuda/allocator.h"
+#include "backends/cuda/cuda_check.h"
+#include "core/error.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+// Descriptors and the heuristic's algorithm for one problem shape, built once and reused: the
+// heuristic query costs far more than a decode-sized GEMM.
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+class Gemm {
+ public:
+  Gemm() {
+    CUBLAS_CHECK(cublasLtCreate(&handle_));
+    workspace_ = device_allocator().allocate(kWorkspaceBytes);
+  }
+
+  void run(const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K, cudaStream_t s) {
+    std::lock_guard lock(mu_);
+    const Plan& p = plan(M, N, K, y_t);
+    const float alpha = 1.f, beta = 0.f;
+    // Column-major view: D (N x M, ld N) = op(A) B with A = w (K x N col-major, transposed), B = x (K x M).
+    CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo, workspace_,
+                                kWorkspaceBytes, s));
+  }
+
+ private:
+  const Plan& plan(int64_t M, int64_t N, int64_t K, DType y_t) {
+    const auto key = std::make_tuple(M, N, K, static_cast<int>(y_t));
+    if (auto it = plans_.find(key); it != plans_.end()) return it->second;
+    Plan p;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+    const cudaDataType_t d_type = y_t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, K, N, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, K, M, K));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, d_type, N, M, N));
+    cublasLtMatmulPreference_t pref = nullptr;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
+                                                      sizeof(kWorkspaceBytes)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.d, p.d, pref, 1, &result, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    KS_CHECK(found > 0, "cuBLASLt has no algorithm for a {}x{}x{} bf16 GEMM", M, N, K);
+    p.algo = result.algo;
+    return plans_.emplace(key, p).first->second;
+  }
+
+  std::mutex mu_;
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int>, Plan> plans_;
+};
+
+}  // namespace
+
+void cublaslt_matmul(const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K,
+                     cudaStream_t stream) {
+  static Gemm* gemm = new Gemm();  // process lifetime, like the allocator it draws from
+  gemm->run(x, w, y_t, y, M, N, K, stream);
+}
+
+}  // namespace kestrel::backends::cuda

@@ -1,0 +1,101 @@
+// Flat GEMM for decode-sized M (1..8 rows of activations): y = x . w^T, memory-bound on w. Tensor cores
+// do the arithmetic with the roles swapped (FlashDecoding++): 16 rows of w are the MMA's A operand and
+// the <= 8 tokens sit in its N = 8 slot, so nothing is padded to 64 rows. Each lane loads 16-byte
+// vectors of w and x straight from global memory into registers; the k order inside a 32-wide chunk is
+// permuted identically for w and x (a dot product does not care), which makes a contiguous 16-byte
+// vector land exactly in the fragment layout mma.sync expects — no shared-memory staging. A block owns
+// 32 rows of w and its 8 warps split K; partial sums meet in shared memory.
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/mma.cuh"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kRows = 32;  // rows of w per block: two m16 tiles share each x fragment
+constexpr int kUnroll = 4;
+
+template <typename Ty>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, const float* __restrict__ bias,
+                Ty* __restrict__ y, int M, int N, int K) {
+  __shared__ float partial[kWarps][32][8];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int n0 = blockIdx.x * kRows;
+  const int n_chunks = K / 32;
+
+  // Rows of w this lane feeds (clamped: rows past N load row N-1 and are never stored).
+  const bf16* wr[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) wr[i] = w + static_cast<size_t>(min(n0 + g + 8 * i, N - 1)) * K + 8 * t;
+  const bool has_x = g < M;
+  const bf16* xr = x + static_cast<size_t>(has_x ? g : 0) * K + 8 * t;
+
+  float acc[2][4] = {};
+  for (int c0 = warp; c0 < n_chunks; c0 += kWarps * kUnroll) {
+    uint4 wv[kUnroll][4], xv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int c = c0 + u * kWarps;
+      if (c < n_chunks) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) wv[u][i] = __ldg(reinterpret_cast<const uint4*>(wr[i] + c * 32));
+        xv[u] = has_x ? __ldg(reinterpret_cast<const uint4*>(xr + c * 32)) : make_uint4(0, 0, 0, 0);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) wv[u][i] = make_uint4(0, 0, 0, 0);
+        xv[u] = make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const uint4 lo = wv[u][2 * mt], hi = wv[u][2 * mt + 1];  // rows g and g + 8 of this m16 tile
+        const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
+        const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
+        mma_bf16_16816(acc[mt], a0, xv[u].x, xv[u].y);
+        mma_bf16_16816(acc[mt], a1, xv[u].z, xv[u].w);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) partial[warp][lane][mt * 4 + e] = acc[mt][e];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float v = 0.f;
+#pragma unroll
+      for (int ww = 0; ww < kWarps; ++ww) v += partial[ww][lane][mt * 4 + e];
+      // Accumulator element e: w row g (+8 for e >= 2) of tile mt, token 2t + (e & 1).
+      const int n = n0 + mt * 16 + g + (e >= 2 ? 8 : 0);
+      const int m = 2 * t + (e & 1);
+      if (n < N && m < M) y[static_cast<size_t>(m) * N + n] = from_f32<Ty>(v + (bias ? bias[n] : 0.f));
+    }
+}
+
+}  // namespace
+
+void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                 cudaStream_t s) {
+  if (M == 0 || N == 0) return;
+  const unsigned grid = static_cast<unsigned>((N + kRows - 1) / kRows);
+  auto xb = static_cast<const bf16*>(x);
+  auto wb = static_cast<const bf16*>(w);
+  if (y_t == DType::BF16)
+    gemv_kernel<<<grid, kWarps * 32, 0, s>>>(xb, wb, bias, static_cast<bf16*>(y), M, N, K);
+  else
+    gemv_kernel<<<grid, kWarps * 32, 0, s>>>(xb, wb, bias, static_cast<float*>(y), M, N, K);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kestrel::backends::cuda

@@ -1,0 +1,94 @@
+// Launchers for the CUDA kernels, one family per .cu file. They take raw device pointers and sizes that
+// the callers (register.cpp, sampling.cpp) have already validated, and check the launch itself. This
+// header stays free of fmt and of CUDA-only types beyond cudaStream_t so both compilers can read it.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace kestrel::backends::cuda {
+
+// Flags that kernels raise for bad indices they can't throw on (see check_device_errors()).
+enum ErrorFlag : unsigned { kErrTokenId = 1u, kErrKvSlot = 2u };
+unsigned* device_error_flags();  // one device word, OR-ed into by kernels
+unsigned read_and_clear_error_flags(cudaStream_t stream);
+
+// embed.cu: out[t, :] = table[ids[t], :]; table f32/f16/bf16, out f32/bf16. Bad ids give a zero row and
+// raise kErrTokenId.
+void launch_embed(DType table_t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t n,
+                  DType out_t, void* out, cudaStream_t stream);
+
+// rmsnorm.cu: x, y f32/bf16 (same type); w f32/bf16.
+void launch_rmsnorm(DType t, const void* x, DType w_t, const void* w, float eps, void* y, int64_t rows, int64_t dim,
+                    cudaStream_t stream);
+
+// elementwise.cu: f32/bf16, all operands of type t.
+void launch_add(DType t, const void* a, const void* b, void* y, int64_t n, cudaStream_t stream);
+void launch_silu_mul(DType t, const void* gate, const void* up, void* y, int64_t n, cudaStream_t stream);
+// y[r, :] += bias (f32), y f32/bf16 [rows, n].
+void launch_add_bias(DType t, void* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
+
+// rope.cu: x [T, H, D] f32/bf16 in place; inv_freq (host, rot_dim/2 values) is passed by value so the
+// launch is graph-capturable.
+constexpr int kMaxRopePairs = 256;
+void launch_rope(DType t, void* x, const int32_t* positions, int64_t T, int64_t H, int64_t D, bool adjacent,
+                 int rot_dim, const float* inv_freq, cudaStream_t stream);
+
+// kv_write.cu: k, v [T, row] (f32/bf16) into caches [n_slots, row] (f32/bf16/f16). Bad slots are skipped
+// and raise kErrKvSlot.
+void launch_kv_write(DType src_t, const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row,
+                     DType cache_t, void* k_cache, void* v_cache, int64_t n_slots, cudaStream_t stream);
+
+// Attention over the paged bf16 cache ([num_blocks, block_size, n_kv_heads, head_dim]); q/out bf16
+// [T, n_heads, head_dim]; block_tables i32 [n_seqs, max_blocks]; seq_info i32 [n_seqs, 3].
+struct AttentionLaunch {
+  const void* q = nullptr;
+  void* out = nullptr;
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
+  const int32_t* block_tables = nullptr;
+  int max_blocks = 0;
+  const int32_t* seq_info = nullptr;
+  int n_seqs = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 0;
+  float scale = 1.f;
+};
+
+// attention_prefill.cu: FlashAttention-2 style tiled causal attention, any q_len per sequence.
+void launch_attention_prefill(const AttentionLaunch& a, int max_q_len, cudaStream_t stream);
+
+// attention_decode.cu: split-KV decode (q_len == 1 for every sequence) with an in-kernel combine.
+struct DecodePlan {
+  int splits = 1;        // KV splits per (sequence, head group)
+  int chunk = 0;         // keys per split
+  int head_chunks = 1;   // query-head groups per KV head handled by separate blocks
+  size_t workspace = 0;  // bytes of scratch the launch needs (partials and counters)
+};
+DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int sms);
+void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, cudaStream_t stream);
+
+// gemv.cu: y[M, N] = x[M, K] . w[N, K]^T (+ bias) for 1 <= M <= 8 on tensor cores; x, w bf16; y bf16/f32.
+// Needs K % 32 == 0 and 16-byte aligned rows.
+constexpr int kGemvMaxM = 8;
+void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                 cudaStream_t stream);
+
+// sampling.cu: one token per row of logits [B, V] (f32/bf16).
+struct SampleRowParams {
+  float temperature;  // <= 0: greedy
+  int top_k;          // <= 0: off
+  float top_p;        // >= 1: off
+  float min_p;        // <= 0: off
+  float uniform;      // the row's uniform draw in [0, 1)
+};
+void launch_sample(DType t, const void* logits, int64_t B, int64_t V, const SampleRowParams* params_dev,
+                   int32_t* ids_dev, cudaStream_t stream);
+
+}  // namespace kestrel::backends::cuda

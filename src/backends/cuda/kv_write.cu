@@ -1,0 +1,75 @@
+// Scatter of new keys/values into the paged cache: one block per token, 16-byte vectors when the row
+// allows (the common bf16 -> bf16 case is a plain copy).
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+template <typename Tin, typename Tout>
+__global__ void kv_write_kernel(const Tin* k, const Tin* v, const int32_t* slots, int64_t row, Tout* kc, Tout* vc,
+                                int64_t n_slots, unsigned* error_flags) {
+  const int32_t slot = slots[blockIdx.x];
+  if (slot < 0 || slot >= n_slots) {
+    if (threadIdx.x == 0) atomicOr(error_flags, kErrKvSlot);
+    return;
+  }
+  const Tin* ks = k + blockIdx.x * row;
+  const Tin* vs = v + blockIdx.x * row;
+  Tout* kd = kc + slot * row;
+  Tout* vd = vc + slot * row;
+  if constexpr (sizeof(Tin) == sizeof(Tout) && Vec16<Tin>::N == Vec16<Tout>::N) {
+    if (row % Vec16<Tin>::N == 0) {
+      constexpr int N = Vec16<Tin>::N;
+      for (int64_t i = threadIdx.x; i < row / N; i += blockDim.x) {
+        const Vec16<Tin> a = load16(ks + i * N), b = load16(vs + i * N);
+        Vec16<Tout> ao, bo;
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          ao.v[j] = from_f32<Tout>(to_f32(a.v[j]));
+          bo.v[j] = from_f32<Tout>(to_f32(b.v[j]));
+        }
+        store16(kd + i * N, ao);
+        store16(vd + i * N, bo);
+      }
+      return;
+    }
+  }
+  for (int64_t i = threadIdx.x; i < row; i += blockDim.x) {
+    kd[i] = from_f32<Tout>(to_f32(ks[i]));
+    vd[i] = from_f32<Tout>(to_f32(vs[i]));
+  }
+}
+
+template <typename Tin, typename Tout>
+void launch_typed(const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row, void* kc, void* vc,
+                  int64_t n_slots, cudaStream_t s) {
+  kv_write_kernel<<<static_cast<unsigned>(T), 128, 0, s>>>(static_cast<const Tin*>(k), static_cast<const Tin*>(v),
+                                                           slots, row, static_cast<Tout*>(kc), static_cast<Tout*>(vc),
+                                                           n_slots, device_error_flags());
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename Tin>
+void launch_from(const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row, DType cache_t, void* kc,
+                 void* vc, int64_t n_slots, cudaStream_t s) {
+  switch (cache_t) {
+    case DType::BF16: launch_typed<Tin, bf16>(k, v, slots, T, row, kc, vc, n_slots, s); break;
+    case DType::F16: launch_typed<Tin, __half>(k, v, slots, T, row, kc, vc, n_slots, s); break;
+    default: launch_typed<Tin, float>(k, v, slots, T, row, kc, vc, n_slots, s); break;
+  }
+}
+
+}  // namespace
+
+void launch_kv_write(DType src_t, const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row,
+                     DType cache_t, void* k_cache, void* v_cache, int64_t n_slots, cudaStream_t s) {
+  if (T == 0) return;
+  if (src_t == DType::BF16)
+    launch_from<bf16>(k, v, slots, T, row, cache_t, k_cache, v_cache, n_slots, s);
+  else
+    launch_from<float>(k, v, slots, T, row, cache_t, k_cache, v_cache, n_slots, s);
+}
+
+}  // namespace kestrel::backends::cuda

@@ -1,0 +1,257 @@
+#include "backends/cuda/register.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_tensor.h"
+#include "backends/cuda/gemm_cublaslt.h"
+#include "backends/cuda/kernels.h"
+#include "core/error.h"
+#include "ops/dispatch.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+using namespace ops;
+
+constexpr int kPriority = 10;
+constexpr int kFastPriority = 20;  // preferred over kPriority when it supports the call
+
+cudaStream_t stream_of(const Context& ctx) {
+  return static_cast<cudaStream_t>(ctx.stream);
+}
+
+// Sets *why and returns false; keeps the capability checks one line each.
+bool reject(std::string* why, std::string reason) {
+  if (why) *why = std::move(reason);
+  return false;
+}
+
+bool on_device(std::initializer_list<const Tensor*> ts, std::string* why) {
+  for (const Tensor* t : ts)
+    if (t->device != Device::Cuda) return reject(why, t->describe() + " is not on the CUDA device");
+  return true;
+}
+
+bool is_act(DType t) {
+  return t == DType::F32 || t == DType::BF16;
+}
+
+bool same_act(std::initializer_list<const Tensor*> ts, std::string* why) {
+  const DType d = (*ts.begin())->dtype;
+  for (const Tensor* t : ts)
+    if (t->dtype != d || !is_act(d)) return reject(why, "activations must share one dtype, f32 or bf16");
+  return true;
+}
+
+// ---- memory ----
+
+void register_memory(Registries& r) {
+  auto& mem = r.memory[static_cast<int>(Device::Cuda)];
+  mem.allocate = [](DType dtype, std::vector<int64_t> shape, const Context&) {
+    return empty_device(dtype, std::move(shape));
+  };
+  mem.upload = [](const Tensor& host, const Context& ctx) { return to_device(host, host.dtype, ctx.stream); };
+  mem.download = [](const Tensor& src, Tensor& dst, const Context& ctx) {
+    KS_CHECK(src.device == Device::Cuda, "download from a tensor that is not on the device");
+    CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToHost, stream_of(ctx)));
+    CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx)));
+  };
+}
+
+// ---- elementwise family ----
+
+void register_elementwise(Registries& r) {
+  r.embed.add({"cuda.embed", Device::Cuda, kPriority,
+               [](const EmbedArgs& a, std::string* why) {
+                 if (!on_device({&a.table, &a.ids, &a.out}, why)) return false;
+                 if (a.table.dtype != DType::F32 && a.table.dtype != DType::F16 && a.table.dtype != DType::BF16)
+                   return reject(why, "quantized tables are dequantized to bf16 at load on CUDA");
+                 if (a.ids.dtype != DType::I32 || !is_act(a.out.dtype)) return reject(why, "ids i32, out f32/bf16");
+                 return a.out.numel() == a.ids.numel() * a.table.cols() || reject(why, "out shape mismatch");
+               },
+               [](const EmbedArgs& a, const Context& ctx) {
+                 launch_embed(a.table.dtype, a.table.data, a.table.rows(), a.table.cols(), a.ids.ptr<int32_t>(),
+                              a.ids.numel(), a.out.dtype, a.out.data, stream_of(ctx));
+               }});
+  r.rmsnorm.add({"cuda.rmsnorm", Device::Cuda, kPriority,
+                 [](const RmsnormArgs& a, std::string* why) {
+                   return on_device({&a.x, &a.w, &a.y}, why) && same_act({&a.x, &a.y}, why) &&
+                          (is_act(a.w.dtype) || reject(why, "weight must be f32 or bf16"));
+                 },
+                 [](const RmsnormArgs& a, const Context& ctx) {
+                   launch_rmsnorm(a.x.dtype, a.x.data, a.w.dtype, a.w.data, a.eps, a.y.data, a.x.rows(), a.x.cols(),
+                                  stream_of(ctx));
+                 }});
+  auto binary_ok = [](const BinaryArgs& a, std::string* why) {
+    return on_device({&a.a, &a.b, &a.y}, why) && same_act({&a.a, &a.b, &a.y}, why);
+  };
+  r.add.add({"cuda.vec", Device::Cuda, kPriority, binary_ok, [](const BinaryArgs& a, const Context& ctx) {
+               launch_add(a.y.dtype, a.a.data, a.b.data, a.y.data, a.y.numel(), stream_of(ctx));
+             }});
+  r.silu_mul.add({"cuda.vec", Device::Cuda, kPriority, binary_ok, [](const BinaryArgs& a, const Context& ctx) {
+                    launch_silu_mul(a.y.dtype, a.a.data, a.b.data, a.y.data, a.y.numel(), stream_of(ctx));
+                  }});
+  r.rope.add({"cuda.rope", Device::Cuda, kPriority,
+              [](const RopeArgs& a, std::string* why) {
+                if (!on_device({&a.x, &a.positions}, why) || !same_act({&a.x}, why)) return false;
+                if (a.positions.dtype != DType::I32) return reject(why, "positions must be i32");
+                return a.p.rot_dim / 2 <= kMaxRopePairs || reject(why, "rot_dim above 2 * kMaxRopePairs");
+              },
+              [](const RopeArgs& a, const Context& ctx) {
+                const std::vector<float> inv_freq = a.p.inv_freq();
+                launch_rope(a.x.dtype, a.x.data, a.positions.ptr<int32_t>(), a.x.dim(0), a.x.dim(1), a.x.dim(2),
+                            a.p.style == RopeParams::Style::Adjacent, a.p.rot_dim, inv_freq.data(), stream_of(ctx));
+              }});
+  r.kv_write.add({"cuda.kv_write", Device::Cuda, kPriority,
+                  [](const KvWriteArgs& a, std::string* why) {
+                    if (!on_device({&a.k, &a.v, &a.slots, &a.cache.k, &a.cache.v}, why) || !same_act({&a.k, &a.v}, why))
+                      return false;
+                    const DType c = a.cache.k.dtype;
+                    if (c != a.cache.v.dtype || !(c == DType::BF16 || c == DType::F16 || c == DType::F32))
+                      return reject(why, "cache pages must be bf16, f16 or f32");
+                    return a.slots.dtype == DType::I32 || reject(why, "slots must be i32");
+                  },
+                  [](const KvWriteArgs& a, const Context& ctx) {
+                    const int64_t row = a.k.dim(1) * a.k.dim(2);
+                    launch_kv_write(a.k.dtype, a.k.data, a.v.data, a.slots.ptr<int32_t>(), a.k.dim(0), row,
+                                    a.cache.k.dtype, a.cache.k.data, a.cache.v.data,
+                                    a.cache.k.dim(0) * a.cache.k.dim(1), stream_of(ctx));
+                  }});
+}
+
+// ---- matmul ----
+
+bool matmul_common(const MatmulArgs& a, std::string* why) {
+  if (!on_device({&a.x, &a.w, &a.y}, why)) return false;
+  if (a.bias && (a.bias->device != Device::Cuda || a.bias->dtype != DType::F32 || a.bias->numel() != a.w.rows()))
+    return reject(why, "bias must be an f32 device vector of w's rows");
+  if (a.x.dtype != DType::BF16 || a.w.dtype != DType::BF16)
+    return reject(why, "CUDA matmul takes bf16 x and w (weights are converted to bf16 at load)");
+  return is_act(a.y.dtype) || reject(why, "y must be f32 or bf16");
+}
+
+void register_matmul(Registries& r) {
+  r.matmul.add({"cuda.gemv", Device::Cuda, kFastPriority,
+                [](const MatmulArgs& a, std::string* why) {
+                  if (!matmul_common(a, why)) return false;
+                  if (a.x.rows() > kGemvMaxM) return reject(why, "more than 8 rows: a GEMM shape");
+                  return a.x.cols() % 32 == 0 || reject(why, "K must be a multiple of 32");
+                },
+                [](const MatmulArgs& a, const Context& ctx) {
+                  launch_gemv(a.x.data, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype, a.y.data,
+                              static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
+                              stream_of(ctx));
+                }});
+  r.matmul.add({"cuda.cublaslt", Device::Cuda, kPriority,
+                [](const MatmulArgs& a, std::string* why) {
+                  return matmul_common(a, why) && (a.x.cols() % 8 == 0 || reject(why, "K must be a multiple of 8"));
+                },
+                [](const MatmulArgs& a, const Context& ctx) {
+                  if (a.x.rows() == 0) return;
+                  cublaslt_matmul(a.x.data, a.w.data, a.y.dtype, a.y.data, a.x.rows(), a.w.rows(), a.x.cols(),
+                                  stream_of(ctx));
+                  if (a.bias)
+                    launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.rows(), stream_of(ctx));
+                }});
+}
+
+// ---- attention ----
+
+bool attention_common(const AttentionArgs& a, std::string* why) {
+  if (!on_device({&a.q, &a.out, &a.cache.k, &a.cache.v, &a.batch.block_tables, &a.batch.seq_info}, why)) return false;
+  if (a.q.dtype != DType::BF16 || a.out.dtype != DType::BF16 || a.cache.k.dtype != DType::BF16 ||
+      a.cache.v.dtype != DType::BF16)
+    return reject(why, "CUDA attention takes bf16 q, out and KV pages");
+  const int64_t d = a.q.dim(2);
+  if (d != 64 && d != 128) return reject(why, "head_dim must be 64 or 128");
+  const int64_t n = static_cast<int64_t>(a.batch.seqs.size());
+  if (a.batch.block_tables.dtype != DType::I32 || a.batch.block_tables.ndim() != 2 ||
+      a.batch.block_tables.dim(0) != n || a.batch.seq_info.dtype != DType::I32 || a.batch.seq_info.numel() != 3 * n)
+    return reject(why, "batch needs device block_tables i32 [n_seqs, max_blocks] and seq_info i32 [n_seqs, 3]");
+  return true;
+}
+
+// Validates the host view of the batch (the kernels trust it) and fills the launch description.
+AttentionLaunch describe(const AttentionArgs& a, int* max_q, int* max_kv) {
+  const int64_t T = a.q.dim(0), bs = a.cache.block_size();
+  const int64_t max_blocks = a.batch.block_tables.dim(1);
+  *max_q = *max_kv = 0;
+  for (const AttentionSeq& s : a.batch.seqs) {
+    KS_CHECK(s.q_len >= 0 && s.q_begin >= 0 && s.q_begin + int64_t{s.q_len} <= T && s.kv_len >= s.q_len &&
+                 (s.q_len > 0 || s.kv_len == 0),
+             "attention: sequence rows [{}, +{}) with kv_len {} do not fit q {}", s.q_begin, s.q_len, s.kv_len,
+             a.q.describe());
+    KS_CHECK(s.kv_len <= max_blocks * bs, "attention: kv_len {} exceeds the {} blocks of the block table", s.kv_len,
+             max_blocks);
+    *max_q = std::max(*max_q, s.q_len);
+    *max_kv = std::max(*max_kv, s.kv_len);
+  }
+  AttentionLaunch l;
+  l.q = a.q.data;
+  l.out = a.out.data;
+  l.k_cache = a.cache.k.data;
+  l.v_cache = a.cache.v.data;
+  l.block_tables = a.batch.block_tables.ptr<int32_t>();
+  l.max_blocks = static_cast<int>(max_blocks);
+  l.seq_info = a.batch.seq_info.ptr<int32_t>();
+  l.n_seqs = static_cast<int>(a.batch.seqs.size());
+  l.n_heads = static_cast<int>(a.q.dim(1));
+  l.n_kv_heads = static_cast<int>(a.cache.k.dim(2));
+  l.head_dim = static_cast<int>(a.q.dim(2));
+  l.block_size = static_cast<int>(bs);
+  l.scale = a.batch.scale;
+  return l;
+}
+
+// Scratch for the split-KV partials: grows, never shrinks, and keeps its address between calls so a
+// captured decode graph stays valid (warm up once at the largest shape before capturing).
+class DecodeWorkspace {
+ public:
+  void* get(size_t bytes) {
+    std::lock_guard lock(mu_);
+    if (buf_.nbytes() < bytes) buf_ = empty_device(DType::I8, {static_cast<int64_t>(bytes)});
+    return buf_.data;
+  }
+
+ private:
+  std::mutex mu_;
+  Tensor buf_;
+};
+
+void register_attention(Registries& r) {
+  r.attention.add({"cuda.decode_splitkv", Device::Cuda, kFastPriority,
+                   [](const AttentionArgs& a, std::string* why) {
+                     if (!attention_common(a, why)) return false;
+                     for (const AttentionSeq& s : a.batch.seqs)
+                       if (s.q_len != 1) return reject(why, "decode kernel needs q_len == 1 for every sequence");
+                     return true;
+                   },
+                   [](const AttentionArgs& a, const Context& ctx) {
+                     static DecodeWorkspace* workspace = new DecodeWorkspace();
+                     int max_q = 0, max_kv = 0;
+                     const AttentionLaunch l = describe(a, &max_q, &max_kv);
+                     const DecodePlan plan = plan_attention_decode(l, max_kv, sm_count());
+                     void* ws = plan.workspace ? workspace->get(plan.workspace) : nullptr;
+                     launch_attention_decode(l, plan, ws, stream_of(ctx));
+                   }});
+  r.attention.add(
+      {"cuda.flash_prefill", Device::Cuda, kPriority, attention_common, [](const AttentionArgs& a, const Context& ctx) {
+         int max_q = 0, max_kv = 0;
+         const AttentionLaunch l = describe(a, &max_q, &max_kv);
+         launch_attention_prefill(l, max_q, stream_of(ctx));
+       }});
+}
+
+}  // namespace
+
+void register_variants(Registries& r) {
+  if (!cuda_available()) return;
+  register_memory(r);
+  register_elementwise(r);
+  register_matmul(r);
+  register_attention(r);
+}
+
+}  // namespace kestrel::backends::cuda

@@ -1,0 +1,79 @@
+// RMSNorm: one block per row; pass 1 sums squares (f32), pass 2 scales. The row is re-read in pass 2
+// (from L1/L2: rows are at most a few tens of KB).
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ float block_sum(float v) {
+  __shared__ float partial[kThreads / 32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) total += partial[i];
+  return total;
+}
+
+template <typename T, typename W>
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_kernel(const T* x, const W* w, float eps, T* y, int64_t dim, bool vec) {
+  const T* xr = x + blockIdx.x * dim;
+  T* yr = y + blockIdx.x * dim;
+  constexpr int N = Vec16<T>::N;
+  float ss = 0.f;
+  if (vec) {
+    for (int64_t i = threadIdx.x; i < dim / N; i += kThreads) {
+      const Vec16<T> v = load16(xr + i * N);
+#pragma unroll
+      for (int j = 0; j < N; ++j) ss += to_f32(v.v[j]) * to_f32(v.v[j]);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) ss += to_f32(xr[i]) * to_f32(xr[i]);
+  }
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
+  if (vec) {
+    for (int64_t i = threadIdx.x; i < dim / N; i += kThreads) {
+      const Vec16<T> v = load16(xr + i * N);
+      Vec16<T> o;
+#pragma unroll
+      for (int j = 0; j < N; ++j) o.v[j] = from_f32<T>(to_f32(v.v[j]) * inv * to_f32(w[i * N + j]));
+      store16(yr + i * N, o);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) yr[i] = from_f32<T>(to_f32(xr[i]) * inv * to_f32(w[i]));
+  }
+}
+
+template <typename T, typename W>
+void launch_typed(const void* x, const void* w, float eps, void* y, int64_t rows, int64_t dim, cudaStream_t s) {
+  const bool vec = dim % Vec16<T>::N == 0 && aligned16(x) && aligned16(y);
+  rmsnorm_kernel<T, W><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+      static_cast<const T*>(x), static_cast<const W*>(w), eps, static_cast<T*>(y), dim, vec);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_rmsnorm(DType t, const void* x, DType w_t, const void* w, float eps, void* y, int64_t rows, int64_t dim,
+                    cudaStream_t s) {
+  if (rows == 0) return;
+  if (t == DType::BF16) {
+    if (w_t == DType::BF16)
+      launch_typed<bf16, bf16>(x, w, eps, y, rows, dim, s);
+    else
+      launch_typed<bf16, float>(x, w, eps, y, rows, dim, s);
+  } else {
+    if (w_t == DType::BF16)
+      launch_typed<float, bf16>(x, w, eps, y, rows, dim, s);
+    else
+      launch_typed<float, float>(x, w, eps, y, rows, dim, s);
+  }
+}
+
+}  // namespace kestrel::backends::cuda

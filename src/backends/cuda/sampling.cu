@@ -1,0 +1,182 @@
+// Token sampling on the GPU, one block per row of logits: argmax for greedy rows; otherwise
+// temperature, min-p, top-k and top-p cut the vocabulary to the tokens whose order-preserving key is at
+// least a threshold, found without sorting by an 8-bit radix select (four histogram passes, weighted
+// by counts for top-k and by probability mass for top-p); a block-wide prefix sum then locates the
+// row's uniform draw in the kept mass, in vocabulary order.
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+constexpr int kThreads = 1024;
+
+// Monotone map float -> uint32 (larger float, larger key); NaN maps to 0, below every number.
+__device__ __forceinline__ uint32_t order_key(float f) {
+  if (f != f) return 0u;
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+struct ArgMax {
+  float v;
+  int i;
+};
+struct ArgMaxOp {
+  __device__ ArgMax operator()(const ArgMax& a, const ArgMax& b) const {
+    if (a.v != b.v) return a.v > b.v ? a : b;
+    return a.i < b.i ? a : b;  // ties: the lowest id, as the CPU sampler does
+  }
+};
+
+template <typename T>
+__device__ float logit(const T* x, int64_t i) {
+  const float v = to_f32(x[i]);
+  return v != v ? -INFINITY : v;
+}
+
+// The largest key t with weight(keys >= t, among keys >= floor) >= target.
+template <typename T, typename Weight>
+__device__ uint32_t radix_select(const T* x, int64_t V, uint32_t floor, float target, Weight weight) {
+  __shared__ float hist[256];
+  __shared__ uint32_t s_digit;
+  __shared__ float s_above;
+  uint32_t prefix = 0, mask = 0;
+  float above = 0.f;  // weight of the keys already known to be above the threshold
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += kThreads) hist[i] = 0.f;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+      const float v = logit(x, i);
+      const uint32_t k = order_key(v);
+      if (k < floor || (k & mask) != prefix) continue;
+      atomicAdd(&hist[(k >> shift) & 255u], weight(v));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      uint32_t chosen = 0;
+      float cum = above;
+      for (int d = 255; d >= 0; --d) {
+        if (cum + hist[d] >= target) {
+          chosen = d;
+          break;
+        }
+        cum += hist[d];
+      }
+      s_digit = chosen;
+      s_above = cum;
+    }
+    __syncthreads();
+    prefix |= s_digit << shift;
+    mask |= 255u << shift;
+    above = s_above;
+    __syncthreads();
+  }
+  return prefix;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 1)
+    sample_kernel(const T* logits, int64_t V, const SampleRowParams* params, int32_t* ids) {
+  using Reduce = cub::BlockReduce<ArgMax, kThreads>;
+  using ReduceF = cub::BlockReduce<float, kThreads>;
+  using Scan = cub::BlockScan<float, kThreads>;
+  __shared__ union {
+    typename Reduce::TempStorage reduce;
+    typename ReduceF::TempStorage reduce_f;
+    typename Scan::TempStorage scan;
+  } tmp;
+  __shared__ ArgMax s_best;
+  __shared__ float s_total;
+  __shared__ int s_pick, s_last_kept;
+
+  const T* x = logits + blockIdx.x * V;
+  const SampleRowParams p = params[blockIdx.x];
+
+  ArgMax best{-INFINITY, 0x7fffffff};
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) best = ArgMaxOp{}(best, ArgMax{logit(x, i), static_cast<int>(i)});
+  best = Reduce(tmp.reduce).Reduce(best, ArgMaxOp{});
+  if (threadIdx.x == 0) s_best = best;
+  __syncthreads();
+  best = s_best;
+  if (p.temperature <= 0.f || p.top_k == 1 || best.v == -INFINITY) {
+    if (threadIdx.x == 0) ids[blockIdx.x] = best.i == 0x7fffffff ? 0 : best.i;
+    return;
+  }
+  const float vmax = best.v, inv_t = 1.f / p.temperature;
+  auto mass = [=](float v) { return __expf((v - vmax) * inv_t); };
+
+  uint32_t floor = 0;
+  if (p.min_p > 0.f) floor = max(floor, order_key(vmax + p.temperature * __logf(p.min_p)));
+  if (p.top_k > 0 && p.top_k < V)
+    floor = max(floor, radix_select(x, V, floor, static_cast<float>(p.top_k), [](float) { return 1.f; }));
+  if (p.top_p < 1.f) {
+    float local = 0.f;
+    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+      const float v = logit(x, i);
+      if (order_key(v) >= floor) local += mass(v);
+    }
+    const float total = ReduceF(tmp.reduce_f).Sum(local);
+    if (threadIdx.x == 0) s_total = total;
+    __syncthreads();
+    floor = max(floor, radix_select(x, V, floor, p.top_p * s_total, mass));
+  }
+
+  // Draw: each thread owns a contiguous slice of the vocabulary so a prefix sum orders the mass by id.
+  const int64_t per = (V + kThreads - 1) / kThreads;
+  const int64_t begin = threadIdx.x * per, end = min(V, begin + per);
+  float local = 0.f;
+  int last_kept = -1;
+  for (int64_t i = begin; i < end; ++i) {
+    const float v = logit(x, i);
+    if (order_key(v) >= floor) {
+      local += mass(v);
+      last_kept = static_cast<int>(i);
+    }
+  }
+  float prefix = 0.f, total = 0.f;
+  Scan(tmp.scan).ExclusiveSum(local, prefix, total);
+  if (threadIdx.x == 0) {
+    s_pick = -1;
+    s_last_kept = -1;
+  }
+  __syncthreads();
+  atomicMax(&s_last_kept, last_kept);
+  const float u = p.uniform * total;
+  if (local > 0.f && u >= prefix && u < prefix + local) {
+    float cum = prefix;
+    int pick = last_kept;
+    for (int64_t i = begin; i < end; ++i) {
+      const float v = logit(x, i);
+      if (order_key(v) < floor) continue;
+      cum += mass(v);
+      if (u < cum) {
+        pick = static_cast<int>(i);
+        break;
+      }
+    }
+    s_pick = pick;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) ids[blockIdx.x] = s_pick >= 0 ? s_pick : (s_last_kept >= 0 ? s_last_kept : best.i);
+}
+
+}  // namespace
+
+void launch_sample(DType t, const void* logits, int64_t B, int64_t V, const SampleRowParams* params_dev,
+                   int32_t* ids_dev, cudaStream_t s) {
+  if (B == 0) return;
+  if (t == DType::BF16)
+    sample_kernel<<<static_cast<unsigned>(B), kThreads, 0, s>>>(static_cast<const bf16*>(logits), V, params_dev,
+                                                                ids_dev);
+  else
+    sample_kernel<<<static_cast<unsigned>(B), kThreads, 0, s>>>(static_cast<const float*>(logits), V, params_dev,
+                                                                ids_dev);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kestrel::backends::cuda

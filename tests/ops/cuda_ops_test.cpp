@@ -1,0 +1,377 @@
+// CUDA variants against the CPU reference in the precision the GPU path really runs: bf16 activations,
+// weights and KV pages. Inputs are drawn fresh per case and rounded to bf16 on the host, so the
+// reference sees exactly the device's inputs and the NMSE measures only the kernels' own rounding (bf16
+// outputs: ~1e-6; P rounded to bf16 inside attention: ~1e-5). Outputs are NaN-poisoned before each run,
+// so an unwritten element fails. Without a GPU every case is skipped with a message.
+#ifdef KESTREL_HAVE_CUDA
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "backends/cuda/allocator.h"
+#include "backends/cuda/device_tensor.h"
+#include "backends/cuda/sampling.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "ops/dispatch.h"
+#include "ops/ops.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+using namespace ops;
+
+#define SKIP_WITHOUT_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: CUDA cases skipped"
+
+constexpr double kBf16Bound = 1e-4;       // bf16-rounded outputs of exact-input computations
+constexpr double kAttentionBound = 5e-4;  // plus P (probabilities) rounded to bf16 before P.V
+
+Tensor rand_host(std::vector<int64_t> shape, std::mt19937& rng, float scale = 1.f) {
+  Tensor t = Tensor::empty_host(DType::F32, std::move(shape));
+  std::normal_distribution<float> n(0.f, scale);
+  for (int64_t i = 0; i < t.numel(); ++i) t.ptr<float>()[i] = bf16_to_f32(f32_to_bf16(n(rng)));
+  return t;
+}
+
+Tensor ints_host(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::empty_host(DType::I32, {static_cast<int64_t>(v.size())});
+  std::copy(v.begin(), v.end(), t.ptr<int32_t>());
+  return t;
+}
+
+Tensor poisoned_device(DType dtype, std::vector<int64_t> shape) {
+  Tensor t = empty_device(dtype, std::move(shape));
+  if (t.nbytes()) EXPECT_EQ(cudaMemset(t.data, 0xff, t.nbytes()), cudaSuccess);  // NaN in f32 and bf16
+  return t;
+}
+
+double nmse(const Tensor& got, const Tensor& want) {
+  EXPECT_EQ(got.numel(), want.numel());
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double g = got.ptr<float>()[i], w = want.ptr<float>()[i];
+    if (!std::isfinite(g)) return INFINITY;
+    num += (g - w) * (g - w);
+    den += w * w;
+  }
+  return den > 0 ? num / den : num;
+}
+
+Context cuda_ctx() {
+  Context c;
+  c.device = Device::Cuda;
+  return c;
+}
+Context cpu_ctx() {
+  return Context{};
+}
+
+Tensor result(const Tensor& dev) {
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return to_host(dev, DType::F32);
+}
+
+TEST(CudaOps, RegistersVariantsAndMemoryHooks) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(1);
+  const Tensor h = rand_host({3, 5}, rng);
+  const Tensor d = ops::upload(cuda_ctx(), h);
+  EXPECT_EQ(d.device, Device::Cuda);
+  Tensor back = Tensor::empty_host(DType::F32, {3, 5});
+  ops::download(cuda_ctx(), d, back);
+  EXPECT_EQ(nmse(back, h), 0.0);
+}
+
+TEST(CudaOps, Embed) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  for (DType out_t : {DType::BF16, DType::F32}) {
+    const Tensor table = rand_host({1000, 200}, rng);
+    std::vector<int32_t> ids(37);
+    for (auto& id : ids) id = static_cast<int32_t>(rng() % 1000);
+    Tensor want = Tensor::empty_host(DType::F32, {37, 200});
+    ops::embed(cpu_ctx(), table, ints_host(ids), want);
+    Tensor out = poisoned_device(out_t, {37, 200});
+    ops::embed(cuda_ctx(), to_device(table, DType::BF16), to_device(ints_host(ids), DType::I32), out);
+    EXPECT_LE(nmse(result(out), want), kBf16Bound);
+  }
+}
+
+TEST(CudaOps, EmbedBadIdIsReported) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(12);
+  const Tensor table = to_device(rand_host({10, 64}, rng), DType::BF16);
+  Tensor out = poisoned_device(DType::BF16, {2, 64});
+  ops::embed(cuda_ctx(), table, to_device(ints_host({3, 10}), DType::I32), out);
+  EXPECT_THROW(check_device_errors(), Error);
+  EXPECT_NO_THROW(check_device_errors());  // flags cleared
+}
+
+TEST(CudaOps, Rmsnorm) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(13);
+  for (DType t : {DType::BF16, DType::F32})
+    for (int64_t d : {576, 4096, 100}) {
+      const Tensor x = rand_host({7, d}, rng, 3.f), w = rand_host({d}, rng);
+      Tensor want = Tensor::empty_host(DType::F32, {7, d});
+      ops::rmsnorm(cpu_ctx(), x, w, 1e-5f, want);
+      Tensor y = poisoned_device(t, {7, d});
+      ops::rmsnorm(cuda_ctx(), to_device(x, t), to_device(w, DType::F32), 1e-5f, y);
+      EXPECT_LE(nmse(result(y), want), kBf16Bound) << dtype_name(t) << " d" << d;
+    }
+}
+
+TEST(CudaOps, AddAndSiluMul) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(14);
+  for (DType t : {DType::BF16, DType::F32})
+    for (int64_t n : {int64_t{4096}, int64_t{100003}}) {
+      const Tensor a = rand_host({n}, rng, 2.f), b = rand_host({n}, rng);
+      const Tensor da = to_device(a, t), db = to_device(b, t);
+      Tensor want = Tensor::empty_host(DType::F32, {n});
+      ops::add(cpu_ctx(), a, b, want);
+      Tensor y = poisoned_device(t, {n});
+      ops::add(cuda_ctx(), da, db, y);
+      EXPECT_LE(nmse(result(y), want), kBf16Bound) << "add " << dtype_name(t) << " n" << n;
+      ops::silu_mul(cpu_ctx(), a, b, want);
+      y = poisoned_device(t, {n});
+      ops::silu_mul(cuda_ctx(), da, db, y);
+      EXPECT_LE(nmse(result(y), want), kBf16Bound) << "silu_mul " << dtype_name(t) << " n" << n;
+    }
+}
+
+TEST(CudaOps, Rope) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(15);
+  for (auto style : {RopeParams::Style::Adjacent, RopeParams::Style::HalfSplit})
+    for (int64_t d : {64, 128})
+      for (bool llama3 : {false, true}) {
+        RopeParams p;
+        p.style = style;
+        p.rot_dim = llama3 ? static_cast<int>(d) : static_cast<int>(d / 2);  // partial rotation too
+        p.theta = llama3 ? 500000.f : 10000.f;
+        if (llama3) p.llama3_factor = 8.f;
+        const Tensor x = rand_host({9, 4, d}, rng);
+        std::vector<int32_t> pos(9);
+        for (auto& v : pos) v = static_cast<int32_t>(rng() % 100000);
+        Tensor want = Tensor::empty_host(DType::F32, x.shape);
+        std::copy(x.ptr<float>(), x.ptr<float>() + x.numel(), want.ptr<float>());
+        ops::rope(cpu_ctx(), want, ints_host(pos), p);
+        Tensor dx = to_device(x, DType::BF16);
+        ops::rope(cuda_ctx(), dx, to_device(ints_host(pos), DType::I32), p);
+        EXPECT_LE(nmse(result(dx), want), kBf16Bound) << "d" << d << " llama3 " << llama3;
+      }
+}
+
+TEST(CudaOps, KvWrite) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(16);
+  const int64_t blocks = 8, bs = 16, hkv = 2, d = 128, T = 40;
+  std::vector<int32_t> slots(blocks * bs);
+  std::iota(slots.begin(), slots.end(), 0);
+  std::shuffle(slots.begin(), slots.end(), rng);
+  slots.resize(T);
+  const Tensor k = rand_host({T, hkv, d}, rng), v = rand_host({T, hkv, d}, rng);
+  KvLayer want{rand_host({blocks, bs, hkv, d}, rng), rand_host({blocks, bs, hkv, d}, rng)};
+  KvLayer dev{to_device(want.k, DType::BF16), to_device(want.v, DType::BF16)};
+  ops::kv_write(cpu_ctx(), k, v, ints_host(slots), want);
+  ops::kv_write(cuda_ctx(), to_device(k, DType::BF16), to_device(v, DType::BF16),
+                to_device(ints_host(slots), DType::I32), dev);
+  EXPECT_EQ(nmse(result(dev.k), want.k), 0.0);
+  EXPECT_EQ(nmse(result(dev.v), want.v), 0.0);
+  ops::kv_write(cuda_ctx(), to_device(k.slice_rows(0, 1), DType::BF16), to_device(v.slice_rows(0, 1), DType::BF16),
+                to_device(ints_host({int32_t(blocks * bs)}), DType::I32), dev);
+  EXPECT_THROW(check_device_errors(), Error);
+}
+
+TEST(CudaOps, Matmul) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(17);
+  for (int64_t m : {1, 3, 8, 9, 64, 200})
+    for (int64_t n : {576, 1000})
+      for (bool bias : {false, true})
+        for (DType yt : {DType::BF16, DType::F32}) {
+          const int64_t k = 576;
+          const Tensor x = rand_host({m, k}, rng), w = rand_host({n, k}, rng, 0.05f), b = rand_host({n}, rng);
+          Tensor want = Tensor::empty_host(DType::F32, {m, n});
+          ops::matmul(cpu_ctx(), x, w, want, bias ? &b : nullptr);
+          const Tensor dx = to_device(x, DType::BF16), dw = to_device(w, DType::BF16), db = to_device(b, DType::F32);
+          Tensor y = poisoned_device(yt, {m, n});
+          const MatmulArgs args{dx, dw, y, bias ? &db : nullptr};
+          const std::string chosen = registries().matmul.select(args, cuda_ctx()).name;
+          EXPECT_EQ(chosen, m <= 8 ? "cuda.gemv" : "cuda.cublaslt");
+          ops::matmul(cuda_ctx(), dx, dw, y, bias ? &db : nullptr);
+          EXPECT_LE(nmse(result(y), want), kBf16Bound) << chosen << " m" << m << " n" << n << " bias " << bias;
+          if (m <= 8) {  // the GEMM path must agree on decode shapes too
+            y = poisoned_device(yt, {m, n});
+            registries().matmul.run_variant("cuda.cublaslt", args, cuda_ctx());
+            EXPECT_LE(nmse(result(y), want), kBf16Bound) << "cuda.cublaslt m" << m;
+          }
+        }
+}
+
+struct SeqSpec {
+  int32_t q_len, kv_len;
+};
+
+// Random paged cache, random non-contiguous block tables, CPU reference vs the CUDA variant `variant`.
+void check_attention(const std::string& variant, int64_t n_heads, int64_t n_kv, int64_t d, int64_t bs,
+                     const std::vector<SeqSpec>& specs, uint32_t seed) {
+  std::mt19937 rng(seed);
+  int64_t n_tok = 0, blocks = 3, max_blocks = 1;
+  for (const SeqSpec& s : specs) {
+    n_tok += s.q_len;
+    blocks += (s.kv_len + bs - 1) / bs;
+    max_blocks = std::max(max_blocks, (s.kv_len + bs - 1) / bs);
+  }
+  const KvLayer cache{rand_host({blocks, bs, n_kv, d}, rng), rand_host({blocks, bs, n_kv, d}, rng)};
+  std::vector<int32_t> perm(blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> tables(specs.size() * max_blocks, -1), info;
+  AttentionBatch batch;
+  batch.scale = 1.f / std::sqrt(static_cast<float>(d));
+  int32_t next = 0, q_begin = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const int64_t nb = (specs[i].kv_len + bs - 1) / bs;
+    for (int64_t b = 0; b < nb; ++b) tables[i * max_blocks + b] = perm[next++];
+    batch.seqs.push_back({q_begin, specs[i].q_len, specs[i].kv_len, tables.data() + i * max_blocks});
+    info.insert(info.end(), {q_begin, specs[i].q_len, specs[i].kv_len});
+    q_begin += specs[i].q_len;
+  }
+  const Tensor q = rand_host({n_tok, n_heads, d}, rng, 2.f);
+  Tensor want = Tensor::empty_host(DType::F32, {n_tok, n_heads, d});
+  ops::attention(cpu_ctx(), q, cache, batch, want);
+
+  KvLayer dcache{to_device(cache.k, DType::BF16), to_device(cache.v, DType::BF16)};
+  batch.block_tables =
+      to_device(ints_host(tables).reshaped({static_cast<int64_t>(specs.size()), max_blocks}), DType::I32);
+  batch.seq_info = to_device(ints_host(info), DType::I32);
+  const Tensor dq = to_device(q, DType::BF16);
+  Tensor out = poisoned_device(DType::BF16, {n_tok, n_heads, d});
+  registries().attention.run_variant(variant, {dq, dcache, batch, out}, cuda_ctx());
+  std::string desc = variant + " h" + std::to_string(n_heads) + "/" + std::to_string(n_kv) + " d" + std::to_string(d) +
+                     " bs" + std::to_string(bs);
+  for (const SeqSpec& s : specs) desc += " " + std::to_string(s.q_len) + "/" + std::to_string(s.kv_len);
+  EXPECT_LE(nmse(result(out), want), kAttentionBound) << desc;
+}
+
+TEST(CudaOps, AttentionPrefill) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 100;
+  const std::vector<std::vector<SeqSpec>> batches = {
+      {{1, 1}}, {{200, 200}}, {{77, 300}, {1, 50}, {129, 129}}, {{5, 50}, {1, 17}, {9, 9}}, {{300, 1000}}};
+  for (int64_t group : {1, 3, 4})
+    for (int64_t d : {64, 128})
+      for (int64_t bs : {16, 32})
+        for (const auto& specs : batches) check_attention("cuda.flash_prefill", 2 * group, 2, d, bs, specs, seed++);
+}
+
+TEST(CudaOps, AttentionDecode) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 200;
+  const std::vector<std::vector<SeqSpec>> batches = {
+      {{1, 1}}, {{1, 37}, {1, 5}, {1, 100}}, {{1, 1500}}, {{1, 5000}, {1, 64}, {1, 129}}};
+  for (int64_t group : {1, 3, 4, 7, 16})
+    for (int64_t d : {64, 128})
+      for (const auto& specs : batches) check_attention("cuda.decode_splitkv", 2 * group, 2, d, 16, specs, seed++);
+  // The prefill kernel is correct on decode batches too (it is the fallback for them).
+  check_attention("cuda.flash_prefill", 8, 2, 128, 16, {{1, 3000}, {1, 7}}, seed++);
+}
+
+TEST(CudaSampling, GreedyMatchesHostArgmax) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(18);
+  const Tensor logits = rand_host({5, 50000}, rng, 4.f);
+  const auto ids = argmax(to_device(logits, DType::F32));
+  const auto ids_bf16 = argmax(to_device(logits, DType::BF16));
+  for (int64_t r = 0; r < 5; ++r) {
+    const float* row = logits.ptr<float>() + r * 50000;
+    const int32_t want = static_cast<int32_t>(std::max_element(row, row + 50000) - row);
+    EXPECT_EQ(ids[r], want);
+    EXPECT_EQ(ids_bf16[r], want);  // the values are already bf16-exact
+  }
+}
+
+// Host model of the filters (min-p, then top-k, then top-p over what is left): the ids a row may produce.
+std::vector<bool> allowed(const float* x, int64_t V, const SamplingParams& p) {
+  std::vector<int32_t> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return x[a] > x[b]; });
+  std::vector<int32_t> kept;  // in descending order
+  for (int64_t r = 0; r < V; ++r) {
+    const double rel = std::exp((x[order[r]] - x[order[0]]) / p.temperature);  // p_i / p_max
+    if ((p.top_k > 0 && r >= p.top_k) || (p.min_p > 0 && rel < p.min_p)) break;
+    kept.push_back(order[r]);
+  }
+  double total = 0;
+  for (int32_t i : kept) total += std::exp((x[i] - x[order[0]]) / p.temperature);
+  std::vector<bool> ok(V, false);
+  double cum = 0;
+  for (int32_t i : kept) {
+    ok[i] = true;
+    cum += std::exp((x[i] - x[order[0]]) / p.temperature) / total;
+    if (cum >= p.top_p) break;
+  }
+  return ok;
+}
+
+TEST(CudaSampling, FiltersAndDistribution) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(19);
+  const int64_t V = 1000, draws = 2000;
+  const Tensor row = rand_host({1, V}, rng, 2.f);
+  const Tensor rows = [&] {  // the same row `draws` times, one seed each
+    Tensor t = Tensor::empty_host(DType::F32, {draws, V});
+    for (int64_t i = 0; i < draws; ++i) std::copy(row.ptr<float>(), row.ptr<float>() + V, t.ptr<float>() + i * V);
+    return t;
+  }();
+  const Tensor dev = to_device(rows, DType::F32);
+  for (const SamplingParams base :
+       {SamplingParams{.temperature = 0.7f, .top_k = 20}, SamplingParams{.temperature = 1.f, .top_p = 0.5f},
+        SamplingParams{.temperature = 1.2f, .min_p = 0.1f},
+        SamplingParams{.temperature = 1.f, .top_k = 50, .top_p = 0.9f, .min_p = 0.05f}}) {
+    std::vector<SamplingParams> ps(draws, base);
+    for (int64_t i = 0; i < draws; ++i) ps[i].seed = 1000 + i;
+    const auto ids = sample(dev, ps);
+    const auto ok = allowed(row.ptr<float>(), V, base);
+    std::vector<int> count(V);
+    for (int32_t id : ids) {
+      ASSERT_TRUE(id >= 0 && id < V && ok[id]) << "id " << id << " outside the kept set";
+      ++count[id];
+    }
+    // The most likely token's frequency matches its renormalised probability (binomial, 5 sigma).
+    const float* x = row.ptr<float>();
+    const int64_t top = std::max_element(x, x + V) - x;
+    double kept = 0;
+    for (int64_t i = 0; i < V; ++i)
+      if (ok[i]) kept += std::exp((x[i] - x[top]) / base.temperature);
+    const double p_top = 1.0 / kept, sigma = std::sqrt(draws * p_top * (1 - p_top));
+    EXPECT_NEAR(count[top], draws * p_top, 5 * sigma + 1);
+  }
+}
+
+TEST(CudaAllocator, ReusesBlocksAndEnforcesBudget) {
+  SKIP_WITHOUT_GPU();
+  DeviceAllocator& a = device_allocator();
+  a.release(a.allocate(1000));
+  const size_t before = a.stats().reserved;
+  void* p = a.allocate(900);  // same 512-byte granule count: a cached block comes back, nothing new reserved
+  EXPECT_EQ(a.stats().reserved, before);
+  a.release(p);
+  const size_t reserved = a.stats().reserved;
+  a.set_budget(reserved + (size_t{4} << 20));
+  EXPECT_THROW(a.allocate(size_t{64} << 20), Error);
+  a.set_budget(0);
+}
+
+}  // namespace
+}  // namespace kestrel::backends::cuda
+
+#endif  // KESTREL_HAVE_CUDA
