@@ -26,6 +26,9 @@ constexpr uint64_t kDefaultAlignment = 32;
 constexpr uint64_t kMaxAlignment = uint64_t{1} << 30;
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;  // empty name, 1 dim, type, offset
 constexpr uint64_t kMinKvBytes = 8 + 4 + 1;                  // empty key, type, 1-byte value
+// Objects are several times larger than their smallest encoding, so even a count that passes the
+// remaining-bytes check is only trusted this far up front; beyond it, vectors grow as items really parse.
+constexpr uint64_t kMaxUpfrontReserve = 1 << 16;
 
 // ggml types Kestrel has no DType for: enough to size them (bounds checks) and name them in errors.
 struct OtherGgmlType {
@@ -173,10 +176,10 @@ class GgufParser {
     r.need_items(count, min_value_bytes(a.elem_type_), "array");
     a.size_ = static_cast<size_t>(count);
     if (a.elem_type_ == GgufType::String) {
-      a.strings_.reserve(a.size_);
+      a.strings_.reserve(std::min(count, kMaxUpfrontReserve));
       for (size_t i = 0; i < a.size_; ++i) a.strings_.push_back(r.read_string("array string"));
     } else if (a.elem_type_ == GgufType::Array) {
-      a.arrays_.reserve(a.size_);
+      a.arrays_.reserve(std::min(count, kMaxUpfrontReserve));
       for (size_t i = 0; i < a.size_; ++i) a.arrays_.emplace_back(GgufValue::Storage(read_array(r, depth + 1)));
     } else {
       auto bytes = r.read_bytes(count * scalar_size(a.elem_type_), "array data");
@@ -307,7 +310,7 @@ void GgufFile::parse() {
   const auto n_tensors = r.read<uint64_t>("tensor count");
   const auto n_kv = r.read<uint64_t>("metadata count");
   r.need_items(n_kv, kMinKvBytes, "metadata");
-  kv_.reserve(n_kv);
+  kv_.reserve(std::min(n_kv, kMaxUpfrontReserve));
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key;
     try {
@@ -331,7 +334,7 @@ void GgufFile::parse() {
   }
 
   r.need_items(n_tensors, kMinTensorInfoBytes, "tensor info");
-  tensors_.reserve(n_tensors);
+  tensors_.reserve(std::min(n_tensors, kMaxUpfrontReserve));
   for (uint64_t i = 0; i < n_tensors; ++i) {
     GgufTensorInfo t;
     try {

@@ -69,6 +69,8 @@ SafetensorsTensorInfo parse_entry(const std::string& name, const nlohmann::json&
   for (const auto& d : *shape_it) {
     KS_CHECK(d.is_number_unsigned(), "shape entry {} is not a non-negative integer", d.dump());
     const auto n = d.get<uint64_t>();
+    // Checked on its own too: a zero elsewhere in the shape keeps the product small.
+    KS_CHECK(n <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), "shape entry {} is too large", n);
     KS_CHECK(!__builtin_mul_overflow(numel, n, &numel) &&
                  numel <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
              "element count overflows");

@@ -146,6 +146,8 @@ TEST_F(SafetensorsBadInput, EntryFields) {
                     {"'t'", "overflows"});
   expect_open_error(R"({"t": {"dtype": "F32", "shape": [4611686018427387904], "data_offsets": [0, 4]}})",
                     {"'t'", "needs"});
+  expect_open_error(R"({"t": {"dtype": "F32", "shape": [0, 18446744073709551615], "data_offsets": [0, 0]}})",
+                    {"'t'", "too large"});
 }
 
 TEST_F(SafetensorsBadInput, OffsetsAndOverlaps) {
