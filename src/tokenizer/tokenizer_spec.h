@@ -1,0 +1,161 @@
+// TokenizerSpec: a neutral description of a tokenizer, filled either from GGUF metadata or from a
+// Hugging Face tokenizer.json (+ tokenizer_config.json). The Tokenizer class builds its tables from it
+// and never looks at either source format.
+//
+// GGUF keys and how they map (llama.cpp semantics):
+//   tokenizer.ggml.model            "gpt2" -> TokenizerModel::byte_level_bpe
+//                                   "llama" -> TokenizerModel::sentencepiece_bpe (merge by score, byte
+//                                   fallback, ▁ for spaces); anything else -> kestrel::Error
+//   tokenizer.ggml.tokens           -> tokens (id = index); byte-level vocabularies are stored in
+//                                   GPT-2's byte<->unicode form, SentencePiece ones with ▁ and <0xNN>
+//   tokenizer.ggml.scores           -> scores (sentencepiece_bpe: higher merges first; required there)
+//   tokenizer.ggml.token_type       -> token_types (GGUF numbering, see TokenType; default normal)
+//   tokenizer.ggml.merges           -> merges ("left right", rank = index; required for gpt2, ignored
+//                                   for llama, which merges by score like llama.cpp)
+//   tokenizer.ggml.pre              -> pre_name and pre_splits (see pre_tokenizer_preset(); "default"
+//                                   or missing = GPT-2's regex); unknown names -> kestrel::Error
+//   tokenizer.ggml.bos_token_id / eos_token_id / unknown_token_id / padding_token_id / eot_token_id /
+//   eom_token_id                    -> bos_id / eos_id / unk_id / pad_id / eot_id / eom_id (-1 = none)
+//   tokenizer.ggml.add_bos_token    -> add_bos (default: true for llama, false for gpt2)
+//   tokenizer.ggml.add_eos_token    -> add_eos (default false)
+//   tokenizer.ggml.add_space_prefix -> sentencepiece_bpe only: space_prefix = every_segment when true
+//                                   (default true), none when false; like llama.cpp, a space is put
+//                                   before the text at the start and after every special token.
+// Token types control and user_defined become added tokens: user_defined ones are always matched in
+// the text (special = false), control ones only when encode() is asked to parse special tokens.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kestrel {
+
+class GgufFile;
+
+enum class TokenizerModel {
+  byte_level_bpe,     // GPT-2 style: text bytes mapped to visible characters, merges by rank
+  sentencepiece_bpe,  // Llama-2/Mistral style: ▁ for spaces, merges by rank or score, <0xNN> fallback
+};
+
+// GGUF token types (llama.cpp's llama_token_type numbering).
+enum class TokenType : int32_t {
+  undefined = 0,
+  normal = 1,
+  unknown = 2,
+  control = 3,
+  user_defined = 4,
+  unused = 5,
+  byte = 6,
+};
+
+// A token that is cut out of the text before pre-tokenization (tokenizer.json "added_tokens", or GGUF
+// control/user-defined tokens).
+struct AddedToken {
+  int32_t id = -1;
+  std::string content;
+  bool special = false;      // matched only when encode(parse_special = true); skipped by skip_special
+  bool lstrip = false;       // the match swallows whitespace on its left
+  bool rstrip = false;       // the match swallows whitespace on its right
+  bool single_word = false;  // only matches when not glued to letters/digits on either side
+};
+
+// How a regex split treats what the pattern matches (Hugging Face SplitDelimiterBehavior).
+enum class SplitBehavior { isolated, removed, merged_with_previous, merged_with_next, contiguous };
+
+// One pre-tokenizer split step: every current piece is split with `regex` (PCRE2, UTF + Unicode
+// properties). Steps run in order, each on the pieces of the previous one.
+struct PreTokenizerSplit {
+  std::string regex;
+  SplitBehavior behavior = SplitBehavior::isolated;
+  bool invert = false;  // split on what does NOT match
+};
+
+// When the SentencePiece ▁ is put in front of a text segment (segments are the text between added
+// tokens).
+enum class SpacePrefix {
+  none,
+  first,          // only the segment that starts the text (HF Metaspace prepend_scheme "first")
+  every_segment,  // every segment (HF Prepend normalizer / Metaspace "always", llama.cpp GGUF)
+};
+
+// How decoding undoes the ▁ put before the text.
+enum class DecodeSpacePrefix {
+  keep,
+  strip_leading_space,   // drop one space at the start of the decoded text (HF Strip decoder, llama.cpp)
+  strip_first_token_ws,  // drop every ▁ of the first token (HF Metaspace decoder)
+};
+
+struct TokenizerSpec {
+  TokenizerModel model = TokenizerModel::byte_level_bpe;
+  std::vector<std::string> tokens;                          // id -> vocabulary string
+  std::vector<float> scores;                                // empty, or one per token (merge priority without merges)
+  std::vector<TokenType> token_types;                       // empty (all normal), or one per token
+  std::vector<std::pair<std::string, std::string>> merges;  // by rank, highest priority first
+  std::vector<AddedToken> added_tokens;                     // their ids must be < tokens.size()
+
+  // Normalization and pre-tokenization.
+  std::string pre_name;                          // informational: GGUF tokenizer.ggml.pre or "hf"
+  std::vector<PreTokenizerSplit> pre_splits;     // empty: each text segment is one word
+  bool byte_level_prefix_space = false;          // HF ByteLevel add_prefix_space: " " before segments
+  bool escape_whitespace = false;                // sentencepiece: spaces become ▁ before BPE
+  SpacePrefix space_prefix = SpacePrefix::none;  // sentencepiece: when to put ▁ before a segment
+  bool space_prefix_if_missing = false;          // ... only when the segment does not already start with a space
+
+  // Model options.
+  bool ignore_merges = false;  // a pre-token that is itself in the vocabulary is emitted as is
+  bool byte_fallback = false;  // characters missing from the vocabulary become <0xNN> tokens
+  bool fuse_unk = false;       // consecutive unknown characters produce one unk token
+
+  // Decoding.
+  DecodeSpacePrefix decode_space_prefix = DecodeSpacePrefix::keep;
+
+  // Special ids (-1 = none) and what add_special adds.
+  int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1, eot_id = -1, eom_id = -1;
+  bool add_bos = false;
+  bool add_eos = false;
+  // End-of-generation ids besides eos/eot/eom; Tokenizer also adds the well-known end-of-turn tokens
+  // (<|im_end|>, <|eot_id|>, <|endoftext|>, ...) found among the special added tokens.
+  std::vector<int32_t> extra_eog_ids;
+};
+
+// The pre-tokenizer splits for a GGUF tokenizer.ggml.pre name ("default", "gpt-2", "llama-bpe"/"llama3",
+// "qwen2", "smollm", ...). Throws kestrel::Error for an unknown name.
+std::vector<PreTokenizerSplit> pre_tokenizer_preset(const std::string& name);
+
+// The values of the GGUF tokenizer.ggml.* keys (see the table above); optional ones are nullopt when
+// the key is absent.
+struct GgufTokenizerFields {
+  std::string model;  // tokenizer.ggml.model
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> token_types;
+  std::vector<std::string> merges;
+  std::optional<std::string> pre;
+  std::optional<int64_t> bos_id, eos_id, unk_id, pad_id, eot_id, eom_id;
+  std::optional<bool> add_bos, add_eos, add_space_prefix;
+};
+
+// Builds and validates a spec from GGUF fields; throws kestrel::Error naming the offending key.
+TokenizerSpec spec_from_gguf_fields(const GgufTokenizerFields& fields);
+
+// Reads the tokenizer.ggml.* keys of an open GGUF file and calls spec_from_gguf_fields.
+TokenizerSpec spec_from_gguf(const GgufFile& file);
+
+// Builds a spec from a Hugging Face tokenizer.json (model.type "BPE") and, when given, its
+// tokenizer_config.json (add_bos_token / add_eos_token / bos_token / eos_token / pad_token). Supports
+// the normalizers Prepend, Replace (string), Sequence; the pre-tokenizers ByteLevel, Split,
+// Digits, Metaspace, Sequence; the decoders ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip,
+// Sequence; the post-processors TemplateProcessing, ByteLevel, Sequence. Anything else, or a malformed
+// document, throws kestrel::Error rather than tokenizing differently from Hugging Face.
+TokenizerSpec spec_from_tokenizer_json(const nlohmann::json& tokenizer_json,
+                                       const nlohmann::json* tokenizer_config_json = nullptr);
+
+// Checks the internal consistency of a spec (sizes, ids in range, merges refer to tokens); throws
+// kestrel::Error describing the first problem.
+void validate_spec(const TokenizerSpec& spec);
+
+}  // namespace kestrel
