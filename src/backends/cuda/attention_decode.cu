@@ -197,6 +197,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (!is_last) return;
   __threadfence();
+  if (threadIdx.x == 0) counters[(seq * a.n_kv_heads + kvh) * dd.head_chunks + hc] = 0;  // ready for the next launch
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int h = warp; h < nh; h += kThreads / 32) {
     const float* lse = part_lse + part_base + static_cast<size_t>(h) * dd.splits;
@@ -209,12 +210,25 @@ __global__ void __launch_bounds__(kThreads)
     for (int s = lane; s < n_splits; s += 32) sm_w[h][s] /= sum;
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < nh * D; idx += kThreads) {
-    const int h = idx / D, d = idx % D;
-    const float* po = part_o + (part_base + static_cast<size_t>(h) * dd.splits) * D + d;
-    float O = 0.f;
-    for (int s = 0; s < n_splits; ++s) O = fmaf(sm_w[h][s], __ldcg(po + static_cast<size_t>(s) * D), O);
-    out[(static_cast<size_t>(q_row) * a.n_heads + h0 + h) * D + d] = __float2bfloat16(O);
+  // Each thread owns 4 consecutive dims of one head and streams its splits as float4s, several in
+  // flight, so the merge costs a few L2 round trips rather than one per split.
+  for (int idx = threadIdx.x; idx < nh * (D / 4); idx += kThreads) {
+    const int h = idx / (D / 4), d = (idx % (D / 4)) * 4;
+    const float4* po =
+        reinterpret_cast<const float4*>(part_o + (part_base + static_cast<size_t>(h) * dd.splits) * D + d);
+    float4 acc4 = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int s = 0; s < n_splits; ++s) {
+      const float4 v = __ldcg(po + static_cast<size_t>(s) * (D / 4));
+      const float w = sm_w[h][s];
+      acc4.x = fmaf(w, v.x, acc4.x);
+      acc4.y = fmaf(w, v.y, acc4.y);
+      acc4.z = fmaf(w, v.z, acc4.z);
+      acc4.w = fmaf(w, v.w, acc4.w);
+    }
+    bf16* dst = out + (static_cast<size_t>(q_row) * a.n_heads + h0 + h) * D + d;
+    *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(acc4.x, acc4.y);
+    *reinterpret_cast<__nv_bfloat162*>(dst + 2) = __floats2bfloat162_rn(acc4.z, acc4.w);
   }
 }
 
@@ -227,31 +241,50 @@ size_t align256(size_t n) {
 }
 
 template <int D, int GMAX>
-void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, cudaStream_t s) {
+void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters, cudaStream_t s) {
   const DecodeDims dd{plan.splits, plan.chunk, plan.head_chunks, a.n_heads / a.n_kv_heads};
-  float* part_o = nullptr;
+  float* part_o = static_cast<float*>(workspace);
   float* part_lse = nullptr;
-  int* counters = nullptr;
   if (plan.splits > 1) {
     const size_t rows = static_cast<size_t>(a.n_seqs) * a.n_heads * plan.splits;
-    char* w = static_cast<char*>(workspace);
-    part_o = reinterpret_cast<float*>(w);
-    part_lse = reinterpret_cast<float*>(w + align256(rows * D * sizeof(float)));
-    counters = reinterpret_cast<int*>(w + align256(rows * D * sizeof(float)) + align256(rows * sizeof(float)));
-    CUDA_CHECK(cudaMemsetAsync(counters, 0, sizeof(int) * a.n_seqs * a.n_kv_heads * plan.head_chunks, s));
+    part_lse = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(rows * D * sizeof(float)));
   }
   const dim3 grid(plan.splits, a.n_kv_heads * plan.head_chunks, a.n_seqs);
   decode_kernel<D, GMAX><<<grid, kThreads, 0, s>>>(a, dd, part_o, part_lse, counters);
   CUDA_CHECK_LAUNCH();
 }
 
+template <int D, int GMAX>
+int occupancy() {
+  static const int n = [] {
+    int blocks = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decode_kernel<D, GMAX>, kThreads, 0));
+    return std::max(blocks, 1);
+  }();
+  return n;
+}
+
 template <int D>
-void launch_dim(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, cudaStream_t s) {
+int occupancy_for_group(int group) {
+  switch (group_max(group)) {
+    case 1: return occupancy<D, 1>();
+    case 2: return occupancy<D, 2>();
+    case 4: return occupancy<D, 4>();
+    default: return occupancy<D, 8>();
+  }
+}
+
+int resident_blocks_per_sm(int head_dim, int group) {
+  return head_dim == 128 ? occupancy_for_group<128>(group) : occupancy_for_group<64>(group);
+}
+
+template <int D>
+void launch_dim(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters, cudaStream_t s) {
   switch (group_max(a.n_heads / a.n_kv_heads)) {
-    case 1: launch_typed<D, 1>(a, plan, workspace, s); break;
-    case 2: launch_typed<D, 2>(a, plan, workspace, s); break;
-    case 4: launch_typed<D, 4>(a, plan, workspace, s); break;
-    default: launch_typed<D, 8>(a, plan, workspace, s); break;
+    case 1: launch_typed<D, 1>(a, plan, workspace, counters, s); break;
+    case 2: launch_typed<D, 2>(a, plan, workspace, counters, s); break;
+    case 4: launch_typed<D, 4>(a, plan, workspace, counters, s); break;
+    default: launch_typed<D, 8>(a, plan, workspace, counters, s); break;
   }
 }
 
@@ -262,9 +295,10 @@ DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int s
   const int group = a.n_heads / a.n_kv_heads;
   plan.head_chunks = (group + group_max(group) - 1) / group_max(group);
   const int64_t units = int64_t{a.n_seqs} * a.n_kv_heads * plan.head_chunks;
-  // About four blocks per SM in one wave; splits no shorter than kMinKeysPerSplit keys.
-  const int64_t target_blocks = int64_t{4} * sms;
-  int64_t splits = (target_blocks + units - 1) / units;
+  // Splits fill one wave of resident blocks without spilling into a second, mostly idle one; a split
+  // keeps at least kMinKeysPerSplit keys so the merge stays cheap next to the KV reads.
+  const int64_t resident = int64_t{sms} * resident_blocks_per_sm(a.head_dim, group);
+  int64_t splits = std::max<int64_t>(1, resident / units);
   splits = std::min<int64_t>(splits, (max_kv_len + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
   splits = std::clamp<int64_t>(splits, 1, kMaxSplits);
   const int64_t align = 64;
@@ -273,18 +307,19 @@ DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int s
   plan.splits = static_cast<int>((max_kv_len + plan.chunk - 1) / plan.chunk);
   if (plan.splits > 1) {
     const size_t rows = static_cast<size_t>(a.n_seqs) * a.n_heads * plan.splits;
-    plan.workspace = align256(rows * a.head_dim * sizeof(float)) + align256(rows * sizeof(float)) +
-                     align256(sizeof(int) * a.n_seqs * a.n_kv_heads * plan.head_chunks);
+    plan.workspace = align256(rows * a.head_dim * sizeof(float)) + align256(rows * sizeof(float));
+    plan.counters = a.n_seqs * a.n_kv_heads * plan.head_chunks;
   }
   return plan;
 }
 
-void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, cudaStream_t s) {
+void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters,
+                             cudaStream_t s) {
   if (a.n_seqs == 0) return;
   if (a.head_dim == 128)
-    launch_dim<128>(a, plan, workspace, s);
+    launch_dim<128>(a, plan, workspace, counters, s);
   else
-    launch_dim<64>(a, plan, workspace, s);
+    launch_dim<64>(a, plan, workspace, counters, s);
 }
 
 }  // namespace kestrel::backends::cuda

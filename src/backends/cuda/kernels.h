@@ -69,15 +69,17 @@ struct DecodePlan {
   int splits = 1;        // KV splits per (sequence, head group)
   int chunk = 0;         // keys per split
   int head_chunks = 1;   // query-head groups per KV head handled by separate blocks
-  size_t workspace = 0;  // bytes of scratch the launch needs (partials and counters)
+  size_t workspace = 0;  // bytes of scratch for the split partials
+  int counters = 0;      // i32 merge tickets: zero before the first launch; every launch leaves them zero
 };
 DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int sms);
-void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, cudaStream_t stream);
+void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters,
+                             cudaStream_t stream);
 
 // gemv.cu: y[M, N] = x[M, K] . w[N, K]^T (+ bias) for 1 <= M <= 8 on tensor cores; x, w bf16; y bf16/f32.
 // Needs K % 32 == 0 and 16-byte aligned rows.
 constexpr int kGemvMaxM = 8;
-void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K, int sms,
                  cudaStream_t stream);
 
 // sampling.cu: one token per row of logits [B, V] (f32/bf16).

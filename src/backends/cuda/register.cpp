@@ -17,6 +17,7 @@ using namespace ops;
 
 constexpr int kPriority = 10;
 constexpr int kFastPriority = 20;  // preferred over kPriority when it supports the call
+constexpr int64_t kGemvMaxRows = 16384;
 
 cudaStream_t stream_of(const Context& ctx) {
   return static_cast<cudaStream_t>(ctx.stream);
@@ -137,12 +138,15 @@ void register_matmul(Registries& r) {
                 [](const MatmulArgs& a, std::string* why) {
                   if (!matmul_common(a, why)) return false;
                   if (a.x.rows() > kGemvMaxM) return reject(why, "more than 8 rows: a GEMM shape");
+                  // Measured on H100 (BENCHMARKS.md): from ~16K output rows cuBLASLt's kernels stream w
+                  // faster (gate_up 28672x4096: 81 vs 88 us; lm_head: 370 vs 378 us).
+                  if (a.w.rows() >= kGemvMaxRows) return reject(why, "wide matrix: cuBLASLt is faster");
                   return a.x.cols() % 32 == 0 || reject(why, "K must be a multiple of 32");
                 },
                 [](const MatmulArgs& a, const Context& ctx) {
                   launch_gemv(a.x.data, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype, a.y.data,
                               static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
-                              stream_of(ctx));
+                              sm_count(), stream_of(ctx));
                 }});
   r.matmul.add({"cuda.cublaslt", Device::Cuda, kPriority,
                 [](const MatmulArgs& a, std::string* why) {
@@ -205,19 +209,28 @@ AttentionLaunch describe(const AttentionArgs& a, int* max_q, int* max_kv) {
   return l;
 }
 
-// Scratch for the split-KV partials: grows, never shrinks, and keeps its address between calls so a
-// captured decode graph stays valid (warm up once at the largest shape before capturing).
+// Scratch for the split-KV partials and merge tickets: grows, never shrinks, and keeps its addresses
+// between calls so a captured decode graph stays valid (warm up once at the largest shape before
+// capturing). Tickets are zeroed when allocated; the kernel leaves them zero, so no per-call memset.
 class DecodeWorkspace {
  public:
-  void* get(size_t bytes) {
+  void* partials(size_t bytes) {
     std::lock_guard lock(mu_);
-    if (buf_.nbytes() < bytes) buf_ = empty_device(DType::I8, {static_cast<int64_t>(bytes)});
-    return buf_.data;
+    if (partials_.nbytes() < bytes) partials_ = empty_device(DType::I8, {static_cast<int64_t>(bytes)});
+    return partials_.data;
+  }
+  int* counters(int n, cudaStream_t s) {
+    std::lock_guard lock(mu_);
+    if (counters_.numel() < n) {
+      counters_ = empty_device(DType::I32, {n});
+      CUDA_CHECK(cudaMemsetAsync(counters_.data, 0, counters_.nbytes(), s));
+    }
+    return counters_.ptr<int>();
   }
 
  private:
   std::mutex mu_;
-  Tensor buf_;
+  Tensor partials_, counters_;
 };
 
 void register_attention(Registries& r) {
@@ -233,8 +246,9 @@ void register_attention(Registries& r) {
                      int max_q = 0, max_kv = 0;
                      const AttentionLaunch l = describe(a, &max_q, &max_kv);
                      const DecodePlan plan = plan_attention_decode(l, max_kv, sm_count());
-                     void* ws = plan.workspace ? workspace->get(plan.workspace) : nullptr;
-                     launch_attention_decode(l, plan, ws, stream_of(ctx));
+                     void* ws = plan.workspace ? workspace->partials(plan.workspace) : nullptr;
+                     int* tickets = plan.counters ? workspace->counters(plan.counters, stream_of(ctx)) : nullptr;
+                     launch_attention_decode(l, plan, ws, tickets, stream_of(ctx));
                    }});
   r.attention.add(
       {"cuda.flash_prefill", Device::Cuda, kPriority, attention_common, [](const AttentionArgs& a, const Context& ctx) {
