@@ -1,12 +1,46 @@
 #include "backends/cpu/register.h"
 
-#include "backends/cpu/reference.h"
-
 #include <cstring>
 
-#include "ops/dispatch.h"
+#include "backends/cpu/fast_ops.h"
+#include "backends/cpu/reference.h"
 
 namespace kestrel::backends::cpu {
+namespace {
+
+using namespace ops;
+
+// Priorities: cpu.ref (0) is the oracle; the threaded ISA-independent ops are "cpu.simd"; ops with
+// per-ISA inner loops register once per kernel table, the widest ISA the CPU has winning.
+constexpr int kSimdPriority = 10;
+
+int table_priority(const Kernels& k) {
+  if (&k == &avx512vnni_kernels()) return 30;
+  if (&k == &avx2_kernels()) return 20;
+  return 10;
+}
+
+void register_table(Registries& r, const Kernels& k) {
+  const std::string name = std::string("cpu.") + k.name;
+  const int prio = table_priority(k);
+  r.matmul.add({name, Device::Cpu, prio,
+                [&k](const MatmulArgs& a, std::string* why) { return matmul_supports(k, a, why); },
+                [&k](const MatmulArgs& a, const Context& c) { matmul(k, a, c); }});
+  r.attention.add({name, Device::Cpu, prio,
+                   [&k](const AttentionArgs& a, std::string* why) { return attention_supports(k, a, why); },
+                   [&k](const AttentionArgs& a, const Context& c) { attention(k, a, c); }});
+  r.silu_mul.add({name, Device::Cpu, prio,
+                  [&k](const BinaryArgs& a, std::string* why) {
+                    if (!k.available()) {
+                      if (why) *why = std::string("this CPU lacks the ") + k.name + " instructions";
+                      return false;
+                    }
+                    return silu_mul_supports(a, why);
+                  },
+                  [&k](const BinaryArgs& a, const Context& c) { silu_mul(k, a, c); }});
+}
+
+}  // namespace
 
 void register_variants(ops::Registries& r) {
   auto& mem = r.memory[static_cast<int>(Device::Cpu)];
@@ -18,6 +52,12 @@ void register_variants(ops::Registries& r) {
     if (dst.data != src.data) std::memcpy(dst.data, src.data, src.nbytes());
   };
   register_reference(r);
+  for (const Kernels* k : {&generic_kernels(), &avx2_kernels(), &avx512vnni_kernels()}) register_table(r, *k);
+  r.embed.add({"cpu.simd", Device::Cpu, kSimdPriority, embed_supports, embed});
+  r.rmsnorm.add({"cpu.simd", Device::Cpu, kSimdPriority, rmsnorm_supports, rmsnorm});
+  r.add.add({"cpu.simd", Device::Cpu, kSimdPriority, add_supports, add});
+  r.rope.add({"cpu.simd", Device::Cpu, kSimdPriority, rope_supports, rope});
+  r.kv_write.add({"cpu.simd", Device::Cpu, kSimdPriority, kv_write_supports, kv_write});
 }
 
 }  // namespace kestrel::backends::cpu

@@ -1,0 +1,198 @@
+// Attention over the paged KV cache with an online softmax. Work is cut into items of (query token,
+// kv head, kv range): one item serves all query heads of a GQA group so each K/V row is read once per
+// group, and long contexts are split into kv chunks (flash-decoding) so that even batch-1 decode
+// keeps every thread busy. Split rows are merged from their partial (max, sum, output) afterwards.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backends/cpu/fast_ops.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace kestrel::backends::cpu {
+namespace {
+
+constexpr int64_t kTile = 32;       // positions scored before each softmax rescale
+constexpr int64_t kMinChunk = 256;  // shortest kv range worth its own item
+constexpr int64_t kItemsPerThread = 8;
+constexpr int64_t kMinParallelMacs = 1 << 15;
+
+struct Row {  // one (query token, kv head) pair
+  int64_t t;
+  int32_t kvh;
+  int32_t seq;
+  int32_t n_ctx;
+  int32_t n_chunks;
+  int64_t partial;  // index of its first partial slot when split, else -1
+};
+
+struct Item {
+  int32_t row;
+  int32_t chunk;
+  int32_t begin, end;
+};
+
+struct Geometry {
+  int64_t H, D, Hkv, G, bs;
+  size_t k_row_bytes, v_row_bytes;  // one position's K (V) of one kv head
+};
+
+// Accumulates softmax(scale * q . K) V for the G heads of kv head `kvh` over positions [begin, end)
+// into o (G x D, unnormalised) with running max m and sum l.
+void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, const Row& row, int32_t begin,
+            int32_t end, float* o, float* m, float* l, float* scores) {
+  const ops::AttentionSeq& s = a.batch.seqs[row.seq];
+  const KvDotFn dot = k.kv_dot[static_cast<size_t>(a.cache.k.dtype)];
+  const KvAxpyFn axpy = k.kv_axpy[static_cast<size_t>(a.cache.v.dtype)];
+  const float* q = a.q.ptr<float>() + (row.t * g.H + row.kvh * g.G) * g.D;
+  std::fill(o, o + g.G * g.D, 0.f);
+  std::fill(m, m + g.G, -std::numeric_limits<float>::infinity());
+  std::fill(l, l + g.G, 0.f);
+  for (int32_t p = begin; p < end;) {
+    const int64_t off = p % g.bs;
+    const int64_t n = std::min<int64_t>({end - p, g.bs - off, kTile});
+    const int64_t slot = static_cast<int64_t>(s.block_table[p / g.bs]) * g.bs + off;
+    const char* kbase = static_cast<const char*>(a.cache.k.data) + (slot * g.Hkv + row.kvh) * g.k_row_bytes;
+    const char* vbase = static_cast<const char*>(a.cache.v.data) + (slot * g.Hkv + row.kvh) * g.v_row_bytes;
+    const size_t kstride = g.Hkv * g.k_row_bytes, vstride = g.Hkv * g.v_row_bytes;
+    for (int64_t h = 0; h < g.G; ++h) {
+      float* sc = scores + h * kTile;
+      float mt = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) {
+        sc[j] = dot(q + h * g.D, kbase + j * kstride, g.D) * a.batch.scale;
+        mt = std::max(mt, sc[j]);
+      }
+      const float m_new = std::max(m[h], mt);
+      if (m_new > m[h]) {
+        const float corr = std::exp(m[h] - m_new);  // 0 on the first tile
+        for (int64_t d = 0; d < g.D; ++d) o[h * g.D + d] *= corr;
+        l[h] *= corr;
+        m[h] = m_new;
+      }
+      l[h] += k.exp_sum(sc, m_new, n);
+      for (int64_t j = 0; j < n; ++j) axpy(sc[j], vbase + j * vstride, o + h * g.D, g.D);
+    }
+    p += static_cast<int32_t>(n);
+  }
+}
+
+void validate(const ops::AttentionArgs& a) {
+  const Tensor &q = a.q, &kc = a.cache.k, &vc = a.cache.v;
+  KS_CHECK(q.ndim() == 3 && kc.ndim() == 4 && vc.shape == kc.shape && q.dim(2) == kc.dim(3) && kc.dim(2) > 0 &&
+               q.dim(1) % kc.dim(2) == 0 && a.out.numel() == q.numel(),
+           "attention shape mismatch: q {} cache k {} v {} out {}", q.describe(), kc.describe(), vc.describe(),
+           a.out.describe());
+  const int64_t T = q.dim(0), n_blocks = kc.dim(0), bs = kc.dim(1);
+  for (const ops::AttentionSeq& s : a.batch.seqs) {
+    KS_CHECK(s.q_begin >= 0 && s.q_len >= 0 && s.q_begin + s.q_len <= T && s.q_len <= s.kv_len,
+             "attention sequence (q_begin {}, q_len {}, kv_len {}) does not fit {} query rows", s.q_begin, s.q_len,
+             s.kv_len, T);
+    if (s.q_len == 0) continue;
+    KS_CHECK(s.block_table != nullptr, "attention sequence with kv_len {} has no block table", s.kv_len);
+    for (int64_t b = 0; b < (s.kv_len + bs - 1) / bs; ++b)
+      KS_CHECK(s.block_table[b] >= 0 && s.block_table[b] < n_blocks, "kv block {} outside the cache of {} blocks",
+               s.block_table[b], n_blocks);
+  }
+}
+
+}  // namespace
+
+bool attention_supports(const Kernels& k, const ops::AttentionArgs& a, std::string* why) {
+  if (!k.available()) {
+    if (why) *why = std::string("this CPU lacks the ") + k.name + " instructions";
+    return false;
+  }
+  if (!all_f32({&a.q, &a.out}, why)) return false;
+  if (!k.kv_dot[static_cast<size_t>(a.cache.k.dtype)] || !k.kv_axpy[static_cast<size_t>(a.cache.v.dtype)]) {
+    if (why) *why = "cache pages must be f32, f16 or bf16, got " + a.cache.k.describe();
+    return false;
+  }
+  return true;
+}
+
+void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context& ctx) {
+  validate(a);
+  Geometry g;
+  g.H = a.q.dim(1);
+  g.D = a.q.dim(2);
+  g.Hkv = a.cache.k.dim(2);
+  g.G = g.H / g.Hkv;
+  g.bs = a.cache.block_size();
+  g.k_row_bytes = row_bytes(a.cache.k.dtype, g.D);
+  g.v_row_bytes = row_bytes(a.cache.v.dtype, g.D);
+
+  std::vector<Row> rows;
+  int64_t total = 0;
+  for (int32_t si = 0; si < static_cast<int32_t>(a.batch.seqs.size()); ++si) {
+    const ops::AttentionSeq& s = a.batch.seqs[si];
+    for (int32_t i = 0; i < s.q_len; ++i)
+      for (int32_t h = 0; h < g.Hkv; ++h) {
+        const int32_t n_ctx = s.kv_len - s.q_len + i + 1;
+        rows.push_back({s.q_begin + i, h, si, n_ctx, 1, -1});
+        total += n_ctx;
+      }
+  }
+  ThreadPool& pool = ctx.threads();
+  const bool parallel = pool.size() > 1 && total * g.H * g.D >= kMinParallelMacs;
+  const int64_t chunk =
+      parallel ? std::max(kMinChunk, (total + kItemsPerThread * pool.size() - 1) / (kItemsPerThread * pool.size()))
+               : std::numeric_limits<int32_t>::max();
+
+  std::vector<Item> items;
+  int64_t n_partials = 0;
+  for (int32_t r = 0; r < static_cast<int32_t>(rows.size()); ++r) {
+    Row& row = rows[r];
+    row.n_chunks = static_cast<int32_t>((row.n_ctx + chunk - 1) / chunk);
+    if (row.n_chunks > 1) row.partial = n_partials, n_partials += row.n_chunks;
+    for (int32_t c = 0; c < row.n_chunks; ++c)
+      items.push_back(
+          {r, c, static_cast<int32_t>(c * chunk), static_cast<int32_t>(std::min<int64_t>(row.n_ctx, (c + 1) * chunk))});
+  }
+  // Partial slot layout: G maxima, G sums, G x D outputs.
+  const int64_t slot_floats = g.G * (g.D + 2);
+  std::vector<float> partials(static_cast<size_t>(n_partials * slot_floats));
+
+  std::atomic<size_t> next{0};
+  auto work = [&](int, int) {
+    std::vector<float> scratch(static_cast<size_t>(slot_floats + g.G * kTile));
+    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items.size();) {
+      const Item& it = items[i];
+      const Row& row = rows[it.row];
+      float* slot = row.partial >= 0 ? partials.data() + (row.partial + it.chunk) * slot_floats : scratch.data();
+      float *m = slot, *l = slot + g.G, *o = slot + 2 * g.G;
+      attend(k, a, g, row, it.begin, it.end, o, m, l, scratch.data() + slot_floats);
+      if (row.partial >= 0) continue;
+      float* out = a.out.ptr<float>() + (row.t * g.H + row.kvh * g.G) * g.D;
+      for (int64_t h = 0; h < g.G; ++h)
+        for (int64_t d = 0; d < g.D; ++d) out[h * g.D + d] = o[h * g.D + d] / l[h];
+    }
+  };
+  if (parallel)
+    pool.run(work);
+  else
+    work(0, 1);
+  if (n_partials == 0) return;
+
+  for (const Row& row : rows) {
+    if (row.partial < 0) continue;
+    float* out = a.out.ptr<float>() + (row.t * g.H + row.kvh * g.G) * g.D;
+    for (int64_t h = 0; h < g.G; ++h) {
+      float m_all = -std::numeric_limits<float>::infinity();
+      for (int32_t c = 0; c < row.n_chunks; ++c) m_all = std::max(m_all, partials[(row.partial + c) * slot_floats + h]);
+      float l_all = 0;
+      std::fill(out + h * g.D, out + (h + 1) * g.D, 0.f);
+      for (int32_t c = 0; c < row.n_chunks; ++c) {
+        const float* slot = partials.data() + (row.partial + c) * slot_floats;
+        const float w = std::exp(slot[h] - m_all);
+        l_all += w * slot[g.G + h];
+        for (int64_t d = 0; d < g.D; ++d) out[h * g.D + d] += w * slot[2 * g.G + h * g.D + d];
+      }
+      for (int64_t d = 0; d < g.D; ++d) out[h * g.D + d] /= l_all;
+    }
+  }
+}
+
+}  // namespace kestrel::backends::cpu

@@ -1,0 +1,182 @@
+// Row-wise and elementwise ops (rmsnorm, add, silu_mul, rope, embed, kv_write): threaded only when a
+// call is big enough to pay for the fork/join (prefill); a decode step's 576-wide rows run inline.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backends/cpu/fast_ops.h"
+#include "core/dequant.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace kestrel::backends::cpu {
+namespace {
+
+// Elements below which an op runs on the calling thread.
+constexpr int64_t kMinParallelElems = 1 << 14;
+
+// Runs fn(begin, end) over [0, n) items of `item_elems` elements each, threaded when large.
+template <typename Fn>
+void for_rows(const ops::Context& ctx, int64_t n, int64_t item_elems, Fn&& fn) {
+  if (n * item_elems < kMinParallelElems || n < 2)
+    fn(int64_t{0}, n);
+  else
+    ctx.threads().parallel_for(n, fn);
+}
+
+bool is_kv_dtype(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+}  // namespace
+
+bool add_supports(const ops::BinaryArgs& a, std::string* why) {
+  return all_f32({&a.a, &a.b, &a.y}, why);
+}
+
+void add(const ops::BinaryArgs& a, const ops::Context& ctx) {
+  const float* x = a.a.ptr<float>();
+  const float* z = a.b.ptr<float>();
+  float* y = a.y.ptr<float>();
+  for_rows(ctx, a.y.numel(), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = x[i] + z[i];
+  });
+}
+
+bool silu_mul_supports(const ops::BinaryArgs& a, std::string* why) {
+  return all_f32({&a.a, &a.b, &a.y}, why);
+}
+
+void silu_mul(const Kernels& k, const ops::BinaryArgs& a, const ops::Context& ctx) {
+  // Chunks of 64 keep each thread's range a whole number of SIMD vectors.
+  constexpr int64_t kChunk = 64;
+  const int64_t n = a.y.numel();
+  for_rows(ctx, (n + kChunk - 1) / kChunk, kChunk, [&](int64_t b, int64_t e) {
+    const int64_t lo = b * kChunk, hi = std::min(n, e * kChunk);
+    k.silu_mul(a.a.ptr<float>() + lo, a.b.ptr<float>() + lo, a.y.ptr<float>() + lo, hi - lo);
+  });
+}
+
+bool rmsnorm_supports(const ops::RmsnormArgs& a, std::string* why) {
+  return all_f32({&a.x, &a.w, &a.y}, why);
+}
+
+void rmsnorm(const ops::RmsnormArgs& a, const ops::Context& ctx) {
+  const int64_t d = a.x.cols();
+  KS_CHECK(a.w.numel() == d && a.y.numel() == a.x.numel(), "rmsnorm shape mismatch: x {} w {} y {}", a.x.describe(),
+           a.w.describe(), a.y.describe());
+  const float* w = a.w.ptr<float>();
+  for_rows(ctx, a.x.rows(), d, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* x = a.x.ptr<float>() + r * d;
+      float* y = a.y.ptr<float>() + r * d;
+      // Eight partial sums vectorise without -ffast-math and keep the f32 rounding error small.
+      float part[8] = {};
+      int64_t i = 0;
+      for (; i + 8 <= d; i += 8)
+        for (int l = 0; l < 8; ++l) part[l] += x[i + l] * x[i + l];
+      double ss = 0;
+      for (float p : part) ss += p;
+      for (; i < d; ++i) ss += x[i] * x[i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / d + a.eps));
+      for (int64_t j = 0; j < d; ++j) y[j] = x[j] * inv * w[j];
+    }
+  });
+}
+
+bool rope_supports(const ops::RopeArgs& a, std::string* why) {
+  return all_f32({&a.x}, why) && a.positions.dtype == DType::I32;
+}
+
+void rope(const ops::RopeArgs& a, const ops::Context& ctx) {
+  const int64_t T = a.x.dim(0), H = a.x.dim(1), D = a.x.dim(2);
+  const int half = a.p.rot_dim / 2;
+  KS_CHECK(a.p.rot_dim % 2 == 0 && a.p.rot_dim <= D && a.positions.numel() == T,
+           "rope shape mismatch: x {} positions {} rot_dim {}", a.x.describe(), a.positions.describe(), a.p.rot_dim);
+  const std::vector<float> inv_freq = a.p.inv_freq();
+  const bool adjacent = a.p.style == ops::RopeParams::Style::Adjacent;
+  for_rows(ctx, T, H * D, [&](int64_t b, int64_t e) {
+    std::vector<float> cs(half), sn(half);
+    for (int64_t t = b; t < e; ++t) {
+      // Same float angle as the reference, computed once per token for all heads.
+      const float pos = static_cast<float>(a.positions.ptr<int32_t>()[t]);
+      for (int i = 0; i < half; ++i) {
+        const float angle = pos * inv_freq[i];
+        cs[i] = std::cos(angle);
+        sn[i] = std::sin(angle);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        float* x = a.x.ptr<float>() + (t * H + h) * D;
+        if (adjacent) {
+          for (int i = 0; i < half; ++i) {
+            const float x0 = x[2 * i], x1 = x[2 * i + 1];
+            x[2 * i] = x0 * cs[i] - x1 * sn[i];
+            x[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+          }
+        } else {
+          for (int i = 0; i < half; ++i) {
+            const float x0 = x[i], x1 = x[i + half];
+            x[i] = x0 * cs[i] - x1 * sn[i];
+            x[i + half] = x0 * sn[i] + x1 * cs[i];
+          }
+        }
+      }
+    }
+  });
+}
+
+bool embed_supports(const ops::EmbedArgs& a, std::string* why) {
+  if (!all_f32({&a.out}, why)) return false;
+  if (a.ids.dtype != DType::I32) {
+    if (why) *why = "ids must be i32, got " + a.ids.describe();
+    return false;
+  }
+  return true;
+}
+
+void embed(const ops::EmbedArgs& a, const ops::Context& ctx) {
+  const int64_t n = a.ids.numel(), d = a.table.cols(), vocab = a.table.rows();
+  KS_CHECK(a.out.numel() == n * d, "embed output {} does not hold {} rows of {}", a.out.describe(), n, d);
+  const int32_t* ids = a.ids.ptr<int32_t>();
+  for (int64_t t = 0; t < n; ++t)
+    KS_CHECK(ids[t] >= 0 && ids[t] < vocab, "token id {} outside the vocabulary of {}", ids[t], vocab);
+  for_rows(ctx, n, d, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) dequantize_row(a.table.dtype, a.table.row(ids[t]), a.out.ptr<float>() + t * d, d);
+  });
+}
+
+bool kv_write_supports(const ops::KvWriteArgs& a, std::string* why) {
+  if (!all_f32({&a.k, &a.v}, why)) return false;
+  if (!is_kv_dtype(a.cache.k.dtype) || !is_kv_dtype(a.cache.v.dtype)) {
+    if (why) *why = "cache pages must be f32, f16 or bf16, got " + a.cache.k.describe();
+    return false;
+  }
+  if (a.slots.dtype != DType::I32) {
+    if (why) *why = "slots must be i32, got " + a.slots.describe();
+    return false;
+  }
+  return true;
+}
+
+void kv_write(const ops::KvWriteArgs& a, const ops::Context& ctx) {
+  const int64_t T = a.k.dim(0), row = a.k.dim(1) * a.k.dim(2);
+  const int64_t n_slots = a.cache.k.dim(0) * a.cache.k.dim(1);
+  KS_CHECK(
+      a.v.numel() == T * row && a.cache.v.numel() == a.cache.k.numel() && a.cache.k.dim(2) * a.cache.k.dim(3) == row,
+      "kv_write shape mismatch: k {} v {} cache k {} v {}", a.k.describe(), a.v.describe(), a.cache.k.describe(),
+      a.cache.v.describe());
+  const int32_t* slots = a.slots.ptr<int32_t>();
+  for (int64_t t = 0; t < T; ++t)
+    KS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "kv slot {} outside the cache of {} slots", slots[t], n_slots);
+  const size_t kb = row_bytes(a.cache.k.dtype, row), vb = row_bytes(a.cache.v.dtype, row);
+  for_rows(ctx, T, 2 * row, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      quantize_row(a.cache.k.dtype, a.k.ptr<float>() + t * row, static_cast<char*>(a.cache.k.data) + slots[t] * kb,
+                   row);
+      quantize_row(a.cache.v.dtype, a.v.ptr<float>() + t * row, static_cast<char*>(a.cache.v.data) + slots[t] * vb,
+                   row);
+    }
+  });
+}
+
+}  // namespace kestrel::backends::cpu

@@ -1,0 +1,588 @@
+// The ops harness (like llama.cpp's test-backend-ops): for every op, every registered variant on every
+// device with an adapter (ops_harness.h) runs a range of shapes against "cpu.ref" with fresh seeded
+// random inputs and NaN-poisoned outputs, and must stay within a normalised-MSE bound:
+//   nmse = sum (y - y_ref)^2 / sum y_ref^2.
+// Perf mode (KESTREL_OPS_PERF=1) also times each variant and prints us, GB/s and GFLOP/s per case.
+#include "ops_harness.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <optional>
+#include <random>
+
+#include "core/dequant.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "core/quant_blocks.h"
+#include "core/thread_pool.h"
+#include "ops/dispatch.h"
+#include "ops/ops.h"
+
+namespace kestrel::ops_harness {
+
+std::vector<DeviceAdapter>& device_adapters() {
+  static std::vector<DeviceAdapter> adapters;
+  return adapters;
+}
+
+namespace {
+
+using namespace ops;
+
+// ---- bounds ------------------------------------------------------------------------------------------
+// Float paths differ from the double-accumulating reference only by f32 rounding: with sums of up to a
+// few thousand terms the relative error is ~1e-6, so the NMSE is ~1e-12; 1e-8 leaves room for
+// cancellation in small outputs without hiding a wrong index (which gives NMSE ~1).
+constexpr double kFloatBound = 1e-8;
+// Quantized weights: the fast kernels also round the activations to 8 bits per 32-block (step
+// absmax/127), a relative noise of ~2e-5 on average. With only a handful of outputs the ratio has a
+// heavy tail (a near-zero output over a noisy one; seen up to ~7e-4 with one output), so these
+// statistical cases use 64+ outputs and 1e-3, while the exact cases below (activations on the 8-bit
+// grid) hold the kernels to kFloatBound. A wrong nibble order, scale or offset gives NMSE >~ 1e-2.
+constexpr double kQuantBound = 1e-3;
+
+bool perf_mode() {
+  const char* e = std::getenv("KESTREL_OPS_PERF");
+  return e && *e && std::string(e) != "0";
+}
+
+// ---- tensors -----------------------------------------------------------------------------------------
+
+Tensor rand_f32(std::vector<int64_t> shape, std::mt19937& rng, float scale = 1.f) {
+  Tensor t = Tensor::empty_host(DType::F32, std::move(shape));
+  std::normal_distribution<float> n(0.f, scale);
+  for (int64_t i = 0; i < t.numel(); ++i) t.ptr<float>()[i] = n(rng);
+  return t;
+}
+
+// K-quant blocks from random bytes with small positive super-block scales: every bit pattern of the
+// packed fields is a valid block, so this covers all nibble/scale combinations (core has no K-quant
+// quantizer, which the model never needs).
+void random_kquant_row(DType t, void* row, int64_t k, std::mt19937& rng) {
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.002f, 0.02f);
+  auto* p = static_cast<uint8_t*>(row);
+  for (size_t i = 0; i < row_bytes(t, k); ++i) p[i] = static_cast<uint8_t>(byte(rng));
+  for (int64_t b = 0; b < k / quant::kQK_K; ++b) {
+    if (t == DType::Q4_K) {
+      auto* blk = reinterpret_cast<quant::BlockQ4_K*>(p) + b;
+      blk->d = f32_to_f16(scale(rng));
+      blk->dmin = f32_to_f16(scale(rng));
+    } else {
+      auto* blk = reinterpret_cast<quant::BlockQ6_K*>(p) + b;
+      blk->d = f32_to_f16(scale(rng) * 0.05f);
+    }
+  }
+}
+
+// A weight matrix [n, k] of dtype t with roughly unit-variance Gaussian values.
+Tensor rand_weight(DType t, int64_t n, int64_t k, std::mt19937& rng) {
+  Tensor w = Tensor::empty_host(t, {n, k});
+  if (t == DType::Q4_K || t == DType::Q6_K) {
+    for (int64_t r = 0; r < n; ++r) random_kquant_row(t, w.row(r), k, rng);
+    return w;
+  }
+  Tensor f = rand_f32({n, k}, rng);
+  for (int64_t r = 0; r < n; ++r) quantize_row(t, f.ptr<float>() + r * k, w.row(r), k);
+  return w;
+}
+
+Tensor clone(const Tensor& t) {
+  Tensor c = Tensor::empty_host(t.dtype, t.shape);
+  std::memcpy(c.data, t.data, t.nbytes());
+  return c;
+}
+
+Tensor to_f32(const Tensor& t) {
+  if (t.dtype == DType::F32) return clone(t);
+  Tensor c = Tensor::empty_host(DType::F32, t.shape);
+  for (int64_t r = 0; r < t.rows(); ++r) dequantize_row(t.dtype, t.row(r), c.ptr<float>() + r * t.cols(), t.cols());
+  return c;
+}
+
+// All bits set: NaN in f32, f16 and bf16.
+Tensor poisoned(DType t, std::vector<int64_t> shape) {
+  Tensor p = Tensor::empty_host(t, std::move(shape));
+  std::memset(p.data, 0xFF, p.nbytes());
+  return p;
+}
+
+double nmse(const Tensor& got, const Tensor& ref) {
+  if (got.numel() != ref.numel()) return INFINITY;
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    const double g = got.ptr<float>()[i], r = ref.ptr<float>()[i];
+    if (!std::isfinite(g)) return INFINITY;
+    err += (g - r) * (g - r);
+    norm += r * r;
+  }
+  return norm > 0 ? err / norm : err;
+}
+
+// ---- devices -----------------------------------------------------------------------------------------
+
+ThreadPool& harness_pool() {
+  // Two threads on every machine, so the threaded split paths run (and deterministically so) in CI.
+  static ThreadPool pool(2);
+  return pool;
+}
+
+const DeviceAdapter& cpu_adapter() {
+  static const DeviceAdapter a{
+      Device::Cpu, "cpu", [] { return true; }, clone, to_f32, [] {}, [] { return static_cast<void*>(nullptr); }, 0};
+  return a;
+}
+
+// Without an explicitly registered adapter, a device whose backend installed memory hooks
+// (ops::upload/download) is reached through them; the device counts as absent when uploading fails.
+const DeviceAdapter* hook_adapter(Device d) {
+  static std::vector<DeviceAdapter> made;
+  for (const DeviceAdapter& a : made)
+    if (a.device == d) return &a;
+  const DeviceMemory& mem = registries().memory[static_cast<int>(d)];
+  if (!mem.upload || !mem.download) return nullptr;
+  Context ctx;
+  ctx.device = d;
+  DeviceAdapter a{d, d == Device::Cuda ? "cuda" : "device",
+                  [ctx] {
+                    try {
+                      ops::upload(ctx, Tensor::empty_host(DType::F32, {1}));
+                      return true;
+                    } catch (const Error&) {
+                      return false;
+                    }
+                  },
+                  [ctx](const Tensor& h) { return ops::upload(ctx, h); },
+                  [ctx](const Tensor& t) {
+                    Tensor host = Tensor::empty_host(t.dtype, t.shape);
+                    ops::download(ctx, t, host);
+                    return to_f32(host);
+                  },
+                  [] {}, [] { return static_cast<void*>(nullptr); },
+                  // Device kernels may compute in bf16: ~2^-9 relative rounding per element.
+                  1e-4};
+  made.push_back(std::move(a));
+  return &made.back();
+}
+
+const DeviceAdapter* adapter_for(Device d) {
+  if (d == Device::Cpu) return &cpu_adapter();
+  for (const DeviceAdapter& a : device_adapters())
+    if (a.device == d) return a.available() ? &a : nullptr;
+  const DeviceAdapter* a = hook_adapter(d);
+  return a && a->available() ? a : nullptr;
+}
+
+Context context_for(const DeviceAdapter& a) {
+  Context c;
+  c.device = a.device;
+  c.pool = &harness_pool();
+  c.stream = a.stream();
+  return c;
+}
+
+// ---- the runner --------------------------------------------------------------------------------------
+
+// Runs one variant on one case. `call` uploads the case's inputs through the adapter, builds the op's
+// arguments around a poisoned output, and either returns the downloaded output or std::nullopt with
+// *why set when the variant does not support the call. If `us` is set, the call is timed too.
+template <typename Args>
+using CaseFn = std::function<std::optional<Tensor>(const Variant<Args>&, const DeviceAdapter&, const Context&,
+                                                   std::string* why, double* us)>;
+
+// Times fn() until ~0.1 s or 1000 calls; returns microseconds per call.
+double time_us(const std::function<void()>& fn, const DeviceAdapter& a) {
+  using clock = std::chrono::steady_clock;
+  fn();
+  a.synchronize();
+  int reps = 0;
+  const auto t0 = clock::now();
+  double elapsed = 0;
+  while (elapsed < 0.1 && reps < 1000) {
+    fn();
+    ++reps;
+    a.synchronize();
+    elapsed = std::chrono::duration<double>(clock::now() - t0).count();
+  }
+  return elapsed / reps * 1e6;
+}
+
+struct Stats {
+  int ran = 0, unsupported = 0, skipped_devices = 0;
+};
+
+Stats& stats() {
+  static Stats s;
+  return s;
+}
+
+template <typename Args>
+void check_case(const Registry<Args>& reg, const std::string& name, double bound, const CaseFn<Args>& call,
+                double bytes = 0, double flops = 0) {
+  SCOPED_TRACE(reg.op() + " " + name);
+  const Variant<Args>* ref = nullptr;
+  for (const auto& v : reg.variants())
+    if (v.name == "cpu.ref") ref = &v;
+  ASSERT_NE(ref, nullptr) << "no cpu.ref variant of " << reg.op();
+  std::string why;
+  std::optional<Tensor> want = call(*ref, cpu_adapter(), context_for(cpu_adapter()), &why, nullptr);
+  ASSERT_TRUE(want.has_value()) << "cpu.ref does not support the case: " << why;
+  for (const auto& v : reg.variants()) {
+    if (&v == ref) continue;
+    const DeviceAdapter* dev = adapter_for(v.device);
+    if (!dev) {
+      ++stats().skipped_devices;
+      continue;
+    }
+    double us = 0;
+    std::optional<Tensor> got = call(v, *dev, context_for(*dev), &why, perf_mode() ? &us : nullptr);
+    if (!got) {
+      ++stats().unsupported;
+      continue;
+    }
+    ++stats().ran;
+    const double err = nmse(*got, *want);
+    EXPECT_LE(err, bound + dev->nmse_floor) << v.name << " on " << dev->name << ": nmse " << err;
+    if (perf_mode())
+      std::printf("[ perf ] %-9s %-40s %-16s %10.2f us %8.2f GB/s %8.2f GFLOP/s  nmse %.2e\n", reg.op().c_str(),
+                  name.c_str(), v.name.c_str(), us, bytes / us * 1e-3, flops / us * 1e-3, err);
+  }
+}
+
+// Runs `fn` once for correctness; with `us` also times repeated calls.
+template <typename Fn>
+void run_maybe_timed(Fn&& fn, const DeviceAdapter& a, double* us) {
+  fn();
+  a.synchronize();
+  if (us) *us = time_us(fn, a);
+}
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s;
+  for (int64_t x : d) s += (s.empty() ? "" : "x") + std::to_string(x);
+  return s;
+}
+
+// ---- matmul ------------------------------------------------------------------------------------------
+
+const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
+                              DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K};
+
+// Activations whose every 32-block is d * (integers in [-127, 127], one of them +-127): the 8-bit
+// activation quantization of the fast kernels reproduces them exactly, so any difference from the
+// reference is a kernel bug, not rounding.
+Tensor q8_grid_f32(int64_t m, int64_t k, std::mt19937& rng) {
+  Tensor t = Tensor::empty_host(DType::F32, {m, k});
+  std::uniform_int_distribution<int> q(-127, 127);
+  std::uniform_real_distribution<float> d(0.005f, 0.05f);
+  for (int64_t i = 0; i < t.numel(); i += 32) {
+    const float scale = d(rng);
+    const int64_t n = std::min<int64_t>(32, t.numel() - i);
+    for (int64_t j = 0; j < n; ++j) t.ptr<float>()[i + j] = scale * q(rng);
+    const int64_t at = std::uniform_int_distribution<int64_t>(0, n - 1)(rng);
+    t.ptr<float>()[i + at] = scale * (q(rng) < 0 ? -127 : 127);
+  }
+  return t;
+}
+
+enum class Activations { Q8Grid, Gaussian };
+
+void check_matmul(DType wt, int64_t m, int64_t k, int64_t n, bool with_bias, Activations act, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const Tensor x = act == Activations::Q8Grid ? q8_grid_f32(m, k, rng) : rand_f32({m, k}, rng);
+  const Tensor w = rand_weight(wt, n, k, rng), bias = rand_f32({n}, rng);
+  CaseFn<MatmulArgs> call = [&](const Variant<MatmulArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                std::string* why, double* us) -> std::optional<Tensor> {
+    Tensor dx = a.upload(x), dw = a.upload(w), db = a.upload(bias), dy = a.upload(poisoned(DType::F32, {m, n}));
+    MatmulArgs args{dx, dw, dy, with_bias ? &db : nullptr};
+    if (!v.supports(args, why)) return std::nullopt;
+    run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+    return a.download(dy);
+  };
+  const double bytes = static_cast<double>(w.nbytes() + x.nbytes()) + m * n * 4.0;
+  const bool statistical = act == Activations::Gaussian && dtype_info(wt).quantized;
+  check_case(registries().matmul,
+             fmt::format("{} {}{}{}", dtype_name(wt), dims({m, k, n}), with_bias ? " +bias" : "",
+                         act == Activations::Gaussian ? " gaussian" : ""),
+             statistical ? kQuantBound : kFloatBound, call, bytes, 2.0 * m * n * k);
+}
+
+TEST(OpsHarness, Matmul) {
+  uint32_t seed = 1;
+  for (DType wt : kWeightTypes) {
+    const int64_t blk = dtype_info(wt).block_size;
+    // K: one block, several blocks, and for float weights sizes that are not a multiple of 8 or 16.
+    std::vector<int64_t> ks = {blk * 1, blk * 3, std::max<int64_t>(blk, 256) * 2};
+    if (blk == 1) ks.insert(ks.end(), {37, 200});
+    for (int64_t k : ks) {
+      for (int64_t m : {1, 2, 3, 4, 5, 9})
+        for (int64_t n : {1, 7, 66}) check_matmul(wt, m, k, n, (m + n) % 2 == 0, Activations::Q8Grid, seed++);
+      check_matmul(wt, 5, k, 96, false, Activations::Gaussian, seed++);
+    }
+  }
+  // Prefill-sized calls: the panels and the threaded activation quantization.
+  check_matmul(DType::Q4_1, 67, 576, 192, false, Activations::Q8Grid, seed++);
+  check_matmul(DType::Q8_0, 33, 512, 300, true, Activations::Gaussian, seed++);
+}
+
+// ---- rmsnorm, add, silu_mul --------------------------------------------------------------------------
+
+TEST(OpsHarness, Rmsnorm) {
+  uint32_t seed = 100;
+  for (int64_t rows : {1, 3, 64})
+    for (int64_t d : {1, 7, 64, 576, 1000}) {
+      std::mt19937 rng(seed++);
+      const Tensor x = rand_f32({rows, d}, rng, 3.f), w = rand_f32({d}, rng);
+      for (bool in_place : {false, true}) {
+        CaseFn<RmsnormArgs> call = [&](const Variant<RmsnormArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                       std::string* why, double* us) -> std::optional<Tensor> {
+          Tensor dx = a.upload(x), dw = a.upload(w), dy = a.upload(poisoned(DType::F32, {rows, d}));
+          Tensor& out = in_place ? dx : dy;
+          RmsnormArgs args{dx, dw, 1e-5f, out};
+          if (!v.supports(args, why)) return std::nullopt;
+          if (us) *us = time_us([&] { v.run(args, ctx); }, a);  // before the in-place result is final
+          if (in_place) dx = a.upload(x);
+          v.run(args, ctx);
+          a.synchronize();
+          return a.download(out);
+        };
+        check_case(registries().rmsnorm, dims({rows, d}) + (in_place ? " in-place" : ""), kFloatBound, call,
+                   rows * d * 8.0, rows * d * 4.0);
+      }
+    }
+}
+
+void check_binary(const Registry<BinaryArgs>& reg, uint32_t seed, double bound) {
+  for (int64_t n : {1, 7, 64, 1000, 1536 * 9 + 5, 1 << 16}) {
+    std::mt19937 rng(seed++);
+    const Tensor x = rand_f32({n}, rng, 4.f), z = rand_f32({n}, rng);
+    CaseFn<BinaryArgs> call = [&](const Variant<BinaryArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                  std::string* why, double* us) -> std::optional<Tensor> {
+      Tensor da = a.upload(x), db = a.upload(z), dy = a.upload(poisoned(DType::F32, {n}));
+      BinaryArgs args{da, db, dy};
+      if (!v.supports(args, why)) return std::nullopt;
+      run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+      return a.download(dy);
+    };
+    check_case(reg, dims({n}), bound, call, n * 12.0, n * 1.0);
+  }
+}
+
+TEST(OpsHarness, Add) {
+  check_binary(registries().add, 200, kFloatBound);
+}
+
+// The SIMD exp is a polynomial with ~2e-7 relative error: NMSE ~1e-13.
+TEST(OpsHarness, SiluMul) {
+  check_binary(registries().silu_mul, 300, kFloatBound);
+}
+
+// ---- rope --------------------------------------------------------------------------------------------
+
+TEST(OpsHarness, Rope) {
+  uint32_t seed = 400;
+  for (auto style : {RopeParams::Style::Adjacent, RopeParams::Style::HalfSplit})
+    for (int64_t t : {1, 7})
+      for (int64_t h : {3, 9})
+        for (int64_t d : {64, 128})
+          for (int rot : {static_cast<int>(d), static_cast<int>(d / 2)})
+            for (bool llama3 : {false, true}) {
+              std::mt19937 rng(seed++);
+              const Tensor x = rand_f32({t, h, d}, rng);
+              Tensor pos = Tensor::empty_host(DType::I32, {t});
+              std::uniform_int_distribution<int32_t> p(0, 9000);
+              for (int64_t i = 0; i < t; ++i) pos.ptr<int32_t>()[i] = p(rng);
+              RopeParams rp;
+              rp.style = style;
+              rp.rot_dim = rot;
+              rp.theta = llama3 ? 500000.f : 10000.f;
+              if (llama3) rp.llama3_factor = 8.f;
+              CaseFn<RopeArgs> call = [&](const Variant<RopeArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                          std::string* why, double* us) -> std::optional<Tensor> {
+                Tensor dx = a.upload(x), dp = a.upload(pos);
+                RopeArgs args{dx, dp, rp};
+                if (!v.supports(args, why)) return std::nullopt;
+                if (us) *us = time_us([&] { v.run(args, ctx); }, a);
+                dx = a.upload(x);
+                v.run(args, ctx);
+                a.synchronize();
+                return a.download(dx);
+              };
+              check_case(registries().rope,
+                         fmt::format("{} {} rot{}{}", style == RopeParams::Style::Adjacent ? "adjacent" : "half",
+                                     dims({t, h, d}), rot, llama3 ? " llama3" : ""),
+                         kFloatBound, call, t * h * d * 8.0, t * h * d * 3.0);
+            }
+}
+
+// ---- embed -------------------------------------------------------------------------------------------
+
+TEST(OpsHarness, Embed) {
+  uint32_t seed = 500;
+  for (DType wt : kWeightTypes)
+    for (int64_t t : {1, 5, 40}) {
+      std::mt19937 rng(seed++);
+      const int64_t vocab = 50, d = 512;
+      const Tensor table = rand_weight(wt, vocab, d, rng);
+      Tensor ids = Tensor::empty_host(DType::I32, {t});
+      std::uniform_int_distribution<int32_t> id(0, vocab - 1);
+      for (int64_t i = 0; i < t; ++i) ids.ptr<int32_t>()[i] = id(rng);
+      CaseFn<EmbedArgs> call = [&](const Variant<EmbedArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                   std::string* why, double* us) -> std::optional<Tensor> {
+        Tensor dt = a.upload(table), di = a.upload(ids), dout = a.upload(poisoned(DType::F32, {t, d}));
+        EmbedArgs args{dt, di, dout};
+        if (!v.supports(args, why)) return std::nullopt;
+        run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+        return a.download(dout);
+      };
+      check_case(registries().embed, fmt::format("{} {}", dtype_name(wt), dims({t, d})), kFloatBound, call,
+                 t * (table.row_nbytes() + d * 4.0));
+    }
+}
+
+// ---- paged KV cache: kv_write and attention ----------------------------------------------------------
+
+struct KvShape {
+  int64_t n_kv_heads, head_dim, block_size, n_blocks;
+};
+
+// A cache layer filled with random values, so that kv_write must leave the slots it does not own alone.
+KvLayer random_cache(DType t, const KvShape& s, std::mt19937& rng) {
+  KvLayer c{Tensor::empty_host(t, {s.n_blocks, s.block_size, s.n_kv_heads, s.head_dim}),
+            Tensor::empty_host(t, {s.n_blocks, s.block_size, s.n_kv_heads, s.head_dim})};
+  for (Tensor* p : {&c.k, &c.v}) {
+    const Tensor f = rand_f32({p->rows(), p->cols()}, rng);
+    for (int64_t r = 0; r < p->rows(); ++r) quantize_row(t, f.ptr<float>() + r * p->cols(), p->row(r), p->cols());
+  }
+  return c;
+}
+
+TEST(OpsHarness, KvWrite) {
+  uint32_t seed = 600;
+  for (DType t : {DType::F32, DType::F16, DType::BF16})
+    for (KvShape s : {KvShape{1, 64, 16, 4}, KvShape{3, 64, 32, 5}, KvShape{8, 128, 16, 9}})
+      for (int64_t n_tok : {1, 13, 40}) {
+        std::mt19937 rng(seed++);
+        const KvLayer cache = random_cache(t, s, rng);
+        const Tensor k = rand_f32({n_tok, s.n_kv_heads, s.head_dim}, rng),
+                     v = rand_f32({n_tok, s.n_kv_heads, s.head_dim}, rng);
+        // Distinct random slots.
+        std::vector<int32_t> all(s.n_blocks * s.block_size);
+        std::iota(all.begin(), all.end(), 0);
+        std::shuffle(all.begin(), all.end(), rng);
+        Tensor slots = Tensor::empty_host(DType::I32, {n_tok});
+        std::copy_n(all.begin(), n_tok, slots.ptr<int32_t>());
+        CaseFn<KvWriteArgs> call = [&](const Variant<KvWriteArgs>& var, const DeviceAdapter& a, const Context& ctx,
+                                       std::string* why, double* us) -> std::optional<Tensor> {
+          KvLayer dc{a.upload(cache.k), a.upload(cache.v)};
+          Tensor dk = a.upload(k), dv = a.upload(v), ds = a.upload(slots);
+          KvWriteArgs args{dk, dv, ds, dc};
+          if (!var.supports(args, why)) return std::nullopt;
+          run_maybe_timed([&] { var.run(args, ctx); }, a, us);
+          // Compare K and V pages together.
+          const Tensor hk = a.download(dc.k), hv = a.download(dc.v);
+          Tensor both = Tensor::empty_host(DType::F32, {2, hk.numel()});
+          std::memcpy(both.ptr<float>(), hk.data, hk.nbytes());
+          std::memcpy(both.ptr<float>() + hk.numel(), hv.data, hv.nbytes());
+          return both;
+        };
+        check_case(registries().kv_write,
+                   fmt::format("{} heads{} d{} bs{} T{}", dtype_name(t), s.n_kv_heads, s.head_dim, s.block_size, n_tok),
+                   kFloatBound, call, 2.0 * n_tok * s.n_kv_heads * s.head_dim * (4 + dtype_info(t).block_bytes));
+      }
+}
+
+struct SeqSpec {
+  int32_t q_len, kv_len;
+};
+
+void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vector<SeqSpec>& specs, uint32_t seed) {
+  std::mt19937 rng(seed);
+  int64_t n_tok = 0, blocks_needed = 0;
+  for (const SeqSpec& sp : specs) {
+    n_tok += sp.q_len;
+    blocks_needed += (sp.kv_len + s.block_size - 1) / s.block_size;
+  }
+  KvShape shape = s;
+  shape.n_blocks = blocks_needed + 3;  // some blocks belong to nobody
+  const KvLayer cache = random_cache(t, shape, rng);
+  // Each sequence gets a random, non-contiguous set of blocks.
+  std::vector<int32_t> perm(shape.n_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<std::vector<int32_t>> tables;
+  AttentionBatch batch;
+  batch.scale = 1.f / std::sqrt(static_cast<float>(s.head_dim));
+  int64_t next_block = 0, q_begin = 0;
+  double kv_bytes = 0;
+  for (const SeqSpec& sp : specs) {
+    const int64_t nb = (sp.kv_len + s.block_size - 1) / s.block_size;
+    tables.emplace_back(perm.begin() + next_block, perm.begin() + next_block + nb);
+    next_block += nb;
+    kv_bytes += 2.0 * sp.kv_len * s.n_kv_heads * row_bytes(t, s.head_dim);
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    batch.seqs.push_back({static_cast<int32_t>(q_begin), specs[i].q_len, specs[i].kv_len, tables[i].data()});
+    q_begin += specs[i].q_len;
+  }
+  const Tensor q = rand_f32({n_tok, n_heads, s.head_dim}, rng, 2.f);
+  CaseFn<AttentionArgs> call = [&](const Variant<AttentionArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                   std::string* why, double* us) -> std::optional<Tensor> {
+    KvLayer dc{a.upload(cache.k), a.upload(cache.v)};
+    Tensor dq = a.upload(q), dout = a.upload(poisoned(DType::F32, {n_tok, n_heads, s.head_dim}));
+    AttentionArgs args{dq, dc, batch, dout};
+    if (!v.supports(args, why)) return std::nullopt;
+    run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+    return a.download(dout);
+  };
+  std::string desc =
+      fmt::format("{} h{}/{} d{} bs{} seqs", dtype_name(t), n_heads, s.n_kv_heads, s.head_dim, s.block_size);
+  double flops = 0;
+  for (const SeqSpec& sp : specs) {
+    desc += fmt::format(" {}/{}", sp.q_len, sp.kv_len);
+    for (int32_t i = 0; i < sp.q_len; ++i) flops += 4.0 * n_heads * s.head_dim * (sp.kv_len - sp.q_len + i + 1);
+  }
+  check_case(registries().attention, desc, kFloatBound, call, kv_bytes + 2.0 * q.nbytes(), flops);
+}
+
+TEST(OpsHarness, Attention) {
+  uint32_t seed = 700;
+  const std::vector<std::vector<SeqSpec>> batches = {
+      {{1, 1}},                     // first token
+      {{1, 37}, {1, 5}, {1, 100}},  // decode batch, different lengths
+      {{23, 23}},                   // prefill
+      {{5, 50}, {1, 17}, {9, 9}},   // chunked prefill next to decode and prefill
+      {{1, 1500}},                  // long decode: split into kv chunks and merged
+      {{3, 700}, {1, 900}},         // split rows with several query tokens
+  };
+  for (DType t : {DType::F32, DType::F16})
+    for (int64_t group : {1, 3, 4, 8})
+      for (int64_t d : {64, 128})
+        for (int64_t bs : {16, 32})
+          for (const auto& specs : batches) {
+            const int64_t n_kv = group == 8 ? 1 : 2;
+            check_attention(t, n_kv * group, {n_kv, d, bs, 0}, specs, seed++);
+          }
+  // SmolLM2's geometry: 9 heads over 3 kv heads of 64, bf16 pages.
+  check_attention(DType::BF16, 9, {3, 64, 16, 0}, {{1, 300}, {4, 40}}, seed++);
+}
+
+TEST(OpsHarness, Summary) {
+  // Printed so that a CI log shows what was covered, and that CUDA cases were skipped on a machine
+  // without a GPU (or a build without the CUDA backend).
+  std::printf("[ harness ] variant runs checked: %d; variant said no: %d\n", stats().ran, stats().unsupported);
+  if (!adapter_for(Device::Cuda))
+    std::printf(
+        "[ harness ] CUDA cases SKIPPED: %s (%d variant runs)\n",
+        registries().memory[static_cast<int>(Device::Cuda)].upload ? "no GPU present" : "CUDA backend not built in",
+        stats().skipped_devices);
+}
+
+}  // namespace
+}  // namespace kestrel::ops_harness
