@@ -77,7 +77,7 @@ Value make_function(std::string name, std::function<Value(CallArgs&, Interpreter
 }
 
 Value make_tuple(Value a, Value b) {
-  return Value(ValueList{std::move(a), std::move(b)}, true);
+  return Value(ValueList{std::move(a), std::move(b)}, Value::Seq::Tuple);
 }
 
 ValueList string_values(const std::vector<std::string>& parts) {
@@ -141,8 +141,20 @@ double float_floor_div(double a, double b) {
   return floordiv;
 }
 
+// A string result that stays Markup when its source was (markupsafe's str methods do that).
+Value same_flavor(const Value& source, std::string s) {
+  return source.is_markup() ? Value::markup(std::move(s)) : Value(std::move(s));
+}
+
+std::string html_escape(const std::string& s);
+
+// The text of v as it joins a Markup string: Markup passes through, anything else is escaped.
+std::string markup_text(const Value& v) {
+  return v.is_markup() ? v.as_string() : html_escape(v.str());
+}
+
 Value repeat(const Value& seq, int64_t n) {
-  if (n <= 0) return seq.is_string() ? Value("") : Value(ValueList{}, seq.is_tuple());
+  if (n <= 0) return seq.is_string() ? same_flavor(seq, "") : Value(ValueList{}, seq.seq());
   if (seq.is_string()) {
     const std::string& s = seq.as_string();
     KS_CHECK(static_cast<size_t>(n) <= kMaxRepeatBytes && s.size() * static_cast<size_t>(n) <= kMaxRepeatBytes,
@@ -150,7 +162,7 @@ Value repeat(const Value& seq, int64_t n) {
     std::string out;
     out.reserve(s.size() * static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) out += s;
-    return Value(std::move(out));
+    return same_flavor(seq, std::move(out));
   }
   const ValueList& list = seq.as_list();
   KS_CHECK(static_cast<size_t>(n) <= kMaxRepeatBytes &&
@@ -158,14 +170,14 @@ Value repeat(const Value& seq, int64_t n) {
            "list repetition result is too large");
   ValueList out;
   for (int64_t i = 0; i < n; ++i) out.insert(out.end(), list.begin(), list.end());
-  return Value(std::move(out), seq.is_tuple());
+  return Value(std::move(out), seq.seq());
 }
 
 [[noreturn]] void unsupported_operands(std::string_view op, const Value& a, const Value& b) {
   KS_FAIL("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name());
 }
 
-std::string percent_format(const std::string& fmt_str, const Value& args);
+std::string percent_format(const std::string& fmt_str, const Value& args, bool escape_args = false);
 
 // ---- iteration helpers ----
 
@@ -333,6 +345,8 @@ ValueList sorted_values(Interpreter& in, ValueList items, bool reverse, bool cas
 
 // select/reject/selectattr/rejectattr share one implementation (jinja2's select_or_reject).
 Value select_or_reject(Interpreter& in, const Value& seq, const CallArgs& call, bool by_attr, bool want) {
+  // jinja2 yields nothing for any falsy input, None included.
+  if (!seq.truthy()) return Value(ValueList{}, Value::Seq::Generator);
   std::optional<std::string> attr;
   size_t next = 0;
   if (by_attr) {
@@ -356,11 +370,13 @@ Value select_or_reject(Interpreter& in, const Value& seq, const CallArgs& call, 
     const bool pass = test ? apply_test(in, *test, probe, args) : probe.truthy();
     if (pass == want) out.push_back(item);
   }
-  return Value(std::move(out));
+  return Value(std::move(out), Value::Seq::Generator);
 }
 
 Value map_filter(Interpreter& in, const Value& seq, const CallArgs& call) {
   ValueList out;
+  // As in jinja2, falsy input (None too) maps to nothing.
+  if (!seq.truthy()) return Value(std::move(out), Value::Seq::Generator);
   const ValueList items = iterate(seq);
   if (call.positional.empty()) {
     std::optional<std::string> attribute;
@@ -375,7 +391,7 @@ Value map_filter(Interpreter& in, const Value& seq, const CallArgs& call) {
     }
     KS_CHECK(attribute, "map requires a filter name or attribute=");
     for (const Value& item : items) out.push_back(get_attribute_path(in, item, *attribute, dflt));
-    return Value(std::move(out));
+    return Value(std::move(out), Value::Seq::Generator);
   }
   KS_CHECK(call.positional[0].is_string(), "map needs a filter name");
   const std::string filter = call.positional[0].as_string();
@@ -386,7 +402,7 @@ Value map_filter(Interpreter& in, const Value& seq, const CallArgs& call) {
     CallArgs args = rest;
     out.push_back(apply_filter(in, filter, item, args));
   }
-  return Value(std::move(out));
+  return Value(std::move(out), Value::Seq::Generator);
 }
 
 Value min_max(Interpreter& in, const Value& seq, const CallArgs& call, bool want_max, std::string_view name) {
@@ -431,7 +447,7 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
       {"capitalize",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args(c, "capitalize", {});
-         return Value(py::capitalize(to_str(v)));
+         return same_flavor(v, py::capitalize(to_str(v)));
        }},
       {"center",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
@@ -475,7 +491,7 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
       {"escape",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args(c, "escape", {});
-         return Value(html_escape(to_str(v)));
+         return Value::markup(markup_text(v));
        }},
       {"first",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
@@ -497,12 +513,12 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
            for (const auto& [k, val] : c.keyword) d.set(Value(k), val);
            return Value(percent_format(to_str(v), Value(std::move(d))));
          }
-         return Value(percent_format(to_str(v), Value(c.positional, true)));
+         return Value(percent_format(to_str(v), Value(c.positional, Value::Seq::Tuple)));
        }},
       {"indent",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args a(c, "indent", {"width", "first", "blank"});
-         return Value(indent(to_str(v), a.get(0), a.flag(1, false), a.flag(2, false)));
+         return same_flavor(v, indent(to_str(v), a.get(0), a.flag(1, false), a.flag(2, false)));
        }},
       {"int",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
@@ -513,11 +529,11 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
       {"items",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args(c, "items", {});
-         if (v.is_undefined()) return Value(ValueList{});
+         if (v.is_undefined()) return Value(ValueList{}, Value::Seq::Generator);
          KS_CHECK(v.is_dict(), "Can only get item pairs from a mapping.");
          ValueList out;
          for (const auto& [k, val] : v.as_dict().entries) out.push_back(make_tuple(k, val));
-         return Value(std::move(out));
+         return Value(std::move(out), Value::Seq::Generator);
        }},
       {"join",
        [](Interpreter& in, const Value& v, CallArgs& c) -> Value {
@@ -536,6 +552,7 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
       {"last",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args(c, "last", {});
+         KS_CHECK(!v.is_iterator() && !v.is_dict(), "'{}' object is not reversible", v.type_name());
          const ValueList items = iterate(v);
          if (items.empty()) return Value::undefined("No last item, sequence was empty.");
          return items.back();
@@ -546,7 +563,9 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
          switch (v.kind()) {
            case Value::Kind::Undefined: return Value(0);
            case Value::Kind::String: return Value(static_cast<int64_t>(py::length(v.as_string())));
-           case Value::Kind::List: return Value(static_cast<int64_t>(v.as_list().size()));
+           case Value::Kind::List:
+             KS_CHECK(!v.is_iterator(), "object of type '{}' has no len()", v.type_name());
+             return Value(static_cast<int64_t>(v.as_list().size()));
            case Value::Kind::Dict: return Value(static_cast<int64_t>(v.as_dict().entries.size()));
            default: KS_FAIL("object of type '{}' has no len()", v.type_name());
          }
@@ -559,7 +578,7 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
       {"lower",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args(c, "lower", {});
-         return Value(py::lower(to_str(v)));
+         return same_flavor(v, py::lower(to_str(v)));
        }},
       {"map", [](Interpreter& in, const Value& v, CallArgs& c) -> Value { return map_filter(in, v, c); }},
       {"max", [](Interpreter& in, const Value& v, CallArgs& c) -> Value { return min_max(in, v, c, true, "max"); }},
@@ -583,9 +602,11 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
            for (size_t k = offs.size() - 1; k > 0; --k) out.append(s, offs[k - 1], offs[k] - offs[k - 1]);
            return Value(std::move(out));
          }
+         // jinja2 returns reversed(value) when the value supports it, else a reversed list.
+         const bool reversible = v.is_list() && !v.is_iterator();
          ValueList items = iterate(v);
          std::reverse(items.begin(), items.end());
-         return Value(std::move(items));
+         return Value(std::move(items), reversible ? Value::Seq::ReverseIterator : Value::Seq::List);
        }},
       {"round",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
@@ -595,7 +616,7 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
       {"safe",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args(c, "safe", {});
-         return v.is_string() ? v : Value(to_str(v));
+         return Value::markup(to_str(v));
        }},
       {"select",
        [](Interpreter& in, const Value& v, CallArgs& c) -> Value { return select_or_reject(in, v, c, false, true); }},
@@ -609,7 +630,7 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
       {"string",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args(c, "string", {});
-         return Value(to_str(v));
+         return same_flavor(v, to_str(v));
        }},
       {"sum",
        [](Interpreter& in, const Value& v, CallArgs& c) -> Value {
@@ -629,7 +650,7 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
       {"tojson", [](Interpreter&, const Value& v, CallArgs& c) -> Value { return Value(tojson(v, c)); }},
       {"trim",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
-         return Value(py::strip(to_str(v), Args(c, "trim", {"chars"}).string(0), true, true));
+         return same_flavor(v, py::strip(to_str(v), Args(c, "trim", {"chars"}).string(0), true, true));
        }},
       {"unique",
        [](Interpreter& in, const Value& v, CallArgs& c) -> Value {
@@ -645,12 +666,12 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
              out.push_back(item);
            }
          }
-         return Value(std::move(out));
+         return Value(std::move(out), Value::Seq::Generator);
        }},
       {"upper",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
          Args(c, "upper", {});
-         return Value(py::upper(to_str(v)));
+         return same_flavor(v, py::upper(to_str(v)));
        }},
       {"wordcount",
        [](Interpreter&, const Value& v, CallArgs& c) -> Value {
@@ -701,8 +722,10 @@ const std::unordered_map<std::string_view, TestFn>& tests() {
       {"mapping", [](Interpreter&, const Value& v, CallArgs&) { return v.is_dict(); }},
       {"iterable", [](Interpreter&, const Value& v,
                       CallArgs&) { return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined(); }},
-      {"sequence", [](Interpreter&, const Value& v,
-                      CallArgs&) { return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined(); }},
+      {"sequence",
+       [](Interpreter&, const Value& v, CallArgs&) {
+         return v.is_string() || (v.is_list() && !v.is_iterator()) || v.is_dict() || v.is_undefined();
+       }},
       {"escaped", [](Interpreter&, const Value&, CallArgs&) { return false; }},
       {"lower",
        [](Interpreter&, const Value& v, CallArgs&) {
@@ -819,7 +842,7 @@ std::string brace_format(const std::string& f, const CallArgs& c) {
 }
 
 // Python's printf-style "%" formatting for the conversions templates use: %s %r %d %i %f %%.
-std::string percent_format(const std::string& f, const Value& args) {
+std::string percent_format(const std::string& f, const Value& args, bool escape_args) {
   const bool mapping = args.is_dict();
   const ValueList single{args};
   const ValueList& positional = args.is_tuple() ? args.as_list() : single;
@@ -858,8 +881,8 @@ std::string percent_format(const std::string& f, const Value& args) {
       v = &positional[next++];
     }
     switch (conv) {
-      case 's': out += to_str(*v); break;
-      case 'r': out += v->repr(); break;
+      case 's': out += escape_args ? markup_text(*v) : to_str(*v); break;
+      case 'r': out += escape_args ? html_escape(v->repr()) : v->repr(); break;
       case 'd':
       case 'i':
         KS_CHECK(v->is_number(), "%{} format: a real number is required, not {}", conv, v->type_name());
@@ -912,7 +935,7 @@ Value string_method(const Value& self, std::string_view name) {
   using I = Interpreter;
   auto strip_method = [&](bool left, bool right) {
     return bound_method(self, name, [left, right, n = std::string(name)](const Value& s, C& c, I&) {
-      return Value(py::strip(s.as_string(), Args(c, n, {"chars"}).string(0), left, right));
+      return same_flavor(s, py::strip(s.as_string(), Args(c, n, {"chars"}).string(0), left, right));
     });
   };
   if (name == "strip") return strip_method(true, true);
@@ -942,7 +965,7 @@ Value string_method(const Value& self, std::string_view name) {
   auto unary = [&](std::string (*f)(std::string_view)) {
     return bound_method(self, name, [f, n = std::string(name)](const Value& s, C& c, I&) {
       Args(c, n, {});
-      return Value(f(s.as_string()));
+      return same_flavor(s, f(s.as_string()));
     });
   };
   if (name == "upper") return unary(py::upper);
@@ -956,6 +979,8 @@ Value string_method(const Value& self, std::string_view name) {
       const Value& o = a.require(0);
       const Value& n = a.require(1);
       KS_CHECK(o.is_string() && n.is_string(), "replace() arguments must be str");
+      if (s.is_markup())  // markupsafe escapes the replacement, not the searched text
+        return Value::markup(py::replace(s.as_string(), o.as_string(), markup_text(n), a.integer(2, -1)));
       return Value(py::replace(s.as_string(), o.as_string(), n.as_string(), a.integer(2, -1)));
     });
   if (name == "find" || name == "rfind" || name == "index" || name == "rindex") {
@@ -1085,7 +1110,7 @@ bool is_mutating_method(const Value& obj, std::string_view name) {
                                                        "pop",    "remove", "reverse", "sort"};
   if (obj.is_dict())
     return std::find(std::begin(dict_mutators), std::end(dict_mutators), name) != std::end(dict_mutators);
-  if (obj.is_list() && !obj.is_tuple())
+  if (obj.is_list() && obj.seq() == Value::Seq::List)
     return std::find(std::begin(list_mutators), std::end(list_mutators), name) != std::end(list_mutators);
   return false;
 }
@@ -1101,7 +1126,7 @@ Value get_method(const Value& obj, std::string_view name) {
     return Value::undefined(fmt::format("access to attribute '{}' of '{}' object is unsafe.", name, obj.type_name()));
   if (obj.is_string()) return string_method(obj, name);
   if (obj.is_dict()) return dict_method(obj, name);
-  if (obj.is_list()) return list_method(obj, name);
+  if (obj.is_list() && !obj.is_iterator()) return list_method(obj, name);
   return Value::undefined("");
 }
 
@@ -1135,13 +1160,16 @@ Value binary_op(std::string_view op, const Value& a, const Value& b) {
   if (op == "+") {
     if (ints) return Value(checked_add(a.to_int(), b.to_int()));
     if (nums) return Value(a.to_double() + b.to_double());
-    if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
-    if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+    if (a.is_string() && b.is_string()) {
+      if (a.is_markup() || b.is_markup()) return Value::markup(markup_text(a) + markup_text(b));
+      return Value(a.as_string() + b.as_string());
+    }
+    if (a.is_list() && b.is_list() && a.seq() == b.seq() && !a.is_iterator()) {
       ValueList out = a.as_list();
       out.insert(out.end(), b.as_list().begin(), b.as_list().end());
-      return Value(std::move(out), a.is_tuple());
+      return Value(std::move(out), a.seq());
     }
-    if (a.is_string() || a.is_list())
+    if (a.is_string() || (a.is_list() && !a.is_iterator()))
       KS_FAIL("can only concatenate {} (not \"{}\") to {}", a.type_name(), b.type_name(), a.type_name());
     unsupported_operands(op, a, b);
   }
@@ -1153,8 +1181,9 @@ Value binary_op(std::string_view op, const Value& a, const Value& b) {
   if (op == "*") {
     if (ints) return Value(checked_mul(a.to_int(), b.to_int()));
     if (nums) return Value(a.to_double() * b.to_double());
-    if ((a.is_string() || a.is_list()) && (b.is_int() || b.is_bool())) return repeat(a, b.to_int());
-    if ((b.is_string() || b.is_list()) && (a.is_int() || a.is_bool())) return repeat(b, a.to_int());
+    auto repeatable = [](const Value& v) { return v.is_string() || (v.is_list() && !v.is_iterator()); };
+    if (repeatable(a) && (b.is_int() || b.is_bool())) return repeat(a, b.to_int());
+    if (repeatable(b) && (a.is_int() || a.is_bool())) return repeat(b, a.to_int());
     if (a.is_string() || a.is_list() || b.is_string() || b.is_list())
       KS_FAIL("can't multiply sequence by non-int of type '{}'", (a.is_string() || a.is_list() ? b : a).type_name());
     unsupported_operands(op, a, b);
@@ -1171,7 +1200,7 @@ Value binary_op(std::string_view op, const Value& a, const Value& b) {
     return Value(float_floor_div(a.to_double(), b.to_double()));
   }
   if (op == "%") {
-    if (a.is_string()) return Value(percent_format(a.as_string(), b));
+    if (a.is_string()) return same_flavor(a, percent_format(a.as_string(), b, a.is_markup()));
     if (ints) return Value(floor_mod(a.to_int(), b.to_int()));
     if (!nums) unsupported_operands(op, a, b);
     return Value(float_mod(a.to_double(), b.to_double()));
@@ -1201,7 +1230,7 @@ bool less_than(const Value& a, const Value& b, std::string_view op) {
     return a.to_int() < b.to_int();
   }
   if (a.is_string() && b.is_string()) return a.as_string() < b.as_string();  // UTF-8 order is code point order
-  if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+  if (a.is_list() && b.is_list() && a.seq() == b.seq() && !a.is_iterator()) {
     const ValueList& x = a.as_list();
     const ValueList& y = b.as_list();
     for (size_t k = 0; k < x.size() && k < y.size(); ++k) {

@@ -328,7 +328,7 @@ Value Interpreter::get_item(const Value& obj, const Value& key) {
       break;
     case Value::Kind::List:
     case Value::Kind::String:
-      if (key.is_int() || key.is_bool()) {
+      if ((key.is_int() || key.is_bool()) && !obj.is_iterator()) {
         int64_t idx = key.to_int();
         if (obj.is_list()) {
           const auto n = static_cast<int64_t>(obj.as_list().size());
@@ -378,7 +378,7 @@ Value Interpreter::eval(const Expr& e, const ScopePtr& scope) {
       ValueList items;
       items.reserve(e.children.size());
       for (const auto& c : e.children) items.push_back(eval(*c, scope));
-      return Value(std::move(items), e.kind == Expr::Kind::Tuple);
+      return Value(std::move(items), e.kind == Expr::Kind::Tuple ? Value::Seq::Tuple : Value::Seq::List);
     }
     case Expr::Kind::Dict: {
       ValueDict dict;
@@ -471,12 +471,12 @@ Value Interpreter::eval_slice(const Expr& e, const ScopePtr& scope) {
   for (int k = 0; k < 3; ++k)
     if (e.children[k + 1]) parts[k] = eval(*e.children[k + 1], scope);
   auto ptr = [&](int k) { return e.children[k + 1] ? &parts[k] : nullptr; };
-  if (obj.is_list()) {
+  if (obj.is_list() && !obj.is_iterator()) {
     const ValueList& list = obj.as_list();
     const SliceBounds b = slice_indices(ptr(0), ptr(1), ptr(2), static_cast<int64_t>(list.size()));
     ValueList out;
     for_each_slice_index(b, [&](int64_t i) { out.push_back(list[static_cast<size_t>(i)]); });
-    return Value(std::move(out), obj.is_tuple());
+    return Value(std::move(out), obj.seq());
   }
   if (obj.is_string()) {
     const std::string& s = obj.as_string();

@@ -33,8 +33,13 @@ void ValueDict::set(Value key, Value value) {
   entries.emplace_back(std::move(key), std::move(value));
 }
 
-Value::Value(ValueList list, bool is_tuple)
-    : data_(std::make_shared<const ValueList>(std::move(list))), tuple_(is_tuple) {}
+Value::Value(ValueList list, Seq seq) : data_(std::make_shared<const ValueList>(std::move(list))), seq_(seq) {}
+
+Value Value::markup(std::string s) {
+  Value v(std::move(s));
+  v.markup_ = true;
+  return v;
+}
 
 Value Value::from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
@@ -77,7 +82,7 @@ bool Value::truthy() const {
     case Kind::Int: return as_int() != 0;
     case Kind::Float: return as_float() != 0.0;
     case Kind::String: return !as_string().empty();
-    case Kind::List: return !as_list().empty();
+    case Kind::List: return is_iterator() || !as_list().empty();
     case Kind::Dict: return !as_dict().entries.empty();
     case Kind::Callable:
     case Kind::Namespace: return true;
@@ -98,6 +103,7 @@ bool Value::equals(const Value& other) const {
     case Kind::List: {
       const auto& a = as_list();
       const auto& b = other.as_list();
+      if (is_iterator() || other.is_iterator()) return &a == &b;  // iterators compare by identity
       if (is_tuple() != other.is_tuple() || a.size() != b.size()) return false;
       for (size_t i = 0; i < a.size(); ++i)
         if (!a[i].equals(b[i])) return false;
@@ -129,7 +135,14 @@ std::string Value::type_name() const {
     case Kind::Int: return "int";
     case Kind::Float: return "float";
     case Kind::String: return "str";
-    case Kind::List: return is_tuple() ? "tuple" : "list";
+    case Kind::List:
+      switch (seq_) {
+        case Seq::List: return "list";
+        case Seq::Tuple: return "tuple";
+        case Seq::Generator: return "generator";
+        case Seq::ReverseIterator: return "list_reverseiterator";
+      }
+      return "list";
     case Kind::Dict: return "dict";
     case Kind::Callable: return "function";
     case Kind::Namespace: return as_namespace().type_name;
@@ -184,6 +197,7 @@ std::string Value::repr() const {
     case Kind::Float: return python_float_repr(as_float());
     case Kind::String: return py::repr(as_string());
     case Kind::List: {
+      if (is_iterator()) return fmt::format("<{} object>", type_name());
       std::string out = is_tuple() ? "(" : "[";
       const auto& list = as_list();
       for (size_t i = 0; i < list.size(); ++i) {
@@ -278,6 +292,7 @@ void dump_json(std::string& out, const Value& v, const JsonDumpOptions& opts, in
     case Value::Kind::Float: out += json_float(v.as_float()); return;
     case Value::Kind::String: dump_json_string(out, v.as_string(), opts.ensure_ascii); return;
     case Value::Kind::List: {
+      KS_CHECK(!v.is_iterator(), "Object of type {} is not JSON serializable", v.type_name());
       const auto& list = v.as_list();
       if (list.empty()) {
         out += "[]";

@@ -56,6 +56,9 @@ struct Undefined {
 class Value {
  public:
   enum class Kind { Undefined, None, Bool, Int, Float, String, List, Dict, Callable, Namespace };
+  // What Python type a List value stands for. Generators (what jinja2's map/select/... filters
+  // return) and reverse iterators are always truthy, have no len() and are not JSON serializable.
+  enum class Seq : uint8_t { List, Tuple, Generator, ReverseIterator };
 
   Value() : data_(Undefined{}) {}
   static Value undefined(std::string message) { return Value(Undefined{std::move(message)}); }
@@ -67,7 +70,10 @@ class Value {
   Value(std::string s) : data_(std::move(s)) {}
   Value(std::string_view s) : data_(std::string(s)) {}
   Value(const char* s) : data_(std::string(s)) {}
-  Value(ValueList list, bool is_tuple = false);
+  Value(ValueList list, Seq seq = Seq::List);
+  // A markupsafe.Markup string (from |safe or |escape): concatenating a plain str to it escapes
+  // the plain str, as jinja2 does even with autoescape off.
+  static Value markup(std::string s);
   Value(ValueDict dict) : data_(std::make_shared<const ValueDict>(std::move(dict))) {}
   Value(std::shared_ptr<const Callable> c) : data_(std::move(c)) {}
   Value(std::shared_ptr<Namespace> ns) : data_(std::move(ns)) {}
@@ -88,7 +94,10 @@ class Value {
   bool is_dict() const { return kind() == Kind::Dict; }
   bool is_callable() const { return kind() == Kind::Callable; }
   bool is_namespace() const { return kind() == Kind::Namespace; }
-  bool is_tuple() const { return is_list() && tuple_; }
+  bool is_tuple() const { return is_list() && seq_ == Seq::Tuple; }
+  bool is_iterator() const { return is_list() && (seq_ == Seq::Generator || seq_ == Seq::ReverseIterator); }
+  Seq seq() const { return seq_; }
+  bool is_markup() const { return is_string() && markup_; }
 
   bool as_bool() const { return std::get<bool>(data_); }
   int64_t as_int() const { return std::get<int64_t>(data_); }
@@ -124,7 +133,8 @@ class Value {
   std::variant<Undefined, std::monostate, bool, int64_t, double, std::string, std::shared_ptr<const ValueList>,
                std::shared_ptr<const ValueDict>, std::shared_ptr<const Callable>, std::shared_ptr<Namespace>>
       data_;
-  bool tuple_ = false;
+  Seq seq_ = Seq::List;
+  bool markup_ = false;
 };
 
 // Python's float repr: shortest round-trip digits, "1.0", "1e+16", "1.5e-07", "inf", "nan".
