@@ -774,8 +774,8 @@ const std::unordered_map<std::string_view, TestFn>& tests() {
       {"in", [](Interpreter&, const Value& v, CallArgs& c) { return contains(Args(c, "in", {"seq"}).require(0), v); }},
       {"sameas",
        [](Interpreter&, const Value& v, CallArgs& c) {
+         // Identity for None/True/False; other values approximate "is" by equal type and value.
          const Value& o = one_arg(c, "sameas");
-         if (v.is_none() || v.is_bool() || o.is_none() || o.is_bool()) return v.kind() == o.kind() && v.equals(o);
          return v.kind() == o.kind() && v.equals(o);
        }},
       {"filter", [](Interpreter&, const Value& v,
