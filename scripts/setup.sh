@@ -32,6 +32,9 @@ if [ ! -s "$model" ]; then
   rm -rf "$tmp"
 fi
 
+# Real tokenizer vocabularies for the tokenizer tests (vocab-only GGUFs shipped in llama.cpp's sources).
+scripts/fetch_test_vocabs.sh
+
 jobs=$(nproc)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$jobs"

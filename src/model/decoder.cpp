@@ -1,5 +1,6 @@
 #include "model/decoder.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -72,6 +73,42 @@ void Decoder::mlp_block(const ops::Context& ctx, const LayerWeights& L, Scratch&
   ops::add(ctx, x, h, x);
 }
 
+void Decoder::place_on(const ops::Context& ctx) {
+  if (ctx.device == device_) return;
+  KS_CHECK(device_ == Device::Cpu && ctx.device == Device::Cuda, "weights can only move from the CPU to CUDA");
+  w_ = w_.to_device(ctx, DType::BF16);
+  act_dtype_ = DType::BF16;
+  device_ = ctx.device;
+  scratch_ = Scratch{};
+}
+
+namespace {
+
+// GPU attention variants read block tables and per-sequence lengths from device memory.
+ops::AttentionBatch with_device_tables(const ops::Context& ctx, const ops::AttentionBatch& in, int64_t block_size) {
+  ops::AttentionBatch b = in;
+  const int64_t n = static_cast<int64_t>(in.seqs.size());
+  int64_t width = 1;
+  for (const auto& s : in.seqs) width = std::max<int64_t>(width, (s.kv_len + block_size - 1) / block_size);
+  Tensor tables = Tensor::empty_host(DType::I32, {n, width});
+  Tensor info = Tensor::empty_host(DType::I32, {n, 3});
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& s = in.seqs[i];
+    const int64_t used = (s.kv_len + block_size - 1) / block_size;
+    int32_t* row = tables.ptr<int32_t>() + i * width;
+    std::copy_n(s.block_table, used, row);
+    std::fill(row + used, row + width, -1);
+    info.ptr<int32_t>()[i * 3 + 0] = s.q_begin;
+    info.ptr<int32_t>()[i * 3 + 1] = s.q_len;
+    info.ptr<int32_t>()[i * 3 + 2] = s.kv_len;
+  }
+  b.block_tables = ops::upload(ctx, tables);
+  b.seq_info = ops::upload(ctx, info);
+  return b;
+}
+
+}  // namespace
+
 Tensor Decoder::forward(const ops::Context& ctx, const StepBatch& batch, std::span<ops::KvLayer> kv) {
   const int64_t T = batch.size();
   KS_CHECK(T > 0, "forward step with no tokens");
@@ -88,10 +125,19 @@ Tensor Decoder::forward(const ops::Context& ctx, const StepBatch& batch, std::sp
   const Tensor positions = ops::upload(ctx, host_i32(batch.positions));
   const Tensor slots = ops::upload(ctx, host_i32(batch.slots));
 
+  KS_CHECK(ctx.device == device_, "the model's weights are not on the requested device; call place_on first");
+  const StepBatch* plan = &batch;
+  StepBatch device_plan;
+  if (ctx.device != Device::Cpu) {
+    device_plan = batch;
+    device_plan.attention = with_device_tables(ctx, batch.attention, kv[0].block_size());
+    plan = &device_plan;
+  }
+
   Tensor x = view(s.x, T, {cfg_.hidden});
   ops::embed(ctx, w_.tok_embd, tokens, x);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    attention_block(ctx, w_.layers[l], kv[l], batch, positions, slots, s, T);
+    attention_block(ctx, w_.layers[l], kv[l], *plan, positions, slots, s, T);
     mlp_block(ctx, w_.layers[l], s, T);
   }
 

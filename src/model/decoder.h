@@ -23,6 +23,10 @@ class Decoder {
   const Architecture& architecture() const { return *arch_; }
   const DecoderWeights& weights() const { return w_; }
 
+  // Moves the weights to ctx.device (a no-op on the CPU): on CUDA they become bf16 and activations bf16.
+  void place_on(const ops::Context& ctx);
+  Device device() const { return device_; }
+
   // Runs one step; writes the K/V of the new tokens into `kv` and returns f32 logits
   // [batch.logit_rows.size(), vocab] on the host.
   Tensor forward(const ops::Context& ctx, const StepBatch& batch, std::span<ops::KvLayer> kv);
@@ -42,6 +46,7 @@ class Decoder {
   DecoderWeights w_;
   Scratch scratch_;
   DType act_dtype_ = DType::F32;
+  Device device_ = Device::Cpu;
 };
 
 }  // namespace kestrel

@@ -5,6 +5,7 @@
 
 #include "core/dequant.h"
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace kestrel {
 namespace {
@@ -67,6 +68,36 @@ size_t DecoderWeights::nbytes() const {
                             &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
       if (!t->empty()) total += t->nbytes();
   return total;
+}
+
+DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype) const {
+  auto convert = [&](const Tensor& t, DType to) -> Tensor {
+    if (t.empty()) return t;
+    if (t.dtype == to) return ops::upload(ctx, t);
+    Tensor host = Tensor::empty_host(to, t.shape);
+    std::vector<float> row(t.cols());
+    for (int64_t r = 0; r < t.rows(); ++r) {
+      dequantize_row(t.dtype, t.row(r), row.data(), t.cols());
+      quantize_row(to, row.data(), host.row(r), t.cols());
+    }
+    return ops::upload(ctx, host);
+  };
+  DecoderWeights d;
+  d.tok_embd = convert(tok_embd, dtype);
+  d.output_norm = convert(output_norm, DType::F32);
+  d.output = output.data == tok_embd.data ? d.tok_embd : convert(output, dtype);
+  d.layers.reserve(layers.size());
+  for (const LayerWeights& L : layers) {
+    LayerWeights D;
+    for (auto [src, dst] : {std::pair{&L.attn_norm, &D.attn_norm}, {&L.bq, &D.bq}, {&L.bk, &D.bk}, {&L.bv, &D.bv},
+                            {&L.q_norm, &D.q_norm}, {&L.k_norm, &D.k_norm}, {&L.ffn_norm, &D.ffn_norm}})
+      *dst = convert(*src, DType::F32);
+    for (auto [src, dst] : {std::pair{&L.wq, &D.wq}, {&L.wk, &D.wk}, {&L.wv, &D.wv}, {&L.wo, &D.wo},
+                            {&L.w_gate, &D.w_gate}, {&L.w_up, &D.w_up}, {&L.w_down, &D.w_down}})
+      *dst = convert(*src, dtype);
+    d.layers.push_back(std::move(D));
+  }
+  return d;
 }
 
 }  // namespace kestrel

@@ -8,6 +8,7 @@
 #include "model/architecture.h"
 #include "model/model_config.h"
 #include "model/weight_source.h"
+#include "ops/context.h"
 
 namespace kestrel {
 
@@ -27,6 +28,10 @@ struct DecoderWeights {
   // Loads and shape-checks every tensor; throws kestrel::Error naming the first missing or mis-shaped one.
   static DecoderWeights load(const WeightSource& src, const Architecture& arch, const ModelConfig& cfg);
   size_t nbytes() const;
+
+  // A copy on ctx.device with linear weights and the embedding converted to `dtype` (bf16 on GPUs: GGUF
+  // quantized types are dequantized at load for now) and norms/biases kept f32.
+  DecoderWeights to_device(const ops::Context& ctx, DType dtype) const;
 };
 
 }  // namespace kestrel

@@ -1,0 +1,85 @@
+// `kestrel chat`: an interactive conversation. The KV cache persists between turns: each turn renders
+// the whole conversation with the chat template and only the tokens after the longest prefix already in
+// the cache are computed.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "engine/chat_format.h"
+#include "engine/generate.h"
+
+namespace kestrel::cli {
+namespace {
+
+struct ChatFlags {
+  ModelFlags model;
+  SamplingParams sampling{.temperature = 0.7f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f};
+  std::string system;
+  int n_predict = 1024;
+};
+
+void chat(const ChatFlags& f) {
+  auto model = load(f.model);
+  ChatFormatter fmt(*model);
+  KS_CHECK(fmt.has_template(), "{} has no chat template; use `kestrel run --raw` for plain completion", model->path);
+  Session session(*model->decoder, make_context(f.model), session_options(f.model));
+  Sampler sampler(f.sampling);
+  nlohmann::json messages = nlohmann::json::array();
+  if (!f.system.empty()) messages.push_back({{"role", "system"}, {"content", f.system}});
+
+  const bool tty = isatty(STDIN_FILENO);
+  if (tty) std::fprintf(stderr, "kestrel chat: type a message; /reset starts over, /exit or Ctrl-D quits.\n");
+  std::string line;
+  while (true) {
+    if (tty) std::fprintf(stderr, "> ");
+    if (!std::getline(std::cin, line)) break;
+    if (line == "/exit" || line == "/quit") break;
+    if (line == "/reset") {
+      messages.erase(messages.begin() + (f.system.empty() ? 0 : 1), messages.end());
+      session.truncate(0);
+      continue;
+    }
+    if (line.empty()) continue;
+    messages.push_back({{"role", "user"}, {"content", line}});
+    const std::string text = fmt.render(messages, /*add_generation_prompt=*/true);
+    const std::vector<int32_t> tokens = model->tokenizer->encode(text, false, true);
+    if (static_cast<int>(tokens.size()) + 1 >= session.n_ctx()) {
+      std::fprintf(stderr, "kestrel: the conversation no longer fits the %d-token context; use /reset\n",
+                   session.n_ctx());
+      messages.erase(messages.end() - 1);
+      continue;
+    }
+    // Reuse the cached prefix; recompute at least the last token so there are logits to sample from.
+    const int32_t keep = std::min<int32_t>(session.common_prefix(tokens), static_cast<int32_t>(tokens.size()) - 1);
+    session.truncate(keep);
+    GenerateOptions opt{.max_tokens = std::min(f.n_predict, session.n_ctx() - static_cast<int>(tokens.size()))};
+    GenerateResult r = generate(session, *model->tokenizer, sampler, std::span(tokens).subspan(keep), opt,
+                                [](std::string_view s) {
+                                  std::fwrite(s.data(), 1, s.size(), stdout);
+                                  std::fflush(stdout);
+                                });
+    std::printf("\n");
+    std::fflush(stdout);
+    messages.push_back({{"role", "assistant"}, {"content", r.text}});
+    if (f.model.verbose)
+      std::fprintf(stderr, "kestrel: reused %d cached tokens, computed %zu, generated %zu\n", keep,
+                   tokens.size() - keep, r.tokens.size());
+  }
+}
+
+}  // namespace
+
+void register_chat(CLI::App& app) {
+  auto f = std::make_shared<ChatFlags>();
+  CLI::App* cmd = app.add_subcommand("chat", "talk to a chat model interactively (reads lines from standard input)");
+  cmd->add_option("--system", f->system, "system message");
+  cmd->add_option("-n,--n-predict", f->n_predict, "maximum tokens per reply")->check(CLI::Range(1, 1 << 20));
+  add_model_flags(*cmd, f->model);
+  add_sampling_flags(*cmd, f->sampling);
+  cmd->callback([f] { chat(*f); });
+}
+
+}  // namespace kestrel::cli

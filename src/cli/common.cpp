@@ -1,0 +1,100 @@
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/thread_pool.h"
+
+namespace kestrel::cli {
+
+void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
+  app.add_option("-m,--model", f.model,
+                 "GGUF file or Hugging Face directory (default: SmolLM2-135M-Instruct from scripts/setup.sh, or "
+                 "$KESTREL_MODEL)");
+  app.add_option("-t,--threads", f.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
+  if (ctx_flag)
+    app.add_option("-c,--ctx-size", f.ctx_size, "context size in tokens (default: the model's, at most 8192)")
+        ->check(CLI::Range(0, 1 << 22));
+  app.add_option("-b,--batch-size", f.batch_size, "prompt tokens per forward step")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--variant", f.variants,
+                 "force an op implementation for A/B runs, e.g. --variant matmul=cpu.ref (repeatable); a variant "
+                 "that can't run a call falls back with a logged warning");
+  app.add_option("--kv-type", f.kv_type, "KV cache element type")->check(CLI::IsMember({"f32", "f16"}));
+  app.add_flag("-v,--verbose", f.verbose, "log loading and dispatch details");
+}
+
+void add_sampling_flags(CLI::App& app, SamplingParams& p) {
+  app.add_option("--temp,--temperature", p.temperature, "sampling temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
+  app.add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", p.top_p, "nucleus sampling threshold (1 = off)")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--min-p", p.min_p, "drop tokens below min-p x the top probability (0 = off)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--repeat-penalty", p.repetition_penalty, "penalise recently seen tokens (1 = off)")
+      ->check(CLI::Range(0.0, 100.0));
+  app.add_option("--repeat-last-n", p.penalty_last_n, "window of the repeat penalty (-1 = all)");
+  app.add_option("--presence-penalty", p.presence_penalty, "OpenAI-style presence penalty")->check(CLI::Range(-2.0, 2.0));
+  app.add_option("--frequency-penalty", p.frequency_penalty, "OpenAI-style frequency penalty")
+      ->check(CLI::Range(-2.0, 2.0));
+  app.add_option("-s,--seed", p.seed, "random seed: the same seed gives the same text");
+}
+
+std::unique_ptr<Model> load(const ModelFlags& f) {
+  if (f.verbose) log::set_level(log::Level::Debug);
+  if (f.threads > 0) ThreadPool::set_default_threads(f.threads);
+  const std::string path = f.model.empty() ? default_model_path() : f.model;
+  if (f.model.empty() && access(path.c_str(), R_OK) != 0)
+    KS_FAIL("the default model is not at {}; run scripts/setup.sh to fetch it, or pass --model", path);
+  log::info("loading {}", path);
+  return load_model(path);
+}
+
+ops::Context make_context(const ModelFlags& f) {
+  ops::Context ctx;
+  KS_CHECK(f.device == "cpu", "device '{}' is not available in this build of Kestrel yet", f.device);
+  ctx.device = Device::Cpu;
+  for (const std::string& v : f.variants) {
+    const size_t eq = v.find('=');
+    KS_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < v.size(), "--variant expects op=name, got '{}'", v);
+    ctx.forced[v.substr(0, eq)] = v.substr(eq + 1);
+  }
+  return ctx;
+}
+
+SessionOptions session_options(const ModelFlags& f) {
+  SessionOptions o;
+  o.n_ctx = f.ctx_size;
+  o.n_batch = f.batch_size;
+  o.kv_dtype = f.kv_type == "f16" ? DType::F16 : DType::F32;
+  return o;
+}
+
+ProgressBar::ProgressBar(std::string label, int64_t total)
+    : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO)) {}
+
+void ProgressBar::update(int64_t done) {
+  const int pct = total_ > 0 ? static_cast<int>(100 * done / total_) : 100;
+  if (pct == last_percent_) return;
+  last_percent_ = pct;
+  if (!tty_) return;
+  constexpr int kWidth = 40;
+  const int filled = pct * kWidth / 100;
+  std::fprintf(stderr, "\r%s [%.*s%*s] %3d%% (%lld/%lld)", label_.c_str(), filled,
+               "########################################", kWidth - filled, "", pct, static_cast<long long>(done),
+               static_cast<long long>(total_));
+  std::fflush(stderr);
+}
+
+void ProgressBar::finish() {
+  if (tty_ && last_percent_ >= 0) std::fprintf(stderr, "\n");
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace kestrel::cli

@@ -1,0 +1,66 @@
+// Flags and helpers shared by the `kestrel` subcommands. Subcommands stay thin: parse flags, call the
+// library, print.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "engine/session.h"
+#include "model/model.h"
+#include "ops/context.h"
+
+namespace kestrel::cli {
+
+struct ModelFlags {
+  std::string model;  // empty: the default model
+  int threads = 0;    // 0: all cores
+  int ctx_size = 0;   // 0: the model's (capped)
+  int batch_size = 512;
+  std::string device = "cpu";
+  std::vector<std::string> variants;  // op=variant
+  std::string kv_type = "f32";
+  bool verbose = false;
+};
+
+// ctx_flag: whether --ctx-size belongs to the model flags (perplexity uses it for its window).
+void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag = true);
+void add_sampling_flags(CLI::App& app, SamplingParams& p);
+
+// Applies --threads/--verbose, loads the model, builds the op context.
+std::unique_ptr<Model> load(const ModelFlags& f);
+ops::Context make_context(const ModelFlags& f);
+SessionOptions session_options(const ModelFlags& f);
+
+// A one-line progress bar on stderr (only when stderr is a terminal, or forced).
+class ProgressBar {
+ public:
+  ProgressBar(std::string label, int64_t total);
+  void update(int64_t done);
+  void finish();
+
+ private:
+  std::string label_;
+  int64_t total_;
+  int last_percent_ = -1;
+  bool tty_;
+};
+
+// Wall-clock seconds since an arbitrary epoch.
+double now_seconds();
+
+
+// Subcommand registration (one file each).
+void register_run(CLI::App& app);
+void register_chat(CLI::App& app);
+void register_perplexity(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_info(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_serve(CLI::App& app);
+
+}  // namespace kestrel::cli

@@ -1,0 +1,91 @@
+#include "engine/generate.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+
+namespace kestrel {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::string StopMatcher::push(std::string_view text) {
+  if (stopped_) return {};
+  pending_ += text;
+  size_t cut = std::string::npos;
+  for (const auto& s : stops_) {
+    if (s.empty()) continue;
+    const size_t at = pending_.find(s);
+    if (at != std::string::npos) cut = std::min(cut, at);
+  }
+  if (cut != std::string::npos) {
+    stopped_ = true;
+    std::string out = pending_.substr(0, cut);
+    pending_.clear();
+    return out;
+  }
+  // Keep the longest tail that is a proper prefix of some stop string.
+  size_t hold = 0;
+  for (const auto& s : stops_)
+    for (size_t n = std::min(s.size() - (s.empty() ? 0 : 1), pending_.size()); n > hold; --n)
+      if (pending_.compare(pending_.size() - n, n, s, 0, n) == 0) {
+        hold = n;
+        break;
+      }
+  std::string out = pending_.substr(0, pending_.size() - hold);
+  pending_.erase(0, pending_.size() - hold);
+  return out;
+}
+
+std::string StopMatcher::flush() {
+  std::string out;
+  if (!stopped_) out.swap(pending_);
+  return out;
+}
+
+GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler, std::span<const int32_t> new_tokens,
+                        const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text) {
+  KS_CHECK(opt.max_tokens >= 0, "max_tokens must be >= 0");
+  GenerateResult r;
+  r.prompt_tokens = static_cast<int>(new_tokens.size());
+  StreamDecoder decoder(tok, /*skip_special=*/true);
+  StopMatcher stops(opt.stop);
+  auto emit = [&](const std::string& s) {
+    if (s.empty()) return;
+    r.text += s;
+    if (on_text) on_text(s);
+  };
+
+  auto t0 = std::chrono::steady_clock::now();
+  Tensor logits = session.feed(new_tokens);
+  r.prompt_seconds = seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  r.finish_reason = "length";
+  for (int i = 0; i < opt.max_tokens; ++i) {
+    const int32_t next = sampler.sample(std::span(logits.ptr<float>(), logits.numel()), session.tokens());
+    r.tokens.push_back(next);
+    if (!opt.ignore_eos && tok.is_eog(next)) {
+      r.finish_reason = "stop";
+      break;
+    }
+    emit(stops.push(decoder.push(next)));
+    if (stops.stopped()) {
+      r.finish_reason = "stop";
+      break;
+    }
+    if (i + 1 == opt.max_tokens) break;
+    if (session.length() + 1 > session.n_ctx()) break;  // context full: stop with "length"
+    logits = session.feed(std::span(&next, 1));
+  }
+  // The last sampled token is not in the cache yet; keep the session's tokens equal to its cache.
+  if (!stops.stopped()) emit(stops.push(decoder.flush()) + stops.flush());
+  r.generate_seconds = seconds_since(t0);
+  return r;
+}
+
+}  // namespace kestrel

@@ -1,0 +1,53 @@
+// Generating text for one sequence: feed the prompt, then sample token by token until an
+// end-of-generation token, a stop string or the token limit, streaming text that is always valid UTF-8
+// and never shows a stop string or a prefix of one that later completes.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "engine/session.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kestrel {
+
+struct GenerateOptions {
+  int max_tokens = 256;
+  std::vector<std::string> stop;  // stop strings (not included in the output)
+  bool ignore_eos = false;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated tokens (the end-of-generation token included when hit)
+  std::string text;
+  std::string finish_reason;  // "stop" (end token or stop string) or "length"
+  int prompt_tokens = 0;
+  double prompt_seconds = 0;
+  double generate_seconds = 0;
+};
+
+// Feeds `new_tokens` (appended to what the session already holds) and generates. `on_text` receives
+// each piece of text as it becomes final.
+GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler, std::span<const int32_t> new_tokens,
+                        const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text = {});
+
+// Holds back text that might be the start of a stop string; reports when one is complete.
+class StopMatcher {
+ public:
+  explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  // Adds text; returns what can be emitted now. Sets stopped() once a stop string appears.
+  std::string push(std::string_view text);
+  std::string flush();  // what is still held back (at the end of generation)
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string pending_;
+  bool stopped_ = false;
+};
+
+}  // namespace kestrel

@@ -1,0 +1,53 @@
+#include "model/gguf_model.h"
+
+#include "core/dequant.h"
+#include "core/error.h"
+
+namespace kestrel {
+
+ModelConfig config_from_gguf(const GgufFile& f, const Architecture& arch) {
+  const std::string a = f.get_string("general.architecture");
+  auto key = [&](const char* k) { return a + "." + k; };
+  ModelConfig c;
+  c.arch = std::string(arch.name);
+  c.name = f.get_string("general.name", "");
+  c.n_layers = static_cast<int>(f.get_u32(key("block_count")));
+  c.hidden = static_cast<int>(f.get_u32(key("embedding_length")));
+  c.ffn = static_cast<int>(f.get_u32(key("feed_forward_length")));
+  c.n_heads = static_cast<int>(f.get_u32(key("attention.head_count")));
+  c.n_kv_heads = static_cast<int>(f.get_u32(key("attention.head_count_kv"), static_cast<uint32_t>(c.n_heads)));
+  KS_CHECK(c.n_heads > 0, "{}: {} is 0", f.path(), key("attention.head_count"));
+  c.head_dim = static_cast<int>(f.get_u32(key("attention.key_length"), static_cast<uint32_t>(c.hidden / c.n_heads)));
+  c.max_ctx = static_cast<int>(f.get_u32(key("context_length"), 4096));
+  c.rms_eps = f.get_f32(key("attention.layer_norm_rms_epsilon"), 1e-5f);
+
+  KS_CHECK(f.has_tensor("token_embd.weight"), "{}: no token_embd.weight tensor", f.path());
+  const auto* embd = f.find_tensor("token_embd.weight");
+  c.vocab = embd->shape.size() == 2 ? static_cast<int>(embd->shape[0]) : 0;
+  c.tied_embeddings = !f.has_tensor("output.weight");
+  c.qkv_bias = arch.qkv_bias;
+  c.qk_norm = arch.qk_norm;
+
+  c.rope.style = arch.gguf_rope_style;
+  c.rope.rot_dim = static_cast<int>(f.get_u32(key("rope.dimension_count"), static_cast<uint32_t>(c.head_dim)));
+  c.rope.theta = f.get_f32(key("rope.freq_base"), 10000.f);
+  const std::string scaling = f.get_string(key("rope.scaling.type"), "none");
+  if (scaling == "linear") {
+    c.rope.linear_factor = f.get_f32(key("rope.scaling.factor"), 1.f);
+  } else {
+    KS_CHECK(scaling == "none", "{}: RoPE scaling '{}' is not supported (supported: none, linear, llama3)", f.path(),
+             scaling);
+  }
+  // llama.cpp's converter stores Llama-3.1 scaling as per-pair frequency divisors.
+  if (f.has_tensor("rope_freqs.weight")) {
+    Tensor t = f.tensor("rope_freqs.weight");
+    KS_CHECK(t.numel() == c.rope.rot_dim / 2, "{}: rope_freqs.weight has {} values, expected {}", f.path(), t.numel(),
+             c.rope.rot_dim / 2);
+    c.rope.freq_factors.resize(t.numel());
+    dequantize_row(t.dtype, t.data, c.rope.freq_factors.data(), t.numel());
+  }
+  c.validate();
+  return c;
+}
+
+}  // namespace kestrel

@@ -1,0 +1,32 @@
+// Reading a decoder's configuration and weights out of a Hugging Face model directory
+// (config.json + safetensors).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "model/architecture.h"
+#include "model/model_config.h"
+#include "model/weight_source.h"
+
+namespace kestrel {
+
+class SafetensorsModel;
+
+// Serves GGUF-style names from a safetensors directory by translating them to transformers' names.
+class HfWeights : public WeightSource {
+ public:
+  explicit HfWeights(std::shared_ptr<const SafetensorsModel> st) : st_(std::move(st)) {}
+  bool has(const std::string& name) const override;
+  Tensor get(const std::string& name) const override;
+
+ private:
+  std::shared_ptr<const SafetensorsModel> st_;
+};
+
+// Hyper-parameters from config.json (transformers' field names and defaults).
+ModelConfig config_from_hf(const nlohmann::json& config, const Architecture& arch, const std::string& where);
+
+}  // namespace kestrel

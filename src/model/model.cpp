@@ -1,0 +1,86 @@
+#include "model/model.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "formats/gguf.h"
+#include "formats/hf_config.h"
+#include "formats/safetensors.h"
+#include "model/gguf_model.h"
+#include "model/hf_model.h"
+
+namespace kestrel {
+namespace fs = std::filesystem;
+namespace {
+
+std::unique_ptr<Model> load_gguf(const std::string& path) {
+  auto m = std::make_unique<Model>();
+  m->path = path;
+  m->format = "gguf";
+  auto f = GgufFile::open(path);
+  m->gguf = f;
+  const Architecture& arch = architecture_for_gguf(f->get_string("general.architecture"));
+  ModelConfig cfg = config_from_gguf(*f, arch);
+  m->tokenizer = std::make_unique<Tokenizer>(spec_from_gguf(*f));
+  m->chat_template = f->get_string("tokenizer.chat_template", "");
+  GgufWeights w(f);
+  m->decoder = std::make_unique<Decoder>(arch, cfg, DecoderWeights::load(w, arch, cfg));
+  return m;
+}
+
+std::string read_text_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  KS_CHECK(in.good(), "cannot read '{}'", p.string());
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::unique_ptr<Model> load_hf_dir(const std::string& dir) {
+  auto m = std::make_unique<Model>();
+  m->path = dir;
+  m->format = "safetensors";
+  const fs::path d(dir);
+  KS_CHECK(fs::exists(d / "config.json"), "'{}' is a directory without config.json; expected a Hugging Face model",
+           dir);
+  const nlohmann::json config = load_json_file((d / "config.json").string());
+  KS_CHECK(config.is_object() && config.contains("model_type") && config["model_type"].is_string(),
+           "{}: config.json has no model_type", dir);
+  const Architecture& arch = architecture_for_hf(config["model_type"].get<std::string>());
+  ModelConfig cfg = config_from_hf(config, arch, (d / "config.json").string());
+
+  KS_CHECK(fs::exists(d / "tokenizer.json"), "{}: no tokenizer.json", dir);
+  const nlohmann::json tok = load_json_file((d / "tokenizer.json").string());
+  nlohmann::json tok_cfg;
+  if (fs::exists(d / "tokenizer_config.json")) tok_cfg = load_json_file((d / "tokenizer_config.json").string());
+  m->tokenizer = std::make_unique<Tokenizer>(spec_from_tokenizer_json(tok, tok_cfg.is_null() ? nullptr : &tok_cfg));
+  if (tok_cfg.is_object() && tok_cfg.contains("chat_template") && tok_cfg["chat_template"].is_string())
+    m->chat_template = tok_cfg["chat_template"].get<std::string>();
+  else if (fs::exists(d / "chat_template.jinja"))
+    m->chat_template = read_text_file(d / "chat_template.jinja");
+
+  auto st = SafetensorsModel::open_dir(dir);
+  HfWeights w(st);
+  if (!w.has("output.weight")) cfg.tied_embeddings = true;
+  m->decoder = std::make_unique<Decoder>(arch, cfg, DecoderWeights::load(w, arch, cfg));
+  return m;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> load_model(const std::string& path) {
+  std::error_code ec;
+  KS_CHECK(fs::exists(path, ec), "model '{}' does not exist", path);
+  if (fs::is_directory(path, ec)) return load_hf_dir(path);
+  return load_gguf(path);
+}
+
+std::string default_model_path() {
+  if (const char* e = std::getenv("KESTREL_MODEL"); e && *e) return e;
+  const char* cache = std::getenv("KESTREL_CACHE");
+  const char* home = std::getenv("HOME");
+  const std::string dir = cache && *cache ? cache : std::string(home ? home : ".") + "/.cache/kestrel";
+  return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+}  // namespace kestrel
