@@ -56,6 +56,12 @@ bool SequenceKv::reserve(KvCache& cache, int32_t new_length) {
   return true;
 }
 
+void SequenceKv::adopt_prefix(const KvCache& cache, std::vector<int32_t> blocks) {
+  KS_CHECK(blocks_.empty() && length_ == 0, "adopt_prefix needs an empty sequence");
+  blocks_ = std::move(blocks);
+  length_ = static_cast<int32_t>(blocks_.size()) * cache.block_size();
+}
+
 void SequenceKv::truncate(KvCache& cache, int32_t new_length) {
   KS_CHECK(new_length >= 0, "negative KV length");
   const int32_t bs = cache.block_size();

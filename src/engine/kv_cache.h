@@ -63,6 +63,9 @@ class SequenceKv {
   int32_t capacity(const KvCache& cache) const { return static_cast<int32_t>(blocks_.size()) * cache.block_size(); }
   // Makes room for `new_length` positions; false (and no change) when the cache has too few free blocks.
   bool reserve(KvCache& cache, int32_t new_length);
+  // Starts an empty sequence on blocks that already hold the K/V of its first positions (prefix-cache
+  // hits the caller has retained); the sequence now owns those references.
+  void adopt_prefix(const KvCache& cache, std::vector<int32_t> blocks);
   // Marks positions [0, new_length) as written (after a forward step).
   void set_length(int32_t new_length) { length_ = new_length; }
   // Forgets positions >= new_length and frees the blocks no longer needed.

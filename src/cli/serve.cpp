@@ -1,0 +1,81 @@
+// `kestrel serve`: the OpenAI-compatible HTTP server (see docs/server.md). SIGTERM or SIGINT starts a
+// graceful shutdown: no new connections, in-flight requests finish (or are cancelled after
+// --drain-timeout), exit status 0.
+#include <csignal>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "server/server.h"
+
+namespace kestrel::cli {
+namespace {
+
+struct ServeFlags {
+  ModelFlags model;
+  server::ServerOptions server;
+  bool no_prefix_cache = false;
+};
+
+server::Server* g_server = nullptr;
+
+extern "C" void on_signal(int) {
+  if (g_server) g_server->shutdown();
+}
+
+void serve(ServeFlags& f) {
+  auto model = load(f.model);
+  server::ServerOptions opt = f.server;
+  opt.scheduler.n_ctx = f.model.ctx_size;
+  opt.scheduler.max_batch_tokens = f.model.batch_size;
+  opt.scheduler.prefix_cache = !f.no_prefix_cache;
+  opt.kv_dtype = session_options(f.model).kv_dtype;
+  server::Server srv(*model, make_context(f.model), opt);
+  g_server = &srv;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  srv.run();
+  std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGINT, SIG_DFL);
+  g_server = nullptr;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto f = std::make_shared<ServeFlags>();
+  server::ServerOptions& o = f->server;
+  CLI::App* cmd = app.add_subcommand("serve", "serve the model over an OpenAI-compatible HTTP API");
+  cmd->add_option("--host", o.http.host, "address to bind (default 127.0.0.1: this machine only)");
+  cmd->add_option("--port", o.http.port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--api-key", o.api_key, "require 'Authorization: Bearer <key>' on /v1 routes")
+      ->envname("KESTREL_API_KEY");
+  cmd->add_option("--served-model-name", o.model_name, "model id for clients (default: the model file's name)");
+  cmd->add_option("--max-running", o.scheduler.max_running, "sequences batched at once")->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-queue", o.scheduler.max_waiting, "queued requests before answering 429")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--kv-cache-tokens", o.kv_cache_tokens,
+                  "KV cache size in tokens, shared by all sequences (default: 1024 per --max-running within "
+                  "1 GiB, at least one context)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 32));
+  cmd->add_option("--block-size", o.kv_block_size, "KV cache block size in tokens")->check(CLI::Range(1, 1024));
+  cmd->add_flag("--no-prefix-cache", f->no_prefix_cache, "don't share KV blocks of identical prompt prefixes");
+  cmd->add_option("--max-body-bytes", o.http.limits.max_body_bytes, "largest request body accepted (413 above)")
+      ->check(CLI::Range(size_t{1} << 10, size_t{1} << 30));
+  cmd->add_option("--max-connections", o.http.max_connections, "open connections at most (503 above)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--header-timeout", o.http.header_timeout_s, "seconds for a started request to arrive (408)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--idle-timeout", o.http.idle_timeout_s, "seconds an idle keep-alive connection stays open")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--drain-timeout", o.http.drain_timeout_s,
+                  "on SIGTERM, seconds in-flight requests get to finish before they are cancelled")
+      ->check(CLI::NonNegativeNumber);
+  add_model_flags(*cmd, f->model);
+  cmd->callback([f] { serve(*f); });
+}
+
+}  // namespace kestrel::cli

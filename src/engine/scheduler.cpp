@@ -1,0 +1,420 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "engine/batch_plan.h"
+#include "engine/generate.h"
+
+namespace kestrel {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
+    case FinishReason::None: break;
+  }
+  return "";
+}
+
+namespace {
+
+// OpenAI reports log-probabilities of the model's own distribution, before any sampling filter.
+TokenLogprob token_logprob(std::span<const float> logits, int32_t token, int top_k) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x - mx));
+  const float log_z = mx + static_cast<float>(std::log(sum));
+  TokenLogprob lp{token, logits[token] - log_z, {}};
+  if (top_k > 0) {
+    std::vector<int32_t> idx(logits.size());
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int32_t>(i);
+    const auto k = std::min<ptrdiff_t>(top_k, static_cast<ptrdiff_t>(idx.size()));
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    for (ptrdiff_t i = 0; i < k; ++i) lp.top.push_back({idx[i], logits[idx[i]] - log_z});
+  }
+  return lp;
+}
+
+}  // namespace
+
+struct Scheduler::Sequence {
+  std::shared_ptr<Request> req;
+  uint64_t order = 0;           // arrival rank: larger is younger
+  std::vector<int32_t> tokens;  // prompt, then generated tokens (the newest not yet in the cache)
+  int32_t n_prompt = 0;
+  SequenceKv kv;  // kv.length() tokens have K/V in the cache
+  Sampler sampler;
+  StreamDecoder decoder;
+  StopMatcher stops;
+  std::vector<uint64_t> hashes;  // chain hashes of the full blocks of `tokens` known so far
+  int32_t n_registered = 0;      // leading full blocks offered to the prefix cache
+  bool admitted_once = false;
+  FinishReason finish = FinishReason::None;
+  RequestOutput out;  // what the next event carries
+
+  Sequence(std::shared_ptr<Request> r, const Tokenizer& tok)
+      : req(std::move(r)), sampler(req->sampling), decoder(tok, /*skip_special=*/true), stops(req->stop) {}
+  int32_t n_generated() const { return static_cast<int32_t>(tokens.size()) - n_prompt; }
+  int32_t n_uncomputed() const { return static_cast<int32_t>(tokens.size()) - kv.length(); }
+};
+
+Scheduler::Scheduler(Decoder& model, const Tokenizer& tokenizer, KvCache& cache, ops::Context ctx,
+                     const SchedulerOptions& opt)
+    : model_(&model),
+      tok_(&tokenizer),
+      cache_(&cache),
+      ctx_(std::move(ctx)),
+      opt_(opt),
+      prefix_(cache.blocks(), cache.block_size()),
+      attention_scale_(1.f / std::sqrt(static_cast<float>(model.config().head_dim))) {
+  if (opt_.n_ctx <= 0) opt_.n_ctx = model.config().max_ctx > 0 ? model.config().max_ctx : 4096;
+  KS_CHECK(opt_.max_batch_tokens >= 1 && opt_.max_running >= 1 && opt_.max_waiting >= 0,
+           "scheduler limits must be positive (batch tokens {}, running {}, waiting {})", opt_.max_batch_tokens,
+           opt_.max_running, opt_.max_waiting);
+  const int64_t capacity = int64_t{cache.blocks().num_total()} * cache.block_size();
+  // One sequence alone must always fit, or preemption could not guarantee progress.
+  KS_CHECK(capacity >= opt_.n_ctx,
+           "the KV cache holds {} tokens but one sequence may need {}; add KV blocks or lower "
+           "the context size",
+           capacity, opt_.n_ctx);
+  publish_stats();
+}
+
+Scheduler::~Scheduler() {
+  // Blocks go back to the allocator (which outlives us) so a reused cache starts clean.
+  for (auto& s : running_) s->kv.release(*cache_);
+  for (auto& s : waiting_) s->kv.release(*cache_);
+}
+
+bool Scheduler::submit(std::shared_ptr<Request> r) {
+  KS_CHECK(r != nullptr, "null request");
+  KS_CHECK(!r->prompt.empty(), "the prompt is empty");
+  const int32_t vocab = static_cast<int32_t>(model_->config().vocab);
+  for (int32_t t : r->prompt)
+    KS_CHECK(t >= 0 && t < vocab, "prompt token {} is outside the vocabulary (size {})", t, vocab);
+  KS_CHECK(r->max_tokens >= 1, "max_tokens must be at least 1, got {}", r->max_tokens);
+  const int64_t need = static_cast<int64_t>(r->prompt.size()) + r->max_tokens;
+  KS_CHECK(need <= opt_.n_ctx, "the prompt ({} tokens) plus max_tokens ({}) exceeds the context of {} tokens",
+           r->prompt.size(), r->max_tokens, opt_.n_ctx);
+  KS_CHECK(r->logprobs <= 20, "at most 20 top logprobs, got {}", r->logprobs);
+  r->sampling.validate();
+  auto s = std::make_unique<Sequence>(r, *tok_);
+  s->tokens = r->prompt;
+  s->n_prompt = static_cast<int32_t>(r->prompt.size());
+  s->out.prompt_tokens = s->n_prompt;
+  {
+    std::lock_guard lock(mutex_);
+    if (stats_.waiting >= opt_.max_waiting) return false;  // stats_.waiting counts incoming_ too
+    incoming_.push_back(std::move(s));
+    ++stats_.waiting;
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void Scheduler::wake() {
+  {
+    std::lock_guard lock(mutex_);
+    woken_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Scheduler::cancel_all() {
+  {
+    std::lock_guard lock(mutex_);
+    cancel_all_ = true;
+  }
+  cv_.notify_one();
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void Scheduler::run() {
+  while (true) {
+    bool worked = false;
+    try {
+      worked = step();
+    } catch (const std::exception& e) {
+      // step() only throws when the model itself fails; the affected requests already got their final
+      // event, so keep serving the rest.
+      log::error("engine step failed: {}", e.what());
+    }
+    std::unique_lock lock(mutex_);
+    if (stop_) return;
+    if (worked) continue;
+    cv_.wait(lock, [&] { return stop_ || woken_ || cancel_all_ || !incoming_.empty(); });
+    woken_ = false;
+    if (stop_) return;
+  }
+}
+
+void Scheduler::take_incoming() {
+  std::vector<SeqPtr> fresh;
+  bool cancel = false;
+  {
+    std::lock_guard lock(mutex_);
+    fresh.swap(incoming_);
+    cancel = cancel_all_;
+    cancel_all_ = false;
+  }
+  for (auto& s : fresh) {
+    s->order = next_order_++;
+    waiting_.push_back(std::move(s));
+  }
+  if (cancel) {
+    for (auto& s : waiting_) s->req->cancelled = true;
+    for (auto& s : running_) s->req->cancelled = true;
+  }
+}
+
+void Scheduler::drop_cancelled() {
+  auto drop = [&](auto& list) {
+    for (auto it = list.begin(); it != list.end();) {
+      if ((*it)->req->cancelled) {
+        finish(**it, FinishReason::Cancelled);
+        emit(**it);
+        release(**it);
+        it = list.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  };
+  drop(waiting_);
+  drop(running_);
+}
+
+bool Scheduler::reserve(Sequence& s, int32_t length) {
+  const int32_t bs = cache_->block_size();
+  const int32_t need = (length + bs - 1) / bs - static_cast<int32_t>(s.kv.block_table().size());
+  const int32_t short_by = need - cache_->blocks().num_free();
+  if (short_by > 0) prefix_.evict(short_by);
+  return s.kv.reserve(*cache_, length);
+}
+
+void Scheduler::release(Sequence& s) {
+  // Its registered blocks stay in the prefix cache; mark them recently used so that a follow-up request
+  // (the next chat turn) still finds them.
+  prefix_.touch(std::span(s.hashes).first(static_cast<size_t>(s.n_registered)));
+  s.kv.release(*cache_);
+  s.n_registered = 0;
+}
+
+void Scheduler::preempt(SeqPtr s) {
+  ++preemptions_;
+  log::debug("preempting request {} ({} tokens) to free KV blocks", s->order, s->tokens.size());
+  release(*s);
+  const auto at = std::find_if(waiting_.begin(), waiting_.end(), [&](const SeqPtr& w) { return w->order > s->order; });
+  waiting_.insert(at, std::move(s));
+}
+
+void Scheduler::admit_prefix(Sequence& s) {
+  if (!opt_.prefix_cache || s.kv.length() > 0) return;
+  // Keep at least one token to compute: its logits are where sampling starts.
+  const int32_t max_blocks = (static_cast<int32_t>(s.tokens.size()) - 1) / cache_->block_size();
+  std::vector<int32_t> hit = prefix_.match(s.tokens, max_blocks);
+  if (hit.empty()) return;
+  const int32_t n = static_cast<int32_t>(hit.size());
+  s.kv.adopt_prefix(*cache_, std::move(hit));
+  extend_hashes(s, n);
+  s.n_registered = n;  // they are the cache's own blocks
+  if (!s.admitted_once) {
+    s.out.cached_prompt_tokens = std::min(s.kv.length(), s.n_prompt);
+    hit_tokens_ += static_cast<uint64_t>(s.kv.length());
+  }
+}
+
+void Scheduler::extend_hashes(Sequence& s, int32_t n_blocks) {
+  const size_t bs = static_cast<size_t>(cache_->block_size());
+  while (static_cast<int32_t>(s.hashes.size()) < n_blocks) {
+    const size_t i = s.hashes.size();
+    const uint64_t parent = i == 0 ? PrefixCache::kRootHash : s.hashes[i - 1];
+    s.hashes.push_back(PrefixCache::hash_block(parent, std::span(s.tokens).subspan(i * bs, bs)));
+  }
+}
+
+void Scheduler::register_full_blocks(Sequence& s) {
+  const int32_t bs = cache_->block_size();
+  const int32_t full = s.kv.length() / bs;
+  extend_hashes(s, full);
+  if (!opt_.prefix_cache) return;
+  for (; s.n_registered < full; ++s.n_registered) {
+    const size_t i = static_cast<size_t>(s.n_registered);
+    prefix_.insert(i == 0 ? PrefixCache::kRootHash : s.hashes[i - 1], s.hashes[i], s.n_registered,
+                   std::span(s.tokens).subspan(i * bs, bs), s.kv.block_table()[i]);
+  }
+}
+
+void Scheduler::accept_token(Sequence& s, const float* logits_row) {
+  const Request& r = *s.req;
+  const int32_t vocab = static_cast<int32_t>(model_->config().vocab);
+  std::vector<float> logits(logits_row, logits_row + vocab);  // the sampler's penalties modify its copy
+  const auto generated = std::span(s.tokens).subspan(static_cast<size_t>(s.n_prompt));
+  const int32_t tok = s.sampler.sample(logits, generated);
+  if (r.logprobs >= 0) s.out.logprobs.push_back(token_logprob(std::span(logits_row, vocab), tok, r.logprobs));
+  s.tokens.push_back(tok);
+  s.out.tokens.push_back(tok);
+  s.out.completion_tokens = s.n_generated();
+  ++generated_;
+
+  const bool stop_token = std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), tok) != r.stop_token_ids.end();
+  if (stop_token || (!r.ignore_eos && tok_->is_eog(tok))) {
+    finish(s, FinishReason::Stop);
+    return;
+  }
+  s.out.text += s.stops.push(s.decoder.push(tok));
+  if (s.stops.stopped()) {
+    finish(s, FinishReason::Stop);
+    return;
+  }
+  if (s.n_generated() >= r.max_tokens || static_cast<int>(s.tokens.size()) >= opt_.n_ctx)
+    finish(s, FinishReason::Length);
+}
+
+void Scheduler::finish(Sequence& s, FinishReason why) {
+  if (s.finish != FinishReason::None) return;
+  s.finish = why;
+  // Text still held back (an incomplete character, a possible stop-string prefix) is final now.
+  if (why == FinishReason::Stop || why == FinishReason::Length)
+    s.out.text += s.stops.push(s.decoder.flush()) + s.stops.flush();
+}
+
+void Scheduler::emit(Sequence& s) {
+  if (s.out.tokens.empty() && s.finish == FinishReason::None) return;
+  s.out.finish = s.finish;
+  RequestOutput ev = s.out;
+  s.out.text.clear();
+  s.out.tokens.clear();
+  s.out.logprobs.clear();
+  if (s.req->on_output) s.req->on_output(std::move(ev));
+}
+
+bool Scheduler::step() {
+  take_incoming();
+  drop_cancelled();
+
+  // 1. Running sequences, oldest first: each gets its decode token or next prefill chunk. When blocks run
+  // out, the youngest running sequence is preempted (possibly the one asking).
+  int budget = opt_.max_batch_tokens;
+  std::vector<std::pair<Sequence*, int32_t>> plan;
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence& s = *running_[i];
+    const int32_t chunk = std::min(s.n_uncomputed(), budget);
+    bool preempted_self = false;
+    while (!reserve(s, s.kv.length() + chunk)) {
+      SeqPtr victim = std::move(running_.back());
+      running_.pop_back();
+      preempted_self = victim.get() == &s;
+      preempt(std::move(victim));
+      if (preempted_self) break;
+    }
+    if (preempted_self) break;
+    plan.push_back({&s, chunk});
+    budget -= chunk;
+    ++i;
+  }
+
+  // 2. Waiting sequences, oldest first, while the budget, the batch size and the blocks allow.
+  while (budget > 0 && !waiting_.empty() && static_cast<int>(running_.size()) < opt_.max_running) {
+    Sequence& s = *waiting_.front();
+    admit_prefix(s);
+    const int32_t chunk = std::min(s.n_uncomputed(), budget);
+    if (!reserve(s, s.kv.length() + chunk)) {
+      release(s);  // don't sit on prefix blocks while waiting
+      break;
+    }
+    s.admitted_once = true;
+    plan.push_back({&s, chunk});
+    budget -= chunk;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  std::sort(running_.begin(), running_.end(), [](const SeqPtr& a, const SeqPtr& b) { return a->order < b->order; });
+
+  if (plan.empty()) {
+    publish_stats();
+    return false;
+  }
+
+  // 3. One forward pass for the whole plan.
+  std::vector<SeqWork> work;
+  work.reserve(plan.size());
+  for (auto [s, chunk] : plan) {
+    const bool completes = s->kv.length() + chunk == static_cast<int32_t>(s->tokens.size());
+    work.push_back({&s->kv, std::span(s->tokens).subspan(static_cast<size_t>(s->kv.length()), chunk),
+                    completes ? LogitRows::Last : LogitRows::None});
+    if (s->kv.length() < s->n_prompt)
+      computed_prompt_tokens_ += static_cast<uint64_t>(std::min(chunk, s->n_prompt - s->kv.length()));
+  }
+  Tensor logits;
+  try {
+    StepBatch batch = plan_step(*cache_, work, attention_scale_);
+    logits = model_->forward(ctx_, batch, cache_->layers());
+  } catch (...) {
+    for (auto [s, chunk] : plan) s->req->cancelled = true;
+    for (auto [s, chunk] : plan) s->finish = FinishReason::Error;
+    drop_cancelled();
+    publish_stats();
+    throw;
+  }
+  ++steps_;
+
+  // 4. Advance, sample where a sequence has caught up with its tokens, report, retire finished ones.
+  const int64_t vocab = model_->config().vocab;
+  int64_t row = 0;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    Sequence& s = *plan[i].first;
+    s.kv.set_length(s.kv.length() + plan[i].second);
+    register_full_blocks(s);
+    if (work[i].logits == LogitRows::Last) accept_token(s, logits.ptr<float>() + row++ * vocab);
+    emit(s);
+  }
+  for (auto it = running_.begin(); it != running_.end();) {
+    if ((*it)->finish != FinishReason::None) {
+      release(**it);
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  publish_stats();
+  return true;
+}
+
+void Scheduler::publish_stats() {
+  const BlockAllocator& b = cache_->blocks();
+  SchedulerStats st;
+  st.running = static_cast<int>(running_.size());
+  st.kv_blocks_total = b.num_total();
+  st.kv_blocks_free = b.num_free();
+  st.kv_blocks_cached = prefix_.evictable();
+  st.kv_blocks_in_use = st.kv_blocks_total - st.kv_blocks_free - st.kv_blocks_cached;
+  st.preemptions = preemptions_;
+  st.prefix_cache_hit_tokens = hit_tokens_;
+  st.prompt_tokens_computed = computed_prompt_tokens_;
+  st.generated_tokens = generated_;
+  st.steps = steps_;
+  std::lock_guard lock(mutex_);
+  st.waiting = static_cast<int>(waiting_.size() + incoming_.size());
+  stats_ = st;
+}
+
+}  // namespace kestrel

@@ -1,0 +1,117 @@
+// Continuous batching over the paged KV cache. Every step takes one token from each running sequence
+// that is decoding and chunks of prompts still being prefilled, up to a token budget, and runs them as
+// one forward pass (chunked prefill). Waiting requests are admitted, oldest first, while the allocator
+// has blocks for their next chunk; when a running sequence needs a block and none is left, the youngest
+// running sequence is preempted (its blocks freed, its tokens recomputed when it is readmitted). Full
+// blocks are shared through the prefix cache. The contract is written in docs/server.md ("Scheduler").
+//
+// Threads: submit(), wake(), stop() and stats() are safe from any thread; step() and run() belong to the
+// engine thread. Requests report back through Request::on_output on the engine thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/prefix_cache.h"
+#include "engine/request.h"
+#include "model/decoder.h"
+#include "ops/context.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kestrel {
+
+struct SchedulerOptions {
+  int max_batch_tokens = 512;  // tokens per forward step: decode tokens plus prefill chunks
+  int max_running = 64;        // sequences being served at once
+  int max_waiting = 256;       // queued requests beyond which submit() refuses (HTTP 429)
+  int n_ctx = 0;               // positions per sequence (prompt + generated); 0: the model's context
+  bool prefix_cache = true;
+};
+
+struct SchedulerStats {
+  int waiting = 0;
+  int running = 0;
+  int kv_blocks_total = 0;
+  int kv_blocks_free = 0;    // in the allocator's free list
+  int kv_blocks_cached = 0;  // held by the prefix cache alone (reclaimable)
+  int kv_blocks_in_use = 0;  // held by sequences (0 once everything finished: anything else is a leak)
+  uint64_t preemptions = 0;
+  uint64_t prefix_cache_hit_tokens = 0;
+  uint64_t prompt_tokens_computed = 0;  // prefill work done, recomputation included
+  uint64_t generated_tokens = 0;
+  uint64_t steps = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(Decoder& model, const Tokenizer& tokenizer, KvCache& cache, ops::Context ctx, const SchedulerOptions& opt);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  const SchedulerOptions& options() const { return opt_; }
+  // The longest prompt plus max_tokens a request may ask for.
+  int n_ctx() const { return opt_.n_ctx; }
+
+  // Queues a request. Returns false (and keeps nothing) when the queue is full. Throws kestrel::Error
+  // for a request that can never run (empty prompt, token outside the vocabulary, too long for n_ctx,
+  // max_tokens < 1, bad sampling parameters).
+  bool submit(std::shared_ptr<Request> request);
+  // Makes the engine look at its requests again (after setting Request::cancelled).
+  void wake();
+
+  // One engine iteration: take new requests, drop cancelled ones, schedule, run the model, report.
+  // Returns false when there was nothing to do.
+  bool step();
+  // Runs step() until stop(), sleeping while idle.
+  void run();
+  void stop();
+  // Cancels every queued and running request (they get a final event with FinishReason::Cancelled at
+  // the next step).
+  void cancel_all();
+
+  SchedulerStats stats() const;
+
+ private:
+  struct Sequence;
+  using SeqPtr = std::unique_ptr<Sequence>;
+
+  void take_incoming();
+  void drop_cancelled();
+  bool reserve(Sequence& s, int32_t length);
+  void preempt(SeqPtr s);
+  void admit_prefix(Sequence& s);
+  void extend_hashes(Sequence& s, int32_t n_blocks);
+  void register_full_blocks(Sequence& s);
+  void accept_token(Sequence& s, const float* logits);
+  void finish(Sequence& s, FinishReason why);
+  void emit(Sequence& s);
+  void release(Sequence& s);
+  void publish_stats();
+
+  Decoder* model_;
+  const Tokenizer* tok_;
+  KvCache* cache_;
+  ops::Context ctx_;
+  SchedulerOptions opt_;
+  PrefixCache prefix_;
+  float attention_scale_;
+
+  std::deque<SeqPtr> waiting_;   // oldest first (preempted sequences go back in arrival order)
+  std::vector<SeqPtr> running_;  // oldest first
+  uint64_t next_order_ = 0;
+  uint64_t preemptions_ = 0, hit_tokens_ = 0, computed_prompt_tokens_ = 0, generated_ = 0, steps_ = 0;
+
+  mutable std::mutex mutex_;  // guards the fields below
+  std::condition_variable cv_;
+  std::vector<SeqPtr> incoming_;
+  bool stop_ = false, woken_ = false, cancel_all_ = false;
+  SchedulerStats stats_;
+};
+
+}  // namespace kestrel

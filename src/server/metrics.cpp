@@ -1,0 +1,99 @@
+#include "server/metrics.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace kestrel::server {
+namespace {
+
+void metric_header(std::string& out, const std::string& name, const char* type, const std::string& help) {
+  out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+}
+
+template <typename T>
+void single(std::string& out, const std::string& name, const char* type, const std::string& help, T value) {
+  metric_header(out, name, type, help);
+  out += fmt::format("{} {}\n", name, value);
+}
+
+}  // namespace
+
+void Histogram::observe(double v) {
+  const size_t b = static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
+  ++counts_[b];
+  sum_ += v;
+  ++count_;
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& help) const {
+  metric_header(out, name, "histogram", help);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds_[i], cumulative);
+  }
+  out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, count_, name, sum_, name, count_);
+}
+
+Metrics::Metrics()
+    : ttft_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80}),
+      tpot_({0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5}),
+      latency_({0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300}) {}
+
+void Metrics::request_finished(int status) {
+  std::lock_guard lock(mutex_);
+  ++requests_by_status_[status];
+}
+
+void Metrics::tokens(int prompt, int generated) {
+  std::lock_guard lock(mutex_);
+  prompt_tokens_ += static_cast<uint64_t>(prompt);
+  generation_tokens_ += static_cast<uint64_t>(generated);
+}
+
+void Metrics::time_to_first_token(double s) {
+  std::lock_guard lock(mutex_);
+  ttft_.observe(s);
+}
+
+void Metrics::time_per_output_token(double s) {
+  std::lock_guard lock(mutex_);
+  tpot_.observe(s);
+}
+
+void Metrics::request_latency(double s) {
+  std::lock_guard lock(mutex_);
+  latency_.observe(s);
+}
+
+std::string Metrics::render(const SchedulerStats& st, int connections) const {
+  std::string out;
+  std::lock_guard lock(mutex_);
+  metric_header(out, "kestrel_requests_total", "counter", "HTTP requests answered, by status code (499: client gone)");
+  for (const auto& [status, n] : requests_by_status_)
+    out += fmt::format("kestrel_requests_total{{status=\"{}\"}} {}\n", status, n);
+  single(out, "kestrel_prompt_tokens_total", "counter", "prompt tokens of finished requests", prompt_tokens_);
+  single(out, "kestrel_generation_tokens_total", "counter", "tokens generated for finished requests",
+         generation_tokens_);
+  ttft_.render(out, "kestrel_time_to_first_token_seconds", "time from request arrival to its first token");
+  tpot_.render(out, "kestrel_time_per_output_token_seconds", "mean time between output tokens, per request");
+  latency_.render(out, "kestrel_e2e_request_latency_seconds", "time from request arrival to its last token");
+  single(out, "kestrel_num_requests_waiting", "gauge", "requests queued for admission", st.waiting);
+  single(out, "kestrel_num_requests_running", "gauge", "sequences in the running batch", st.running);
+  single(out, "kestrel_kv_blocks_total", "gauge", "KV cache blocks", st.kv_blocks_total);
+  single(out, "kestrel_kv_blocks_free", "gauge", "KV cache blocks in the free list", st.kv_blocks_free);
+  single(out, "kestrel_kv_blocks_cached", "gauge", "KV blocks held only by the prefix cache (reclaimable)",
+         st.kv_blocks_cached);
+  single(out, "kestrel_kv_blocks_used", "gauge", "KV blocks held by sequences", st.kv_blocks_in_use);
+  single(out, "kestrel_preemptions_total", "counter", "sequences preempted for lack of KV blocks", st.preemptions);
+  single(out, "kestrel_prefix_cache_hit_tokens_total", "counter", "prompt tokens served from the prefix cache",
+         st.prefix_cache_hit_tokens);
+  single(out, "kestrel_prompt_tokens_computed_total", "counter", "prompt tokens run through the model",
+         st.prompt_tokens_computed);
+  single(out, "kestrel_engine_steps_total", "counter", "engine steps (forward passes)", st.steps);
+  single(out, "kestrel_http_connections", "gauge", "open HTTP connections", connections);
+  return out;
+}
+
+}  // namespace kestrel::server

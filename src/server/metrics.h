@@ -1,0 +1,48 @@
+// Server metrics in the Prometheus text format (version 0.0.4): request counts by status, token
+// counters, latency histograms (time to first token, time per output token, end to end) and the
+// scheduler's gauges. Thread-safe: the I/O and engine threads both record.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/scheduler.h"
+
+namespace kestrel::server {
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+  void observe(double v);
+  // Appends the _bucket, _sum and _count lines for `name`.
+  void render(std::string& out, const std::string& name, const std::string& help) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<uint64_t> counts_;  // per bucket (not cumulative); the last is +Inf
+  double sum_ = 0;
+  uint64_t count_ = 0;
+};
+
+class Metrics {
+ public:
+  Metrics();
+  void request_finished(int status);
+  void tokens(int prompt, int generated);
+  void time_to_first_token(double seconds);
+  void time_per_output_token(double seconds);
+  void request_latency(double seconds);
+  // The whole page; scheduler gauges come from `sched`, open connections from `connections`.
+  std::string render(const SchedulerStats& sched, int connections) const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<int, uint64_t> requests_by_status_;
+  uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
+  Histogram ttft_, tpot_, latency_;
+};
+
+}  // namespace kestrel::server

@@ -1,0 +1,57 @@
+// The OpenAI wire format: turning /v1/completions and /v1/chat/completions bodies into validated
+// generation parameters (every field type- and range-checked, with ApiError naming the parameter), and
+// the JSON pieces of the responses (choices, usage, logprobs, stream chunks). No I/O and no model here.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/request.h"
+#include "engine/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kestrel::server {
+
+enum class Endpoint : uint8_t { Completions, Chat };
+
+struct GenerationSpec {
+  Endpoint endpoint = Endpoint::Completions;
+  std::string model;  // as sent; empty when absent
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  std::optional<int> max_tokens;
+  SamplingParams sampling;
+  bool has_seed = false;
+  std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;  // extension (as in vLLM): end generation on these token ids
+  bool ignore_eos = false;              // extension: keep going past end-of-generation tokens
+  int logprobs = -1;                    // -1: off; else the number of top alternatives per token
+  // The prompt: text (completions), token ids (completions), or messages (chat).
+  std::string prompt_text;
+  std::vector<int32_t> prompt_tokens;
+  bool prompt_is_tokens = false;
+  nlohmann::json messages;  // [{"role", "content": string}], content parts already joined
+};
+
+// Parses and validates a request body. Throws ApiError (400) naming the offending parameter.
+GenerationSpec parse_generation_request(std::string_view body, Endpoint endpoint);
+
+// The text of a token for logprobs: its bytes, as UTF-8 where they are valid.
+std::string token_piece(const Tokenizer& tok, int32_t id);
+
+nlohmann::json usage_json(int prompt_tokens, int completion_tokens, int cached_tokens);
+
+// Logprobs of generated tokens: chat's {"content": [...]}, or completions' parallel arrays. For
+// completions, text_offset advances over the pieces (offsets into the completion text).
+nlohmann::json chat_logprobs_json(const Tokenizer& tok, std::span<const TokenLogprob> lps);
+nlohmann::json completion_logprobs_json(const Tokenizer& tok, std::span<const TokenLogprob> lps, size_t& text_offset);
+
+// JSON for the wire: invalid UTF-8 (inside token pieces) is replaced, never thrown.
+std::string dump(const nlohmann::json& j);
+
+}  // namespace kestrel::server

@@ -1,0 +1,423 @@
+#include "server/server.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <random>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "server/api_error.h"
+#include "server/openai_api.h"
+
+namespace kestrel::server {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kClientGone = 499;              // nginx's "client closed request", for the metrics only
+constexpr int kDefaultCompletionTokens = 16;  // OpenAI's default for /v1/completions
+// Default KV cache: 1024 tokens per batch slot, within 1 GiB (but always one full context).
+constexpr int64_t kDefaultKvTokensPerSequence = 1024;
+constexpr int64_t kDefaultKvBytes = int64_t{1} << 30;
+
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+int64_t unix_time() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+uint64_t random_u64() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+// Compares without an early exit, so response timing does not reveal how much of a key matched.
+bool same_secret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+std::string default_model_name(const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.filename().empty()) p = p.parent_path();
+  std::string name = p.filename().string();
+  if (name.size() > 5 && name.ends_with(".gguf")) name.resize(name.size() - 5);
+  return name.empty() ? "kestrel" : name;
+}
+
+}  // namespace
+
+// One generation request in flight: turns engine events into the response (one JSON body, or SSE
+// chunks) and records its metrics. Engine events may arrive before the I/O thread has started the
+// response; they wait in `early` until start().
+struct Server::Call {
+  Server* server;
+  ResponseWriter res;
+  Endpoint endpoint;
+  bool stream, include_usage;
+  bool logprobs;
+  std::string id;
+  int64_t created;
+  Clock::time_point arrival = Clock::now();
+
+  std::mutex m;
+  bool started = false, done = false;
+  std::vector<RequestOutput> early;
+  // Totals so far.
+  std::string text;
+  std::vector<TokenLogprob> lps;
+  size_t text_offset = 0;
+  int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+  Clock::time_point first_token{}, last_token{};
+
+  Call(Server* s, ResponseWriter r, const GenerationSpec& g)
+      : server(s),
+        res(std::move(r)),
+        endpoint(g.endpoint),
+        stream(g.stream),
+        include_usage(g.include_usage),
+        logprobs(g.logprobs >= 0),
+        id(fmt::format("{}-{:016x}", g.endpoint == Endpoint::Chat ? "chatcmpl" : "cmpl", random_u64())),
+        created(unix_time()) {}
+
+  const Tokenizer& tok() const { return *server->model_->tokenizer; }
+
+  void start() {
+    std::lock_guard lock(m);
+    if (stream) {
+      res.start_stream(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
+      if (endpoint == Endpoint::Chat) send_chunk(json{{"role", "assistant"}, {"content", ""}}, nullptr, nullptr);
+    }
+    started = true;
+    for (RequestOutput& o : early) process(o);
+    early.clear();
+  }
+
+  void on_output(RequestOutput&& o) {
+    std::lock_guard lock(m);
+    if (!started) {
+      early.push_back(std::move(o));
+      return;
+    }
+    process(o);
+  }
+
+  json envelope() const {
+    return {{"id", id},
+            {"object",
+             endpoint == Endpoint::Chat ? (stream ? "chat.completion.chunk" : "chat.completion") : "text_completion"},
+            {"created", created},
+            {"model", server->opt_.model_name}};
+  }
+
+  json logprobs_json(std::span<const TokenLogprob> l) {
+    if (!logprobs) return nullptr;
+    return endpoint == Endpoint::Chat ? chat_logprobs_json(tok(), l) : completion_logprobs_json(tok(), l, text_offset);
+  }
+
+  // One SSE event with one choice. For chat `content` is the delta object, for completions the text.
+  void send_chunk(json content, json lp, json finish_reason) {
+    json c = envelope();
+    json choice = {{"index", 0}, {"logprobs", std::move(lp)}, {"finish_reason", std::move(finish_reason)}};
+    choice[endpoint == Endpoint::Chat ? "delta" : "text"] = std::move(content);
+    c["choices"] = json::array({std::move(choice)});
+    if (include_usage) c["usage"] = nullptr;
+    res.write("data: " + dump(c) + "\n\n");
+  }
+
+  void process(RequestOutput& o) {
+    if (done) return;
+    const auto now = Clock::now();
+    if (!o.tokens.empty()) {
+      if (completion_tokens == 0) {
+        first_token = now;
+        server->metrics_.time_to_first_token(seconds(now - arrival));
+      }
+      last_token = now;
+    }
+    prompt_tokens = o.prompt_tokens;
+    completion_tokens = o.completion_tokens;
+    cached_tokens = o.cached_prompt_tokens;
+    if (stream)
+      stream_event(o);
+    else
+      collect(o);
+    if (o.finish != FinishReason::None) finished(o.finish);
+  }
+
+  void stream_event(RequestOutput& o) {
+    if (!o.text.empty() || (logprobs && !o.logprobs.empty())) {
+      json content = endpoint == Endpoint::Chat ? json{{"content", o.text}} : json(o.text);
+      send_chunk(std::move(content), logprobs_json(o.logprobs), nullptr);
+    }
+    if (o.finish == FinishReason::None) return;
+    if (o.finish == FinishReason::Stop || o.finish == FinishReason::Length) {
+      send_chunk(endpoint == Endpoint::Chat ? json::object() : json(""), nullptr, finish_reason_name(o.finish));
+      if (include_usage) {
+        json u = envelope();
+        u["choices"] = json::array();
+        u["usage"] = usage_json(prompt_tokens, completion_tokens, cached_tokens);
+        res.write("data: " + dump(u) + "\n\n");
+      }
+    } else {
+      const int status = o.finish == FinishReason::Error ? 500 : 503;
+      res.write("data: " + error_body(status, failure_message(o.finish)) + "\n\n");
+    }
+    res.write("data: [DONE]\n\n");
+    res.finish();
+  }
+
+  void collect(RequestOutput& o) {
+    text += o.text;
+    if (logprobs) lps.insert(lps.end(), o.logprobs.begin(), o.logprobs.end());
+    if (o.finish == FinishReason::None) return;
+    if (o.finish != FinishReason::Stop && o.finish != FinishReason::Length) {
+      const int status = o.finish == FinishReason::Error ? 500 : 503;
+      res.respond(status, "application/json", error_body(status, failure_message(o.finish)));
+      return;
+    }
+    json choice = {{"index", 0}, {"logprobs", logprobs_json(lps)}, {"finish_reason", finish_reason_name(o.finish)}};
+    if (endpoint == Endpoint::Chat)
+      choice["message"] = {{"role", "assistant"}, {"content", text}};
+    else
+      choice["text"] = text;
+    json body = envelope();
+    body["choices"] = json::array({std::move(choice)});
+    body["usage"] = usage_json(prompt_tokens, completion_tokens, cached_tokens);
+    res.respond(200, "application/json", dump(body));
+  }
+
+  static std::string failure_message(FinishReason f) {
+    return f == FinishReason::Error ? "the engine failed while generating; see the server log"
+                                    : "the request was cancelled because the server is shutting down";
+  }
+
+  void finished(FinishReason f) {
+    done = true;
+    Metrics& mx = server->metrics_;
+    const int status = f == FinishReason::Stop || f == FinishReason::Length ? 200
+                       : res.closed()                                       ? kClientGone
+                       : f == FinishReason::Error                           ? 500
+                                                                            : 503;
+    mx.request_finished(status);
+    mx.tokens(prompt_tokens, completion_tokens);
+    if (completion_tokens > 1) mx.time_per_output_token(seconds(last_token - first_token) / (completion_tokens - 1));
+    if (status == 200) mx.request_latency(seconds(Clock::now() - arrival));
+  }
+};
+
+Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
+    : model_(&model), opt_(std::move(opt)), created_(unix_time()) {
+  if (opt_.model_name.empty()) opt_.model_name = default_model_name(model.path);
+  SchedulerOptions& so = opt_.scheduler;
+  if (so.n_ctx <= 0) so.n_ctx = std::min(model.config().max_ctx > 0 ? model.config().max_ctx : 4096, 8192);
+  KS_CHECK(opt_.kv_block_size >= 1 && opt_.kv_block_size <= 1024, "KV block size {} is out of range",
+           opt_.kv_block_size);
+  const ModelConfig& c = model.config();
+  KvCacheConfig kc;
+  kc.n_layers = c.n_layers;
+  kc.n_kv_heads = c.n_kv_heads;
+  kc.head_dim = c.head_dim;
+  kc.block_size = opt_.kv_block_size;
+  kc.dtype = opt_.kv_dtype;
+  int64_t kv_tokens = opt_.kv_cache_tokens;
+  if (kv_tokens <= 0) {
+    const int64_t per_token =
+        2 * int64_t{c.n_layers} * static_cast<int64_t>(row_bytes(kc.dtype, int64_t{c.n_kv_heads} * c.head_dim));
+    kv_tokens = std::max<int64_t>(so.n_ctx, std::min<int64_t>(so.max_running * kDefaultKvTokensPerSequence,
+                                                              kDefaultKvBytes / std::max<int64_t>(1, per_token)));
+  }
+  KS_CHECK(kv_tokens >= so.n_ctx, "--kv-cache-tokens {} is smaller than the context ({}): one sequence must fit",
+           kv_tokens, so.n_ctx);
+  kc.num_blocks = static_cast<int32_t>((kv_tokens + kc.block_size - 1) / kc.block_size);
+  cache_ = std::make_unique<KvCache>(kc, ctx);
+  log::info("KV cache: {} blocks of {} tokens ({:.0f} MiB)", kc.num_blocks, kc.block_size,
+            static_cast<double>(cache_->bytes_per_token()) * kc.num_blocks * kc.block_size / (1 << 20));
+  chat_ = std::make_unique<ChatFormatter>(model);
+  scheduler_ = std::make_unique<Scheduler>(*model.decoder, *model.tokenizer, *cache_, std::move(ctx), so);
+  http_ = std::make_unique<HttpServer>(opt_.http, [this](HttpRequest& req, ResponseWriter res) { handle(req, res); });
+}
+
+Server::~Server() = default;
+
+void Server::run() {
+  std::thread engine([this] { scheduler_->run(); });
+  log::info("serving {} on http://{}:{}", opt_.model_name, opt_.http.host, port());
+  try {
+    http_->run();
+  } catch (...) {
+    scheduler_->stop();
+    engine.join();
+    throw;
+  }
+  // Whatever is still queued lost its connection when the drain ended.
+  scheduler_->cancel_all();
+  scheduler_->stop();
+  engine.join();
+  log::info("server stopped");
+}
+
+bool Server::authorized(const HttpRequest& req) const {
+  if (opt_.api_key.empty()) return true;
+  const std::string* auth = req.header("authorization");
+  constexpr std::string_view kBearer = "Bearer ";
+  return auth && auth->size() > kBearer.size() && auth->compare(0, kBearer.size(), kBearer) == 0 &&
+         same_secret(std::string_view(*auth).substr(kBearer.size()), opt_.api_key);
+}
+
+void Server::respond_json(ResponseWriter& res, int status, const std::string& body) {
+  metrics_.request_finished(status);
+  res.respond(status, "application/json", body);
+}
+
+void Server::handle(HttpRequest& req, ResponseWriter res) {
+  const std::string& path = req.path;
+  auto only = [&](const char* method) {
+    if (req.method == method) return true;
+    respond_json(res, 405, error_body(405, fmt::format("{} {} is not allowed; use {}", req.method, path, method)));
+    return false;
+  };
+  if (path == "/health") {
+    if (only("GET")) respond_json(res, 200, R"({"status":"ok"})");
+    return;
+  }
+  if (path == "/metrics") {
+    if (only("GET"))
+      res.respond(200, "text/plain; version=0.0.4", metrics_.render(scheduler_->stats(), http_->connections()));
+    return;
+  }
+  if ((path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize") && !authorized(req)) {
+    respond_json(
+        res, 401,
+        error_body(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "", "invalid_api_key"));
+    return;
+  }
+  if (path == "/v1/models" || path == "/v1/models/" + opt_.model_name) {
+    if (!only("GET")) return;
+    const json card = {{"id", opt_.model_name},
+                       {"object", "model"},
+                       {"created", created_},
+                       {"owned_by", "kestrel"},
+                       {"max_model_len", scheduler_->n_ctx()}};
+    respond_json(res, 200, dump(path == "/v1/models" ? json{{"object", "list"}, {"data", json::array({card})}} : card));
+    return;
+  }
+  if (path.starts_with("/v1/models/")) {
+    respond_json(
+        res, 404,
+        error_body(404, fmt::format("model '{}' does not exist", path.substr(11)), "model", "model_not_found"));
+    return;
+  }
+  if (path == "/tokenize" || path == "/detokenize") {
+    if (only("POST")) handle_tokenize(req, res, path == "/tokenize");
+    return;
+  }
+  if (path == "/v1/completions" || path == "/v1/chat/completions") {
+    if (only("POST")) handle_generation(req, res, path == "/v1/completions" ? Endpoint::Completions : Endpoint::Chat);
+    return;
+  }
+  respond_json(res, 404, error_body(404, fmt::format("no route for {} {}", req.method, path)));
+}
+
+std::vector<int32_t> Server::prompt_tokens(const GenerationSpec& g) const {
+  const Tokenizer& tok = *model_->tokenizer;
+  if (g.endpoint == Endpoint::Chat)
+    return tok.encode(chat_->render(g.messages, /*add_generation_prompt=*/true), false, true);
+  if (g.prompt_is_tokens) return g.prompt_tokens;
+  return tok.encode(g.prompt_text, true, true);
+}
+
+void Server::handle_tokenize(HttpRequest& req, ResponseWriter& res, bool tokenize) {
+  try {
+    json body;
+    try {
+      body = json::parse(req.body);
+    } catch (const json::parse_error& e) {
+      throw ApiError(400, fmt::format("the body is not valid JSON: {}", e.what()), "", "invalid_json");
+    }
+    if (!body.is_object()) throw ApiError(400, "the body must be a JSON object", "", "invalid_json");
+    if (tokenize) {
+      // The same prompt handling as generation: "prompt" as for /v1/completions, or chat "messages".
+      const Endpoint ep = body.contains("messages") ? Endpoint::Chat : Endpoint::Completions;
+      const std::vector<int32_t> ids = prompt_tokens(parse_generation_request(req.body, ep));
+      respond_json(res, 200, dump({{"tokens", ids}, {"count", ids.size()}, {"max_model_len", scheduler_->n_ctx()}}));
+    } else {
+      auto it = body.find("tokens");
+      if (it == body.end() || !it->is_array()) throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
+      std::vector<int32_t> ids;
+      for (const json& t : *it) {
+        if (!t.is_number_integer()) throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
+        ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+      }
+      respond_json(res, 200, dump({{"prompt", model_->tokenizer->decode(ids)}}));
+    }
+  } catch (const ApiError& e) {
+    respond_json(res, e.status(), error_body(e.status(), e.what(), e.param(), e.code()));
+  } catch (const Error& e) {
+    respond_json(res, 400, error_body(400, e.what(), "", "invalid_value"));
+  }
+}
+
+void Server::handle_generation(HttpRequest& req, ResponseWriter& res, Endpoint endpoint) {
+  try {
+    GenerationSpec g = parse_generation_request(req.body, endpoint);
+    if (!g.model.empty() && g.model != opt_.model_name)
+      throw ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'", g.model, opt_.model_name),
+                     "model", "model_not_found");
+    std::vector<int32_t> prompt = prompt_tokens(g);
+    const int n_ctx = scheduler_->n_ctx();
+    const int n_prompt = static_cast<int>(prompt.size());
+    if (n_prompt == 0) throw ApiError(400, "the prompt is empty", "prompt", "invalid_value");
+    if (n_prompt >= n_ctx)
+      throw ApiError(400,
+                     fmt::format("this model's maximum context length is {} tokens, but the prompt has {} tokens",
+                                 n_ctx, n_prompt),
+                     endpoint == Endpoint::Chat ? "messages" : "prompt", "context_length_exceeded");
+    if (g.max_tokens && *g.max_tokens > n_ctx - n_prompt)
+      throw ApiError(400,
+                     fmt::format("this model's maximum context length is {} tokens; the prompt has {} tokens and "
+                                 "max_tokens asks for {} more",
+                                 n_ctx, n_prompt, *g.max_tokens),
+                     "max_tokens", "context_length_exceeded");
+
+    auto r = std::make_shared<Request>();
+    r->prompt = std::move(prompt);
+    r->sampling = g.sampling;
+    if (!g.has_seed) r->sampling.seed = random_u64();
+    r->max_tokens = g.max_tokens.value_or(
+        endpoint == Endpoint::Chat ? n_ctx - n_prompt : std::min(kDefaultCompletionTokens, n_ctx - n_prompt));
+    r->stop = g.stop;
+    r->stop_token_ids = g.stop_token_ids;
+    r->ignore_eos = g.ignore_eos;
+    r->logprobs = g.logprobs;
+    auto call = std::make_shared<Call>(this, res, g);
+    r->on_output = [call](RequestOutput&& o) { call->on_output(std::move(o)); };
+    std::weak_ptr<Request> weak = r;
+    res.on_close([weak, this] {
+      if (auto p = weak.lock()) {
+        p->cancelled = true;
+        scheduler_->wake();
+      }
+    });
+    if (!scheduler_->submit(r))
+      throw ApiError(
+          429, fmt::format("the server is busy ({} requests queued); retry later", scheduler_->options().max_waiting),
+          "", "rate_limit_exceeded");
+    call->start();
+  } catch (const ApiError& e) {
+    respond_json(res, e.status(), error_body(e.status(), e.what(), e.param(), e.code()));
+  } catch (const Error& e) {
+    // Validation inside the library (token ids, template errors, sampling ranges): the client's fault.
+    respond_json(res, 400, error_body(400, e.what(), "", "invalid_value"));
+  }
+}
+
+}  // namespace kestrel::server

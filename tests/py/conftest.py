@@ -1,0 +1,117 @@
+"""Fixtures for the end-to-end tests: a `kestrel serve` process on the default model.
+
+The binary is $KESTREL_BIN or build/kestrel; the model is $KESTREL_MODEL or the one scripts/setup.sh
+caches. Tests skip (with the reason) when either is missing.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "kestrel-test-key"
+
+
+def kestrel_bin():
+    return Path(os.environ.get("KESTREL_BIN", REPO / "build" / "kestrel"))
+
+
+def model_path():
+    default = Path.home() / ".cache" / "kestrel" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return Path(os.environ.get("KESTREL_MODEL", default))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A running `kestrel serve`; stop() sends SIGTERM and returns the exit status."""
+
+    def __init__(self, *extra_args, api_key=API_KEY):
+        binary, model = kestrel_bin(), model_path()
+        if not binary.exists():
+            pytest.skip(f"{binary} not built (set KESTREL_BIN)")
+        if not model.exists():
+            pytest.skip(f"default model not at {model}; run scripts/setup.sh")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.api_key = api_key
+        args = [str(binary), "serve", "-m", str(model), "--port", str(self.port), "--threads", "2",
+                "--ctx-size", "2048", "--kv-cache-tokens", "16384", *extra_args]
+        if api_key:
+            args += ["--api-key", api_key]
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kestrel-serve-{self.port}.log", "w+")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kestrel serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if requests.get(self.base + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.proc.kill()
+        raise RuntimeError("kestrel serve did not come up in 120 s:\n" + self.output())
+
+    def output(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def headers(self):
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def metrics(self):
+        text = requests.get(self.base + "/metrics", timeout=10).text
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def rss_kib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = ServerProcess()
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.base + "/v1", api_key=server.api_key, max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def model_id(client):
+    return client.models.list().data[0].id

@@ -1,0 +1,128 @@
+// Request validation of the OpenAI routes: accepted shapes, and bad input rejected with 400 and the
+// offending parameter named.
+#include "server/openai_api.h"
+
+#include <gtest/gtest.h>
+
+#include "server/api_error.h"
+
+namespace kestrel::server {
+namespace {
+
+TEST(ServerApi, CompletionRequestFields) {
+  GenerationSpec g = parse_generation_request(
+      R"({"model": "m", "prompt": ["hi there"], "max_tokens": 7, "temperature": 0, "top_p": 0.5, "top_k": -1,
+          "min_p": 0.1, "seed": -3, "stop": "\n", "stop_token_ids": [2, 3], "logprobs": 2, "stream": true,
+          "stream_options": {"include_usage": true}, "presence_penalty": 0.5, "frequency_penalty": -0.5,
+          "n": 1, "user": "ignored"})",
+      Endpoint::Completions);
+  EXPECT_EQ(g.model, "m");
+  EXPECT_EQ(g.prompt_text, "hi there");
+  EXPECT_FALSE(g.prompt_is_tokens);
+  EXPECT_EQ(g.max_tokens, 7);
+  EXPECT_EQ(g.sampling.temperature, 0.f);
+  EXPECT_EQ(g.sampling.top_p, 0.5f);
+  EXPECT_EQ(g.sampling.top_k, 0);
+  EXPECT_FLOAT_EQ(g.sampling.min_p, 0.1f);
+  EXPECT_TRUE(g.has_seed);
+  EXPECT_EQ(g.sampling.seed, static_cast<uint64_t>(-3));
+  EXPECT_EQ(g.stop, std::vector<std::string>{"\n"});
+  EXPECT_EQ(g.stop_token_ids, (std::vector<int32_t>{2, 3}));
+  EXPECT_EQ(g.logprobs, 2);
+  EXPECT_TRUE(g.stream);
+  EXPECT_TRUE(g.include_usage);
+  EXPECT_FLOAT_EQ(g.sampling.presence_penalty, 0.5f);
+
+  GenerationSpec t = parse_generation_request(R"({"prompt": [1, 2, 3]})", Endpoint::Completions);
+  EXPECT_TRUE(t.prompt_is_tokens);
+  EXPECT_EQ(t.prompt_tokens, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_FALSE(t.max_tokens.has_value());
+  EXPECT_EQ(t.sampling.temperature, 1.f);  // OpenAI's default
+  EXPECT_EQ(t.logprobs, -1);
+}
+
+TEST(ServerApi, ChatRequestFields) {
+  GenerationSpec g = parse_generation_request(
+      R"({"messages": [{"role": "developer", "content": "be brief"},
+                       {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                       {"role": "assistant", "content": null}],
+          "max_completion_tokens": 5, "logprobs": true, "top_logprobs": 3})",
+      Endpoint::Chat);
+  ASSERT_EQ(g.messages.size(), 3u);
+  EXPECT_EQ(g.messages[0]["role"], "system");
+  EXPECT_EQ(g.messages[1]["content"], "ab");
+  EXPECT_EQ(g.messages[2]["content"], "");
+  EXPECT_EQ(g.max_tokens, 5);
+  EXPECT_EQ(g.logprobs, 3);
+}
+
+TEST(ServerApi, BadInputNamesTheParameter) {
+  struct Case {
+    const char* body;
+    Endpoint ep;
+    const char* param;
+  };
+  const Case cases[] = {
+      {"{not json", Endpoint::Chat, ""},
+      {"[1, 2]", Endpoint::Chat, ""},
+      {"{\"prompt\": \"\xff\xfe\"}", Endpoint::Completions, ""},  // invalid UTF-8
+      {R"({"prompt": "x", "model": 3})", Endpoint::Completions, "model"},
+      {R"({"prompt": "x", "max_tokens": -1})", Endpoint::Completions, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": 0})", Endpoint::Completions, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": 1e300})", Endpoint::Completions, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": 99999999999999999999})", Endpoint::Completions, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": "10"})", Endpoint::Completions, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": 2.5})", Endpoint::Completions, "max_tokens"},
+      {R"({"prompt": "x", "temperature": "hot"})", Endpoint::Completions, "temperature"},
+      {R"({"prompt": "x", "temperature": 3})", Endpoint::Completions, "temperature"},
+      {R"({"prompt": "x", "top_p": 0})", Endpoint::Completions, "top_p"},
+      {R"({"prompt": "x", "n": 2})", Endpoint::Completions, "n"},
+      {R"({"prompt": "x", "stop": [1]})", Endpoint::Completions, "stop"},
+      {R"({"prompt": "x", "stop": [""]})", Endpoint::Completions, "stop"},
+      {R"({"prompt": "x", "stream": "yes"})", Endpoint::Completions, "stream"},
+      {R"({"prompt": "x", "stream_options": {"include_usage": true}})", Endpoint::Completions, "stream_options"},
+      {R"({"prompt": "x", "logprobs": 21})", Endpoint::Completions, "logprobs"},
+      {R"({"prompt": "x", "echo": true})", Endpoint::Completions, "echo"},
+      {R"({"prompt": "x", "logit_bias": {"1": 5}})", Endpoint::Completions, "logit_bias"},
+      {R"({"prompt": "x", "stop_token_ids": [-1]})", Endpoint::Completions, "stop_token_ids"},
+      {R"({"prompt": ""})", Endpoint::Completions, "prompt"},
+      {R"({"prompt": []})", Endpoint::Completions, "prompt"},
+      {R"({"prompt": ["a", "b"]})", Endpoint::Completions, "prompt"},
+      {R"({"prompt": [1, -2]})", Endpoint::Completions, "prompt"},
+      {R"({"prompt": {"a": 1}})", Endpoint::Completions, "prompt"},
+      {R"({})", Endpoint::Completions, "prompt"},
+      {R"({"messages": []})", Endpoint::Chat, "messages"},
+      {R"({"messages": "hi"})", Endpoint::Chat, "messages"},
+      {R"({"messages": [{"role": "user"}]})", Endpoint::Chat, "messages[0].content"},
+      {R"({"messages": [{"role": "wizard", "content": "x"}]})", Endpoint::Chat, "messages[0].role"},
+      {R"({"messages": [{"role": "user", "content": 5}]})", Endpoint::Chat, "messages[0].content"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", Endpoint::Chat,
+       "messages[0].content"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", Endpoint::Chat, "top_logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 1})", Endpoint::Chat, "logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})", Endpoint::Chat, "tools"},
+  };
+  for (const Case& c : cases) {
+    try {
+      parse_generation_request(c.body, c.ep);
+      ADD_FAILURE() << "accepted: " << c.body;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400) << c.body;
+      EXPECT_EQ(e.param(), c.param) << c.body << ": " << e.what();
+    }
+  }
+}
+
+TEST(ServerApi, ErrorBodyShape) {
+  const auto j = nlohmann::json::parse(error_body(404, "no such model", "model", "model_not_found"));
+  EXPECT_EQ(j["error"]["message"], "no such model");
+  EXPECT_EQ(j["error"]["type"], "not_found_error");
+  EXPECT_EQ(j["error"]["param"], "model");
+  EXPECT_EQ(j["error"]["code"], "model_not_found");
+  const auto k = nlohmann::json::parse(error_body(400, "bad \xff byte"));
+  EXPECT_TRUE(k["error"]["param"].is_null());
+  EXPECT_EQ(k["error"]["type"], "invalid_request_error");
+}
+
+}  // namespace
+}  // namespace kestrel::server

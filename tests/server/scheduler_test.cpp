@@ -1,0 +1,316 @@
+// The continuous-batching scheduler on a tiny random model: batching, chunked prefill, preemption and
+// prefix caching must not change greedy output; blocks must never leak; cancellation and queue limits.
+#include "engine/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "engine/prefix_cache.h"
+#include "test_model.h"
+
+namespace kestrel {
+namespace {
+
+using testing::tiny_decoder;
+using testing::tiny_tokenizer;
+
+struct Result {
+  std::vector<int32_t> tokens;
+  std::string text;
+  FinishReason finish = FinishReason::None;
+  int events = 0;
+  int cached = 0;
+};
+
+struct Harness {
+  std::unique_ptr<Decoder> model = tiny_decoder();
+  std::unique_ptr<Tokenizer> tok = tiny_tokenizer();
+  std::unique_ptr<KvCache> cache;
+  std::unique_ptr<Scheduler> sched;
+
+  explicit Harness(SchedulerOptions opt, int32_t num_blocks = 256, int block_size = 8) {
+    const ModelConfig& c = model->config();
+    cache = std::make_unique<KvCache>(KvCacheConfig{.n_layers = c.n_layers,
+                                                    .n_kv_heads = c.n_kv_heads,
+                                                    .head_dim = c.head_dim,
+                                                    .block_size = block_size,
+                                                    .num_blocks = num_blocks},
+                                      ops::Context{});
+    sched = std::make_unique<Scheduler>(*model, *tok, *cache, ops::Context{}, opt);
+  }
+
+  std::shared_ptr<Request> request(std::vector<int32_t> prompt, int max_tokens, Result& out) {
+    auto r = std::make_shared<Request>();
+    r->prompt = std::move(prompt);
+    r->max_tokens = max_tokens;
+    r->ignore_eos = true;
+    r->on_output = [&out](RequestOutput&& o) {
+      out.tokens.insert(out.tokens.end(), o.tokens.begin(), o.tokens.end());
+      out.text += o.text;
+      out.cached = o.cached_prompt_tokens;
+      ++out.events;
+      if (o.finish != FinishReason::None) out.finish = o.finish;
+    };
+    return r;
+  }
+
+  void run_to_completion() {
+    for (int guard = 0; guard < 100000 && sched->step(); ++guard) {
+    }
+  }
+};
+
+std::vector<int32_t> random_prompt(std::mt19937& rng, int n) {
+  std::uniform_int_distribution<int32_t> d(1, testing::kTinyVocab - 1);
+  std::vector<int32_t> p(n);
+  for (auto& t : p) t = d(rng);
+  return p;
+}
+
+std::vector<Result> run_alone(const std::vector<std::vector<int32_t>>& prompts, int max_tokens) {
+  std::vector<Result> out(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Harness h(SchedulerOptions{.max_batch_tokens = 512, .n_ctx = 256}, 256, 8);
+    EXPECT_TRUE(h.sched->submit(h.request(prompts[i], max_tokens, out[i])));
+    h.run_to_completion();
+  }
+  return out;
+}
+
+TEST(SchedulerBatching, GreedyOutputIsTheSameAloneAndBatchedWith31Others) {
+  std::mt19937 rng(11);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 32; ++i) prompts.push_back(random_prompt(rng, 3 + static_cast<int>(rng() % 40)));
+  const auto alone = run_alone(prompts, 12);
+
+  // A small token budget forces chunked prefill mixed with decode steps.
+  Harness h(SchedulerOptions{.max_batch_tokens = 37, .max_running = 32, .n_ctx = 256}, 256, 8);
+  std::vector<Result> batched(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) ASSERT_TRUE(h.sched->submit(h.request(prompts[i], 12, batched[i])));
+  h.run_to_completion();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(batched[i].tokens, alone[i].tokens) << "request " << i;
+    EXPECT_EQ(batched[i].text, alone[i].text) << "request " << i;
+    EXPECT_EQ(batched[i].finish, FinishReason::Length);
+    EXPECT_EQ(batched[i].tokens.size(), 12u);
+  }
+  const SchedulerStats st = h.sched->stats();
+  EXPECT_EQ(st.kv_blocks_in_use, 0);
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(st.waiting, 0);
+  EXPECT_EQ(st.generated_tokens, 32u * 12u);
+}
+
+TEST(SchedulerPreemption, RunningOutOfBlocksPreemptsAndRecomputesWithoutChangingOutput) {
+  std::mt19937 rng(5);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 8; ++i) prompts.push_back(random_prompt(rng, 20 + i));
+  const auto alone = run_alone(prompts, 30);
+
+  // 16 blocks of 4 = 64 tokens: one sequence fits, eight (~55 tokens each) do not.
+  Harness h(SchedulerOptions{.max_batch_tokens = 64, .max_running = 8, .n_ctx = 64}, 16, 4);
+  std::vector<Result> out(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) ASSERT_TRUE(h.sched->submit(h.request(prompts[i], 30, out[i])));
+  h.run_to_completion();
+  const SchedulerStats st = h.sched->stats();
+  EXPECT_GT(st.preemptions, 0u);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(out[i].tokens, alone[i].tokens) << "request " << i;
+  EXPECT_EQ(st.kv_blocks_in_use, 0);
+  EXPECT_EQ(st.kv_blocks_free + st.kv_blocks_cached, st.kv_blocks_total);
+}
+
+TEST(SchedulerPrefixCache, SharedPrefixIsComputedOnceAndOutputUnchanged) {
+  std::mt19937 rng(3);
+  const auto system = random_prompt(rng, 37);
+  auto a = system, b = system;
+  for (int32_t t : random_prompt(rng, 5)) a.push_back(t);
+  for (int32_t t : random_prompt(rng, 9)) b.push_back(t);
+  const auto alone = run_alone({a, b}, 10);
+
+  Harness h(SchedulerOptions{.max_batch_tokens = 512, .n_ctx = 256}, 64, 8);
+  Result ra, rb;
+  ASSERT_TRUE(h.sched->submit(h.request(a, 10, ra)));
+  h.run_to_completion();
+  const SchedulerStats after_a = h.sched->stats();
+  EXPECT_EQ(after_a.kv_blocks_in_use, 0);
+  EXPECT_EQ(after_a.kv_blocks_cached, (42 + 10 - 1) / 8);  // every full block of a's tokens
+  ASSERT_TRUE(h.sched->submit(h.request(b, 10, rb)));
+  h.run_to_completion();
+  EXPECT_EQ(ra.cached, 0);
+  EXPECT_EQ(rb.cached, 32);  // the 4 full blocks of the shared 37-token prefix
+  EXPECT_EQ(ra.tokens, alone[0].tokens);
+  EXPECT_EQ(rb.tokens, alone[1].tokens);
+  const SchedulerStats st = h.sched->stats();
+  EXPECT_EQ(st.prefix_cache_hit_tokens, 32u);
+  EXPECT_EQ(st.prompt_tokens_computed, 42u + 46u - 32u);
+  EXPECT_EQ(st.kv_blocks_in_use, 0);
+}
+
+TEST(SchedulerPrefixCache, IdenticalConcurrentPromptsShareBlocksWhileRunning) {
+  std::mt19937 rng(8);
+  const auto p = random_prompt(rng, 33);
+  Harness h(SchedulerOptions{.max_batch_tokens = 512, .n_ctx = 256}, 64, 8);
+  Result r1, r2, r3;
+  ASSERT_TRUE(h.sched->submit(h.request(p, 30, r1)));
+  ASSERT_TRUE(h.sched->step());  // r1's prompt is in the cache now
+  ASSERT_TRUE(h.sched->submit(h.request(p, 30, r2)));
+  ASSERT_TRUE(h.sched->submit(h.request(p, 30, r3)));
+  ASSERT_TRUE(h.sched->step());
+  // Four full prompt blocks are shared by three sequences and the cache.
+  for (int32_t blk = 0; blk < 4; ++blk) EXPECT_EQ(h.cache->blocks().ref_count(blk), 4) << "block " << blk;
+  h.run_to_completion();
+  EXPECT_EQ(r2.cached, 32);
+  EXPECT_EQ(r1.tokens, r2.tokens);
+  EXPECT_EQ(r1.tokens, r3.tokens);
+  for (int32_t blk = 0; blk < 4; ++blk) EXPECT_EQ(h.cache->blocks().ref_count(blk), 1);
+  EXPECT_EQ(h.sched->stats().kv_blocks_in_use, 0);
+}
+
+TEST(SchedulerCancel, CancelledRequestEndsAndFreesItsBlocks) {
+  Harness h(SchedulerOptions{.n_ctx = 256});
+  std::mt19937 rng(1);
+  Result r;
+  auto req = h.request(random_prompt(rng, 20), 200, r);
+  ASSERT_TRUE(h.sched->submit(req));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(h.sched->step());
+  EXPECT_GT(h.sched->stats().kv_blocks_in_use, 0);
+  req->cancelled = true;
+  h.sched->step();
+  EXPECT_EQ(r.finish, FinishReason::Cancelled);
+  EXPECT_EQ(h.sched->stats().kv_blocks_in_use, 0);
+  EXPECT_EQ(h.sched->stats().running, 0);
+  EXPECT_FALSE(h.sched->step());
+}
+
+TEST(SchedulerLimits, FullQueueRefusesAndBadRequestsThrow) {
+  Harness h(SchedulerOptions{.max_waiting = 2, .n_ctx = 64});
+  Result r1, r2, r3, bad;
+  EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 4, r1)));
+  EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 4, r2)));
+  EXPECT_FALSE(h.sched->submit(h.request({1, 2, 3}, 4, r3)));
+  EXPECT_EQ(h.sched->stats().waiting, 2);
+  EXPECT_THROW(h.sched->submit(h.request({}, 4, bad)), Error);
+  EXPECT_THROW(h.sched->submit(h.request({1, 999}, 4, bad)), Error);
+  EXPECT_THROW(h.sched->submit(h.request({1, 2}, 0, bad)), Error);
+  EXPECT_THROW(h.sched->submit(h.request(std::vector<int32_t>(60, 1), 5, bad)), Error);
+  h.run_to_completion();
+  EXPECT_EQ(r1.finish, FinishReason::Length);
+  EXPECT_EQ(r3.events, 0);
+  EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 4, r3)));
+}
+
+TEST(SchedulerStops, StopTokenIdsAndStopStringsEndGeneration) {
+  std::mt19937 rng(4);
+  const auto prompt = random_prompt(rng, 12);
+  const auto ref = run_alone({prompt}, 20)[0];
+  ASSERT_EQ(ref.tokens.size(), 20u);
+
+  Harness h(SchedulerOptions{.n_ctx = 256});
+  Result by_id;
+  auto r = h.request(prompt, 20, by_id);
+  r->stop_token_ids = {ref.tokens[5]};
+  ASSERT_TRUE(h.sched->submit(r));
+  h.run_to_completion();
+  EXPECT_EQ(by_id.finish, FinishReason::Stop);
+  const auto first = std::find(ref.tokens.begin(), ref.tokens.end(), ref.tokens[5]) - ref.tokens.begin();
+  EXPECT_EQ(by_id.tokens, std::vector<int32_t>(ref.tokens.begin(), ref.tokens.begin() + first + 1));
+
+  // A stop string from the middle of the reference text: output is the text before it.
+  ASSERT_GT(ref.text.size(), 8u);
+  const std::string stop = ref.text.substr(4, 3);
+  Result by_text;
+  auto r2 = h.request(prompt, 20, by_text);
+  r2->stop = {stop};
+  ASSERT_TRUE(h.sched->submit(r2));
+  h.run_to_completion();
+  EXPECT_EQ(by_text.finish, FinishReason::Stop);
+  EXPECT_EQ(by_text.text, ref.text.substr(0, ref.text.find(stop)));
+}
+
+TEST(SchedulerLogprobs, SampledTokenLogprobAndTopAlternatives) {
+  Harness h(SchedulerOptions{.n_ctx = 256});
+  std::vector<TokenLogprob> lps;
+  std::vector<int32_t> toks;
+  auto r = std::make_shared<Request>();
+  r->prompt = {5, 6, 7};
+  r->max_tokens = 3;
+  r->ignore_eos = true;
+  r->logprobs = 4;
+  r->on_output = [&](RequestOutput&& o) {
+    lps.insert(lps.end(), o.logprobs.begin(), o.logprobs.end());
+    toks.insert(toks.end(), o.tokens.begin(), o.tokens.end());
+  };
+  ASSERT_TRUE(h.sched->submit(r));
+  h.run_to_completion();
+  ASSERT_EQ(lps.size(), 3u);
+  for (size_t i = 0; i < lps.size(); ++i) {
+    EXPECT_EQ(lps[i].token, toks[i]);
+    ASSERT_EQ(lps[i].top.size(), 4u);
+    // Greedy: the sampled token is the most likely one.
+    EXPECT_EQ(lps[i].top[0].first, toks[i]);
+    EXPECT_FLOAT_EQ(lps[i].top[0].second, lps[i].logprob);
+    EXPECT_LE(lps[i].logprob, 0.f);
+    for (size_t k = 1; k < 4; ++k) EXPECT_LE(lps[i].top[k].second, lps[i].top[k - 1].second);
+  }
+}
+
+TEST(SchedulerSeed, SameSeedSameTokensAcrossBatching) {
+  std::mt19937 rng(9);
+  const auto prompt = random_prompt(rng, 10);
+  auto sampled = [&](int others) {
+    Harness h(SchedulerOptions{.max_batch_tokens = 16, .n_ctx = 256});
+    std::vector<Result> out(static_cast<size_t>(others) + 1);
+    for (int i = 0; i <= others; ++i) {
+      auto r = h.request(i == 0 ? prompt : random_prompt(rng, 7), 15, out[i]);
+      r->sampling.temperature = 0.9f;
+      r->sampling.top_p = 0.95f;
+      r->sampling.seed = 1234 + static_cast<uint64_t>(i);
+      EXPECT_TRUE(h.sched->submit(r));
+    }
+    h.run_to_completion();
+    return out[0].tokens;
+  };
+  EXPECT_EQ(sampled(0), sampled(5));
+}
+
+TEST(PrefixCacheUnit, MatchInsertEvictAndReferenceCounts) {
+  BlockAllocator blocks(8);
+  PrefixCache pc(blocks, 2);
+  const std::vector<int32_t> toks = {1, 2, 3, 4, 5};
+  const uint64_t h0 = PrefixCache::hash_block(PrefixCache::kRootHash, std::span(toks).subspan(0, 2));
+  const uint64_t h1 = PrefixCache::hash_block(h0, std::span(toks).subspan(2, 2));
+  EXPECT_NE(h0, h1);
+  EXPECT_TRUE(pc.match(toks, 2).empty());
+
+  const int32_t b0 = *blocks.allocate(), b1 = *blocks.allocate();
+  pc.insert(PrefixCache::kRootHash, h0, 0, std::span(toks).subspan(0, 2), b0);
+  pc.insert(h0, h1, 1, std::span(toks).subspan(2, 2), b1);
+  pc.insert(h0, h1, 1, std::span(toks).subspan(2, 2), b1);  // known content: no second reference
+  EXPECT_EQ(blocks.ref_count(b0), 2);
+  EXPECT_EQ(blocks.ref_count(b1), 2);
+  EXPECT_EQ(pc.evictable(), 0);
+
+  auto hit = pc.match(toks, 2);
+  EXPECT_EQ(hit, (std::vector<int32_t>{b0, b1}));
+  EXPECT_EQ(blocks.ref_count(b0), 3);
+  EXPECT_EQ(pc.match(toks, 1).size(), 1u);  // max_blocks caps the match
+  blocks.release(b0);
+  // Same second block after a different first block: no match past the first miss.
+  EXPECT_TRUE(pc.match(std::vector<int32_t>{9, 9, 3, 4}, 2).empty());
+
+  for (int32_t b : hit) blocks.release(b);
+  blocks.release(b0);
+  blocks.release(b1);  // the sequences are gone; only the cache holds them
+  EXPECT_EQ(pc.evictable(), 2);
+  EXPECT_EQ(pc.evict(1), 1);  // the chain's end goes first
+  EXPECT_EQ(blocks.ref_count(b1), 0);
+  EXPECT_EQ(pc.match(toks, 2), std::vector<int32_t>{b0});
+  blocks.release(b0);
+  EXPECT_EQ(pc.evict(5), 1);
+  EXPECT_EQ(pc.size(), 0);
+  EXPECT_EQ(blocks.num_free(), 8);
+}
+
+}  // namespace
+}  // namespace kestrel
