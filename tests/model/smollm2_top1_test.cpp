@@ -1,6 +1,11 @@
-// The default model against llama.cpp (tests/fixtures/smollm2/top1.json, made by
-// scripts/reference/make_smollm2_top1.py): same token ids for every prompt, and the same top-1 next token
-// on at least 99% of all positions (the rest must be near-ties within llama.cpp's top 5).
+// The default model against two oracles on ten fixed prompts:
+//  - transformers loading the same GGUF (tests/fixtures/smollm2/top1_transformers.json): every tensor
+//    dequantized to f32, i.e. the exact math of the quantized weights. Kestrel's default kernels must
+//    agree on the top-1 next token at >= 99% of positions.
+//  - llama.cpp (tests/fixtures/smollm2/top1.json): token ids must be identical. Its top-1 choices carry
+//    the noise of its 8-bit activation quantization (this model has large activation outliers):
+//    llama.cpp itself agrees with transformers on only 410/426 positions, so against it we require that
+//    every disagreement is a near-tie within its top 5 and report the rate.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -14,45 +19,78 @@
 namespace kestrel {
 namespace {
 
-TEST(SmolLM2, TokensAndTop1MatchLlamaCpp) {
-  const std::string path = test::default_model();
-  if (path.empty()) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
-  std::ifstream in(test::fixture("smollm2/top1.json"));
-  ASSERT_TRUE(in.good());
-  const nlohmann::json ref = nlohmann::json::parse(in);
-  auto model = load_model(path);
-  const int64_t V = model->config().vocab;
-
+struct Agreement {
   int64_t positions = 0, same = 0;
-  for (const auto& c : ref["cases"]) {
-    const std::string name = c["name"];
-    const auto expect_ids = c["token_ids"].get<std::vector<int32_t>>();
-    const auto ids = model->tokenizer->encode(c["text"].get<std::string>(), true, c["parse_special"].get<bool>());
-    EXPECT_EQ(ids, expect_ids) << "tokenization of case " << name;
+  float worst_gap = 0;  // largest oracle logit gap between its top-1 and our choice
+  bool outside_top5 = false;
+};
 
-    Session s(*model->decoder, {}, SessionOptions{.n_ctx = 1024});
-    Tensor logits = s.feed(expect_ids, /*all_logits=*/true);
+Agreement compare(const Model& model, const nlohmann::json& ref, bool check_tokens) {
+  Agreement a;
+  const int64_t V = model.config().vocab;
+  for (const auto& c : ref["cases"]) {
+    const auto ids = c["token_ids"].get<std::vector<int32_t>>();
+    if (check_tokens)
+      EXPECT_EQ(model.tokenizer->encode(c["text"].get<std::string>(), true, c["parse_special"].get<bool>()), ids)
+          << "tokenization of case " << c["name"];
+    Session s(*model.decoder, {}, SessionOptions{.n_ctx = 1024});
+    Tensor logits = s.feed(ids, /*all_logits=*/true);
     const auto top1 = c["top1"].get<std::vector<int32_t>>();
     for (size_t i = 0; i < top1.size(); ++i) {
       const int32_t ours = argmax(std::span<const float>(logits.ptr<float>() + i * V, V));
-      ++positions;
+      ++a.positions;
       if (ours == top1[i]) {
-        ++same;
+        ++a.same;
         continue;
       }
-      // A flip is acceptable only between near-tied candidates.
       const auto ids5 = c["top5_ids"][i].get<std::vector<int32_t>>();
       const auto log5 = c["top5_logits"][i].get<std::vector<float>>();
       const auto it = std::find(ids5.begin(), ids5.end(), ours);
-      ASSERT_NE(it, ids5.end()) << name << " position " << i << ": kestrel picks " << ours
-                                << ", outside llama.cpp's top 5";
-      EXPECT_LT(log5[0] - log5[it - ids5.begin()], 0.15f) << name << " position " << i;
+      if (it == ids5.end()) {
+        a.outside_top5 = true;
+        ADD_FAILURE() << c["name"] << " position " << i << ": kestrel picks " << ours << ", outside the oracle's top 5";
+        continue;
+      }
+      a.worst_gap = std::max(a.worst_gap, log5[0] - log5[it - ids5.begin()]);
     }
   }
-  const double rate = static_cast<double>(same) / positions;
-  std::printf("SmolLM2 top-1 agreement with llama.cpp: %lld / %lld = %.2f%%\n", static_cast<long long>(same),
-              static_cast<long long>(positions), 100 * rate);
-  EXPECT_GE(rate, 0.99);
+  return a;
+}
+
+std::unique_ptr<Model> default_model_or_skip() {
+  const std::string path = test::default_model();
+  return path.empty() ? nullptr : load_model(path);
+}
+
+nlohmann::json fixture(const std::string& name) {
+  std::ifstream in(test::fixture("smollm2/" + name));
+  EXPECT_TRUE(in.good()) << name;
+  return nlohmann::json::parse(in);
+}
+
+TEST(SmolLM2, Top1MatchesTransformersOnTheSameGguf) {
+  auto model = default_model_or_skip();
+  if (!model) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  const Agreement a = compare(*model, fixture("top1_transformers.json"), false);
+  std::printf("SmolLM2 top-1 vs transformers: %lld / %lld = %.2f%% (worst gap %.3f)\n",
+              static_cast<long long>(a.same), static_cast<long long>(a.positions), 100.0 * a.same / a.positions,
+              a.worst_gap);
+  EXPECT_GE(static_cast<double>(a.same) / a.positions, 0.99);
+}
+
+TEST(SmolLM2, TokensMatchLlamaCppAndTop1DiffersOnlyAtNearTies) {
+  auto model = default_model_or_skip();
+  if (!model) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  const Agreement a = compare(*model, fixture("top1.json"), true);
+  std::printf("SmolLM2 top-1 vs llama.cpp: %lld / %lld = %.2f%% (worst gap %.3f)\n",
+              static_cast<long long>(a.same), static_cast<long long>(a.positions), 100.0 * a.same / a.positions,
+              a.worst_gap);
+  EXPECT_FALSE(a.outside_top5);
+  // llama.cpp's own distance from exact math on these prompts (top-1 on 410/426 positions; where it
+  // differs from transformers, transformers' choice is at most 0.21 below llama.cpp's top logit) bounds
+  // how close any exact implementation can get.
+  EXPECT_LT(a.worst_gap, 0.3f);
+  EXPECT_GE(static_cast<double>(a.same) / a.positions, 0.95);
 }
 
 }  // namespace
