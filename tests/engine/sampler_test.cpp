@@ -49,7 +49,7 @@ TEST(Sampler, FiltersKeepTheRightTokens) {
   EXPECT_EQ(d[1].first, 4);
   l = logits();
   d = Sampler({.temperature = 1.f, .min_p = 0.5f}).distribution(l, {});
-  ASSERT_EQ(d.size(), 3u);  // tokens within e^-0.69 of the top: 1, 4, 2
+  ASSERT_EQ(d.size(), 2u);  // p >= 0.5 p_max: tokens 1 and 4 (e^-0.1); token 2 is at e^-1
   float sum = 0;
   for (auto& [t, p] : d) sum += p;
   EXPECT_NEAR(sum, 1.f, 1e-5);

@@ -6,7 +6,6 @@
 
 #include "backends/cpu/fast_ops.h"
 #include "core/error.h"
-#include "core/half.h"
 #include "core/thread_pool.h"
 
 namespace kestrel::backends::cpu {
@@ -61,20 +60,8 @@ void matmul(const Kernels& k, const ops::MatmulArgs& a, const ops::Context& ctx)
     const int64_t blocks = kdim / 32;
     xq.resize(static_cast<size_t>(m_rows * blocks));
     BlockQ8x32* q = xq.data();
-    // ggml pairs Q4_0/Q4_1/Q8_0 weights with Q8_0/Q8_1 activations whose scale d and sum term s are
-    // stored as f16; rounding ours the same way keeps Kestrel's logits next to llama.cpp's (the top-1
-    // agreement test on the default model depends on it). K-quants pair with Q8_K, whose scale is f32.
-    const bool f16_scales = a.w.dtype == DType::Q4_0 || a.w.dtype == DType::Q4_1 || a.w.dtype == DType::Q8_0;
     auto quantize = [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        BlockQ8x32* row = q + r * blocks;
-        k.quantize_q8x32(a.x.ptr<float>() + r * kdim, row, kdim);
-        if (f16_scales)
-          for (int64_t b = 0; b < blocks; ++b) {
-            row[b].s = f16_to_f32(f32_to_f16(row[b].s));
-            row[b].d = f16_to_f32(f32_to_f16(row[b].d));
-          }
-      }
+      for (int64_t r = begin; r < end; ++r) k.quantize_q8x32(a.x.ptr<float>() + r * kdim, q + r * blocks, kdim);
     };
     if (parallel && m_rows > 1)
       pool.parallel_for(m_rows, quantize);
