@@ -142,10 +142,11 @@ PerplexityResult perplexity(Session& session, const Tokenizer& tok, const std::s
       if (ref.is_open()) {
         ref.read(reinterpret_cast<char*>(ref_row.data()), vocab * 2);
         KS_CHECK(ref.good(), "'{}' ends early", opt.kl_reference);
+        // Compare at the file's f16 precision so that identical runs give exactly 0.
         double kl = 0;
         for (int64_t i = 0; i < vocab; ++i) {
           ref_lp[i] = f16_to_f32(ref_row[i]);
-          kl += std::exp(static_cast<double>(ref_lp[i])) * (ref_lp[i] - row[i]);
+          kl += std::exp(static_cast<double>(ref_lp[i])) * (ref_lp[i] - f16_to_f32(f32_to_f16(row[i])));
         }
         kl_sum += kl;
         kl_max = std::max(kl_max, kl);

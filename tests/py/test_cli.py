@@ -1,0 +1,98 @@
+"""End-to-end checks of the `kestrel` binary: the main subcommands on the default model, and bad input
+(files, flags, prompts) giving one clear error line and a non-zero exit, never a crash."""
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KESTREL = ROOT / "build" / "kestrel"
+CACHE = pathlib.Path(os.environ.get("KESTREL_CACHE", pathlib.Path.home() / ".cache" / "kestrel"))
+MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
+FIXTURES = ROOT / "tests" / "fixtures"
+
+needs_model = pytest.mark.skipif(not MODEL.exists(), reason="default model not cached; run scripts/setup.sh")
+
+
+def kestrel(*args, input=None, timeout=300):
+    return subprocess.run([str(KESTREL), *args], input=input, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_clean_error(r, fragment):
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "error:" in r.stderr and fragment in r.stderr, r.stderr
+    assert "Sanitizer" not in r.stderr and "terminate" not in r.stderr
+
+
+@needs_model
+def test_run_greedy_is_deterministic_and_streams_text():
+    a = kestrel("run", "--raw", "The capital of France is", "-n", "12", "-t", "2")
+    b = kestrel("run", "--raw", "The capital of France is", "-n", "12", "-t", "2")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout.strip()
+    assert "tok/s" in a.stderr
+
+
+@needs_model
+def test_seeded_sampling_repeats():
+    args = ("run", "Write a haiku about rivers.", "-n", "24", "--temp", "0.9", "--top-p", "0.9", "--seed", "7")
+    assert kestrel(*args).stdout == kestrel(*args).stdout
+
+
+@needs_model
+def test_chat_keeps_context_between_turns():
+    r = kestrel("chat", "-n", "24", "--temp", "0", "-v", input="My name is Ada.\nWhat is my name?\n")
+    assert r.returncode == 0, r.stderr
+    # The second turn reuses the cached first turn instead of recomputing it.
+    reused = [int(line.split("reused ")[1].split()[0]) for line in r.stderr.splitlines() if "reused" in line]
+    assert len(reused) == 2 and reused[1] > 20, r.stderr
+
+
+@needs_model
+def test_tokenize_info_and_stop_strings():
+    r = kestrel("tokenize", "Hello world", "--no-bos")
+    assert r.returncode == 0 and r.stdout.strip().startswith("[")
+    r = kestrel("info")
+    assert "architecture  llama" in r.stdout and "q4_1" in r.stdout
+    r = kestrel("run", "--raw", "1, 2, 3, 4,", "-n", "40", "--stop", "8")
+    assert r.returncode == 0 and "8" not in r.stdout
+
+
+@needs_model
+def test_perplexity_protocol_and_kl_reference(tmp_path):
+    text = FIXTURES / "text" / "hamlet_act1_2.txt"
+    saved = tmp_path / "ref.kppl"
+    r = kestrel("perplexity", str(text), "-c", "128", "--chunks", "3", "--save-logits", str(saved))
+    assert r.returncode == 0, r.stderr
+    assert "Final estimate: PPL" in r.stdout
+    r = kestrel("perplexity", str(text), "-c", "128", "--chunks", "3", "--kl-reference", str(saved))
+    assert "KL divergence  mean 0.0000" in r.stdout and "same top-1     100.00%" in r.stdout
+    r = kestrel("perplexity", str(text), "-c", "64", "--chunks", "3", "--kl-reference", str(saved))
+    assert_clean_error(r, "different text")
+
+
+@needs_model
+def test_prompt_longer_than_context_is_a_clear_error():
+    r = kestrel("run", "--raw", "word " * 400, "-c", "64")
+    assert_clean_error(r, "context")
+
+
+def test_bad_files_are_clear_errors(tmp_path):
+    assert_clean_error(kestrel("info", "-m", str(tmp_path / "missing.gguf")), "does not exist")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOTAGGUF" + bytes(100))
+    assert_clean_error(kestrel("info", "-m", str(bad)), str(bad))
+    if MODEL.exists():
+        cut = tmp_path / "cut.gguf"
+        cut.write_bytes(MODEL.read_bytes()[: 5 << 20])
+        assert_clean_error(kestrel("run", "-m", str(cut), "hi"), str(cut))
+
+
+def test_bad_flags_explain_themselves():
+    r = kestrel("run", "--top-p", "7", "hi")
+    assert r.returncode != 0 and "top-p" in r.stderr
+    r = kestrel("frobnicate")
+    assert r.returncode != 0
+    r = kestrel("run", "--variant=matmul", "-m", str(FIXTURES / "models" / "tiny-llama"), "hi")
+    assert_clean_error(r, "op=name")
