@@ -46,6 +46,13 @@ constexpr double kFloatBound = 1e-8;
 // statistical cases use 64+ outputs and 1e-3, while the exact cases below (activations on the 8-bit
 // grid) hold the kernels to kFloatBound. A wrong nibble order, scale or offset gives NMSE >~ 1e-2.
 constexpr double kQuantBound = 1e-3;
+// The ".a16" CPU variants round activations to 16 bits per 32-block instead (step absmax/32767): the
+// error variance is 258^2 ~ 6.7e4 times smaller than int8's. Measured: <= 7e-10 on the gaussian cases
+// and up to 7e-8 on single-output 8-bit-grid cases (not exact for them: 32767 / 127 is no integer).
+// 1e-6 is 1000x tighter than the int8 bound with >10x headroom over that tail, so an a16 kernel that
+// lost precision to 8-bit level (NMSE ~1e-5..1e-3) fails; on a 16-bit grid they are exact and held
+// to kFloatBound.
+constexpr double kQuant16Bound = 1e-6;
 
 bool perf_mode() {
   const char* e = std::getenv("KESTREL_OPS_PERF");
@@ -222,8 +229,11 @@ Stats& stats() {
   return s;
 }
 
+// The NMSE bound of a case for one variant (by name).
+using BoundFn = std::function<double(const std::string& variant)>;
+
 template <typename Args>
-void check_case(const Registry<Args>& reg, const std::string& name, double bound, const CaseFn<Args>& call,
+void check_case(const Registry<Args>& reg, const std::string& name, const BoundFn& bound_for, const CaseFn<Args>& call,
                 double bytes = 0, double flops = 0) {
   SCOPED_TRACE(reg.op() + " " + name);
   const Variant<Args>* ref = nullptr;
@@ -247,12 +257,18 @@ void check_case(const Registry<Args>& reg, const std::string& name, double bound
       continue;
     }
     ++stats().ran;
-    const double err = nmse(*got, *want);
+    const double err = nmse(*got, *want), bound = bound_for(v.name);
     EXPECT_LE(err, bound + dev->nmse_floor) << v.name << " on " << dev->name << ": nmse " << err;
     if (perf_mode())
       std::printf("[ perf ] %-9s %-40s %-16s %10.2f us %8.2f GB/s %8.2f GFLOP/s  nmse %.2e\n", reg.op().c_str(),
                   name.c_str(), v.name.c_str(), us, bytes / us * 1e-3, flops / us * 1e-3, err);
   }
+}
+
+template <typename Args>
+void check_case(const Registry<Args>& reg, const std::string& name, double bound, const CaseFn<Args>& call,
+                double bytes = 0, double flops = 0) {
+  check_case(reg, name, BoundFn([bound](const std::string&) { return bound; }), call, bytes, flops);
 }
 
 // Runs `fn` once for correctness; with `us` also times repeated calls.
@@ -274,28 +290,42 @@ std::string dims(std::initializer_list<int64_t> d) {
 const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
                               DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K};
 
-// Activations whose every 32-block is d * (integers in [-127, 127], one of them +-127): the 8-bit
-// activation quantization of the fast kernels reproduces them exactly, so any difference from the
-// reference is a kernel bug, not rounding.
-Tensor q8_grid_f32(int64_t m, int64_t k, std::mt19937& rng) {
+// Activations whose every 32-block is d * (integers in [-qmax, qmax], one of them +-qmax): the 8-bit
+// (qmax 127) or 16-bit (qmax 32767) activation quantization of the fast kernels reproduces them
+// exactly, so any difference from the reference is a kernel bug, not rounding.
+Tensor grid_f32(int64_t m, int64_t k, int qmax, std::mt19937& rng) {
   Tensor t = Tensor::empty_host(DType::F32, {m, k});
-  std::uniform_int_distribution<int> q(-127, 127);
-  std::uniform_real_distribution<float> d(0.005f, 0.05f);
+  std::uniform_int_distribution<int> q(-qmax, qmax);
+  std::uniform_real_distribution<float> d(0.005f * 127 / qmax, 0.05f * 127 / qmax);
   for (int64_t i = 0; i < t.numel(); i += 32) {
     const float scale = d(rng);
     const int64_t n = std::min<int64_t>(32, t.numel() - i);
     for (int64_t j = 0; j < n; ++j) t.ptr<float>()[i + j] = scale * q(rng);
     const int64_t at = std::uniform_int_distribution<int64_t>(0, n - 1)(rng);
-    t.ptr<float>()[i + at] = scale * (q(rng) < 0 ? -127 : 127);
+    t.ptr<float>()[i + at] = scale * (q(rng) < 0 ? -qmax : qmax);
   }
   return t;
 }
 
-enum class Activations { Q8Grid, Gaussian };
+enum class Activations { Q8Grid, Q16Grid, Gaussian };
+
+// Which activation precision a matmul variant computes with: 16 bits for the ".a16" CPU variants,
+// else 8 bits (the other quantized CPU paths) or the device's own (CUDA, bounded by its nmse_floor).
+bool is_a16(const std::string& variant) {
+  return variant.ends_with(".a16");
+}
+
+double matmul_bound(DType wt, Activations act, const std::string& variant) {
+  if (!dtype_info(wt).quantized) return kFloatBound;
+  if (is_a16(variant)) return act == Activations::Q16Grid ? kFloatBound : kQuant16Bound;
+  return act == Activations::Q8Grid ? kFloatBound : kQuantBound;
+}
 
 void check_matmul(DType wt, int64_t m, int64_t k, int64_t n, bool with_bias, Activations act, uint32_t seed) {
   std::mt19937 rng(seed);
-  const Tensor x = act == Activations::Q8Grid ? q8_grid_f32(m, k, rng) : rand_f32({m, k}, rng);
+  const Tensor x = act == Activations::Q8Grid    ? grid_f32(m, k, 127, rng)
+                   : act == Activations::Q16Grid ? grid_f32(m, k, 32767, rng)
+                                                 : rand_f32({m, k}, rng);
   const Tensor w = rand_weight(wt, n, k, rng), bias = rand_f32({n}, rng);
   CaseFn<MatmulArgs> call = [&](const Variant<MatmulArgs>& v, const DeviceAdapter& a, const Context& ctx,
                                 std::string* why, double* us) -> std::optional<Tensor> {
@@ -306,11 +336,12 @@ void check_matmul(DType wt, int64_t m, int64_t k, int64_t n, bool with_bias, Act
     return a.download(dy);
   };
   const double bytes = static_cast<double>(w.nbytes() + x.nbytes()) + m * n * 4.0;
-  const bool statistical = act == Activations::Gaussian && dtype_info(wt).quantized;
+  static const char* const kActNames[] = {"", " q16-grid", " gaussian"};
   check_case(registries().matmul,
              fmt::format("{} {}{}{}", dtype_name(wt), dims({m, k, n}), with_bias ? " +bias" : "",
-                         act == Activations::Gaussian ? " gaussian" : ""),
-             statistical ? kQuantBound : kFloatBound, call, bytes, 2.0 * m * n * k);
+                         kActNames[static_cast<int>(act)]),
+             BoundFn([wt, act](const std::string& v) { return matmul_bound(wt, act, v); }), call, bytes,
+             2.0 * m * n * k);
 }
 
 TEST(OpsHarness, Matmul) {
@@ -324,11 +355,14 @@ TEST(OpsHarness, Matmul) {
       for (int64_t m : {1, 2, 3, 4, 5, 9})
         for (int64_t n : {1, 7, 66}) check_matmul(wt, m, k, n, (m + n) % 2 == 0, Activations::Q8Grid, seed++);
       check_matmul(wt, 5, k, 96, false, Activations::Gaussian, seed++);
+      if (dtype_info(wt).quantized)  // every tile height of the 16-bit path, exactly
+        for (int64_t m : {1, 2, 3, 4, 5, 9}) check_matmul(wt, m, k, 80, m % 2 == 0, Activations::Q16Grid, seed++);
     }
   }
   // Prefill-sized calls: the panels and the threaded activation quantization.
   check_matmul(DType::Q4_1, 67, 576, 192, false, Activations::Q8Grid, seed++);
   check_matmul(DType::Q8_0, 33, 512, 300, true, Activations::Gaussian, seed++);
+  check_matmul(DType::Q4_1, 67, 576, 192, true, Activations::Q16Grid, seed++);
 }
 
 // ---- rmsnorm, add, silu_mul --------------------------------------------------------------------------

@@ -11,8 +11,8 @@
 
 namespace kestrel::backends::cpu {
 
-bool matmul_supports(const Kernels& k, const ops::MatmulArgs& a, std::string* why);
-void matmul(const Kernels& k, const ops::MatmulArgs& a, const ops::Context& ctx);
+bool matmul_supports(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, std::string* why);
+void matmul(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, const ops::Context& ctx);
 
 bool attention_supports(const Kernels& k, const ops::AttentionArgs& a, std::string* why);
 void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context& ctx);

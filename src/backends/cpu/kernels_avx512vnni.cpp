@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/half.h"
 #include "core/quant_blocks.h"

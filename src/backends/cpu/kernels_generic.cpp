@@ -1,7 +1,8 @@
-// The portable kernel table: the same integer-dot algorithm as the x86 tables in plain C++, for CPUs
-// without AVX2 (and as a readable statement of what the SIMD kernels compute).
+// The portable kernel table: the same integer-dot algorithm as the x86 tables in plain C++ (8- and
+// 16-bit activations), for CPUs without AVX2 (and as a readable statement of what the SIMD kernels compute).
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "backends/cpu/kernels.h"
 #include "core/half.h"
@@ -12,20 +13,25 @@ namespace {
 
 using namespace quant;
 
-void quantize_q8x32(const float* x, BlockQ8x32* y, int64_t k) {
+// Symmetric per-32-block quantization to integers in [-qmax, qmax] (x ~= d * qs), shared by both
+// activation formats.
+template <class XBlock, int kQMax>
+void quantize_x32(const float* x, XBlock* y, int64_t k) {
   for (int64_t b = 0; b < k / 32; ++b, x += 32) {
     float am = 0;
     for (int i = 0; i < 32; ++i) am = std::max(am, std::fabs(x[i]));
-    const float id = am > 0 ? 127.f / am : 0.f;
+    const float id = am > 0 ? kQMax / am : 0.f;
     int sum[2] = {0, 0};
     for (int i = 0; i < 32; ++i) {
-      y[b].qs[i] = static_cast<int8_t>(std::nearbyint(x[i] * id));
+      y[b].qs[i] = static_cast<std::remove_cvref_t<decltype(y[b].qs[0])>>(std::nearbyint(x[i] * id));
       sum[i / 16] += y[b].qs[i];
     }
-    y[b].d = am / 127.f;
+    y[b].d = am / kQMax;
     y[b].s = y[b].d * static_cast<float>(sum[0] + sum[1]);
-    y[b].sum[0] = static_cast<int16_t>(sum[0]);
-    y[b].sum[1] = static_cast<int16_t>(sum[1]);
+    if constexpr (requires { y[b].sum; }) {
+      y[b].sum[0] = static_cast<int16_t>(sum[0]);
+      y[b].sum[1] = static_cast<int16_t>(sum[1]);
+    }
   }
 }
 
@@ -102,7 +108,9 @@ struct DecQ6_K {
   }
 };
 
-template <class Dec>
+// The same loop for both activation formats; the half sums that the offsets multiply are computed
+// here rather than read from the block (BlockQ16x32 stores only the whole-block sum).
+template <class Dec, class XBlock>
 void dot_quant(int64_t k, const void* w, const void* x, size_t xs, int nx, float* y, int64_t ys) {
   const auto* blocks = static_cast<const typename Dec::Block*>(w);
   float acc[kMaxTileRows] = {};
@@ -111,10 +119,13 @@ void dot_quant(int64_t k, const void* w, const void* x, size_t xs, int nx, float
     for (int j = 0; j < Dec::kGroups; ++j, ++gi) {
       Dec::group(blocks[b], j, g);
       for (int r = 0; r < nx; ++r) {
-        const BlockQ8x32& xb = reinterpret_cast<const BlockQ8x32*>(static_cast<const char*>(x) + r * xs)[gi];
-        int dot[2] = {0, 0};
-        for (int i = 0; i < 32; ++i) dot[i / 16] += g.q[i] * xb.qs[i];
-        acc[r] += xb.d * (g.ws[0] * dot[0] + g.ws[1] * dot[1] + g.off[0] * xb.sum[0] + g.off[1] * xb.sum[1]);
+        const XBlock& xb = reinterpret_cast<const XBlock*>(static_cast<const char*>(x) + r * xs)[gi];
+        int64_t dot[2] = {0, 0}, sum[2] = {0, 0};
+        for (int i = 0; i < 32; ++i) {
+          dot[i / 16] += g.q[i] * xb.qs[i];
+          sum[i / 16] += xb.qs[i];
+        }
+        acc[r] += xb.d * (g.ws[0] * dot[0] + g.ws[1] * dot[1] + g.off[0] * sum[0] + g.off[1] * sum[1]);
       }
     }
   }
@@ -164,16 +175,24 @@ Kernels make_table() {
   Kernels t{};
   t.name = "generic";
   t.available = [] { return true; };
-  t.quantize_q8x32 = quantize_q8x32;
+  t.quantize_q8x32 = quantize_x32<BlockQ8x32, 127>;
+  t.quantize_q16x32 = quantize_x32<BlockQ16x32, 32767>;
   auto at = [](DType d) { return static_cast<size_t>(d); };
-  t.dot[at(DType::F32)] = dot_float<DType::F32>;
-  t.dot[at(DType::F16)] = dot_float<DType::F16>;
-  t.dot[at(DType::BF16)] = dot_float<DType::BF16>;
-  t.dot[at(DType::Q4_0)] = dot_quant<DecQ4_0>;
-  t.dot[at(DType::Q4_1)] = dot_quant<DecQ4_1>;
-  t.dot[at(DType::Q8_0)] = dot_quant<DecQ8_0>;
-  t.dot[at(DType::Q4_K)] = dot_quant<DecQ4_K>;
-  t.dot[at(DType::Q6_K)] = dot_quant<DecQ6_K>;
+  for (auto& dot : t.dot) {
+    dot[at(DType::F32)] = dot_float<DType::F32>;
+    dot[at(DType::F16)] = dot_float<DType::F16>;
+    dot[at(DType::BF16)] = dot_float<DType::BF16>;
+  }
+  auto quant = [&]<class XBlock>(ActFormat f) {
+    auto& dot = t.dot[static_cast<size_t>(f)];
+    dot[at(DType::Q4_0)] = dot_quant<DecQ4_0, XBlock>;
+    dot[at(DType::Q4_1)] = dot_quant<DecQ4_1, XBlock>;
+    dot[at(DType::Q8_0)] = dot_quant<DecQ8_0, XBlock>;
+    dot[at(DType::Q4_K)] = dot_quant<DecQ4_K, XBlock>;
+    dot[at(DType::Q6_K)] = dot_quant<DecQ6_K, XBlock>;
+  };
+  quant.operator()<BlockQ8x32>(ActFormat::Q8);
+  quant.operator()<BlockQ16x32>(ActFormat::Q16);
   t.kv_dot[at(DType::F32)] = kv_dot<DType::F32>;
   t.kv_dot[at(DType::F16)] = kv_dot<DType::F16>;
   t.kv_dot[at(DType::BF16)] = kv_dot<DType::BF16>;

@@ -1,6 +1,6 @@
-// Matmul driver: quantize the activations once per call into BlockQ8x32 (quantized weights) and let
-// the threads split the output features, each sweeping its columns in L1-sized panels so that every
-// weight block is loaded once per tile of kMaxTileRows activation rows.
+// Matmul driver: quantize the activations once per call into BlockQ8x32 or BlockQ16x32 (quantized
+// weights; the variant chooses) and let the threads split the output features, each sweeping its columns in L1-sized
+// panels so that every weight block is loaded once per tile of kMaxTileRows activation rows.
 #include <algorithm>
 #include <vector>
 
@@ -16,6 +16,27 @@ constexpr int64_t kMinParallelMacs = 1 << 15;
 // Weight bytes per panel: a panel stays in L1 (32 KiB here) next to a tile of activation rows.
 constexpr size_t kPanelBytes = 16 << 10;
 
+// The caller's buffers for quantized activations; workers only read them during the call.
+thread_local std::vector<BlockQ8x32> xq8;
+thread_local std::vector<BlockQ16x32> xq16;
+
+// Quantizes every row of x (f32 [M, K], K % 32 == 0) into buf, rows in parallel when worthwhile.
+template <class XBlock>
+const XBlock* quantize_rows(void (*quantize)(const float*, XBlock*, int64_t), const Tensor& x, std::vector<XBlock>& buf,
+                            ThreadPool& pool, bool parallel) {
+  const int64_t m_rows = x.rows(), kdim = x.cols(), blocks = kdim / 32;
+  buf.resize(static_cast<size_t>(m_rows * blocks));
+  XBlock* q = buf.data();
+  auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) quantize(x.ptr<float>() + r * kdim, q + r * blocks, kdim);
+  };
+  if (parallel && m_rows > 1)
+    pool.parallel_for(m_rows, rows);
+  else
+    rows(0, m_rows);
+  return q;
+}
+
 }  // namespace
 
 bool all_f32(std::initializer_list<const Tensor*> ts, std::string* why) {
@@ -27,7 +48,7 @@ bool all_f32(std::initializer_list<const Tensor*> ts, std::string* why) {
   return true;
 }
 
-bool matmul_supports(const Kernels& k, const ops::MatmulArgs& a, std::string* why) {
+bool matmul_supports(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, std::string* why) {
   if (!k.available()) {
     if (why) *why = std::string("this CPU lacks the ") + k.name + " instructions";
     return false;
@@ -37,38 +58,33 @@ bool matmul_supports(const Kernels& k, const ops::MatmulArgs& a, std::string* wh
     if (why) *why = "bias must be f32 [N], got " + a.bias->describe();
     return false;
   }
-  if (!k.dot[static_cast<size_t>(a.w.dtype)]) {
+  if (!k.dots(f)[static_cast<size_t>(a.w.dtype)]) {
     if (why) *why = "no kernel for " + a.w.describe() + " weights";
     return false;
   }
   return true;
 }
 
-void matmul(const Kernels& k, const ops::MatmulArgs& a, const ops::Context& ctx) {
+void matmul(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, const ops::Context& ctx) {
   const int64_t m_rows = a.x.rows(), kdim = a.x.cols(), n_cols = a.w.rows();
   KS_CHECK(a.w.cols() == kdim && a.y.rows() == m_rows && a.y.cols() == n_cols, "matmul shape mismatch: x {} w {} y {}",
            a.x.describe(), a.w.describe(), a.y.describe());
   KS_CHECK(a.x.data != a.y.data, "matmul output must not alias its input");
-  const DotTileFn dot = k.dot[static_cast<size_t>(a.w.dtype)];
+  const DotTileFn dot = k.dots(f)[static_cast<size_t>(a.w.dtype)];
   ThreadPool& pool = ctx.threads();
   const bool parallel = m_rows * n_cols * kdim >= kMinParallelMacs && pool.size() > 1;
 
   const void* x = a.x.data;
   size_t x_stride = static_cast<size_t>(kdim) * sizeof(float);
-  thread_local std::vector<BlockQ8x32> xq;  // the caller's; workers only read it during the call
   if (weight_uses_q8(a.w.dtype)) {
     const int64_t blocks = kdim / 32;
-    xq.resize(static_cast<size_t>(m_rows * blocks));
-    BlockQ8x32* q = xq.data();
-    auto quantize = [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) k.quantize_q8x32(a.x.ptr<float>() + r * kdim, q + r * blocks, kdim);
-    };
-    if (parallel && m_rows > 1)
-      pool.parallel_for(m_rows, quantize);
-    else
-      quantize(0, m_rows);
-    x = q;
-    x_stride = static_cast<size_t>(blocks) * sizeof(BlockQ8x32);
+    if (f == ActFormat::Q16) {
+      x = quantize_rows(k.quantize_q16x32, a.x, xq16, pool, parallel);
+      x_stride = static_cast<size_t>(blocks) * sizeof(BlockQ16x32);
+    } else {
+      x = quantize_rows(k.quantize_q8x32, a.x, xq8, pool, parallel);
+      x_stride = static_cast<size_t>(blocks) * sizeof(BlockQ8x32);
+    }
   }
 
   const size_t w_row = a.w.row_nbytes();
