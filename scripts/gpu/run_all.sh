@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The one script for a GPU-machine call: builds Kestrel with the CUDA backend (-j16), runs the CUDA
-# ops tests, the kernel benchmarks and the torch peer script in the same run, and writes logs and JSON
-# under $OUT (default ./gpu-out).
-#   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench]
+# The one script for a GPU-machine call: builds Kestrel with the CUDA backend (-j16), writes synthetic
+# models with `kestrel synth`, runs the CUDA tests (ops harness CUDA cases; whole-model checks: batched
+# graph decode, logits vs transformers, greedy CPU == GPU), `kestrel bench --device cuda` on the
+# llama3-8b preset with the transformers peer in the same run, and writes logs and JSON under $OUT
+# (default ./gpu-out).
+#   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench] [--kernels]
+#   --kernels also runs the kernel benchmarks (bench/cuda/ops_bench.cpp and bench/peers/torch_attention.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -10,16 +13,19 @@ mkdir -p "$out"
 quick=""
 filter='Cuda*'
 bench=1
+kernels=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
     --filter) filter="$2"; shift ;;
     --no-bench) bench=0 ;;
+    --kernels) kernels=1 ;;
   esac
   shift
 done
 export PATH=/usr/local/cuda/bin:$PATH
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || cat .gpu-commit 2>/dev/null || echo unknown)
 echo "commit: $git_rev" | tee -a "$out/device.txt"
@@ -33,24 +39,46 @@ if [ -d deps/usr ]; then
 fi
 
 build="${KESTREL_GPU_BUILD:-/tmp/kestrel-build-gpu}"  # outside the tree: survives re-sent working trees
+targets="kestrel kestrel_tests"
+[ "$kernels" = 1 ] && targets="$targets kestrel_cuda_bench"
 # Only the CUDA architecture of this machine: halves the build time.
+t0=$(date +%s)
 if ! { cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a >"$out/build.log" 2>&1 &&
-       cmake --build "$build" -j16 --target kestrel_tests kestrel_cuda_bench >>"$out/build.log" 2>&1; }; then
-  echo "BUILD FAILED"; tail -40 "$out/build.log"; exit 1
+       cmake --build "$build" -j16 --target $targets >>"$out/build.log" 2>&1; }; then
+  echo "BUILD FAILED"; grep -E "error|FAILED" "$out/build.log" | head -30; exit 1
 fi
-echo "build ok"
+echo "build ok ($(( $(date +%s) - t0 )) s)"
+k="$build/kestrel"
 
-timeout 300 "$build/kestrel_tests" --gtest_filter="$filter" >"$out/tests.log" 2>&1
+# Synthetic models (page cache, not the repo). The 8B one is timed: the synth speed target.
+models=/tmp/kestrel-synth
+mkdir -p "$models"
+"$k" synth --preset small --seed 1 --out "$models/small" | tail -1
+"$k" synth --preset llama3.2-1b --seed 1 --out "$models/llama3.2-1b" | tail -1
+[ "$bench" = 1 ] && "$k" synth --preset llama3-8b --seed 1 --out "$models/llama3-8b" | tail -1
+
+python3 scripts/gpu/reference_logits.py --model "$models/llama3.2-1b" --out "$models/llama3.2-1b.ref" 2>&1 | tail -3
+
+KESTREL_SYNTH_LOGITS_DIR="$models/llama3.2-1b" KESTREL_SYNTH_LOGITS_REF="$models/llama3.2-1b.ref" \
+  KESTREL_SYNTH_GREEDY_DIR="$models/small" \
+  timeout 300 "$build/kestrel_tests" --gtest_filter="$filter" >"$out/tests.log" 2>&1
 rc=$?
-grep -E "^\[  (PASSED|FAILED) |FAILED|Failure|nmse|Expected|Which is" "$out/tests.log" | head -60
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|vs transformers|greedy:|Expected|Which is" "$out/tests.log" | head -60
 echo "tests rc=$rc"
 
+# Streamed text on the GPU (CUDA graphs + GPU sampling) from the small synthetic model.
+"$k" run --device cuda -m "$models/small" --raw -n 64 --ignore-eos "the quick brown fox" 2>&1 | tail -3
+
 if [ "$bench" = 1 ]; then
-  # Peer first: its copy kernel rate joins our cudaMemcpy rate as the copy ceiling (the higher wins).
-  PYTHONUNBUFFERED=1 python3 bench/peers/torch_attention.py $quick --json "$out/torch_peers.json" 2>&1 |
-    tee "$out/peers.log"
+  "$k" bench --device cuda -m "$models/llama3-8b" -p 512 -p 8192 -n 128 -B 1 -B 8 -B 32 -B 128 -r 3 \
+    --json "$out/kestrel_bench.json" 2>&1 | tee "$out/bench.log"
+  python3 bench/peers/transformers_peer.py --model "$models/llama3-8b" --json "$out/transformers_peer.json" 2>&1 |
+    tee -a "$out/bench.log"
+fi
+if [ "$kernels" = 1 ]; then
+  python3 bench/peers/torch_attention.py $quick --json "$out/torch_peers.json" 2>&1 | tee "$out/peers.log"
   copy=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['copy_gb_per_s'])" "$out/torch_peers.json" 2>/dev/null || echo 0)
   timeout 400 "$build/kestrel_cuda_bench" $quick --copy-ceiling "$copy" --json "$out/kestrel_cuda_bench.json" 2>&1 |
-    tee "$out/bench.log"
+    tee -a "$out/peers.log"
 fi
 exit $rc

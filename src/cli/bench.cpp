@@ -1,16 +1,25 @@
 // `kestrel bench`: prefill and decode speed, llama-bench style (pp = prompt tokens in one go from an
 // empty cache, tg = tokens generated one at a time from an empty cache), mean and spread over repeats,
 // with the weight bytes streamed per decoded token so the number can be held against memory bandwidth.
+// On CUDA it also runs batched decode (B independent sequences stepping together through the decode
+// graphs, GPU greedy sampling), measures the device-to-device copy ceiling in the same run and splits
+// step time into GEMM and attention shares (ops::Context::profile_only).
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
-#include <numeric>
-
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "engine/batch_plan.h"
+#include "engine/decode_graphs.h"
+
+#if KESTREL_HAVE_CUDA
+#include "backends/cuda/graph.h"
+#endif
 
 namespace kestrel::cli {
 namespace {
@@ -19,6 +28,7 @@ struct BenchFlags {
   ModelFlags model;
   std::vector<int> prompt = {512};
   std::vector<int> gen = {128};
+  std::vector<int> batches = {1};  // decode batch sizes (CUDA)
   int repeats = 3;
   std::string json;
 };
@@ -34,7 +44,182 @@ std::vector<int32_t> bench_tokens(int n, int vocab) {
   return t;
 }
 
+void write_json(const std::string& path, const nlohmann::json& out) {
+  if (path.empty()) return;
+  std::ofstream o(path);
+  KS_CHECK(o.good(), "cannot write '{}'", path);
+  o << out.dump(2) << "\n";
+}
+
+double mean_of(const std::vector<double>& v) {
+  return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+}
+
+#if KESTREL_HAVE_CUDA
+namespace cu = backends::cuda;
+
+std::string today() {
+  const std::time_t t = std::time(nullptr);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&t));
+  return buf;
+}
+
+// Prefill of p tokens from an empty cache: wall-clock TTFT (upload, forward, last-row logits back) and
+// the GPU time of the same step with only attention, and only the matmuls, running.
+nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, int repeats) {
+  const ModelConfig& c = dec.config();
+  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, (p + 15) / 16, DType::BF16};
+  KvCache cache(kc, ctx);
+  SequenceKv seq;
+  KS_CHECK(seq.reserve(cache, p), "KV cache too small");
+  const auto toks = bench_tokens(p, c.vocab);
+  const SeqWork w{&seq, toks, LogitRows::Last};
+  const StepBatch b = plan_step(cache, std::span(&w, 1), 1.f / std::sqrt(static_cast<float>(c.head_dim)));
+  dec.forward(ctx, b, cache.layers());  // warm-up: GEMM plans, scratch
+  std::vector<double> ms;
+  for (int i = 0; i < repeats; ++i) {
+    const double t0 = now_seconds();
+    dec.forward(ctx, b, cache.layers());
+    ms.push_back((now_seconds() - t0) * 1e3);
+  }
+  auto only = [&](const char* op) {
+    ops::Context pc = ctx;
+    pc.profile_only = op;
+    dec.forward(pc, b, cache.layers());
+    return cu::time_ms(ctx.stream, [&] { dec.forward(pc, b, cache.layers()); });
+  };
+  const double ttft = *std::min_element(ms.begin(), ms.end());
+  const double attn = only("attention"), gemm = only("matmul");
+  // Matmul FLOPs: every linear weight (bf16, 2 bytes) once per token; the embedding is a gather unless tied.
+  const DecoderWeights& wt = dec.weights();
+  const double gathered = wt.output.data != wt.tok_embd.data ? static_cast<double>(wt.tok_embd.nbytes()) : 0.0;
+  const double flops = 2.0 * (static_cast<double>(wt.nbytes()) - gathered) / 2 * p;
+  return {{"test", fmt::format("pp{}", p)},
+          {"batch", 1},
+          {"tok_s", p / (ttft * 1e-3)},
+          {"ttft_ms", ttft},
+          {"ttft_ms_samples", ms},
+          {"attention_ms", attn},
+          {"gemm_ms", gemm},
+          {"gemm_tflops", flops / (gemm * 1e-3) / 1e12}};
+}
+
+// B sequences decode g tokens each from an empty cache, stepping together through the decode graphs with
+// GPU greedy sampling feeding the next tokens (the real decode loop, host planning included).
+nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, int B, int g, int repeats, double copy_gbps) {
+  const ModelConfig& c = dec.config();
+  const int per_seq = (g + 1 + 15) / 16;
+  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, B * per_seq + 2, DType::BF16};
+  KvCache cache(kc, ctx);
+  std::vector<SequenceKv> seqs(B);
+  for (auto& s : seqs) KS_CHECK(s.reserve(cache, g + 1), "KV cache too small");
+  DecodeGraphs graphs(dec, cache, ctx, B, g + 1);
+  const SamplingParams greedy;
+  std::vector<int32_t> tok(B);
+  std::vector<SeqWork> work(B);
+  auto pass = [&](int steps, bool sample, DecodeGraphs& gr, double* gpu_ms) {
+    for (int b = 0; b < B; ++b) {
+      seqs[b].set_length(0);
+      tok[b] = static_cast<int32_t>((b * 7919 + 13) % c.vocab);
+    }
+    for (int j = 0; j < steps; ++j) {
+      for (int b = 0; b < B; ++b) work[b] = {&seqs[b], std::span(&tok[b], 1), LogitRows::Last};
+      Tensor logits;
+      const double ms = cu::time_ms(ctx.stream, [&] { logits = gr.step(work); });
+      if (gpu_ms) *gpu_ms += ms;
+      if (sample) {
+        const std::vector<int32_t> ids = sample_on_device(ctx, logits, greedy, j);
+        std::copy(ids.begin(), ids.end(), tok.begin());
+      }
+      for (auto& s : seqs) s.set_length(s.length() + 1);
+    }
+  };
+  pass(std::min(g, 8), true, graphs, nullptr);  // warm-up
+  std::vector<double> tok_s;
+  double gpu_full = 0;
+  for (int i = 0; i < repeats; ++i) {
+    const double t0 = now_seconds();
+    pass(g, true, graphs, i == 0 ? &gpu_full : nullptr);
+    tok_s.push_back(static_cast<double>(B) * g / (now_seconds() - t0));
+  }
+  // The same steps with only the matmuls running: the GEMM share of the step's GPU time.
+  ops::Context mm = ctx;
+  mm.profile_only = "matmul";
+  DecodeGraphs gemm_graphs(dec, cache, mm, B, g + 1);
+  double gpu_gemm = 0;
+  pass(g, false, gemm_graphs, &gpu_gemm);
+
+  const double tps = mean_of(tok_s), step_s = B / tps;
+  const double kv_token = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // K and V, bf16
+  const double bytes = static_cast<double>(dec.weights().nbytes()) + B * kv_token * (g + 1) / 2.0;
+  const double gbs = bytes / step_s / 1e9;
+  return {{"test", fmt::format("tg{}", g)},
+          {"batch", B},
+          {"tok_s", tps},
+          {"tok_s_samples", tok_s},
+          {"step_ms", step_s * 1e3},
+          {"gpu_step_ms", gpu_full / g},
+          {"gemm_step_ms", gpu_gemm / g},
+          {"gemm_share", gpu_gemm / gpu_full},
+          {"gb_s", gbs},
+          {"pct_of_copy", 100 * gbs / copy_gbps}};
+}
+
+void bench_gpu(const BenchFlags& f) {
+  const double t_load = now_seconds();
+  auto model = load(f.model);
+  const ops::Context ctx = make_context(f.model);
+  Decoder& dec = *model->decoder;
+  dec.place_on(ctx);
+  const double load_s = now_seconds() - t_load;
+  const double copy_gbps = cu::copy_bandwidth_gbps();
+  const double weight_bytes = static_cast<double>(dec.weights().nbytes());
+  nlohmann::json out = {{"model", model->path},
+                        {"backend", "cuda"},
+                        {"device", cu::device_description()},
+                        {"date", today()},
+                        {"weight_bytes", weight_bytes},
+                        {"load_seconds", load_s},
+                        {"copy_gbps", copy_gbps},
+                        {"roofline_tok_s_batch1", copy_gbps * 1e9 / weight_bytes},
+                        {"results", nlohmann::json::array()}};
+  std::printf(
+      "device: %s; weights %.2f GB (bf16); copy ceiling (cudaMemcpy D2D, read+write) %.0f GB/s => batch-1 "
+      "roofline %.1f tok/s; load + place %.1f s\n",
+      out["device"].get<std::string>().c_str(), weight_bytes / 1e9, copy_gbps, copy_gbps * 1e9 / weight_bytes, load_s);
+  std::printf(
+      "| test | batch | tok/s | TTFT / step ms | GB/s | %% of copy | GEMM share | attention ms |\n"
+      "|---|---|---|---|---|---|---|---|\n");
+  for (int p : f.prompt) {
+    nlohmann::json r = bench_prefill_gpu(dec, ctx, p, f.repeats);
+    std::printf("| pp%d | 1 | %.0f | %.2f | - | - | %.0f%% | %.3f |\n", p, r["tok_s"].get<double>(),
+                r["ttft_ms"].get<double>(), 100 * r["gemm_ms"].get<double>() / r["ttft_ms"].get<double>(),
+                r["attention_ms"].get<double>());
+    std::fflush(stdout);
+    out["results"].push_back(r);
+  }
+  for (int g : f.gen)
+    for (int B : f.batches) {
+      nlohmann::json r = bench_decode_gpu(dec, ctx, B, g, f.repeats, copy_gbps);
+      std::printf("| tg%d | %d | %.1f | %.3f | %.0f | %.1f%% | %.0f%% | - |\n", g, B, r["tok_s"].get<double>(),
+                  r["step_ms"].get<double>(), r["gb_s"].get<double>(), r["pct_of_copy"].get<double>(),
+                  100 * r["gemm_share"].get<double>());
+      std::fflush(stdout);
+      out["results"].push_back(r);
+    }
+  write_json(f.json, out);
+}
+#endif
+
 void bench(const BenchFlags& f) {
+  if (f.model.device == "cuda") {
+#if KESTREL_HAVE_CUDA
+    return bench_gpu(f);
+#else
+    make_context(f.model);  // reports that this build has no CUDA backend
+#endif
+  }
   auto model = load(f.model);
   const ModelConfig& c = model->config();
   const int max_p = f.prompt.empty() ? 0 : *std::max_element(f.prompt.begin(), f.prompt.end());
@@ -87,16 +272,12 @@ void bench(const BenchFlags& f) {
     // Decode streams every weight once per token; prefill amortises them over the batch.
     const bool decode = r.test.rfind("tg", 0) == 0;
     const double gbs = decode ? mean * weight_bytes / 1e9 : 0;
-    std::printf("| %s | %.1f MiB | %s | %d | %s | %.2f ± %.2f | %s |\n", c.name.empty() ? c.arch.c_str() : c.name.c_str(),
-                weight_bytes / 1048576.0, f.model.device.c_str(), threads, r.test.c_str(), mean, sd,
-                decode ? fmt::format("{:.1f}", gbs).c_str() : "-");
+    std::printf("| %s | %.1f MiB | %s | %d | %s | %.2f ± %.2f | %s |\n",
+                c.name.empty() ? c.arch.c_str() : c.name.c_str(), weight_bytes / 1048576.0, f.model.device.c_str(),
+                threads, r.test.c_str(), mean, sd, decode ? fmt::format("{:.1f}", gbs).c_str() : "-");
     out["results"].push_back({{"test", r.test}, {"tok_s_mean", mean}, {"tok_s_stddev", sd}, {"samples", r.tok_s}});
   }
-  if (!f.json.empty()) {
-    std::ofstream o(f.json);
-    KS_CHECK(o.good(), "cannot write '{}'", f.json);
-    o << out.dump(2) << "\n";
-  }
+  write_json(f.json, out);
 }
 
 }  // namespace
@@ -106,6 +287,8 @@ void register_bench(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "measure prefill and decode speed (tok/s) like llama-bench");
   cmd->add_option("-p,--n-prompt", f->prompt, "prompt lengths to time (repeatable)")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("-n,--n-gen", f->gen, "generation lengths to time (repeatable)")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("-B,--batch", f->batches, "decode batch sizes, B sequences stepping together (CUDA; repeatable)")
+      ->check(CLI::Range(1, 128));
   cmd->add_option("-r,--repetitions", f->repeats, "repeats per test")->check(CLI::Range(1, 1000));
   cmd->add_option("--json", f->json, "also write the results as JSON to this file");
   add_model_flags(*cmd, f->model);

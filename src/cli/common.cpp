@@ -9,6 +9,11 @@
 #include "core/log.h"
 #include "core/thread_pool.h"
 
+#if KESTREL_HAVE_CUDA
+#include "backends/cuda/device_tensor.h"
+#include "backends/cuda/graph.h"
+#endif
+
 namespace kestrel::cli {
 
 void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
@@ -24,12 +29,14 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
   app.add_option("--variant", f.variants,
                  "force an op implementation for A/B runs, e.g. --variant matmul=cpu.ref (repeatable); a variant "
                  "that can't run a call falls back with a logged warning");
-  app.add_option("--kv-type", f.kv_type, "KV cache element type")->check(CLI::IsMember({"f32", "f16"}));
+  app.add_option("--kv-type", f.kv_type, "KV cache element type (default: f32 on the CPU, bf16 on CUDA)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   app.add_flag("-v,--verbose", f.verbose, "log loading and dispatch details");
 }
 
 void add_sampling_flags(CLI::App& app, SamplingParams& p) {
-  app.add_option("--temp,--temperature", p.temperature, "sampling temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
+  app.add_option("--temp,--temperature", p.temperature, "sampling temperature; 0 = greedy")
+      ->check(CLI::Range(0.0, 100.0));
   app.add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
   app.add_option("--top-p", p.top_p, "nucleus sampling threshold (1 = off)")->check(CLI::Range(0.0, 1.0));
   app.add_option("--min-p", p.min_p, "drop tokens below min-p x the top probability (0 = off)")
@@ -37,7 +44,8 @@ void add_sampling_flags(CLI::App& app, SamplingParams& p) {
   app.add_option("--repeat-penalty", p.repetition_penalty, "penalise recently seen tokens (1 = off)")
       ->check(CLI::Range(0.0, 100.0));
   app.add_option("--repeat-last-n", p.penalty_last_n, "window of the repeat penalty (-1 = all)");
-  app.add_option("--presence-penalty", p.presence_penalty, "OpenAI-style presence penalty")->check(CLI::Range(-2.0, 2.0));
+  app.add_option("--presence-penalty", p.presence_penalty, "OpenAI-style presence penalty")
+      ->check(CLI::Range(-2.0, 2.0));
   app.add_option("--frequency-penalty", p.frequency_penalty, "OpenAI-style frequency penalty")
       ->check(CLI::Range(-2.0, 2.0));
   app.add_option("-s,--seed", p.seed, "random seed: the same seed gives the same text");
@@ -55,8 +63,18 @@ std::unique_ptr<Model> load(const ModelFlags& f) {
 
 ops::Context make_context(const ModelFlags& f) {
   ops::Context ctx;
-  KS_CHECK(f.device == "cpu", "device '{}' is not available in this build of Kestrel yet", f.device);
-  ctx.device = Device::Cpu;
+  if (f.device == "cuda") {
+#if KESTREL_HAVE_CUDA
+    KS_CHECK(backends::cuda::cuda_available(), "--device cuda: no CUDA device is visible to this process");
+    ctx.device = Device::Cuda;
+    ctx.stream = backends::cuda::compute_stream();
+#else
+    KS_FAIL("--device cuda: this build of Kestrel has no CUDA backend (configure it where nvcc is on PATH)");
+#endif
+  } else {
+    KS_CHECK(f.device == "cpu", "unknown device '{}' (cpu or cuda)", f.device);
+    ctx.device = Device::Cpu;
+  }
   for (const std::string& v : f.variants) {
     const size_t eq = v.find('=');
     KS_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < v.size(), "--variant expects op=name, got '{}'", v);
@@ -69,7 +87,13 @@ SessionOptions session_options(const ModelFlags& f) {
   SessionOptions o;
   o.n_ctx = f.ctx_size;
   o.n_batch = f.batch_size;
-  o.kv_dtype = f.kv_type == "f16" ? DType::F16 : DType::F32;
+  if (f.device == "cuda") {
+    KS_CHECK(f.kv_type.empty() || f.kv_type == "bf16", "--device cuda keeps the KV cache in bf16, not {}", f.kv_type);
+    o.kv_dtype = DType::BF16;
+  } else {
+    KS_CHECK(f.kv_type != "bf16", "the CPU KV cache is f32 or f16");
+    o.kv_dtype = f.kv_type == "f16" ? DType::F16 : DType::F32;
+  }
   return o;
 }
 

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <map>
 #include <memory>
 #include <string>
@@ -23,7 +22,7 @@ struct ModelFlags {
   int batch_size = 512;
   std::string device = "cpu";
   std::vector<std::string> variants;  // op=variant
-  std::string kv_type = "f32";
+  std::string kv_type;                // empty: f32 on the CPU, bf16 on CUDA
   bool verbose = false;
 };
 
@@ -53,7 +52,6 @@ class ProgressBar {
 // Wall-clock seconds since an arbitrary epoch.
 double now_seconds();
 
-
 // Subcommand registration (one file each).
 void register_run(CLI::App& app);
 void register_chat(CLI::App& app);
@@ -62,5 +60,6 @@ void register_tokenize(CLI::App& app);
 void register_info(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_synth(CLI::App& app);
 
 }  // namespace kestrel::cli

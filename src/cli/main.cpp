@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   kestrel::cli::register_tokenize(app);
   kestrel::cli::register_info(app);
   kestrel::cli::register_bench(app);
+  kestrel::cli::register_synth(app);
   kestrel::cli::register_serve(app);
   try {
     app.parse(argc, argv);

@@ -62,12 +62,14 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
   };
 
   auto t0 = std::chrono::steady_clock::now();
-  Tensor logits = session.feed(new_tokens);
+  // feed_and_sample keeps logits on the GPU when the session runs there; the pick after the prompt
+  // counts as prompt time.
+  int32_t next = opt.max_tokens > 0 ? session.feed_and_sample(new_tokens, sampler) : -1;
+  if (opt.max_tokens == 0) session.feed(new_tokens);
   r.prompt_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
   r.finish_reason = "length";
   for (int i = 0; i < opt.max_tokens; ++i) {
-    const int32_t next = sampler.sample(std::span(logits.ptr<float>(), logits.numel()), session.tokens());
     r.tokens.push_back(next);
     if (!opt.ignore_eos && tok.is_eog(next)) {
       r.finish_reason = "stop";
@@ -80,7 +82,7 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
     }
     if (i + 1 == opt.max_tokens) break;
     if (session.length() + 1 > session.n_ctx()) break;  // context full: stop with "length"
-    logits = session.feed(std::span(&next, 1));
+    next = session.feed_and_sample(std::span(&next, 1), sampler);
   }
   // The last sampled token is not in the cache yet; keep the session's tokens equal to its cache.
   if (!stops.stopped()) emit(stops.push(decoder.flush()) + stops.flush());

@@ -1,4 +1,5 @@
-// One sequence on one model: the KV cache, the tokens it holds, and prompt feeding in chunks. Used by
+// One sequence on one model: the KV cache, the tokens it holds, and prompt feeding in chunks; on CUDA,
+// decode steps replay CUDA graphs. Used by
 // `kestrel run`, `chat` (which keeps the cache between turns), `perplexity` and `bench`; the server's
 // scheduler batches many sequences instead.
 #pragma once
@@ -10,17 +11,19 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "engine/decode_graphs.h"
 #include "engine/kv_cache.h"
+#include "engine/sampler.h"
 #include "model/decoder.h"
 #include "ops/context.h"
 
 namespace kestrel {
 
 struct SessionOptions {
-  int n_ctx = 0;        // 0: the model's trained context (capped at 8192 to bound memory)
-  int n_batch = 512;    // prompt tokens per forward step
-  int block_size = 16;  // KV cache block size in tokens
-  DType kv_dtype = DType::F32;
+  int n_ctx = 0;                // 0: the model's trained context (capped at 8192 to bound memory)
+  int n_batch = 512;            // prompt tokens per forward step
+  int block_size = 16;          // KV cache block size in tokens
+  DType kv_dtype = DType::F32;  // CUDA attention reads bf16 pages
 };
 
 class Session {
@@ -37,8 +40,13 @@ class Session {
   // [1, vocab] for the last token, or [n, vocab] for every new token when all_logits. `progress`
   // (optional) is called with the number of tokens done so far. Throws kestrel::Error when the
   // context would overflow (nothing is changed then).
+  // On CUDA, single-token steps replay a captured decode graph (engine/decode_graphs.h).
   Tensor feed(std::span<const int32_t> tokens, bool all_logits = false,
               const std::function<void(int64_t)>& progress = {});
+  // Feeds tokens and picks the next token from the last position's logits with `sampler` (its
+  // penalties look at every token the session holds). On CUDA without penalties the pick runs on the GPU
+  // and only the id comes back; otherwise the host sampler runs.
+  int32_t feed_and_sample(std::span<const int32_t> tokens, Sampler& sampler);
   // Drops cached tokens from position n on (for chat turns that diverge, or to restart).
   void truncate(int32_t n);
   // Longest common prefix of the cached tokens and `tokens`.
@@ -49,9 +57,13 @@ class Session {
   ops::Context ctx_;
   int n_ctx_;
   int n_batch_;
+  // A decode step on the GPU; returns device logits [1, vocab].
+  Tensor decode_on_device(int32_t token);
+
   std::unique_ptr<KvCache> cache_;
   SequenceKv seq_;
   std::vector<int32_t> tokens_;
+  std::unique_ptr<DecodeGraphs> graphs_;  // after cache_: it holds a block of the cache until destroyed
 };
 
 }  // namespace kestrel

@@ -31,14 +31,15 @@ Decoder::Scratch& Decoder::scratch(const ops::Context& ctx, int64_t n) {
   const int64_t cap = std::max<int64_t>(n, 16);
   const int64_t q_dim = int64_t{cfg_.n_heads} * cfg_.head_dim, kv_dim = int64_t{cfg_.n_kv_heads} * cfg_.head_dim;
   auto alloc = [&](int64_t cols) { return ops::allocate(ctx, act_dtype_, {cap, cols}); };
-  scratch_ = Scratch{cap,          alloc(cfg_.hidden), alloc(cfg_.hidden), alloc(q_dim), alloc(kv_dim),
+  scratch_ = Scratch{cap,           alloc(cfg_.hidden), alloc(cfg_.hidden), alloc(q_dim),   alloc(kv_dim),
                      alloc(kv_dim), alloc(q_dim),       alloc(cfg_.ffn),    alloc(cfg_.ffn)};
+  ++scratch_generation_;
   return scratch_;
 }
 
 void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
-                              const StepBatch& batch, const Tensor& positions, const Tensor& slots, Scratch& s,
-                              int64_t T) {
+                              const ops::AttentionBatch& batch, const Tensor& positions, const Tensor& slots,
+                              Scratch& s, int64_t T) {
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim;
   Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden});
   Tensor q = view(s.q, T, {H * D}), k = view(s.k, T, {Hkv * D}), v = view(s.v, T, {Hkv * D});
@@ -56,7 +57,7 @@ void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, op
   ops::rope(ctx, k3, positions, cfg_.rope);
   ops::kv_write(ctx, k3, v3, slots, kv);
   Tensor a = view(s.attn, T, {H, D});
-  ops::attention(ctx, q3, kv, batch.attention, a);
+  ops::attention(ctx, q3, kv, batch, a);
   Tensor a2 = a.reshaped({T, H * D});
   ops::matmul(ctx, a2, L.wo, h);
   ops::add(ctx, x, h, x);
@@ -80,6 +81,7 @@ void Decoder::place_on(const ops::Context& ctx) {
   act_dtype_ = DType::BF16;
   device_ = ctx.device;
   scratch_ = Scratch{};
+  ++scratch_generation_;
 }
 
 namespace {
@@ -119,40 +121,48 @@ Tensor Decoder::forward(const ops::Context& ctx, const StepBatch& batch, std::sp
   for (int32_t id : batch.tokens)
     KS_CHECK(id >= 0 && id < cfg_.vocab, "token id {} is outside the vocabulary (size {})", id, cfg_.vocab);
   for (int32_t r : batch.logit_rows) KS_CHECK(r >= 0 && r < T, "logit row {} outside the step's {} tokens", r, T);
+  KS_CHECK(ctx.device == device_, "the model's weights are not on the requested device; call place_on first");
 
-  Scratch& s = scratch(ctx, T);
+  // Logit rows are gathered into the scratch, so it holds at least as many rows as there are logits.
+  const int64_t R = static_cast<int64_t>(batch.logit_rows.size());
+  scratch(ctx, std::max(T, R));
   const Tensor tokens = ops::upload(ctx, host_i32(batch.tokens));
   const Tensor positions = ops::upload(ctx, host_i32(batch.positions));
   const Tensor slots = ops::upload(ctx, host_i32(batch.slots));
+  const Tensor rows = ops::upload(ctx, host_i32(batch.logit_rows));
+  const ops::AttentionBatch attention =
+      ctx.device == Device::Cpu ? batch.attention : with_device_tables(ctx, batch.attention, kv[0].block_size());
 
+  Tensor logits_host = Tensor::empty_host(DType::F32, {R, cfg_.vocab});
+  Tensor logits = ctx.device == Device::Cpu || R == 0 ? logits_host : ops::allocate(ctx, DType::F32, {R, cfg_.vocab});
+  forward_device(ctx, tokens, positions, slots, attention, rows, kv, logits);
+  if (ctx.device != Device::Cpu && R > 0) ops::download(ctx, logits, logits_host);
+  return logits_host;
+}
+
+void Decoder::forward_device(const ops::Context& ctx, const Tensor& tokens, const Tensor& positions,
+                             const Tensor& slots, const ops::AttentionBatch& attention, const Tensor& logit_rows,
+                             std::span<ops::KvLayer> kv, Tensor& logits) {
+  const int64_t T = tokens.numel(), R = logit_rows.numel();
   KS_CHECK(ctx.device == device_, "the model's weights are not on the requested device; call place_on first");
-  const StepBatch* plan = &batch;
-  StepBatch device_plan;
-  if (ctx.device != Device::Cpu) {
-    device_plan = batch;
-    device_plan.attention = with_device_tables(ctx, batch.attention, kv[0].block_size());
-    plan = &device_plan;
-  }
-
+  KS_CHECK(scratch_.tokens >= std::max(T, R) && scratch_.x.device == ctx.device,
+           "forward_device: the scratch holds {} tokens, the step needs {}; call reserve first", scratch_.tokens,
+           std::max(T, R));
+  KS_CHECK(positions.numel() == T && slots.numel() == T && logits.numel() == R * cfg_.vocab,
+           "forward_device: inputs disagree in size");
+  Scratch& s = scratch_;
   Tensor x = view(s.x, T, {cfg_.hidden});
   ops::embed(ctx, w_.tok_embd, tokens, x);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    attention_block(ctx, w_.layers[l], kv[l], *plan, positions, slots, s, T);
+    attention_block(ctx, w_.layers[l], kv[l], attention, positions, slots, s, T);
     mlp_block(ctx, w_.layers[l], s, T);
   }
-
+  if (R == 0) return;
   // Only the rows that need logits go through the final norm and the (large) output projection.
-  const int64_t R = static_cast<int64_t>(batch.logit_rows.size());
-  Tensor logits_host = Tensor::empty_host(DType::F32, {R, cfg_.vocab});
-  if (R == 0) return logits_host;
-  const Tensor rows = ops::upload(ctx, host_i32(batch.logit_rows));
-  Tensor sel = ops::allocate(ctx, act_dtype_, {R, cfg_.hidden});
-  ops::embed(ctx, x, rows, sel);  // embed is a row gather
+  Tensor sel = view(s.h, R, {cfg_.hidden});
+  ops::embed(ctx, x, logit_rows, sel);  // embed is a row gather
   ops::rmsnorm(ctx, sel, w_.output_norm, cfg_.rms_eps, sel);
-  Tensor logits = ctx.device == Device::Cpu ? logits_host : ops::allocate(ctx, DType::F32, {R, cfg_.vocab});
   ops::matmul(ctx, sel, w_.output, logits);
-  if (ctx.device != Device::Cpu) ops::download(ctx, logits, logits_host);
-  return logits_host;
 }
 
 }  // namespace kestrel

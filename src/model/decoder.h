@@ -31,20 +31,34 @@ class Decoder {
   // [batch.logit_rows.size(), vocab] on the host.
   Tensor forward(const ops::Context& ctx, const StepBatch& batch, std::span<ops::KvLayer> kv);
 
+  // The same step from inputs already on ctx.device: tokens, positions, slots i32 [T]; `attention` with
+  // its device tables; logit_rows i32 [R]. Writes f32 logits [R, vocab] into `logits` (on ctx.device).
+  // Allocates, copies and synchronises nothing once reserve() covers T tokens, so a CUDA stream can
+  // capture it into a graph (engine/decode_graphs.h).
+  void forward_device(const ops::Context& ctx, const Tensor& tokens, const Tensor& positions, const Tensor& slots,
+                      const ops::AttentionBatch& attention, const Tensor& logit_rows, std::span<ops::KvLayer> kv,
+                      Tensor& logits);
+  // Sizes the activation scratch for steps of up to n_tokens tokens (it never shrinks).
+  void reserve(const ops::Context& ctx, int64_t n_tokens) { scratch(ctx, n_tokens); }
+  // Changes whenever the scratch is reallocated: graphs captured over the old buffers must be re-captured.
+  uint64_t scratch_generation() const { return scratch_generation_; }
+
  private:
   struct Scratch {
     int64_t tokens = 0;  // capacity in tokens
     Tensor x, h, q, k, v, attn, gate, up;
   };
   Scratch& scratch(const ops::Context& ctx, int64_t n_tokens);
-  void attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv, const StepBatch& batch,
-                       const Tensor& positions, const Tensor& slots, Scratch& s, int64_t T);
+  void attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
+                       const ops::AttentionBatch& batch, const Tensor& positions, const Tensor& slots, Scratch& s,
+                       int64_t T);
   void mlp_block(const ops::Context& ctx, const LayerWeights& L, Scratch& s, int64_t T);
 
   const Architecture* arch_;
   ModelConfig cfg_;
   DecoderWeights w_;
   Scratch scratch_;
+  uint64_t scratch_generation_ = 0;
   DType act_dtype_ = DType::F32;
   Device device_ = Device::Cpu;
 };

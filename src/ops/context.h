@@ -19,6 +19,9 @@ struct Context {
   void* stream = nullptr;      // CUDA: cudaStream_t
   // op name -> variant name to force (e.g. {"matmul", "cpu.ref"}); set from --variant op=name.
   std::map<std::string, std::string> forced;
+  // Profiling (bench's GEMM share and attention time): when set, only the op of this name runs and every
+  // other op returns at once, so a timed step measures that op's share alone.
+  std::string profile_only;
 
   ThreadPool& threads() const;
 };

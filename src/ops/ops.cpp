@@ -8,6 +8,11 @@
 namespace kestrel::ops {
 
 namespace {
+// True when a profiling run skips this op (Context::profile_only).
+bool skipped(const Context& ctx, const char* op) {
+  return !ctx.profile_only.empty() && ctx.profile_only != op;
+}
+
 const DeviceMemory& memory_for(const Context& ctx) {
   const DeviceMemory& m = registries().memory[static_cast<int>(ctx.device)];
   KS_CHECK(m.allocate != nullptr, "no backend for {} memory is built in", ctx.device == Device::Cpu ? "CPU" : "CUDA");
@@ -31,46 +36,54 @@ void download(const Context& ctx, const Tensor& src, Tensor& host_dst) {
 }
 
 void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
+  if (skipped(ctx, "embed")) return;
   registries().embed.run({table, ids, out}, ctx);
 }
 
 void matmul(const Context& ctx, const Tensor& x, const Tensor& w, Tensor& y, const Tensor* bias) {
   KS_CHECK(x.cols() == w.cols() && y.cols() == w.rows() && y.rows() == x.rows(),
            "matmul shape mismatch: x {} w {} y {}", x.describe(), w.describe(), y.describe());
+  if (skipped(ctx, "matmul")) return;
   registries().matmul.run({x, w, y, bias}, ctx);
 }
 
 void rmsnorm(const Context& ctx, const Tensor& x, const Tensor& w, float eps, Tensor& y) {
   KS_CHECK(w.numel() == x.cols() && y.numel() == x.numel(), "rmsnorm shape mismatch: x {} w {} y {}", x.describe(),
            w.describe(), y.describe());
+  if (skipped(ctx, "rmsnorm")) return;
   registries().rmsnorm.run({x, w, eps, y}, ctx);
 }
 
 void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
   KS_CHECK(a.numel() == b.numel() && a.numel() == y.numel(), "add shape mismatch");
+  if (skipped(ctx, "add")) return;
   registries().add.run({a, b, y}, ctx);
 }
 
 void silu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y) {
   KS_CHECK(gate.numel() == up.numel() && gate.numel() == y.numel(), "silu_mul shape mismatch");
+  if (skipped(ctx, "silu_mul")) return;
   registries().silu_mul.run({gate, up, y}, ctx);
 }
 
 void rope(const Context& ctx, Tensor& x, const Tensor& positions, const RopeParams& p) {
   KS_CHECK(x.ndim() == 3 && positions.numel() == x.dim(0) && p.rot_dim % 2 == 0 && p.rot_dim <= x.dim(2),
            "rope shape mismatch: x {} positions {} rot_dim {}", x.describe(), positions.describe(), p.rot_dim);
+  if (skipped(ctx, "rope")) return;
   registries().rope.run({x, positions, p}, ctx);
 }
 
 void kv_write(const Context& ctx, const Tensor& k, const Tensor& v, const Tensor& slots, KvLayer& cache) {
   KS_CHECK(k.ndim() == 3 && k.dim(1) == cache.k.dim(2) && k.dim(2) == cache.k.dim(3) && slots.numel() == k.dim(0),
            "kv_write shape mismatch: k {} cache {}", k.describe(), cache.k.describe());
+  if (skipped(ctx, "kv_write")) return;
   registries().kv_write.run({k, v, slots, cache}, ctx);
 }
 
 void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch, Tensor& out) {
   KS_CHECK(q.ndim() == 3 && q.dim(1) % cache.k.dim(2) == 0 && q.dim(2) == cache.k.dim(3) && out.numel() == q.numel(),
            "attention shape mismatch: q {} cache {}", q.describe(), cache.k.describe());
+  if (skipped(ctx, "attention")) return;
   registries().attention.run({q, cache, batch, out}, ctx);
 }
 

@@ -1,11 +1,13 @@
 #include "backends/cuda/register.h"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_tensor.h"
 #include "backends/cuda/gemm_cublaslt.h"
+#include "backends/cuda/graph.h"
 #include "backends/cuda/kernels.h"
 #include "core/error.h"
 #include "ops/dispatch.h"
@@ -209,14 +211,20 @@ AttentionLaunch describe(const AttentionArgs& a, int* max_q, int* max_kv) {
   return l;
 }
 
+std::atomic<uint64_t> g_workspace_generation{0};
+
 // Scratch for the split-KV partials and merge tickets: grows, never shrinks, and keeps its addresses
 // between calls so a captured decode graph stays valid (warm up once at the largest shape before
-// capturing). Tickets are zeroed when allocated; the kernel leaves them zero, so no per-call memset.
+// capturing; a growth bumps attention_workspace_generation() so graph owners re-capture). Tickets are
+// zeroed when allocated; the kernel leaves them zero, so no per-call memset.
 class DecodeWorkspace {
  public:
   void* partials(size_t bytes) {
     std::lock_guard lock(mu_);
-    if (partials_.nbytes() < bytes) partials_ = empty_device(DType::I8, {static_cast<int64_t>(bytes)});
+    if (partials_.nbytes() < bytes) {
+      partials_ = empty_device(DType::I8, {static_cast<int64_t>(bytes)});
+      ++g_workspace_generation;
+    }
     return partials_.data;
   }
   int* counters(int n, cudaStream_t s) {
@@ -224,6 +232,7 @@ class DecodeWorkspace {
     if (counters_.numel() < n) {
       counters_ = empty_device(DType::I32, {n});
       CUDA_CHECK(cudaMemsetAsync(counters_.data, 0, counters_.nbytes(), s));
+      ++g_workspace_generation;
     }
     return counters_.ptr<int>();
   }
@@ -259,6 +268,10 @@ void register_attention(Registries& r) {
 }
 
 }  // namespace
+
+uint64_t attention_workspace_generation() {
+  return g_workspace_generation.load();
+}
 
 void register_variants(Registries& r) {
   // The memory hooks go in even without a GPU: they then throw "no CUDA device", which tells callers
