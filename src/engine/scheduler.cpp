@@ -304,7 +304,16 @@ void Scheduler::emit(Sequence& s) {
   s.out.text.clear();
   s.out.tokens.clear();
   s.out.logprobs.clear();
-  if (s.req->on_output) s.req->on_output(std::move(ev));
+  events_.emplace_back(s.req, std::move(ev));
+}
+
+void Scheduler::publish_and_deliver() {
+  // Stats first: a client that has seen its last event also sees its blocks freed in /metrics.
+  publish_stats();
+  std::vector<std::pair<std::shared_ptr<Request>, RequestOutput>> events;
+  events.swap(events_);
+  for (auto& [req, ev] : events)
+    if (req->on_output) req->on_output(std::move(ev));
 }
 
 bool Scheduler::step() {
@@ -350,7 +359,7 @@ bool Scheduler::step() {
   std::sort(running_.begin(), running_.end(), [](const SeqPtr& a, const SeqPtr& b) { return a->order < b->order; });
 
   if (plan.empty()) {
-    publish_stats();
+    publish_and_deliver();  // events of cancelled requests
     return false;
   }
 
@@ -372,7 +381,7 @@ bool Scheduler::step() {
     for (auto [s, chunk] : plan) s->req->cancelled = true;
     for (auto [s, chunk] : plan) s->finish = FinishReason::Error;
     drop_cancelled();
-    publish_stats();
+    publish_and_deliver();
     throw;
   }
   ++steps_;
@@ -395,7 +404,7 @@ bool Scheduler::step() {
       ++it;
     }
   }
-  publish_stats();
+  publish_and_deliver();
   return true;
 }
 

@@ -93,6 +93,7 @@ class Scheduler {
   void emit(Sequence& s);
   void release(Sequence& s);
   void publish_stats();
+  void publish_and_deliver();
 
   Decoder* model_;
   const Tokenizer* tok_;
@@ -105,6 +106,8 @@ class Scheduler {
   std::deque<SeqPtr> waiting_;   // oldest first (preempted sequences go back in arrival order)
   std::vector<SeqPtr> running_;  // oldest first
   uint64_t next_order_ = 0;
+  // Events of this step, delivered after the stats are published.
+  std::vector<std::pair<std::shared_ptr<Request>, RequestOutput>> events_;
   uint64_t preemptions_ = 0, hit_tokens_ = 0, computed_prompt_tokens_ = 0, generated_ = 0, steps_ = 0;
 
   mutable std::mutex mutex_;  // guards the fields below

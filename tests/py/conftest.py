@@ -45,7 +45,9 @@ class ServerProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
-        args = [str(binary), "serve", "-m", str(model), "--port", str(self.port), "--threads", "2",
+        # One thread: the engine's step time stays steady on a busy 2-core CI machine, where a second
+        # pool thread mostly waits to be scheduled.
+        args = [str(binary), "serve", "-m", str(model), "--port", str(self.port), "--threads", "1",
                 "--ctx-size", "2048", "--kv-cache-tokens", "16384", *extra_args]
         if api_key:
             args += ["--api-key", api_key]

@@ -166,9 +166,9 @@ def test_prefix_cache_reuses_shared_system_prompt(client, model_id):
 
 def test_32_concurrent_greedy_requests_equal_each_alone(client, model_id):
     prompts = [f"Write a short sentence about the number {i}." for i in range(32)]
-    alone = [chat(client, model_id, p, max_tokens=12).choices[0].message.content for p in prompts]
+    alone = [chat(client, model_id, p, max_tokens=10).choices[0].message.content for p in prompts]
     with ThreadPoolExecutor(32) as pool:
-        together = list(pool.map(lambda p: chat(client, model_id, p, max_tokens=12).choices[0].message.content,
+        together = list(pool.map(lambda p: chat(client, model_id, p, max_tokens=10).choices[0].message.content,
                                  prompts))
     assert together == alone
 
@@ -193,11 +193,7 @@ def test_load_64_concurrent_streams_no_failures_no_leaks(server, model_id):
     rss_before = server.rss_kib()
     results = wave(128)
     assert len(results) == 128 and all(n >= 2 for n in results)
-    for _ in range(50):  # the engine retires the last sequences after the last byte is sent
-        m = server.metrics()
-        if m["kestrel_num_requests_running"] == 0:
-            break
-        time.sleep(0.1)
+    m = server.metrics()  # the engine publishes its stats before it sends a step's events
     assert m["kestrel_num_requests_running"] == 0 and m["kestrel_num_requests_waiting"] == 0
     assert m["kestrel_kv_blocks_used"] == 0
     assert m["kestrel_kv_blocks_free"] + m["kestrel_kv_blocks_cached"] == m["kestrel_kv_blocks_total"]
@@ -215,7 +211,7 @@ def test_client_disconnect_cancels_and_frees_blocks(server, model_id):
         next(lines)
     assert server.metrics()["kestrel_num_requests_running"] == 1
     r.close()
-    for _ in range(100):
+    for _ in range(100):  # the engine notices at its next step
         m = server.metrics()
         if m["kestrel_num_requests_running"] == 0:
             break
