@@ -29,7 +29,9 @@ void serve(ServeFlags& f) {
   opt.scheduler.max_batch_tokens = f.model.batch_size;
   opt.scheduler.prefix_cache = !f.no_prefix_cache;
   opt.kv_dtype = session_options(f.model).kv_dtype;
-  server::Server srv(*model, make_context(f.model), opt);
+  const ops::Context ctx = make_context(f.model);
+  model->decoder->place_on(ctx);  // weights to the GPU once for --device cuda; a no-op on the CPU
+  server::Server srv(*model, ctx, opt);
   g_server = &srv;
   struct sigaction sa {};
   sa.sa_handler = on_signal;
