@@ -12,25 +12,13 @@
 #include "engine/session.h"
 #include "model/architecture.h"
 #include "model/decoder.h"
+#include "../common/test_model.h"
 
 namespace kestrel {
 namespace {
 
-class MapWeights : public WeightSource {
- public:
-  std::map<std::string, Tensor> t;
-  bool has(const std::string& n) const override { return t.count(n) > 0; }
-  Tensor get(const std::string& n) const override {
-    auto it = t.find(n);
-    KS_CHECK(it != t.end(), "missing {}", n);
-    return it->second;
-  }
-};
-
 Tensor random_tensor(std::mt19937& rng, std::vector<int64_t> shape, float scale, DType dtype = DType::F32) {
-  Tensor f = Tensor::empty_host(DType::F32, shape);
-  std::normal_distribution<float> nd(0.f, scale);
-  for (int64_t i = 0; i < f.numel(); ++i) f.ptr<float>()[i] = nd(rng);
+  Tensor f = testing::tiny_random(rng, shape, scale);
   if (dtype == DType::F32) return f;
   Tensor q = Tensor::empty_host(dtype, shape);
   for (int64_t r = 0; r < f.rows(); ++r) quantize_row(dtype, f.ptr<float>() + r * f.cols(), q.row(r), f.cols());
@@ -54,7 +42,7 @@ Decoder make_decoder(const Architecture& arch, DType wtype, uint32_t seed) {
   c.qkv_bias = arch.qkv_bias;
   c.qk_norm = arch.qk_norm;
   std::mt19937 rng(seed);
-  MapWeights w;
+  testing::TinyWeights w;
   const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
   w.t["token_embd.weight"] = random_tensor(rng, {c.vocab, c.hidden}, 1.f, wtype);
   w.t["output_norm.weight"] = random_tensor(rng, {c.hidden}, 1.f);

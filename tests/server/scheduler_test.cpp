@@ -7,7 +7,7 @@
 #include <random>
 
 #include "engine/prefix_cache.h"
-#include "test_model.h"
+#include "../common/test_model.h"
 
 namespace kestrel {
 namespace {
