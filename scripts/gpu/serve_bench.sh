@@ -10,7 +10,8 @@ out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 n="${1:-200}"
 shift || true
-[ $# -eq 0 ] && rates=(4 16 inf)
+rates=("$@")
+[ ${#rates[@]} -eq 0 ] && rates=(4 16 inf)
 export PATH=/usr/local/cuda/bin:$PATH NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
 if [ -d deps/usr ]; then
   deps="$PWD/deps/usr"
