@@ -30,7 +30,9 @@ fi
 k="$build/kestrel"
 "$k" synth --preset llama3-8b --seed 1 --out /tmp/kestrel-synth/llama3-8b | tail -1
 port=8123
+# KV budget: 200K tokens (bf16, 128 KiB each for llama3-8b = 25 GiB) so 128 sequences fit at once.
 "$k" serve -m /tmp/kestrel-synth/llama3-8b --device cuda --port "$port" -c 4096 --max-running 128 \
+  --kv-cache-tokens "${KV_TOKENS:-200000}" \
   >"$out/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 180); do
