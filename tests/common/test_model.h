@@ -36,8 +36,8 @@ inline Tensor tiny_random(std::mt19937& rng, std::vector<int64_t> shape, float s
   return f;
 }
 
-inline std::unique_ptr<Decoder> tiny_decoder(uint32_t seed = 5, int max_ctx = 256) {
-  const Architecture& arch = architecture_for_hf("llama");
+// Two layers, hidden 64, 4 query / 2 KV heads, vocabulary kTinyVocab, with the architecture's options.
+inline ModelConfig tiny_config(const Architecture& arch, int head_dim, int max_ctx = 256) {
   ModelConfig c;
   c.arch = std::string(arch.name);
   c.n_layers = 2;
@@ -45,12 +45,20 @@ inline std::unique_ptr<Decoder> tiny_decoder(uint32_t seed = 5, int max_ctx = 25
   c.ffn = 96;
   c.n_heads = 4;
   c.n_kv_heads = 2;
-  c.head_dim = 16;
+  c.head_dim = head_dim;
   c.vocab = kTinyVocab;
   c.max_ctx = max_ctx;
-  c.rope.rot_dim = 16;
+  c.rope.rot_dim = head_dim;
   c.rope.theta = 10000.f;
   c.rope.style = arch.gguf_rope_style;
+  c.qkv_bias = arch.qkv_bias;
+  c.qk_norm = arch.qk_norm;
+  return c;
+}
+
+inline std::unique_ptr<Decoder> tiny_decoder(uint32_t seed = 5, int max_ctx = 256) {
+  const Architecture& arch = architecture_for_hf("llama");
+  const ModelConfig c = tiny_config(arch, 16, max_ctx);
   std::mt19937 rng(seed);
   TinyWeights w;
   const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;

@@ -26,21 +26,7 @@ Tensor random_tensor(std::mt19937& rng, std::vector<int64_t> shape, float scale,
 }
 
 Decoder make_decoder(const Architecture& arch, DType wtype, uint32_t seed) {
-  ModelConfig c;
-  c.arch = std::string(arch.name);
-  c.n_layers = 2;
-  c.hidden = 64;
-  c.ffn = 96;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 32;
-  c.vocab = 128;
-  c.max_ctx = 256;
-  c.rope.rot_dim = 32;
-  c.rope.theta = 10000.f;
-  c.rope.style = arch.gguf_rope_style;
-  c.qkv_bias = arch.qkv_bias;
-  c.qk_norm = arch.qk_norm;
+  const ModelConfig c = testing::tiny_config(arch, 32);
   std::mt19937 rng(seed);
   testing::TinyWeights w;
   const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
@@ -69,7 +55,7 @@ Decoder make_decoder(const Architecture& arch, DType wtype, uint32_t seed) {
 
 std::vector<int32_t> prompt(int n) {
   std::vector<int32_t> p(n);
-  for (int i = 0; i < n; ++i) p[i] = (i * 37 + 11) % 128;
+  for (int i = 0; i < n; ++i) p[i] = (i * 37 + 11) % testing::kTinyVocab;
   return p;
 }
 
@@ -125,7 +111,7 @@ TEST(DecoderBatching, TwoSequencesInOneStepMatchSeparateRuns) {
   KvCache cache(kc, {});
   SequenceKv s1, s2;
   auto p1 = prompt(13), p2 = prompt(21);
-  for (auto& t : p2) t = (t + 5) % 128;
+  for (auto& t : p2) t = (t + 5) % testing::kTinyVocab;
   ASSERT_TRUE(s1.reserve(cache, 13));
   ASSERT_TRUE(s2.reserve(cache, 21));
   SeqWork w[2] = {{&s1, p1, LogitRows::Last}, {&s2, p2, LogitRows::Last}};
