@@ -6,7 +6,7 @@ set -euo pipefail
 dir="${1:-build-gpu-tree/deps}"
 tmp=$(mktemp -d)
 (cd "$tmp" && apt-get download libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libfmt-dev \
-  "$(apt-cache depends libfmt-dev | awk '/Depends: libfmt[0-9]/ {print $2}')" libcli11-dev libgtest-dev >/dev/null)
+  "$(apt-cache depends libfmt-dev | awk '/Depends: libfmt[0-9]/ {print $2}')" libcli11-dev libgtest-dev libutf8proc-dev libutf8proc2 >/dev/null)
 mkdir -p "$dir"
 for f in "$tmp"/*.deb; do dpkg -x "$f" "$dir"; done
 rm -rf "$tmp"

@@ -253,6 +253,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special,
 
 void Tokenizer::encode_segment(std::string_view segment, bool starts_text, std::vector<int32_t>& out,
                                WordCache& cache) const {
+  std::string composed;
+  if (spec_.nfc) {
+    composed = unicode::nfc(segment);
+    segment = composed;
+  }
   std::string normalized;
   if (spec_.model == TokenizerModel::sentencepiece_bpe) {
     const bool prefix = (spec_.space_prefix == SpacePrefix::every_segment ||

@@ -92,7 +92,9 @@ std::vector<const json*> flatten(const json& node, const char* list_key, const c
 void parse_normalizer(const json& node, TokenizerSpec& spec) {
   for (const json* n : flatten(node, "normalizers", "normalizer")) {
     const std::string type = type_of(*n, "normalizer");
-    if (type == "Prepend") {
+    if (type == "NFC") {
+      spec.nfc = true;
+    } else if (type == "Prepend") {
       KS_CHECK(get_string(*n, "prepend", "Prepend") == kSpmSpace && !spec.escape_whitespace,
                "tokenizer.json: only Prepend(\"▁\") before Replace(\" \", \"▁\") is supported");
       spec.space_prefix = SpacePrefix::every_segment;

@@ -101,6 +101,7 @@ struct TokenizerSpec {
   std::string pre_name;                          // informational: GGUF tokenizer.ggml.pre or "hf"
   std::vector<PreTokenizerSplit> pre_splits;     // empty: each text segment is one word
   bool byte_level_prefix_space = false;          // HF ByteLevel add_prefix_space: " " before segments
+  bool nfc = false;                              // normalize each text segment to Unicode NFC (HF "NFC")
   bool escape_whitespace = false;                // sentencepiece: spaces become ▁ before BPE
   SpacePrefix space_prefix = SpacePrefix::none;  // sentencepiece: when to put ▁ before a segment
   bool space_prefix_if_missing = false;          // ... only when the segment does not already start with a space

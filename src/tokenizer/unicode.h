@@ -25,6 +25,10 @@ bool is_valid_utf8(std::string_view s);
 // `s` with every maximal invalid subpart replaced by U+FFFD (a copy of `s` when already valid).
 std::string sanitize_utf8(std::string_view s);
 
+// `s` in Unicode normalization form C (canonical composition), as Hugging Face's NFC normalizer does;
+// `s` must be valid UTF-8.
+std::string nfc(std::string_view s);
+
 // Number of bytes at the end of `s` that form an incomplete but so far well-formed sequence (0-3): the
 // bytes a streaming decoder must hold back until the next token arrives.
 size_t incomplete_tail_length(std::string_view s);

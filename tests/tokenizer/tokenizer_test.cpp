@@ -197,3 +197,22 @@ TEST(TokenizerLimits, LongWhitespaceAndRepeats) {
 
 }  // namespace
 }  // namespace kestrel
+
+namespace kestrel {
+namespace {
+
+// Real Qwen2/2.5 tokenizer.json files ask for NFC: decomposed input must tokenize like composed input.
+TEST(TokenizerNormalizer, NfcComposesBeforeTokenizing) {
+  json j = trained("gpt2");
+  j["normalizer"] = {{"type", "NFC"}};
+  const Tokenizer nfc(spec_from_tokenizer_json(j));
+  const std::string composed = "caf\xC3\xA9 \xEA\xB0\x80";        // "café 가"
+  const std::string decomposed = "cafe\xCC\x81 \xE1\x84\x80\xE1\x85\xA1";  // e + U+0301, jamo U+1100 U+1161
+  EXPECT_EQ(nfc.encode(decomposed, false, false), nfc.encode(composed, false, false));
+  EXPECT_EQ(nfc.decode(nfc.encode(decomposed, false, false)), composed);
+  const Tokenizer plain(spec_from_tokenizer_json(trained("gpt2")));
+  EXPECT_NE(plain.encode(decomposed, false, false), plain.encode(composed, false, false));
+}
+
+}  // namespace
+}  // namespace kestrel
