@@ -13,13 +13,6 @@ struct InfoFlags {
   bool tensors = false;
 };
 
-void add_tensor(std::map<std::string, std::pair<int, size_t>>& by_type, const Tensor& t) {
-  if (t.empty()) return;
-  auto& e = by_type[std::string(dtype_name(t.dtype))];
-  e.first += 1;
-  e.second += t.nbytes();
-}
-
 void info(const InfoFlags& f) {
   auto model = load(f.model);
   const ModelConfig& c = model->config();
@@ -44,28 +37,18 @@ void info(const InfoFlags& f) {
   std::printf("tied embed    %s\n", c.tied_embeddings ? "yes" : "no");
 
   std::map<std::string, std::pair<int, size_t>> by_type;
-  add_tensor(by_type, w.tok_embd);
-  add_tensor(by_type, w.output_norm);
-  if (w.output.data != w.tok_embd.data) add_tensor(by_type, w.output);
-  for (const auto& L : w.layers)
-    for (const Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm,
-                            &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
-      add_tensor(by_type, *t);
   size_t total = 0;
   int64_t params = 0;
+  w.for_each_tensor([&](const Tensor& t) {
+    auto& e = by_type[std::string(dtype_name(t.dtype))];
+    e.first += 1;
+    e.second += t.nbytes();
+    total += t.nbytes();
+    params += t.numel();
+  });
   std::printf("tensors by type (as used for compute):\n");
-  for (const auto& [type, e] : by_type) {
+  for (const auto& [type, e] : by_type)
     std::printf("  %-6s %4d tensors %10.2f MiB\n", type.c_str(), e.first, e.second / 1048576.0);
-    total += e.second;
-  }
-  auto count = [&](const Tensor& t) { params += t.empty() ? 0 : t.numel(); };
-  count(w.tok_embd);
-  count(w.output_norm);
-  if (w.output.data != w.tok_embd.data) count(w.output);
-  for (const auto& L : w.layers)
-    for (const Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm,
-                            &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
-      count(*t);
   std::printf("parameters    %.1f M\n", params / 1e6);
   std::printf("weight bytes  %.2f MiB (%.2f bits/parameter)\n", total / 1048576.0, 8.0 * total / params);
   const Tokenizer& tok = *model->tokenizer;

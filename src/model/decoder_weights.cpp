@@ -62,11 +62,8 @@ DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture&
 }
 
 size_t DecoderWeights::nbytes() const {
-  size_t total = tok_embd.nbytes() + output_norm.nbytes() + (output.data != tok_embd.data ? output.nbytes() : 0);
-  for (const auto& L : layers)
-    for (const Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm,
-                            &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
-      if (!t->empty()) total += t->nbytes();
+  size_t total = 0;
+  for_each_tensor([&](const Tensor& t) { total += t.nbytes(); });
   return total;
 }
 

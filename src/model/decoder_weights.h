@@ -28,6 +28,16 @@ struct DecoderWeights {
   // Loads and shape-checks every tensor; throws kestrel::Error naming the first missing or mis-shaped one.
   static DecoderWeights load(const WeightSource& src, const Architecture& arch, const ModelConfig& cfg);
   size_t nbytes() const;
+  // Calls f(const Tensor&) once for every tensor present (a tied output projection counts once).
+  template <typename F>
+  void for_each_tensor(F&& f) const {
+    for (const Tensor* t : {&tok_embd, &output_norm}) f(*t);
+    if (output.data != tok_embd.data) f(output);
+    for (const LayerWeights& L : layers)
+      for (const Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm,
+                              &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
+        if (!t->empty()) f(*t);
+  }
 
   // A copy on ctx.device with linear weights and the embedding converted to `dtype` (bf16 on GPUs: GGUF
   // quantized types are dequantized at load for now) and norms/biases kept f32.
