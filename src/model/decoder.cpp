@@ -24,6 +24,14 @@ Tensor view(const Tensor& buf, int64_t rows, std::vector<int64_t> inner) {
   return t;
 }
 
+// `shape` viewed at element `offset` of a scratch buffer (activations: f32 or bf16, no blocks).
+Tensor at(const Tensor& buf, int64_t offset, std::vector<int64_t> shape) {
+  Tensor t = buf;
+  t.data = static_cast<char*>(buf.data) + row_bytes(buf.dtype, offset);
+  t.shape = std::move(shape);
+  return t;
+}
+
 }  // namespace
 
 Decoder::Scratch& Decoder::scratch(const ops::Context& ctx, int64_t n) {
@@ -31,51 +39,75 @@ Decoder::Scratch& Decoder::scratch(const ops::Context& ctx, int64_t n) {
   const int64_t cap = std::max<int64_t>(n, 16);
   const int64_t q_dim = int64_t{cfg_.n_heads} * cfg_.head_dim, kv_dim = int64_t{cfg_.n_kv_heads} * cfg_.head_dim;
   auto alloc = [&](int64_t cols) { return ops::allocate(ctx, act_dtype_, {cap, cols}); };
-  scratch_ = Scratch{cap,           alloc(cfg_.hidden), alloc(cfg_.hidden), alloc(q_dim),   alloc(kv_dim),
-                     alloc(kv_dim), alloc(q_dim),       alloc(cfg_.ffn),    alloc(cfg_.ffn)};
+  scratch_ = Scratch{cap,          alloc(cfg_.hidden), alloc(cfg_.hidden),  alloc(q_dim + 2 * kv_dim),
+                     alloc(q_dim), alloc(q_dim),       alloc(2 * cfg_.ffn), alloc(cfg_.ffn)};
   ++scratch_generation_;
   return scratch_;
 }
 
+// In: h = attn_norm(x). Out: x += attention, h = ffn_norm(x).
 void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
                               const ops::AttentionBatch& batch, const Tensor& positions, const Tensor& slots,
                               Scratch& s, int64_t T) {
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim;
   Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden});
-  Tensor q = view(s.q, T, {H * D}), k = view(s.k, T, {Hkv * D}), v = view(s.v, T, {Hkv * D});
-  ops::rmsnorm(ctx, x, L.attn_norm, cfg_.rms_eps, h);
-  ops::matmul(ctx, h, L.wq, q, L.bq.empty() ? nullptr : &L.bq);
-  ops::matmul(ctx, h, L.wk, k, L.bk.empty() ? nullptr : &L.bk);
-  ops::matmul(ctx, h, L.wv, v, L.bv.empty() ? nullptr : &L.bv);
-  Tensor q3 = q.reshaped({T, H, D}), k3 = k.reshaped({T, Hkv, D}), v3 = v.reshaped({T, Hkv, D});
-  if (!L.q_norm.empty()) {
-    Tensor qh = q.reshaped({T * H, D}), kh = k.reshaped({T * Hkv, D});
-    ops::rmsnorm(ctx, qh, L.q_norm, cfg_.rms_eps, qh);
-    ops::rmsnorm(ctx, kh, L.k_norm, cfg_.rms_eps, kh);
+  Tensor q3 = view(s.q, T, {H, D});
+  if (!L.wqkv.empty()) {
+    Tensor qkv = view(s.qkv, T, {(H + 2 * Hkv) * D});
+    ops::matmul(ctx, h, L.wqkv, qkv, L.bqkv.empty() ? nullptr : &L.bqkv);
+    const ops::QkNorm norm{L.q_norm.empty() ? nullptr : &L.q_norm, L.k_norm.empty() ? nullptr : &L.k_norm,
+                           cfg_.rms_eps};
+    ops::rope_kv_write(ctx, qkv, positions, slots, cfg_.rope, norm, q3, kv);
+  } else {  // q/k/v of different weight types: one projection at a time, q/k/v packed in the same buffer
+    Tensor q = at(s.qkv, 0, {T, H * D}), k = at(s.qkv, T * H * D, {T, Hkv * D}),
+           v = at(s.qkv, T * (H + Hkv) * D, {T, Hkv * D});
+    ops::matmul(ctx, h, L.wq, q, L.bq.empty() ? nullptr : &L.bq);
+    ops::matmul(ctx, h, L.wk, k, L.bk.empty() ? nullptr : &L.bk);
+    ops::matmul(ctx, h, L.wv, v, L.bv.empty() ? nullptr : &L.bv);
+    if (!L.q_norm.empty()) {
+      Tensor qh = q.reshaped({T * H, D}), kh = k.reshaped({T * Hkv, D});
+      ops::rmsnorm(ctx, qh, L.q_norm, cfg_.rms_eps, qh);
+      ops::rmsnorm(ctx, kh, L.k_norm, cfg_.rms_eps, kh);
+    }
+    q3 = q.reshaped({T, H, D});
+    Tensor k3 = k.reshaped({T, Hkv, D});
+    ops::rope(ctx, q3, positions, cfg_.rope);
+    ops::rope(ctx, k3, positions, cfg_.rope);
+    ops::kv_write(ctx, k3, v.reshaped({T, Hkv, D}), slots, kv);
   }
-  ops::rope(ctx, q3, positions, cfg_.rope);
-  ops::rope(ctx, k3, positions, cfg_.rope);
-  ops::kv_write(ctx, k3, v3, slots, kv);
   Tensor a = view(s.attn, T, {H, D});
   ops::attention(ctx, q3, kv, batch, a);
-  Tensor a2 = a.reshaped({T, H * D});
-  ops::matmul(ctx, a2, L.wo, h);
-  ops::add(ctx, x, h, x);
+  ops::matmul(ctx, a.reshaped({T, H * D}), L.wo, h);
+  ops::add_rmsnorm(ctx, x, h, L.ffn_norm, cfg_.rms_eps, h);
 }
 
-void Decoder::mlp_block(const ops::Context& ctx, const LayerWeights& L, Scratch& s, int64_t T) {
-  Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden});
-  Tensor g = view(s.gate, T, {cfg_.ffn}), u = view(s.up, T, {cfg_.ffn});
-  ops::rmsnorm(ctx, x, L.ffn_norm, cfg_.rms_eps, h);
-  ops::matmul(ctx, h, L.w_gate, g);
-  ops::matmul(ctx, h, L.w_up, u);
-  ops::silu_mul(ctx, g, u, g);
-  ops::matmul(ctx, g, L.w_down, h);
-  ops::add(ctx, x, h, x);
+// In: h = ffn_norm(x). Out: x += mlp, h = next_norm(x) when there is a next layer (else h is scratch).
+void Decoder::mlp_block(const ops::Context& ctx, const LayerWeights& L, const Tensor* next_norm, Scratch& s,
+                        int64_t T) {
+  const int64_t F = cfg_.ffn;
+  Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden}), act = view(s.act, T, {F});
+  if (!L.w_gate_up.empty()) {
+    Tensor gu = view(s.ffn, T, {2 * F});
+    ops::matmul(ctx, h, L.w_gate_up, gu);
+    ops::swiglu(ctx, gu, act);
+  } else {
+    Tensor g = at(s.ffn, 0, {T, F}), u = at(s.ffn, T * F, {T, F});
+    ops::matmul(ctx, h, L.w_gate, g);
+    ops::matmul(ctx, h, L.w_up, u);
+    ops::silu_mul(ctx, g, u, act);
+  }
+  ops::matmul(ctx, act, L.w_down, h);
+  if (next_norm)
+    ops::add_rmsnorm(ctx, x, h, *next_norm, cfg_.rms_eps, h);
+  else
+    ops::add(ctx, x, h, x);
 }
 
 void Decoder::place_on(const ops::Context& ctx) {
-  if (ctx.device == device_) return;
+  if (ctx.device == device_) {
+    if (device_ == Device::Cpu) w_.fuse_projections();  // to_device fuses on the way to a GPU
+    return;
+  }
   KS_CHECK(device_ == Device::Cpu && ctx.device == Device::Cuda, "weights can only move from the CPU to CUDA");
   w_ = w_.to_device(ctx, DType::BF16);
   act_dtype_ = DType::BF16;
@@ -153,9 +185,12 @@ void Decoder::forward_device(const ops::Context& ctx, const Tensor& tokens, cons
   Scratch& s = scratch_;
   Tensor x = view(s.x, T, {cfg_.hidden});
   ops::embed(ctx, w_.tok_embd, tokens, x);
+  // Each block leaves h normalised for the next one (the residual add and the norm are one op).
+  Tensor h = view(s.h, T, {cfg_.hidden});
+  ops::rmsnorm(ctx, x, w_.layers[0].attn_norm, cfg_.rms_eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     attention_block(ctx, w_.layers[l], kv[l], attention, positions, slots, s, T);
-    mlp_block(ctx, w_.layers[l], s, T);
+    mlp_block(ctx, w_.layers[l], l + 1 < cfg_.n_layers ? &w_.layers[l + 1].attn_norm : nullptr, s, T);
   }
   if (R == 0) return;
   // Only the rows that need logits go through the final norm and the (large) output projection.

@@ -23,7 +23,8 @@ class Decoder {
   const Architecture& architecture() const { return *arch_; }
   const DecoderWeights& weights() const { return w_; }
 
-  // Moves the weights to ctx.device (a no-op on the CPU): on CUDA they become bf16 and activations bf16.
+  // Moves the weights to ctx.device: on CUDA they become bf16 and activations bf16. Fuses the q/k/v and
+  // gate/up projections on either device (decoder_weights.h).
   void place_on(const ops::Context& ctx);
   Device device() const { return device_; }
 
@@ -46,13 +47,15 @@ class Decoder {
  private:
   struct Scratch {
     int64_t tokens = 0;  // capacity in tokens
-    Tensor x, h, q, k, v, attn, gate, up;
+    // x: residual stream; h: normalised input of a block / its output; qkv: projections (fused or
+    // packed); q: rotated queries; attn: attention output; ffn: gate | up; act: swiglu output.
+    Tensor x, h, qkv, q, attn, ffn, act;
   };
   Scratch& scratch(const ops::Context& ctx, int64_t n_tokens);
   void attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
                        const ops::AttentionBatch& batch, const Tensor& positions, const Tensor& slots, Scratch& s,
                        int64_t T);
-  void mlp_block(const ops::Context& ctx, const LayerWeights& L, Scratch& s, int64_t T);
+  void mlp_block(const ops::Context& ctx, const LayerWeights& L, const Tensor* next_norm, Scratch& s, int64_t T);
 
   const Architecture* arch_;
   ModelConfig cfg_;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cstring>
+
 #include "core/dequant.h"
 #include "core/error.h"
 #include "ops/ops.h"
@@ -26,15 +28,54 @@ Tensor expect_f32(const WeightSource& src, const std::string& name, std::vector<
   return f;
 }
 
+// The rows of `parts` stacked into one new host tensor (vectors: concatenated); empty when they differ in
+// dtype or width.
+Tensor stack_rows(std::initializer_list<const Tensor*> parts) {
+  const Tensor& first = **parts.begin();
+  const bool vectors = first.ndim() == 1;
+  int64_t rows = 0;
+  for (const Tensor* p : parts) {
+    if (p->empty() || p->dtype != first.dtype || p->ndim() != first.ndim() || p->device != Device::Cpu ||
+        (!vectors && p->cols() != first.cols()))
+      return {};
+    rows += vectors ? p->numel() : p->rows();
+  }
+  Tensor out = Tensor::empty_host(first.dtype, vectors ? std::vector<int64_t>{rows} : std::vector{rows, first.cols()});
+  char* dst = static_cast<char*>(out.data);
+  for (const Tensor* p : parts) {
+    std::memcpy(dst, p->data, p->nbytes());
+    dst += p->nbytes();
+  }
+  return out;
+}
+
+void fuse_layer(LayerWeights& L) {
+  if (L.wqkv.empty() && !L.wq.empty()) {
+    L.wqkv = stack_rows({&L.wq, &L.wk, &L.wv});
+    if (!L.wqkv.empty()) {
+      if (!L.bq.empty()) L.bqkv = stack_rows({&L.bq, &L.bk, &L.bv});
+      L.wq = L.wk = L.wv = L.bq = L.bk = L.bv = Tensor{};
+    }
+  }
+  if (L.w_gate_up.empty() && !L.w_gate.empty()) {
+    L.w_gate_up = stack_rows({&L.w_gate, &L.w_up});
+    if (!L.w_gate_up.empty()) L.w_gate = L.w_up = Tensor{};
+  }
+}
+
 }  // namespace
+
+void DecoderWeights::fuse_projections() {
+  for (LayerWeights& L : layers) fuse_layer(L);
+}
 
 DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture& arch, const ModelConfig& c) {
   DecoderWeights w;
   const int64_t q_dim = int64_t{c.n_heads} * c.head_dim, kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
   w.tok_embd = expect(src, "token_embd.weight", {c.vocab, c.hidden});
   w.output_norm = expect_f32(src, "output_norm.weight", {c.hidden});
-  w.output = c.tied_embeddings || !src.has("output.weight") ? w.tok_embd
-                                                            : expect(src, "output.weight", {c.vocab, c.hidden});
+  w.output =
+      c.tied_embeddings || !src.has("output.weight") ? w.tok_embd : expect(src, "output.weight", {c.vocab, c.hidden});
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     auto n = [l](const char* suffix) { return fmt::format("blk.{}.{}", l, suffix); };
@@ -68,29 +109,48 @@ size_t DecoderWeights::nbytes() const {
 }
 
 DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype) const {
-  auto convert = [&](const Tensor& t, DType to) -> Tensor {
-    if (t.empty()) return t;
-    if (t.dtype == to) return ops::upload(ctx, t);
+  auto to_host = [](const Tensor& t, DType to) -> Tensor {
+    if (t.empty() || t.dtype == to) return t;
     Tensor host = Tensor::empty_host(to, t.shape);
     std::vector<float> row(t.cols());
     for (int64_t r = 0; r < t.rows(); ++r) {
       dequantize_row(t.dtype, t.row(r), row.data(), t.cols());
       quantize_row(to, row.data(), host.row(r), t.cols());
     }
-    return ops::upload(ctx, host);
+    return host;
   };
+  auto convert = [&](const Tensor& t, DType to) -> Tensor { return t.empty() ? t : ops::upload(ctx, to_host(t, to)); };
   DecoderWeights d;
   d.tok_embd = convert(tok_embd, dtype);
   d.output_norm = convert(output_norm, DType::F32);
   d.output = output.data == tok_embd.data ? d.tok_embd : convert(output, dtype);
   d.layers.reserve(layers.size());
   for (const LayerWeights& L : layers) {
+    // Converted on the host first, so that parts of mixed-type files fuse once they share `dtype`.
+    LayerWeights H = L;
+    for (Tensor* t : {&H.attn_norm, &H.bq, &H.bk, &H.bv, &H.bqkv, &H.q_norm, &H.k_norm, &H.ffn_norm})
+      *t = to_host(*t, DType::F32);
+    for (Tensor* t : {&H.wq, &H.wk, &H.wv, &H.wqkv, &H.w_gate, &H.w_up, &H.w_gate_up}) *t = to_host(*t, dtype);
+    fuse_layer(H);
     LayerWeights D;
-    for (auto [src, dst] : {std::pair{&L.attn_norm, &D.attn_norm}, {&L.bq, &D.bq}, {&L.bk, &D.bk}, {&L.bv, &D.bv},
-                            {&L.q_norm, &D.q_norm}, {&L.k_norm, &D.k_norm}, {&L.ffn_norm, &D.ffn_norm}})
+    for (auto [src, dst] : {std::pair{&H.attn_norm, &D.attn_norm},
+                            {&H.bq, &D.bq},
+                            {&H.bk, &D.bk},
+                            {&H.bv, &D.bv},
+                            {&H.bqkv, &D.bqkv},
+                            {&H.q_norm, &D.q_norm},
+                            {&H.k_norm, &D.k_norm},
+                            {&H.ffn_norm, &D.ffn_norm}})
       *dst = convert(*src, DType::F32);
-    for (auto [src, dst] : {std::pair{&L.wq, &D.wq}, {&L.wk, &D.wk}, {&L.wv, &D.wv}, {&L.wo, &D.wo},
-                            {&L.w_gate, &D.w_gate}, {&L.w_up, &D.w_up}, {&L.w_down, &D.w_down}})
+    for (auto [src, dst] : {std::pair{&H.wq, &D.wq},
+                            {&H.wk, &D.wk},
+                            {&H.wv, &D.wv},
+                            {&H.wqkv, &D.wqkv},
+                            {&H.wo, &D.wo},
+                            {&H.w_gate, &D.w_gate},
+                            {&H.w_up, &D.w_up},
+                            {&H.w_gate_up, &D.w_gate_up},
+                            {&H.w_down, &D.w_down}})
       *dst = convert(*src, dtype);
     d.layers.push_back(std::move(D));
   }

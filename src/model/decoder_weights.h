@@ -14,9 +14,12 @@ namespace kestrel {
 
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, wo;
-  Tensor bq, bk, bv;        // qkv_bias architectures
-  Tensor q_norm, k_norm;    // qk_norm architectures
+  Tensor bq, bk, bv;      // qkv_bias architectures
+  Tensor q_norm, k_norm;  // qk_norm architectures
   Tensor ffn_norm, w_gate, w_up, w_down;
+  // Fused projections (fuse_projections): wq | wk | wv and w_gate | w_up stacked by rows, so a step runs
+  // one matmul instead of three and two. When set, the parts they replace are empty.
+  Tensor wqkv, bqkv, w_gate_up;
 };
 
 struct DecoderWeights {
@@ -34,13 +37,17 @@ struct DecoderWeights {
     for (const Tensor* t : {&tok_embd, &output_norm}) f(*t);
     if (output.data != tok_embd.data) f(output);
     for (const LayerWeights& L : layers)
-      for (const Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm,
-                              &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
+      for (const Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wqkv, &L.wo, &L.bq, &L.bk, &L.bv, &L.bqkv,
+                              &L.q_norm, &L.k_norm, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_gate_up, &L.w_down})
         if (!t->empty()) f(*t);
   }
 
+  // Stacks each layer's q/k/v and gate/up weights into one tensor where they share a dtype (host tensors;
+  // mixed-type GGUFs such as Q4_K_M keep some layers unfused). Idempotent.
+  void fuse_projections();
+
   // A copy on ctx.device with linear weights and the embedding converted to `dtype` (bf16 on GPUs: GGUF
-  // quantized types are dequantized at load for now) and norms/biases kept f32.
+  // quantized types are dequantized at load for now), norms/biases kept f32 and projections fused.
   DecoderWeights to_device(const ops::Context& ctx, DType dtype) const;
 };
 

@@ -101,6 +101,26 @@ struct RmsnormArgs {
   float eps;
   Tensor& y;
 };
+struct AddRmsnormArgs {
+  Tensor& x;
+  const Tensor& r;
+  const Tensor& w;
+  float eps;
+  Tensor& y;
+};
+struct SwigluArgs {
+  const Tensor& gate_up;
+  Tensor& y;
+};
+struct RopeKvWriteArgs {
+  const Tensor& qkv;
+  const Tensor& positions;
+  const Tensor& slots;
+  const RopeParams& p;
+  const QkNorm& norm;
+  Tensor& q_out;
+  KvLayer& cache;
+};
 struct BinaryArgs {  // add, silu_mul
   const Tensor& a;
   const Tensor& b;
@@ -137,9 +157,12 @@ struct Registries {
   Registry<MatmulArgs> matmul{"matmul"};
   Registry<RmsnormArgs> rmsnorm{"rmsnorm"};
   Registry<BinaryArgs> add{"add"};
+  Registry<AddRmsnormArgs> add_rmsnorm{"add_rmsnorm"};
   Registry<BinaryArgs> silu_mul{"silu_mul"};
+  Registry<SwigluArgs> swiglu{"swiglu"};
   Registry<RopeArgs> rope{"rope"};
   Registry<KvWriteArgs> kv_write{"kv_write"};
+  Registry<RopeKvWriteArgs> rope_kv_write{"rope_kv_write"};
   Registry<AttentionArgs> attention{"attention"};
 };
 

@@ -60,6 +60,20 @@ void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
   registries().add.run({a, b, y}, ctx);
 }
 
+void add_rmsnorm(const Context& ctx, Tensor& x, const Tensor& r, const Tensor& w, float eps, Tensor& y) {
+  KS_CHECK(r.numel() == x.numel() && y.numel() == x.numel() && w.numel() == x.cols() && x.data != y.data,
+           "add_rmsnorm shape mismatch: x {} r {} w {} y {}", x.describe(), r.describe(), w.describe(), y.describe());
+  if (skipped(ctx, "add_rmsnorm")) return;
+  registries().add_rmsnorm.run({x, r, w, eps, y}, ctx);
+}
+
+void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& y) {
+  KS_CHECK(gate_up.cols() == 2 * y.cols() && gate_up.rows() == y.rows() && gate_up.data != y.data,
+           "swiglu shape mismatch: gate_up {} y {}", gate_up.describe(), y.describe());
+  if (skipped(ctx, "swiglu")) return;
+  registries().swiglu.run({gate_up, y}, ctx);
+}
+
 void silu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y) {
   KS_CHECK(gate.numel() == up.numel() && gate.numel() == y.numel(), "silu_mul shape mismatch");
   if (skipped(ctx, "silu_mul")) return;
@@ -78,6 +92,21 @@ void kv_write(const Context& ctx, const Tensor& k, const Tensor& v, const Tensor
            "kv_write shape mismatch: k {} cache {}", k.describe(), cache.k.describe());
   if (skipped(ctx, "kv_write")) return;
   registries().kv_write.run({k, v, slots, cache}, ctx);
+}
+
+void rope_kv_write(const Context& ctx, const Tensor& qkv, const Tensor& positions, const Tensor& slots,
+                   const RopeParams& p, const QkNorm& norm, Tensor& q_out, KvLayer& cache) {
+  const bool shapes_ok = q_out.ndim() == 3 && cache.k.ndim() == 4 && q_out.dim(2) == cache.k.dim(3) &&
+                         qkv.ndim() == 2 && qkv.rows() == q_out.dim(0) &&
+                         qkv.cols() == (q_out.dim(1) + 2 * cache.k.dim(2)) * q_out.dim(2) &&
+                         positions.numel() == qkv.rows() && slots.numel() == qkv.rows();
+  KS_CHECK(shapes_ok && p.rot_dim % 2 == 0 && p.rot_dim <= q_out.dim(2),
+           "rope_kv_write shape mismatch: qkv {} q_out {} cache {} rot_dim {}", qkv.describe(), q_out.describe(),
+           cache.k.describe(), p.rot_dim);
+  KS_CHECK((!norm.q || norm.q->numel() == q_out.dim(2)) && (!norm.k || norm.k->numel() == q_out.dim(2)),
+           "rope_kv_write: q/k norm weights must have head_dim ({}) values", q_out.dim(2));
+  if (skipped(ctx, "rope_kv_write")) return;
+  registries().rope_kv_write.run({qkv, positions, slots, p, norm, q_out, cache}, ctx);
 }
 
 void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch, Tensor& out) {

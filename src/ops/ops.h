@@ -35,8 +35,16 @@ void rmsnorm(const Context& ctx, const Tensor& x, const Tensor& w, float eps, Te
 // y = a + b, elementwise, same shapes. y may alias a or b.
 void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& y);
 
+// The residual step of a pre-norm block in one pass: x += r, then y = x / rms(x) * w. x, r, y: [T, D]
+// (x is the residual stream, updated in place); w: f32 [D]. y may alias r, not x.
+void add_rmsnorm(const Context& ctx, Tensor& x, const Tensor& r, const Tensor& w, float eps, Tensor& y);
+
 // y = silu(gate) * up, elementwise, same shapes. y may alias gate or up.
 void silu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y);
+
+// silu_mul over the output of a fused gate/up projection: gate_up [T, 2F] holds gate in columns [0, F)
+// and up in [F, 2F); y [T, F] must not alias it.
+void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& y);
 
 struct RopeParams {
   enum class Style : uint8_t {
@@ -73,6 +81,18 @@ struct KvLayer {
 // Writes new keys/values into the cache. k, v: [T, n_kv_heads, head_dim]; slots: i32 [T], slot =
 // block_id * block_size + offset_in_block.
 void kv_write(const Context& ctx, const Tensor& k, const Tensor& v, const Tensor& slots, KvLayer& cache);
+
+// What happens between a fused q/k/v projection and attention, in one call. qkv: [T, (H + 2 Hkv) * D],
+// each row q | k | v. The q and k heads are RMS-normalised over D by q_norm / k_norm when given (f32 [D],
+// qk-norm architectures), then rotated at `positions`; q goes to q_out [T, H, D], k and v into the cache
+// at `slots` (as kv_write).
+struct QkNorm {
+  const Tensor* q = nullptr;  // null: no per-head norm
+  const Tensor* k = nullptr;
+  float eps = 1e-6f;
+};
+void rope_kv_write(const Context& ctx, const Tensor& qkv, const Tensor& positions, const Tensor& slots,
+                   const RopeParams& p, const QkNorm& norm, Tensor& q_out, KvLayer& cache);
 
 // One sequence's share of a batched attention call. Its q_len new tokens are rows
 // [q_begin, q_begin + q_len) of q and sit at positions kv_len - q_len ... kv_len - 1; their keys and

@@ -4,15 +4,16 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
 #include <random>
 
+#include "../common/test_model.h"
 #include "core/dequant.h"
 #include "core/error.h"
 #include "engine/batch_plan.h"
 #include "engine/session.h"
 #include "model/architecture.h"
 #include "model/decoder.h"
-#include "../common/test_model.h"
 
 namespace kestrel {
 namespace {
@@ -25,7 +26,8 @@ Tensor random_tensor(std::mt19937& rng, std::vector<int64_t> shape, float scale,
   return q;
 }
 
-Decoder make_decoder(const Architecture& arch, DType wtype, uint32_t seed) {
+// v_type: the value projection's type when it should differ from the other weights (as in Q4_K_M files).
+Decoder make_decoder(const Architecture& arch, DType wtype, uint32_t seed, std::optional<DType> v_type = {}) {
   const ModelConfig c = testing::tiny_config(arch, 32);
   std::mt19937 rng(seed);
   testing::TinyWeights w;
@@ -38,7 +40,7 @@ Decoder make_decoder(const Architecture& arch, DType wtype, uint32_t seed) {
     w.t[n("attn_norm.weight")] = random_tensor(rng, {c.hidden}, 1.f);
     w.t[n("attn_q.weight")] = random_tensor(rng, {qd, c.hidden}, 0.2f, wtype);
     w.t[n("attn_k.weight")] = random_tensor(rng, {kvd, c.hidden}, 0.2f, wtype);
-    w.t[n("attn_v.weight")] = random_tensor(rng, {kvd, c.hidden}, 0.2f, wtype);
+    w.t[n("attn_v.weight")] = random_tensor(rng, {kvd, c.hidden}, 0.2f, v_type.value_or(wtype));
     w.t[n("attn_output.weight")] = random_tensor(rng, {c.hidden, qd}, 0.2f, wtype);
     w.t[n("attn_q.bias")] = random_tensor(rng, {qd}, 0.2f);
     w.t[n("attn_k.bias")] = random_tensor(rng, {kvd}, 0.2f);
@@ -102,7 +104,8 @@ TEST_P(DecoderConsistency, PrefillChunkedAndIncrementalAgree) {
 INSTANTIATE_TEST_SUITE_P(Archs, DecoderConsistency,
                          ::testing::Values(std::make_tuple("llama", DType::F32), std::make_tuple("qwen2", DType::F32),
                                            std::make_tuple("qwen3", DType::F32), std::make_tuple("llama", DType::Q8_0),
-                                           std::make_tuple("llama", DType::Q4_1), std::make_tuple("qwen2", DType::F16)));
+                                           std::make_tuple("llama", DType::Q4_1),
+                                           std::make_tuple("qwen2", DType::F16)));
 
 TEST(DecoderBatching, TwoSequencesInOneStepMatchSeparateRuns) {
   Decoder dec = make_decoder(architecture_for_hf("llama"), DType::F32, 3);
@@ -124,6 +127,40 @@ TEST(DecoderBatching, TwoSequencesInOneStepMatchSeparateRuns) {
   Tensor lc = c.feed(p2);
   EXPECT_LT(max_abs_diff(both.ptr<float>(), la.ptr<float>(), V), 1e-4f);
   EXPECT_LT(max_abs_diff(both.ptr<float>() + V, lc.ptr<float>(), V), 1e-4f);
+}
+
+// place_on fuses q/k/v and gate/up into single projections (one matmul each, then rope_kv_write and
+// swiglu); the step must compute exactly what the separate projections and unfused ops compute.
+TEST(DecoderFusion, FusedProjectionsMatchSeparateOnes) {
+  struct Case {
+    const char* arch;
+    std::optional<DType> v_type;
+    bool qkv_fuses;
+  };
+  for (const Case& c :
+       {Case{"llama", {}, true}, Case{"qwen2", {}, true}, Case{"qwen3", {}, true}, Case{"llama", DType::Q8_0, false}}) {
+    SCOPED_TRACE(c.arch);
+    Decoder separate = make_decoder(architecture_for_hf(c.arch), DType::F32, 5, c.v_type);
+    Decoder fused = make_decoder(architecture_for_hf(c.arch), DType::F32, 5, c.v_type);
+    ops::Context ctx;
+    ctx.forced["matmul"] = "cpu.ref";  // exact dot products, so the comparison is about the fused ops alone
+    fused.place_on(ctx);
+    EXPECT_EQ(fused.weights().layers[0].wqkv.empty(), !c.qkv_fuses);
+    EXPECT_TRUE(fused.weights().layers[0].w_up.empty() && !fused.weights().layers[0].w_gate_up.empty());
+    EXPECT_FALSE(separate.weights().layers[0].wq.empty());
+    const int64_t V = separate.config().vocab;
+    const auto toks = prompt(11);
+    Tensor logits[2];
+    for (Decoder* d : {&separate, &fused}) {
+      KvCache cache(KvCacheConfig{.n_layers = 2, .n_kv_heads = 2, .head_dim = 32, .block_size = 4, .num_blocks = 8},
+                    {});
+      SequenceKv seq;
+      ASSERT_TRUE(seq.reserve(cache, 11));
+      SeqWork w[1] = {{&seq, toks, LogitRows::All}};
+      logits[d == &fused] = d->forward(ctx, plan_step(cache, w, 1.f / std::sqrt(32.f)), cache.layers());
+    }
+    EXPECT_LT(max_abs_diff(logits[0].ptr<float>(), logits[1].ptr<float>(), 11 * V), 1e-5f);
+  }
 }
 
 TEST(DecoderErrors, ContextOverflowAndBadTokensAreErrors) {

@@ -417,6 +417,58 @@ TEST(OpsHarness, SiluMul) {
   check_binary(registries().silu_mul, 300, kFloatBound);
 }
 
+// Two outputs compared as one: a's values then b's.
+Tensor concat_outputs(const Tensor& a, const Tensor& b) {
+  Tensor both = Tensor::empty_host(DType::F32, {a.numel() + b.numel()});
+  std::memcpy(both.ptr<float>(), a.data, a.nbytes());
+  std::memcpy(both.ptr<float>() + a.numel(), b.data, b.nbytes());
+  return both;
+}
+
+TEST(OpsHarness, AddRmsnorm) {
+  uint32_t seed = 150;
+  for (int64_t rows : {1, 5, 33})
+    for (int64_t d : {7, 64, 576, 4096}) {
+      std::mt19937 rng(seed++);
+      const Tensor x = rand_f32({rows, d}, rng, 2.f), r = rand_f32({rows, d}, rng, 2.f), w = rand_f32({d}, rng);
+      for (bool alias_r : {false, true}) {
+        CaseFn<AddRmsnormArgs> call = [&](const Variant<AddRmsnormArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                          std::string* why, double* us) -> std::optional<Tensor> {
+          Tensor dx = a.upload(x), dr = a.upload(r), dw = a.upload(w), dy = a.upload(poisoned(DType::F32, {rows, d}));
+          Tensor& out = alias_r ? dr : dy;
+          AddRmsnormArgs args{dx, dr, dw, 1e-5f, out};
+          if (!v.supports(args, why)) return std::nullopt;
+          if (us) *us = time_us([&] { v.run(args, ctx); }, a);  // x accumulates while timing: re-upload
+          dx = a.upload(x);
+          dr = a.upload(r);
+          v.run(args, ctx);
+          a.synchronize();
+          return concat_outputs(a.download(dx), a.download(out));
+        };
+        check_case(registries().add_rmsnorm, dims({rows, d}) + (alias_r ? " y=r" : ""), kFloatBound, call,
+                   rows * d * 16.0, rows * d * 5.0);
+      }
+    }
+}
+
+TEST(OpsHarness, Swiglu) {
+  uint32_t seed = 350;
+  for (int64_t rows : {1, 3, 40})
+    for (int64_t f : {5, 64, 1536}) {
+      std::mt19937 rng(seed++);
+      const Tensor gu = rand_f32({rows, 2 * f}, rng, 4.f);
+      CaseFn<SwigluArgs> call = [&](const Variant<SwigluArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                    std::string* why, double* us) -> std::optional<Tensor> {
+        Tensor dg = a.upload(gu), dy = a.upload(poisoned(DType::F32, {rows, f}));
+        SwigluArgs args{dg, dy};
+        if (!v.supports(args, why)) return std::nullopt;
+        run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+        return a.download(dy);
+      };
+      check_case(registries().swiglu, dims({rows, f}), kFloatBound, call, rows * f * 12.0, rows * f * 4.0);
+    }
+}
+
 // ---- rope --------------------------------------------------------------------------------------------
 
 TEST(OpsHarness, Rope) {
@@ -530,6 +582,56 @@ TEST(OpsHarness, KvWrite) {
                    fmt::format("{} heads{} d{} bs{} T{}", dtype_name(t), s.n_kv_heads, s.head_dim, s.block_size, n_tok),
                    kFloatBound, call, 2.0 * n_tok * s.n_kv_heads * s.head_dim * (4 + dtype_info(t).block_bytes));
       }
+}
+
+TEST(OpsHarness, RopeKvWrite) {
+  uint32_t seed = 650;
+  struct Shape {
+    int64_t heads;
+    KvShape kv;
+    int rot;
+  };
+  for (DType t : {DType::F32, DType::BF16})
+    for (Shape sh : {Shape{4, {2, 64, 16, 4}, 64}, Shape{32, {8, 128, 16, 6}, 128}, Shape{6, {3, 64, 8, 5}, 32}})
+      for (int64_t n_tok : {1, 9})
+        for (bool qk_norm : {false, true})
+          for (auto style : {RopeParams::Style::Adjacent, RopeParams::Style::HalfSplit}) {
+            std::mt19937 rng(seed++);
+            const KvShape& s = sh.kv;
+            const int64_t H = sh.heads, Hkv = s.n_kv_heads, D = s.head_dim;
+            const KvLayer cache = random_cache(t, s, rng);
+            const Tensor qkv = rand_f32({n_tok, (H + 2 * Hkv) * D}, rng);
+            const Tensor qn = rand_f32({D}, rng), kn = rand_f32({D}, rng);
+            std::vector<int32_t> all(s.n_blocks * s.block_size);
+            std::iota(all.begin(), all.end(), 0);
+            std::shuffle(all.begin(), all.end(), rng);
+            Tensor slots = Tensor::empty_host(DType::I32, {n_tok}), pos = Tensor::empty_host(DType::I32, {n_tok});
+            std::copy_n(all.begin(), n_tok, slots.ptr<int32_t>());
+            std::uniform_int_distribution<int32_t> p(0, 9000);
+            for (int64_t i = 0; i < n_tok; ++i) pos.ptr<int32_t>()[i] = p(rng);
+            RopeParams rp;
+            rp.style = style;
+            rp.rot_dim = sh.rot;
+            rp.theta = 500000.f;
+            rp.llama3_factor = 8.f;
+            CaseFn<RopeKvWriteArgs> call = [&](const Variant<RopeKvWriteArgs>& var, const DeviceAdapter& a,
+                                               const Context& ctx, std::string* why,
+                                               double* us) -> std::optional<Tensor> {
+              KvLayer dc{a.upload(cache.k), a.upload(cache.v)};
+              Tensor dqkv = a.upload(qkv), dpos = a.upload(pos), ds = a.upload(slots), dqn = a.upload(qn),
+                     dkn = a.upload(kn), dq = a.upload(poisoned(DType::F32, {n_tok, H, D}));
+              const QkNorm norm{qk_norm ? &dqn : nullptr, qk_norm ? &dkn : nullptr, 1e-6f};
+              RopeKvWriteArgs args{dqkv, dpos, ds, rp, norm, dq, dc};
+              if (!var.supports(args, why)) return std::nullopt;
+              run_maybe_timed([&] { var.run(args, ctx); }, a, us);
+              return concat_outputs(a.download(dq), concat_outputs(a.download(dc.k), a.download(dc.v)));
+            };
+            check_case(
+                registries().rope_kv_write,
+                fmt::format("{} h{}/{} d{} rot{} T{}{}{}", dtype_name(t), H, Hkv, D, sh.rot, n_tok,
+                            qk_norm ? " qk-norm" : "", style == RopeParams::Style::Adjacent ? " adjacent" : " half"),
+                kFloatBound, call, n_tok * (H + 2 * Hkv) * D * (4.0 + 4.0));
+          }
 }
 
 struct SeqSpec {

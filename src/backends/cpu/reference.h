@@ -6,4 +6,7 @@
 
 namespace kestrel::backends::cpu {
 void register_reference(ops::Registries& r);
+// The fused ops composed from the unfused ones (fused.cpp): under "cpu.ref" from the reference variants,
+// under any other name from the dispatcher's picks.
+void register_fused(ops::Registries& r, const char* name, int priority);
 }

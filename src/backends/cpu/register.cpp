@@ -56,6 +56,8 @@ void register_variants(ops::Registries& r) {
     if (dst.data != src.data) std::memcpy(dst.data, src.data, src.nbytes());
   };
   register_reference(r);
+  register_fused(r, "cpu.ref", 0);
+  register_fused(r, "cpu.simd", kSimdPriority);
   for (const Kernels* k : {&generic_kernels(), &avx2_kernels(), &avx512vnni_kernels()}) register_table(r, *k);
   r.embed.add({"cpu.simd", Device::Cpu, kSimdPriority, embed_supports, embed});
   r.rmsnorm.add({"cpu.simd", Device::Cpu, kSimdPriority, rmsnorm_supports, rmsnorm});

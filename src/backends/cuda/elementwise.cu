@@ -1,5 +1,5 @@
-// Elementwise kernels: add, silu_mul and the bias epilogue. Memory-bound: 16-byte vectors per thread
-// when every operand is aligned, a scalar loop otherwise.
+// Elementwise kernels: add, silu_mul, swiglu (silu_mul of a fused gate/up output) and the bias epilogue. Memory-bound:
+// 16-byte vectors per thread when every operand is aligned, a scalar loop otherwise.
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
@@ -63,6 +63,36 @@ void dispatch_binary(DType t, const void* a, const void* b, void* y, int64_t n, 
     launch_binary<float>(a, b, y, n, op, s);
 }
 
+// One thread per 16-byte vector of y (vec) or per element; gate and up sit F columns apart in a row.
+template <typename T>
+__global__ void swiglu_kernel(const T* gu, T* y, int64_t rows, int64_t F, bool vec) {
+  constexpr int N = Vec16<T>::N;
+  const int64_t per_row = vec ? F / N : F, total = rows * per_row;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / per_row, c = i % per_row;
+    const T* g = gu + r * 2 * F;
+    if (vec) {
+      const Vec16<T> vg = load16(g + c * N), vu = load16(g + F + c * N);
+      Vec16<T> vy;
+#pragma unroll
+      for (int j = 0; j < N; ++j) vy.v[j] = from_f32<T>(SiluMulOp{}(to_f32(vg.v[j]), to_f32(vu.v[j])));
+      store16(y + r * F + c * N, vy);
+    } else {
+      y[r * F + c] = from_f32<T>(SiluMulOp{}(to_f32(g[c]), to_f32(g[F + c])));
+    }
+  }
+}
+
+template <typename T>
+void launch_swiglu_typed(const void* gu_, void* y_, int64_t rows, int64_t F, cudaStream_t s) {
+  auto gu = static_cast<const T*>(gu_);
+  auto y = static_cast<T*>(y_);
+  const bool vec = F % Vec16<T>::N == 0 && aligned16(gu) && aligned16(y);
+  const int64_t work = rows * (vec ? F / Vec16<T>::N : F);
+  swiglu_kernel<<<grid_for(work, 256), 256, 0, s>>>(gu, y, rows, F, vec);
+  CUDA_CHECK_LAUNCH();
+}
+
 template <typename T>
 __global__ void add_bias_kernel(T* y, const float* bias, int64_t total, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x)
@@ -77,6 +107,14 @@ void launch_add(DType t, const void* a, const void* b, void* y, int64_t n, cudaS
 
 void launch_silu_mul(DType t, const void* gate, const void* up, void* y, int64_t n, cudaStream_t s) {
   dispatch_binary(t, gate, up, y, n, SiluMulOp{}, s);
+}
+
+void launch_swiglu(DType t, const void* gate_up, void* y, int64_t rows, int64_t F, cudaStream_t s) {
+  if (rows == 0 || F == 0) return;
+  if (t == DType::BF16)
+    launch_swiglu_typed<bf16>(gate_up, y, rows, F, s);
+  else
+    launch_swiglu_typed<float>(gate_up, y, rows, F, s);
 }
 
 void launch_add_bias(DType t, void* y, const float* bias, int64_t rows, int64_t n, cudaStream_t s) {

@@ -25,10 +25,15 @@ void launch_embed(DType table_t, const void* table, int64_t vocab, int64_t dim, 
 // rmsnorm.cu: x, y f32/bf16 (same type); w f32/bf16.
 void launch_rmsnorm(DType t, const void* x, DType w_t, const void* w, float eps, void* y, int64_t rows, int64_t dim,
                     cudaStream_t stream);
+// x += r, then y = rmsnorm(x) * w; y may alias r.
+void launch_add_rmsnorm(DType t, void* x, const void* r, DType w_t, const void* w, float eps, void* y, int64_t rows,
+                        int64_t dim, cudaStream_t stream);
 
 // elementwise.cu: f32/bf16, all operands of type t.
 void launch_add(DType t, const void* a, const void* b, void* y, int64_t n, cudaStream_t stream);
 void launch_silu_mul(DType t, const void* gate, const void* up, void* y, int64_t n, cudaStream_t stream);
+// y[t, i] = silu(gate_up[t, i]) * gate_up[t, F + i]; gate_up [rows, 2F], y [rows, F].
+void launch_swiglu(DType t, const void* gate_up, void* y, int64_t rows, int64_t F, cudaStream_t stream);
 // y[r, :] += bias (f32), y f32/bf16 [rows, n].
 void launch_add_bias(DType t, void* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
 
@@ -37,6 +42,31 @@ void launch_add_bias(DType t, void* y, const float* bias, int64_t rows, int64_t 
 constexpr int kMaxRopePairs = 256;
 void launch_rope(DType t, void* x, const int32_t* positions, int64_t T, int64_t H, int64_t D, bool adjacent,
                  int rot_dim, const float* inv_freq, cudaStream_t stream);
+
+// rope.cu: the fused q/k/v stage (ops::rope_kv_write): qkv [T, (H + 2 Hkv) * D] (act_t) -> optional per-head
+// RMSNorm of q and k, rotation, q into q_out [T, H, D], k and v into the caches at slots (bad slots are
+// skipped and raise kErrKvSlot).
+struct RopeKvWriteLaunch {
+  DType act_t = DType::BF16;
+  const void* qkv = nullptr;
+  const int32_t* positions = nullptr;
+  const int32_t* slots = nullptr;
+  int64_t T = 0;
+  int H = 0, Hkv = 0, D = 0;
+  bool adjacent = false;
+  int rot_dim = 0;
+  const float* inv_freq = nullptr;  // host, rot_dim / 2 values
+  const float* q_norm = nullptr;    // device f32 [D] or null
+  const float* k_norm = nullptr;
+  float eps = 0.f;
+  void* q_out = nullptr;
+  DType cache_t = DType::BF16;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  int64_t n_slots = 0;
+};
+constexpr int kMaxFusedHeadDim = 512;
+void launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream);
 
 // kv_write.cu: k, v [T, row] (f32/bf16) into caches [n_slots, row] (f32/bf16/f16). Bad slots are skipped
 // and raise kErrKvSlot.
@@ -66,9 +96,9 @@ void launch_attention_prefill(const AttentionLaunch& a, int max_q_len, cudaStrea
 
 // attention_decode.cu: split-KV decode (q_len == 1 for every sequence) with an in-kernel combine.
 struct DecodePlan {
-  int splits = 1;        // KV splits per (sequence, head group)
-  int chunk = 0;         // keys per split
-  int head_chunks = 1;   // query-head groups per KV head handled by separate blocks
+  int splits = 1;        // KV splits per (sequence, head group): grid.x, one wave of one block per SM
+  int chunk = 0;         // keys per split at max_kv_len; the kernel derives each sequence's from its kv_len
+  int head_chunks = 1;   // groups of up to 16 query heads per KV head handled by separate blocks
   size_t workspace = 0;  // bytes of scratch for the split partials
   int counters = 0;      // i32 merge tickets: zero before the first launch; every launch leaves them zero
 };

@@ -96,6 +96,22 @@ void register_elementwise(Registries& r) {
   r.silu_mul.add({"cuda.vec", Device::Cuda, kPriority, binary_ok, [](const BinaryArgs& a, const Context& ctx) {
                     launch_silu_mul(a.y.dtype, a.a.data, a.b.data, a.y.data, a.y.numel(), stream_of(ctx));
                   }});
+  r.add_rmsnorm.add({"cuda.rmsnorm", Device::Cuda, kPriority,
+                     [](const AddRmsnormArgs& a, std::string* why) {
+                       return on_device({&a.x, &a.r, &a.w, &a.y}, why) && same_act({&a.x, &a.r, &a.y}, why) &&
+                              (is_act(a.w.dtype) || reject(why, "weight must be f32 or bf16"));
+                     },
+                     [](const AddRmsnormArgs& a, const Context& ctx) {
+                       launch_add_rmsnorm(a.x.dtype, a.x.data, a.r.data, a.w.dtype, a.w.data, a.eps, a.y.data,
+                                          a.x.rows(), a.x.cols(), stream_of(ctx));
+                     }});
+  r.swiglu.add({"cuda.vec", Device::Cuda, kPriority,
+                [](const SwigluArgs& a, std::string* why) {
+                  return on_device({&a.gate_up, &a.y}, why) && same_act({&a.gate_up, &a.y}, why);
+                },
+                [](const SwigluArgs& a, const Context& ctx) {
+                  launch_swiglu(a.y.dtype, a.gate_up.data, a.y.data, a.y.rows(), a.y.cols(), stream_of(ctx));
+                }});
   r.rope.add({"cuda.rope", Device::Cuda, kPriority,
               [](const RopeArgs& a, std::string* why) {
                 if (!on_device({&a.x, &a.positions}, why) || !same_act({&a.x}, why)) return false;
@@ -122,6 +138,46 @@ void register_elementwise(Registries& r) {
                                     a.cache.k.dtype, a.cache.k.data, a.cache.v.data,
                                     a.cache.k.dim(0) * a.cache.k.dim(1), stream_of(ctx));
                   }});
+  r.rope_kv_write.add({"cuda.rope_kv_write", Device::Cuda, kPriority,
+                       [](const RopeKvWriteArgs& a, std::string* why) {
+                         if (!on_device({&a.qkv, &a.positions, &a.slots, &a.q_out, &a.cache.k, &a.cache.v}, why) ||
+                             !same_act({&a.qkv, &a.q_out}, why))
+                           return false;
+                         for (const Tensor* n : {a.norm.q, a.norm.k})
+                           if (n && (n->device != Device::Cuda || n->dtype != DType::F32))
+                             return reject(why, "q/k norm weights must be f32 on the device");
+                         const DType c = a.cache.k.dtype;
+                         if (c != a.cache.v.dtype || !(c == DType::BF16 || c == DType::F16 || c == DType::F32))
+                           return reject(why, "cache pages must be bf16, f16 or f32");
+                         if (a.positions.dtype != DType::I32 || a.slots.dtype != DType::I32)
+                           return reject(why, "positions and slots must be i32");
+                         if (a.q_out.dim(2) > kMaxFusedHeadDim) return reject(why, "head_dim above kMaxFusedHeadDim");
+                         return a.p.rot_dim / 2 <= kMaxRopePairs || reject(why, "rot_dim above 2 * kMaxRopePairs");
+                       },
+                       [](const RopeKvWriteArgs& a, const Context& ctx) {
+                         const std::vector<float> inv_freq = a.p.inv_freq();
+                         RopeKvWriteLaunch l;
+                         l.act_t = a.qkv.dtype;
+                         l.qkv = a.qkv.data;
+                         l.positions = a.positions.ptr<int32_t>();
+                         l.slots = a.slots.ptr<int32_t>();
+                         l.T = a.qkv.rows();
+                         l.H = static_cast<int>(a.q_out.dim(1));
+                         l.Hkv = static_cast<int>(a.cache.k.dim(2));
+                         l.D = static_cast<int>(a.q_out.dim(2));
+                         l.adjacent = a.p.style == RopeParams::Style::Adjacent;
+                         l.rot_dim = a.p.rot_dim;
+                         l.inv_freq = inv_freq.data();
+                         l.q_norm = a.norm.q ? a.norm.q->ptr<float>() : nullptr;
+                         l.k_norm = a.norm.k ? a.norm.k->ptr<float>() : nullptr;
+                         l.eps = a.norm.eps;
+                         l.q_out = a.q_out.data;
+                         l.cache_t = a.cache.k.dtype;
+                         l.k_cache = a.cache.k.data;
+                         l.v_cache = a.cache.v.data;
+                         l.n_slots = a.cache.k.dim(0) * a.cache.k.dim(1);
+                         launch_rope_kv_write(l, stream_of(ctx));
+                       }});
 }
 
 // ---- matmul ----

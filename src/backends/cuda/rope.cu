@@ -1,6 +1,7 @@
-// Rotary position embedding in place. One thread per rotated pair; the inverse frequencies (with any
-// llama3/linear scaling already applied on the host by RopeParams::inv_freq) travel in the kernel's
-// parameters, so the launch needs no upload and can be captured in a CUDA graph.
+// Rotary position embedding: in place (one thread per rotated pair), and fused with the per-head q/k
+// norm and the cache write after a fused q/k/v projection (one block per token and head). The inverse
+// frequencies (with any llama3/linear scaling already applied on the host by RopeParams::inv_freq) travel
+// in the kernel's parameters, so the launch needs no upload and can be captured in a CUDA graph.
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
@@ -32,7 +33,98 @@ __global__ void rope_kernel(T* x, const int32_t* positions, int64_t T_, int64_t 
   }
 }
 
+constexpr int kFusedThreads = 128;
+
+// Block b handles head b % heads of token b / heads, heads = H + 2 Hkv in q | k | v order. The head is
+// staged in shared memory as f32 so the norm and the rotation round once, on the final store.
+template <typename T, typename C>
+__global__ void __launch_bounds__(kFusedThreads)
+    rope_kv_write_kernel(const RopeKvWriteLaunch l, const T* qkv, T* q_out, C* kc, C* vc, unsigned* error_flags,
+                         const __grid_constant__ RopeFreqs f) {
+  __shared__ float row[kMaxFusedHeadDim];
+  __shared__ float partial[kFusedThreads / 32];
+  const int heads = l.H + 2 * l.Hkv, D = l.D;
+  const int64_t t = blockIdx.x / heads;
+  const int h = static_cast<int>(blockIdx.x % heads);
+  const bool is_q = h < l.H, is_k = !is_q && h < l.H + l.Hkv;
+  int32_t slot = 0;
+  if (!is_q) {
+    slot = l.slots[t];
+    if (slot < 0 || slot >= l.n_slots) {
+      if (threadIdx.x == 0) atomicOr(error_flags, kErrKvSlot);
+      return;
+    }
+  }
+  const T* src = qkv + (t * heads + h) * D;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < D; i += kFusedThreads) {
+    row[i] = to_f32(src[i]);
+    ss += row[i] * row[i];
+  }
+  const float* norm = is_q ? l.q_norm : is_k ? l.k_norm : nullptr;
+  if (norm) {  // uniform per block
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+    __syncthreads();
+    float total = 0.f;
+#pragma unroll
+    for (int i = 0; i < kFusedThreads / 32; ++i) total += partial[i];
+    const float inv = rsqrtf(total / static_cast<float>(D) + l.eps);
+    for (int i = threadIdx.x; i < D; i += kFusedThreads) row[i] *= inv * norm[i];
+  }
+  __syncthreads();
+  if (is_q || is_k) {
+    const int half = l.rot_dim / 2;
+    const float pos = static_cast<float>(l.positions[t]);
+    for (int i = threadIdx.x; i < half; i += kFusedThreads) {
+      float sn, cs;
+      sincosf(pos * f.inv_freq[i], &sn, &cs);
+      const int i0 = l.adjacent ? 2 * i : i;
+      const int i1 = l.adjacent ? 2 * i + 1 : i + half;
+      const float x0 = row[i0], x1 = row[i1];
+      row[i0] = x0 * cs - x1 * sn;
+      row[i1] = x0 * sn + x1 * cs;
+    }
+    __syncthreads();
+  }
+  if (is_q) {
+    T* dst = q_out + (t * l.H + h) * D;
+    for (int i = threadIdx.x; i < D; i += kFusedThreads) dst[i] = from_f32<T>(row[i]);
+  } else {
+    C* dst = (is_k ? kc : vc) + (static_cast<int64_t>(slot) * l.Hkv + (h - l.H - (is_k ? 0 : l.Hkv))) * D;
+    for (int i = threadIdx.x; i < D; i += kFusedThreads) dst[i] = from_f32<C>(row[i]);
+  }
+}
+
+template <typename T, typename C>
+void launch_fused(const RopeKvWriteLaunch& l, const RopeFreqs& f, cudaStream_t s) {
+  const int64_t blocks = l.T * (l.H + 2 * l.Hkv);
+  rope_kv_write_kernel<T, C><<<static_cast<unsigned>(blocks), kFusedThreads, 0, s>>>(
+      l, static_cast<const T*>(l.qkv), static_cast<T*>(l.q_out), static_cast<C*>(l.k_cache), static_cast<C*>(l.v_cache),
+      device_error_flags(), f);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void launch_fused_from(const RopeKvWriteLaunch& l, const RopeFreqs& f, cudaStream_t s) {
+  switch (l.cache_t) {
+    case DType::BF16: launch_fused<T, bf16>(l, f, s); break;
+    case DType::F16: launch_fused<T, __half>(l, f, s); break;
+    default: launch_fused<T, float>(l, f, s); break;
+  }
+}
+
 }  // namespace
+
+void launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t s) {
+  if (l.T == 0) return;
+  RopeFreqs f{};
+  for (int i = 0; i < l.rot_dim / 2; ++i) f.inv_freq[i] = l.inv_freq[i];
+  if (l.act_t == DType::BF16)
+    launch_fused_from<bf16>(l, f, s);
+  else
+    launch_fused_from<float>(l, f, s);
+}
 
 void launch_rope(DType t, void* x, const int32_t* positions, int64_t T, int64_t H, int64_t D, bool adjacent,
                  int rot_dim, const float* inv_freq, cudaStream_t s) {
