@@ -4,8 +4,9 @@
 # graph decode, logits vs transformers, greedy CPU == GPU), `kestrel bench --device cuda` on the
 # llama3-8b preset with the transformers peer in the same run, and writes logs and JSON under $OUT
 # (default ./gpu-out).
-#   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench] [--kernels]
-#   --kernels also runs the kernel benchmarks (bench/cuda/ops_bench.cpp and bench/peers/torch_attention.py).
+#   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench] [--no-peer] [--kernels]
+#   --kernels also runs the kernel benchmarks (bench/cuda/ops_bench.cpp and bench/peers/torch_attention.py);
+#   --no-peer skips the transformers peer (a quicker iteration; final numbers need it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -13,12 +14,14 @@ mkdir -p "$out"
 quick=""
 filter='Cuda*'
 bench=1
+peer=1
 kernels=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
     --filter) filter="$2"; shift ;;
     --no-bench) bench=0 ;;
+    --no-peer) peer=0 ;;
     --kernels) kernels=1 ;;
   esac
   shift
@@ -72,8 +75,8 @@ echo "tests rc=$rc"
 if [ "$bench" = 1 ]; then
   "$k" bench --device cuda -m "$models/llama3-8b" -p 512 -p 8192 -n 128 -B 1 -B 8 -B 32 -B 128 -r 3 \
     --json "$out/kestrel_bench.json" 2>&1 | tee "$out/bench.log"
-  python3 bench/peers/transformers_peer.py --model "$models/llama3-8b" --json "$out/transformers_peer.json" 2>&1 |
-    tee -a "$out/bench.log"
+  [ "$peer" = 1 ] && python3 bench/peers/transformers_peer.py --model "$models/llama3-8b" \
+    --json "$out/transformers_peer.json" 2>&1 | tee -a "$out/bench.log"
 fi
 if [ "$kernels" = 1 ]; then
   python3 bench/peers/torch_attention.py $quick --json "$out/torch_peers.json" 2>&1 | tee "$out/peers.log"

@@ -190,6 +190,84 @@ TEST(CudaOps, KvWrite) {
   EXPECT_THROW(check_device_errors(), Error);
 }
 
+TEST(CudaOps, AddRmsnorm) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(21);
+  for (DType t : {DType::BF16, DType::F32})
+    for (int64_t d : {4096, 100})
+      for (bool alias_r : {false, true}) {
+        const Tensor x = rand_host({7, d}, rng, 2.f), r = rand_host({7, d}, rng, 2.f), w = rand_host({d}, rng);
+        Tensor want_x = Tensor::empty_host(DType::F32, {7, d}), want_y = Tensor::empty_host(DType::F32, {7, d});
+        std::copy(x.ptr<float>(), x.ptr<float>() + x.numel(), want_x.ptr<float>());
+        ops::add_rmsnorm(cpu_ctx(), want_x, r, w, 1e-5f, want_y);
+        Tensor dx = to_device(x, t), dr = to_device(r, t), dy = poisoned_device(t, {7, d});
+        Tensor& y = alias_r ? dr : dy;
+        ops::add_rmsnorm(cuda_ctx(), dx, dr, to_device(w, DType::F32), 1e-5f, y);
+        EXPECT_LE(nmse(result(dx), want_x), kBf16Bound) << dtype_name(t) << " d" << d;
+        EXPECT_LE(nmse(result(y), want_y), kBf16Bound) << dtype_name(t) << " d" << d << " alias " << alias_r;
+      }
+}
+
+TEST(CudaOps, Swiglu) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(22);
+  for (DType t : {DType::BF16, DType::F32})
+    for (int64_t f : {14336, 100, 7}) {
+      const Tensor gu = rand_host({5, 2 * f}, rng, 3.f);
+      Tensor want = Tensor::empty_host(DType::F32, {5, f});
+      ops::swiglu(cpu_ctx(), gu, want);
+      Tensor y = poisoned_device(t, {5, f});
+      ops::swiglu(cuda_ctx(), to_device(gu, t), y);
+      EXPECT_LE(nmse(result(y), want), kBf16Bound) << dtype_name(t) << " F" << f;
+    }
+}
+
+TEST(CudaOps, RopeKvWrite) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(23);
+  const int64_t blocks = 6, bs = 16, T = 21;
+  for (auto style : {RopeParams::Style::Adjacent, RopeParams::Style::HalfSplit})
+    for (int64_t d : {64, 128})
+      for (bool qk_norm : {false, true}) {
+        const int64_t H = d == 128 ? 32 : 6, Hkv = d == 128 ? 8 : 2;
+        RopeParams p;
+        p.style = style;
+        p.rot_dim = d == 128 ? 128 : 32;  // partial rotation at d64
+        p.theta = 500000.f;
+        p.llama3_factor = 8.f;
+        const Tensor qkv = rand_host({T, (H + 2 * Hkv) * d}, rng), qn = rand_host({d}, rng), kn = rand_host({d}, rng);
+        std::vector<int32_t> slots(blocks * bs), pos(T);
+        std::iota(slots.begin(), slots.end(), 0);
+        std::shuffle(slots.begin(), slots.end(), rng);
+        slots.resize(T);
+        for (auto& v : pos) v = static_cast<int32_t>(rng() % 100000);
+        KvLayer want{rand_host({blocks, bs, Hkv, d}, rng), rand_host({blocks, bs, Hkv, d}, rng)};
+        KvLayer dev{to_device(want.k, DType::BF16), to_device(want.v, DType::BF16)};
+        Tensor want_q = Tensor::empty_host(DType::F32, {T, H, d});
+        ops::rope_kv_write(cpu_ctx(), qkv, ints_host(pos), ints_host(slots), p,
+                           QkNorm{qk_norm ? &qn : nullptr, qk_norm ? &kn : nullptr, 1e-6f}, want_q, want);
+        const Tensor dqn = to_device(qn, DType::F32), dkn = to_device(kn, DType::F32);
+        Tensor q = poisoned_device(DType::BF16, {T, H, d});
+        ops::rope_kv_write(cuda_ctx(), to_device(qkv, DType::BF16), to_device(ints_host(pos), DType::I32),
+                           to_device(ints_host(slots), DType::I32), p,
+                           QkNorm{qk_norm ? &dqn : nullptr, qk_norm ? &dkn : nullptr, 1e-6f}, q, dev);
+        EXPECT_LE(nmse(result(q), want_q), kBf16Bound) << "d" << d << " qk_norm " << qk_norm;
+        EXPECT_LE(nmse(result(dev.k), want.k), kBf16Bound) << "d" << d << " qk_norm " << qk_norm;
+        EXPECT_LE(nmse(result(dev.v), want.v), kBf16Bound) << "d" << d;
+        EXPECT_NO_THROW(check_device_errors());
+      }
+  // A slot outside the cache is reported, not written.
+  const int64_t H = 4, Hkv = 2, d = 64;
+  RopeParams p;
+  p.rot_dim = 64;
+  KvLayer dev{poisoned_device(DType::BF16, {2, 16, Hkv, d}), poisoned_device(DType::BF16, {2, 16, Hkv, d})};
+  Tensor q = poisoned_device(DType::BF16, {1, H, d});
+  ops::rope_kv_write(cuda_ctx(), to_device(rand_host({1, (H + 2 * Hkv) * d}, rng), DType::BF16),
+                     to_device(ints_host({3}), DType::I32), to_device(ints_host({32}), DType::I32), p, QkNorm{}, q,
+                     dev);
+  EXPECT_THROW(check_device_errors(), Error);
+}
+
 TEST(CudaOps, Matmul) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(17);
@@ -222,7 +300,7 @@ struct SeqSpec {
 
 // Random paged cache, random non-contiguous block tables, CPU reference vs the CUDA variant `variant`.
 void check_attention(const std::string& variant, int64_t n_heads, int64_t n_kv, int64_t d, int64_t bs,
-                     const std::vector<SeqSpec>& specs, uint32_t seed) {
+                     const std::vector<SeqSpec>& specs, uint32_t seed, float q_scale = 2.f) {
   std::mt19937 rng(seed);
   int64_t n_tok = 0, blocks = 3, max_blocks = 1;
   for (const SeqSpec& s : specs) {
@@ -245,7 +323,7 @@ void check_attention(const std::string& variant, int64_t n_heads, int64_t n_kv, 
     info.insert(info.end(), {q_begin, specs[i].q_len, specs[i].kv_len});
     q_begin += specs[i].q_len;
   }
-  const Tensor q = rand_host({n_tok, n_heads, d}, rng, 2.f);
+  const Tensor q = rand_host({n_tok, n_heads, d}, rng, q_scale);
   Tensor want = Tensor::empty_host(DType::F32, {n_tok, n_heads, d});
   ops::attention(cpu_ctx(), q, cache, batch, want);
 
@@ -267,20 +345,30 @@ TEST(CudaOps, AttentionPrefill) {
   uint32_t seed = 100;
   const std::vector<std::vector<SeqSpec>> batches = {
       {{1, 1}}, {{200, 200}}, {{77, 300}, {1, 50}, {129, 129}}, {{5, 50}, {1, 17}, {9, 9}}, {{300, 1000}}};
-  for (int64_t group : {1, 3, 4})
+  for (int64_t group : {1, 3, 4, 8})
     for (int64_t d : {64, 128})
       for (int64_t bs : {16, 32})
         for (const auto& specs : batches) check_attention("cuda.flash_prefill", 2 * group, 2, d, bs, specs, seed++);
+  // Peaked scores (logits with a spread of ~10 in log2 units): a row's max keeps jumping by more than the
+  // kernel's rescale slack as later key tiles arrive, so the deferred-rescale path runs.
+  for (int64_t d : {64, 128})
+    check_attention("cuda.flash_prefill", 8, 2, d, 16, {{300, 1000}, {130, 700}}, seed++, 8.f);
 }
 
 TEST(CudaOps, AttentionDecode) {
   SKIP_WITHOUT_GPU();
   uint32_t seed = 200;
-  const std::vector<std::vector<SeqSpec>> batches = {
-      {{1, 1}}, {{1, 37}, {1, 5}, {1, 100}}, {{1, 1500}}, {{1, 5000}, {1, 64}, {1, 129}}};
-  for (int64_t group : {1, 3, 4, 7, 16})
+  // Lengths at and around the 128/256-key block stages, one sequence much longer than the rest (its
+  // plan does not fit the others: they re-derive their splits), and a group over 16 (two head slices).
+  const std::vector<std::vector<SeqSpec>> batches = {{{1, 1}},
+                                                     {{1, 37}, {1, 5}, {1, 100}},
+                                                     {{1, 1500}},
+                                                     {{1, 5000}, {1, 64}, {1, 129}},
+                                                     {{1, 4096}, {1, 16}, {1, 128}, {1, 3}, {1, 2049}}};
+  for (int64_t group : {1, 3, 4, 7, 16, 20})
     for (int64_t d : {64, 128})
       for (const auto& specs : batches) check_attention("cuda.decode_splitkv", 2 * group, 2, d, 16, specs, seed++);
+  check_attention("cuda.decode_splitkv", 8, 2, 128, 24, {{1, 3000}, {1, 50}}, seed++);  // pages of 24 keys
   // The prefill kernel is correct on decode batches too (it is the fallback for them).
   check_attention("cuda.flash_prefill", 8, 2, 128, 16, {{1, 3000}, {1, 7}}, seed++);
 }

@@ -1,188 +1,329 @@
 // Split-KV decode attention (one query token per sequence) over the paged bf16 cache. A block owns
-// (sequence, KV head, slice of its query heads, KV split): each group of D/8 lanes reads one key row and
-// one value row per step as 16-byte vectors, scores it against all the query heads that share the KV
-// head (GQA: the KV bytes are read once per group, not once per query head) and keeps an online
-// softmax. Groups merge in shared memory; splits merge in the same launch: the last block of a
-// (sequence, head) to finish (an atomic ticket) combines the partial outputs by their log-sum-exp, so a
-// decode step is one kernel. Memory-bound by design: the KV bytes are the whole cost.
+// (sequence, KV head, up to 16 of its query heads, KV split) and runs alone on its SM: its 8 warps each
+// stream their own 16-key (D 128) or 32-key (D 64) slices of K and V through a private 3-stage cp.async
+// ring in shared memory, so two stages (128 KB per SM) are in flight from the first cycle and no block
+// barrier sits in the loop. The query heads that share the KV head are the M = 16 rows of
+// tensor-core MMAs (S = Q K^T, O += P V; bf16 in, f32 accumulate), so GQA reads the KV bytes once per
+// group and the math stays far below the memory time. Warps merge in shared memory; splits merge in the
+// same launch: the last block of a (sequence, head slice) to finish (an atomic ticket) combines the
+// partial outputs by their log-sum-exp, so a decode step is one kernel.
 #include <algorithm>
 #include <cmath>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/mma.cuh"
 
 namespace kestrel::backends::cuda {
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kUnroll = 4;  // keys per group per step: 8 independent 16-byte loads in flight per thread
-constexpr int kMaxSplits = 128;
-constexpr int kMinKeysPerSplit = 128;
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kStages = 3;         // ring depth per warp: kStages - 1 stages load while one is computed
+constexpr int kStageBytes = 8192;  // K + V bytes per warp per stage
+constexpr int kRows = 16;          // query heads per block: the M of the m16n8k16 MMAs
+constexpr int kMergeBatch = 16;    // split partials the last block loads at once per thread
+constexpr int kPad = 8;            // floats of padding per row of the warp-merge scratch (bank spread)
 
-struct DecodeDims {
-  int splits, chunk, head_chunks, group;  // group: query heads per KV head
-};
-
-__device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 v = __bfloat1622float2(h[i]);
-    f[2 * i] = v.x;
-    f[2 * i + 1] = v.y;
-  }
+template <int D>
+constexpr int keys_per_warp() {
+  return kStageBytes / (4 * D);  // K and V rows of D bf16 each
 }
 
-template <int D, int GMAX>
-__global__ void __launch_bounds__(kThreads)
+__host__ __device__ constexpr int keys_per_stage(int head_dim) {
+  return kWarps * kStageBytes / (4 * head_dim);
+}
+
+// Keys per split for a sequence of kv_len keys on a grid of `splits` splits: as even as possible, whole
+// block stages (so every warp has keys), and every used split gets at least one stage.
+__host__ __device__ constexpr int split_chunk(int kv_len, int splits, int stage_keys) {
+  const int stages = (kv_len + stage_keys - 1) / stage_keys;
+  const int used = splits < stages ? splits : stages;
+  return (stages + used - 1) / used * stage_keys;
+}
+
+template <int D>
+constexpr size_t decode_smem_bytes() {
+  return size_t{kStages} * kWarps * kStageBytes + sizeof(bf16) * kRows * D;  // K/V ring + Q tile
+}
+
+// n / d for 0 <= n < 2^31 by multiply-high (the block size is a runtime value; a hardware divide per
+// key row would cost more than the rest of the address math).
+struct FastDiv {
+  uint32_t mul = 1;
+  int shift = 0;
+  int d = 1;
+};
+
+FastDiv make_fast_div(int d) {
+  FastDiv f;
+  f.d = d;
+  while ((1 << f.shift) < d) ++f.shift;
+  f.mul = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << f.shift) - d)) / d + 1);
+  return f;
+}
+
+__device__ __forceinline__ int fast_div(const FastDiv& f, int n) {
+  return static_cast<int>((__umulhi(static_cast<uint32_t>(n), f.mul) + static_cast<uint32_t>(n)) >> f.shift);
+}
+
+struct DecodeDims {
+  int splits;      // grid.x and the split stride of the partials
+  int chunk_hint;  // keys per split at the planned length: the table prefetch starts before seq_info lands
+  int head_chunks;
+  int group;  // query heads per KV head
+  FastDiv bs;
+};
+
+__device__ __forceinline__ float fast_exp2(float x) {  // MUFU.EX2; exp2(-inf) = 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <int D>
+__device__ __forceinline__ int swizzle(int row, int chunk) {
+  return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const AttentionLaunch a, const DecodeDims dd, float* part_o, float* part_lse, int* counters) {
-  constexpr int LPK = D / 8;          // lanes per key row
-  constexpr int NG = kThreads / LPK;  // key groups per block
-  __shared__ float sm_m[NG][GMAX], sm_l[NG][GMAX];
-  __shared__ float sm_o[NG][GMAX][D];
-  __shared__ float sm_w[GMAX][kMaxSplits];
+  constexpr int CH = D / 8;  // 16-byte chunks per row
+  constexpr int KW = keys_per_warp<D>();
+  constexpr int KS = kWarps * KW;
+  constexpr int RP = 32 / CH;  // rows a warp copies per pass
+  constexpr int NP = KW / RP;  // rows each lane copies per stage (8)
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* ring = reinterpret_cast<bf16*>(smem);
+  bf16* q_s = ring + kStages * kWarps * 2 * KW * D;
   __shared__ bool is_last;
 
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int split = blockIdx.x;
   const int kvh = blockIdx.y / dd.head_chunks, hc = blockIdx.y % dd.head_chunks;
   const int seq = blockIdx.z;
-  const int q_row = a.seq_info[seq * 3], kv_len = a.seq_info[seq * 3 + 2];
-  const int n_splits = (kv_len + dd.chunk - 1) / dd.chunk;
-  if (split >= n_splits) return;
-  const int k_begin = split * dd.chunk, k_end = min(kv_len, k_begin + dd.chunk);
-  const int h0 = kvh * dd.group + hc * GMAX;
-  const int nh = min(GMAX, dd.group - hc * GMAX);
-  const int grp = threadIdx.x / LPK, sub = threadIdx.x % LPK;
-  const float scale_log2 = a.scale * 1.4426950408889634f;
-
-  float q[GMAX][8];
-  const bf16* qp = static_cast<const bf16*>(a.q) + (static_cast<size_t>(q_row) * a.n_heads + h0) * D + sub * 8;
-#pragma unroll
-  for (int h = 0; h < GMAX; ++h) {
-    if (h < nh) {
-      unpack8(*reinterpret_cast<const uint4*>(qp + h * D), q[h]);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) q[h][e] *= scale_log2;
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) q[h][e] = 0.f;
-    }
-  }
-
-  float m[GMAX], l[GMAX], acc[GMAX][8];
-#pragma unroll
-  for (int h = 0; h < GMAX; ++h) {
-    m[h] = -INFINITY;
-    l[h] = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
-  }
-
   const int* table = a.block_tables + static_cast<size_t>(seq) * a.max_blocks;
+  const int row0 = lane / CH, ch = lane % CH;  // this lane copies rows row0 + RP * i, chunk ch
+
+  // Table entries of the rows this lane copies in stage `stage`. Clamped to the table so a guess past
+  // the sequence stays in bounds; rows past kv_len never use their entry.
+  auto fetch = [&](int k_begin, int stage, int(&ent)[NP]) {
+#pragma unroll
+    for (int i = 0; i < NP; ++i) {
+      const int p = k_begin + stage * KS + warp * KW + row0 + RP * i;
+      ent[i] = __ldg(table + min(fast_div(dd.bs, p), a.max_blocks - 1));
+    }
+  };
+  // Guess the split's range from the planned length, so the table loads overlap the seq_info load.
+  int ent_pro[kStages - 1][NP];
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) fetch(split * dd.chunk_hint, st, ent_pro[st]);
+
+  const int q_row = __ldg(a.seq_info + seq * 3), kv_len = __ldg(a.seq_info + seq * 3 + 2);
+  if (kv_len < 1) return;  // not a decode row (q_len 1 implies a key); keeps split_chunk's division defined
+  const int chunk = split_chunk(kv_len, dd.splits, KS);
+  const int n_splits = (kv_len + chunk - 1) / chunk;
+  if (split >= n_splits) return;
+  const int k_begin = split * chunk, k_end = min(kv_len, k_begin + chunk);
+  const int n_stages = (k_end - k_begin + KS - 1) / KS;
+  if (chunk != dd.chunk_hint) {  // the sequence is shorter than planned: its splits moved
+#pragma unroll
+    for (int st = 0; st < kStages - 1; ++st) fetch(k_begin, st, ent_pro[st]);
+  }
+
+  const int h0 = kvh * dd.group + hc * kRows;
+  const int nh = min(kRows, dd.group - hc * kRows);
+  {
+    const bf16* q = static_cast<const bf16*>(a.q) + (static_cast<size_t>(q_row) * a.n_heads + h0) * D;
+    for (int c = tid; c < kRows * CH; c += kThreads) {
+      const int r = c / CH, cc = c % CH;
+      cp_async16(smem_addr(q_s + swizzle<D>(r, cc)), q + (r < nh ? r * D + cc * 8 : 0), r < nh);  // zero rows
+    }
+    cp_async_commit();
+  }
+
   const bf16* kc = static_cast<const bf16*>(a.k_cache);
   const bf16* vc = static_cast<const bf16*>(a.v_cache);
-  const size_t head_off = static_cast<size_t>(kvh) * D + sub * 8;
-  // The trip count must be uniform across the warp (its groups shuffle together), so a group past the
-  // end of the split runs with every key masked.
-  for (int base = k_begin; base < k_end; base += NG * kUnroll) {
-    const int p0 = base + grp;
-    uint4 kr[kUnroll], vr[kUnroll];
+  auto issue = [&](int stage, const int(&ent)[NP]) {
+    bf16* ks = ring + ((stage % kStages) * kWarps + warp) * 2 * KW * D;
+    bf16* vs = ks + KW * D;
+    const int key0 = k_begin + stage * KS + warp * KW;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int p = p0 + u * NG;
-      if (p < k_end) {
-        const size_t slot = static_cast<size_t>(__ldg(table + p / a.block_size)) * a.block_size + p % a.block_size;
-        const size_t off = slot * a.n_kv_heads * D + head_off;
-        kr[u] = __ldg(reinterpret_cast<const uint4*>(kc + off));
-        vr[u] = __ldg(reinterpret_cast<const uint4*>(vc + off));
-      } else {
-        kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+    for (int i = 0; i < NP; ++i) {
+      const int r = row0 + RP * i, p = key0 + r;
+      const bool valid = p < k_end;
+      size_t off = 0;
+      if (valid) {
+        const int blk = fast_div(dd.bs, p);
+        const size_t slot = static_cast<size_t>(ent[i]) * dd.bs.d + (p - blk * dd.bs.d);
+        off = (slot * a.n_kv_heads + kvh) * D + ch * 8;
       }
+      cp_async16(smem_addr(ks + swizzle<D>(r, ch)), kc + off, valid);  // invalid rows: zero-filled
+      cp_async16(smem_addr(vs + swizzle<D>(r, ch)), vc + off, valid);
     }
-    float s[kUnroll][GMAX];
+  };
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      float kf[8];
-      unpack8(kr[u], kf);
-#pragma unroll
-      for (int h = 0; h < GMAX; ++h) {
-        float d = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) d = fmaf(q[h][e], kf[e], d);
-        s[u][h] = d;
-      }
-    }
-#pragma unroll
-    for (int off = LPK / 2; off > 0; off >>= 1)
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-        for (int h = 0; h < GMAX; ++h) s[u][h] += __shfl_xor_sync(0xffffffffu, s[u][h], off);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (p0 + u * NG >= k_end)
-#pragma unroll
-        for (int h = 0; h < GMAX; ++h) s[u][h] = -INFINITY;
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < n_stages) issue(st, ent_pro[st]);
+    cp_async_commit();  // empty groups keep the wait counts uniform
+  }
+  int ent[NP];  // entries of the next stage to issue, loaded one iteration ahead
+  if (kStages - 1 < n_stages) fetch(k_begin, kStages - 1, ent);
 
-    float vf[kUnroll][8];
+  cp_async_wait<kStages - 1>();  // this thread's part of Q
+  __syncthreads();
+  uint32_t qf[D / 16][4];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) unpack8(vr[u], vf[u]);
+  for (int kk = 0; kk < D / 16; ++kk)
+    ldmatrix_x4(qf[kk], smem_addr(q_s + swizzle<D>((lane % 8) + ((lane / 8) % 2) * 8, kk * 2 + lane / 16)));
+
+  float o[D / 8][4];
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};  // rows lane/4 and lane/4 + 8
 #pragma unroll
-    for (int h = 0; h < GMAX; ++h) {
-      float m_new = m[h];
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  const float scale_log2 = a.scale * 1.4426950408889634f;
+
+  for (int j = 0; j < n_stages; ++j) {
+    __syncwarp();  // the slot refilled below was read by this warp's ldmatrix last iteration
+    if (j + kStages - 1 < n_stages) {
+      issue(j + kStages - 1, ent);
+      if (j + kStages < n_stages) fetch(k_begin, j + kStages, ent);
+    }
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncwarp();  // every lane's copies of stage j are visible to the whole warp
+    const int key0 = k_begin + j * KS + warp * KW;
+    if (key0 >= k_end) continue;  // the split's last stage may leave later warps without keys
+    const bf16* ks = ring + ((j % kStages) * kWarps + warp) * 2 * KW * D;
+    const bf16* vs = ks + KW * D;
+
+    float s[KW / 8][4];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) m_new = fmaxf(m_new, s[u][h]);
-      const float ref = m_new == -INFINITY ? 0.f : m_new;  // all keys so far masked: keep zeros, not NaN
-      const float corr = exp2f(m[h] - ref);
-      m[h] = m_new;
-      float p[kUnroll];
+    for (int i = 0; i < KW / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+      for (int np = 0; np < KW / 16; ++np) {
+        uint32_t b[4];
+        ldmatrix_x4(b, smem_addr(ks + swizzle<D>(np * 16 + (lane % 8) + (lane / 16) * 8, kk * 2 + (lane / 8) % 2)));
+        mma_bf16_16816(s[2 * np], qf[kk], b[0], b[1]);
+        mma_bf16_16816(s[2 * np + 1], qf[kk], b[2], b[3]);
+      }
+    if (key0 + KW > k_end) {
+#pragma unroll
+      for (int nt = 0; nt < KW / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (key0 + nt * 8 + 2 * (lane % 4) + (e & 1) >= k_end) s[nt][e] = -INFINITY;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < KW / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m_run[h], mx * scale_log2);  // finite: key0 < k_end
+      const float corr = fast_exp2(m_run[h] - m_new);
       float sum = 0.f;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) sum += (p[u] = exp2f(s[u][h] - ref));
-      l[h] = l[h] * corr + sum;
+      for (int nt = 0; nt < KW / 8; ++nt) {
+        s[nt][2 * h] = fast_exp2(fmaf(s[nt][2 * h], scale_log2, -m_new));
+        s[nt][2 * h + 1] = fast_exp2(fmaf(s[nt][2 * h + 1], scale_log2, -m_new));
+        sum += s[nt][2 * h] + s[nt][2 * h + 1];
+      }
+      l_run[h] = l_run[h] * corr + sum;
+      m_run[h] = m_new;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        float v = acc[h][e] * corr;
+      for (int dt = 0; dt < D / 8; ++dt) {
+        o[dt][2 * h] *= corr;
+        o[dt][2 * h + 1] *= corr;
+      }
+    }
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) v = fmaf(p[u], vf[u][e], v);
-        acc[h][e] = v;
+    for (int kk = 0; kk < KW / 16; ++kk) {
+      const uint32_t p[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b,
+                          smem_addr(vs + swizzle<D>(kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8, dp * 2 + lane / 16)));
+        mma_bf16_16816(o[2 * dp], p, b[0], b[1]);
+        mma_bf16_16816(o[2 * dp + 1], p, b[2], b[3]);
       }
     }
   }
 
-  // Merge the key groups of this block.
-  if (sub == 0)
+  // Merge the warps: each holds (m, l, O) for 16 rows over its own keys. The ring is free once every
+  // warp is past its loop (only empty copy groups can still be pending).
+  cp_async_wait<0>();
 #pragma unroll
-    for (int h = 0; h < GMAX; ++h) {
-      sm_m[grp][h] = m[h];
-      sm_l[grp][h] = l[h];
+  for (int h = 0; h < 2; ++h) {
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
+    l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
+  }
+  __syncthreads();
+  constexpr int OS = D + kPad;                   // scratch row stride in floats
+  float* sc_o = reinterpret_cast<float*>(smem);  // [kWarps][kRows][OS]
+  float* sc_m = sc_o + kWarps * kRows * OS;      // [kWarps][kRows]
+  float* sc_l = sc_m + kWarps * kRows;
+  float* sc_w = sc_l + kWarps * kRows;  // per-warp weights, already divided by the block's L
+  float* sc_lse = sc_w + kWarps * kRows;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = warp * kRows + lane / 4 + 8 * h;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<float2*>(sc_o + r * OS + dt * 8 + 2 * (lane % 4)) = make_float2(o[dt][2 * h], o[dt][2 * h + 1]);
+    if (lane % 4 == 0) {
+      sc_m[r] = m_run[h];
+      sc_l[r] = l_run[h];
     }
+  }
+  __syncthreads();
+  if (tid < kRows) {
+    float mx = -INFINITY;
 #pragma unroll
-  for (int h = 0; h < GMAX; ++h)
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sc_m[w * kRows + tid]);  // finite: warp 0 had keys
+    float L = 0.f;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) sm_o[grp][h][sub * 8 + e] = acc[h][e];
+    for (int w = 0; w < kWarps; ++w) L += sc_l[w * kRows + tid] * fast_exp2(sc_m[w * kRows + tid] - mx);
+    const float inv = 1.f / L;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sc_w[w * kRows + tid] = fast_exp2(sc_m[w * kRows + tid] - mx) * inv;
+    sc_lse[tid] = mx + log2f(L);
+  }
   __syncthreads();
 
   bf16* out = static_cast<bf16*>(a.out);
-  const size_t part_base = (static_cast<size_t>(seq) * a.n_heads + h0) * dd.splits;
-  for (int idx = threadIdx.x; idx < nh * D; idx += kThreads) {
-    const int h = idx / D, d = idx % D;
-    float mx = -INFINITY;
+  auto store_out = [&](int h, int c, float4 v) {
+    bf16* dst = out + (static_cast<size_t>(q_row) * a.n_heads + h0 + h) * D + c;
+    *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v.x, v.y);
+    *reinterpret_cast<__nv_bfloat162*>(dst + 2) = __floats2bfloat162_rn(v.z, v.w);
+  };
+  const size_t part_row = (static_cast<size_t>(seq) * a.n_heads + h0) * dd.splits;  // + h * splits + split
+  for (int idx = tid; idx < nh * (D / 4); idx += kThreads) {
+    const int h = idx / (D / 4), c = idx % (D / 4) * 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-    for (int g = 0; g < NG; ++g) mx = fmaxf(mx, sm_m[g][h]);
-    float L = 0.f, O = 0.f;
-#pragma unroll
-    for (int g = 0; g < NG; ++g) {
-      const float w = sm_m[g][h] == -INFINITY ? 0.f : exp2f(sm_m[g][h] - mx);
-      L += sm_l[g][h] * w;
-      O += sm_o[g][h][d] * w;
+    for (int w = 0; w < kWarps; ++w) {
+      const float4 v = *reinterpret_cast<const float4*>(sc_o + (w * kRows + h) * OS + c);
+      const float wt = sc_w[w * kRows + h];
+      acc.x = fmaf(wt, v.x, acc.x);
+      acc.y = fmaf(wt, v.y, acc.y);
+      acc.z = fmaf(wt, v.z, acc.z);
+      acc.w = fmaf(wt, v.w, acc.w);
     }
     if (n_splits == 1) {
-      out[(static_cast<size_t>(q_row) * a.n_heads + h0 + h) * D + d] = __float2bfloat16(O / L);
+      store_out(h, c, acc);
     } else {
-      part_o[(part_base + static_cast<size_t>(h) * dd.splits + split) * D + d] = O / L;
-      if (d == 0) part_lse[part_base + static_cast<size_t>(h) * dd.splits + split] = mx + log2f(L);
+      const size_t row = part_row + static_cast<size_t>(h) * dd.splits + split;
+      *reinterpret_cast<float4*>(part_o + row * D + c) = acc;
+      if (c == 0) part_lse[row] = sc_lse[h];
     }
   }
   if (n_splits == 1) return;
@@ -190,59 +331,72 @@ __global__ void __launch_bounds__(kThreads)
   // Split merge: the last block of this (sequence, KV head, head slice) to arrive combines all splits.
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) {
-    const int ticket = atomicAdd(&counters[(seq * a.n_kv_heads + kvh) * dd.head_chunks + hc], 1);
-    is_last = ticket == n_splits - 1;
+  int* counter = counters + (seq * a.n_kv_heads + kvh) * dd.head_chunks + hc;
+  if (tid == 0) {
+    is_last = atomicAdd(counter, 1) == n_splits - 1;
+    if (is_last) *counter = 0;  // every split has arrived: ready for the next launch
   }
   __syncthreads();
   if (!is_last) return;
   __threadfence();
-  if (threadIdx.x == 0) counters[(seq * a.n_kv_heads + kvh) * dd.head_chunks + hc] = 0;  // ready for the next launch
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int h = warp; h < nh; h += kThreads / 32) {
-    const float* lse = part_lse + part_base + static_cast<size_t>(h) * dd.splits;
-    float mx = -INFINITY;
-    for (int s = lane; s < n_splits; s += 32) mx = fmaxf(mx, __ldcg(lse + s));
-    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    float sum = 0.f;
-    for (int s = lane; s < n_splits; s += 32) sum += (sm_w[h][s] = exp2f(__ldcg(lse + s) - mx));
-    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    for (int s = lane; s < n_splits; s += 32) sm_w[h][s] /= sum;
-  }
-  __syncthreads();
-  // Each thread owns 4 consecutive dims of one head and streams its splits as float4s, several in
-  // flight, so the merge costs a few L2 round trips rather than one per split.
-  for (int idx = threadIdx.x; idx < nh * (D / 4); idx += kThreads) {
-    const int h = idx / (D / 4), d = (idx % (D / 4)) * 4;
-    const float4* po =
-        reinterpret_cast<const float4*>(part_o + (part_base + static_cast<size_t>(h) * dd.splits) * D + d);
-    float4 acc4 = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-    for (int s = 0; s < n_splits; ++s) {
-      const float4 v = __ldcg(po + static_cast<size_t>(s) * (D / 4));
-      const float w = sm_w[h][s];
-      acc4.x = fmaf(w, v.x, acc4.x);
-      acc4.y = fmaf(w, v.y, acc4.y);
-      acc4.z = fmaf(w, v.z, acc4.z);
-      acc4.w = fmaf(w, v.w, acc4.w);
+  // Each thread owns 4 dims of one head and folds the splits in with a running max, loading a batch of
+  // partials (and their lse) at once so the merge costs one L2 round trip per kMergeBatch splits.
+  for (int idx = tid; idx < nh * (D / 4); idx += kThreads) {
+    const int h = idx / (D / 4), c = idx % (D / 4) * 4;
+    const size_t row = part_row + static_cast<size_t>(h) * dd.splits;
+    float run_m = -INFINITY, run_l = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s0 = 0; s0 < n_splits; s0 += kMergeBatch) {
+      float lse[kMergeBatch];
+      float4 v[kMergeBatch];
+#pragma unroll
+      for (int i = 0; i < kMergeBatch; ++i) {
+        if (s0 + i < n_splits) {
+          lse[i] = __ldcg(part_lse + row + s0 + i);
+          v[i] = __ldcg(reinterpret_cast<const float4*>(part_o + (row + s0 + i) * D + c));
+        } else {
+          lse[i] = -INFINITY;
+          v[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+      }
+      float m_new = run_m;
+#pragma unroll
+      for (int i = 0; i < kMergeBatch; ++i) m_new = fmaxf(m_new, lse[i]);  // finite: split s0 exists
+      const float corr = fast_exp2(run_m - m_new);
+      run_l *= corr;
+      acc.x *= corr;
+      acc.y *= corr;
+      acc.z *= corr;
+      acc.w *= corr;
+#pragma unroll
+      for (int i = 0; i < kMergeBatch; ++i) {
+        const float wt = fast_exp2(lse[i] - m_new);
+        run_l += wt;
+        acc.x = fmaf(wt, v[i].x, acc.x);
+        acc.y = fmaf(wt, v[i].y, acc.y);
+        acc.z = fmaf(wt, v[i].z, acc.z);
+        acc.w = fmaf(wt, v[i].w, acc.w);
+      }
+      run_m = m_new;
     }
-    bf16* dst = out + (static_cast<size_t>(q_row) * a.n_heads + h0 + h) * D + d;
-    *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(acc4.x, acc4.y);
-    *reinterpret_cast<__nv_bfloat162*>(dst + 2) = __floats2bfloat162_rn(acc4.z, acc4.w);
+    const float inv = 1.f / run_l;
+    store_out(h, c, make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv));
   }
-}
-
-int group_max(int group) {
-  return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8;
 }
 
 size_t align256(size_t n) {
   return (n + 255) / 256 * 256;
 }
 
-template <int D, int GMAX>
+template <int D>
 void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters, cudaStream_t s) {
-  const DecodeDims dd{plan.splits, plan.chunk, plan.head_chunks, a.n_heads / a.n_kv_heads};
+  constexpr size_t smem = decode_smem_bytes<D>();
+  static const bool configured = [] {
+    CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    return true;
+  }();
+  (void)configured;
+  const DecodeDims dd{plan.splits, plan.chunk, plan.head_chunks, a.n_heads / a.n_kv_heads, make_fast_div(a.block_size)};
   float* part_o = static_cast<float*>(workspace);
   float* part_lse = nullptr;
   if (plan.splits > 1) {
@@ -250,42 +404,8 @@ void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* worksp
     part_lse = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(rows * D * sizeof(float)));
   }
   const dim3 grid(plan.splits, a.n_kv_heads * plan.head_chunks, a.n_seqs);
-  decode_kernel<D, GMAX><<<grid, kThreads, 0, s>>>(a, dd, part_o, part_lse, counters);
+  decode_kernel<D><<<grid, kThreads, smem, s>>>(a, dd, part_o, part_lse, counters);
   CUDA_CHECK_LAUNCH();
-}
-
-template <int D, int GMAX>
-int occupancy() {
-  static const int n = [] {
-    int blocks = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, decode_kernel<D, GMAX>, kThreads, 0));
-    return std::max(blocks, 1);
-  }();
-  return n;
-}
-
-template <int D>
-int occupancy_for_group(int group) {
-  switch (group_max(group)) {
-    case 1: return occupancy<D, 1>();
-    case 2: return occupancy<D, 2>();
-    case 4: return occupancy<D, 4>();
-    default: return occupancy<D, 8>();
-  }
-}
-
-int resident_blocks_per_sm(int head_dim, int group) {
-  return head_dim == 128 ? occupancy_for_group<128>(group) : occupancy_for_group<64>(group);
-}
-
-template <int D>
-void launch_dim(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters, cudaStream_t s) {
-  switch (group_max(a.n_heads / a.n_kv_heads)) {
-    case 1: launch_typed<D, 1>(a, plan, workspace, counters, s); break;
-    case 2: launch_typed<D, 2>(a, plan, workspace, counters, s); break;
-    case 4: launch_typed<D, 4>(a, plan, workspace, counters, s); break;
-    default: launch_typed<D, 8>(a, plan, workspace, counters, s); break;
-  }
 }
 
 }  // namespace
@@ -293,18 +413,32 @@ void launch_dim(const AttentionLaunch& a, const DecodePlan& plan, void* workspac
 DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int sms) {
   DecodePlan plan;
   const int group = a.n_heads / a.n_kv_heads;
-  plan.head_chunks = (group + group_max(group) - 1) / group_max(group);
+  plan.head_chunks = (group + kRows - 1) / kRows;
   const int64_t units = int64_t{a.n_seqs} * a.n_kv_heads * plan.head_chunks;
-  // Splits fill one wave of resident blocks without spilling into a second, mostly idle one; a split
-  // keeps at least kMinKeysPerSplit keys so the merge stays cheap next to the KV reads.
-  const int64_t resident = int64_t{sms} * resident_blocks_per_sm(a.head_dim, group);
-  int64_t splits = std::max<int64_t>(1, resident / units);
-  splits = std::min<int64_t>(splits, (max_kv_len + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
-  splits = std::clamp<int64_t>(splits, 1, kMaxSplits);
-  const int64_t align = 64;
-  const int64_t chunk = ((max_kv_len + splits - 1) / splits + align - 1) / align * align;
-  plan.chunk = static_cast<int>(std::max<int64_t>(chunk, align));
-  plan.splits = static_cast<int>((max_kv_len + plan.chunk - 1) / plan.chunk);
+  const int stage_keys = keys_per_stage(a.head_dim);
+  const int max_len = std::max(max_kv_len, 1);
+  const int stages = (max_len + stage_keys - 1) / stage_keys;
+  // Blocks run one per SM (the ring fills its shared memory) in waves. Time model per split count: a
+  // full wave streams at the HBM rate; a short last wave is capped by its SMs' own rate (an SM pulls at
+  // most ~kSmRate times its fair share: 2 stages in flight over the loaded latency); every wave pays a
+  // start-up bubble and a split merge one more. Usually this picks one wave (sms / units splits), but
+  // it also avoids a last wave of a few lone blocks when units is just above a multiple of sms.
+  constexpr double kSmRate = 2.0;
+  constexpr double kBubbleBytes = 32 << 10;  // ~1.4 us at an SM's fair share of HBM
+  double best = 0;
+  for (int s = 1; s <= std::min(stages, std::max(sms, 1)); ++s) {
+    const int chunk = split_chunk(max_len, s, stage_keys);
+    const int n = (max_len + chunk - 1) / chunk;
+    const int64_t blocks = units * n, waves = (blocks + sms - 1) / sms;
+    const double last = static_cast<double>(blocks - (waves - 1) * sms) / sms;
+    const double t = static_cast<double>(chunk) * a.head_dim * 4 * (waves - 1 + std::max(last, 1 / kSmRate)) +
+                     kBubbleBytes * (waves + (n > 1));
+    if (s == 1 || t < best) {
+      best = t;
+      plan.splits = n;
+    }
+  }
+  plan.chunk = split_chunk(max_len, plan.splits, stage_keys);  // what the kernel derives at max_len
   if (plan.splits > 1) {
     const size_t rows = static_cast<size_t>(a.n_seqs) * a.n_heads * plan.splits;
     plan.workspace = align256(rows * a.head_dim * sizeof(float)) + align256(rows * sizeof(float));
@@ -317,9 +451,9 @@ void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, v
                              cudaStream_t s) {
   if (a.n_seqs == 0) return;
   if (a.head_dim == 128)
-    launch_dim<128>(a, plan, workspace, counters, s);
+    launch_typed<128>(a, plan, workspace, counters, s);
   else
-    launch_dim<64>(a, plan, workspace, counters, s);
+    launch_typed<64>(a, plan, workspace, counters, s);
 }
 
 }  // namespace kestrel::backends::cuda
