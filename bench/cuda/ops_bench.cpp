@@ -3,6 +3,8 @@
 // graph (which also proves it is capturable) that rotates over enough input copies to defeat the 50 MB
 // L2, and is timed with events; the median of several replays is reported.
 //   kestrel_cuda_bench [--json FILE] [--quick] [--copy-ceiling GB/s from the peer script's copy]
+//                      [--filter TEXT: only the groups (attention, matmul, elementwise) or attention cases
+//                      whose name contains TEXT]
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
@@ -92,7 +94,11 @@ struct Ceilings {
 };
 
 json g_results = json::array();
-double g_peer_copy_gbs = 0;  // --copy-ceiling: the torch peer's copy rate from the same call
+double g_peer_copy_gbs = 0;
+std::string g_filter;
+bool wanted(const std::string& name) {
+  return g_filter.empty() || name.find(g_filter) != std::string::npos;
+}  // --copy-ceiling: the torch peer's copy rate from the same call
 Ceilings g_ceil;
 
 void record(const std::string& group, const std::string& name, const std::string& variant, double us, double bytes,
@@ -232,6 +238,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) g_filter = argv[++i];
     if (!std::strcmp(argv[i], "--copy-ceiling") && i + 1 < argc) g_peer_copy_gbs = std::atof(argv[++i]);
   }
   try {
@@ -245,15 +252,15 @@ int main(int argc, char** argv) {
     std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
     std::mt19937 rng(42);
     g_ceil = measure_ceilings(rng);
-    bench_elementwise(rng);
+    if (wanted("elementwise")) bench_elementwise(rng);
     for (const AttnCase& c : std::vector<AttnCase>{{"prefill 1x8K causal h32/8 d128", 1, 8192, 8192},
                                                    {"prefill 1x32K causal h32/8 d128", 1, 32768, 32768},
                                                    {"decode 1x8K h32/8 d128", 1, 1, 8192},
                                                    {"decode 1x128K h32/8 d128", 1, 1, 131072},
                                                    {"decode 16x8K h32/8 d128", 16, 1, 8192},
                                                    {"decode 64x4K h32/8 d128", 64, 1, 4096}})
-      if (!quick || c.kv_len <= 8192) bench_attention(rng, c);
-    bench_matmul(rng, quick);
+      if ((!quick || c.kv_len <= 8192) && (wanted("attention") || wanted(c.name))) bench_attention(rng, c);
+    if (wanted("matmul")) bench_matmul(rng, quick);
     if (!json_path.empty()) {
       json doc = {{"device", prop.name},
                   {"copy_gb_per_s", g_ceil.copy_gbs},
