@@ -369,6 +369,14 @@ TEST(CudaOps, AttentionDecode) {
     for (int64_t d : {64, 128})
       for (const auto& specs : batches) check_attention("cuda.decode_splitkv", 2 * group, 2, d, 16, specs, seed++);
   check_attention("cuda.decode_splitkv", 8, 2, 128, 24, {{1, 3000}, {1, 50}}, seed++);  // pages of 24 keys
+  // Many short sequences (at least as many (sequence, KV head) units as SMs): the narrow block shape, one
+  // split and several (lengths up to 4 wide stages).
+  std::mt19937 len_rng(7);
+  for (int max_len : {130, 512}) {
+    std::vector<SeqSpec> many(80);
+    for (SeqSpec& s : many) s = {1, static_cast<int32_t>(1 + len_rng() % max_len)};
+    for (int64_t d : {64, 128}) check_attention("cuda.decode_splitkv", 16, 4, d, 16, many, seed++);
+  }
   // The prefill kernel is correct on decode batches too (it is the fallback for them).
   check_attention("cuda.flash_prefill", 8, 2, 128, 16, {{1, 3000}, {1, 7}}, seed++);
 }

@@ -18,21 +18,28 @@
 namespace kestrel::backends::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kStages = 3;         // ring depth per warp: kStages - 1 stages load while one is computed
-constexpr int kStageBytes = 8192;  // K + V bytes per warp per stage
-constexpr int kRows = 16;          // query heads per block: the M of the m16n8k16 MMAs
-constexpr int kMergeBatch = 16;    // split partials the last block loads at once per thread
-constexpr int kPad = 8;            // floats of padding per row of the warp-merge scratch (bank spread)
+// Two shapes of the same kernel (DecodePlan::warps): wide blocks of 8 warps with a 3-stage ring fill an
+// SM's shared memory alone and stream long contexts; narrow blocks of 2 warps (52 KB, 4 per SM) serve
+// many short sequences, where a wide block's fixed costs (Q tile, first table and K/V round trips,
+// merge) would run one per SM in many waves.
+constexpr int kWideWarps = 8, kWideStages = 3;  // ring depth per warp: stages - 1 load while one is computed
+constexpr int kNarrowWarps = 2, kNarrowStages = 3;
+// Narrow blocks when every sequence fits in this many wide stages and there are at least as many
+// (sequence, KV head) units as SMs.
+constexpr int kNarrowMaxWideStages = 4;
+constexpr size_t kSmemPerSm = 227 << 10;  // sm_90's shared memory per SM available to blocks
+constexpr int kStageBytes = 8192;         // K + V bytes per warp per stage
+constexpr int kRows = 16;                 // query heads per block: the M of the m16n8k16 MMAs
+constexpr int kMergeBatch = 16;           // split partials the last block loads at once per thread
+constexpr int kPad = 8;                   // floats of padding per row of the warp-merge scratch (bank spread)
 
 template <int D>
 constexpr int keys_per_warp() {
   return kStageBytes / (4 * D);  // K and V rows of D bf16 each
 }
 
-__host__ __device__ constexpr int keys_per_stage(int head_dim) {
-  return kWarps * kStageBytes / (4 * head_dim);
+__host__ __device__ constexpr int keys_per_stage(int head_dim, int warps) {
+  return warps * kStageBytes / (4 * head_dim);
 }
 
 // Keys per split for a sequence of kv_len keys on a grid of `splits` splits: as even as possible, whole
@@ -43,9 +50,9 @@ __host__ __device__ constexpr int split_chunk(int kv_len, int splits, int stage_
   return (stages + used - 1) / used * stage_keys;
 }
 
-template <int D>
+template <int D, int W, int S>
 constexpr size_t decode_smem_bytes() {
-  return size_t{kStages} * kWarps * kStageBytes + sizeof(bf16) * kRows * D;  // K/V ring + Q tile
+  return size_t{S} * W * kStageBytes + sizeof(bf16) * kRows * D;  // K/V ring + Q tile
 }
 
 // n / d for 0 <= n < 2^31 by multiply-high (the block size is a runtime value; a hardware divide per
@@ -87,17 +94,18 @@ __device__ __forceinline__ int swizzle(int row, int chunk) {
   return row * D + ((chunk ^ (row & 7)) << 3);
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads, 1)
+template <int D, int W, int S>
+__global__ void __launch_bounds__(W * 32)
     decode_kernel(const AttentionLaunch a, const DecodeDims dd, float* part_o, float* part_lse, int* counters) {
+  constexpr int kThreads_ = W * 32;
   constexpr int CH = D / 8;  // 16-byte chunks per row
   constexpr int KW = keys_per_warp<D>();
-  constexpr int KS = kWarps * KW;
+  constexpr int KS = W * KW;
   constexpr int RP = 32 / CH;  // rows a warp copies per pass
   constexpr int NP = KW / RP;  // rows each lane copies per stage (8)
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* ring = reinterpret_cast<bf16*>(smem);
-  bf16* q_s = ring + kStages * kWarps * 2 * KW * D;
+  bf16* q_s = ring + S * W * 2 * KW * D;
   __shared__ bool is_last;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -117,9 +125,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
   // Guess the split's range from the planned length, so the table loads overlap the seq_info load.
-  int ent_pro[kStages - 1][NP];
+  int ent_pro[S - 1][NP];
 #pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) fetch(split * dd.chunk_hint, st, ent_pro[st]);
+  for (int st = 0; st < S - 1; ++st) fetch(split * dd.chunk_hint, st, ent_pro[st]);
 
   const int q_row = __ldg(a.seq_info + seq * 3), kv_len = __ldg(a.seq_info + seq * 3 + 2);
   if (kv_len < 1) return;  // not a decode row (q_len 1 implies a key); keeps split_chunk's division defined
@@ -130,14 +138,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int n_stages = (k_end - k_begin + KS - 1) / KS;
   if (chunk != dd.chunk_hint) {  // the sequence is shorter than planned: its splits moved
 #pragma unroll
-    for (int st = 0; st < kStages - 1; ++st) fetch(k_begin, st, ent_pro[st]);
+    for (int st = 0; st < S - 1; ++st) fetch(k_begin, st, ent_pro[st]);
   }
 
   const int h0 = kvh * dd.group + hc * kRows;
   const int nh = min(kRows, dd.group - hc * kRows);
   {
     const bf16* q = static_cast<const bf16*>(a.q) + (static_cast<size_t>(q_row) * a.n_heads + h0) * D;
-    for (int c = tid; c < kRows * CH; c += kThreads) {
+    for (int c = tid; c < kRows * CH; c += kThreads_) {
       const int r = c / CH, cc = c % CH;
       cp_async16(smem_addr(q_s + swizzle<D>(r, cc)), q + (r < nh ? r * D + cc * 8 : 0), r < nh);  // zero rows
     }
@@ -147,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const bf16* kc = static_cast<const bf16*>(a.k_cache);
   const bf16* vc = static_cast<const bf16*>(a.v_cache);
   auto issue = [&](int stage, const int(&ent)[NP]) {
-    bf16* ks = ring + ((stage % kStages) * kWarps + warp) * 2 * KW * D;
+    bf16* ks = ring + ((stage % S) * W + warp) * 2 * KW * D;
     bf16* vs = ks + KW * D;
     const int key0 = k_begin + stage * KS + warp * KW;
 #pragma unroll
@@ -165,14 +173,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 #pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) {
+  for (int st = 0; st < S - 1; ++st) {
     if (st < n_stages) issue(st, ent_pro[st]);
     cp_async_commit();  // empty groups keep the wait counts uniform
   }
   int ent[NP];  // entries of the next stage to issue, loaded one iteration ahead
-  if (kStages - 1 < n_stages) fetch(k_begin, kStages - 1, ent);
+  if (S - 1 < n_stages) fetch(k_begin, S - 1, ent);
 
-  cp_async_wait<kStages - 1>();  // this thread's part of Q
+  cp_async_wait<S - 1>();  // this thread's part of Q
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
@@ -187,16 +195,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   for (int j = 0; j < n_stages; ++j) {
     __syncwarp();  // the slot refilled below was read by this warp's ldmatrix last iteration
-    if (j + kStages - 1 < n_stages) {
-      issue(j + kStages - 1, ent);
-      if (j + kStages < n_stages) fetch(k_begin, j + kStages, ent);
+    if (j + S - 1 < n_stages) {
+      issue(j + S - 1, ent);
+      if (j + S < n_stages) fetch(k_begin, j + S, ent);
     }
     cp_async_commit();
-    cp_async_wait<kStages - 1>();
+    cp_async_wait<S - 1>();
     __syncwarp();  // every lane's copies of stage j are visible to the whole warp
     const int key0 = k_begin + j * KS + warp * KW;
     if (key0 >= k_end) continue;  // the split's last stage may leave later warps without keys
-    const bf16* ks = ring + ((j % kStages) * kWarps + warp) * 2 * KW * D;
+    const bf16* ks = ring + ((j % S) * W + warp) * 2 * KW * D;
     const bf16* vs = ks + KW * D;
 
     float s[KW / 8][4];
@@ -268,11 +276,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
   constexpr int OS = D + kPad;                   // scratch row stride in floats
-  float* sc_o = reinterpret_cast<float*>(smem);  // [kWarps][kRows][OS]
-  float* sc_m = sc_o + kWarps * kRows * OS;      // [kWarps][kRows]
-  float* sc_l = sc_m + kWarps * kRows;
-  float* sc_w = sc_l + kWarps * kRows;  // per-warp weights, already divided by the block's L
-  float* sc_lse = sc_w + kWarps * kRows;
+  float* sc_o = reinterpret_cast<float*>(smem);  // [W][kRows][OS]
+  float* sc_m = sc_o + W * kRows * OS;           // [W][kRows]
+  float* sc_l = sc_m + W * kRows;
+  float* sc_w = sc_l + W * kRows;  // per-warp weights, already divided by the block's L
+  float* sc_lse = sc_w + W * kRows;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = warp * kRows + lane / 4 + 8 * h;
@@ -288,13 +296,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid < kRows) {
     float mx = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sc_m[w * kRows + tid]);  // finite: warp 0 had keys
+    for (int w = 0; w < W; ++w) mx = fmaxf(mx, sc_m[w * kRows + tid]);  // finite: warp 0 had keys
     float L = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) L += sc_l[w * kRows + tid] * fast_exp2(sc_m[w * kRows + tid] - mx);
+    for (int w = 0; w < W; ++w) L += sc_l[w * kRows + tid] * fast_exp2(sc_m[w * kRows + tid] - mx);
     const float inv = 1.f / L;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) sc_w[w * kRows + tid] = fast_exp2(sc_m[w * kRows + tid] - mx) * inv;
+    for (int w = 0; w < W; ++w) sc_w[w * kRows + tid] = fast_exp2(sc_m[w * kRows + tid] - mx) * inv;
     sc_lse[tid] = mx + log2f(L);
   }
   __syncthreads();
@@ -306,11 +314,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     *reinterpret_cast<__nv_bfloat162*>(dst + 2) = __floats2bfloat162_rn(v.z, v.w);
   };
   const size_t part_row = (static_cast<size_t>(seq) * a.n_heads + h0) * dd.splits;  // + h * splits + split
-  for (int idx = tid; idx < nh * (D / 4); idx += kThreads) {
+  for (int idx = tid; idx < nh * (D / 4); idx += kThreads_) {
     const int h = idx / (D / 4), c = idx % (D / 4) * 4;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = 0; w < W; ++w) {
       const float4 v = *reinterpret_cast<const float4*>(sc_o + (w * kRows + h) * OS + c);
       const float wt = sc_w[w * kRows + h];
       acc.x = fmaf(wt, v.x, acc.x);
@@ -341,7 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   __threadfence();
   // Each thread owns 4 dims of one head and folds the splits in with a running max, loading a batch of
   // partials (and their lse) at once so the merge costs one L2 round trip per kMergeBatch splits.
-  for (int idx = tid; idx < nh * (D / 4); idx += kThreads) {
+  for (int idx = tid; idx < nh * (D / 4); idx += kThreads_) {
     const int h = idx / (D / 4), c = idx % (D / 4) * 4;
     const size_t row = part_row + static_cast<size_t>(h) * dd.splits;
     float run_m = -INFINITY, run_l = 0.f;
@@ -388,11 +396,11 @@ size_t align256(size_t n) {
   return (n + 255) / 256 * 256;
 }
 
-template <int D>
+template <int D, int W, int S>
 void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters, cudaStream_t s) {
-  constexpr size_t smem = decode_smem_bytes<D>();
+  constexpr size_t smem = decode_smem_bytes<D, W, S>();
   static const bool configured = [] {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<D, W, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     return true;
   }();
   (void)configured;
@@ -404,7 +412,7 @@ void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* worksp
     part_lse = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(rows * D * sizeof(float)));
   }
   const dim3 grid(plan.splits, a.n_kv_heads * plan.head_chunks, a.n_seqs);
-  decode_kernel<D><<<grid, kThreads, smem, s>>>(a, dd, part_o, part_lse, counters);
+  decode_kernel<D, W, S><<<grid, W * 32, smem, s>>>(a, dd, part_o, part_lse, counters);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -415,22 +423,29 @@ DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int s
   const int group = a.n_heads / a.n_kv_heads;
   plan.head_chunks = (group + kRows - 1) / kRows;
   const int64_t units = int64_t{a.n_seqs} * a.n_kv_heads * plan.head_chunks;
-  const int stage_keys = keys_per_stage(a.head_dim);
   const int max_len = std::max(max_kv_len, 1);
+  const int wide_keys = keys_per_stage(a.head_dim, kWideWarps);
+  const bool narrow = units >= sms && max_len <= kNarrowMaxWideStages * wide_keys;
+  plan.warps = narrow ? kNarrowWarps : kWideWarps;
+  const int stage_keys = keys_per_stage(a.head_dim, plan.warps);
   const int stages = (max_len + stage_keys - 1) / stage_keys;
-  // Blocks run one per SM (the ring fills its shared memory) in waves. Time model per split count: a
-  // full wave streams at the HBM rate; a short last wave is capped by its SMs' own rate (an SM pulls at
-  // most ~kSmRate times its fair share: 2 stages in flight over the loaded latency); every wave pays a
-  // start-up bubble and a split merge one more. Usually this picks one wave (sms / units splits), but
-  // it also avoids a last wave of a few lone blocks when units is just above a multiple of sms.
+  // Blocks an SM holds at once (shared memory bound): one wide, several narrow.
+  const size_t ring = static_cast<size_t>(narrow ? kNarrowStages : kWideStages) * plan.warps * kStageBytes;
+  const int per_sm = narrow ? static_cast<int>(kSmemPerSm / (ring + sizeof(bf16) * kRows * a.head_dim)) : 1;
+  const int cap = std::max(sms, 1) * std::max(per_sm, 1);
+  // Blocks run in waves of `cap`. Time model per split count: a full wave streams at the HBM rate; a
+  // short last wave is capped by its blocks' own rate (a block pulls at most ~kSmRate times its fair
+  // share: 2 stages in flight over the loaded latency); every wave pays a start-up bubble and a split
+  // merge one more. Usually this picks one wave (cap / units splits), but it also avoids a last wave of
+  // a few lone blocks when units is just above a multiple of cap.
   constexpr double kSmRate = 2.0;
   constexpr double kBubbleBytes = 32 << 10;  // ~1.4 us at an SM's fair share of HBM
   double best = 0;
-  for (int s = 1; s <= std::min(stages, std::max(sms, 1)); ++s) {
+  for (int s = 1; s <= std::min(stages, cap); ++s) {
     const int chunk = split_chunk(max_len, s, stage_keys);
     const int n = (max_len + chunk - 1) / chunk;
-    const int64_t blocks = units * n, waves = (blocks + sms - 1) / sms;
-    const double last = static_cast<double>(blocks - (waves - 1) * sms) / sms;
+    const int64_t blocks = units * n, waves = (blocks + cap - 1) / cap;
+    const double last = static_cast<double>(blocks - (waves - 1) * cap) / cap;
     const double t = static_cast<double>(chunk) * a.head_dim * 4 * (waves - 1 + std::max(last, 1 / kSmRate)) +
                      kBubbleBytes * (waves + (n > 1));
     if (s == 1 || t < best) {
@@ -450,10 +465,13 @@ DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int s
 void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters,
                              cudaStream_t s) {
   if (a.n_seqs == 0) return;
+  const bool wide = plan.warps == kWideWarps;
   if (a.head_dim == 128)
-    launch_typed<128>(a, plan, workspace, counters, s);
+    wide ? launch_typed<128, kWideWarps, kWideStages>(a, plan, workspace, counters, s)
+         : launch_typed<128, kNarrowWarps, kNarrowStages>(a, plan, workspace, counters, s);
   else
-    launch_typed<64>(a, plan, workspace, counters, s);
+    wide ? launch_typed<64, kWideWarps, kWideStages>(a, plan, workspace, counters, s)
+         : launch_typed<64, kNarrowWarps, kNarrowStages>(a, plan, workspace, counters, s);
 }
 
 }  // namespace kestrel::backends::cuda

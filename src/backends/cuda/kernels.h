@@ -99,6 +99,7 @@ struct DecodePlan {
   int splits = 1;        // KV splits per (sequence, head group): grid.x, one wave of one block per SM
   int chunk = 0;         // keys per split at max_kv_len; the kernel derives each sequence's from its kv_len
   int head_chunks = 1;   // groups of up to 16 query heads per KV head handled by separate blocks
+  int warps = 8;         // block shape: 8 (one block per SM, long contexts) or 2 (many short sequences)
   size_t workspace = 0;  // bytes of scratch for the split partials
   int counters = 0;      // i32 merge tickets: zero before the first launch; every launch leaves them zero
 };
