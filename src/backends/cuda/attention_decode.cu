@@ -12,6 +12,7 @@
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_tensor.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/mma.cuh"
 
@@ -141,6 +142,50 @@ __global__ void __launch_bounds__(W * 32)
     for (int st = 0; st < S - 1; ++st) fetch(k_begin, st, ent_pro[st]);
   }
 
+  const bf16* kc = static_cast<const bf16*>(a.k_cache);
+  const bf16* vc = static_cast<const bf16*>(a.v_cache);
+  // Element offset of this lane's 16-byte chunk of key row p (in the split) through its table entry.
+  auto row_offset = [&](int p, int entry) {
+    const int blk = fast_div(dd.bs, p);
+    const size_t slot = static_cast<size_t>(entry) * dd.bs.d + (p - blk * dd.bs.d);
+    return (slot * a.n_kv_heads + kvh) * D + ch * 8;
+  };
+  auto issue = [&](int stage, const int(&ent)[NP]) {
+    bf16* ks = ring + ((stage % S) * W + warp) * 2 * KW * D;
+    bf16* vs = ks + KW * D;
+    const int key0 = k_begin + stage * KS + warp * KW;
+#pragma unroll
+    for (int i = 0; i < NP; ++i) {
+      const int r = row0 + RP * i, p = key0 + r;
+      const bool valid = p < k_end;
+      const size_t off = valid ? row_offset(p, ent[i]) : 0;
+      cp_async16(smem_addr(ks + swizzle<D>(r, ch)), kc + off, valid);  // invalid rows: zero-filled
+      cp_async16(smem_addr(vs + swizzle<D>(r, ch)), vc + off, valid);
+    }
+  };
+
+  // Launched as a programmatic dependent (launch_typed), this block may run while the kernel before it
+  // (the step's cache write) finishes. Until pdl_wait() it reads only what that kernel does not write:
+  // seq_info and the block table (uploaded by the host), and it asks L2 for the K/V lines of its first
+  // stages (what the ring loads first; prefetching a whole 256 KB split measured no faster) — prefetches
+  // only warm L2, which the predecessor's writes update, so the one new row is never read stale. q and
+  // every copy into shared memory come after the wait.
+#pragma unroll
+  for (int st = 0; st < S - 1; ++st) {
+    const int key0 = k_begin + st * KS + warp * KW;
+#pragma unroll
+    for (int i = 0; i < NP; ++i) {
+      const int p = key0 + row0 + RP * i;
+      if (p < k_end && ch % 8 == 0) {  // one prefetch per 128-byte line
+        const size_t off = row_offset(p, ent_pro[st][i]);
+        prefetch_l2(kc + off);
+        prefetch_l2(vc + off);
+      }
+    }
+  }
+  pdl_wait();
+  pdl_launch_dependents();
+
   const int h0 = kvh * dd.group + hc * kRows;
   const int nh = min(kRows, dd.group - hc * kRows);
   {
@@ -152,26 +197,6 @@ __global__ void __launch_bounds__(W * 32)
     cp_async_commit();
   }
 
-  const bf16* kc = static_cast<const bf16*>(a.k_cache);
-  const bf16* vc = static_cast<const bf16*>(a.v_cache);
-  auto issue = [&](int stage, const int(&ent)[NP]) {
-    bf16* ks = ring + ((stage % S) * W + warp) * 2 * KW * D;
-    bf16* vs = ks + KW * D;
-    const int key0 = k_begin + stage * KS + warp * KW;
-#pragma unroll
-    for (int i = 0; i < NP; ++i) {
-      const int r = row0 + RP * i, p = key0 + r;
-      const bool valid = p < k_end;
-      size_t off = 0;
-      if (valid) {
-        const int blk = fast_div(dd.bs, p);
-        const size_t slot = static_cast<size_t>(ent[i]) * dd.bs.d + (p - blk * dd.bs.d);
-        off = (slot * a.n_kv_heads + kvh) * D + ch * 8;
-      }
-      cp_async16(smem_addr(ks + swizzle<D>(r, ch)), kc + off, valid);  // invalid rows: zero-filled
-      cp_async16(smem_addr(vs + swizzle<D>(r, ch)), vc + off, valid);
-    }
-  };
 #pragma unroll
   for (int st = 0; st < S - 1; ++st) {
     if (st < n_stages) issue(st, ent_pro[st]);
@@ -412,8 +437,17 @@ void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* worksp
     part_lse = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(rows * D * sizeof(float)));
   }
   const dim3 grid(plan.splits, a.n_kv_heads * plan.head_chunks, a.n_seqs);
-  decode_kernel<D, W, S><<<grid, W * 32, smem, s>>>(a, dd, part_o, part_lse, counters);
-  CUDA_CHECK_LAUNCH();
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(W * 32);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute pdl{};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &pdl;
+  cfg.numAttrs = pdl_supported() ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, W, S>, a, dd, part_o, part_lse, counters));
 }
 
 }  // namespace

@@ -58,6 +58,27 @@ __device__ __forceinline__ void store16(T* p, const Vec16<T>& r) {
   *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&r);
 }
 
+// Programmatic dependent launch (sm_90+). A kernel launched with the programmatic-serialization attribute
+// may start while its predecessor still runs; pdl_wait() blocks until the predecessor has completed and its
+// writes are visible, so everything before it must read only data the predecessor does not write. A
+// predecessor's pdl_launch_dependents() lets the dependent's blocks be scheduled from then on. Both are
+// no-ops on older architectures and for launches without the attribute.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Starts moving the 128-byte line holding p into L2 (no register result, no ordering).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 inline bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15) == 0;
 }

@@ -40,6 +40,16 @@ bool cuda_available() {
   return available;
 }
 
+bool pdl_supported() {
+  static const bool ok = [] {
+    int dev = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    return major >= 9;
+  }();
+  return ok;
+}
+
 int sm_count() {
   static const int n = [] {
     int dev = 0, sms = 0;

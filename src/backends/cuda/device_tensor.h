@@ -13,6 +13,8 @@ namespace kestrel::backends::cuda {
 bool cuda_available();
 // Streaming multiprocessors of the current device (for grid sizing).
 int sm_count();
+// Whether the device runs programmatic dependent launch (Hopper and later; common.cuh's pdl_wait).
+bool pdl_supported();
 
 // Uninitialised device tensor; its storage returns to device_allocator() when the last view goes.
 Tensor empty_device(DType dtype, std::vector<int64_t> shape);

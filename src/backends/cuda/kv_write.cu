@@ -10,6 +10,7 @@ namespace {
 template <typename Tin, typename Tout>
 __global__ void kv_write_kernel(const Tin* k, const Tin* v, const int32_t* slots, int64_t row, Tout* kc, Tout* vc,
                                 int64_t n_slots, unsigned* error_flags) {
+  pdl_launch_dependents();  // decode attention (a programmatic dependent) may start its prologue now
   const int32_t slot = slots[blockIdx.x];
   if (slot < 0 || slot >= n_slots) {
     if (threadIdx.x == 0) atomicOr(error_flags, kErrKvSlot);

@@ -43,6 +43,7 @@ __global__ void __launch_bounds__(kFusedThreads)
                          const __grid_constant__ RopeFreqs f) {
   __shared__ float row[kMaxFusedHeadDim];
   __shared__ float partial[kFusedThreads / 32];
+  pdl_launch_dependents();  // decode attention (a programmatic dependent) may start its prologue now
   const int heads = l.H + 2 * l.Hkv, D = l.D;
   const int64_t t = blockIdx.x / heads;
   const int h = static_cast<int>(blockIdx.x % heads);
