@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backends/cpu/fast_ops.h"
 #include "backends/cpu/reference.h"
 #include "core/error.h"
 
@@ -24,15 +25,6 @@ struct Steps {
       reg.run(args, ctx);
   }
 };
-
-bool f32(std::initializer_list<const Tensor*> ts, std::string* why) {
-  for (const Tensor* t : ts)
-    if (t->dtype != DType::F32) {
-      if (why) *why = "needs f32 activations, got " + t->describe();
-      return false;
-    }
-  return true;
-}
 
 // Columns [c0, c0 + n) of every row of x ([T, C] f32) copied into a new [T, n] tensor.
 Tensor columns(const Tensor& x, int64_t c0, int64_t n) {
@@ -80,17 +72,17 @@ void register_fused(Registries& r, const char* name, int priority) {
   const Steps step{std::strcmp(name, "cpu.ref") == 0 ? "cpu.ref" : nullptr};
   r.add_rmsnorm.add({name, Device::Cpu, priority,
                      [](const AddRmsnormArgs& a, std::string* why) {
-                       return f32({&a.x, &a.r, &a.w, &a.y}, why);
+                       return all_f32({&a.x, &a.r, &a.w, &a.y}, why);
                      },
                      [step](const AddRmsnormArgs& a, const Context& ctx) { add_rmsnorm(a, ctx, step); }});
   r.swiglu.add({name, Device::Cpu, priority,
                 [](const SwigluArgs& a, std::string* why) {
-                  return f32({&a.gate_up, &a.y}, why);
+                  return all_f32({&a.gate_up, &a.y}, why);
                 },
                 [step](const SwigluArgs& a, const Context& ctx) { swiglu(a, ctx, step); }});
   r.rope_kv_write.add({name, Device::Cpu, priority,
                        [](const RopeKvWriteArgs& a, std::string* why) {
-                         if (!f32({&a.qkv, &a.q_out}, why)) return false;
+                         if (!all_f32({&a.qkv, &a.q_out}, why)) return false;
                          if (a.positions.dtype != DType::I32 || a.slots.dtype != DType::I32) {
                            if (why) *why = "positions and slots must be i32";
                            return false;

@@ -9,17 +9,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ float block_sum(float v) {
-  __shared__ float partial[kThreads / 32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  float total = 0.f;
-#pragma unroll
-  for (int i = 0; i < kThreads / 32; ++i) total += partial[i];
-  return total;
-}
-
 // With `r`, first x += r (rounded to T and stored: the residual stream) and the norm is taken of the
 // stored sum, exactly as a separate add followed by rmsnorm would. Each thread re-reads in pass 2 only
 // the elements it wrote in pass 1, so y may alias r.
@@ -49,7 +38,7 @@ __global__ void __launch_bounds__(kThreads)
       ss += to_f32(xr[i]) * to_f32(xr[i]);
     }
   }
-  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
+  const float inv = rsqrtf(block_sum<kThreads>(ss) / static_cast<float>(dim) + eps);
   if (vec) {
     for (int64_t i = threadIdx.x; i < dim / N; i += kThreads) {
       const Vec16<T> v = load16(xr + i * N);

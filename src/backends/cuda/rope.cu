@@ -42,7 +42,6 @@ __global__ void __launch_bounds__(kFusedThreads)
     rope_kv_write_kernel(const RopeKvWriteLaunch l, const T* qkv, T* q_out, C* kc, C* vc, unsigned* error_flags,
                          const __grid_constant__ RopeFreqs f) {
   __shared__ float row[kMaxFusedHeadDim];
-  __shared__ float partial[kFusedThreads / 32];
   pdl_launch_dependents();  // decode attention (a programmatic dependent) may start its prologue now
   const int heads = l.H + 2 * l.Hkv, D = l.D;
   const int64_t t = blockIdx.x / heads;
@@ -64,13 +63,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   }
   const float* norm = is_q ? l.q_norm : is_k ? l.k_norm : nullptr;
   if (norm) {  // uniform per block
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-    __syncthreads();
-    float total = 0.f;
-#pragma unroll
-    for (int i = 0; i < kFusedThreads / 32; ++i) total += partial[i];
-    const float inv = rsqrtf(total / static_cast<float>(D) + l.eps);
+    const float inv = rsqrtf(block_sum<kFusedThreads>(ss) / static_cast<float>(D) + l.eps);
     for (int i = threadIdx.x; i < D; i += kFusedThreads) row[i] *= inv * norm[i];
   }
   __syncthreads();
