@@ -1,11 +1,12 @@
 // Split-KV decode attention (one query token per sequence) over the paged bf16 cache. A block owns
-// (sequence, KV head, up to 16 of its query heads, KV split) and runs alone on its SM: its 8 warps each
-// stream their own 16-key (D 128) or 32-key (D 64) slices of K and V through a private 3-stage cp.async
-// ring in shared memory, so two stages (128 KB per SM) are in flight from the first cycle and no block
-// barrier sits in the loop. The query heads that share the KV head are the M = 16 rows of
-// tensor-core MMAs (S = Q K^T, O += P V; bf16 in, f32 accumulate), so GQA reads the KV bytes once per
-// group and the math stays far below the memory time. Warps merge in shared memory; splits merge in the
-// same launch: the last block of a (sequence, head slice) to finish (an atomic ticket) combines the
+// (sequence, KV head, up to 16 of its query heads, KV split); a wide block runs alone on its SM: its 8
+// warps each stream their own 16-key (D 128) or 32-key (D 64) slices of K and V through a private
+// 3-stage cp.async ring in shared memory, so two stages (128 KB per SM) are in flight from the first
+// cycle and no block barrier sits in the loop (narrow 2-warp blocks, 4 per SM, serve many short
+// sequences; see kNarrowWarps). It is launched as a programmatic dependent of the cache write before it. The query
+// heads that share the KV head are the M = 16 rows of tensor-core MMAs (S = Q K^T, O += P V; bf16 in, f32 accumulate),
+// so GQA reads the KV bytes once per group and the math stays far below the memory time. Warps merge in shared memory;
+// splits merge in the same launch: the last block of a (sequence, head slice) to finish (an atomic ticket) combines the
 // partial outputs by their log-sum-exp, so a decode step is one kernel.
 #include <algorithm>
 #include <cmath>
