@@ -15,21 +15,18 @@ Tensor host_i32(const std::vector<int32_t>& v) {
   return t;
 }
 
-// First `rows` rows of a scratch buffer, viewed with the given inner shape.
-Tensor view(const Tensor& buf, int64_t rows, std::vector<int64_t> inner) {
-  std::vector<int64_t> shape = {rows};
-  shape.insert(shape.end(), inner.begin(), inner.end());
-  Tensor t = buf;
-  t.shape = std::move(shape);
-  return t;
-}
-
 // `shape` viewed at element `offset` of a scratch buffer (activations: f32 or bf16, no blocks).
 Tensor at(const Tensor& buf, int64_t offset, std::vector<int64_t> shape) {
   Tensor t = buf;
   t.data = static_cast<char*>(buf.data) + row_bytes(buf.dtype, offset);
   t.shape = std::move(shape);
   return t;
+}
+
+// First `rows` rows of a scratch buffer, viewed with the given inner shape.
+Tensor view(const Tensor& buf, int64_t rows, std::vector<int64_t> inner) {
+  inner.insert(inner.begin(), rows);
+  return at(buf, 0, std::move(inner));
 }
 
 }  // namespace

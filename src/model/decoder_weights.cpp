@@ -127,31 +127,11 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype) c
   d.layers.reserve(layers.size());
   for (const LayerWeights& L : layers) {
     // Converted on the host first, so that parts of mixed-type files fuse once they share `dtype`.
-    LayerWeights H = L;
-    for (Tensor* t : {&H.attn_norm, &H.bq, &H.bk, &H.bv, &H.bqkv, &H.q_norm, &H.k_norm, &H.ffn_norm})
-      *t = to_host(*t, DType::F32);
-    for (Tensor* t : {&H.wq, &H.wk, &H.wv, &H.wqkv, &H.w_gate, &H.w_up, &H.w_gate_up}) *t = to_host(*t, dtype);
-    fuse_layer(H);
-    LayerWeights D;
-    for (auto [src, dst] : {std::pair{&H.attn_norm, &D.attn_norm},
-                            {&H.bq, &D.bq},
-                            {&H.bk, &D.bk},
-                            {&H.bv, &D.bv},
-                            {&H.bqkv, &D.bqkv},
-                            {&H.q_norm, &D.q_norm},
-                            {&H.k_norm, &D.k_norm},
-                            {&H.ffn_norm, &D.ffn_norm}})
-      *dst = convert(*src, DType::F32);
-    for (auto [src, dst] : {std::pair{&H.wq, &D.wq},
-                            {&H.wk, &D.wk},
-                            {&H.wv, &D.wv},
-                            {&H.wqkv, &D.wqkv},
-                            {&H.wo, &D.wo},
-                            {&H.w_gate, &D.w_gate},
-                            {&H.w_up, &D.w_up},
-                            {&H.w_gate_up, &D.w_gate_up},
-                            {&H.w_down, &D.w_down}})
-      *dst = convert(*src, dtype);
+    LayerWeights D = L;
+    for (Tensor* t : D.fields()) *t = to_host(*t, t->ndim() == 1 ? DType::F32 : dtype);
+    fuse_layer(D);
+    for (Tensor* t : D.fields())
+      if (!t->empty()) *t = ops::upload(ctx, *t);
     d.layers.push_back(std::move(D));
   }
   return d;

@@ -2,6 +2,7 @@
 // weights stay in their file dtype (quantized kernels read them in place); norms and biases are f32.
 #pragma once
 
+#include <array>
 #include <vector>
 
 #include "core/tensor.h"
@@ -20,6 +21,16 @@ struct LayerWeights {
   // Fused projections (fuse_projections): wq | wk | wv and w_gate | w_up stacked by rows, so a step runs
   // one matmul instead of three and two. When set, the parts they replace are empty.
   Tensor wqkv, bqkv, w_gate_up;
+
+  // Every field, empty or not, for code that treats them alike. Norms and biases are the 1-D ones.
+  template <typename Self>
+  static auto fields_of(Self& s) {
+    return std::array{&s.attn_norm, &s.wq,     &s.wk,     &s.wv,     &s.wo,       &s.bq,
+                      &s.bk,        &s.bv,     &s.q_norm, &s.k_norm, &s.ffn_norm, &s.w_gate,
+                      &s.w_up,      &s.w_down, &s.wqkv,   &s.bqkv,   &s.w_gate_up};
+  }
+  auto fields() { return fields_of(*this); }
+  auto fields() const { return fields_of(*this); }
 };
 
 struct DecoderWeights {
@@ -37,8 +48,7 @@ struct DecoderWeights {
     for (const Tensor* t : {&tok_embd, &output_norm}) f(*t);
     if (output.data != tok_embd.data) f(output);
     for (const LayerWeights& L : layers)
-      for (const Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wqkv, &L.wo, &L.bq, &L.bk, &L.bv, &L.bqkv,
-                              &L.q_norm, &L.k_norm, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_gate_up, &L.w_down})
+      for (const Tensor* t : L.fields())
         if (!t->empty()) f(*t);
   }
 
