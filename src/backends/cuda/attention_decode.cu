@@ -310,6 +310,7 @@ __global__ void __launch_bounds__(W * 32)
   float* sc_lse = sc_w + W * kRows;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
+    if (lane / 4 + 8 * h >= nh) continue;  // padding rows of a small GQA group: skip their smem traffic
     const int r = warp * kRows + lane / 4 + 8 * h;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt)
@@ -320,7 +321,7 @@ __global__ void __launch_bounds__(W * 32)
     }
   }
   __syncthreads();
-  if (tid < kRows) {
+  if (tid < nh) {
     float mx = -INFINITY;
 #pragma unroll
     for (int w = 0; w < W; ++w) mx = fmaxf(mx, sc_m[w * kRows + tid]);  // finite: warp 0 had keys
