@@ -369,7 +369,7 @@ TEST(CudaOps, AttentionDecode) {
     for (int64_t d : {64, 128})
       for (const auto& specs : batches) check_attention("cuda.decode_splitkv", 2 * group, 2, d, 16, specs, seed++);
   check_attention("cuda.decode_splitkv", 8, 2, 128, 24, {{1, 3000}, {1, 50}}, seed++);  // pages of 24 keys
-  // One KV head over a long context: a split per SM, so the merge folds over 100 partials in several passes.
+  // One KV head over a long context: one wave of ~80 two-stage splits, so the merge folds them in several passes.
   check_attention("cuda.decode_splitkv", 4, 1, 128, 16, {{1, 20000}}, seed++);
   // Many short sequences (at least as many (sequence, KV head) units as SMs): the narrow block shape, one
   // split and several (lengths up to 4 wide stages).

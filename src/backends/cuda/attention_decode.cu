@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(W * 32)
     if (st < n_stages) issue(st, ent_pro[st]);
     cp_async_commit();  // empty groups keep the wait counts uniform
   }
-  int ent[NP];  // entries of the next stage to issue, loaded one iteration ahead
+  int ent[NP];  // entries of the next stage to issue (S - 1 from the prologue), then loaded one iteration ahead
 #pragma unroll
   for (int i = 0; i < NP; ++i) ent[i] = ent_pro[S - 1][i];
 
