@@ -7,6 +7,8 @@
 #   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench] [--no-peer] [--kernels]
 #   --kernels also runs the kernel benchmarks (bench/cuda/ops_bench.cpp and bench/peers/torch_attention.py);
 #   --no-peer skips the transformers peer (a quicker iteration; final numbers need it).
+#   --commit HASH records HASH as the measured commit: the device's copy of the tree may carry a stale .git,
+#   so pass the hash you committed (literally; a $(git ...) in the device command runs there).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -16,6 +18,7 @@ filter='Cuda*'
 bench=1
 peer=1
 kernels=0
+commit=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
@@ -23,6 +26,7 @@ while [ $# -gt 0 ]; do
     --no-bench) bench=0 ;;
     --no-peer) peer=0 ;;
     --kernels) kernels=1 ;;
+    --commit) commit="$2"; shift ;;
   esac
   shift
 done
@@ -30,8 +34,12 @@ export PATH=/usr/local/cuda/bin:$PATH
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
-git_rev=$(git rev-parse --short HEAD 2>/dev/null || cat .gpu-commit 2>/dev/null || echo unknown)
-echo "commit: $git_rev" | tee -a "$out/device.txt"
+if [ -n "$commit" ]; then
+  echo "commit: $commit (given with --commit)" | tee -a "$out/device.txt"
+else
+  echo "commit: unknown (pass --commit; this copy's git HEAD is $(git rev-parse --short HEAD 2>/dev/null || echo none), possibly stale)" |
+    tee -a "$out/device.txt"
+fi
 
 # Build dependencies unpacked by scripts/gpu/fetch_deps.sh (the GPU machine has no network).
 if [ -d deps/usr ]; then
