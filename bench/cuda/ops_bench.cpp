@@ -94,11 +94,11 @@ struct Ceilings {
 };
 
 json g_results = json::array();
-double g_peer_copy_gbs = 0;
-std::string g_filter;
+double g_peer_copy_gbs = 0;  // --copy-ceiling: the torch peer's copy rate from the same call
+std::string g_filter;        // --filter
 bool wanted(const std::string& name) {
   return g_filter.empty() || name.find(g_filter) != std::string::npos;
-}  // --copy-ceiling: the torch peer's copy rate from the same call
+}
 Ceilings g_ceil;
 
 void record(const std::string& group, const std::string& name, const std::string& variant, double us, double bytes,

@@ -4,7 +4,7 @@
 # graph decode, logits vs transformers, greedy CPU == GPU), `kestrel bench --device cuda` on the
 # llama3-8b preset with the transformers peer in the same run, and writes logs and JSON under $OUT
 # (default ./gpu-out).
-#   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench] [--no-peer] [--kernels]
+#   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench] [--no-peer] [--kernels] [--commit HASH]
 #   --kernels also runs the kernel benchmarks (bench/cuda/ops_bench.cpp and bench/peers/torch_attention.py);
 #   --no-peer skips the transformers peer (a quicker iteration; final numbers need it).
 #   --commit HASH records HASH as the measured commit: the device's copy of the tree may carry a stale .git,
