@@ -5,10 +5,13 @@
 # llama3-8b preset with the transformers peer in the same run, and writes logs and JSON under $OUT
 # (default ./gpu-out).
 #   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench] [--no-peer] [--kernels] [--commit HASH]
+#                          [--prebuilt DIR]
 #   --kernels also runs the kernel benchmarks (bench/cuda/ops_bench.cpp and bench/peers/torch_attention.py);
 #   --no-peer skips the transformers peer (a quicker iteration; final numbers need it).
 #   --commit HASH records HASH as the measured commit: the device's copy of the tree may carry a stale .git,
 #   so pass the hash you committed (literally; a $(git ...) in the device command runs there).
+#   --prebuilt DIR runs the binaries in DIR (kestrel, kestrel_tests, kestrel_cuda_bench built elsewhere with
+#   -DCMAKE_CUDA_ARCHITECTURES=90a and carried along) instead of building: saves the build's device time.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -19,6 +22,7 @@ bench=1
 peer=1
 kernels=0
 commit=""
+prebuilt=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
@@ -27,6 +31,7 @@ while [ $# -gt 0 ]; do
     --no-peer) peer=0 ;;
     --kernels) kernels=1 ;;
     --commit) commit="$2"; shift ;;
+    --prebuilt) prebuilt="$2"; shift ;;
   esac
   shift
 done
@@ -49,16 +54,25 @@ if [ -d deps/usr ]; then
   export LD_LIBRARY_PATH="$deps/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
-build="${KESTREL_GPU_BUILD:-/tmp/kestrel-build-gpu}"  # outside the tree: survives re-sent working trees
-targets="kestrel kestrel_tests"
-[ "$kernels" = 1 ] && targets="$targets kestrel_cuda_bench"
-# Only the CUDA architecture of this machine: halves the build time.
-t0=$(date +%s)
-if ! { cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a >"$out/build.log" 2>&1 &&
-       cmake --build "$build" -j16 --target $targets >>"$out/build.log" 2>&1; }; then
-  echo "BUILD FAILED"; grep -E "error|FAILED" "$out/build.log" | head -30; exit 1
+if [ -n "$prebuilt" ]; then
+  build="$(cd "$prebuilt" && pwd)"
+  for b in kestrel kestrel_tests; do
+    [ -x "$build/$b" ] || { echo "--prebuilt $prebuilt has no $b"; exit 1; }
+  done
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64"
+  echo "prebuilt binaries from $prebuilt"
+else
+  build="${KESTREL_GPU_BUILD:-/tmp/kestrel-build-gpu}"  # outside the tree: survives re-sent working trees
+  targets="kestrel kestrel_tests"
+  [ "$kernels" = 1 ] && targets="$targets kestrel_cuda_bench"
+  # Only the CUDA architecture of this machine: halves the build time.
+  t0=$(date +%s)
+  if ! { cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a >"$out/build.log" 2>&1 &&
+         cmake --build "$build" -j16 --target $targets >>"$out/build.log" 2>&1; }; then
+    echo "BUILD FAILED"; grep -E "error|FAILED" "$out/build.log" | head -30; exit 1
+  fi
+  echo "build ok ($(( $(date +%s) - t0 )) s)"
 fi
-echo "build ok ($(( $(date +%s) - t0 )) s)"
 k="$build/kestrel"
 
 # Synthetic models (page cache, not the repo). The 8B one is timed: the synth speed target.
@@ -68,13 +82,23 @@ mkdir -p "$models"
 "$k" synth --preset llama3.2-1b --seed 1 --out "$models/llama3.2-1b" | tail -1
 [ "$bench" = 1 ] && "$k" synth --preset llama3-8b --seed 1 --out "$models/llama3-8b" | tail -1
 
-python3 scripts/gpu/reference_logits.py --model "$models/llama3.2-1b" --out "$models/llama3.2-1b.ref" 2>&1 | tail -3
+# The other families at their real widths with 2 layers: Qwen2 (q/k/v bias, 28/4 heads), Qwen3 (q/k norm),
+# Mistral. Each model's logits are checked against transformers.
+logit_dirs="$models/llama3.2-1b" logit_refs="$models/llama3.2-1b.ref"
+for preset in qwen2.5-7b qwen3-8b mistral-7b; do
+  "$k" synth --preset "$preset" --layers 2 --seed 1 --out "$models/$preset-2l" | tail -1
+  logit_dirs="$logit_dirs:$models/$preset-2l" logit_refs="$logit_refs:$models/$preset-2l.ref"
+done
+IFS=: read -ra dirs <<<"$logit_dirs"
+for d in "${dirs[@]}"; do
+  python3 scripts/gpu/reference_logits.py --model "$d" --out "$d.ref" 2>&1 | tail -3
+done
 
-KESTREL_SYNTH_LOGITS_DIR="$models/llama3.2-1b" KESTREL_SYNTH_LOGITS_REF="$models/llama3.2-1b.ref" \
+KESTREL_SYNTH_LOGITS_DIR="$logit_dirs" KESTREL_SYNTH_LOGITS_REF="$logit_refs" \
   KESTREL_SYNTH_GREEDY_DIR="$models/small" \
   timeout 300 "$build/kestrel_tests" --gtest_filter="$filter" >"$out/tests.log" 2>&1
 rc=$?
-grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|vs transformers|greedy:|Expected|Which is" "$out/tests.log" | head -60
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|vs transformers|greedy:|Expected|Which is|Google Test trace|cuda_model_test" "$out/tests.log" | head -60
 echo "tests rc=$rc"
 
 # Streamed text on the GPU (CUDA graphs + GPU sampling) from the small synthetic model.

@@ -15,6 +15,7 @@ struct SynthFlags {
   uint64_t seed = 0;
   std::string dtype = "bf16";
   int threads = 0;
+  int layers = 0;
   bool list = false;
 };
 
@@ -33,7 +34,9 @@ void list_presets() {
 void synth(const SynthFlags& f) {
   if (f.list) return list_presets();
   KS_CHECK(!f.preset.empty() && !f.out.empty(), "synth needs --preset NAME and --out DIR (--list shows presets)");
-  const SynthPreset& p = synth_preset(f.preset);
+  SynthPreset p = synth_preset(f.preset);
+  // Fewer layers keep every width (and so every kernel shape) of the real model in a fraction of the bytes.
+  if (f.layers > 0) p.n_layers = f.layers;
   SynthOptions opt;
   opt.seed = f.seed;
   opt.dtype = f.dtype == "f32" ? DType::F32 : f.dtype == "f16" ? DType::F16 : DType::BF16;
@@ -46,9 +49,9 @@ void synth(const SynthFlags& f) {
   const SynthSummary s = write_synth_model(p, f.out, opt);
   bar.finish();
   const double secs = now_seconds() - t0;
-  std::printf("wrote %s: %s, %.3fB parameters, %.2f GB in %d shard%s, %.1f s (%.2f GB/s)\n", f.out.c_str(),
-              p.name.c_str(), s.parameters / 1e9, s.tensor_bytes / 1e9, s.shards, s.shards == 1 ? "" : "s", secs,
-              s.tensor_bytes / 1e9 / std::max(secs, 1e-9));
+  std::printf("wrote %s: %s (%d layers), %.3fB parameters, %.2f GB in %d shard%s, %.1f s (%.2f GB/s)\n", f.out.c_str(),
+              p.name.c_str(), p.n_layers, s.parameters / 1e9, s.tensor_bytes / 1e9, s.shards, s.shards == 1 ? "" : "s",
+              secs, s.tensor_bytes / 1e9 / std::max(secs, 1e-9));
 }
 
 }  // namespace
@@ -62,6 +65,9 @@ void register_synth(CLI::App& app) {
   cmd->add_option("-s,--seed", f->seed, "random seed: the same seed writes the same weights");
   cmd->add_option("--dtype", f->dtype, "weight type")->check(CLI::IsMember({"bf16", "f16", "f32"}));
   cmd->add_option("-t,--threads", f->threads, "writer threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--layers", f->layers,
+                  "decoder layers (default: the preset's); fewer keep the real widths in a smaller model, for tests")
+      ->check(CLI::Range(1, 1024));
   cmd->add_flag("--list", f->list, "list the presets");
   cmd->callback([f] { synth(*f); });
 }

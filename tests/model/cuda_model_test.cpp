@@ -5,11 +5,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "engine/decode_graphs.h"
 #include "engine/generate.h"
@@ -106,12 +109,19 @@ TEST(CudaModel, BatchedGraphDecodeEqualsSingleSteps) {
   fs::remove_all(dir);
 }
 
-// KESTREL_SYNTH_LOGITS_DIR: a synth model; KESTREL_SYNTH_LOGITS_REF: f32 logits [T, vocab] from
-// scripts/gpu/reference_logits.py (with REF.json holding the token ids).
-TEST(CudaModel, SynthLogitsMatchTransformers) {
-  REQUIRE_GPU();
-  const std::string dir = env("KESTREL_SYNTH_LOGITS_DIR"), ref_path = env("KESTREL_SYNTH_LOGITS_REF");
-  if (dir.empty() || ref_path.empty()) GTEST_SKIP() << "KESTREL_SYNTH_LOGITS_DIR/REF not set (scripts/gpu/run_all.sh)";
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t b = 0, e; b <= s.size(); b = e + 1) {
+    e = std::min(s.find(':', b), s.size());
+    if (e > b) out.push_back(s.substr(b, e - b));
+  }
+  return out;
+}
+
+// One synth model against its transformers reference: all but the last 8 tokens as one prefill (every
+// row's logits), the rest through the decode graphs.
+void check_logits_vs_transformers(const std::string& dir, const std::string& ref_path) {
+  SCOPED_TRACE(dir);
   std::ifstream meta_in(ref_path + ".json");
   ASSERT_TRUE(meta_in.good()) << ref_path << ".json";
   const nlohmann::json meta = nlohmann::json::parse(meta_in);
@@ -126,7 +136,6 @@ TEST(CudaModel, SynthLogitsMatchTransformers) {
   ASSERT_EQ(model->config().vocab, V);
   // The reference's ids come from transformers' tokenizer: Kestrel's must be the same.
   EXPECT_EQ(model->tokenizer->encode(meta["text"].get<std::string>(), true, false), tokens);
-  // All but the last 8 tokens as one prefill (every row's logits), the rest through the decode graphs.
   const int64_t n_prefill = T - 8;
   Session s(*model->decoder, gpu_context(), SessionOptions{.n_ctx = 256, .kv_dtype = DType::BF16});
   const Tensor pre = s.feed(std::span(tokens.data(), n_prefill), /*all_logits=*/true);
@@ -137,14 +146,26 @@ TEST(CudaModel, SynthLogitsMatchTransformers) {
     compare_row(l.ptr<float>(), ref.data() + t * V, V, decode);
   }
   std::printf(
-      "vs transformers (f32 reference): prefill worst row max|diff|/max|ref| %.4f, top-1 %d/%d; graph decode "
+      "%s vs transformers (f32 reference): prefill worst row max|diff|/max|ref| %.4f, top-1 %d/%d; graph decode "
       "%.4f, top-1 %d/%d\n",
-      prefill.max_rel, prefill.top1_same, prefill.rows, decode.max_rel, decode.top1_same, decode.rows);
+      fs::path(dir).filename().c_str(), prefill.max_rel, prefill.top1_same, prefill.rows, decode.max_rel,
+      decode.top1_same, decode.rows);
   // bf16 weights and activations against an f32 oracle: a few percent of the logit range, top-1 nearly always.
   EXPECT_LT(prefill.max_rel, 0.05);
   EXPECT_LT(decode.max_rel, 0.05);
   EXPECT_GE(prefill.top1_same, prefill.rows * 9 / 10);
   EXPECT_GE(decode.top1_same, decode.rows * 7 / 8);
+}
+
+// KESTREL_SYNTH_LOGITS_DIR: synth models (':'-separated); KESTREL_SYNTH_LOGITS_REF: for each, f32 logits
+// [T, vocab] from scripts/gpu/reference_logits.py (with REF.json holding the token ids).
+TEST(CudaModel, SynthLogitsMatchTransformers) {
+  REQUIRE_GPU();
+  const std::vector<std::string> dirs = split_list(env("KESTREL_SYNTH_LOGITS_DIR")),
+                                 refs = split_list(env("KESTREL_SYNTH_LOGITS_REF"));
+  if (dirs.empty() || refs.empty()) GTEST_SKIP() << "KESTREL_SYNTH_LOGITS_DIR/REF not set (scripts/gpu/run_all.sh)";
+  ASSERT_EQ(dirs.size(), refs.size()) << "one reference per model directory";
+  for (size_t i = 0; i < dirs.size(); ++i) check_logits_vs_transformers(dirs[i], refs[i]);
 }
 
 // KESTREL_SYNTH_GREEDY_DIR: a small synth model, run on both devices.

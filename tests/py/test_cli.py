@@ -1,5 +1,6 @@
 """End-to-end checks of the `kestrel` binary: the main subcommands on the default model, and bad input
 (files, flags, prompts) giving one clear error line and a non-zero exit, never a crash."""
+import json
 import os
 import pathlib
 import subprocess
@@ -96,3 +97,16 @@ def test_bad_flags_explain_themselves():
     assert r.returncode != 0
     r = kestrel("run", "--variant=matmul", "-m", str(FIXTURES / "models" / "tiny-llama"), "hi")
     assert_clean_error(r, "op=name")
+
+
+def test_synth_layers_keeps_widths_and_runs(tmp_path):
+    out = tmp_path / "small-1l"
+    r = kestrel("synth", "--preset", "small", "--layers", "1", "--seed", "2", "-t", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "(1 layers)" in r.stdout
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 1 and cfg["hidden_size"] == 512 and cfg["intermediate_size"] == 1536
+    r = kestrel("run", "-m", str(out), "--raw", "-n", "4", "--ignore-eos", "-t", "2", "hello")
+    assert r.returncode == 0, r.stderr
+    r = kestrel("synth", "--preset", "small", "--layers", "0", "--out", str(tmp_path / "x"))
+    assert r.returncode != 0 and "layers" in r.stderr
