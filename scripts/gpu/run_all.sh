@@ -95,7 +95,7 @@ for d in "${dirs[@]}"; do
 done
 
 KESTREL_SYNTH_LOGITS_DIR="$logit_dirs" KESTREL_SYNTH_LOGITS_REF="$logit_refs" \
-  KESTREL_SYNTH_GREEDY_DIR="$models/small" \
+  KESTREL_SYNTH_GREEDY_DIR="$models/small" KESTREL_SOURCE_DIR="$PWD" \
   timeout 300 "$build/kestrel_tests" --gtest_filter="$filter" >"$out/tests.log" 2>&1
 rc=$?
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|vs transformers|greedy:|Expected|Which is|Google Test trace|cuda_model_test" "$out/tests.log" | head -60

@@ -19,6 +19,7 @@
 #include "engine/session.h"
 #include "model/model.h"
 #include "model/synth.h"
+#include "test_paths.h"
 
 #if KESTREL_HAVE_CUDA
 #include "backends/cuda/device_tensor.h"
@@ -166,6 +167,42 @@ TEST(CudaModel, SynthLogitsMatchTransformers) {
   if (dirs.empty() || refs.empty()) GTEST_SKIP() << "KESTREL_SYNTH_LOGITS_DIR/REF not set (scripts/gpu/run_all.sh)";
   ASSERT_EQ(dirs.size(), refs.size()) << "one reference per model directory";
   for (size_t i = 0; i < dirs.size(); ++i) check_logits_vs_transformers(dirs[i], refs[i]);
+}
+
+// GGUF files (f32, f16, q8_0 tables dequantized to bf16 at placement; Llama, Qwen2, Qwen3) give the same
+// logits on the GPU as on the CPU reference path, over a prefill of every row and graph decode steps.
+TEST(CudaModel, GgufFixturesMatchCpu) {
+  REQUIRE_GPU();
+  for (const char* name : {"tiny-llama-f32.gguf", "tiny-llama-f16.gguf", "tiny-llama-q8_0.gguf", "tiny-qwen2-f32.gguf",
+                           "tiny-qwen3-f32.gguf"}) {
+    SCOPED_TRACE(name);
+    const std::string path = test::fixture(std::string("models/") + name);
+    std::vector<int32_t> ids(24);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 5) % 300);
+    const int64_t n_prefill = 16;
+    auto logits = [&](const ops::Context& ctx, DType kv) {
+      auto model = load_model(path);
+      Session s(*model->decoder, ctx, SessionOptions{.n_ctx = 64, .kv_dtype = kv});
+      const int64_t V = model->config().vocab;
+      std::vector<float> out(ids.size() * V);
+      const Tensor pre = s.feed(std::span(ids.data(), n_prefill), /*all_logits=*/true);
+      std::copy_n(pre.ptr<float>(), n_prefill * V, out.begin());
+      for (size_t t = n_prefill; t < ids.size(); ++t)
+        std::copy_n(s.feed(std::span(&ids[t], 1)).ptr<float>(), V, out.begin() + t * V);
+      return out;
+    };
+    const std::vector<float> cpu = logits(ops::Context{}, DType::F32), gpu = logits(gpu_context(), DType::BF16);
+    const int64_t V = static_cast<int64_t>(cpu.size() / ids.size());
+    RowStats prefill, decode;
+    for (size_t t = 0; t < ids.size(); ++t)
+      compare_row(gpu.data() + t * V, cpu.data() + t * V, V, static_cast<int64_t>(t) < n_prefill ? prefill : decode);
+    std::printf("%s GPU vs CPU: prefill worst row %.4f, top-1 %d/%d; graph decode %.4f, top-1 %d/%d\n", name,
+                prefill.max_rel, prefill.top1_same, prefill.rows, decode.max_rel, decode.top1_same, decode.rows);
+    EXPECT_LT(prefill.max_rel, 0.05);
+    EXPECT_LT(decode.max_rel, 0.05);
+    EXPECT_GE(prefill.top1_same, prefill.rows * 7 / 8);
+    EXPECT_GE(decode.top1_same, decode.rows * 7 / 8);
+  }
 }
 
 // KESTREL_SYNTH_GREEDY_DIR: a small synth model, run on both devices.
