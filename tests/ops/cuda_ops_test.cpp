@@ -383,6 +383,31 @@ TEST(CudaOps, AttentionDecode) {
   check_attention("cuda.flash_prefill", 8, 2, 128, 16, {{1, 3000}, {1, 7}}, seed++);
 }
 
+TEST(CudaOps, AttentionGeneric) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 300;
+  const std::vector<std::vector<SeqSpec>> batches = {
+      {{1, 1}}, {{200, 200}}, {{77, 300}, {1, 50}, {129, 129}}, {{1, 3000}, {1, 7}, {1, 128}}};
+  for (int64_t d : {16, 32, 64, 80, 96, 128, 256})
+    for (int64_t group : {1, 4})
+      for (const auto& specs : batches) check_attention("cuda.attention_generic", 2 * group, 2, d, 16, specs, seed++);
+  check_attention("cuda.attention_generic", 8, 2, 96, 16, {{300, 1000}}, seed++, 8.f);  // peaked scores
+  // The dispatcher keeps the tiled kernels where they exist and takes this one elsewhere.
+  std::mt19937 rng(seed);
+  for (int64_t d : {32, 64, 96, 128}) {
+    const Tensor q = to_device(rand_host({4, 4, d}, rng), DType::BF16);
+    Tensor out = empty_device(DType::BF16, {4, 4, d});
+    const KvLayer cache{to_device(rand_host({3, 16, 2, d}, rng), DType::BF16),
+                        to_device(rand_host({3, 16, 2, d}, rng), DType::BF16)};
+    std::vector<int32_t> table = {0, 1, 2};
+    AttentionBatch batch{{{0, 4, 40, table.data()}}, 0.1f};
+    batch.block_tables = to_device(ints_host(table).reshaped({1, 3}), DType::I32);
+    batch.seq_info = to_device(ints_host({0, 4, 40}), DType::I32);
+    const std::string chosen = registries().attention.select({q, cache, batch, out}, cuda_ctx()).name;
+    EXPECT_EQ(chosen, d == 64 || d == 128 ? "cuda.flash_prefill" : "cuda.attention_generic") << "d" << d;
+  }
+}
+
 TEST(CudaSampling, GreedyMatchesHostArgmax) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(18);

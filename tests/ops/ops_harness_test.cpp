@@ -707,6 +707,9 @@ TEST(OpsHarness, Attention) {
           }
   // SmolLM2's geometry: 9 heads over 3 kv heads of 64, bf16 pages.
   check_attention(DType::BF16, 9, {3, 64, 16, 0}, {{1, 300}, {4, 40}}, seed++);
+  // Head sizes without a tiled CUDA kernel (tiny test models, Phi-like 80 and 96, Gemma-like 256).
+  for (int64_t d : {16, 32, 80, 96, 256})
+    for (const auto& specs : {batches[3], batches[5]}) check_attention(DType::BF16, 8, {2, d, 16, 0}, specs, seed++);
 }
 
 TEST(OpsHarness, Summary) {

@@ -94,6 +94,11 @@ struct AttentionLaunch {
 // attention_prefill.cu: FlashAttention-2 style tiled causal attention, any q_len per sequence.
 void launch_attention_prefill(const AttentionLaunch& a, int max_q_len, cudaStream_t stream);
 
+// attention_generic.cu: plain causal attention for any even head_dim <= kGenericMaxHeadDim (the head sizes
+// the two kernels above do not cover), prefill and decode alike.
+constexpr int kGenericMaxHeadDim = 256;
+void launch_attention_generic(const AttentionLaunch& a, int max_q_len, cudaStream_t stream);
+
 // attention_decode.cu: split-KV decode (q_len == 1 for every sequence) with an in-kernel combine.
 struct DecodePlan {
   int splits = 1;        // KV splits per (sequence, head group): grid.x, one wave of one block per SM

@@ -10,6 +10,7 @@
 #include "backends/cuda/graph.h"
 #include "backends/cuda/kernels.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "ops/dispatch.h"
 
 namespace kestrel::backends::cuda {
@@ -18,7 +19,8 @@ namespace {
 using namespace ops;
 
 constexpr int kPriority = 10;
-constexpr int kFastPriority = 20;  // preferred over kPriority when it supports the call
+constexpr int kFastPriority = 20;     // preferred over kPriority when it supports the call
+constexpr int kFallbackPriority = 1;  // only where no faster variant supports the call
 constexpr int64_t kGemvMaxRows = 16384;
 
 cudaStream_t stream_of(const Context& ctx) {
@@ -221,18 +223,24 @@ void register_matmul(Registries& r) {
 
 // ---- attention ----
 
-bool attention_common(const AttentionArgs& a, std::string* why) {
+// What every CUDA attention variant needs, whatever the head size.
+bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
   if (!on_device({&a.q, &a.out, &a.cache.k, &a.cache.v, &a.batch.block_tables, &a.batch.seq_info}, why)) return false;
   if (a.q.dtype != DType::BF16 || a.out.dtype != DType::BF16 || a.cache.k.dtype != DType::BF16 ||
       a.cache.v.dtype != DType::BF16)
     return reject(why, "CUDA attention takes bf16 q, out and KV pages");
-  const int64_t d = a.q.dim(2);
-  if (d != 64 && d != 128) return reject(why, "head_dim must be 64 or 128");
   const int64_t n = static_cast<int64_t>(a.batch.seqs.size());
   if (a.batch.block_tables.dtype != DType::I32 || a.batch.block_tables.ndim() != 2 ||
       a.batch.block_tables.dim(0) != n || a.batch.seq_info.dtype != DType::I32 || a.batch.seq_info.numel() != 3 * n)
     return reject(why, "batch needs device block_tables i32 [n_seqs, max_blocks] and seq_info i32 [n_seqs, 3]");
   return true;
+}
+
+// The tiled kernels are instantiated for the head sizes of the models they were built for.
+bool attention_common(const AttentionArgs& a, std::string* why) {
+  if (!attention_inputs_ok(a, why)) return false;
+  const int64_t d = a.q.dim(2);
+  return d == 64 || d == 128 || reject(why, "head_dim must be 64 or 128");
 }
 
 // Validates the host view of the batch (the kernels trust it) and fills the launch description.
@@ -321,6 +329,23 @@ void register_attention(Registries& r) {
          const AttentionLaunch l = describe(a, &max_q, &max_kv);
          launch_attention_prefill(l, max_q, stream_of(ctx));
        }});
+  r.attention.add({"cuda.attention_generic", Device::Cuda, kFallbackPriority,
+                   [](const AttentionArgs& a, std::string* why) {
+                     if (!attention_inputs_ok(a, why)) return false;
+                     const int64_t d = a.q.dim(2);
+                     return (d % 2 == 0 && d <= kGenericMaxHeadDim) ||
+                            reject(why, fmt::format("head_dim must be even and at most {}", kGenericMaxHeadDim));
+                   },
+                   [](const AttentionArgs& a, const Context& ctx) {
+                     int max_q = 0, max_kv = 0;
+                     const AttentionLaunch l = describe(a, &max_q, &max_kv);
+                     log::warn_once(
+                         "attention/cuda.attention_generic/" + std::to_string(l.head_dim),
+                         fmt::format("attention: no tiled CUDA kernel for head_dim {} (64 and 128 have one); "
+                                     "using the slower cuda.attention_generic",
+                                     l.head_dim));
+                     launch_attention_generic(l, max_q, stream_of(ctx));
+                   }});
 }
 
 }  // namespace

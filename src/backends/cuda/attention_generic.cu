@@ -1,0 +1,96 @@
+// Plain causal attention over the paged bf16 cache for the head sizes the tiled kernels do not cover (any
+// even head_dim up to kGenericMaxHeadDim): one block per (query row, head), keys in chunks of one per
+// thread with an online softmax. It serves prefill and decode alike and reads each key and value row once
+// per query row, so it is far from the flash/split-KV kernels' speed; the registry ranks it below them.
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+constexpr int kThreads = 128;  // keys per chunk; each thread also owns output dims tid and tid + kThreads
+static_assert(kGenericMaxHeadDim <= 2 * kThreads);
+
+// max (Max = true) or sum of v over the block, returned to every thread. Ends with a barrier, so calls can
+// follow each other and the caller may overwrite shared memory read before it.
+template <bool Max>
+__device__ float block_reduce(float v) {
+  __shared__ float partial[kThreads / 32];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = Max ? fmaxf(v, w) : v + w;
+  }
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  float r = partial[0];
+#pragma unroll
+  for (int i = 1; i < kThreads / 32; ++i) r = Max ? fmaxf(r, partial[i]) : r + partial[i];
+  __syncthreads();
+  return r;
+}
+
+__global__ void __launch_bounds__(kThreads) attention_generic_kernel(const AttentionLaunch a) {
+  const int row = blockIdx.x, head = blockIdx.y, seq = blockIdx.z;
+  const int q_begin = a.seq_info[seq * 3], q_len = a.seq_info[seq * 3 + 1], kv_len = a.seq_info[seq * 3 + 2];
+  if (row >= q_len) return;
+  const int D = a.head_dim, tid = threadIdx.x;
+  const int kvh = head / (a.n_heads / a.n_kv_heads);
+  const int n_keys = kv_len - q_len + row + 1;  // causal: the row sits at position kv_len - q_len + row
+  const int* table = a.block_tables + static_cast<size_t>(seq) * a.max_blocks;
+  const size_t row_stride = static_cast<size_t>(a.n_kv_heads) * D;
+  auto kv_row = [&](const void* cache, int j) {
+    const int slot = table[j / a.block_size] * a.block_size + j % a.block_size;
+    return static_cast<const bf16*>(cache) + slot * row_stride + static_cast<size_t>(kvh) * D;
+  };
+
+  __shared__ float q_s[kGenericMaxHeadDim];
+  __shared__ float p_s[kThreads];
+  const bf16* q = static_cast<const bf16*>(a.q) + (static_cast<size_t>(q_begin + row) * a.n_heads + head) * D;
+  for (int d = tid; d < D; d += kThreads) q_s[d] = __bfloat162float(q[d]) * a.scale;
+  __syncthreads();
+
+  float m = -INFINITY, l = 0.f, acc0 = 0.f, acc1 = 0.f;
+  for (int base = 0; base < n_keys; base += kThreads) {
+    const int j = base + tid;
+    float s = -INFINITY;
+    if (j < n_keys) {
+      const __nv_bfloat162* k = reinterpret_cast<const __nv_bfloat162*>(kv_row(a.k_cache, j));
+      s = 0.f;
+      for (int d = 0; d < D / 2; ++d) {
+        const float2 kk = __bfloat1622float2(k[d]);
+        s += q_s[2 * d] * kk.x + q_s[2 * d + 1] * kk.y;
+      }
+    }
+    const float m_new = fmaxf(m, block_reduce<true>(s));  // finite: the chunk holds at least one key
+    const float p = j < n_keys ? __expf(s - m_new) : 0.f;
+    const float corr = __expf(m - m_new);
+    p_s[tid] = p;
+    l = l * corr + block_reduce<false>(p);  // its barriers also publish p_s
+    acc0 *= corr;
+    acc1 *= corr;
+    m = m_new;
+    const int n = min(kThreads, n_keys - base);
+    for (int t = 0; t < n; ++t) {
+      const bf16* v = kv_row(a.v_cache, base + t);
+      if (tid < D) acc0 += p_s[t] * __bfloat162float(v[tid]);
+      if (tid + kThreads < D) acc1 += p_s[t] * __bfloat162float(v[tid + kThreads]);
+    }
+    __syncthreads();  // p_s is rewritten by the next chunk
+  }
+  bf16* out = static_cast<bf16*>(a.out) + (static_cast<size_t>(q_begin + row) * a.n_heads + head) * D;
+  const float inv = 1.f / l;
+  if (tid < D) out[tid] = __float2bfloat16(acc0 * inv);
+  if (tid + kThreads < D) out[tid + kThreads] = __float2bfloat16(acc1 * inv);
+}
+
+}  // namespace
+
+void launch_attention_generic(const AttentionLaunch& a, int max_q_len, cudaStream_t stream) {
+  if (max_q_len == 0 || a.n_seqs == 0) return;
+  const dim3 grid(static_cast<unsigned>(max_q_len), static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.n_seqs));
+  attention_generic_kernel<<<grid, kThreads, 0, stream>>>(a);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kestrel::backends::cuda
