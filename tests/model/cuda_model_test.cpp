@@ -198,8 +198,12 @@ TEST(CudaModel, GgufFixturesMatchCpu) {
       compare_row(gpu.data() + t * V, cpu.data() + t * V, V, static_cast<int64_t>(t) < n_prefill ? prefill : decode);
     std::printf("%s GPU vs CPU: prefill worst row %.4f, top-1 %d/%d; graph decode %.4f, top-1 %d/%d\n", name,
                 prefill.max_rel, prefill.top1_same, prefill.rows, decode.max_rel, decode.top1_same, decode.rows);
-    EXPECT_LT(prefill.max_rel, 0.05);
-    EXPECT_LT(decode.max_rel, 0.05);
+    // These 64-wide models are more sensitive to bf16 than real-size ones: rounding tiny-llama's weights alone
+    // moves transformers' f32 logits by up to 0.038 of a row's range (the committed tiny-llama and
+    // tiny-llama-bf16-sharded references), and bf16 activations and KV add as much again. A wrong rotation,
+    // mask or head mapping moves them by the order of the range itself.
+    EXPECT_LT(prefill.max_rel, 0.1);
+    EXPECT_LT(decode.max_rel, 0.1);
     EXPECT_GE(prefill.top1_same, prefill.rows * 7 / 8);
     EXPECT_GE(decode.top1_same, decode.rows * 7 / 8);
   }
