@@ -15,6 +15,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_tensor.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/mma.cuh"
 
 namespace kestrel::backends::cuda {
@@ -132,10 +133,16 @@ __global__ void __launch_bounds__(W * 32)
   for (int st = 0; st < S; ++st) fetch(split * dd.chunk_hint, st, ent_pro[st]);
 
   const int q_row = __ldg(a.seq_info + seq * 3), kv_len = __ldg(a.seq_info + seq * 3 + 2);
-  if (kv_len < 1) return;  // not a decode row (q_len 1 implies a key); keeps split_chunk's division defined
+  if (kv_len < 1) {  // not a decode row (q_len 1 implies a key); keeps split_chunk's division defined
+    pdl_wait();      // launch.cuh's contract: no block exits before its predecessor completes
+    return;
+  }
   const int chunk = split_chunk(kv_len, dd.splits, KS);
   const int n_splits = (kv_len + chunk - 1) / chunk;
-  if (split >= n_splits) return;
+  if (split >= n_splits) {
+    pdl_wait();
+    return;
+  }
   const int k_begin = split * chunk, k_end = min(kv_len, k_begin + chunk);
   const int n_stages = (k_end - k_begin + KS - 1) / KS;
   if (chunk != dd.chunk_hint) {  // the sequence is shorter than planned: its splits moved
@@ -444,17 +451,7 @@ void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* worksp
     part_lse = reinterpret_cast<float*>(static_cast<char*>(workspace) + align256(rows * D * sizeof(float)));
   }
   const dim3 grid(plan.splits, a.n_kv_heads * plan.head_chunks, a.n_seqs);
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(W * 32);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute pdl{};
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &pdl;
-  cfg.numAttrs = pdl_supported() ? 1 : 0;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, W, S>, a, dd, part_o, part_lse, counters));
+  launch_dependent(decode_kernel<D, W, S>, grid, dim3(W * 32), smem, s, a, dd, part_o, part_lse, counters);
 }
 
 }  // namespace

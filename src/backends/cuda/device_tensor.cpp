@@ -1,6 +1,8 @@
 #include "backends/cuda/device_tensor.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/cuda_check.h"
@@ -40,8 +42,10 @@ bool cuda_available() {
   return available;
 }
 
-bool pdl_supported() {
+bool pdl_enabled() {
   static const bool ok = [] {
+    const char* env = std::getenv("KESTREL_PDL");
+    if (env && std::string_view(env) == "0") return false;
     int dev = 0, major = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));

@@ -13,8 +13,9 @@ namespace kestrel::backends::cuda {
 bool cuda_available();
 // Streaming multiprocessors of the current device (for grid sizing).
 int sm_count();
-// Whether the device runs programmatic dependent launch (Hopper and later; common.cuh's pdl_wait).
-bool pdl_supported();
+// Whether kernels are launched as programmatic dependents (launch.cuh): the device runs them (Hopper and
+// later) and KESTREL_PDL is not 0 (KESTREL_PDL=0 gives ordinary launches, for A/B runs and debugging).
+bool pdl_enabled();
 
 // Uninitialised device tensor; its storage returns to device_allocator() when the last view goes.
 Tensor empty_device(DType dtype, std::vector<int64_t> shape);

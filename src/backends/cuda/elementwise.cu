@@ -3,6 +3,7 @@
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -66,6 +67,8 @@ void dispatch_binary(DType t, const void* a, const void* b, void* y, int64_t n, 
 // One thread per 16-byte vector of y (vec) or per element; gate and up sit F columns apart in a row.
 template <typename T>
 __global__ void swiglu_kernel(const T* gu, T* y, int64_t rows, int64_t F, bool vec) {
+  pdl_wait();  // a programmatic dependent (launch.cuh): gu is the previous kernel's output
+  pdl_launch_dependents();
   constexpr int N = Vec16<T>::N;
   const int64_t per_row = vec ? F / N : F, total = rows * per_row;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
@@ -89,8 +92,7 @@ void launch_swiglu_typed(const void* gu_, void* y_, int64_t rows, int64_t F, cud
   auto y = static_cast<T*>(y_);
   const bool vec = F % Vec16<T>::N == 0 && aligned16(gu) && aligned16(y);
   const int64_t work = rows * (vec ? F / Vec16<T>::N : F);
-  swiglu_kernel<<<grid_for(work, 256), 256, 0, s>>>(gu, y, rows, F, vec);
-  CUDA_CHECK_LAUNCH();
+  launch_dependent(swiglu_kernel<T>, dim3(grid_for(work, 256)), dim3(256), 0, s, gu, y, rows, F, vec);
 }
 
 template <typename T>

@@ -8,6 +8,7 @@
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/mma.cuh"
 
 namespace kestrel::backends::cuda {
@@ -35,21 +36,30 @@ __global__ void __launch_bounds__(kWarps * 32)
   const bool has_x = g < M;
   const bf16* xr = x + static_cast<size_t>(has_x ? g : 0) * K + 8 * t;
 
-  float acc[MT][4] = {};
-  for (int c0 = warp; c0 < n_chunks; c0 += kWarps * kUnroll) {
-    uint4 wv[kUnroll][2 * MT], xv[kUnroll];
+  // The w vectors of one iteration. Chunks past K are zeros (and so are their x vectors).
+  uint4 wv[kUnroll][2 * MT];
+  auto load_w = [&](int c0) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int c = c0 + u * kWarps;
-      if (c < n_chunks) {
 #pragma unroll
-        for (int i = 0; i < 2 * MT; ++i) wv[u][i] = __ldg(reinterpret_cast<const uint4*>(wr[i] + c * 32));
-        xv[u] = has_x ? __ldg(reinterpret_cast<const uint4*>(xr + c * 32)) : make_uint4(0, 0, 0, 0);
-      } else {
+      for (int i = 0; i < 2 * MT; ++i)
+        wv[u][i] = c < n_chunks ? __ldg(reinterpret_cast<const uint4*>(wr[i] + c * 32)) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  // Launched as a programmatic dependent (launch.cuh): the weights are no kernel's output, so the first
+  // iteration's are in flight before the wait, while the kernel that writes x finishes.
+  load_w(warp);
+  pdl_wait();
+  pdl_launch_dependents();
+
+  float acc[MT][4] = {};
+  for (int c0 = warp; c0 < n_chunks; c0 += kWarps * kUnroll) {
+    uint4 xv[kUnroll];
 #pragma unroll
-        for (int i = 0; i < 2 * MT; ++i) wv[u][i] = make_uint4(0, 0, 0, 0);
-        xv[u] = make_uint4(0, 0, 0, 0);
-      }
+    for (int u = 0; u < kUnroll; ++u) {
+      const int c = c0 + u * kWarps;
+      xv[u] = has_x && c < n_chunks ? __ldg(reinterpret_cast<const uint4*>(xr + c * 32)) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -62,6 +72,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         mma_bf16_16816(acc[mt], a1, xv[u].z, xv[u].w);
       }
     }
+    if (c0 + kWarps * kUnroll < n_chunks) load_w(c0 + kWarps * kUnroll);
   }
 
 #pragma unroll
@@ -91,10 +102,11 @@ void launch_tiles(const void* x, const void* w, const float* bias, DType y_t, vo
   auto xb = static_cast<const bf16*>(x);
   auto wb = static_cast<const bf16*>(w);
   if (y_t == DType::BF16)
-    gemv_kernel<bf16, MT><<<grid, kWarps * 32, 0, s>>>(xb, wb, bias, static_cast<bf16*>(y), M, N, K);
+    launch_dependent(gemv_kernel<bf16, MT>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, bias, static_cast<bf16*>(y), M,
+                     N, K);
   else
-    gemv_kernel<float, MT><<<grid, kWarps * 32, 0, s>>>(xb, wb, bias, static_cast<float*>(y), M, N, K);
-  CUDA_CHECK_LAUNCH();
+    launch_dependent(gemv_kernel<float, MT>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, bias, static_cast<float*>(y),
+                     M, N, K);
 }
 
 }  // namespace

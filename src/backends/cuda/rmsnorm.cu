@@ -3,6 +3,7 @@
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -15,6 +16,8 @@ constexpr int kThreads = 256;
 template <typename T, typename W>
 __global__ void __launch_bounds__(kThreads)
     rmsnorm_kernel(T* x, const T* r, const W* w, float eps, T* y, int64_t dim, bool vec) {
+  pdl_wait();  // a programmatic dependent (launch.cuh): x and r come from the kernels before
+  pdl_launch_dependents();
   T* xr = x + blockIdx.x * dim;
   const T* rr = r ? r + blockIdx.x * dim : nullptr;
   T* yr = y + blockIdx.x * dim;
@@ -56,9 +59,8 @@ template <typename T, typename W>
 void launch_typed(void* x, const void* r, const void* w, float eps, void* y, int64_t rows, int64_t dim,
                   cudaStream_t s) {
   const bool vec = dim % Vec16<T>::N == 0 && aligned16(x) && aligned16(y) && (!r || aligned16(r));
-  rmsnorm_kernel<T, W><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
-      static_cast<T*>(x), static_cast<const T*>(r), static_cast<const W*>(w), eps, static_cast<T*>(y), dim, vec);
-  CUDA_CHECK_LAUNCH();
+  launch_dependent(rmsnorm_kernel<T, W>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), 0, s, static_cast<T*>(x),
+                   static_cast<const T*>(r), static_cast<const W*>(w), eps, static_cast<T*>(y), dim, vec);
 }
 
 void launch(DType t, void* x, const void* r, DType w_t, const void* w, float eps, void* y, int64_t rows, int64_t dim,

@@ -5,6 +5,7 @@
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -42,7 +43,8 @@ __global__ void __launch_bounds__(kFusedThreads)
     rope_kv_write_kernel(const RopeKvWriteLaunch l, const T* qkv, T* q_out, C* kc, C* vc, unsigned* error_flags,
                          const __grid_constant__ RopeFreqs f) {
   __shared__ float row[kMaxFusedHeadDim];
-  pdl_launch_dependents();  // decode attention (a programmatic dependent) may start its prologue now
+  pdl_wait();               // a programmatic dependent (launch.cuh): qkv is the projection's output
+  pdl_launch_dependents();  // decode attention may start its prologue now
   const int heads = l.H + 2 * l.Hkv, D = l.D;
   const int64_t t = blockIdx.x / heads;
   const int h = static_cast<int>(blockIdx.x % heads);
@@ -93,10 +95,9 @@ __global__ void __launch_bounds__(kFusedThreads)
 template <typename T, typename C>
 void launch_fused(const RopeKvWriteLaunch& l, const RopeFreqs& f, cudaStream_t s) {
   const int64_t blocks = l.T * (l.H + 2 * l.Hkv);
-  rope_kv_write_kernel<T, C><<<static_cast<unsigned>(blocks), kFusedThreads, 0, s>>>(
-      l, static_cast<const T*>(l.qkv), static_cast<T*>(l.q_out), static_cast<C*>(l.k_cache), static_cast<C*>(l.v_cache),
-      device_error_flags(), f);
-  CUDA_CHECK_LAUNCH();
+  launch_dependent(rope_kv_write_kernel<T, C>, dim3(static_cast<unsigned>(blocks)), dim3(kFusedThreads), 0, s, l,
+                   static_cast<const T*>(l.qkv), static_cast<T*>(l.q_out), static_cast<C*>(l.k_cache),
+                   static_cast<C*>(l.v_cache), device_error_flags(), f);
 }
 
 template <typename T>

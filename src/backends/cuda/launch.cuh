@@ -1,0 +1,38 @@
+// Kernel launches as programmatic dependents (Hopper PDL): a kernel launched this way may start while the
+// stream's previous kernel still runs — once every block of that kernel has called pdl_launch_dependents()
+// or exited — so its launch, its block scheduling and whatever it reads before pdl_wait() (weights, page
+// tables: data no earlier kernel of the step writes) overlap the predecessor's tail.
+//
+// The contract for such a kernel (common.cuh): before pdl_wait() it reads only data no kernel before it
+// writes, and writes nothing; its blocks call pdl_wait() before they exit (a grid whose blocks all
+// exited without waiting could complete before its predecessor, and the kernels after it rely on the
+// chain of completions). Kernels before and after it need not know: an ordinary launch after it waits
+// for its completion, and a predecessor that never calls pdl_launch_dependents() releases it on exit.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_tensor.h"
+
+namespace kestrel::backends::cuda {
+
+template <typename... Params, typename... Args>
+void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute pdl{};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &pdl;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace kestrel::backends::cuda
