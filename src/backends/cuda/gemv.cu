@@ -37,9 +37,9 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 3 : 2)
   const bool has_x = g < M;
   const bf16* xr = x + static_cast<size_t>(has_x ? g : 0) * K + 8 * t;
 
-  // Launched as a programmatic dependent (launch.cuh): w is no kernel's output, so L2 starts fetching the
-  // first iteration's lines while the kernel that writes x finishes (a register preload instead cost the
-  // loop its schedule: +9% GEMM time at batch 1, 64 registers and a spill).
+  // When launched as a programmatic dependent (launch.cuh; M == 1): w is no kernel's output, so L2 starts
+  // fetching the first iteration's lines while the kernel that writes x finishes (a register preload
+  // instead cost the loop its schedule: +9% GEMM time at batch 1, 64 registers and a spill).
   if (t == 0) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -107,12 +107,16 @@ void launch_tiles(const void* x, const void* w, const float* bias, DType y_t, vo
   const unsigned grid = static_cast<unsigned>((N + 16 * MT - 1) / (16 * MT));
   auto xb = static_cast<const bf16*>(x);
   auto wb = static_cast<const bf16*>(w);
+  // Programmatic launch only for one token: on the H100 it took llama3-8b batch-1 decode from 164.3 to
+  // 166.2-166.9 tok/s, but batch 8 from 1272 to 1214-1227 (per-kernel-kind A/B in one call; the early
+  // blocks of the wider GEMV did not pay for themselves).
+  const bool dependent = M == 1;
   if (y_t == DType::BF16)
-    launch_dependent(gemv_kernel<bf16, MT>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, bias, static_cast<bf16*>(y), M,
-                     N, K);
+    launch_kernel(dependent, gemv_kernel<bf16, MT>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, bias,
+                  static_cast<bf16*>(y), M, N, K);
   else
-    launch_dependent(gemv_kernel<float, MT>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, bias, static_cast<float*>(y),
-                     M, N, K);
+    launch_kernel(dependent, gemv_kernel<float, MT>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, bias,
+                  static_cast<float*>(y), M, N, K);
 }
 
 }  // namespace

@@ -19,9 +19,10 @@
 
 namespace kestrel::backends::cuda {
 
+// `dependent` false gives an ordinary launch of the same kernel (its pdl_wait() then returns at once).
 template <typename... Params, typename... Args>
-void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                      Args&&... args) {
+void launch_kernel(bool dependent, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -31,8 +32,14 @@ void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t s
   pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   pdl.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &pdl;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  cfg.numAttrs = dependent && pdl_enabled() ? 1 : 0;
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+template <typename... Params, typename... Args>
+void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      Args&&... args) {
+  launch_kernel(true, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace kestrel::backends::cuda
