@@ -32,7 +32,7 @@ void launch_kernel(bool dependent, void (*kernel)(Params...), dim3 grid, dim3 bl
   pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   pdl.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &pdl;
-  cfg.numAttrs = dependent && pdl_enabled() ? 1 : 0;
+  cfg.numAttrs = dependent && pdl_enabled_for(reinterpret_cast<const void*>(kernel)) ? 1 : 0;
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
