@@ -11,9 +11,9 @@ def rows(path):
     with open(path) as f:
         data = json.load(f)
     # bench/results files wrap the bench output with card/commit/command and the peer's numbers.
-    if "results" not in data and isinstance(data.get("kestrel"), dict):
+    if isinstance(data, dict) and "results" not in data and isinstance(data.get("kestrel"), dict):
         data = data["kestrel"]
-    if "results" not in data:
+    if not isinstance(data, dict) or "results" not in data:
         raise SystemExit(f"error: {path} is neither `kestrel bench --json` output nor a bench/results file holding one")
     return data, {(r["test"], r.get("batch", 1)): r for r in data["results"]}
 

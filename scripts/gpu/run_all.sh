@@ -10,8 +10,9 @@
 #   --no-peer skips the transformers peer (a quicker iteration; final numbers need it).
 #   --commit HASH records HASH as the measured commit: the device's copy of the tree may carry a stale .git,
 #   so pass the hash you committed (literally; a $(git ...) in the device command runs there).
-#   --prebuilt DIR runs the binaries in DIR (kestrel, kestrel_tests, kestrel_cuda_bench built elsewhere with
-#   -DCMAKE_CUDA_ARCHITECTURES=90a and carried along) instead of building: saves the build's device time.
+#   --prebuilt DIR runs the binaries in DIR (kestrel, kestrel_tests and, with --kernels, kestrel_cuda_bench,
+#   built elsewhere with an sm_90 target — the default 90a+80 does — and carried along) instead of
+#   building: saves the build's device time.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -56,7 +57,9 @@ fi
 
 if [ -n "$prebuilt" ]; then
   build="$(cd "$prebuilt" && pwd)"
-  for b in kestrel kestrel_tests; do
+  needed="kestrel kestrel_tests"
+  [ "$kernels" = 1 ] && needed="$needed kestrel_cuda_bench"
+  for b in $needed; do
     [ -x "$build/$b" ] || { echo "--prebuilt $prebuilt has no $b"; exit 1; }
   done
   export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64"

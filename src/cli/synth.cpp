@@ -49,9 +49,9 @@ void synth(const SynthFlags& f) {
   const SynthSummary s = write_synth_model(p, f.out, opt);
   bar.finish();
   const double secs = now_seconds() - t0;
-  std::printf("wrote %s: %s (%d layers), %.3fB parameters, %.2f GB in %d shard%s, %.1f s (%.2f GB/s)\n", f.out.c_str(),
-              p.name.c_str(), p.n_layers, s.parameters / 1e9, s.tensor_bytes / 1e9, s.shards, s.shards == 1 ? "" : "s",
-              secs, s.tensor_bytes / 1e9 / std::max(secs, 1e-9));
+  std::printf("wrote %s: %s (%d layer%s), %.3fB parameters, %.2f GB in %d shard%s, %.1f s (%.2f GB/s)\n", f.out.c_str(),
+              p.name.c_str(), p.n_layers, p.n_layers == 1 ? "" : "s", s.parameters / 1e9, s.tensor_bytes / 1e9,
+              s.shards, s.shards == 1 ? "" : "s", secs, s.tensor_bytes / 1e9 / std::max(secs, 1e-9));
 }
 
 }  // namespace

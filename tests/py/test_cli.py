@@ -103,7 +103,7 @@ def test_synth_layers_keeps_widths_and_runs(tmp_path):
     out = tmp_path / "small-1l"
     r = kestrel("synth", "--preset", "small", "--layers", "1", "--seed", "2", "-t", "2", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "(1 layers)" in r.stdout
+    assert "(1 layer)" in r.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 1 and cfg["hidden_size"] == 512 and cfg["intermediate_size"] == 1536
     r = kestrel("run", "-m", str(out), "--raw", "-n", "4", "--ignore-eos", "-t", "2", "hello")

@@ -13,7 +13,6 @@
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
-#include "backends/cuda/device_tensor.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/mma.cuh"

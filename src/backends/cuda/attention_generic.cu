@@ -2,6 +2,8 @@
 // even head_dim up to kGenericMaxHeadDim): one block per (query row, head), keys in chunks of one per
 // thread with an online softmax. It serves prefill and decode alike and reads each key and value row once
 // per query row, so it is far from the flash/split-KV kernels' speed; the registry ranks it below them.
+#include <cmath>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
@@ -11,24 +13,6 @@ namespace {
 
 constexpr int kThreads = 128;  // keys per chunk; each thread also owns output dims tid and tid + kThreads
 static_assert(kGenericMaxHeadDim <= 2 * kThreads);
-
-// max (Max = true) or sum of v over the block, returned to every thread. Ends with a barrier, so calls can
-// follow each other and the caller may overwrite shared memory read before it.
-template <bool Max>
-__device__ float block_reduce(float v) {
-  __shared__ float partial[kThreads / 32];
-  for (int o = 16; o > 0; o >>= 1) {
-    const float w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = Max ? fmaxf(v, w) : v + w;
-  }
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  float r = partial[0];
-#pragma unroll
-  for (int i = 1; i < kThreads / 32; ++i) r = Max ? fmaxf(r, partial[i]) : r + partial[i];
-  __syncthreads();
-  return r;
-}
 
 __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const AttentionLaunch a) {
   const int row = blockIdx.x, head = blockIdx.y, seq = blockIdx.z;
@@ -62,11 +46,11 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const Atten
         s += q_s[2 * d] * kk.x + q_s[2 * d + 1] * kk.y;
       }
     }
-    const float m_new = fmaxf(m, block_reduce<true>(s));  // finite: the chunk holds at least one key
+    const float m_new = fmaxf(m, block_reduce<kThreads>(s, MaxOp{}));  // finite: the chunk has a key
     const float p = j < n_keys ? __expf(s - m_new) : 0.f;
     const float corr = __expf(m - m_new);
     p_s[tid] = p;
-    l = l * corr + block_reduce<false>(p);  // its barriers also publish p_s
+    l = l * corr + block_reduce<kThreads>(p, SumOp{});  // its barrier also publishes p_s
     acc0 *= corr;
     acc1 *= corr;
     m = m_new;
@@ -76,7 +60,7 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const Atten
       if (tid < D) acc0 += p_s[t] * __bfloat162float(v[tid]);
       if (tid + kThreads < D) acc1 += p_s[t] * __bfloat162float(v[tid + kThreads]);
     }
-    __syncthreads();  // p_s is rewritten by the next chunk
+    __syncthreads();  // p_s and the reductions' scratch are rewritten by the next chunk
   }
   bf16* out = static_cast<bf16*>(a.out) + (static_cast<size_t>(q_begin + row) * a.n_heads + head) * D;
   const float inv = 1.f / l;

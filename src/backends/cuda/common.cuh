@@ -79,18 +79,31 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-// Sum of v over a block of kThreads threads (a multiple of 32), returned to every thread. Contains a
-// __syncthreads(), so every thread of the block must call it.
-template <int kThreads>
-__device__ __forceinline__ float block_sum(float v) {
+// op-reduction (an associative float op) of v over a block of kThreads threads (a multiple of 32), returned
+// to every thread. Contains a __syncthreads(), so every thread of the block must call it; a second call of
+// the same instantiation reuses its shared scratch, so put a barrier between the two.
+template <int kThreads, typename Op>
+__device__ __forceinline__ float block_reduce(float v, Op op) {
   __shared__ float partial[kThreads / 32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
   __syncthreads();
-  float total = 0.f;
+  float r = partial[0];
 #pragma unroll
-  for (int i = 0; i < kThreads / 32; ++i) total += partial[i];
-  return total;
+  for (int i = 1; i < kThreads / 32; ++i) r = op(r, partial[i]);
+  return r;
+}
+
+struct SumOp {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <int kThreads>
+__device__ __forceinline__ float block_sum(float v) {
+  return block_reduce<kThreads>(v, SumOp{});
 }
 
 inline bool aligned16(const void* p) {

@@ -13,12 +13,6 @@ namespace kestrel::backends::cuda {
 bool cuda_available();
 // Streaming multiprocessors of the current device (for grid sizing).
 int sm_count();
-// Whether kernels are launched as programmatic dependents (launch.cuh): the device runs them (Hopper and
-// later) and KESTREL_PDL is not 0 (KESTREL_PDL=0 gives ordinary launches, for A/B runs and debugging).
-bool pdl_enabled();
-// pdl_enabled() and `kernel` (a __global__ function) was compiled for sm_90 or later, so its pdl_wait()
-// is real. Cached per kernel.
-bool pdl_enabled_for(const void* kernel);
 
 // Uninitialised device tensor; its storage returns to device_allocator() when the last view goes.
 Tensor empty_device(DType dtype, std::vector<int64_t> shape);

@@ -95,7 +95,7 @@ struct AttentionLaunch {
 void launch_attention_prefill(const AttentionLaunch& a, int max_q_len, cudaStream_t stream);
 
 // attention_generic.cu: plain causal attention for any even head_dim <= kGenericMaxHeadDim (the head sizes
-// the two kernels above do not cover), prefill and decode alike.
+// the tiled prefill and decode kernels do not cover), prefill and decode alike.
 constexpr int kGenericMaxHeadDim = 256;
 void launch_attention_generic(const AttentionLaunch& a, int max_q_len, cudaStream_t stream);
 

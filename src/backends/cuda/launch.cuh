@@ -15,9 +15,15 @@
 #include <utility>
 
 #include "backends/cuda/cuda_check.h"
-#include "backends/cuda/device_tensor.h"
 
 namespace kestrel::backends::cuda {
+
+// Whether kernels are launched as programmatic dependents: the device runs them (Hopper and
+// later) and KESTREL_PDL is not 0 (KESTREL_PDL=0 gives ordinary launches, for A/B runs and debugging).
+bool pdl_enabled();
+// pdl_enabled() and `kernel` (a __global__ function) was compiled for sm_90 or later, so its pdl_wait()
+// is real. Cached per kernel.
+bool pdl_enabled_for(const void* kernel);
 
 // `dependent` false gives an ordinary launch of the same kernel (its pdl_wait() then returns at once).
 template <typename... Params, typename... Args>

@@ -237,7 +237,7 @@ bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
 }
 
 // The tiled kernels are instantiated for the head sizes of the models they were built for.
-bool attention_common(const AttentionArgs& a, std::string* why) {
+bool tiled_attention_ok(const AttentionArgs& a, std::string* why) {
   if (!attention_inputs_ok(a, why)) return false;
   const int64_t d = a.q.dim(2);
   return d == 64 || d == 128 || reject(why, "head_dim must be 64 or 128");
@@ -309,7 +309,7 @@ class DecodeWorkspace {
 void register_attention(Registries& r) {
   r.attention.add({"cuda.decode_splitkv", Device::Cuda, kFastPriority,
                    [](const AttentionArgs& a, std::string* why) {
-                     if (!attention_common(a, why)) return false;
+                     if (!tiled_attention_ok(a, why)) return false;
                      for (const AttentionSeq& s : a.batch.seqs)
                        if (s.q_len != 1) return reject(why, "decode kernel needs q_len == 1 for every sequence");
                      return true;
@@ -323,12 +323,12 @@ void register_attention(Registries& r) {
                      int* tickets = plan.counters ? workspace->counters(plan.counters, stream_of(ctx)) : nullptr;
                      launch_attention_decode(l, plan, ws, tickets, stream_of(ctx));
                    }});
-  r.attention.add(
-      {"cuda.flash_prefill", Device::Cuda, kPriority, attention_common, [](const AttentionArgs& a, const Context& ctx) {
-         int max_q = 0, max_kv = 0;
-         const AttentionLaunch l = describe(a, &max_q, &max_kv);
-         launch_attention_prefill(l, max_q, stream_of(ctx));
-       }});
+  r.attention.add({"cuda.flash_prefill", Device::Cuda, kPriority, tiled_attention_ok,
+                   [](const AttentionArgs& a, const Context& ctx) {
+                     int max_q = 0, max_kv = 0;
+                     const AttentionLaunch l = describe(a, &max_q, &max_kv);
+                     launch_attention_prefill(l, max_q, stream_of(ctx));
+                   }});
   r.attention.add({"cuda.attention_generic", Device::Cuda, kFallbackPriority,
                    [](const AttentionArgs& a, std::string* why) {
                      if (!attention_inputs_ok(a, why)) return false;
@@ -339,11 +339,13 @@ void register_attention(Registries& r) {
                    [](const AttentionArgs& a, const Context& ctx) {
                      int max_q = 0, max_kv = 0;
                      const AttentionLaunch l = describe(a, &max_q, &max_kv);
-                     log::warn_once(
-                         "attention/cuda.attention_generic/" + std::to_string(l.head_dim),
-                         fmt::format("attention: no tiled CUDA kernel for head_dim {} (64 and 128 have one); "
-                                     "using the slower cuda.attention_generic",
-                                     l.head_dim));
+                     static std::atomic<int> warned_dim{0};  // builds the strings only when the size changes
+                     if (warned_dim.exchange(l.head_dim) != l.head_dim)
+                       log::warn_once(
+                           "attention/cuda.attention_generic/" + std::to_string(l.head_dim),
+                           fmt::format("attention: no tiled CUDA kernel for head_dim {} (64 and 128 have one); "
+                                       "using the slower cuda.attention_generic",
+                                       l.head_dim));
                      launch_attention_generic(l, max_q, stream_of(ctx));
                    }});
 }
