@@ -37,9 +37,9 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 3 : 2)
   const bool has_x = g < M;
   const bf16* xr = x + static_cast<size_t>(has_x ? g : 0) * K + 8 * t;
 
-  // When launched as a programmatic dependent (launch.cuh; M == 1): w is no kernel's output, so L2 starts
-  // fetching the first iteration's lines while the kernel that writes x finishes (a register preload
-  // instead cost the loop its schedule: +9% GEMM time at batch 1, 64 registers and a spill).
+  // w is no kernel's output, so L2 starts fetching the first iteration's lines before the wait; launched as
+  // a programmatic dependent (launch.cuh; M == 1), that overlaps the kernel that writes x. (A register
+  // preload instead cost the loop its schedule: +9% GEMM time at batch 1, 64 registers and a spill.)
   if (t == 0) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
