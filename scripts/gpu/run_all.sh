@@ -87,17 +87,17 @@ mkdir -p "$models"
 
 # The other families at their real widths with 2 layers: Qwen2 (q/k/v bias, 28/4 heads), Qwen3 (q/k norm),
 # Mistral. Each model's logits are checked against transformers.
-logit_dirs="$models/llama3.2-1b" logit_refs="$models/llama3.2-1b.ref"
+logit_dirs=("$models/llama3.2-1b")
 for preset in qwen2.5-7b qwen3-8b mistral-7b; do
   "$k" synth --preset "$preset" --layers 2 --seed 1 --out "$models/$preset-2l" | tail -1
-  logit_dirs="$logit_dirs:$models/$preset-2l" logit_refs="$logit_refs:$models/$preset-2l.ref"
+  logit_dirs+=("$models/$preset-2l")
 done
-IFS=: read -ra dirs <<<"$logit_dirs"
-for d in "${dirs[@]}"; do
+for d in "${logit_dirs[@]}"; do
   python3 scripts/gpu/reference_logits.py --model "$d" --out "$d.ref" 2>&1 | tail -3
 done
+refs=("${logit_dirs[@]/%/.ref}")
 
-KESTREL_SYNTH_LOGITS_DIR="$logit_dirs" KESTREL_SYNTH_LOGITS_REF="$logit_refs" \
+KESTREL_SYNTH_LOGITS_DIR="$(IFS=:; echo "${logit_dirs[*]}")" KESTREL_SYNTH_LOGITS_REF="$(IFS=:; echo "${refs[*]}")" \
   KESTREL_SYNTH_GREEDY_DIR="$models/small" KESTREL_SOURCE_DIR="$PWD" \
   timeout 300 "$build/kestrel_tests" --gtest_filter="$filter" >"$out/tests.log" 2>&1
 rc=$?

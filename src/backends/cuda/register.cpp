@@ -339,13 +339,11 @@ void register_attention(Registries& r) {
                    [](const AttentionArgs& a, const Context& ctx) {
                      int max_q = 0, max_kv = 0;
                      const AttentionLaunch l = describe(a, &max_q, &max_kv);
-                     static std::atomic<int> warned_dim{0};  // builds the strings only when the size changes
-                     if (warned_dim.exchange(l.head_dim) != l.head_dim)
-                       log::warn_once(
-                           "attention/cuda.attention_generic/" + std::to_string(l.head_dim),
-                           fmt::format("attention: no tiled CUDA kernel for head_dim {} (64 and 128 have one); "
-                                       "using the slower cuda.attention_generic",
-                                       l.head_dim));
+                     log::warn_once(
+                         "attention/cuda.attention_generic/" + std::to_string(l.head_dim),
+                         fmt::format("attention: no tiled CUDA kernel for head_dim {} (64 and 128 have one); "
+                                     "using the slower cuda.attention_generic",
+                                     l.head_dim));
                      launch_attention_generic(l, max_q, stream_of(ctx));
                    }});
 }
