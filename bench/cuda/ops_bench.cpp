@@ -20,9 +20,11 @@
 #include <string>
 #include <vector>
 
+#include "backends/backends.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_tensor.h"
 #include "backends/cuda/gemm_cublaslt.h"
+#include "backends/cuda/runtime.h"
 #include "core/error.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
@@ -36,12 +38,10 @@ namespace {
 constexpr size_t kRotateBytes = size_t{256} << 20;  // inputs per graph: well above L2
 
 cudaStream_t g_stream;
+ops::Context g_ctx;  // the default CUDA lane; g_stream is its stream
 
-ops::Context ctx() {
-  ops::Context c;
-  c.device = Device::Cuda;
-  c.stream = g_stream;
-  return c;
+const ops::Context& ctx() {
+  return g_ctx;
 }
 
 Tensor random_device(DType t, std::vector<int64_t> shape, std::mt19937& rng, float scale = 1.f) {
@@ -131,7 +131,7 @@ Ceilings measure_ceilings(std::mt19937& rng) {
   Tensor x = random_device(DType::BF16, {n, n}, rng), w = random_device(DType::BF16, {n, n}, rng);
   Tensor y = empty_device(DType::BF16, {n, n});
   const double gemm_us =
-      time_graph(1, [&](int) { cublaslt_matmul(x.data, w.data, DType::BF16, y.data, n, n, n, g_stream); });
+      time_graph(1, [&](int) { cublaslt_matmul(lane_of(g_ctx), x.data, w.data, DType::BF16, y.data, n, n, n); });
   c.gemm_tflops = 2.0 * n * n * n / gemm_us * 1e-6;
   std::printf(
       "ceilings: copy %.0f GB/s (max of cudaMemcpy D2D %.0f and the peer's copy kernel %.0f; bytes read+written), "
@@ -246,7 +246,8 @@ int main(int argc, char** argv) {
       std::printf("no CUDA device: nothing to benchmark\n");
       return 0;
     }
-    CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    g_ctx = backends::make_context(Device::Cuda);
+    g_stream = lane_of(g_ctx).stream();
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);

@@ -1,9 +1,9 @@
 // `kestrel bench`: prefill and decode speed, llama-bench style (pp = prompt tokens in one go from an
 // empty cache, tg = tokens generated one at a time from an empty cache), mean and spread over repeats,
 // with the weight bytes streamed per decoded token so the number can be held against memory bandwidth.
-// On CUDA it also runs batched decode (B independent sequences stepping together through the decode
-// graphs, GPU greedy sampling), measures the device-to-device copy ceiling in the same run and splits
-// step time into GEMM and attention shares (ops::Context::profile_only).
+// On CUDA it also runs batched decode (B independent sequences stepping together through the executor, the
+// same step path the server uses: decode graphs, GPU greedy sampling), measures the device-to-device copy
+// ceiling in the same run and splits step time into GEMM and attention shares (ops::Context::profile_only).
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -14,12 +14,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "engine/batch_plan.h"
-#include "engine/decode_graphs.h"
-
-#if KESTREL_HAVE_CUDA
-#include "backends/cuda/graph.h"
-#endif
+#include "engine/executor.h"
 
 namespace kestrel::cli {
 namespace {
@@ -55,9 +50,6 @@ double mean_of(const std::vector<double>& v) {
   return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
 }
 
-#if KESTREL_HAVE_CUDA
-namespace cu = backends::cuda;
-
 std::string today() {
   const std::time_t t = std::time(nullptr);
   char buf[16];
@@ -65,8 +57,27 @@ std::string today() {
   return buf;
 }
 
-// Prefill of p tokens from an empty cache: wall-clock TTFT (upload, forward, last-row logits back) and
-// the GPU time of the same step with only attention, and only the matmuls, running.
+// Device milliseconds of what `body` enqueues on the context's lane (it may wait for its own work).
+double gpu_ms(const ops::Context& ctx, const std::function<void()>& body) {
+  auto a = ctx.lane().record(true);
+  body();
+  auto b = ctx.lane().record(true);
+  b->wait();
+  return b->ms_since(*a);
+}
+
+ExecutorOptions executor_options(int tokens, int seqs, int kv_len, bool graphs) {
+  ExecutorOptions o;
+  o.max_step_tokens = tokens;
+  o.max_seqs = seqs;
+  o.max_kv_len = kv_len;
+  o.graphs = graphs;
+  return o;
+}
+
+// Prefill of p tokens from an empty cache through the executor: wall-clock TTFT (staging, forward, the
+// first token sampled on the device) and the GPU time of the same step with only attention, and only the
+// matmuls, running.
 nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, int repeats) {
   const ModelConfig& c = dec.config();
   KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, (p + 15) / 16, DType::BF16};
@@ -74,20 +85,29 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, i
   SequenceKv seq;
   KS_CHECK(seq.reserve(cache, p), "KV cache too small");
   const auto toks = bench_tokens(p, c.vocab);
-  const SeqWork w{&seq, toks, LogitRows::Last};
-  const StepBatch b = plan_step(cache, std::span(&w, 1), 1.f / std::sqrt(static_cast<float>(c.head_dim)));
-  dec.forward(ctx, b, cache.layers());  // warm-up: GEMM plans, scratch
+  const SamplingParams greedy;
+  StepSeq s;
+  s.kv = &seq;
+  s.tokens = toks;
+  s.sampling = &greedy;
+  auto step = [&](Executor& ex) {
+    seq.set_length(0);
+    ex.run(std::span(&s, 1));
+  };
+  Executor ex(dec, cache, ctx, executor_options(p, 1, p, false));
+  step(ex);  // warm-up: GEMM plans, scratch
   std::vector<double> ms;
   for (int i = 0; i < repeats; ++i) {
     const double t0 = now_seconds();
-    dec.forward(ctx, b, cache.layers());
+    step(ex);
     ms.push_back((now_seconds() - t0) * 1e3);
   }
   auto only = [&](const char* op) {
     ops::Context pc = ctx;
     pc.profile_only = op;
-    dec.forward(pc, b, cache.layers());
-    return cu::time_ms(ctx.stream, [&] { dec.forward(pc, b, cache.layers()); });
+    Executor pe(dec, cache, pc, executor_options(p, 1, p, false));
+    step(pe);
+    return gpu_ms(ctx, [&] { step(pe); });
   };
   const double ttft = *std::min_element(ms.begin(), ms.end());
   const double attn = only("attention"), gemm = only("matmul");
@@ -105,8 +125,8 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, i
           {"gemm_tflops", flops / (gemm * 1e-3) / 1e12}};
 }
 
-// B sequences decode g tokens each from an empty cache, stepping together through the decode graphs with
-// GPU greedy sampling feeding the next tokens (the real decode loop, host planning included).
+// B sequences decode g tokens each from an empty cache, stepping together through the executor (decode
+// graphs, GPU greedy sampling feeding the next tokens: the server's step path, host planning included).
 nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, int B, int g, int repeats, double copy_gbps) {
   const ModelConfig& c = dec.config();
   const int per_seq = (g + 1 + 15) / 16;
@@ -114,41 +134,44 @@ nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, int B, in
   KvCache cache(kc, ctx);
   std::vector<SequenceKv> seqs(B);
   for (auto& s : seqs) KS_CHECK(s.reserve(cache, g + 1), "KV cache too small");
-  DecodeGraphs graphs(dec, cache, ctx, B, g + 1);
+  Executor ex(dec, cache, ctx, executor_options(B, B, g + 1, true));
+  ex.capture_graphs();
   const SamplingParams greedy;
   std::vector<int32_t> tok(B);
-  std::vector<SeqWork> work(B);
-  auto pass = [&](int steps, bool sample, DecodeGraphs& gr, double* gpu_ms) {
+  std::vector<StepSeq> work(B);
+  auto pass = [&](int steps, bool sample, Executor& e, double* step_gpu_ms) {
     for (int b = 0; b < B; ++b) {
       seqs[b].set_length(0);
       tok[b] = static_cast<int32_t>((b * 7919 + 13) % c.vocab);
     }
     for (int j = 0; j < steps; ++j) {
-      for (int b = 0; b < B; ++b) work[b] = {&seqs[b], std::span(&tok[b], 1), LogitRows::Last};
-      Tensor logits;
-      const double ms = cu::time_ms(ctx.stream, [&] { logits = gr.step(work); });
-      if (gpu_ms) *gpu_ms += ms;
-      if (sample) {
-        const std::vector<int32_t> ids = sample_on_device(ctx, logits, greedy, j);
-        std::copy(ids.begin(), ids.end(), tok.begin());
+      for (int b = 0; b < B; ++b) {
+        work[b] = StepSeq{};
+        work[b].kv = &seqs[b];
+        work[b].tokens = std::span(&tok[b], 1);
+        work[b].sampling = &greedy;
       }
-      for (auto& s : seqs) s.set_length(s.length() + 1);
+      StepResult r;
+      const double ms = gpu_ms(ctx, [&] { r = e.run(work); });
+      if (step_gpu_ms) *step_gpu_ms += ms;
+      if (sample)
+        for (int b = 0; b < B; ++b) tok[b] = r.seqs[b].token;
     }
   };
-  pass(std::min(g, 8), true, graphs, nullptr);  // warm-up
+  pass(std::min(g, 8), true, ex, nullptr);  // warm-up
   std::vector<double> tok_s;
   double gpu_full = 0;
   for (int i = 0; i < repeats; ++i) {
     const double t0 = now_seconds();
-    pass(g, true, graphs, i == 0 ? &gpu_full : nullptr);
+    pass(g, true, ex, i == 0 ? &gpu_full : nullptr);
     tok_s.push_back(static_cast<double>(B) * g / (now_seconds() - t0));
   }
   // The same steps with only the matmuls running: the GEMM share of the step's GPU time.
   ops::Context mm = ctx;
   mm.profile_only = "matmul";
-  DecodeGraphs gemm_graphs(dec, cache, mm, B, g + 1);
+  Executor gemm_ex(dec, cache, mm, executor_options(B, B, g + 1, true));
   double gpu_gemm = 0;
-  pass(g, false, gemm_graphs, &gpu_gemm);
+  pass(g, false, gemm_ex, &gpu_gemm);
 
   const double tps = mean_of(tok_s), step_s = B / tps;
   const double kv_token = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // K and V, bf16
@@ -173,11 +196,11 @@ void bench_gpu(const BenchFlags& f) {
   Decoder& dec = *model->decoder;
   dec.place_on(ctx);
   const double load_s = now_seconds() - t_load;
-  const double copy_gbps = cu::copy_bandwidth_gbps();
+  const double copy_gbps = ctx.lane().copy_bandwidth_gbps(size_t{1} << 30, 10);
   const double weight_bytes = static_cast<double>(dec.weights().nbytes());
   nlohmann::json out = {{"model", model->path},
                         {"backend", "cuda"},
-                        {"device", cu::device_description()},
+                        {"device", ctx.lane().description()},
                         {"date", today()},
                         {"weight_bytes", weight_bytes},
                         {"load_seconds", load_s},
@@ -210,15 +233,11 @@ void bench_gpu(const BenchFlags& f) {
     }
   write_json(f.json, out);
 }
-#endif
 
 void bench(const BenchFlags& f) {
   if (f.model.device == "cuda") {
-#if KESTREL_HAVE_CUDA
+    make_context(f.model);  // reports a build or machine without CUDA before the model loads
     return bench_gpu(f);
-#else
-    make_context(f.model);  // reports that this build has no CUDA backend
-#endif
   }
   auto model = load(f.model);
   const ModelConfig& c = model->config();

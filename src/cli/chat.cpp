@@ -26,7 +26,6 @@ void chat(const ChatFlags& f) {
   ChatFormatter fmt(*model);
   KS_CHECK(fmt.has_template(), "{} has no chat template; use `kestrel run --raw` for plain completion", model->path);
   Session session(*model->decoder, make_context(f.model), session_options(f.model));
-  Sampler sampler(f.sampling);
   nlohmann::json messages = nlohmann::json::array();
   if (!f.system.empty()) messages.push_back({{"role", "system"}, {"content", f.system}});
 
@@ -56,11 +55,11 @@ void chat(const ChatFlags& f) {
     const int32_t keep = std::min<int32_t>(session.common_prefix(tokens), static_cast<int32_t>(tokens.size()) - 1);
     session.truncate(keep);
     GenerateOptions opt{.max_tokens = std::min(f.n_predict, session.n_ctx() - static_cast<int>(tokens.size()))};
-    GenerateResult r = generate(session, *model->tokenizer, sampler, std::span(tokens).subspan(keep), opt,
-                                [](std::string_view s) {
-                                  std::fwrite(s.data(), 1, s.size(), stdout);
-                                  std::fflush(stdout);
-                                });
+    GenerateResult r =
+        generate(session, *model->tokenizer, f.sampling, std::span(tokens).subspan(keep), opt, [](std::string_view s) {
+          std::fwrite(s.data(), 1, s.size(), stdout);
+          std::fflush(stdout);
+        });
     std::printf("\n");
     std::fflush(stdout);
     messages.push_back({{"role", "assistant"}, {"content", r.text}});

@@ -5,14 +5,10 @@
 #include <chrono>
 #include <cstdio>
 
+#include "backends/backends.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
-
-#if KESTREL_HAVE_CUDA
-#include "backends/cuda/device_tensor.h"
-#include "backends/cuda/graph.h"
-#endif
 
 namespace kestrel::cli {
 
@@ -62,19 +58,11 @@ std::unique_ptr<Model> load(const ModelFlags& f) {
 }
 
 ops::Context make_context(const ModelFlags& f) {
-  ops::Context ctx;
-  if (f.device == "cuda") {
-#if KESTREL_HAVE_CUDA
-    KS_CHECK(backends::cuda::cuda_available(), "--device cuda: no CUDA device is visible to this process");
-    ctx.device = Device::Cuda;
-    ctx.stream = backends::cuda::compute_stream();
-#else
-    KS_FAIL("--device cuda: this build of Kestrel has no CUDA backend (configure it where nvcc is on PATH)");
-#endif
-  } else {
-    KS_CHECK(f.device == "cpu", "unknown device '{}' (cpu or cuda)", f.device);
-    ctx.device = Device::Cpu;
-  }
+  KS_CHECK(f.device == "cpu" || f.device == "cuda", "unknown device '{}' (cpu or cuda)", f.device);
+  const Device device = f.device == "cuda" ? Device::Cuda : Device::Cpu;
+  KS_CHECK(backends::available(device),
+           "--device cuda: this build has no CUDA backend or no CUDA device is visible to this process");
+  ops::Context ctx = backends::make_context(device);
   for (const std::string& v : f.variants) {
     const size_t eq = v.find('=');
     KS_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < v.size(), "--variant expects op=name, got '{}'", v);

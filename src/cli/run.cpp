@@ -42,15 +42,15 @@ void run(const RunFlags& f) {
   const std::vector<int32_t> tokens = model->tokenizer->encode(text, !templated, /*parse_special=*/templated);
 
   Session session(*model->decoder, make_context(f.model), session_options(f.model));
-  Sampler sampler(f.sampling);
   GenerateOptions opt{.max_tokens = f.n_predict, .stop = f.stop, .ignore_eos = f.ignore_eos};
-  GenerateResult r = generate(session, *model->tokenizer, sampler, tokens, opt, [](std::string_view s) {
+  GenerateResult r = generate(session, *model->tokenizer, f.sampling, tokens, opt, [](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
   });
   std::printf("\n");
   const size_t n_gen = r.tokens.size();
-  std::fprintf(stderr, "kestrel: prompt %d tokens in %.2f s (%.1f tok/s); generated %zu tokens in %.2f s (%.1f tok/s), %s\n",
+  std::fprintf(stderr,
+               "kestrel: prompt %d tokens in %.2f s (%.1f tok/s); generated %zu tokens in %.2f s (%.1f tok/s), %s\n",
                r.prompt_tokens, r.prompt_seconds, r.prompt_tokens / std::max(r.prompt_seconds, 1e-9), n_gen,
                r.generate_seconds, n_gen / std::max(r.generate_seconds, 1e-9), r.finish_reason.c_str());
 }

@@ -48,8 +48,9 @@ std::string StopMatcher::flush() {
   return out;
 }
 
-GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler, std::span<const int32_t> new_tokens,
-                        const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text) {
+GenerateResult generate(Session& session, const Tokenizer& tok, const SamplingParams& sampling,
+                        std::span<const int32_t> new_tokens, const GenerateOptions& opt,
+                        const std::function<void(std::string_view)>& on_text) {
   KS_CHECK(opt.max_tokens >= 0, "max_tokens must be >= 0");
   GenerateResult r;
   r.prompt_tokens = static_cast<int>(new_tokens.size());
@@ -64,7 +65,7 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
   auto t0 = std::chrono::steady_clock::now();
   // feed_and_sample keeps logits on the GPU when the session runs there; the pick after the prompt
   // counts as prompt time.
-  int32_t next = opt.max_tokens > 0 ? session.feed_and_sample(new_tokens, sampler) : -1;
+  int32_t next = opt.max_tokens > 0 ? session.feed_and_sample(new_tokens, sampling) : -1;
   if (opt.max_tokens == 0) session.feed(new_tokens);
   r.prompt_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
@@ -82,7 +83,7 @@ GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler
     }
     if (i + 1 == opt.max_tokens) break;
     if (session.length() + 1 > session.n_ctx()) break;  // context full: stop with "length"
-    next = session.feed_and_sample(std::span(&next, 1), sampler);
+    next = session.feed_and_sample(std::span(&next, 1), sampling);
   }
   // The last sampled token is not in the cache yet; keep the session's tokens equal to its cache.
   if (!stops.stopped()) emit(stops.push(decoder.flush()) + stops.flush());

@@ -32,8 +32,9 @@ struct GenerateResult {
 
 // Feeds `new_tokens` (appended to what the session already holds) and generates. `on_text` receives
 // each piece of text as it becomes final.
-GenerateResult generate(Session& session, const Tokenizer& tok, Sampler& sampler, std::span<const int32_t> new_tokens,
-                        const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text = {});
+GenerateResult generate(Session& session, const Tokenizer& tok, const SamplingParams& sampling,
+                        std::span<const int32_t> new_tokens, const GenerateOptions& opt,
+                        const std::function<void(std::string_view)>& on_text = {});
 
 // Holds back text that might be the start of a stop string; reports when one is complete.
 class StopMatcher {

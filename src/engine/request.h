@@ -17,12 +17,6 @@ namespace kestrel {
 enum class FinishReason : uint8_t { None, Stop, Length, Cancelled, Error };
 const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "error"; "" for None
 
-struct TokenLogprob {
-  int32_t token = 0;
-  float logprob = 0;                           // log-softmax of the raw logits (before sampling filters)
-  std::vector<std::pair<int32_t, float>> top;  // the most likely tokens, most likely first
-};
-
 // One event: what happened to a request since the previous event. Sent on the engine thread.
 struct RequestOutput {
   std::string text;                    // new text: whole UTF-8 characters, stop strings and their prefixes held back

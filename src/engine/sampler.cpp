@@ -2,15 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_map>
+#include <map>
 
 #include "core/error.h"
 
 namespace kestrel {
 
 void SamplingParams::validate() const {
-  KS_CHECK(std::isfinite(temperature) && temperature >= 0 && temperature <= 100, "temperature must be in [0, 100], got {}",
-           temperature);
+  KS_CHECK(std::isfinite(temperature) && temperature >= 0 && temperature <= 100,
+           "temperature must be in [0, 100], got {}", temperature);
   KS_CHECK(top_k >= 0, "top_k must be >= 0, got {}", top_k);
   KS_CHECK(top_p > 0 && top_p <= 1, "top_p must be in (0, 1], got {}", top_p);
   KS_CHECK(min_p >= 0 && min_p <= 1, "min_p must be in [0, 1], got {}", min_p);
@@ -21,88 +21,88 @@ void SamplingParams::validate() const {
   KS_CHECK(penalty_last_n >= -1, "penalty window must be >= -1");
 }
 
-Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) { p_.validate(); }
+float sampling_uniform(uint64_t seed, uint64_t draw) {
+  // splitmix64 over (seed, draw): a full-avalanche mix, so neighbouring draws are unrelated.
+  uint64_t z = seed * 0x9e3779b97f4a7c15ull + draw + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * 0x1.0p-24f;
+}
+
+ops::SampleRow sample_row(const SamplingParams& p, uint64_t draw, int top_logprobs) {
+  ops::SampleRow r;
+  r.flags = ops::kSampleRow | (top_logprobs >= 0 ? ops::kSampleLogprobs : 0);
+  r.temperature = p.temperature;
+  r.top_k = p.top_k;
+  r.top_p = p.top_p;
+  r.min_p = p.min_p;
+  r.uniform = sampling_uniform(p.seed, draw);
+  r.repetition_penalty = p.repetition_penalty;
+  r.presence_penalty = p.presence_penalty;
+  r.frequency_penalty = p.frequency_penalty;
+  r.top_logprobs = std::clamp(top_logprobs, 0, ops::kMaxTopLogprobs);
+  return r;
+}
+
+void add_penalties(const SamplingParams& p, std::span<const int32_t> history, ops::SampleRow& row,
+                   std::vector<ops::PenaltyEntry>& entries) {
+  row.penalty_begin = row.penalty_end = static_cast<int32_t>(entries.size());
+  if (!p.penalties()) return;
+  // Same rules as llama.cpp and HF: the repetition penalty once per distinct token of the window; presence
+  // and frequency over the whole history.
+  std::map<int32_t, ops::PenaltyEntry> by_token;
+  if (p.repetition_penalty != 1.f) {
+    const size_t n = p.penalty_last_n < 0 ? history.size() : std::min<size_t>(history.size(), p.penalty_last_n);
+    for (int32_t t : history.last(n)) by_token[t].window = 1;
+  }
+  if (p.presence_penalty != 0.f || p.frequency_penalty != 0.f)
+    for (int32_t t : history) ++by_token[t].count;
+  for (auto& [t, e] : by_token) {
+    if (t < 0) continue;
+    e.token = t;
+    entries.push_back(e);
+  }
+  row.penalty_end = static_cast<int32_t>(entries.size());
+}
+
+TokenLogprob to_logprob(const ops::SampleOut& out) {
+  TokenLogprob lp{out.token, out.logprob, {}};
+  for (int i = 0; i < std::clamp(out.n_top, 0, ops::kMaxTopLogprobs); ++i)
+    lp.top.emplace_back(out.top_token[i], out.top_logprob[i]);
+  return lp;
+}
+
+int32_t sample_host(const SamplingParams& p, std::span<float> logits, std::span<const int32_t> history, uint64_t draw,
+                    TokenLogprob* logprob, int top_logprobs) {
+  p.validate();
+  const auto V = static_cast<int64_t>(logits.size());
+  KS_CHECK(V > 0, "sampling from empty logits");
+  for (int32_t t : history) KS_CHECK(t >= 0 && t < V, "history token {} is outside the vocabulary ({})", t, V);
+  ops::SampleRow row = sample_row(p, draw, logprob ? top_logprobs : -1);
+  std::vector<ops::PenaltyEntry> entries;
+  add_penalties(p, history, row, entries);
+  Tensor lt;
+  lt.dtype = DType::F32;
+  lt.shape = {1, V};
+  lt.data = logits.data();
+  Tensor rows = Tensor::empty_host(DType::I32, {1, static_cast<int64_t>(sizeof row / 4)});
+  *static_cast<ops::SampleRow*>(rows.data) = row;
+  Tensor pen;
+  if (!entries.empty()) {
+    pen = Tensor::empty_host(DType::I32, {static_cast<int64_t>(entries.size()), 4});
+    std::copy(entries.begin(), entries.end(), static_cast<ops::PenaltyEntry*>(pen.data));
+  }
+  Tensor out = Tensor::empty_host(DType::I32, {1, static_cast<int64_t>(sizeof(ops::SampleOut) / 4)});
+  ops::sample(ops::Context{}, lt, rows, pen, out);
+  const auto& o = *static_cast<const ops::SampleOut*>(out.data);
+  if (logprob) *logprob = to_logprob(o);
+  return o.token;
+}
 
 int32_t argmax(std::span<const float> logits) {
   KS_CHECK(!logits.empty(), "argmax of empty logits");
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
-void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> history) const {
-  const int64_t vocab = static_cast<int64_t>(logits.size());
-  if (p_.repetition_penalty != 1.f) {
-    // Same rule as llama.cpp and HF: shrink positive logits, push negative ones further down; each
-    // distinct token in the window once.
-    const size_t n = p_.penalty_last_n < 0 ? history.size() : std::min<size_t>(history.size(), p_.penalty_last_n);
-    std::vector<bool> seen(vocab, false);
-    for (int32_t t : history.last(n)) {
-      if (t < 0 || t >= vocab || seen[t]) continue;
-      seen[t] = true;
-      logits[t] = logits[t] > 0 ? logits[t] / p_.repetition_penalty : logits[t] * p_.repetition_penalty;
-    }
-  }
-  if (p_.presence_penalty != 0.f || p_.frequency_penalty != 0.f) {
-    std::unordered_map<int32_t, int> counts;
-    for (int32_t t : history)
-      if (t >= 0 && t < vocab) ++counts[t];
-    for (auto [t, c] : counts) logits[t] -= p_.presence_penalty + p_.frequency_penalty * static_cast<float>(c);
-  }
-}
-
-std::vector<std::pair<int32_t, float>> Sampler::distribution(std::span<float> logits,
-                                                             std::span<const int32_t> history) {
-  apply_penalties(logits, history);
-  std::vector<std::pair<int32_t, float>> cand;
-  if (p_.temperature == 0.f) {
-    cand.emplace_back(argmax(logits), 1.f);
-    return cand;
-  }
-  cand.reserve(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) cand.emplace_back(static_cast<int32_t>(i), logits[i] / p_.temperature);
-  auto by_logit = [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); };
-  if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < cand.size()) {
-    std::partial_sort(cand.begin(), cand.begin() + p_.top_k, cand.end(), by_logit);
-    cand.resize(p_.top_k);
-  } else {
-    std::sort(cand.begin(), cand.end(), by_logit);
-  }
-  // Softmax over the survivors (sorted, so cand[0] holds the max).
-  const float mx = cand[0].second;
-  double sum = 0;
-  for (auto& c : cand) sum += (c.second = std::exp(c.second - mx));
-  for (auto& c : cand) c.second = static_cast<float>(c.second / sum);
-  if (p_.top_p < 1.f) {
-    double cum = 0;
-    size_t keep = 0;
-    while (keep < cand.size()) {
-      cum += cand[keep++].second;
-      if (cum >= p_.top_p) break;
-    }
-    cand.resize(std::max<size_t>(keep, 1));
-  }
-  if (p_.min_p > 0.f) {
-    const float floor = p_.min_p * cand[0].second;
-    size_t keep = 1;
-    while (keep < cand.size() && cand[keep].second >= floor) ++keep;
-    cand.resize(keep);
-  }
-  double total = 0;
-  for (const auto& c : cand) total += c.second;
-  for (auto& c : cand) c.second = static_cast<float>(c.second / total);
-  return cand;
-}
-
-int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
-  auto cand = distribution(logits, history);
-  if (cand.size() == 1) return cand[0].first;
-  // Draw with the generator's raw bits so results don't depend on the standard library's distributions.
-  const double r = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
-  double cum = 0;
-  for (const auto& c : cand) {
-    cum += c.second;
-    if (r < cum) return c.first;
-  }
-  return cand.back().first;
 }
 
 }  // namespace kestrel

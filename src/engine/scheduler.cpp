@@ -5,7 +5,6 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "engine/batch_plan.h"
 #include "engine/generate.h"
 
 namespace kestrel {
@@ -21,35 +20,12 @@ const char* finish_reason_name(FinishReason r) {
   return "";
 }
 
-namespace {
-
-// OpenAI reports log-probabilities of the model's own distribution, before any sampling filter.
-TokenLogprob token_logprob(std::span<const float> logits, int32_t token, int top_k) {
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  double sum = 0;
-  for (float x : logits) sum += std::exp(static_cast<double>(x - mx));
-  const float log_z = mx + static_cast<float>(std::log(sum));
-  TokenLogprob lp{token, logits[token] - log_z, {}};
-  if (top_k > 0) {
-    std::vector<int32_t> idx(logits.size());
-    for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int32_t>(i);
-    const auto k = std::min<ptrdiff_t>(top_k, static_cast<ptrdiff_t>(idx.size()));
-    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
-    for (ptrdiff_t i = 0; i < k; ++i) lp.top.push_back({idx[i], logits[idx[i]] - log_z});
-  }
-  return lp;
-}
-
-}  // namespace
-
 struct Scheduler::Sequence {
   std::shared_ptr<Request> req;
   uint64_t order = 0;           // arrival rank: larger is younger
   std::vector<int32_t> tokens;  // prompt, then generated tokens (the newest not yet in the cache)
   int32_t n_prompt = 0;
   SequenceKv kv;  // kv.length() tokens have K/V in the cache
-  Sampler sampler;
   StreamDecoder decoder;
   StopMatcher stops;
   std::vector<uint64_t> hashes;  // chain hashes of the full blocks of `tokens` known so far
@@ -59,7 +35,7 @@ struct Scheduler::Sequence {
   RequestOutput out;  // what the next event carries
 
   Sequence(std::shared_ptr<Request> r, const Tokenizer& tok)
-      : req(std::move(r)), sampler(req->sampling), decoder(tok, /*skip_special=*/true), stops(req->stop) {}
+      : req(std::move(r)), decoder(tok, /*skip_special=*/true), stops(req->stop) {}
   int32_t n_generated() const { return static_cast<int32_t>(tokens.size()) - n_prompt; }
   int32_t n_uncomputed() const { return static_cast<int32_t>(tokens.size()) - kv.length(); }
 };
@@ -71,13 +47,17 @@ Scheduler::Scheduler(Decoder& model, const Tokenizer& tokenizer, KvCache& cache,
       cache_(&cache),
       ctx_(std::move(ctx)),
       opt_(opt),
-      prefix_(cache.blocks(), cache.block_size()),
-      attention_scale_(1.f / std::sqrt(static_cast<float>(model.config().head_dim))) {
+      prefix_(cache.blocks(), cache.block_size()) {
   if (opt_.n_ctx <= 0) opt_.n_ctx = model.config().max_ctx > 0 ? model.config().max_ctx : 4096;
   KS_CHECK(opt_.max_batch_tokens >= 1 && opt_.max_running >= 1 && opt_.max_waiting >= 0,
            "scheduler limits must be positive (batch tokens {}, running {}, waiting {})", opt_.max_batch_tokens,
            opt_.max_running, opt_.max_waiting);
-  const int64_t capacity = int64_t{cache.blocks().num_total()} * cache.block_size();
+  ExecutorOptions eo;
+  eo.max_step_tokens = opt_.max_batch_tokens;
+  eo.max_seqs = std::min(opt_.max_running, opt_.max_batch_tokens);
+  eo.max_kv_len = opt_.n_ctx;
+  executor_ = std::make_unique<Executor>(model, cache, ctx_, eo);
+  const int64_t capacity = int64_t{cache.blocks().num_free()} * cache.block_size();
   // One sequence alone must always fit, or preemption could not guarantee progress.
   KS_CHECK(capacity >= opt_.n_ctx,
            "the KV cache holds {} tokens but one sequence may need {}; add KV blocks or lower "
@@ -263,13 +243,10 @@ void Scheduler::register_full_blocks(Sequence& s) {
   }
 }
 
-void Scheduler::accept_token(Sequence& s, const float* logits_row) {
+void Scheduler::accept_token(Sequence& s, const SeqResult& res) {
   const Request& r = *s.req;
-  const int32_t vocab = static_cast<int32_t>(model_->config().vocab);
-  std::vector<float> logits(logits_row, logits_row + vocab);  // the sampler's penalties modify its copy
-  const auto generated = std::span(s.tokens).subspan(static_cast<size_t>(s.n_prompt));
-  const int32_t tok = s.sampler.sample(logits, generated);
-  if (r.logprobs >= 0) s.out.logprobs.push_back(token_logprob(std::span(logits_row, vocab), tok, r.logprobs));
+  const int32_t tok = res.token;
+  if (r.logprobs >= 0) s.out.logprobs.push_back(res.logprob);
   s.tokens.push_back(tok);
   s.out.tokens.push_back(tok);
   s.out.completion_tokens = s.n_generated();
@@ -363,20 +340,27 @@ bool Scheduler::step() {
     return false;
   }
 
-  // 3. One forward pass for the whole plan.
-  std::vector<SeqWork> work;
+  // 3. One step for the whole plan. A sequence whose chunk completes its tokens samples its next token on
+  // the device; the penalties count its generated tokens, the draw index is the new token's position.
+  std::vector<StepSeq> work;
   work.reserve(plan.size());
   for (auto [s, chunk] : plan) {
-    const bool completes = s->kv.length() + chunk == static_cast<int32_t>(s->tokens.size());
-    work.push_back({&s->kv, std::span(s->tokens).subspan(static_cast<size_t>(s->kv.length()), chunk),
-                    completes ? LogitRows::Last : LogitRows::None});
+    StepSeq w;
+    w.kv = &s->kv;
+    w.tokens = std::span(s->tokens).subspan(static_cast<size_t>(s->kv.length()), chunk);
+    if (s->kv.length() + chunk == static_cast<int32_t>(s->tokens.size())) {
+      w.sampling = &s->req->sampling;
+      w.history = std::span(s->tokens).subspan(static_cast<size_t>(s->n_prompt));
+      w.draw = s->tokens.size();
+      w.top_logprobs = s->req->logprobs;
+    }
+    work.push_back(w);
     if (s->kv.length() < s->n_prompt)
       computed_prompt_tokens_ += static_cast<uint64_t>(std::min(chunk, s->n_prompt - s->kv.length()));
   }
-  Tensor logits;
+  StepResult res;
   try {
-    StepBatch batch = plan_step(*cache_, work, attention_scale_);
-    logits = model_->forward(ctx_, batch, cache_->layers());
+    res = executor_->run(work);
   } catch (...) {
     for (auto [s, chunk] : plan) s->req->cancelled = true;
     for (auto [s, chunk] : plan) s->finish = FinishReason::Error;
@@ -385,15 +369,24 @@ bool Scheduler::step() {
     throw;
   }
   ++steps_;
+  const bool decode_only = std::all_of(plan.begin(), plan.end(), [](const auto& p) { return p.second == 1; });
+  StepTimes& times = decode_only ? decode_times_ : mixed_times_;
+  ++times.steps;
+  times.rows += plan.size();
+  times.seconds += res.ms / 1e3;
 
-  // 4. Advance, sample where a sequence has caught up with its tokens, report, retire finished ones.
-  const int64_t vocab = model_->config().vocab;
-  int64_t row = 0;
+  // 4. Sample where a sequence has caught up with its tokens, report, retire finished ones. A sequence
+  // whose inputs a kernel rejected fails alone (its K/V are incomplete, so none of its blocks are shared).
   for (size_t i = 0; i < plan.size(); ++i) {
     Sequence& s = *plan[i].first;
-    s.kv.set_length(s.kv.length() + plan[i].second);
+    if (!res.seqs[i].error.empty()) {
+      log::error("request {} failed: {}", s.order, res.seqs[i].error);
+      finish(s, FinishReason::Error);
+      emit(s);
+      continue;
+    }
     register_full_blocks(s);
-    if (work[i].logits == LogitRows::Last) accept_token(s, logits.ptr<float>() + row++ * vocab);
+    if (work[i].sampling) accept_token(s, res.seqs[i]);
     emit(s);
   }
   for (auto it = running_.begin(); it != running_.end();) {
@@ -421,6 +414,8 @@ void Scheduler::publish_stats() {
   st.prompt_tokens_computed = computed_prompt_tokens_;
   st.generated_tokens = generated_;
   st.steps = steps_;
+  st.decode = decode_times_;
+  st.mixed = mixed_times_;
   std::lock_guard lock(mutex_);
   st.waiting = static_cast<int>(waiting_.size() + incoming_.size());
   stats_ = st;

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <vector>
 
+#include "engine/executor.h"
 #include "engine/kv_cache.h"
 #include "engine/prefix_cache.h"
 #include "engine/request.h"
@@ -33,6 +34,13 @@ struct SchedulerOptions {
   bool prefix_cache = true;
 };
 
+// Where the engine's time goes: steps, the sequences they carried, and their wall time (executor.h).
+struct StepTimes {
+  uint64_t steps = 0;
+  uint64_t rows = 0;
+  double seconds = 0;
+};
+
 struct SchedulerStats {
   int waiting = 0;
   int running = 0;
@@ -45,6 +53,8 @@ struct SchedulerStats {
   uint64_t prompt_tokens_computed = 0;  // prefill work done, recomputation included
   uint64_t generated_tokens = 0;
   uint64_t steps = 0;
+  StepTimes decode;  // steps of decode rows only
+  StepTimes mixed;   // steps with prefill chunks
 };
 
 class Scheduler {
@@ -88,7 +98,7 @@ class Scheduler {
   void admit_prefix(Sequence& s);
   void extend_hashes(Sequence& s, int32_t n_blocks);
   void register_full_blocks(Sequence& s);
-  void accept_token(Sequence& s, const float* logits);
+  void accept_token(Sequence& s, const SeqResult& result);
   void finish(Sequence& s, FinishReason why);
   void emit(Sequence& s);
   void release(Sequence& s);
@@ -101,7 +111,7 @@ class Scheduler {
   ops::Context ctx_;
   SchedulerOptions opt_;
   PrefixCache prefix_;
-  float attention_scale_;
+  std::unique_ptr<Executor> executor_;
 
   std::deque<SeqPtr> waiting_;   // oldest first (preempted sequences go back in arrival order)
   std::vector<SeqPtr> running_;  // oldest first
@@ -109,6 +119,7 @@ class Scheduler {
   // Events of this step, delivered after the stats are published.
   std::vector<std::pair<std::shared_ptr<Request>, RequestOutput>> events_;
   uint64_t preemptions_ = 0, hit_tokens_ = 0, computed_prompt_tokens_ = 0, generated_ = 0, steps_ = 0;
+  StepTimes decode_times_, mixed_times_;
 
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable cv_;

@@ -1,7 +1,7 @@
-// One sequence on one model: the KV cache, the tokens it holds, and prompt feeding in chunks; on CUDA,
-// decode steps replay CUDA graphs. Used by
+// One sequence on one model: the KV cache, the tokens it holds, and prompt feeding in chunks, stepped by
+// the executor (engine/executor.h: decode graphs and device sampling where the lane has them). Used by
 // `kestrel run`, `chat` (which keeps the cache between turns), `perplexity` and `bench`; the server's
-// scheduler batches many sequences instead.
+// scheduler batches many sequences through its own executor.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "engine/decode_graphs.h"
+#include "engine/executor.h"
 #include "engine/kv_cache.h"
 #include "engine/sampler.h"
 #include "model/decoder.h"
@@ -33,37 +33,35 @@ class Session {
   int n_ctx() const { return n_ctx_; }
   int32_t length() const { return seq_.length(); }
   const std::vector<int32_t>& tokens() const { return tokens_; }
-  const ops::Context& context() const { return ctx_; }
+  const ops::Context& context() const { return executor_->context(); }
   Decoder& model() { return *model_; }
 
   // Appends tokens and runs them through the model in chunks of n_batch. Returns f32 logits
   // [1, vocab] for the last token, or [n, vocab] for every new token when all_logits. `progress`
   // (optional) is called with the number of tokens done so far. Throws kestrel::Error when the
   // context would overflow (nothing is changed then).
-  // On CUDA, single-token steps replay a captured decode graph (engine/decode_graphs.h).
   Tensor feed(std::span<const int32_t> tokens, bool all_logits = false,
               const std::function<void(int64_t)>& progress = {});
-  // Feeds tokens and picks the next token from the last position's logits with `sampler` (its
-  // penalties look at every token the session holds). On CUDA without penalties the pick runs on the GPU
-  // and only the id comes back; otherwise the host sampler runs.
-  int32_t feed_and_sample(std::span<const int32_t> tokens, Sampler& sampler);
+  // Feeds tokens and samples the next token from the last position (on the device: only the id comes
+  // back). The penalties count every token the session holds; the draw index is the new token's position.
+  int32_t feed_and_sample(std::span<const int32_t> tokens, const SamplingParams& sampling);
   // Drops cached tokens from position n on (for chat turns that diverge, or to restart).
   void truncate(int32_t n);
   // Longest common prefix of the cached tokens and `tokens`.
   int32_t common_prefix(std::span<const int32_t> tokens) const;
 
  private:
+  // Feeds all but the last chunk; returns the last chunk.
+  std::span<const int32_t> feed_prefix(std::span<const int32_t> tokens);
+  void check_room(int64_t n) const;
+
   Decoder* model_;
-  ops::Context ctx_;
   int n_ctx_;
   int n_batch_;
-  // A decode step on the GPU; returns device logits [1, vocab].
-  Tensor decode_on_device(int32_t token);
-
   std::unique_ptr<KvCache> cache_;
   SequenceKv seq_;
   std::vector<int32_t> tokens_;
-  std::unique_ptr<DecodeGraphs> graphs_;  // after cache_: it holds a block of the cache until destroyed
+  std::unique_ptr<Executor> executor_;  // after cache_: it holds a block of the cache until destroyed
 };
 
 }  // namespace kestrel

@@ -9,12 +9,6 @@
 namespace kestrel {
 namespace {
 
-Tensor host_i32(const std::vector<int32_t>& v) {
-  Tensor t = Tensor::empty_host(DType::I32, {static_cast<int64_t>(v.size())});
-  std::copy(v.begin(), v.end(), t.ptr<int32_t>());
-  return t;
-}
-
 // `shape` viewed at element `offset` of a scratch buffer (activations: f32 or bf16, no blocks).
 Tensor at(const Tensor& buf, int64_t offset, std::vector<int64_t> shape) {
   Tensor t = buf;
@@ -44,7 +38,7 @@ Decoder::Scratch& Decoder::scratch(const ops::Context& ctx, int64_t n) {
 
 // In: h = attn_norm(x). Out: x += attention, h = ffn_norm(x).
 void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
-                              const ops::AttentionBatch& batch, const Tensor& positions, const Tensor& slots,
+                              const ops::AttentionPlan& attention, const Tensor& positions, const Tensor& slots,
                               Scratch& s, int64_t T) {
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim;
   Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden});
@@ -73,7 +67,7 @@ void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, op
     ops::kv_write(ctx, k3, v.reshaped({T, Hkv, D}), slots, kv);
   }
   Tensor a = view(s.attn, T, {H, D});
-  ops::attention(ctx, q3, kv, batch, a);
+  ops::attention(ctx, q3, kv, attention, a);
   ops::matmul(ctx, a.reshaped({T, H * D}), L.wo, h);
   ops::add_rmsnorm(ctx, x, h, L.ffn_norm, cfg_.rms_eps, h);
 }
@@ -113,72 +107,28 @@ void Decoder::place_on(const ops::Context& ctx) {
   ++scratch_generation_;
 }
 
-namespace {
-
-// GPU attention variants read block tables and per-sequence lengths from device memory.
-ops::AttentionBatch with_device_tables(const ops::Context& ctx, const ops::AttentionBatch& in, int64_t block_size) {
-  ops::AttentionBatch b = in;
-  const int64_t n = static_cast<int64_t>(in.seqs.size());
-  int64_t width = 1;
-  for (const auto& s : in.seqs) width = std::max<int64_t>(width, (s.kv_len + block_size - 1) / block_size);
-  Tensor tables = Tensor::empty_host(DType::I32, {n, width});
-  Tensor info = Tensor::empty_host(DType::I32, {n, 3});
-  for (int64_t i = 0; i < n; ++i) {
-    const auto& s = in.seqs[i];
-    const int64_t used = (s.kv_len + block_size - 1) / block_size;
-    int32_t* row = tables.ptr<int32_t>() + i * width;
-    std::copy_n(s.block_table, used, row);
-    std::fill(row + used, row + width, -1);
-    info.ptr<int32_t>()[i * 3 + 0] = s.q_begin;
-    info.ptr<int32_t>()[i * 3 + 1] = s.q_len;
-    info.ptr<int32_t>()[i * 3 + 2] = s.kv_len;
-  }
-  b.block_tables = ops::upload(ctx, tables);
-  b.seq_info = ops::upload(ctx, info);
-  return b;
+ops::AttentionPlan Decoder::plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch,
+                                           std::span<ops::KvLayer> kv) {
+  int64_t T = 0;
+  for (const ops::AttentionSeq& s : batch.seqs) T = std::max<int64_t>(T, int64_t{s.q_begin} + s.q_len);
+  KS_CHECK(!kv.empty() && scratch_.tokens >= T && scratch_.x.device == ctx.device,
+           "plan_attention: the scratch holds {} tokens, the step needs {}; call reserve first", scratch_.tokens, T);
+  return ops::plan_attention(ctx, view(scratch_.q, T, {cfg_.n_heads, cfg_.head_dim}), kv[0], batch);
 }
 
-}  // namespace
-
-Tensor Decoder::forward(const ops::Context& ctx, const StepBatch& batch, std::span<ops::KvLayer> kv) {
-  const int64_t T = batch.size();
+void Decoder::forward(const ops::Context& ctx, const StepInputs& in, std::span<ops::KvLayer> kv, Tensor& logits) {
+  const Tensor &tokens = in.tokens, &positions = in.positions, &slots = in.slots, &logit_rows = in.logit_rows;
+  const int64_t T = tokens.numel(), R = logit_rows.numel();
   KS_CHECK(T > 0, "forward step with no tokens");
-  KS_CHECK(batch.positions.size() == batch.tokens.size() && batch.slots.size() == batch.tokens.size(),
-           "step batch: tokens, positions and slots differ in length");
+  KS_CHECK(ctx.device == device_, "the model's weights are not on the requested device; call place_on first");
   KS_CHECK(kv.size() == static_cast<size_t>(cfg_.n_layers), "KV cache has {} layers, model has {}", kv.size(),
            cfg_.n_layers);
-  for (int32_t id : batch.tokens)
-    KS_CHECK(id >= 0 && id < cfg_.vocab, "token id {} is outside the vocabulary (size {})", id, cfg_.vocab);
-  for (int32_t r : batch.logit_rows) KS_CHECK(r >= 0 && r < T, "logit row {} outside the step's {} tokens", r, T);
-  KS_CHECK(ctx.device == device_, "the model's weights are not on the requested device; call place_on first");
-
-  // Logit rows are gathered into the scratch, so it holds at least as many rows as there are logits.
-  const int64_t R = static_cast<int64_t>(batch.logit_rows.size());
-  scratch(ctx, std::max(T, R));
-  const Tensor tokens = ops::upload(ctx, host_i32(batch.tokens));
-  const Tensor positions = ops::upload(ctx, host_i32(batch.positions));
-  const Tensor slots = ops::upload(ctx, host_i32(batch.slots));
-  const Tensor rows = ops::upload(ctx, host_i32(batch.logit_rows));
-  const ops::AttentionBatch attention =
-      ctx.device == Device::Cpu ? batch.attention : with_device_tables(ctx, batch.attention, kv[0].block_size());
-
-  Tensor logits_host = Tensor::empty_host(DType::F32, {R, cfg_.vocab});
-  Tensor logits = ctx.device == Device::Cpu || R == 0 ? logits_host : ops::allocate(ctx, DType::F32, {R, cfg_.vocab});
-  forward_device(ctx, tokens, positions, slots, attention, rows, kv, logits);
-  if (ctx.device != Device::Cpu && R > 0) ops::download(ctx, logits, logits_host);
-  return logits_host;
-}
-
-void Decoder::forward_device(const ops::Context& ctx, const Tensor& tokens, const Tensor& positions,
-                             const Tensor& slots, const ops::AttentionBatch& attention, const Tensor& logit_rows,
-                             std::span<ops::KvLayer> kv, Tensor& logits) {
-  const int64_t T = tokens.numel(), R = logit_rows.numel();
-  KS_CHECK(ctx.device == device_, "the model's weights are not on the requested device; call place_on first");
+  KS_CHECK(in.attention != nullptr, "forward: the step's attention is not planned");
   KS_CHECK(scratch_.tokens >= std::max(T, R) && scratch_.x.device == ctx.device,
-           "forward_device: the scratch holds {} tokens, the step needs {}; call reserve first", scratch_.tokens,
+           "forward: the scratch holds {} tokens, the step needs {}; call reserve first", scratch_.tokens,
            std::max(T, R));
   KS_CHECK(positions.numel() == T && slots.numel() == T && logits.numel() == R * cfg_.vocab,
-           "forward_device: inputs disagree in size");
+           "forward: inputs disagree in size");
   Scratch& s = scratch_;
   Tensor x = view(s.x, T, {cfg_.hidden});
   ops::embed(ctx, w_.tok_embd, tokens, x);
@@ -186,7 +136,7 @@ void Decoder::forward_device(const ops::Context& ctx, const Tensor& tokens, cons
   Tensor h = view(s.h, T, {cfg_.hidden});
   ops::rmsnorm(ctx, x, w_.layers[0].attn_norm, cfg_.rms_eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    attention_block(ctx, w_.layers[l], kv[l], attention, positions, slots, s, T);
+    attention_block(ctx, w_.layers[l], kv[l], *in.attention, positions, slots, s, T);
     mlp_block(ctx, w_.layers[l], l + 1 < cfg_.n_layers ? &w_.layers[l + 1].attn_norm : nullptr, s, T);
   }
   if (R == 0) return;

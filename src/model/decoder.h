@@ -9,7 +9,7 @@
 #include "model/architecture.h"
 #include "model/decoder_weights.h"
 #include "model/model_config.h"
-#include "model/step_batch.h"
+#include "model/step_inputs.h"
 #include "ops/context.h"
 
 namespace kestrel {
@@ -28,17 +28,15 @@ class Decoder {
   void place_on(const ops::Context& ctx);
   Device device() const { return device_; }
 
-  // Runs one step; writes the K/V of the new tokens into `kv` and returns f32 logits
-  // [batch.logit_rows.size(), vocab] on the host.
-  Tensor forward(const ops::Context& ctx, const StepBatch& batch, std::span<ops::KvLayer> kv);
-
-  // The same step from inputs already on ctx.device: tokens, positions, slots i32 [T]; `attention` with
-  // its device tables; logit_rows i32 [R]. Writes f32 logits [R, vocab] into `logits` (on ctx.device).
-  // Allocates, copies and synchronises nothing once reserve() covers T tokens, so a CUDA stream can
-  // capture it into a graph (engine/decode_graphs.h).
-  void forward_device(const ops::Context& ctx, const Tensor& tokens, const Tensor& positions, const Tensor& slots,
-                      const ops::AttentionBatch& attention, const Tensor& logit_rows, std::span<ops::KvLayer> kv,
-                      Tensor& logits);
+  // Plans the attention of a step whose sequences are `batch` (device tables included) once, for every
+  // layer (ops::plan_attention). Needs reserve() to cover the step's tokens.
+  ops::AttentionPlan plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch,
+                                    std::span<ops::KvLayer> kv);
+  // Runs one step from inputs on ctx.device; writes the K/V of the new tokens into `kv` and f32 logits
+  // [R, vocab] of the logit rows into `logits` (on ctx.device). Allocates, copies and synchronises nothing
+  // once reserve() covers the step, so a lane can record it into a graph. The engine's executor
+  // (engine/executor.h) is the only caller.
+  void forward(const ops::Context& ctx, const StepInputs& in, std::span<ops::KvLayer> kv, Tensor& logits);
   // Sizes the activation scratch for steps of up to n_tokens tokens (it never shrinks).
   void reserve(const ops::Context& ctx, int64_t n_tokens) { scratch(ctx, n_tokens); }
   // Changes whenever the scratch is reallocated: graphs captured over the old buffers must be re-captured.
@@ -53,7 +51,7 @@ class Decoder {
   };
   Scratch& scratch(const ops::Context& ctx, int64_t n_tokens);
   void attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
-                       const ops::AttentionBatch& batch, const Tensor& positions, const Tensor& slots, Scratch& s,
+                       const ops::AttentionPlan& attention, const Tensor& positions, const Tensor& slots, Scratch& s,
                        int64_t T);
   void mlp_block(const ops::Context& ctx, const LayerWeights& L, const Tensor* next_norm, Scratch& s, int64_t T);
 

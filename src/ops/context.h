@@ -1,11 +1,13 @@
-// What every op call carries: the device, the thread pool (CPU) or stream (CUDA), and the user's
-// variant choices.
+// What every op call carries: the device and its execution lane (ops/runtime.h), the thread pool (CPU),
+// and the user's variant choices.
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 
 #include "core/tensor.h"
+#include "ops/runtime.h"
 
 namespace kestrel {
 class ThreadPool;
@@ -16,7 +18,8 @@ namespace kestrel::ops {
 struct Context {
   Device device = Device::Cpu;
   ThreadPool* pool = nullptr;  // CPU: null means ThreadPool::global()
-  void* stream = nullptr;      // CUDA: cudaStream_t
+  // The lane ops run on. Required on CUDA; on the CPU null means plain host memory and no queue.
+  std::shared_ptr<Runtime> runtime;
   // op name -> variant name to force (e.g. {"matmul", "cpu.ref"}); set from --variant op=name.
   std::map<std::string, std::string> forced;
   // Profiling (bench's GEMM share and attention time): when set, only the op of this name runs and every
@@ -24,6 +27,8 @@ struct Context {
   std::string profile_only;
 
   ThreadPool& threads() const;
+  // The lane; throws a clear error when a device context was built without one.
+  Runtime& lane() const;
 };
 
 }  // namespace kestrel::ops

@@ -1,16 +1,20 @@
 #include "ops/dispatch.h"
 
-#include "backends/cpu/register.h"
-#ifdef KESTREL_HAVE_CUDA
-#include "backends/cuda/register.h"
-#endif
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
 
 namespace kestrel::ops {
 
-ThreadPool& Context::threads() const { return pool ? *pool : ThreadPool::global(); }
+ThreadPool& Context::threads() const {
+  return pool ? *pool : ThreadPool::global();
+}
+
+Runtime& Context::lane() const {
+  KS_CHECK(runtime != nullptr, "this {} context has no execution lane; create it with backends::make_context()",
+           device == Device::Cpu ? "CPU" : "CUDA");
+  return *runtime;
+}
 
 void log_fallback(const std::string& op, const std::string& forced, const std::string& why, const std::string& used) {
   log::warn_once(op + "/" + forced + "/" + used,
@@ -23,14 +27,7 @@ void fail_no_variant(const std::string& op, Device device, const std::string& wh
 }
 
 Registries& registries() {
-  static Registries* r = [] {
-    auto* regs = new Registries();
-    backends::cpu::register_variants(*regs);
-#ifdef KESTREL_HAVE_CUDA
-    backends::cuda::register_variants(*regs);
-#endif
-    return regs;
-  }();
+  static Registries* r = new Registries();  // never destroyed: variants may run during static teardown
   return *r;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,10 @@ struct Variant {
   // Returns true when this variant can run the call; may set *why when it can't.
   std::function<bool(const Args&, std::string* why)> supports;
   std::function<void(const Args&, const Context&)> run;
+  // Optional, for ops planned once per step (attention): what the variant prepares for every call of the
+  // step (split counts, workspace); handed back to run() through the op's arguments. run() must also work
+  // without it (it then plans for itself).
+  std::function<std::shared_ptr<void>(const Args&, const Context&)> plan = nullptr;
 };
 
 template <typename Args>
@@ -41,6 +46,8 @@ class Registry {
   std::vector<Variant<Args>> variants_;
 };
 
+inline constexpr const char* kNothingInstalled =
+    "no variants are registered; create contexts with backends::make_context() (it installs the backends)";
 void log_fallback(const std::string& op, const std::string& forced, const std::string& why, const std::string& used);
 [[noreturn]] void fail_no_variant(const std::string& op, Device device, const std::string& why);
 
@@ -65,7 +72,7 @@ const Variant<Args>& Registry<Args>::select(const Args& args, const Context& ctx
     else
       last_reason = v.name + ": " + reason;
   }
-  if (!best) fail_no_variant(op_, ctx.device, last_reason);
+  if (!best) fail_no_variant(op_, ctx.device, variants_.empty() ? kNothingInstalled : last_reason);
   if (auto it = ctx.forced.find(op_); it != ctx.forced.end() && it->second != best->name)
     log_fallback(op_, it->second, why.empty() ? "no such variant on this device" : why, best->name);
   return *best;
@@ -142,17 +149,17 @@ struct AttentionArgs {
   const KvLayer& cache;
   const AttentionBatch& batch;
   Tensor& out;
+  const void* state = nullptr;  // the variant's plan for this step (Variant::plan), or null
 };
 
-// How a backend allocates and moves memory for its device.
-struct DeviceMemory {
-  std::function<Tensor(DType, std::vector<int64_t>, const Context&)> allocate;
-  std::function<Tensor(const Tensor& host, const Context&)> upload;
-  std::function<void(const Tensor& src, Tensor& host_dst, const Context&)> download;
+struct SampleArgs {
+  Tensor& logits;
+  const Tensor& rows;
+  Tensor& penalties;
+  Tensor& out;
 };
 
 struct Registries {
-  DeviceMemory memory[2];  // indexed by Device
   Registry<EmbedArgs> embed{"embed"};
   Registry<MatmulArgs> matmul{"matmul"};
   Registry<RmsnormArgs> rmsnorm{"rmsnorm"};
@@ -164,9 +171,11 @@ struct Registries {
   Registry<KvWriteArgs> kv_write{"kv_write"};
   Registry<RopeKvWriteArgs> rope_kv_write{"rope_kv_write"};
   Registry<AttentionArgs> attention{"attention"};
+  Registry<SampleArgs> sample{"sample"};
 };
 
-// All op registries; every backend built in registers its variants on first use.
+// All op registries. They start empty: backends::install() (backends/backends.h, called by whatever
+// creates a context) registers every built-in backend's variants.
 Registries& registries();
 
 }  // namespace kestrel::ops

@@ -1,6 +1,7 @@
 #include "ops/ops.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 #include "ops/dispatch.h"
@@ -13,26 +14,32 @@ bool skipped(const Context& ctx, const char* op) {
   return !ctx.profile_only.empty() && ctx.profile_only != op;
 }
 
-const DeviceMemory& memory_for(const Context& ctx) {
-  const DeviceMemory& m = registries().memory[static_cast<int>(ctx.device)];
-  KS_CHECK(m.allocate != nullptr, "no backend for {} memory is built in", ctx.device == Device::Cpu ? "CPU" : "CUDA");
-  return m;
+// CPU contexts may come without a lane: their memory is plain host memory.
+bool host_only(const Context& ctx) {
+  return ctx.device == Device::Cpu && !ctx.runtime;
 }
 }  // namespace
 
 Tensor allocate(const Context& ctx, DType dtype, std::vector<int64_t> shape) {
-  return memory_for(ctx).allocate(dtype, std::move(shape), ctx);
+  if (host_only(ctx)) return Tensor::empty_host(dtype, std::move(shape));
+  return ctx.lane().allocate(dtype, std::move(shape));
 }
 
 Tensor upload(const Context& ctx, const Tensor& host) {
   KS_CHECK(host.device == Device::Cpu, "upload expects a host tensor, got one on the device");
-  return memory_for(ctx).upload(host, ctx);
+  if (host_only(ctx)) return host;
+  return ctx.lane().upload(host);
 }
 
 void download(const Context& ctx, const Tensor& src, Tensor& host_dst) {
   KS_CHECK(host_dst.device == Device::Cpu && host_dst.nbytes() == src.nbytes() && host_dst.dtype == src.dtype,
            "download into {} from {} does not match", host_dst.describe(), src.describe());
-  memory_for(ctx).download(src, host_dst, ctx);
+  if (host_only(ctx)) {
+    KS_CHECK(src.device == Device::Cpu, "download from a device tensor needs the context's lane");
+    if (src.data != host_dst.data) std::memcpy(host_dst.data, src.data, src.nbytes());
+    return;
+  }
+  ctx.lane().download(src, host_dst);
 }
 
 void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
@@ -109,11 +116,71 @@ void rope_kv_write(const Context& ctx, const Tensor& qkv, const Tensor& position
   registries().rope_kv_write.run({qkv, positions, slots, p, norm, q_out, cache}, ctx);
 }
 
-void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch, Tensor& out) {
+namespace {
+void check_attention_shapes(const Tensor& q, const KvLayer& cache, const Tensor& out) {
   KS_CHECK(q.ndim() == 3 && q.dim(1) % cache.k.dim(2) == 0 && q.dim(2) == cache.k.dim(3) && out.numel() == q.numel(),
            "attention shape mismatch: q {} cache {}", q.describe(), cache.k.describe());
+}
+
+// Sequences [begin, end) of a batch, with the matching rows of its device tables.
+AttentionBatch sub_batch(const AttentionBatch& b, size_t begin, size_t end) {
+  if (begin == 0 && end == b.seqs.size()) return b;
+  AttentionBatch p;
+  p.scale = b.scale;
+  p.seqs.assign(b.seqs.begin() + static_cast<ptrdiff_t>(begin), b.seqs.begin() + static_cast<ptrdiff_t>(end));
+  const auto n = static_cast<int64_t>(end - begin);
+  if (!b.block_tables.empty()) p.block_tables = b.block_tables.slice_rows(static_cast<int64_t>(begin), n);
+  if (!b.seq_info.empty()) p.seq_info = b.seq_info.slice_rows(static_cast<int64_t>(begin), n);
+  return p;
+}
+}  // namespace
+
+void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch, Tensor& out) {
+  check_attention_shapes(q, cache, out);
   if (skipped(ctx, "attention")) return;
   registries().attention.run({q, cache, batch, out}, ctx);
+}
+
+AttentionPlan plan_attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch) {
+  check_attention_shapes(q, cache, q);
+  size_t decode = 0;
+  while (decode < batch.seqs.size() && batch.seqs[decode].q_len == 1) ++decode;
+  AttentionPlan plan;
+  for (auto [begin, end] : {std::pair{size_t{0}, decode}, std::pair{decode, batch.seqs.size()}}) {
+    if (begin == end) continue;
+    AttentionPlan::Part part;
+    part.batch = sub_batch(batch, begin, end);
+    Tensor out = q;  // stands in for the output in the capability checks
+    const AttentionArgs args{q, cache, part.batch, out};
+    const auto& v = registries().attention.select(args, ctx);
+    part.variant = &v;
+    part.variant_name = v.name;
+    if (v.plan) part.state = v.plan(args, ctx);
+    plan.parts.push_back(std::move(part));
+  }
+  return plan;
+}
+
+void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionPlan& plan, Tensor& out) {
+  check_attention_shapes(q, cache, out);
+  if (skipped(ctx, "attention")) return;
+  for (const AttentionPlan::Part& p : plan.parts) {
+    const auto& v = *static_cast<const Variant<AttentionArgs>*>(p.variant);
+    v.run({q, cache, p.batch, out, p.state.get()}, ctx);
+  }
+}
+
+void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out) {
+  static_assert(sizeof(SampleRow) % 4 == 0 && sizeof(SampleOut) % 4 == 0 && sizeof(PenaltyEntry) == 16);
+  const int64_t R = logits.ndim() == 2 ? logits.dim(0) : -1;
+  KS_CHECK(R >= 0 && logits.dtype == DType::F32 && rows.dtype == DType::I32 && out.dtype == DType::I32 &&
+               rows.numel() == R * int64_t{sizeof(SampleRow) / 4} &&
+               out.numel() == R * int64_t{sizeof(SampleOut) / 4} &&
+               (penalties.empty() || (penalties.dtype == DType::I32 && penalties.cols() == 4)),
+           "sample shape mismatch: logits {} rows {} penalties {} out {}", logits.describe(), rows.describe(),
+           penalties.describe(), out.describe());
+  if (skipped(ctx, "sample")) return;
+  registries().sample.run({logits, rows, penalties, out}, ctx);
 }
 
 std::vector<float> RopeParams::inv_freq() const {

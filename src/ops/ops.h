@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -117,5 +119,68 @@ struct AttentionBatch {
 // out[t, h, :] = softmax(scale * q[t, h] . K^T) V over the causal window, with GQA (query head h reads
 // kv head h / (n_heads / n_kv_heads)). q, out: [T, n_heads, head_dim].
 void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch, Tensor& out);
+
+// A step's attention planned once (FlashInfer's plan/run) and reused by every layer. The batch is split
+// by phase into parts that one kernel each runs: the leading run of single-query sequences (decode rows:
+// the engine orders them first) and the rest (prefill chunks), so decode rows get the split-KV decode
+// kernel with its GQA reuse even in a step that also prefills. Each part holds the variant chosen for it
+// and what that variant prepared (split counts, its workspace), owned here: keep the plan alive as long
+// as anything recorded over it (a CUDA graph) may run.
+struct AttentionPlan {
+  struct Part {
+    AttentionBatch batch;
+    const void* variant = nullptr;  // the dispatcher's choice
+    std::string variant_name;
+    std::shared_ptr<void> state;
+  };
+  std::vector<Part> parts;
+};
+// q: a query tensor of the step's shape (its values are not read); cache: any layer (they share shapes).
+AttentionPlan plan_attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch);
+void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionPlan& plan, Tensor& out);
+
+// ---- sampling ----
+// One row's sampling parameters as the kernels read them (a row of i32 words). The pipeline, the same on
+// every device: logprobs of the raw logits (when asked) -> penalties -> temperature -> top-k -> top-p ->
+// min-p -> one draw. The kept tokens are walked in vocabulary order and the token whose cumulative mass
+// first exceeds uniform * total is picked, so the same uniform picks the same token on every device.
+struct SampleRow {
+  int32_t flags = 0;               // kSampleRow / kSampleLogprobs bits; 0: the row is skipped
+  float temperature = 0.f;         // <= 0: greedy (lowest id on ties)
+  int32_t top_k = 0;               // <= 0: off
+  float top_p = 1.f;               // >= 1: off; keeps the smallest set of most likely tokens with mass >= top_p
+  float min_p = 0.f;               // <= 0: off; keeps tokens with p >= min_p * p_max
+  float uniform = 0.f;             // the draw in [0, 1)
+  float repetition_penalty = 1.f;  // on tokens of the row's entries marked `window`
+  float presence_penalty = 0.f;    // minus presence + frequency * count on entries with count > 0
+  float frequency_penalty = 0.f;
+  int32_t top_logprobs = 0;   // alternatives to report with kSampleLogprobs (at most kMaxTopLogprobs)
+  int32_t penalty_begin = 0;  // the row's entries in the penalty list: [begin, end)
+  int32_t penalty_end = 0;
+};
+inline constexpr int32_t kSampleRow = 1, kSampleLogprobs = 2;
+inline constexpr int kMaxTopLogprobs = 20;
+
+// A token a row's penalties touch (each token at most once per row). `raw` receives the logit before
+// the penalty, so the sampled token's logprob is of the raw distribution.
+struct PenaltyEntry {
+  int32_t token = 0;
+  int32_t window = 0;  // 1: in the repetition-penalty window
+  int32_t count = 0;   // occurrences for the presence/frequency penalties
+  float raw = 0.f;     // written by sample()
+};
+
+// What one row gives back (a row of i32 words).
+struct SampleOut {
+  int32_t token = -1;
+  float logprob = 0.f;  // log-softmax of the raw logits at `token` (kSampleLogprobs)
+  int32_t n_top = 0;
+  int32_t top_token[kMaxTopLogprobs];
+  float top_logprob[kMaxTopLogprobs];  // the most likely raw tokens, most likely first
+};
+
+// logits: f32 [R, V] on ctx.device (penalties are applied in place); rows: i32 [R, sizeof(SampleRow)/4];
+// penalties: i32 [P, 4] (P may be 0); out: i32 [R, sizeof(SampleOut)/4].
+void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out);
 
 }  // namespace kestrel::ops

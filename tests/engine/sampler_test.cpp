@@ -1,75 +1,122 @@
+// The CPU reference of ops::sample, through sample_host (engine/sampler.h): greedy, seeded draws that
+// follow the distribution, the filters, penalties and logprobs. The GPU kernels are held to the same
+// contract by tests/ops/cuda_sampling_test.cpp.
 #include "engine/sampler.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
+#include <set>
 
 #include "core/error.h"
 
 namespace kestrel {
 namespace {
 
-std::vector<float> logits() { return {1.f, 3.f, 2.f, 0.5f, 2.9f, -1.f}; }
-
-TEST(Sampler, GreedyPicksArgmax) {
-  Sampler s({});
-  auto l = logits();
-  EXPECT_EQ(s.sample(l, {}), 1);
+std::vector<float> logits() {
+  return {1.f, 3.f, 2.f, 0.5f, 2.9f, -1.f};
 }
 
-TEST(Sampler, SameSeedSameDraws) {
-  SamplingParams p{.temperature = 1.f, .seed = 42};
-  Sampler a(p), b(p);
-  for (int i = 0; i < 50; ++i) {
-    auto la = logits(), lb = logits();
-    EXPECT_EQ(a.sample(la, {}), b.sample(lb, {}));
+int32_t draw(const SamplingParams& p, uint64_t i, std::span<const int32_t> history = {}) {
+  auto l = logits();
+  return sample_host(p, l, history, i);
+}
+
+std::set<int32_t> support(const SamplingParams& p, int draws = 2000) {
+  std::set<int32_t> seen;
+  for (int i = 0; i < draws; ++i) seen.insert(draw(p, i));
+  return seen;
+}
+
+TEST(Sampler, GreedyPicksArgmax) {
+  EXPECT_EQ(draw({}, 0), 1);
+  EXPECT_EQ(draw({.temperature = 1.f, .top_k = 1}, 7), 1);
+}
+
+TEST(Sampler, SameSeedAndDrawSameToken) {
+  const SamplingParams p{.temperature = 1.f, .seed = 42};
+  for (uint64_t i = 0; i < 50; ++i) EXPECT_EQ(draw(p, i), draw(p, i));
+  // A different seed gives different draws somewhere.
+  int differ = 0;
+  for (uint64_t i = 0; i < 50; ++i) differ += draw(p, i) != draw({.temperature = 1.f, .seed = 43}, i);
+  EXPECT_GT(differ, 0);
+}
+
+TEST(Sampler, UniformsAreUniform) {
+  // Mean and spread of 1e5 draws of the counter-based uniform.
+  double sum = 0, sq = 0;
+  const int n = 100000;
+  for (int i = 0; i < n; ++i) {
+    const double u = sampling_uniform(7, i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+    sq += u * u;
   }
+  EXPECT_NEAR(sum / n, 0.5, 0.005);
+  EXPECT_NEAR(sq / n - (sum / n) * (sum / n), 1.0 / 12, 0.003);
 }
 
 TEST(Sampler, DrawsFollowTheDistribution) {
-  Sampler s({.temperature = 1.f, .seed = 1});
+  // Chi-square against softmax(logits) over 6 tokens (5 degrees of freedom; 20.5 is the 0.999 quantile).
+  const auto l = logits();
+  double z = 0;
+  for (float x : l) z += std::exp(x);
   std::map<int, int> counts;
   const int n = 20000;
-  for (int i = 0; i < n; ++i) {
-    auto l = logits();
-    ++counts[s.sample(l, {})];
+  for (int i = 0; i < n; ++i) ++counts[draw({.temperature = 1.f, .seed = 1}, i)];
+  double chi2 = 0;
+  for (size_t t = 0; t < l.size(); ++t) {
+    const double expect = n * std::exp(l[t]) / z;
+    chi2 += (counts[static_cast<int>(t)] - expect) * (counts[static_cast<int>(t)] - expect) / expect;
   }
-  // p(1) = e^3 / sum(e^l) ~= 0.39, p(4) ~= 0.35
-  EXPECT_NEAR(counts[1] / double(n), 0.392, 0.02);
-  EXPECT_NEAR(counts[4] / double(n), 0.355, 0.02);
+  EXPECT_LT(chi2, 20.5);
 }
 
 TEST(Sampler, FiltersKeepTheRightTokens) {
-  auto l = logits();
-  EXPECT_EQ(Sampler({.temperature = 1.f, .top_k = 2}).distribution(l, {}).size(), 2u);
-  l = logits();
-  auto d = Sampler({.temperature = 1.f, .top_p = 0.5f}).distribution(l, {});
-  ASSERT_EQ(d.size(), 2u);  // 0.39 + 0.35 >= 0.5
-  EXPECT_EQ(d[0].first, 1);
-  EXPECT_EQ(d[1].first, 4);
-  l = logits();
-  d = Sampler({.temperature = 1.f, .min_p = 0.5f}).distribution(l, {});
-  ASSERT_EQ(d.size(), 2u);  // p >= 0.5 p_max: tokens 1 and 4 (e^-0.1); token 2 is at e^-1
-  float sum = 0;
-  for (auto& [t, p] : d) sum += p;
-  EXPECT_NEAR(sum, 1.f, 1e-5);
+  EXPECT_EQ(support({.temperature = 1.f, .top_k = 2}), (std::set<int32_t>{1, 4}));
+  EXPECT_EQ(support({.temperature = 1.f, .top_p = 0.5f}), (std::set<int32_t>{1, 4}));  // 0.39 + 0.35 >= 0.5
+  // p >= 0.5 p_max: tokens 1 and 4 (e^-0.1); token 2 is at e^-1.
+  EXPECT_EQ(support({.temperature = 1.f, .min_p = 0.5f}), (std::set<int32_t>{1, 4}));
+  EXPECT_EQ(support({.temperature = 1.f, .top_k = 3, .top_p = 0.99f}), (std::set<int32_t>{1, 2, 4}));
 }
 
 TEST(Sampler, PenaltiesChangeTheChoice) {
   std::vector<int32_t> history = {1};
+  EXPECT_EQ(draw({.repetition_penalty = 1.5f}, 0, history), 4);  // 3/1.5 = 2 < 2.9
+  EXPECT_EQ(draw({.presence_penalty = 0.5f}, 0, history), 4);
+  EXPECT_EQ(draw({.frequency_penalty = 0.05f}, 0, history), 1);  // 2.95 > 2.9
+  // The repetition window: token 1 is outside the last 1 token.
+  std::vector<int32_t> longer = {1, 3};
+  EXPECT_EQ(draw({.repetition_penalty = 1.5f, .penalty_last_n = 1}, 0, longer), 1);
+}
+
+TEST(Sampler, LogprobsAreOfTheRawDistribution) {
   auto l = logits();
-  EXPECT_EQ(Sampler({.repetition_penalty = 1.5f}).sample(l, history), 4);  // 3/1.5 = 2 < 2.9
-  l = logits();
-  EXPECT_EQ(Sampler({.presence_penalty = 0.5f}).sample(l, history), 4);
-  l = logits();
-  EXPECT_EQ(Sampler({.frequency_penalty = 0.05f}).sample(l, history), 1);  // 2.95 > 2.9
+  double z = 0;
+  for (float x : l) z += std::exp(x);
+  TokenLogprob lp;
+  std::vector<int32_t> history = {1};
+  // The penalty moves the pick to token 4, but the logprobs stay those of the raw logits.
+  const int32_t t = sample_host({.repetition_penalty = 1.5f}, l, history, 0, &lp, 3);
+  EXPECT_EQ(t, 4);
+  EXPECT_EQ(lp.token, 4);
+  EXPECT_NEAR(lp.logprob, 2.9 - std::log(z), 1e-5);
+  ASSERT_EQ(lp.top.size(), 3u);
+  EXPECT_EQ(lp.top[0].first, 1);
+  EXPECT_NEAR(lp.top[0].second, 3.0 - std::log(z), 1e-5);
+  EXPECT_EQ(lp.top[1].first, 4);
+  EXPECT_EQ(lp.top[2].first, 2);
 }
 
 TEST(Sampler, RejectsBadParameters) {
-  EXPECT_THROW(Sampler({.temperature = -1.f}), Error);
-  EXPECT_THROW(Sampler({.top_p = 0.f}), Error);
-  EXPECT_THROW(Sampler({.min_p = 2.f}), Error);
-  EXPECT_THROW(Sampler({.top_k = -3}), Error);
+  EXPECT_THROW(draw({.temperature = -1.f}, 0), Error);
+  EXPECT_THROW(draw({.top_p = 0.f}, 0), Error);
+  EXPECT_THROW(draw({.min_p = 2.f}, 0), Error);
+  EXPECT_THROW(draw({.top_k = -3}, 0), Error);
+  std::vector<int32_t> bad = {99};
+  EXPECT_THROW(draw({.repetition_penalty = 1.5f}, 0, bad), Error);
 }
 
 }  // namespace

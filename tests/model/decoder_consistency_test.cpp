@@ -10,7 +10,7 @@
 #include "../common/test_model.h"
 #include "core/dequant.h"
 #include "core/error.h"
-#include "engine/batch_plan.h"
+#include "engine/executor.h"
 #include "engine/session.h"
 #include "model/architecture.h"
 #include "model/decoder.h"
@@ -117,9 +117,16 @@ TEST(DecoderBatching, TwoSequencesInOneStepMatchSeparateRuns) {
   for (auto& t : p2) t = (t + 5) % testing::kTinyVocab;
   ASSERT_TRUE(s1.reserve(cache, 13));
   ASSERT_TRUE(s2.reserve(cache, 21));
-  SeqWork w[2] = {{&s1, p1, LogitRows::Last}, {&s2, p2, LogitRows::Last}};
-  StepBatch b = plan_step(cache, w, 1.f / std::sqrt(32.f));
-  Tensor both = dec.forward({}, b, cache.layers());
+  StepSeq w[2];
+  w[0].kv = &s1;
+  w[0].tokens = p1;
+  w[0].logits = LogitRows::Last;
+  w[1].kv = &s2;
+  w[1].tokens = p2;
+  w[1].logits = LogitRows::Last;
+  Executor ex(dec, cache, {}, ExecutorOptions{.max_step_tokens = 64, .max_seqs = 2, .max_kv_len = 32});
+  Tensor both = ex.run(w).logits;
+  EXPECT_EQ(s1.length(), 13);
 
   Session a(dec, {}, SessionOptions{.n_ctx = 32});
   Tensor la = a.feed(p1);
@@ -156,8 +163,12 @@ TEST(DecoderFusion, FusedProjectionsMatchSeparateOnes) {
                     {});
       SequenceKv seq;
       ASSERT_TRUE(seq.reserve(cache, 11));
-      SeqWork w[1] = {{&seq, toks, LogitRows::All}};
-      logits[d == &fused] = d->forward(ctx, plan_step(cache, w, 1.f / std::sqrt(32.f)), cache.layers());
+      StepSeq w;
+      w.kv = &seq;
+      w.tokens = toks;
+      w.logits = LogitRows::All;
+      Executor ex(*d, cache, ctx, ExecutorOptions{.max_step_tokens = 16, .max_seqs = 1, .max_kv_len = 16});
+      logits[d == &fused] = ex.run(std::span(&w, 1)).logits;
     }
     EXPECT_LT(max_abs_diff(logits[0].ptr<float>(), logits[1].ptr<float>(), 11 * V), 1e-5f);
   }

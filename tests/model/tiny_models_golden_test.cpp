@@ -18,9 +18,9 @@ namespace kestrel {
 namespace {
 
 struct Case {
-  std::string model;      // under tests/fixtures/models/
-  std::string reference;  // tests/fixtures/models/reference/<reference>.json
-  float rel_tol;          // max |ours - ref| / max |ref|
+  std::string model;       // under tests/fixtures/models/
+  std::string reference;   // tests/fixtures/models/reference/<reference>.json
+  float rel_tol;           // max |ours - ref| / max |ref|
   float argmax_agreement;  // fraction of positions whose argmax must agree
 };
 
@@ -43,7 +43,8 @@ class TinyModelGolden : public ::testing::TestWithParam<Case> {};
 TEST_P(TinyModelGolden, LogitsMatchTransformers) {
   const Case& c = GetParam();
   const nlohmann::json ref = read_json(test::fixture("models/reference/" + c.reference + ".json"));
-  const std::vector<float> expect = read_f32(test::fixture("models/reference/" + ref["logits_file"].get<std::string>()));
+  const std::vector<float> expect =
+      read_f32(test::fixture("models/reference/" + ref["logits_file"].get<std::string>()));
   auto model = load_model(test::fixture("models/" + c.model));
   const auto ids = ref["token_ids"].get<std::vector<int32_t>>();
   const int64_t V = model->config().vocab;
@@ -76,9 +77,8 @@ TEST_P(TinyModelGolden, GreedyGenerationMatchesTransformers) {
   const auto& g = ref["greedy"];
   const auto prompt = g["prompt_ids"].get<std::vector<int32_t>>();
   Session s(*model->decoder, {}, SessionOptions{.n_ctx = 128});
-  Sampler greedy({});
   GenerateOptions opt{.max_tokens = g["new_tokens"].get<int>(), .ignore_eos = true};
-  GenerateResult r = generate(s, *model->tokenizer, greedy, prompt, opt);
+  GenerateResult r = generate(s, *model->tokenizer, SamplingParams{}, prompt, opt);
   EXPECT_EQ(r.tokens, g["generated_ids"].get<std::vector<int32_t>>());
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/runtime.h"
 
 namespace kestrel::ops_harness {
 
@@ -21,7 +22,7 @@ struct DeviceAdapter {
   std::function<Tensor(const Tensor& host)> upload;      // host tensor -> device copy (may change dtype)
   std::function<Tensor(const Tensor& device)> download;  // device tensor -> f32 host copy
   std::function<void()> synchronize;                     // wait for queued work (timings)
-  std::function<void*()> stream;                         // Context::stream for calls
+  std::function<std::shared_ptr<ops::Runtime>()> lane;   // Context::runtime for calls
   double nmse_floor = 0;  // added to every bound: the device's own rounding (e.g. bf16 activations)
 };
 

@@ -16,6 +16,7 @@
 #include <optional>
 #include <random>
 
+#include "backends/backends.h"
 #include "core/dequant.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -142,36 +143,26 @@ ThreadPool& harness_pool() {
 
 const DeviceAdapter& cpu_adapter() {
   static const DeviceAdapter a{
-      Device::Cpu, "cpu", [] { return true; }, clone, to_f32, [] {}, [] { return static_cast<void*>(nullptr); }, 0};
+      Device::Cpu, "cpu", [] { return true; }, clone, to_f32, [] {}, [] { return std::shared_ptr<Runtime>(); }, 0};
   return a;
 }
 
-// Without an explicitly registered adapter, a device whose backend installed memory hooks
-// (ops::upload/download) is reached through them; the device counts as absent when uploading fails.
-const DeviceAdapter* hook_adapter(Device d) {
+// Without an explicitly registered adapter, a device the build and the machine have is reached through
+// its default lane (ops::upload/download).
+const DeviceAdapter* lane_adapter(Device d) {
   static std::vector<DeviceAdapter> made;
   for (const DeviceAdapter& a : made)
     if (a.device == d) return &a;
-  const DeviceMemory& mem = registries().memory[static_cast<int>(d)];
-  if (!mem.upload || !mem.download) return nullptr;
-  Context ctx;
-  ctx.device = d;
-  DeviceAdapter a{d, d == Device::Cuda ? "cuda" : "device",
-                  [ctx] {
-                    try {
-                      ops::upload(ctx, Tensor::empty_host(DType::F32, {1}));
-                      return true;
-                    } catch (const Error&) {
-                      return false;
-                    }
-                  },
+  if (!backends::available(d)) return nullptr;
+  const Context ctx = backends::make_context(d);
+  DeviceAdapter a{d, d == Device::Cuda ? "cuda" : "device", [] { return true; },
                   [ctx](const Tensor& h) { return ops::upload(ctx, h); },
                   [ctx](const Tensor& t) {
                     Tensor host = Tensor::empty_host(t.dtype, t.shape);
                     ops::download(ctx, t, host);
                     return to_f32(host);
                   },
-                  [] {}, [] { return static_cast<void*>(nullptr); },
+                  [ctx] { ctx.lane().synchronize(); }, [ctx] { return ctx.runtime; },
                   // Device kernels may compute in bf16: ~2^-9 relative rounding per element.
                   1e-4};
   made.push_back(std::move(a));
@@ -182,7 +173,7 @@ const DeviceAdapter* adapter_for(Device d) {
   if (d == Device::Cpu) return &cpu_adapter();
   for (const DeviceAdapter& a : device_adapters())
     if (a.device == d) return a.available() ? &a : nullptr;
-  const DeviceAdapter* a = hook_adapter(d);
+  const DeviceAdapter* a = lane_adapter(d);
   return a && a->available() ? a : nullptr;
 }
 
@@ -190,7 +181,7 @@ Context context_for(const DeviceAdapter& a) {
   Context c;
   c.device = a.device;
   c.pool = &harness_pool();
-  c.stream = a.stream();
+  c.runtime = a.lane();
   return c;
 }
 
@@ -717,10 +708,13 @@ TEST(OpsHarness, Summary) {
   // without a GPU (or a build without the CUDA backend).
   std::printf("[ harness ] variant runs checked: %d; variant said no: %d\n", stats().ran, stats().unsupported);
   if (!adapter_for(Device::Cuda))
-    std::printf(
-        "[ harness ] CUDA cases SKIPPED: %s (%d variant runs)\n",
-        registries().memory[static_cast<int>(Device::Cuda)].upload ? "no GPU present" : "CUDA backend not built in",
-        stats().skipped_devices);
+    std::printf("[ harness ] CUDA cases SKIPPED: %s (%d variant runs)\n",
+#if KESTREL_HAVE_CUDA
+                "no GPU present",
+#else
+                 "CUDA backend not built in",
+#endif
+                stats().skipped_devices);
 }
 
 }  // namespace

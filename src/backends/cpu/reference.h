@@ -6,7 +6,8 @@
 
 namespace kestrel::backends::cpu {
 void register_reference(ops::Registries& r);
+void register_sampling(ops::Registries& r);  // sampling.cpp
 // The fused ops composed from the unfused ones (fused.cpp): under "cpu.ref" from the reference variants,
 // under any other name from the dispatcher's picks.
 void register_fused(ops::Registries& r, const char* name, int priority);
-}
+}  // namespace kestrel::backends::cpu

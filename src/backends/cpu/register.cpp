@@ -47,15 +47,8 @@ void register_table(Registries& r, const Kernels& k) {
 }  // namespace
 
 void register_variants(ops::Registries& r) {
-  auto& mem = r.memory[static_cast<int>(Device::Cpu)];
-  mem.allocate = [](DType dtype, std::vector<int64_t> shape, const ops::Context&) {
-    return Tensor::empty_host(dtype, std::move(shape));
-  };
-  mem.upload = [](const Tensor& host, const ops::Context&) { return host; };
-  mem.download = [](const Tensor& src, Tensor& dst, const ops::Context&) {
-    if (dst.data != src.data) std::memcpy(dst.data, src.data, src.nbytes());
-  };
   register_reference(r);
+  register_sampling(r);
   register_fused(r, "cpu.ref", 0);
   register_fused(r, "cpu.simd", kSimdPriority);
   for (const Kernels* k : {&generic_kernels(), &avx2_kernels(), &avx512vnni_kernels()}) register_table(r, *k);

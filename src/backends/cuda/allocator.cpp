@@ -93,7 +93,11 @@ DeviceAllocator::Stats DeviceAllocator::stats() const {
 }
 
 DeviceAllocator& device_allocator() {
-  static DeviceAllocator* a = new DeviceAllocator();
+  return *shared_device_allocator();
+}
+
+std::shared_ptr<DeviceAllocator> shared_device_allocator() {
+  static auto* a = new std::shared_ptr<DeviceAllocator>(new DeviceAllocator());
   return *a;
 }
 

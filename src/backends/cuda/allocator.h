@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 
@@ -44,5 +45,7 @@ class DeviceAllocator {
 // The process-wide allocator for the current device (never destroyed: device memory may outlive static
 // destructors' ordering with the CUDA runtime's own teardown).
 DeviceAllocator& device_allocator();
+// The same allocator as a shared pointer (tensors keep their allocator alive through it).
+std::shared_ptr<DeviceAllocator> shared_device_allocator();
 
 }  // namespace kestrel::backends::cuda

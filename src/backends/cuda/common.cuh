@@ -8,6 +8,11 @@
 
 namespace kestrel::backends::cuda {
 
+// Records a bad input of token row `row` (kernels.h, ErrorSink).
+__device__ __forceinline__ void raise_row_error(unsigned* words, int capacity, int64_t row, unsigned flag) {
+  if (words && capacity > 0) atomicOr(words + (row < capacity ? row : capacity - 1), flag);
+}
+
 using bf16 = __nv_bfloat16;
 
 template <typename T>

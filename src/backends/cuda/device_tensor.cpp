@@ -4,7 +4,6 @@
 
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/cuda_check.h"
-#include "backends/cuda/kernels.h"
 #include "core/dequant.h"
 #include "core/error.h"
 
@@ -40,25 +39,16 @@ bool cuda_available() {
   return available;
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return sms;
-  }();
-  return n;
-}
-
-Tensor empty_device(DType dtype, std::vector<int64_t> shape) {
+Tensor empty_device(DType dtype, std::vector<int64_t> shape, std::shared_ptr<DeviceAllocator> alloc) {
   KS_CHECK(cuda_available(), "no CUDA device is available for a device tensor");
   Tensor t;
   t.dtype = dtype;
   t.shape = std::move(shape);
   t.device = Device::Cuda;
   for (int64_t d : t.shape) KS_CHECK(d >= 0, "negative dimension in device tensor {}", t.describe());
-  void* p = device_allocator().allocate(t.nbytes());
-  t.storage = std::shared_ptr<void>(p, [](void* q) { device_allocator().release(q); });
+  if (!alloc) alloc = shared_device_allocator();
+  void* p = alloc->allocate(t.nbytes());
+  t.storage = std::shared_ptr<void>(p, [alloc](void* q) { alloc->release(q); });
   t.data = p;
   return t;
 }
@@ -84,12 +74,6 @@ Tensor to_host(const Tensor& dev, DType dtype, void* stream) {
   CUDA_CHECK(cudaMemcpyAsync(raw.data, dev.data, dev.nbytes(), cudaMemcpyDeviceToHost, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
   return dev.dtype == dtype ? raw : convert_host(raw, dtype);
-}
-
-void check_device_errors(void* stream) {
-  const unsigned flags = read_and_clear_error_flags(static_cast<cudaStream_t>(stream));
-  KS_CHECK(!(flags & kErrTokenId), "a token id passed to the CUDA embedding was outside the vocabulary");
-  KS_CHECK(!(flags & kErrKvSlot), "a KV slot passed to the CUDA kv_write was outside the cache");
 }
 
 }  // namespace kestrel::backends::cuda

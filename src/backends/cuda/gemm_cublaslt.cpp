@@ -6,8 +6,8 @@
 #include <mutex>
 #include <tuple>
 
-#include "backends/cuda/allocator.h"
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/runtime.h"
 #include "core/error.h"
 
 namespace kestrel::backends::cuda {
@@ -23,11 +23,23 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
 };
 
+}  // namespace
+
+// One per lane (ops::Runtime::state): two lanes must not share a workspace.
 class Gemm {
  public:
-  Gemm() {
+  explicit Gemm(ops::Runtime& lane) {
     CUBLAS_CHECK(cublasLtCreate(&handle_));
-    workspace_ = device_allocator().allocate(kWorkspaceBytes);
+    workspace_ = lane.allocate(DType::I8, {static_cast<int64_t>(kWorkspaceBytes)});
+  }
+  ~Gemm() {
+    for (auto& [key, p] : plans_) {
+      cublasLtMatmulDescDestroy(p.op);
+      cublasLtMatrixLayoutDestroy(p.a);
+      cublasLtMatrixLayoutDestroy(p.b);
+      cublasLtMatrixLayoutDestroy(p.d);
+    }
+    cublasLtDestroy(handle_);
   }
 
   void run(const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K, cudaStream_t s) {
@@ -35,7 +47,7 @@ class Gemm {
     const Plan& p = plan(M, N, K, y_t);
     const float alpha = 1.f, beta = 0.f;
     // Column-major view: D (N x M, ld N) = op(A) B with A = w (K x N col-major, transposed), B = x (K x M).
-    CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo, workspace_,
+    CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo, workspace_.data,
                                 kWorkspaceBytes, s));
   }
 
@@ -67,16 +79,13 @@ class Gemm {
 
   std::mutex mu_;
   cublasLtHandle_t handle_ = nullptr;
-  void* workspace_ = nullptr;
+  Tensor workspace_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, Plan> plans_;
 };
 
-}  // namespace
-
-void cublaslt_matmul(const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K,
-                     cudaStream_t stream) {
-  static Gemm* gemm = new Gemm();  // process lifetime, like the allocator it draws from
-  gemm->run(x, w, y_t, y, M, N, K, stream);
+void cublaslt_matmul(CudaLane& lane, const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N,
+                     int64_t K) {
+  lane.state<Gemm>().run(x, w, y_t, y, M, N, K, lane.stream());
 }
 
 }  // namespace kestrel::backends::cuda

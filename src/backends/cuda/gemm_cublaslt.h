@@ -9,8 +9,12 @@
 #include "core/dtype.h"
 
 namespace kestrel::backends::cuda {
+class CudaLane;
+}
 
-void cublaslt_matmul(const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K,
-                     cudaStream_t stream);
+namespace kestrel::backends::cuda {
+
+// Runs on `lane`'s stream with the lane's own cuBLASLt handle, workspace and plan cache.
+void cublaslt_matmul(CudaLane& lane, const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K);
 
 }  // namespace kestrel::backends::cuda

@@ -10,17 +10,27 @@
 
 #include "core/dtype.h"
 
+namespace kestrel::ops {
+struct SampleRow;
+struct PenaltyEntry;
+struct SampleOut;
+}  // namespace kestrel::ops
+
 namespace kestrel::backends::cuda {
 
-// Flags that kernels raise for bad indices they can't throw on (see check_device_errors()).
+// Flags that kernels raise for bad indices they can't throw on, one word per token row of the step (the
+// lane's row-error words, ops/runtime.h; the values are ops::RowError's). Rows past the capacity share the
+// last word.
 enum ErrorFlag : unsigned { kErrTokenId = 1u, kErrKvSlot = 2u };
-unsigned* device_error_flags();  // one device word, OR-ed into by kernels
-unsigned read_and_clear_error_flags(cudaStream_t stream);
+struct ErrorSink {
+  unsigned* words = nullptr;
+  int capacity = 0;
+};
 
 // embed.cu: out[t, :] = table[ids[t], :]; table f32/f16/bf16, out f32/bf16. Bad ids give a zero row and
-// raise kErrTokenId.
+// raise kErrTokenId on row t.
 void launch_embed(DType table_t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t n,
-                  DType out_t, void* out, cudaStream_t stream);
+                  DType out_t, void* out, ErrorSink errors, cudaStream_t stream);
 
 // rmsnorm.cu: x, y f32/bf16 (same type); w f32/bf16.
 void launch_rmsnorm(DType t, const void* x, DType w_t, const void* w, float eps, void* y, int64_t rows, int64_t dim,
@@ -64,14 +74,16 @@ struct RopeKvWriteLaunch {
   void* k_cache = nullptr;
   void* v_cache = nullptr;
   int64_t n_slots = 0;
+  ErrorSink errors;
 };
 constexpr int kMaxFusedHeadDim = 512;
 void launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream);
 
 // kv_write.cu: k, v [T, row] (f32/bf16) into caches [n_slots, row] (f32/bf16/f16). Bad slots are skipped
-// and raise kErrKvSlot.
+// and raise kErrKvSlot on their row.
 void launch_kv_write(DType src_t, const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row,
-                     DType cache_t, void* k_cache, void* v_cache, int64_t n_slots, cudaStream_t stream);
+                     DType cache_t, void* k_cache, void* v_cache, int64_t n_slots, ErrorSink errors,
+                     cudaStream_t stream);
 
 // Attention over the paged bf16 cache ([num_blocks, block_size, n_kv_heads, head_dim]); q/out bf16
 // [T, n_heads, head_dim]; block_tables i32 [n_seqs, max_blocks]; seq_info i32 [n_seqs, 3].
@@ -118,15 +130,9 @@ constexpr int kGemvMaxM = 8;
 void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K, int sms,
                  cudaStream_t stream);
 
-// sampling.cu: one token per row of logits [B, V] (f32/bf16).
-struct SampleRowParams {
-  float temperature;  // <= 0: greedy
-  int top_k;          // <= 0: off
-  float top_p;        // >= 1: off
-  float min_p;        // <= 0: off
-  float uniform;      // the row's uniform draw in [0, 1)
-};
-void launch_sample(DType t, const void* logits, int64_t B, int64_t V, const SampleRowParams* params_dev,
-                   int32_t* ids_dev, cudaStream_t stream);
+// sampling.cu: ops::sample over f32 logits [R, V]: three kernels (logprobs, penalties, draw) whose blocks
+// return at once for rows that do not ask for them, so one launch sequence serves every step (graphs).
+void launch_sample(float* logits, int64_t R, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries,
+                   ops::SampleOut* out, cudaStream_t stream);
 
 }  // namespace kestrel::backends::cuda

@@ -9,11 +9,11 @@ namespace {
 
 template <typename Tin, typename Tout>
 __global__ void kv_write_kernel(const Tin* k, const Tin* v, const int32_t* slots, int64_t row, Tout* kc, Tout* vc,
-                                int64_t n_slots, unsigned* error_flags) {
+                                int64_t n_slots, ErrorSink errors) {
   pdl_launch_dependents();  // decode attention (a programmatic dependent) may start its prologue now
   const int32_t slot = slots[blockIdx.x];
   if (slot < 0 || slot >= n_slots) {
-    if (threadIdx.x == 0) atomicOr(error_flags, kErrKvSlot);
+    if (threadIdx.x == 0) raise_row_error(errors.words, errors.capacity, blockIdx.x, kErrKvSlot);
     return;
   }
   const Tin* ks = k + blockIdx.x * row;
@@ -45,32 +45,32 @@ __global__ void kv_write_kernel(const Tin* k, const Tin* v, const int32_t* slots
 
 template <typename Tin, typename Tout>
 void launch_typed(const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row, void* kc, void* vc,
-                  int64_t n_slots, cudaStream_t s) {
+                  int64_t n_slots, ErrorSink err, cudaStream_t s) {
   kv_write_kernel<<<static_cast<unsigned>(T), 128, 0, s>>>(static_cast<const Tin*>(k), static_cast<const Tin*>(v),
                                                            slots, row, static_cast<Tout*>(kc), static_cast<Tout*>(vc),
-                                                           n_slots, device_error_flags());
+                                                           n_slots, err);
   CUDA_CHECK_LAUNCH();
 }
 
 template <typename Tin>
 void launch_from(const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row, DType cache_t, void* kc,
-                 void* vc, int64_t n_slots, cudaStream_t s) {
+                 void* vc, int64_t n_slots, ErrorSink err, cudaStream_t s) {
   switch (cache_t) {
-    case DType::BF16: launch_typed<Tin, bf16>(k, v, slots, T, row, kc, vc, n_slots, s); break;
-    case DType::F16: launch_typed<Tin, __half>(k, v, slots, T, row, kc, vc, n_slots, s); break;
-    default: launch_typed<Tin, float>(k, v, slots, T, row, kc, vc, n_slots, s); break;
+    case DType::BF16: launch_typed<Tin, bf16>(k, v, slots, T, row, kc, vc, n_slots, err, s); break;
+    case DType::F16: launch_typed<Tin, __half>(k, v, slots, T, row, kc, vc, n_slots, err, s); break;
+    default: launch_typed<Tin, float>(k, v, slots, T, row, kc, vc, n_slots, err, s); break;
   }
 }
 
 }  // namespace
 
 void launch_kv_write(DType src_t, const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row,
-                     DType cache_t, void* k_cache, void* v_cache, int64_t n_slots, cudaStream_t s) {
+                     DType cache_t, void* k_cache, void* v_cache, int64_t n_slots, ErrorSink err, cudaStream_t s) {
   if (T == 0) return;
   if (src_t == DType::BF16)
-    launch_from<bf16>(k, v, slots, T, row, cache_t, k_cache, v_cache, n_slots, s);
+    launch_from<bf16>(k, v, slots, T, row, cache_t, k_cache, v_cache, n_slots, err, s);
   else
-    launch_from<float>(k, v, slots, T, row, cache_t, k_cache, v_cache, n_slots, s);
+    launch_from<float>(k, v, slots, T, row, cache_t, k_cache, v_cache, n_slots, err, s);
 }
 
 }  // namespace kestrel::backends::cuda

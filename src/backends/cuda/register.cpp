@@ -1,14 +1,12 @@
 #include "backends/cuda/register.h"
 
 #include <algorithm>
-#include <atomic>
-#include <mutex>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_tensor.h"
 #include "backends/cuda/gemm_cublaslt.h"
-#include "backends/cuda/graph.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/runtime.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "ops/dispatch.h"
@@ -22,10 +20,6 @@ constexpr int kPriority = 10;
 constexpr int kFastPriority = 20;     // preferred over kPriority when it supports the call
 constexpr int kFallbackPriority = 1;  // only where no faster variant supports the call
 constexpr int64_t kGemvMaxRows = 16384;
-
-cudaStream_t stream_of(const Context& ctx) {
-  return static_cast<cudaStream_t>(ctx.stream);
-}
 
 // Sets *why and returns false; keeps the capability checks one line each.
 bool reject(std::string* why, std::string reason) {
@@ -50,21 +44,6 @@ bool same_act(std::initializer_list<const Tensor*> ts, std::string* why) {
   return true;
 }
 
-// ---- memory ----
-
-void register_memory(Registries& r) {
-  auto& mem = r.memory[static_cast<int>(Device::Cuda)];
-  mem.allocate = [](DType dtype, std::vector<int64_t> shape, const Context&) {
-    return empty_device(dtype, std::move(shape));
-  };
-  mem.upload = [](const Tensor& host, const Context& ctx) { return to_device(host, host.dtype, ctx.stream); };
-  mem.download = [](const Tensor& src, Tensor& dst, const Context& ctx) {
-    KS_CHECK(src.device == Device::Cuda, "download from a tensor that is not on the device");
-    CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDeviceToHost, stream_of(ctx)));
-    CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx)));
-  };
-}
-
 // ---- elementwise family ----
 
 void register_elementwise(Registries& r) {
@@ -78,7 +57,7 @@ void register_elementwise(Registries& r) {
                },
                [](const EmbedArgs& a, const Context& ctx) {
                  launch_embed(a.table.dtype, a.table.data, a.table.rows(), a.table.cols(), a.ids.ptr<int32_t>(),
-                              a.ids.numel(), a.out.dtype, a.out.data, stream_of(ctx));
+                              a.ids.numel(), a.out.dtype, a.out.data, errors_of(ctx), stream_of(ctx));
                }});
   r.rmsnorm.add({"cuda.rmsnorm", Device::Cuda, kPriority,
                  [](const RmsnormArgs& a, std::string* why) {
@@ -138,7 +117,7 @@ void register_elementwise(Registries& r) {
                     const int64_t row = a.k.dim(1) * a.k.dim(2);
                     launch_kv_write(a.k.dtype, a.k.data, a.v.data, a.slots.ptr<int32_t>(), a.k.dim(0), row,
                                     a.cache.k.dtype, a.cache.k.data, a.cache.v.data,
-                                    a.cache.k.dim(0) * a.cache.k.dim(1), stream_of(ctx));
+                                    a.cache.k.dim(0) * a.cache.k.dim(1), errors_of(ctx), stream_of(ctx));
                   }});
   r.rope_kv_write.add({"cuda.rope_kv_write", Device::Cuda, kPriority,
                        [](const RopeKvWriteArgs& a, std::string* why) {
@@ -178,6 +157,7 @@ void register_elementwise(Registries& r) {
                          l.k_cache = a.cache.k.data;
                          l.v_cache = a.cache.v.data;
                          l.n_slots = a.cache.k.dim(0) * a.cache.k.dim(1);
+                         l.errors = errors_of(ctx);
                          launch_rope_kv_write(l, stream_of(ctx));
                        }});
 }
@@ -206,7 +186,7 @@ void register_matmul(Registries& r) {
                 [](const MatmulArgs& a, const Context& ctx) {
                   launch_gemv(a.x.data, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype, a.y.data,
                               static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
-                              sm_count(), stream_of(ctx));
+                              lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
   r.matmul.add({"cuda.cublaslt", Device::Cuda, kPriority,
                 [](const MatmulArgs& a, std::string* why) {
@@ -214,8 +194,8 @@ void register_matmul(Registries& r) {
                 },
                 [](const MatmulArgs& a, const Context& ctx) {
                   if (a.x.rows() == 0) return;
-                  cublaslt_matmul(a.x.data, a.w.data, a.y.dtype, a.y.data, a.x.rows(), a.w.rows(), a.x.cols(),
-                                  stream_of(ctx));
+                  cublaslt_matmul(lane_of(ctx), a.x.data, a.w.data, a.y.dtype, a.y.data, a.x.rows(), a.w.rows(),
+                                  a.x.cols());
                   if (a.bias)
                     launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.rows(), stream_of(ctx));
                 }});
@@ -275,36 +255,54 @@ AttentionLaunch describe(const AttentionArgs& a, int* max_q, int* max_kv) {
   return l;
 }
 
-std::atomic<uint64_t> g_workspace_generation{0};
-
-// Scratch for the split-KV partials and merge tickets: grows, never shrinks, and keeps its addresses
-// between calls so a captured decode graph stays valid (warm up once at the largest shape before
-// capturing; a growth bumps attention_workspace_generation() so graph owners re-capture). Tickets are
-// zeroed when allocated; the kernel leaves them zero, so no per-call memset.
-class DecodeWorkspace {
- public:
-  void* partials(size_t bytes) {
-    std::lock_guard lock(mu_);
-    if (partials_.nbytes() < bytes) {
-      partials_ = empty_device(DType::I8, {static_cast<int64_t>(bytes)});
-      ++g_workspace_generation;
-    }
-    return partials_.data;
-  }
-  int* counters(int n, cudaStream_t s) {
-    std::lock_guard lock(mu_);
-    if (counters_.numel() < n) {
-      counters_ = empty_device(DType::I32, {n});
-      CUDA_CHECK(cudaMemsetAsync(counters_.data, 0, counters_.nbytes(), s));
-      ++g_workspace_generation;
-    }
-    return counters_.ptr<int>();
-  }
-
- private:
-  std::mutex mu_;
-  Tensor partials_, counters_;
+// What the decode variant prepares once per step (ops::AttentionPlan): the split plan for the batch's
+// longest sequence and its scratch — split partials and merge tickets, zeroed here; every launch leaves the
+// tickets zero again, so a graph that replays the launches needs no memset.
+struct DecodeState {
+  DecodePlan plan;
+  Tensor partials, tickets;
 };
+
+std::shared_ptr<void> plan_decode(const AttentionArgs& a, const Context& ctx) {
+  int max_q = 0, max_kv = 0;
+  const AttentionLaunch l = describe(a, &max_q, &max_kv);
+  CudaLane& lane = lane_of(ctx);
+  auto st = std::make_shared<DecodeState>();
+  st->plan = plan_attention_decode(l, max_kv, lane.sm_count());
+  if (st->plan.workspace) st->partials = lane.allocate(DType::I8, {static_cast<int64_t>(st->plan.workspace)});
+  if (st->plan.counters) {
+    st->tickets = lane.allocate(DType::I32, {st->plan.counters});
+    lane.fill_async(st->tickets.data, 0, st->tickets.nbytes());
+  }
+  return st;
+}
+
+void run_decode(const AttentionArgs& a, const Context& ctx) {
+  std::shared_ptr<void> own;  // a call without a plan (ops harness) plans for itself
+  if (!a.state) own = plan_decode(a, ctx);
+  const auto& st = *static_cast<const DecodeState*>(a.state ? a.state : own.get());
+  int max_q = 0, max_kv = 0;
+  const AttentionLaunch l = describe(a, &max_q, &max_kv);
+  launch_attention_decode(l, st.plan, st.partials.data, st.tickets.empty() ? nullptr : st.tickets.ptr<int>(),
+                          stream_of(ctx));
+}
+
+// ---- sampling ----
+
+void register_sampling(Registries& r) {
+  r.sample.add({"cuda.sample", Device::Cuda, kPriority,
+                [](const SampleArgs& a, std::string* why) {
+                  return on_device({&a.logits, &a.rows, &a.out}, why) &&
+                         (a.penalties.empty() || on_device({&a.penalties}, why)) &&
+                         (a.logits.dim(1) <= INT32_MAX || reject(why, "vocabulary above 2^31"));
+                },
+                [](const SampleArgs& a, const Context& ctx) {
+                  launch_sample(a.logits.ptr<float>(), a.logits.dim(0), a.logits.dim(1),
+                                static_cast<const SampleRow*>(a.rows.data),
+                                a.penalties.empty() ? nullptr : static_cast<PenaltyEntry*>(a.penalties.data),
+                                static_cast<SampleOut*>(a.out.data), stream_of(ctx));
+                }});
+}
 
 void register_attention(Registries& r) {
   r.attention.add({"cuda.decode_splitkv", Device::Cuda, kFastPriority,
@@ -314,15 +312,7 @@ void register_attention(Registries& r) {
                        if (s.q_len != 1) return reject(why, "decode kernel needs q_len == 1 for every sequence");
                      return true;
                    },
-                   [](const AttentionArgs& a, const Context& ctx) {
-                     static DecodeWorkspace* workspace = new DecodeWorkspace();
-                     int max_q = 0, max_kv = 0;
-                     const AttentionLaunch l = describe(a, &max_q, &max_kv);
-                     const DecodePlan plan = plan_attention_decode(l, max_kv, sm_count());
-                     void* ws = plan.workspace ? workspace->partials(plan.workspace) : nullptr;
-                     int* tickets = plan.counters ? workspace->counters(plan.counters, stream_of(ctx)) : nullptr;
-                     launch_attention_decode(l, plan, ws, tickets, stream_of(ctx));
-                   }});
+                   run_decode, plan_decode});
   r.attention.add({"cuda.flash_prefill", Device::Cuda, kPriority, tiled_attention_ok,
                    [](const AttentionArgs& a, const Context& ctx) {
                      int max_q = 0, max_kv = 0;
@@ -350,18 +340,13 @@ void register_attention(Registries& r) {
 
 }  // namespace
 
-uint64_t attention_workspace_generation() {
-  return g_workspace_generation.load();
-}
-
 void register_variants(Registries& r) {
-  // The memory hooks go in even without a GPU: they then throw "no CUDA device", which tells callers
-  // (and the ops harness) that the backend is built but the hardware is absent.
-  register_memory(r);
+  // Only with a device present, so a GPU-less machine dispatches to the CPU exactly as before.
   if (!cuda_available()) return;
   register_elementwise(r);
   register_matmul(r);
   register_attention(r);
+  register_sampling(r);
 }
 
 }  // namespace kestrel::backends::cuda

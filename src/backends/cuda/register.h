@@ -1,5 +1,4 @@
-// Registers the CUDA backend with the dispatcher: its device-memory hooks (allocate/upload/download
-// through the caching allocator) and a variant of every op. Variants are registered only when a device
+// Registers a CUDA variant of every op with the dispatcher. Variants are registered only when a device
 // is present, so a GPU-less machine dispatches to the CPU exactly as before.
 #pragma once
 

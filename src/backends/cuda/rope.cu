@@ -40,7 +40,7 @@ constexpr int kFusedThreads = 128;
 // staged in shared memory as f32 so the norm and the rotation round once, on the final store.
 template <typename T, typename C>
 __global__ void __launch_bounds__(kFusedThreads)
-    rope_kv_write_kernel(const RopeKvWriteLaunch l, const T* qkv, T* q_out, C* kc, C* vc, unsigned* error_flags,
+    rope_kv_write_kernel(const RopeKvWriteLaunch l, const T* qkv, T* q_out, C* kc, C* vc,
                          const __grid_constant__ RopeFreqs f) {
   __shared__ float row[kMaxFusedHeadDim];
   pdl_wait();               // a programmatic dependent (launch.cuh): qkv is the projection's output
@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   if (!is_q) {
     slot = l.slots[t];
     if (slot < 0 || slot >= l.n_slots) {
-      if (threadIdx.x == 0) atomicOr(error_flags, kErrKvSlot);
+      if (threadIdx.x == 0) raise_row_error(l.errors.words, l.errors.capacity, t, kErrKvSlot);
       return;
     }
   }
@@ -97,7 +97,7 @@ void launch_fused(const RopeKvWriteLaunch& l, const RopeFreqs& f, cudaStream_t s
   const int64_t blocks = l.T * (l.H + 2 * l.Hkv);
   launch_dependent(rope_kv_write_kernel<T, C>, dim3(static_cast<unsigned>(blocks)), dim3(kFusedThreads), 0, s, l,
                    static_cast<const T*>(l.qkv), static_cast<T*>(l.q_out), static_cast<C*>(l.k_cache),
-                   static_cast<C*>(l.v_cache), device_error_flags(), f);
+                   static_cast<C*>(l.v_cache), f);
 }
 
 template <typename T>

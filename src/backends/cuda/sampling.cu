@@ -1,5 +1,6 @@
-// Token sampling on the GPU, one block per row of logits: argmax for greedy rows; otherwise
-// temperature, min-p, top-k and top-p cut the vocabulary to the tokens whose order-preserving key is at
+// ops::sample on the GPU (contract in ops.h, reference in backends/cpu/sampling.cpp), one block per row of
+// logits: logprobs of the raw row when asked, the row's penalties in place, then argmax for greedy rows;
+// otherwise temperature, top-k, top-p and min-p cut the vocabulary to the tokens whose order-preserving key is at
 // least a threshold, found without sorting by an 8-bit radix select (four histogram passes, weighted
 // by counts for top-k and by probability mass for top-p); a block-wide prefix sum then locates the
 // row's uniform draw in the kept mass, in vocabulary order.
@@ -9,6 +10,7 @@
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "ops/ops.h"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -33,15 +35,14 @@ struct ArgMaxOp {
   }
 };
 
-template <typename T>
-__device__ float logit(const T* x, int64_t i) {
-  const float v = to_f32(x[i]);
+__device__ float logit(const float* x, int64_t i) {
+  const float v = x[i];
   return v != v ? -INFINITY : v;
 }
 
 // The largest key t with weight(keys >= t, among keys >= floor) >= target.
-template <typename T, typename Weight>
-__device__ uint32_t radix_select(const T* x, int64_t V, uint32_t floor, float target, Weight weight) {
+template <typename Weight>
+__device__ uint32_t radix_select(const float* x, int64_t V, uint32_t floor, float target, Weight weight) {
   __shared__ float hist[256];
   __shared__ uint32_t s_digit;
   __shared__ float s_above;
@@ -79,9 +80,75 @@ __device__ uint32_t radix_select(const T* x, int64_t V, uint32_t floor, float ta
   return prefix;
 }
 
-template <typename T>
+// Logprobs of the raw logits (before penalties): the row's log-sum-exp and its most likely tokens. The
+// sampled token's logprob is finished by sample_kernel, which knows the token; it reads the lse from
+// out.logprob, where this kernel leaves it.
 __global__ void __launch_bounds__(kThreads, 1)
-    sample_kernel(const T* logits, int64_t V, const SampleRowParams* params, int32_t* ids) {
+    logprobs_kernel(const float* logits, int64_t V, const ops::SampleRow* rows, ops::SampleOut* outs) {
+  using Reduce = cub::BlockReduce<ArgMax, kThreads>;
+  using ReduceF = cub::BlockReduce<float, kThreads>;
+  __shared__ union {
+    typename Reduce::TempStorage reduce;
+    typename ReduceF::TempStorage reduce_f;
+  } tmp;
+  __shared__ ArgMax s_best;
+  __shared__ int s_taken[ops::kMaxTopLogprobs];
+  const ops::SampleRow p = rows[blockIdx.x];
+  if (!(p.flags & ops::kSampleLogprobs)) return;
+  const float* x = logits + blockIdx.x * V;
+  ops::SampleOut& o = outs[blockIdx.x];
+  const int k = min(max(p.top_logprobs, 0), static_cast<int>(V < ops::kMaxTopLogprobs ? V : ops::kMaxTopLogprobs));
+
+  ArgMax best{-INFINITY, 0x7fffffff};
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) best = ArgMaxOp{}(best, ArgMax{logit(x, i), static_cast<int>(i)});
+  best = Reduce(tmp.reduce).Reduce(best, ArgMaxOp{});
+  if (threadIdx.x == 0) s_best = best;
+  __syncthreads();
+  const float mx = s_best.v;
+  float local = 0.f;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) local += __expf(logit(x, i) - mx);
+  const float sum = ReduceF(tmp.reduce_f).Sum(local);
+  __syncthreads();
+  // `sum` is valid in thread 0 only; it finishes the lse after the top-k passes below.
+  for (int j = 0; j < k; ++j) {  // k passes of a block argmax over the tokens not yet taken
+    ArgMax b{-INFINITY, 0x7fffffff};
+    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+      bool taken = false;
+      for (int t = 0; t < j; ++t) taken |= s_taken[t] == i;
+      if (!taken) b = ArgMaxOp{}(b, ArgMax{logit(x, i), static_cast<int>(i)});
+    }
+    b = Reduce(tmp.reduce).Reduce(b, ArgMaxOp{});
+    if (threadIdx.x == 0) s_taken[j] = b.i == 0x7fffffff ? 0 : b.i;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const float lse = mx + __logf(sum);
+    o.n_top = k;
+    for (int j = 0; j < k; ++j) {
+      o.top_token[j] = s_taken[j];
+      o.top_logprob[j] = logit(x, s_taken[j]) - lse;
+    }
+    o.logprob = lse;
+  }
+}
+
+// One block per row: the row's penalty entries, in place, keeping each raw value.
+__global__ void penalties_kernel(float* logits, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries) {
+  const ops::SampleRow p = rows[blockIdx.x];
+  float* x = logits + blockIdx.x * V;
+  for (int e = p.penalty_begin + threadIdx.x; e < p.penalty_end; e += blockDim.x) {
+    ops::PenaltyEntry& pe = entries[e];
+    if (pe.token < 0 || pe.token >= V) continue;
+    float v = x[pe.token];
+    pe.raw = v;
+    if (pe.window && p.repetition_penalty != 1.f) v = v > 0 ? v / p.repetition_penalty : v * p.repetition_penalty;
+    if (pe.count > 0) v -= p.presence_penalty + p.frequency_penalty * static_cast<float>(pe.count);
+    x[pe.token] = v;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1) sample_kernel(const float* logits, int64_t V, const ops::SampleRow* rows,
+                                                             const ops::PenaltyEntry* entries, ops::SampleOut* outs) {
   using Reduce = cub::BlockReduce<ArgMax, kThreads>;
   using ReduceF = cub::BlockReduce<float, kThreads>;
   using Scan = cub::BlockScan<float, kThreads>;
@@ -94,8 +161,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ float s_total;
   __shared__ int s_pick, s_last_kept;
 
-  const T* x = logits + blockIdx.x * V;
-  const SampleRowParams p = params[blockIdx.x];
+  const ops::SampleRow p = rows[blockIdx.x];
+  if (!(p.flags & ops::kSampleRow)) return;
+  const float* x = logits + blockIdx.x * V;
+  ops::SampleOut& o = outs[blockIdx.x];
+  // Thread 0 writes the pick and, with logprobs, the raw logprob of it (lse left in o.logprob).
+  auto finish = [&](int token) {
+    o.token = token;
+    if (p.flags & ops::kSampleLogprobs) {
+      float raw = x[token];
+      for (int e = p.penalty_begin; e < p.penalty_end; ++e)
+        if (entries[e].token == token) raw = entries[e].raw;
+      o.logprob = (raw != raw ? -INFINITY : raw) - o.logprob;
+    }
+  };
 
   ArgMax best{-INFINITY, 0x7fffffff};
   for (int64_t i = threadIdx.x; i < V; i += kThreads) best = ArgMaxOp{}(best, ArgMax{logit(x, i), static_cast<int>(i)});
@@ -104,16 +183,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
   best = s_best;
   if (p.temperature <= 0.f || p.top_k == 1 || best.v == -INFINITY) {
-    if (threadIdx.x == 0) ids[blockIdx.x] = best.i == 0x7fffffff ? 0 : best.i;
+    if (threadIdx.x == 0) finish(best.i == 0x7fffffff ? 0 : best.i);
     return;
   }
   const float vmax = best.v, inv_t = 1.f / p.temperature;
   auto mass = [=](float v) { return __expf((v - vmax) * inv_t); };
 
+  // top-k, then top-p over what top-k kept, then min-p (the reference's order, backends/cpu/sampling.cpp).
   uint32_t floor = 0;
-  if (p.min_p > 0.f) floor = max(floor, order_key(vmax + p.temperature * __logf(p.min_p)));
   if (p.top_k > 0 && p.top_k < V)
-    floor = max(floor, radix_select(x, V, floor, static_cast<float>(p.top_k), [](float) { return 1.f; }));
+    floor = radix_select(x, V, floor, static_cast<float>(p.top_k), [](float) { return 1.f; });
   if (p.top_p < 1.f) {
     float local = 0.f;
     for (int64_t i = threadIdx.x; i < V; i += kThreads) {
@@ -125,6 +204,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncthreads();
     floor = max(floor, radix_select(x, V, floor, p.top_p * s_total, mass));
   }
+  if (p.min_p > 0.f) floor = max(floor, order_key(vmax + p.temperature * __logf(p.min_p)));
 
   // Draw: each thread owns a contiguous slice of the vocabulary so a prefix sum orders the mass by id.
   const int64_t per = (V + kThreads - 1) / kThreads;
@@ -162,20 +242,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     s_pick = pick;
   }
   __syncthreads();
-  if (threadIdx.x == 0) ids[blockIdx.x] = s_pick >= 0 ? s_pick : (s_last_kept >= 0 ? s_last_kept : best.i);
+  if (threadIdx.x == 0) finish(s_pick >= 0 ? s_pick : (s_last_kept >= 0 ? s_last_kept : best.i));
 }
 
 }  // namespace
 
-void launch_sample(DType t, const void* logits, int64_t B, int64_t V, const SampleRowParams* params_dev,
-                   int32_t* ids_dev, cudaStream_t s) {
-  if (B == 0) return;
-  if (t == DType::BF16)
-    sample_kernel<<<static_cast<unsigned>(B), kThreads, 0, s>>>(static_cast<const bf16*>(logits), V, params_dev,
-                                                                ids_dev);
-  else
-    sample_kernel<<<static_cast<unsigned>(B), kThreads, 0, s>>>(static_cast<const float*>(logits), V, params_dev,
-                                                                ids_dev);
+void launch_sample(float* logits, int64_t R, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries,
+                   ops::SampleOut* out, cudaStream_t s) {
+  if (R == 0) return;
+  const auto grid = static_cast<unsigned>(R);
+  logprobs_kernel<<<grid, kThreads, 0, s>>>(logits, V, rows, out);
+  penalties_kernel<<<grid, 128, 0, s>>>(logits, V, rows, entries);
+  sample_kernel<<<grid, kThreads, 0, s>>>(logits, V, rows, entries, out);
   CUDA_CHECK_LAUNCH();
 }
 

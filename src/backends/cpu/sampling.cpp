@@ -1,0 +1,141 @@
+// The reference of ops::sample (ops.h): one row at a time, in the order the contract states. The CUDA
+// kernels follow it step for step; given the same uniform they pick the same token, except where float
+// sums put the draw within rounding of a boundary between two tokens.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "backends/cpu/reference.h"
+#include "core/error.h"
+#include "ops/dispatch.h"
+
+namespace kestrel::backends::cpu {
+namespace {
+
+using namespace ops;
+
+float clean(float v) {
+  return std::isnan(v) ? -INFINITY : v;
+}
+
+void sample_row(float* l, int64_t V, const SampleRow& p, PenaltyEntry* entries, SampleOut& o) {
+  double lse = 0;
+  if (p.flags & kSampleLogprobs) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < V; ++i) mx = std::max(mx, clean(l[i]));
+    double sum = 0;
+    for (int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(clean(l[i])) - mx);
+    lse = mx + std::log(sum);
+    const int k = static_cast<int>(std::clamp<int64_t>(p.top_logprobs, 0, std::min<int64_t>(kMaxTopLogprobs, V)));
+    std::vector<int32_t> idx(V);
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+      return clean(l[a]) > clean(l[b]) || (clean(l[a]) == clean(l[b]) && a < b);
+    });
+    o.n_top = k;
+    for (int i = 0; i < k; ++i) {
+      o.top_token[i] = idx[i];
+      o.top_logprob[i] = static_cast<float>(clean(l[idx[i]]) - lse);
+    }
+  }
+  for (int32_t e = p.penalty_begin; e < p.penalty_end; ++e) {
+    PenaltyEntry& pe = entries[e];
+    float& x = l[pe.token];
+    pe.raw = x;
+    if (pe.window && p.repetition_penalty != 1.f) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
+    if (pe.count > 0) x -= p.presence_penalty + p.frequency_penalty * static_cast<float>(pe.count);
+  }
+  if (!(p.flags & kSampleRow)) return;
+
+  int32_t best = 0;
+  for (int64_t i = 1; i < V; ++i)
+    if (clean(l[i]) > clean(l[best])) best = static_cast<int32_t>(i);
+  const float vmax = clean(l[best]);
+  int32_t pick = best;
+  if (!(p.temperature <= 0.f || p.top_k == 1 || vmax == -INFINITY)) {
+    const float inv_t = 1.f / p.temperature;
+    auto mass = [&](float v) { return std::exp((v - vmax) * inv_t); };
+    float floor = -INFINITY;  // tokens with a logit >= floor are kept; ties at a threshold all stay
+    std::vector<float> sorted;
+    if ((p.top_k > 0 && p.top_k < V) || p.top_p < 1.f) {
+      sorted.resize(V);
+      for (int64_t i = 0; i < V; ++i) sorted[i] = clean(l[i]);
+      std::sort(sorted.begin(), sorted.end(), std::greater<>());
+    }
+    if (p.top_k > 0 && p.top_k < V) floor = sorted[p.top_k - 1];
+    if (p.top_p < 1.f) {
+      double total = 0;
+      for (float v : sorted)
+        if (v >= floor) total += mass(v);
+      const double target = p.top_p * total;
+      double cum = 0;
+      for (float v : sorted) {
+        if (v < floor) break;
+        cum += mass(v);
+        if (cum >= target) {
+          floor = v;
+          break;
+        }
+      }
+    }
+    if (p.min_p > 0.f) floor = std::max(floor, vmax + p.temperature * std::log(p.min_p));
+    double total = 0;
+    for (int64_t i = 0; i < V; ++i)
+      if (clean(l[i]) >= floor) total += mass(clean(l[i]));
+    const double u = static_cast<double>(p.uniform) * total;
+    double cum = 0;
+    int32_t last = best;
+    pick = -1;
+    for (int64_t i = 0; i < V && pick < 0; ++i) {
+      const float v = clean(l[i]);
+      if (v < floor) continue;
+      cum += mass(v);
+      last = static_cast<int32_t>(i);
+      if (u < cum) pick = last;
+    }
+    if (pick < 0) pick = last;
+  }
+  o.token = pick;
+  if (p.flags & kSampleLogprobs) {
+    float raw = l[pick];
+    for (int32_t e = p.penalty_begin; e < p.penalty_end; ++e)
+      if (entries[e].token == pick) raw = entries[e].raw;
+    o.logprob = static_cast<float>(clean(raw) - lse);
+  }
+}
+
+bool sample_supports(const SampleArgs& a, std::string* why) {
+  for (const Tensor* t : {static_cast<const Tensor*>(&a.logits), &a.rows, static_cast<const Tensor*>(&a.out)})
+    if (t->device != Device::Cpu) {
+      if (why) *why = "tensors must be on the host";
+      return false;
+    }
+  return a.penalties.empty() || a.penalties.device == Device::Cpu;
+}
+
+void sample(const SampleArgs& a, const Context&) {
+  const int64_t R = a.logits.dim(0), V = a.logits.dim(1);
+  const auto* rows = static_cast<const SampleRow*>(a.rows.data);
+  auto* entries = static_cast<PenaltyEntry*>(a.penalties.data);
+  const int64_t n_entries = a.penalties.empty() ? 0 : a.penalties.rows();
+  auto* out = static_cast<SampleOut*>(a.out.data);
+  for (int64_t r = 0; r < R; ++r) {
+    const SampleRow& p = rows[r];
+    KS_CHECK(p.penalty_begin >= 0 && p.penalty_begin <= p.penalty_end && p.penalty_end <= n_entries,
+             "sample: row {} names penalty entries [{}, {}) of {}", r, p.penalty_begin, p.penalty_end, n_entries);
+    for (int32_t e = p.penalty_begin; e < p.penalty_end; ++e)
+      KS_CHECK(entries[e].token >= 0 && entries[e].token < V, "sample: penalty token {} outside the vocabulary",
+               entries[e].token);
+    out[r] = SampleOut{};
+    sample_row(a.logits.ptr<float>() + r * V, V, p, entries, out[r]);
+  }
+}
+
+}  // namespace
+
+void register_sampling(Registries& r) {
+  r.sample.add({"cpu.ref", Device::Cpu, 0, sample_supports, sample});
+}
+
+}  // namespace kestrel::backends::cpu

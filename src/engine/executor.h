@@ -1,0 +1,93 @@
+// The one code path that runs a forward step (Session, the server's Scheduler and `bench` all call it).
+// A step is a list of sequences, each with its new tokens and what it wants back: a sampled next token
+// (with logprobs), or logits on the host. The executor
+//   1. orders the sequences decode rows first and plans the step on the host (positions, KV slots,
+//      attention slices, logit rows, sampling rows, penalty entries) into one staging buffer,
+//   2. copies that buffer to the device with one async copy,
+//   3. runs the model (eagerly, or for a step of single-token rows by replaying the graph recorded for
+//      its batch-size bucket), plans attention once for the step (decode rows to the split-KV kernel,
+//      prefill chunks to the prefill kernel), samples on the device (ops::sample),
+//   4. copies back only the sampled ids, logprobs and the kernels' row-error words, and waits for them.
+// Everything goes through the context's lane (ops/runtime.h), so the same code runs on the CPU.
+// Contract: docs/ARCHITECTURE.md ("One forward step").
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "engine/kv_cache.h"
+#include "engine/sampler.h"
+#include "model/decoder.h"
+#include "ops/context.h"
+
+namespace kestrel {
+
+// Which rows of a sequence's new tokens return logits to the host.
+enum class LogitRows : uint8_t { None, Last, All };
+
+struct ExecutorOptions {
+  int max_step_tokens = 512;  // tokens per step: decode rows and prefill chunks together
+  int max_seqs = 64;          // sequences per step
+  int max_kv_len = 4096;      // positions per sequence
+  bool graphs = true;         // replay single-token steps from graphs where the lane records them
+};
+
+// One sequence's share of a step.
+struct StepSeq {
+  SequenceKv* kv = nullptr;                  // its blocks must cover kv->length() + tokens.size()
+  std::span<const int32_t> tokens;           // new tokens, placed after the kv->length() cached ones
+  LogitRows logits = LogitRows::None;        // rows whose f32 logits come back to the host
+  const SamplingParams* sampling = nullptr;  // non-null: sample the next token from the last row
+  std::span<const int32_t> history;          // the tokens the penalties count
+  uint64_t draw = 0;                         // the draw's index (sampler.h); the engine uses the new token's position
+  int top_logprobs = -1;                     // >= 0: the sampled token's logprob and this many alternatives
+};
+
+struct SeqResult {
+  int32_t token = -1;    // the sampled token
+  TokenLogprob logprob;  // when asked for
+  std::string error;     // non-empty: a kernel rejected this sequence's inputs; its K/V are incomplete
+};
+
+struct StepResult {
+  std::vector<SeqResult> seqs;  // in StepSeq order
+  Tensor logits;                // host f32 [rows, vocab]: the rows StepSeq::logits asked for, in order
+  bool graph = false;           // replayed from a recorded graph
+  double ms = 0;                // wall time of the step, staging to results
+};
+
+class Executor {
+ public:
+  // The model must be placed on ctx.device. With graphs, one KV block of `cache` is taken for the padding
+  // rows of partly filled buckets until destruction.
+  Executor(Decoder& model, KvCache& cache, ops::Context ctx, const ExecutorOptions& opt);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  const ExecutorOptions& options() const { return opt_; }
+  const ops::Context& context() const { return ctx_; }
+  bool graphs_enabled() const;
+
+  // Runs one step and waits for it; advances each sequence's KV length by its tokens. Throws
+  // kestrel::Error for a malformed step (nothing ran then); a sequence whose inputs a kernel rejected
+  // comes back with SeqResult::error set and the others are unaffected.
+  StepResult run(std::span<const StepSeq> seqs);
+  // Records the graphs of every decode bucket now (otherwise each on first use).
+  void capture_graphs();
+
+  // The graph buckets: batch sizes a single-token step is padded up to.
+  static std::vector<int> buckets(int max_seqs);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  ops::Context ctx_;
+  ExecutorOptions opt_;
+};
+
+}  // namespace kestrel

@@ -1,0 +1,18 @@
+// One forward step as the model reads it: the step's tokens, their positions and KV-cache slots (block *
+// block_size + offset), the rows that need logits, all on the context's device, and the attention
+// planned once for the step (ops::plan_attention, through Decoder::plan_attention). The engine's executor
+// builds it (engine/executor.h); the model runs it.
+#pragma once
+
+#include "core/tensor.h"
+#include "ops/ops.h"
+
+namespace kestrel {
+
+struct StepInputs {
+  Tensor tokens, positions, slots;  // i32 [T]
+  Tensor logit_rows;                // i32 [R]: rows of [0, T) whose logits are computed, in this order
+  const ops::AttentionPlan* attention = nullptr;
+};
+
+}  // namespace kestrel
