@@ -4,6 +4,7 @@
 # request rates, writing each report as JSON under $OUT. Build dependencies come from deps/ (see
 # scripts/gpu/fetch_deps.sh); aiohttp for the client from .whl/ wheels when the machine lacks it.
 #   scripts/gpu/serve_bench.sh [NUM_PROMPTS] [RATES...]
+# KESTREL_BIN=PATH runs a kestrel built elsewhere (with an sm_90 target) instead of building one.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -23,12 +24,16 @@ if ! python3 -c "import aiohttp" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; t
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 build=/tmp/kestrel-serve-build
-if ! { cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DKESTREL_TESTS=OFF \
+if [ -n "${KESTREL_BIN:-}" ]; then
+  k="$KESTREL_BIN"
+elif ! { cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DKESTREL_TESTS=OFF \
          >"$out/build.log" 2>&1 && cmake --build "$build" -j16 --target kestrel >>"$out/build.log" 2>&1; }; then
   echo "BUILD FAILED"; grep -E "error|FAILED" "$out/build.log" | head -30; exit 1
+else
+  k="$build/kestrel"
 fi
-k="$build/kestrel"
-"$k" synth --preset llama3-8b --seed 1 --out /tmp/kestrel-synth/llama3-8b | tail -1
+[ -f /tmp/kestrel-synth/llama3-8b/config.json ] ||
+  "$k" synth --preset llama3-8b --seed 1 --out /tmp/kestrel-synth/llama3-8b | tail -1
 port=8123
 # KV budget: 200K tokens (bf16, 128 KiB each for llama3-8b = 25 GiB) so 128 sequences fit at once.
 "$k" serve -m /tmp/kestrel-synth/llama3-8b --device cuda --port "$port" -c 4096 --max-running 128 \

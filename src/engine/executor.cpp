@@ -55,6 +55,7 @@ struct Executor::Impl {
   size_t off_pos, off_slots, off_rows, off_info, off_sample, off_tables, off_pen, words;
   std::unique_ptr<ops::HostBuffer> host_in, host_out, host_err;
   Tensor dev_in, dev_out, logits;
+  Decoder::Scratch scratch;  // this executor's activations (its lane's own)
   uint64_t buffers_gen = 0;  // bumped when dev_in or logits move
 
   struct Recorded {
@@ -62,7 +63,7 @@ struct Executor::Impl {
     std::unique_ptr<ops::Graph> graph;
   };
   std::map<int, Recorded> graphs;  // by bucket
-  uint64_t graphs_key[3] = {~0ull, ~0ull, ~0ull};
+  uint64_t graphs_key[2] = {~0ull, ~0ull};
 
   int32_t* hin() const { return static_cast<int32_t*>(host_in->data()); }
   Tensor section(size_t offset, std::vector<int64_t> shape) const {
@@ -133,9 +134,10 @@ struct Executor::Impl {
     return ab;
   }
 
-  // Enqueues the step's work on the lane: forward, sampling, and the copies back of the sample outputs
-  // and row-error words (which it clears). Eager, or recorded into a graph.
-  void enqueue(const ops::Context& ctx, int t, int r, const ops::AttentionPlan& plan) {
+  // Enqueues the step's work on the lane: forward, the raw logits to `host_logits` (when given, before the
+  // penalties change them), sampling, and the copies back of the sample outputs and row-error words (which
+  // it clears). Eager, or recorded into a graph.
+  void enqueue(const ops::Context& ctx, int t, int r, const ops::AttentionPlan& plan, Tensor* host_logits = nullptr) {
     StepInputs in;
     in.tokens = section(0, {t});
     in.positions = section(off_pos, {t});
@@ -143,7 +145,8 @@ struct Executor::Impl {
     in.logit_rows = section(off_rows, {r});
     in.attention = &plan;
     Tensor lg = logits.slice_rows(0, r);
-    model->forward(ctx, in, cache->layers(), lg);
+    model->forward(ctx, in, cache->layers(), scratch, lg);
+    if (host_logits) lane->copy_async(host_logits->data, lg.data, lg.nbytes());
     Tensor rows = section(off_sample, {r, kRowWords});
     Tensor pen = P > 0 ? section(off_pen, {P, kEntryWords}) : Tensor{};
     Tensor out = dev_out.slice_rows(0, r);
@@ -173,7 +176,7 @@ Executor::Executor(Decoder& model, KvCache& cache, ops::Context ctx, const Execu
   m.W = (opt_.max_kv_len + m.bs - 1) / m.bs;
   m.vocab = static_cast<int>(model.config().vocab);
   m.P = 16 * m.S;
-  model.reserve(ctx_, m.T);
+  m.scratch = model.make_scratch(ctx_, m.T);
   m.allocate_inputs(ctx_);
   m.dev_out = ops::allocate(ctx_, DType::I32, {m.T, kOutWords});
   m.host_out = m.lane->host_buffer(size_t(m.T) * kOutWords * 4);
@@ -204,10 +207,10 @@ void Executor::capture_graphs() {
   if (!graphs_enabled()) return;
   Impl& m = *impl_;
   const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
-  const uint64_t key[3] = {m.model->scratch_generation(), m.lane->generation(), m.buffers_gen};
-  if (!std::equal(key, key + 3, m.graphs_key)) {
+  const uint64_t key[2] = {m.lane->generation(), m.buffers_gen};
+  if (!std::equal(key, key + 2, m.graphs_key)) {
     m.graphs.clear();
-    std::copy(key, key + 3, m.graphs_key);
+    std::copy(key, key + 2, m.graphs_key);
   }
   for (int b : buckets(m.S)) {
     if (m.graphs.count(b)) continue;
@@ -219,13 +222,13 @@ void Executor::capture_graphs() {
     for (int i = 0; i < b; ++i) seqs.push_back({i, 1, m.W * m.bs, nullptr});
     // Planned for the longest sequence the graph may see; the kernels read the real lengths on the device.
     Impl::Recorded rec;
-    rec.plan = m.model->plan_attention(ctx_, m.attention_batch(seqs, scale), m.cache->layers());
+    rec.plan = m.model->plan_attention(ctx_, m.attention_batch(seqs, scale), m.cache->layers(), m.scratch);
     m.enqueue(ctx_, b, b, rec.plan);
     m.lane->synchronize();
     rec.graph = m.lane->capture([&] { m.enqueue(ctx_, b, b, rec.plan); });
     m.graphs.emplace(b, std::move(rec));
   }
-  KS_CHECK(key[0] == m.model->scratch_generation() && key[1] == m.lane->generation() && key[2] == m.buffers_gen,
+  KS_CHECK(key[0] == m.lane->generation() && key[1] == m.buffers_gen,
            "internal error: a buffer moved while recording the decode graphs");
 }
 
@@ -280,6 +283,7 @@ StepResult Executor::run(std::span<const StepSeq> in) {
   const int n_run = static_cast<int>(order.size());
   const int T = static_cast<int>(active_tokens);
   StepResult res;
+  Tensor all_logits;  // [R, vocab] on the host, when some sequence asked for logits
   res.seqs.resize(n);
   for (int i = 0; i < n; ++i) res.seqs[i].error = failed[i];
   if (n_run == 0) {
@@ -307,8 +311,8 @@ StepResult Executor::run(std::span<const StepSeq> in) {
   if (graph) {
     const std::vector<int> bk = buckets(m.S);
     bucket = *std::lower_bound(bk.begin(), bk.end(), n_run);
-    const uint64_t key[3] = {m.model->scratch_generation(), m.lane->generation(), m.buffers_gen};
-    if (!std::equal(key, key + 3, m.graphs_key) || !m.graphs.count(bucket)) capture_graphs();
+    const uint64_t key[2] = {m.lane->generation(), m.buffers_gen};
+    if (!std::equal(key, key + 2, m.graphs_key) || !m.graphs.count(bucket)) capture_graphs();
   }
 
   // Stage: token rows, logit rows and sampling rows in execution order.
@@ -363,8 +367,10 @@ StepResult Executor::run(std::span<const StepSeq> in) {
     m.ensure_logit_rows(ctx_, std::max(R, 1));
     m.upload(n_run, static_cast<int>(entries.size()));
     const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
-    const ops::AttentionPlan plan = m.model->plan_attention(ctx_, m.attention_batch(seqs, scale), m.cache->layers());
-    m.enqueue(ctx_, T, R, plan);
+    const ops::AttentionPlan plan =
+        m.model->plan_attention(ctx_, m.attention_batch(seqs, scale), m.cache->layers(), m.scratch);
+    if (host_logits) all_logits = Tensor::empty_host(DType::F32, {R, m.vocab});
+    m.enqueue(ctx_, T, R, plan, host_logits ? &all_logits : nullptr);
   }
   m.lane->record()->wait();
 
@@ -387,8 +393,7 @@ StepResult Executor::run(std::span<const StepSeq> in) {
     int64_t want = 0;
     for (int i : order)
       if (in[i].logits != LogitRows::None) want += n_rows[i];
-    Tensor all = Tensor::empty_host(DType::F32, {R, m.vocab});
-    ops::download(ctx_, m.logits.slice_rows(0, R), all);
+    const Tensor& all = all_logits;
     res.logits = Tensor::empty_host(DType::F32, {want, m.vocab});
     int64_t at = 0;
     for (int i = 0; i < n; ++i) {  // caller order

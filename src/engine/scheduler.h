@@ -29,7 +29,7 @@ namespace kestrel {
 struct SchedulerOptions {
   int max_batch_tokens = 512;  // tokens per forward step: decode tokens plus prefill chunks
   int max_running = 64;        // sequences being served at once
-  int max_waiting = 256;       // queued requests beyond which submit() refuses (HTTP 429)
+  int max_waiting = 4096;      // queued requests beyond which submit() refuses (HTTP 429)
   int n_ctx = 0;               // positions per sequence (prompt + generated); 0: the model's context
   bool prefix_cache = true;
 };

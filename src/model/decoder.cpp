@@ -25,21 +25,19 @@ Tensor view(const Tensor& buf, int64_t rows, std::vector<int64_t> inner) {
 
 }  // namespace
 
-Decoder::Scratch& Decoder::scratch(const ops::Context& ctx, int64_t n) {
-  if (scratch_.tokens >= n && (scratch_.x.empty() || scratch_.x.device == ctx.device)) return scratch_;
+Decoder::Scratch Decoder::make_scratch(const ops::Context& ctx, int64_t n) const {
+  KS_CHECK(ctx.device == device_, "the model's weights are not on the requested device; call place_on first");
   const int64_t cap = std::max<int64_t>(n, 16);
   const int64_t q_dim = int64_t{cfg_.n_heads} * cfg_.head_dim, kv_dim = int64_t{cfg_.n_kv_heads} * cfg_.head_dim;
   auto alloc = [&](int64_t cols) { return ops::allocate(ctx, act_dtype_, {cap, cols}); };
-  scratch_ = Scratch{cap,          alloc(cfg_.hidden), alloc(cfg_.hidden),  alloc(q_dim + 2 * kv_dim),
-                     alloc(q_dim), alloc(q_dim),       alloc(2 * cfg_.ffn), alloc(cfg_.ffn)};
-  ++scratch_generation_;
-  return scratch_;
+  return Scratch{cap,          alloc(cfg_.hidden), alloc(cfg_.hidden),  alloc(q_dim + 2 * kv_dim),
+                 alloc(q_dim), alloc(q_dim),       alloc(2 * cfg_.ffn), alloc(cfg_.ffn)};
 }
 
 // In: h = attn_norm(x). Out: x += attention, h = ffn_norm(x).
 void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
                               const ops::AttentionPlan& attention, const Tensor& positions, const Tensor& slots,
-                              Scratch& s, int64_t T) {
+                              Scratch& s, int64_t T) const {
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim;
   Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden});
   Tensor q3 = view(s.q, T, {H, D});
@@ -74,7 +72,7 @@ void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, op
 
 // In: h = ffn_norm(x). Out: x += mlp, h = next_norm(x) when there is a next layer (else h is scratch).
 void Decoder::mlp_block(const ops::Context& ctx, const LayerWeights& L, const Tensor* next_norm, Scratch& s,
-                        int64_t T) {
+                        int64_t T) const {
   const int64_t F = cfg_.ffn;
   Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden}), act = view(s.act, T, {F});
   if (!L.w_gate_up.empty()) {
@@ -103,20 +101,19 @@ void Decoder::place_on(const ops::Context& ctx) {
   w_ = w_.to_device(ctx, DType::BF16);
   act_dtype_ = DType::BF16;
   device_ = ctx.device;
-  scratch_ = Scratch{};
-  ++scratch_generation_;
 }
 
 ops::AttentionPlan Decoder::plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch,
-                                           std::span<ops::KvLayer> kv) {
+                                           std::span<ops::KvLayer> kv, const Scratch& s) const {
   int64_t T = 0;
-  for (const ops::AttentionSeq& s : batch.seqs) T = std::max<int64_t>(T, int64_t{s.q_begin} + s.q_len);
-  KS_CHECK(!kv.empty() && scratch_.tokens >= T && scratch_.x.device == ctx.device,
-           "plan_attention: the scratch holds {} tokens, the step needs {}; call reserve first", scratch_.tokens, T);
-  return ops::plan_attention(ctx, view(scratch_.q, T, {cfg_.n_heads, cfg_.head_dim}), kv[0], batch);
+  for (const ops::AttentionSeq& q : batch.seqs) T = std::max<int64_t>(T, int64_t{q.q_begin} + q.q_len);
+  KS_CHECK(!kv.empty() && s.tokens >= T && s.x.device == ctx.device,
+           "plan_attention: the scratch holds {} tokens, the step needs {}", s.tokens, T);
+  return ops::plan_attention(ctx, view(s.q, T, {cfg_.n_heads, cfg_.head_dim}), kv[0], batch);
 }
 
-void Decoder::forward(const ops::Context& ctx, const StepInputs& in, std::span<ops::KvLayer> kv, Tensor& logits) {
+void Decoder::forward(const ops::Context& ctx, const StepInputs& in, std::span<ops::KvLayer> kv, Scratch& s,
+                      Tensor& logits) const {
   const Tensor &tokens = in.tokens, &positions = in.positions, &slots = in.slots, &logit_rows = in.logit_rows;
   const int64_t T = tokens.numel(), R = logit_rows.numel();
   KS_CHECK(T > 0, "forward step with no tokens");
@@ -124,12 +121,10 @@ void Decoder::forward(const ops::Context& ctx, const StepInputs& in, std::span<o
   KS_CHECK(kv.size() == static_cast<size_t>(cfg_.n_layers), "KV cache has {} layers, model has {}", kv.size(),
            cfg_.n_layers);
   KS_CHECK(in.attention != nullptr, "forward: the step's attention is not planned");
-  KS_CHECK(scratch_.tokens >= std::max(T, R) && scratch_.x.device == ctx.device,
-           "forward: the scratch holds {} tokens, the step needs {}; call reserve first", scratch_.tokens,
-           std::max(T, R));
+  KS_CHECK(s.tokens >= std::max(T, R) && s.x.device == ctx.device,
+           "forward: the scratch holds {} tokens, the step needs {}", s.tokens, std::max(T, R));
   KS_CHECK(positions.numel() == T && slots.numel() == T && logits.numel() == R * cfg_.vocab,
            "forward: inputs disagree in size");
-  Scratch& s = scratch_;
   Tensor x = view(s.x, T, {cfg_.hidden});
   ops::embed(ctx, w_.tok_embd, tokens, x);
   // Each block leaves h normalised for the next one (the residual add and the norm are one op).

@@ -28,38 +28,36 @@ class Decoder {
   void place_on(const ops::Context& ctx);
   Device device() const { return device_; }
 
-  // Plans the attention of a step whose sequences are `batch` (device tables included) once, for every
-  // layer (ops::plan_attention). Needs reserve() to cover the step's tokens.
-  ops::AttentionPlan plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch,
-                                    std::span<ops::KvLayer> kv);
-  // Runs one step from inputs on ctx.device; writes the K/V of the new tokens into `kv` and f32 logits
-  // [R, vocab] of the logit rows into `logits` (on ctx.device). Allocates, copies and synchronises nothing
-  // once reserve() covers the step, so a lane can record it into a graph. The engine's executor
-  // (engine/executor.h) is the only caller.
-  void forward(const ops::Context& ctx, const StepInputs& in, std::span<ops::KvLayer> kv, Tensor& logits);
-  // Sizes the activation scratch for steps of up to n_tokens tokens (it never shrinks).
-  void reserve(const ops::Context& ctx, int64_t n_tokens) { scratch(ctx, n_tokens); }
-  // Changes whenever the scratch is reallocated: graphs captured over the old buffers must be re-captured.
-  uint64_t scratch_generation() const { return scratch_generation_; }
-
- private:
+  // The activations of one step: owned by whoever runs steps (one set per execution lane, so two lanes can
+  // run the same weights at once).
   struct Scratch {
     int64_t tokens = 0;  // capacity in tokens
     // x: residual stream; h: normalised input of a block / its output; qkv: projections (fused or
     // packed); q: rotated queries; attn: attention output; ffn: gate | up; act: swiglu output.
     Tensor x, h, qkv, q, attn, ffn, act;
   };
-  Scratch& scratch(const ops::Context& ctx, int64_t n_tokens);
+  // Activations for steps of up to n_tokens tokens (and as many logit rows) on ctx.device.
+  Scratch make_scratch(const ops::Context& ctx, int64_t n_tokens) const;
+
+  // Plans the attention of a step whose sequences are `batch` (device tables included) once, for every
+  // layer (ops::plan_attention).
+  ops::AttentionPlan plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch,
+                                    std::span<ops::KvLayer> kv, const Scratch& s) const;
+  // Runs one step from inputs on ctx.device; writes the K/V of the new tokens into `kv` and f32 logits
+  // [R, vocab] of the logit rows into `logits` (on ctx.device). Allocates, copies and synchronises nothing,
+  // so a lane can record it into a graph. The engine's executor (engine/executor.h) is the only caller.
+  void forward(const ops::Context& ctx, const StepInputs& in, std::span<ops::KvLayer> kv, Scratch& s,
+               Tensor& logits) const;
+
+ private:
   void attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
                        const ops::AttentionPlan& attention, const Tensor& positions, const Tensor& slots, Scratch& s,
-                       int64_t T);
-  void mlp_block(const ops::Context& ctx, const LayerWeights& L, const Tensor* next_norm, Scratch& s, int64_t T);
+                       int64_t T) const;
+  void mlp_block(const ops::Context& ctx, const LayerWeights& L, const Tensor* next_norm, Scratch& s, int64_t T) const;
 
   const Architecture* arch_;
   ModelConfig cfg_;
   DecoderWeights w_;
-  Scratch scratch_;
-  uint64_t scratch_generation_ = 0;
   DType act_dtype_ = DType::F32;
   Device device_ = Device::Cpu;
 };

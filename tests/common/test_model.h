@@ -56,9 +56,10 @@ inline ModelConfig tiny_config(const Architecture& arch, int head_dim, int max_c
   return c;
 }
 
-inline std::unique_ptr<Decoder> tiny_decoder(uint32_t seed = 5, int max_ctx = 256) {
+// head_dim 16 by default; 64 gives the GPU's tiled attention kernels a model they run.
+inline std::unique_ptr<Decoder> tiny_decoder(uint32_t seed = 5, int max_ctx = 256, int head_dim = 16) {
   const Architecture& arch = architecture_for_hf("llama");
-  const ModelConfig c = tiny_config(arch, 16, max_ctx);
+  const ModelConfig c = tiny_config(arch, head_dim, max_ctx);
   std::mt19937 rng(seed);
   TinyWeights w;
   const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;

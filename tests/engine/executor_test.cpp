@@ -1,0 +1,255 @@
+// The step executor on a tiny random model, on the CPU (always) and on CUDA (when a GPU is present):
+// a mixed step (decode rows and a prefill chunk) equals the same work in separate steps, a sequence
+// with a bad KV block fails alone, sampled tokens follow the reference sampler, single-token steps from
+// recorded graphs equal eager steps, and two lanes run the same weights at once.
+#include "engine/executor.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+
+#include "../common/test_model.h"
+#include "backends/backends.h"
+#include "core/error.h"
+
+namespace kestrel {
+namespace {
+
+using testing::tiny_decoder;
+
+std::vector<int32_t> prompt(int n, int salt) {
+  std::vector<int32_t> p(n);
+  for (int i = 0; i < n; ++i) p[i] = (i * 37 + 11 + salt * 13) % testing::kTinyVocab;
+  return p;
+}
+
+// The model placed on a device, with a cache and an executor there.
+struct Rig {
+  std::unique_ptr<Decoder> model;
+  ops::Context ctx;
+  std::unique_ptr<KvCache> cache;
+  std::unique_ptr<Executor> ex;
+
+  Rig(Device d, bool graphs = true, std::shared_ptr<ops::Runtime> lane = nullptr, Decoder* shared = nullptr) {
+    ctx = backends::make_context(d);
+    if (lane) ctx.runtime = std::move(lane);
+    Decoder* m = shared;
+    if (!m) {
+      model = tiny_decoder(5, 256, d == Device::Cuda ? 64 : 16);
+      model->place_on(ctx);
+      m = model.get();
+    }
+    const ModelConfig& c = m->config();
+    cache = std::make_unique<KvCache>(KvCacheConfig{.n_layers = c.n_layers,
+                                                    .n_kv_heads = c.n_kv_heads,
+                                                    .head_dim = c.head_dim,
+                                                    .block_size = 8,
+                                                    .num_blocks = 128,
+                                                    .dtype = d == Device::Cuda ? DType::BF16 : DType::F32},
+                                      ctx);
+    ex = std::make_unique<Executor>(
+        *m, *cache, ctx, ExecutorOptions{.max_step_tokens = 64, .max_seqs = 8, .max_kv_len = 128, .graphs = graphs});
+  }
+};
+
+StepSeq step(SequenceKv& kv, std::span<const int32_t> tokens, LogitRows logits = LogitRows::None,
+             const SamplingParams* sampling = nullptr) {
+  StepSeq s;
+  s.kv = &kv;
+  s.tokens = tokens;
+  s.logits = logits;
+  s.sampling = sampling;
+  s.draw = static_cast<uint64_t>(kv.length() + tokens.size());
+  return s;
+}
+
+// max |a - b| over a row, relative to the row's largest |b|.
+double rel_diff(const float* a, const float* b, int64_t n) {
+  double m = 0, d = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    m = std::max(m, std::fabs(static_cast<double>(b[i])));
+    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
+  }
+  return d / std::max(m, 1e-6);
+}
+
+std::vector<Device> devices() {
+  std::vector<Device> d = {Device::Cpu};
+  if (backends::available(Device::Cuda)) d.push_back(Device::Cuda);
+  return d;
+}
+// f32 on the CPU; bf16 weights, activations and KV on the GPU, where the two schedules round differently.
+double tolerance(Device d) {
+  return d == Device::Cpu ? 1e-5 : 2e-2;
+}
+
+TEST(Executor, MixedStepEqualsSeparateSteps) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(d == Device::Cpu ? "cpu" : "cuda");
+    const auto pa = prompt(9, 1), pb = prompt(7, 2), pc = prompt(12, 3);
+    const int32_t next_a = 5, next_c = 17;
+    const int64_t V = testing::kTinyVocab;
+    // Mixed: A and C decode while B prefills, in one step.
+    Rig mixed(d);
+    SequenceKv a, b, c;
+    for (SequenceKv* s : {&a, &b, &c}) ASSERT_TRUE(s->reserve(*mixed.cache, 32));
+    StepSeq pre[2] = {step(a, pa), step(c, pc)};
+    mixed.ex->run(pre);
+    StepSeq work[3] = {step(a, std::span(&next_a, 1), LogitRows::Last), step(b, pb, LogitRows::Last),
+                       step(c, std::span(&next_c, 1), LogitRows::Last)};
+    const StepResult m = mixed.ex->run(work);
+    ASSERT_EQ(m.logits.dim(0), 3);
+    EXPECT_EQ(a.length(), 10);
+    EXPECT_EQ(b.length(), 7);
+    // Separate: the same work one sequence at a time.
+    Rig sep(d);
+    SequenceKv a2, b2, c2;
+    for (SequenceKv* s : {&a2, &b2, &c2}) ASSERT_TRUE(s->reserve(*sep.cache, 32));
+    StepSeq pre2[2] = {step(a2, pa), step(c2, pc)};
+    sep.ex->run(pre2);
+    const StepSeq one[3] = {step(a2, std::span(&next_a, 1), LogitRows::Last), step(b2, pb, LogitRows::Last),
+                            step(c2, std::span(&next_c, 1), LogitRows::Last)};
+    for (int i = 0; i < 3; ++i) {
+      const StepResult r = sep.ex->run(std::span(&one[i], 1));
+      EXPECT_LT(rel_diff(m.logits.ptr<float>() + i * V, r.logits.ptr<float>(), V), tolerance(d)) << "sequence " << i;
+    }
+  }
+}
+
+TEST(Executor, BadKvBlockFailsOnlyItsSequence) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(d == Device::Cpu ? "cpu" : "cuda");
+    Rig rig(d);
+    const auto pa = prompt(6, 4);
+    SequenceKv good, bad;
+    ASSERT_TRUE(good.reserve(*rig.cache, 16));
+    bad.adopt_prefix(*rig.cache, {100000});  // a block id far outside the cache
+    ASSERT_TRUE(bad.reserve(*rig.cache, 16));
+    const int32_t t = 3;
+    StepSeq work[2] = {step(bad, std::span(&t, 1), LogitRows::Last), step(good, pa, LogitRows::Last)};
+    const StepResult r = rig.ex->run(work);
+    EXPECT_NE(r.seqs[0].error.find("outside the cache"), std::string::npos) << r.seqs[0].error;
+    EXPECT_TRUE(r.seqs[1].error.empty());
+    EXPECT_EQ(good.length(), 6);
+    ASSERT_EQ(r.logits.dim(0), 1);  // only the good sequence's row
+    Rig alone(d);
+    SequenceKv g2;
+    ASSERT_TRUE(g2.reserve(*alone.cache, 16));
+    const StepSeq s = step(g2, pa, LogitRows::Last);
+    const StepResult want = alone.ex->run(std::span(&s, 1));
+    EXPECT_LT(rel_diff(r.logits.ptr<float>(), want.logits.ptr<float>(), testing::kTinyVocab), tolerance(d));
+  }
+}
+
+TEST(Executor, SamplesLikeTheReferenceSampler) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(d == Device::Cpu ? "cpu" : "cuda");
+    Rig rig(d);
+    const auto p = prompt(11, 5);
+    const std::vector<int32_t> history = {3, 3, 9, 40};
+    for (const SamplingParams sp : {SamplingParams{}, SamplingParams{.temperature = 0.9f, .top_k = 40, .seed = 3},
+                                    SamplingParams{.temperature = 1.2f, .top_p = 0.8f, .min_p = 0.02f, .seed = 4},
+                                    SamplingParams{.temperature = 0.7f,
+                                    .repetition_penalty = 1.3f,
+                                    .presence_penalty = 0.5f,
+                                    .frequency_penalty = 0.2f,
+                                    .seed = 5}}) {
+      SequenceKv s;
+      ASSERT_TRUE(s.reserve(*rig.cache, 16));
+      StepSeq w = step(s, p, LogitRows::Last, &sp);
+      w.history = history;
+      w.top_logprobs = 3;
+      const StepResult r = rig.ex->run(std::span(&w, 1));
+      ASSERT_TRUE(r.seqs[0].error.empty()) << r.seqs[0].error;
+      // The reference sampler on the step's own logits, with the same draw.
+      std::vector<float> logits(r.logits.ptr<float>(), r.logits.ptr<float>() + testing::kTinyVocab);
+      TokenLogprob lp;
+      const int32_t want = sample_host(sp, logits, history, w.draw, &lp, 3);
+      EXPECT_EQ(r.seqs[0].token, want);
+      EXPECT_NEAR(r.seqs[0].logprob.logprob, lp.logprob, 1e-3);
+      ASSERT_EQ(r.seqs[0].logprob.top.size(), 3u);
+      for (int i = 0; i < 3; ++i) EXPECT_EQ(r.seqs[0].logprob.top[i].first, lp.top[i].first);
+      s.release(*rig.cache);
+    }
+  }
+}
+
+// Single-token steps replay recorded graphs (on CUDA): B sequences of different lengths, padded to the
+// bucket, must sample what eager steps with the same inputs sample.
+TEST(Executor, GraphStepsEqualEagerSteps) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(d == Device::Cpu ? "cpu" : "cuda");
+    Rig graphs(d, true), eager(d, false);
+    const int B = 5;
+    std::vector<SequenceKv> sg(B), se(B);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < B; ++i) prompts.push_back(prompt(3 + 5 * i, 10 + i));
+    for (int i = 0; i < B; ++i) {
+      ASSERT_TRUE(sg[i].reserve(*graphs.cache, 64));
+      ASSERT_TRUE(se[i].reserve(*eager.cache, 64));
+      const StepSeq a = step(sg[i], prompts[i]), b = step(se[i], prompts[i]);
+      graphs.ex->run(std::span(&a, 1));
+      eager.ex->run(std::span(&b, 1));
+    }
+    const SamplingParams greedy;
+    std::vector<int32_t> tg(B), te(B);
+    for (int i = 0; i < B; ++i) tg[i] = te[i] = 7 * i + 1;
+    int replayed = 0;
+    for (int it = 0; it < 6; ++it) {
+      std::vector<StepSeq> wg, we;
+      for (int i = 0; i < B; ++i) {
+        wg.push_back(step(sg[i], std::span(&tg[i], 1), LogitRows::None, &greedy));
+        we.push_back(step(se[i], std::span(&te[i], 1), LogitRows::Last, &greedy));  // host logits: eager
+      }
+      const StepResult rg = graphs.ex->run(wg), re = eager.ex->run(we);
+      replayed += rg.graph;
+      EXPECT_FALSE(re.graph);
+      for (int i = 0; i < B; ++i) {
+        EXPECT_EQ(rg.seqs[i].token, re.seqs[i].token) << "step " << it << " sequence " << i;
+        EXPECT_EQ(re.seqs[i].token,
+                  argmax(std::span(re.logits.ptr<float>() + i * testing::kTinyVocab, testing::kTinyVocab)));
+        tg[i] = rg.seqs[i].token;
+        te[i] = re.seqs[i].token;
+      }
+    }
+    EXPECT_EQ(replayed, d == Device::Cuda ? 6 : 0);
+  }
+}
+
+// Two lanes on one GPU (semi-PD and TP need them): the same weights, a cache and an executor each, stepping
+// at once from two threads, give what one lane gives alone.
+TEST(ExecutorCuda, TwoLanesOnOneGpu) {
+  if (!backends::available(Device::Cuda)) GTEST_SKIP() << "no CUDA device";
+  auto model = tiny_decoder(5, 256, 64);
+  model->place_on(backends::make_context(Device::Cuda));
+  auto run = [&](std::shared_ptr<ops::Runtime> lane, std::vector<int32_t>* out) {
+    Rig rig(Device::Cuda, true, std::move(lane), model.get());
+    std::vector<SequenceKv> seqs(3);
+    std::vector<int32_t> tok = {1, 2, 3};
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(seqs[i].reserve(*rig.cache, 64));
+      const auto p = prompt(4 + 3 * i, i);
+      const StepSeq s = step(seqs[i], p);
+      rig.ex->run(std::span(&s, 1));
+    }
+    const SamplingParams greedy;
+    for (int it = 0; it < 40; ++it) {
+      std::vector<StepSeq> w;
+      for (int i = 0; i < 3; ++i) w.push_back(step(seqs[i], std::span(&tok[i], 1), LogitRows::None, &greedy));
+      const StepResult r = rig.ex->run(w);
+      for (int i = 0; i < 3; ++i) out->push_back(tok[i] = r.seqs[i].token);
+    }
+  };
+  std::vector<int32_t> alone, a, b;
+  run(backends::default_runtime(Device::Cuda), &alone);
+  std::thread ta([&] { run(backends::make_runtime(Device::Cuda), &a); });
+  std::thread tb([&] { run(backends::make_runtime(Device::Cuda), &b); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(a, alone);
+  EXPECT_EQ(b, alone);
+}
+
+}  // namespace
+}  // namespace kestrel
