@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <map>
 
 #include "backends/backends.h"
@@ -16,10 +17,9 @@ namespace {
 constexpr int kRowWords = sizeof(ops::SampleRow) / 4;
 constexpr int kOutWords = sizeof(ops::SampleOut) / 4;
 constexpr int kEntryWords = sizeof(ops::PenaltyEntry) / 4;
+constexpr int kSlots = 2;  // steps in flight at most: one running, one being planned behind it
 
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
+using Clock = std::chrono::steady_clock;
 
 std::string row_error_text(unsigned flags) {
   std::string s;
@@ -40,11 +40,11 @@ std::vector<int> Executor::buckets(int max_seqs) {
   return b;
 }
 
-// The staging layout, in i32 words, with fixed offsets so recorded graphs can keep pointing at them:
-// one host buffer (page-locked on CUDA) and its device mirror, copied with one async copy per step.
-//   tokens[T] positions[T] slots[T] logit_rows[T] seq_info[S*3] sample_rows[T*kRowWords] tables[S*W]
+// The staging layout, in i32 words, with fixed offsets so recorded graphs can keep pointing at them: the
+// device buffer dev_in, filled from one of two host buffers (page-locked on CUDA) with one async copy:
+//   tokens[T] positions[T] slots[T] logit_rows[T] from[T] seq_info[S*3] sample_rows[T*kRowWords] tables[S*W]
 //   penalties[P*kEntryWords]
-// and, coming back, sample outputs [T*kOutWords] and the lane's row-error words [T].
+// Coming back, per slot: sample outputs [T*kOutWords] and the lane's row-error words [T].
 struct Executor::Impl {
   Decoder* model;
   KvCache* cache;
@@ -52,11 +52,29 @@ struct Executor::Impl {
   int T, S, W, bs, vocab;
   int P = 0;  // penalty entry capacity (grows)
   int pad_block = -1;
-  size_t off_pos, off_slots, off_rows, off_info, off_sample, off_tables, off_pen, words;
-  std::unique_ptr<ops::HostBuffer> host_in, host_out, host_err;
+  size_t off_pos, off_slots, off_rows, off_from, off_info, off_sample, off_tables, off_pen, words;
   Tensor dev_in, dev_out, logits;
   Decoder::Scratch scratch;  // this executor's activations (its lane's own)
   uint64_t buffers_gen = 0;  // bumped when dev_in or logits move
+
+  // What a step in flight needs until it is collected.
+  struct Slot {
+    std::unique_ptr<ops::HostBuffer> in, out, err;
+    std::unique_ptr<ops::Event> done;
+    bool busy = false;
+    // The step's bookkeeping, in the caller's order.
+    int n = 0, rows = 0;
+    std::vector<int> order, sample_row_of, token_row0, first_row, n_rows, n_tokens, tops;
+    std::vector<std::string> failed;
+    std::vector<LogitRows> want;
+    Tensor host_logits;
+    bool graph = false;
+    Clock::time_point t0;
+  };
+  Slot slots[kSlots];
+  int next_slot = 0;
+  std::deque<int> queue;                // slots in submission order
+  std::vector<int> last_sample_row_of;  // the previous submitted step's: its StepSeq index -> sample row
 
   struct Recorded {
     ops::AttentionPlan plan;
@@ -65,7 +83,6 @@ struct Executor::Impl {
   std::map<int, Recorded> graphs;  // by bucket
   uint64_t graphs_key[2] = {~0ull, ~0ull};
 
-  int32_t* hin() const { return static_cast<int32_t*>(host_in->data()); }
   Tensor section(size_t offset, std::vector<int64_t> shape) const {
     Tensor t = dev_in;
     t.dtype = DType::I32;
@@ -73,24 +90,27 @@ struct Executor::Impl {
     t.shape = std::move(shape);
     return t;
   }
-  ops::SampleRow* host_sample_rows() const { return reinterpret_cast<ops::SampleRow*>(hin() + off_sample); }
 
   void layout() {
     off_pos = T;
     off_slots = 2 * size_t(T);
     off_rows = 3 * size_t(T);
-    off_info = 4 * size_t(T);
+    off_from = 4 * size_t(T);
+    off_info = 5 * size_t(T);
     off_sample = off_info + 3 * size_t(S);
     off_tables = off_sample + size_t(T) * kRowWords;
     off_pen = off_tables + size_t(S) * W;
     words = off_pen + size_t(P) * kEntryWords;
   }
 
+  // (Re)allocates the staging buffers; nothing may be in flight.
   void allocate_inputs(const ops::Context& ctx) {
     layout();
-    host_in = lane->host_buffer(words * 4);
+    for (Slot& s : slots) {
+      s.in = lane->host_buffer(words * 4);
+      std::memset(s.in->data(), 0, words * 4);
+    }
     dev_in = ops::allocate(ctx, DType::I32, {static_cast<int64_t>(words)});
-    std::memset(host_in->data(), 0, words * 4);
     ++buffers_gen;
   }
 
@@ -101,27 +121,25 @@ struct Executor::Impl {
   }
 
   // Sequence i of the staged step is a padding row: one token at position 0 written to the reserved block.
-  void stage_pad_row(int i) {
-    int32_t* h = hin();
+  void stage_pad_row(int32_t* h, int i) {
     h[i] = 0;
     h[off_pos + i] = 0;
     h[off_slots + i] = pad_block * bs;
     h[off_rows + i] = i;
+    h[off_from + i] = -1;
     h[off_info + 3 * i + 0] = i;
     h[off_info + 3 * i + 1] = 1;
     h[off_info + 3 * i + 2] = 1;
-    host_sample_rows()[i] = ops::SampleRow{};
+    reinterpret_cast<ops::SampleRow*>(h + off_sample)[i] = ops::SampleRow{};
     int32_t* table = h + off_tables + size_t(i) * W;
     table[0] = pad_block;
     std::fill(table + 1, table + W, -1);
   }
 
   // Copies the staged words [0, off_tables + seqs * W) and the used penalty entries.
-  void upload(int seqs, int entries) {
-    const size_t head = off_tables + size_t(seqs) * W;
-    lane->copy_async(dev_in.data, hin(), head * 4);
-    if (entries > 0)
-      lane->copy_async(dev_in.ptr<int32_t>() + off_pen, hin() + off_pen, size_t(entries) * kEntryWords * 4);
+  void upload(const int32_t* h, int seqs, int entries) {
+    lane->copy_async(dev_in.data, h, (off_tables + size_t(seqs) * W) * 4);
+    if (entries > 0) lane->copy_async(dev_in.ptr<int32_t>() + off_pen, h + off_pen, size_t(entries) * kEntryWords * 4);
   }
 
   ops::AttentionBatch attention_batch(const std::vector<ops::AttentionSeq>& seqs, float scale) const {
@@ -134,9 +152,8 @@ struct Executor::Impl {
     return ab;
   }
 
-  // Enqueues the step's work on the lane: forward, the raw logits to `host_logits` (when given, before the
-  // penalties change them), sampling, and the copies back of the sample outputs and row-error words (which
-  // it clears). Eager, or recorded into a graph.
+  // The device work of a step (eager, or recorded into a graph): the previous step's samples fed in,
+  // forward, the raw logits to `host_logits` (when given, before the penalties change them), sampling.
   void enqueue(const ops::Context& ctx, int t, int r, const ops::AttentionPlan& plan, Tensor* host_logits = nullptr) {
     StepInputs in;
     in.tokens = section(0, {t});
@@ -144,6 +161,7 @@ struct Executor::Impl {
     in.slots = section(off_slots, {t});
     in.logit_rows = section(off_rows, {r});
     in.attention = &plan;
+    ops::feed_sampled(ctx, in.tokens, section(off_from, {t}), dev_out);
     Tensor lg = logits.slice_rows(0, r);
     model->forward(ctx, in, cache->layers(), scratch, lg);
     if (host_logits) lane->copy_async(host_logits->data, lg.data, lg.nbytes());
@@ -151,10 +169,16 @@ struct Executor::Impl {
     Tensor pen = P > 0 ? section(off_pen, {P, kEntryWords}) : Tensor{};
     Tensor out = dev_out.slice_rows(0, r);
     ops::sample(ctx, lg, rows, pen, out);
-    lane->copy_async(host_out->data(), out.data, size_t(r) * kOutWords * 4);
+  }
+
+  // After the step's work: its outputs and row-error words back to the slot (the words cleared), and the
+  // event collect() waits for.
+  void enqueue_readback(Slot& s, int t, int r) {
+    lane->copy_async(s.out->data(), dev_out.data, size_t(r) * kOutWords * 4);
     const ops::ErrorRows err = lane->error_rows(T);
-    lane->copy_async(host_err->data(), err.words, size_t(t) * 4);
+    lane->copy_async(s.err->data(), err.words, size_t(t) * 4);
     lane->fill_async(err.words, 0, size_t(t) * 4);
+    s.done = lane->record();
   }
 };
 
@@ -179,8 +203,11 @@ Executor::Executor(Decoder& model, KvCache& cache, ops::Context ctx, const Execu
   m.scratch = model.make_scratch(ctx_, m.T);
   m.allocate_inputs(ctx_);
   m.dev_out = ops::allocate(ctx_, DType::I32, {m.T, kOutWords});
-  m.host_out = m.lane->host_buffer(size_t(m.T) * kOutWords * 4);
-  m.host_err = m.lane->host_buffer(size_t(m.T) * 4);
+  m.lane->fill_async(m.dev_out.data, 0xff, m.dev_out.nbytes());  // token -1: nothing sampled yet
+  for (Impl::Slot& s : m.slots) {
+    s.out = m.lane->host_buffer(size_t(m.T) * kOutWords * 4);
+    s.err = m.lane->host_buffer(size_t(m.T) * 4);
+  }
   m.lane->error_rows(m.T);
   m.ensure_logit_rows(ctx_, m.S);
   if (graphs_enabled()) {
@@ -203,21 +230,27 @@ bool Executor::graphs_enabled() const {
   return opt_.graphs && ctx_.runtime->graphs_supported();
 }
 
+int Executor::in_flight() const {
+  return static_cast<int>(impl_->queue.size());
+}
+
 void Executor::capture_graphs() {
   if (!graphs_enabled()) return;
   Impl& m = *impl_;
+  KS_CHECK(m.queue.empty(), "internal error: recording graphs with steps in flight");
   const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
   const uint64_t key[2] = {m.lane->generation(), m.buffers_gen};
   if (!std::equal(key, key + 2, m.graphs_key)) {
     m.graphs.clear();
     std::copy(key, key + 2, m.graphs_key);
   }
+  auto* h = static_cast<int32_t*>(m.slots[0].in->data());
   for (int b : buckets(m.S)) {
     if (m.graphs.count(b)) continue;
     // Padding rows staged and run once eagerly first: the lane's lazily made state (library handles,
     // their plans) exists before recording, and nothing the graph points at moves afterwards.
-    for (int i = 0; i < b; ++i) m.stage_pad_row(i);
-    m.upload(b, 0);
+    for (int i = 0; i < b; ++i) m.stage_pad_row(h, i);
+    m.upload(h, b, 0);
     std::vector<ops::AttentionSeq> seqs;
     for (int i = 0; i < b; ++i) seqs.push_back({i, 1, m.W * m.bs, nullptr});
     // Planned for the longest sequence the graph may see; the kernels read the real lengths on the device.
@@ -228,16 +261,18 @@ void Executor::capture_graphs() {
     rec.graph = m.lane->capture([&] { m.enqueue(ctx_, b, b, rec.plan); });
     m.graphs.emplace(b, std::move(rec));
   }
+  m.lane->take_row_errors(m.T);  // the padding rows' runs raised nothing; start clean anyway
   KS_CHECK(key[0] == m.lane->generation() && key[1] == m.buffers_gen,
            "internal error: a buffer moved while recording the decode graphs");
 }
 
-StepResult Executor::run(std::span<const StepSeq> in) {
-  const auto t0 = std::chrono::steady_clock::now();
+void Executor::submit(std::span<const StepSeq> in) {
+  const auto t0 = Clock::now();
   Impl& m = *impl_;
   const int n = static_cast<int>(in.size());
   KS_CHECK(n >= 1, "a step with no sequences");
   KS_CHECK(n <= m.S, "a step of {} sequences; the executor holds {}", n, m.S);
+  KS_CHECK(m.queue.size() < kSlots, "internal error: {} steps already in flight", m.queue.size());
 
   // The step's shape is the caller's contract (a violation throws and nothing runs); what a sequence
   // carries (token ids, its block table) is checked per sequence: a bad one fails alone and is left out.
@@ -253,10 +288,14 @@ StepResult Executor::run(std::span<const StepSeq> in) {
              int64_t{m.W} * m.bs);
     KS_CHECK(s.top_logprobs <= ops::kMaxTopLogprobs, "at most {} top logprobs, got {}", ops::kMaxTopLogprobs,
              s.top_logprobs);
+    KS_CHECK(s.prev_index < 0 || s.tokens.size() == 1, "a token fed from the previous step comes alone");
     if (s.sampling) s.sampling->validate();
     total += static_cast<int64_t>(s.tokens.size());
     for (int32_t t : s.tokens)
       if (t < 0 || t >= m.vocab) failed[i] = fmt::format("token id {} is outside the vocabulary (size {})", t, m.vocab);
+    if (s.prev_index >= 0 &&
+        (s.prev_index >= static_cast<int>(m.last_sample_row_of.size()) || m.last_sample_row_of[s.prev_index] < 0))
+      failed[i] = "its input token was to come from a previous step that did not sample it";
     const int32_t blocks = m.cache->blocks().num_total();
     for (size_t b = 0; b < static_cast<size_t>((need + m.bs - 1) / m.bs); ++b)
       if (s.kv->block_table()[b] < 0 || s.kv->block_table()[b] >= blocks)
@@ -271,25 +310,17 @@ StepResult Executor::run(std::span<const StepSeq> in) {
   // The sequences that run, decode rows first (stable), so the attention plan gives them the decode kernel.
   std::vector<int> order;
   bool host_logits = false, all_single = true;
-  int64_t active_tokens = 0;
+  int T = 0;
   for (int i = 0; i < n; ++i) {
     if (!failed[i].empty()) continue;
     order.push_back(i);
-    active_tokens += static_cast<int64_t>(in[i].tokens.size());
+    T += static_cast<int>(in[i].tokens.size());
     host_logits |= in[i].logits != LogitRows::None;
     all_single &= in[i].tokens.size() == 1;
   }
   std::stable_partition(order.begin(), order.end(), [&](int i) { return in[i].tokens.size() == 1; });
   const int n_run = static_cast<int>(order.size());
-  const int T = static_cast<int>(active_tokens);
-  StepResult res;
-  Tensor all_logits;  // [R, vocab] on the host, when some sequence asked for logits
-  res.seqs.resize(n);
-  for (int i = 0; i < n; ++i) res.seqs[i].error = failed[i];
-  if (n_run == 0) {
-    res.ms = ms_since(t0);
-    return res;
-  }
+
   // Sampling rows and penalty entries first: the entries may outgrow the staging buffers.
   std::vector<ops::PenaltyEntry> entries;
   std::vector<ops::SampleRow> srows(n_run);
@@ -300,35 +331,60 @@ StepResult Executor::run(std::span<const StepSeq> in) {
     add_penalties(*s.sampling, s.history, srows[k], entries);
   }
   if (static_cast<int>(entries.size()) > m.P) {  // grow the staging buffers (graphs are recorded again)
+    m.lane->synchronize();
     m.P = std::max<int>(static_cast<int>(entries.size()), 2 * m.P);
     m.allocate_inputs(ctx_);
   }
 
   // A step of single-token rows that wants no logits on the host replays the graph of its bucket, which
-  // was recorded with one logit row (and sampling row) per sequence: row i for sequence i.
-  const bool graph = all_single && !host_logits && graphs_enabled();
+  // was recorded with one logit row (and sampling row) per sequence: row i for sequence i. Graphs are
+  // recorded only with nothing in flight (recording runs steps of padding rows); until then such steps
+  // run eagerly.
+  bool graph = n_run > 0 && all_single && !host_logits && graphs_enabled();
   int bucket = n_run;
   if (graph) {
     const std::vector<int> bk = buckets(m.S);
     bucket = *std::lower_bound(bk.begin(), bk.end(), n_run);
     const uint64_t key[2] = {m.lane->generation(), m.buffers_gen};
-    if (!std::equal(key, key + 2, m.graphs_key) || !m.graphs.count(bucket)) capture_graphs();
+    if (!std::equal(key, key + 2, m.graphs_key) || !m.graphs.count(bucket)) {
+      if (m.queue.empty())
+        capture_graphs();
+      else
+        graph = false;
+    }
   }
 
-  // Stage: token rows, logit rows and sampling rows in execution order.
-  int32_t* h = m.hin();
+  // Stage into a free slot: token rows, logit rows and sampling rows in execution order.
+  const int si = m.next_slot;
+  m.next_slot = (m.next_slot + 1) % kSlots;
+  Impl::Slot& slot = m.slots[si];
+  KS_CHECK(!slot.busy, "internal error: staging slot {} is still in flight", si);
+  auto* h = static_cast<int32_t*>(slot.in->data());
+  slot.n = n;
+  slot.failed = failed;
+  slot.order = order;
+  slot.sample_row_of.assign(n, -1);
+  slot.token_row0.assign(n, 0);
+  slot.first_row.assign(n, 0);
+  slot.n_rows.assign(n, 0);
+  slot.n_tokens.assign(n, 0);
+  slot.tops.assign(n, -1);
+  slot.want.assign(n, LogitRows::None);
   std::vector<ops::AttentionSeq> seqs;
-  std::vector<int> first_row(n), n_rows(n), sample_row_of(n, -1), token_row0(n);
   int row = 0, r = 0;
   for (int k = 0; k < n_run; ++k) {
     const int i = order[k];
     const StepSeq& s = in[i];
     const int32_t len = s.kv->length(), cnt = static_cast<int32_t>(s.tokens.size());
-    token_row0[i] = row;
+    slot.token_row0[i] = row;
+    slot.n_tokens[i] = cnt;
+    slot.tops[i] = s.top_logprobs;
+    slot.want[i] = s.logits;
     for (int32_t j = 0; j < cnt; ++j) {
       h[row + j] = s.tokens[j];
       h[m.off_pos + row + j] = len + j;
       h[m.off_slots + row + j] = s.kv->slot(*m.cache, len + j);
+      h[m.off_from + row + j] = s.prev_index >= 0 ? m.last_sample_row_of[s.prev_index] : -1;
     }
     h[m.off_info + 3 * k + 0] = row;
     h[m.off_info + 3 * k + 1] = cnt;
@@ -339,72 +395,102 @@ StepResult Executor::run(std::span<const StepSeq> in) {
     std::fill(table + used, table + m.W, -1);
     seqs.push_back({row, cnt, len + cnt, s.kv->block_table().data()});
 
-    first_row[i] = r;
+    slot.first_row[i] = r;
     const int rows_out = s.logits == LogitRows::All                             ? cnt
                          : (graph || s.logits == LogitRows::Last || s.sampling) ? 1
                                                                                 : 0;
     for (int j = 0; j < rows_out; ++j) {
       h[m.off_rows + r + j] = row + cnt - rows_out + j;
-      m.host_sample_rows()[r + j] = ops::SampleRow{};
+      reinterpret_cast<ops::SampleRow*>(h + m.off_sample)[r + j] = ops::SampleRow{};
     }
-    n_rows[i] = rows_out;
+    slot.n_rows[i] = rows_out;
     if (s.sampling) {
-      sample_row_of[i] = r + rows_out - 1;
-      m.host_sample_rows()[sample_row_of[i]] = srows[k];
+      slot.sample_row_of[i] = r + rows_out - 1;
+      reinterpret_cast<ops::SampleRow*>(h + m.off_sample)[slot.sample_row_of[i]] = srows[k];
     }
     r += rows_out;
     row += cnt;
   }
   std::copy(entries.begin(), entries.end(), reinterpret_cast<ops::PenaltyEntry*>(h + m.off_pen));
   const int R = r;
+  slot.rows = R;
+  slot.graph = graph;
+  slot.t0 = t0;
+  slot.host_logits = Tensor{};
 
-  if (graph) {
-    for (int i = n_run; i < bucket; ++i) m.stage_pad_row(i);
-    m.upload(bucket, static_cast<int>(entries.size()));
-    m.graphs.at(bucket).graph->launch();
-    res.graph = true;
+  if (n_run > 0) {
+    if (graph) {
+      for (int i = n_run; i < bucket; ++i) m.stage_pad_row(h, i);
+      m.upload(h, bucket, static_cast<int>(entries.size()));
+      m.graphs.at(bucket).graph->launch();
+      m.enqueue_readback(slot, bucket, bucket);
+    } else {
+      m.ensure_logit_rows(ctx_, std::max(R, 1));
+      m.upload(h, n_run, static_cast<int>(entries.size()));
+      const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
+      const ops::AttentionPlan plan =
+          m.model->plan_attention(ctx_, m.attention_batch(seqs, scale), m.cache->layers(), m.scratch);
+      if (host_logits) slot.host_logits = Tensor::empty_host(DType::F32, {R, m.vocab});
+      m.enqueue(ctx_, T, R, plan, host_logits ? &slot.host_logits : nullptr);
+      m.enqueue_readback(slot, T, R);
+    }
   } else {
-    m.ensure_logit_rows(ctx_, std::max(R, 1));
-    m.upload(n_run, static_cast<int>(entries.size()));
-    const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
-    const ops::AttentionPlan plan =
-        m.model->plan_attention(ctx_, m.attention_batch(seqs, scale), m.cache->layers(), m.scratch);
-    if (host_logits) all_logits = Tensor::empty_host(DType::F32, {R, m.vocab});
-    m.enqueue(ctx_, T, R, plan, host_logits ? &all_logits : nullptr);
+    slot.done = m.lane->record();
   }
-  m.lane->record()->wait();
+  slot.busy = true;
+  m.queue.push_back(si);
+  m.last_sample_row_of = slot.sample_row_of;
+  for (int i : order) in[i].kv->set_length(in[i].kv->length() + static_cast<int32_t>(in[i].tokens.size()));
+}
 
-  // Results, in the caller's order.
-  const auto* outs = static_cast<const ops::SampleOut*>(m.host_out->data());
-  const auto* errs = static_cast<const unsigned*>(m.host_err->data());
-  for (int i : order) {
+StepResult Executor::collect() {
+  Impl& m = *impl_;
+  KS_CHECK(!m.queue.empty(), "collect() with no step in flight");
+  Impl::Slot& slot = m.slots[m.queue.front()];
+  m.queue.pop_front();
+  slot.done->wait();
+  slot.busy = false;
+
+  StepResult res;
+  res.graph = slot.graph;
+  res.seqs.resize(slot.n);
+  const auto* outs = static_cast<const ops::SampleOut*>(slot.out->data());
+  const auto* errs = static_cast<const unsigned*>(slot.err->data());
+  for (int i = 0; i < slot.n; ++i) res.seqs[i].error = slot.failed[i];
+  for (int i : slot.order) {
     SeqResult& sr = res.seqs[i];
     unsigned flags = 0;
-    for (size_t j = 0; j < in[i].tokens.size(); ++j) flags |= errs[token_row0[i] + j];
+    for (int j = 0; j < slot.n_tokens[i]; ++j) flags |= errs[slot.token_row0[i] + j];
     if (flags) sr.error = row_error_text(flags);
-    if (sample_row_of[i] >= 0) {
-      const ops::SampleOut& o = outs[sample_row_of[i]];
+    if (slot.sample_row_of[i] >= 0) {
+      const ops::SampleOut& o = outs[slot.sample_row_of[i]];
       sr.token = o.token;
-      if (in[i].top_logprobs >= 0) sr.logprob = to_logprob(o);
+      if (slot.tops[i] >= 0) sr.logprob = to_logprob(o);
       if (!flags && (o.token < 0 || o.token >= m.vocab)) sr.error = "the sampler returned no token";
     }
   }
-  if (host_logits) {
+  if (!slot.host_logits.empty()) {
     int64_t want = 0;
-    for (int i : order)
-      if (in[i].logits != LogitRows::None) want += n_rows[i];
-    const Tensor& all = all_logits;
+    for (int i : slot.order)
+      if (slot.want[i] != LogitRows::None) want += slot.n_rows[i];
     res.logits = Tensor::empty_host(DType::F32, {want, m.vocab});
     int64_t at = 0;
-    for (int i = 0; i < n; ++i) {  // caller order
-      if (in[i].logits == LogitRows::None || !failed[i].empty()) continue;
-      std::memcpy(res.logits.row(at), all.row(first_row[i]), size_t(n_rows[i]) * all.row_nbytes());
-      at += n_rows[i];
+    for (int i = 0; i < slot.n; ++i) {  // the caller's order
+      if (slot.want[i] == LogitRows::None || !slot.failed[i].empty()) continue;
+      std::memcpy(res.logits.row(at), slot.host_logits.row(slot.first_row[i]),
+                  size_t(slot.n_rows[i]) * slot.host_logits.row_nbytes());
+      at += slot.n_rows[i];
     }
+    slot.host_logits = Tensor{};
   }
-  for (int i : order) in[i].kv->set_length(in[i].kv->length() + static_cast<int32_t>(in[i].tokens.size()));
-  res.ms = ms_since(t0);
+  res.ms = std::chrono::duration<double, std::milli>(Clock::now() - slot.t0).count();
   return res;
+}
+
+StepResult Executor::run(std::span<const StepSeq> seqs) {
+  KS_CHECK(impl_->queue.empty(), "run() with steps in flight: collect them first");
+  submit(seqs);
+  return collect();
 }
 
 }  // namespace kestrel

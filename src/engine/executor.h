@@ -7,9 +7,12 @@
 //   3. runs the model (eagerly, or for a step of single-token rows by replaying the graph recorded for
 //      its batch-size bucket), plans attention once for the step (decode rows to the split-KV kernel,
 //      prefill chunks to the prefill kernel), samples on the device (ops::sample),
-//   4. copies back only the sampled ids, logprobs and the kernels' row-error words, and waits for them.
-// Everything goes through the context's lane (ops/runtime.h), so the same code runs on the CPU.
-// Contract: docs/ARCHITECTURE.md ("One forward step").
+//   4. copies back only the sampled ids, logprobs and the kernels' row-error words.
+// submit() returns once the step is queued; collect() waits for its results. Between the two the host
+// plans and submits the next step, whose decode rows may take their input tokens from this step's samples
+// on the device (StepSeq::prev_index): asynchronous scheduling, as in vLLM's and SGLang's overlap
+// schedulers. Everything goes through the context's lane (ops/runtime.h), so the same code runs on the
+// CPU (where submit() does the work). Contract: docs/ARCHITECTURE.md ("One forward step").
 #pragma once
 
 #include <cstdint>
@@ -38,8 +41,11 @@ struct ExecutorOptions {
 
 // One sequence's share of a step.
 struct StepSeq {
-  SequenceKv* kv = nullptr;                  // its blocks must cover kv->length() + tokens.size()
-  std::span<const int32_t> tokens;           // new tokens, placed after the kv->length() cached ones
+  SequenceKv* kv = nullptr;         // its blocks must cover kv->length() + tokens.size()
+  std::span<const int32_t> tokens;  // new tokens, placed after the kv->length() cached ones
+  // >= 0: the (single) input token is the one sampled for sequence `prev_index` of the previously
+  // submitted step, which must sample; `tokens` then holds one placeholder.
+  int prev_index = -1;
   LogitRows logits = LogitRows::None;        // rows whose f32 logits come back to the host
   const SamplingParams* sampling = nullptr;  // non-null: sample the next token from the last row
   std::span<const int32_t> history;          // the tokens the penalties count
@@ -50,14 +56,14 @@ struct StepSeq {
 struct SeqResult {
   int32_t token = -1;    // the sampled token
   TokenLogprob logprob;  // when asked for
-  std::string error;     // non-empty: a kernel rejected this sequence's inputs; its K/V are incomplete
+  std::string error;     // non-empty: the sequence's inputs were bad; its K/V are incomplete
 };
 
 struct StepResult {
   std::vector<SeqResult> seqs;  // in StepSeq order
   Tensor logits;                // host f32 [rows, vocab]: the rows StepSeq::logits asked for, in order
   bool graph = false;           // replayed from a recorded graph
-  double ms = 0;                // wall time of the step, staging to results
+  double ms = 0;                // wall time from submit() to the results
 };
 
 class Executor {
@@ -73,11 +79,18 @@ class Executor {
   const ops::Context& context() const { return ctx_; }
   bool graphs_enabled() const;
 
-  // Runs one step and waits for it; advances each sequence's KV length by its tokens. Throws
-  // kestrel::Error for a malformed step (nothing ran then); a sequence whose inputs a kernel rejected
-  // comes back with SeqResult::error set and the others are unaffected.
+  // Queues one step and returns; advances each sequence's KV length by its tokens at once (its K/V land
+  // when the step runs, and every later step is ordered after it). At most two steps are in flight.
+  // Throws kestrel::Error for a malformed step (nothing is queued then); a sequence whose inputs are bad
+  // (token ids, KV blocks) or that a kernel rejects comes back with SeqResult::error set, and the others
+  // are unaffected. The StepSeq spans are read before submit() returns.
+  void submit(std::span<const StepSeq> seqs);
+  // Waits for the oldest submitted step and returns its results.
+  StepResult collect();
+  int in_flight() const;
+  // submit() then collect() (with nothing else in flight).
   StepResult run(std::span<const StepSeq> seqs);
-  // Records the graphs of every decode bucket now (otherwise each on first use).
+  // Records the graphs of every decode bucket now (otherwise each on first use). Nothing may be in flight.
   void capture_graphs();
 
   // The graph buckets: batch sizes a single-token step is padded up to.

@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "core/error.h"
@@ -33,11 +34,36 @@ struct Scheduler::Sequence {
   bool admitted_once = false;
   FinishReason finish = FinishReason::None;
   RequestOutput out;  // what the next event carries
+  // Asynchronous scheduling: tokens sampled by steps still in flight (not yet in `tokens`); the index of
+  // this sequence in the last submitted step (where a pending token comes from); and an epoch bumped when
+  // the sequence is preempted or retired, so results of steps submitted before are dropped.
+  int32_t pending = 0;
+  int last_index = -1;
+  uint64_t epoch = 0;
 
   Sequence(std::shared_ptr<Request> r, const Tokenizer& tok)
       : req(std::move(r)), decoder(tok, /*skip_special=*/true), stops(req->stop) {}
   int32_t n_generated() const { return static_cast<int32_t>(tokens.size()) - n_prompt; }
-  int32_t n_uncomputed() const { return static_cast<int32_t>(tokens.size()) - kv.length(); }
+  // Positions still to run through the model, the pending sampled token included.
+  int32_t n_uncomputed() const { return static_cast<int32_t>(tokens.size()) + pending - kv.length(); }
+  // Whether the tokens already sampled (pending ones included) complete the request's length.
+  bool length_reached(int n_ctx) const {
+    return n_generated() + pending >= req->max_tokens || static_cast<int>(tokens.size()) + pending >= n_ctx;
+  }
+};
+
+// A submitted step: its sequences in StepSeq order, and the sequences retired while it was in flight
+// (kept alive until it is collected, since its entries point at them).
+struct Scheduler::InFlight {
+  struct Entry {
+    Sequence* s;
+    int32_t chunk;
+    uint64_t epoch;
+    bool samples;
+  };
+  std::vector<Entry> entries;
+  bool decode_only = false;
+  std::vector<SeqPtr> dead;
 };
 
 Scheduler::Scheduler(Decoder& model, const Tokenizer& tokenizer, KvCache& cache, ops::Context ctx,
@@ -57,6 +83,8 @@ Scheduler::Scheduler(Decoder& model, const Tokenizer& tokenizer, KvCache& cache,
   eo.max_seqs = std::min(opt_.max_running, opt_.max_batch_tokens);
   eo.max_kv_len = opt_.n_ctx;
   executor_ = std::make_unique<Executor>(model, cache, ctx_, eo);
+  executor_->capture_graphs();  // all buckets now, so steps planned behind a running one can replay them
+  overlap_ = opt_.overlap < 0 ? executor_->context().lane().asynchronous() : opt_.overlap > 0;
   const int64_t capacity = int64_t{cache.blocks().num_free()} * cache.block_size();
   // One sequence alone must always fit, or preemption could not guarantee progress.
   KS_CHECK(capacity >= opt_.n_ctx,
@@ -67,6 +95,7 @@ Scheduler::Scheduler(Decoder& model, const Tokenizer& tokenizer, KvCache& cache,
 }
 
 Scheduler::~Scheduler() {
+  // Nothing of a step in flight is needed any more; the executor waits for the lane when it goes.
   // Blocks go back to the allocator (which outlives us) so a reused cache starts clean.
   for (auto& s : running_) s->kv.release(*cache_);
   for (auto& s : waiting_) s->kv.release(*cache_);
@@ -165,13 +194,19 @@ void Scheduler::take_incoming() {
   }
 }
 
+void Scheduler::retire(SeqPtr s) {
+  release(*s);
+  ++s->epoch;
+  if (!inflight_.empty()) inflight_.back().dead.push_back(std::move(s));
+}
+
 void Scheduler::drop_cancelled() {
   auto drop = [&](auto& list) {
     for (auto it = list.begin(); it != list.end();) {
       if ((*it)->req->cancelled) {
         finish(**it, FinishReason::Cancelled);
         emit(**it);
-        release(**it);
+        retire(std::move(*it));
         it = list.erase(it);
       } else {
         ++it;
@@ -192,7 +227,8 @@ bool Scheduler::reserve(Sequence& s, int32_t length) {
 
 void Scheduler::release(Sequence& s) {
   // Its registered blocks stay in the prefix cache; mark them recently used so that a follow-up request
-  // (the next chat turn) still finds them.
+  // (the next chat turn) still finds them. A step in flight may still write the freed blocks: every step
+  // runs in order on the executor's lane, so whoever gets them next writes after it.
   prefix_.touch(std::span(s.hashes).first(static_cast<size_t>(s.n_registered)));
   s.kv.release(*cache_);
   s.n_registered = 0;
@@ -202,6 +238,8 @@ void Scheduler::preempt(SeqPtr s) {
   ++preemptions_;
   log::debug("preempting request {} ({} tokens) to free KV blocks", s->order, s->tokens.size());
   release(*s);
+  ++s->epoch;
+  s->pending = 0;  // none: preemption waits for steps in flight
   const auto at = std::find_if(waiting_.begin(), waiting_.end(), [&](const SeqPtr& w) { return w->order > s->order; });
   waiting_.insert(at, std::move(s));
 }
@@ -233,7 +271,8 @@ void Scheduler::extend_hashes(Sequence& s, int32_t n_blocks) {
 
 void Scheduler::register_full_blocks(Sequence& s) {
   const int32_t bs = cache_->block_size();
-  const int32_t full = s.kv.length() / bs;
+  // Positions whose token is known: the K/V of a pending token may be computed already, its value not.
+  const int32_t full = std::min(s.kv.length(), static_cast<int32_t>(s.tokens.size())) / bs;
   extend_hashes(s, full);
   if (!opt_.prefix_cache) return;
   for (; s.n_registered < full; ++s.n_registered) {
@@ -293,19 +332,22 @@ void Scheduler::publish_and_deliver() {
     if (req->on_output) req->on_output(std::move(ev));
 }
 
-bool Scheduler::step() {
-  take_incoming();
-  drop_cancelled();
-
+std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_preempt) {
   // 1. Running sequences, oldest first: each gets its decode token or next prefill chunk. When blocks run
-  // out, the youngest running sequence is preempted (possibly the one asking).
+  // out, the youngest running sequence is preempted (possibly the one asking) — only with no step in
+  // flight; otherwise the caller collects it first and asks again.
   int budget = opt_.max_batch_tokens;
-  std::vector<std::pair<Sequence*, int32_t>> plan;
+  std::vector<Planned> plan;
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& s = *running_[i];
+    if (s.length_reached(opt_.n_ctx)) {  // its last token is in flight: it finishes when that is collected
+      ++i;
+      continue;
+    }
     const int32_t chunk = std::min(s.n_uncomputed(), budget);
     bool preempted_self = false;
     while (!reserve(s, s.kv.length() + chunk)) {
+      if (!may_preempt) return std::nullopt;
       SeqPtr victim = std::move(running_.back());
       running_.pop_back();
       preempted_self = victim.get() == &s;
@@ -334,33 +376,42 @@ bool Scheduler::step() {
     waiting_.pop_front();
   }
   std::sort(running_.begin(), running_.end(), [](const SeqPtr& a, const SeqPtr& b) { return a->order < b->order; });
+  return plan;
+}
 
-  if (plan.empty()) {
-    publish_and_deliver();  // events of cancelled requests
-    return false;
-  }
-
-  // 3. One step for the whole plan. A sequence whose chunk completes its tokens samples its next token on
-  // the device; the penalties count its generated tokens, the draw index is the new token's position.
+bool Scheduler::submit(const std::vector<Planned>& plan) {
+  // A sequence whose chunk completes its tokens samples its next token on the device; the penalties count
+  // its generated tokens, the draw index is the new token's position. A decode row whose input token is
+  // still in flight takes it from the previous step on the device.
+  static constexpr int32_t kPlaceholder = 0;
   std::vector<StepSeq> work;
+  InFlight st;
   work.reserve(plan.size());
+  st.decode_only = true;
   for (auto [s, chunk] : plan) {
     StepSeq w;
     w.kv = &s->kv;
-    w.tokens = std::span(s->tokens).subspan(static_cast<size_t>(s->kv.length()), chunk);
-    if (s->kv.length() + chunk == static_cast<int32_t>(s->tokens.size())) {
+    if (s->pending > 0) {
+      w.tokens = std::span(&kPlaceholder, 1);
+      w.prev_index = s->last_index;
+    } else {
+      w.tokens = std::span(s->tokens).subspan(static_cast<size_t>(s->kv.length()), chunk);
+    }
+    const bool samples = s->kv.length() + chunk == static_cast<int32_t>(s->tokens.size()) + s->pending;
+    if (samples) {
       w.sampling = &s->req->sampling;
       w.history = std::span(s->tokens).subspan(static_cast<size_t>(s->n_prompt));
-      w.draw = s->tokens.size();
+      w.draw = static_cast<uint64_t>(s->kv.length() + chunk);
       w.top_logprobs = s->req->logprobs;
     }
     work.push_back(w);
+    st.entries.push_back({s, chunk, s->epoch, samples});
+    st.decode_only &= chunk == 1;
     if (s->kv.length() < s->n_prompt)
       computed_prompt_tokens_ += static_cast<uint64_t>(std::min(chunk, s->n_prompt - s->kv.length()));
   }
-  StepResult res;
   try {
-    res = executor_->run(work);
+    executor_->submit(work);
   } catch (...) {
     for (auto [s, chunk] : plan) s->req->cancelled = true;
     for (auto [s, chunk] : plan) s->finish = FinishReason::Error;
@@ -368,17 +419,37 @@ bool Scheduler::step() {
     publish_and_deliver();
     throw;
   }
-  ++steps_;
-  const bool decode_only = std::all_of(plan.begin(), plan.end(), [](const auto& p) { return p.second == 1; });
-  StepTimes& times = decode_only ? decode_times_ : mixed_times_;
-  ++times.steps;
-  times.rows += plan.size();
-  times.seconds += res.ms / 1e3;
+  for (size_t i = 0; i < st.entries.size(); ++i) {
+    Sequence& s = *st.entries[i].s;
+    s.last_index = static_cast<int>(i);
+    s.pending += st.entries[i].samples;
+  }
+  inflight_.push_back(std::move(st));
+  return true;
+}
 
-  // 4. Sample where a sequence has caught up with its tokens, report, retire finished ones. A sequence
-  // whose inputs a kernel rejected fails alone (its K/V are incomplete, so none of its blocks are shared).
-  for (size_t i = 0; i < plan.size(); ++i) {
-    Sequence& s = *plan[i].first;
+void Scheduler::finish_inflight() {
+  InFlight st = std::move(inflight_.front());
+  inflight_.pop_front();
+  const StepResult res = executor_->collect();
+  ++steps_;
+  const auto now = std::chrono::steady_clock::now();
+  // The step's share of the engine's time: from the previous step's results to its own while the engine
+  // was busy (steps overlap), its own wall time otherwise.
+  const double period = std::chrono::duration<double>(now - last_collect_).count();
+  last_collect_ = now;
+  StepTimes& times = st.decode_only ? decode_times_ : mixed_times_;
+  ++times.steps;
+  times.rows += st.entries.size();
+  times.seconds += std::min(period, res.ms / 1e3);
+
+  // Sample where a sequence has caught up with its tokens, report, retire finished ones. A sequence whose
+  // inputs were bad fails alone (its K/V are incomplete, so none of its blocks are shared).
+  for (size_t i = 0; i < st.entries.size(); ++i) {
+    const InFlight::Entry& e = st.entries[i];
+    Sequence& s = *e.s;
+    if (s.epoch != e.epoch) continue;  // preempted or retired since
+    s.pending -= e.samples;
     if (!res.seqs[i].error.empty()) {
       log::error("request {} failed: {}", s.order, res.seqs[i].error);
       finish(s, FinishReason::Error);
@@ -386,18 +457,51 @@ bool Scheduler::step() {
       continue;
     }
     register_full_blocks(s);
-    if (work[i].sampling) accept_token(s, res.seqs[i]);
+    if (e.samples) accept_token(s, res.seqs[i]);
     emit(s);
   }
   for (auto it = running_.begin(); it != running_.end();) {
     if ((*it)->finish != FinishReason::None) {
-      release(**it);
+      retire(std::move(*it));
       it = running_.erase(it);
     } else {
       ++it;
     }
   }
   publish_and_deliver();
+}
+
+bool Scheduler::penalties_pending() const {
+  return std::any_of(running_.begin(), running_.end(),
+                     [](const SeqPtr& s) { return s->pending > 0 && s->req->sampling.penalties(); });
+}
+
+bool Scheduler::step() {
+  take_incoming();
+  // Penalties count the tokens the host knows: a sequence with penalties gets its pending token back
+  // before its next step is planned.
+  if (!inflight_.empty() && penalties_pending()) finish_inflight();
+  drop_cancelled();
+  std::optional<std::vector<Planned>> plan = schedule(/*may_preempt=*/inflight_.empty());
+  if (!plan) {  // preemption needed: not while a step may still use the victim's blocks' contents
+    while (!inflight_.empty()) finish_inflight();
+    drop_cancelled();
+    plan = schedule(true);
+  }
+  if (plan->empty()) {
+    if (!inflight_.empty()) {
+      finish_inflight();
+      return true;
+    }
+    publish_and_deliver();  // events of cancelled requests
+    return false;
+  }
+  submit(*plan);
+  // The previous step's results are handled while this one runs (without overlap: this step's, now).
+  if (inflight_.size() > 1 || !overlap_)
+    finish_inflight();
+  else
+    publish_and_deliver();
   return true;
 }
 

@@ -9,11 +9,13 @@
 // engine thread. Requests report back through Request::on_output on the engine thread.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "engine/executor.h"
@@ -32,6 +34,9 @@ struct SchedulerOptions {
   int max_waiting = 4096;      // queued requests beyond which submit() refuses (HTTP 429)
   int n_ctx = 0;               // positions per sequence (prompt + generated); 0: the model's context
   bool prefix_cache = true;
+  // Plan step N+1 while step N runs (asynchronous scheduling): -1 where the lane is asynchronous (CUDA),
+  // 0 never, 1 always (tests cover the logic on the CPU this way).
+  int overlap = -1;
 };
 
 // Where the engine's time goes: steps, the sequences they carried, and their wall time (executor.h).
@@ -90,6 +95,17 @@ class Scheduler {
  private:
   struct Sequence;
   using SeqPtr = std::unique_ptr<Sequence>;
+  struct InFlight;
+  using Planned = std::pair<Sequence*, int32_t>;  // a sequence and the tokens it runs in the step
+
+  // Plans the next step; nullopt when it would have to preempt and may not (a step is in flight).
+  std::optional<std::vector<Planned>> schedule(bool may_preempt);
+  bool submit(const std::vector<Planned>& plan);
+  // Collects the oldest step in flight: tokens, events, retirement.
+  void finish_inflight();
+  bool penalties_pending() const;
+  // Releases a sequence's blocks and drops it once no step in flight points at it.
+  void retire(SeqPtr s);
 
   void take_incoming();
   void drop_cancelled();
@@ -112,6 +128,9 @@ class Scheduler {
   SchedulerOptions opt_;
   PrefixCache prefix_;
   std::unique_ptr<Executor> executor_;
+  std::deque<InFlight> inflight_;  // submitted steps, oldest first (at most two, briefly)
+  bool overlap_ = false;
+  std::chrono::steady_clock::time_point last_collect_{};
 
   std::deque<SeqPtr> waiting_;   // oldest first (preempted sequences go back in arrival order)
   std::vector<SeqPtr> running_;  // oldest first

@@ -159,6 +159,12 @@ struct SampleArgs {
   Tensor& out;
 };
 
+struct FeedSampledArgs {
+  Tensor& tokens;
+  const Tensor& from;
+  const Tensor& prev;
+};
+
 struct Registries {
   Registry<EmbedArgs> embed{"embed"};
   Registry<MatmulArgs> matmul{"matmul"};
@@ -172,6 +178,7 @@ struct Registries {
   Registry<RopeKvWriteArgs> rope_kv_write{"rope_kv_write"};
   Registry<AttentionArgs> attention{"attention"};
   Registry<SampleArgs> sample{"sample"};
+  Registry<FeedSampledArgs> feed_sampled{"feed_sampled"};
 };
 
 // All op registries. They start empty: backends::install() (backends/backends.h, called by whatever

@@ -183,6 +183,15 @@ void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& pena
   registries().sample.run({logits, rows, penalties, out}, ctx);
 }
 
+void feed_sampled(const Context& ctx, Tensor& tokens, const Tensor& from, const Tensor& prev) {
+  KS_CHECK(tokens.dtype == DType::I32 && from.dtype == DType::I32 && prev.dtype == DType::I32 &&
+               from.numel() == tokens.numel() && prev.cols() == int64_t{sizeof(SampleOut) / 4},
+           "feed_sampled shape mismatch: tokens {} from {} prev {}", tokens.describe(), from.describe(),
+           prev.describe());
+  if (skipped(ctx, "feed_sampled")) return;
+  registries().feed_sampled.run({tokens, from, prev}, ctx);
+}
+
 std::vector<float> RopeParams::inv_freq() const {
   std::vector<float> f(rot_dim / 2);
   constexpr double kPi = 3.14159265358979323846;

@@ -183,4 +183,10 @@ struct SampleOut {
 // penalties: i32 [P, 4] (P may be 0); out: i32 [R, sizeof(SampleOut)/4].
 void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out);
 
+// Step inputs that are the previous step's sampled tokens, for asynchronous scheduling (the host plans
+// step N+1 before it has read step N's ids): tokens[i] = prev[from[i]].token wherever from[i] >= 0.
+// tokens, from: i32 [T]; prev: i32 [R, sizeof(SampleOut)/4], the previous sample() output. A from[i]
+// outside prev leaves tokens[i] as it is.
+void feed_sampled(const Context& ctx, Tensor& tokens, const Tensor& from, const Tensor& prev);
+
 }  // namespace kestrel::ops

@@ -68,6 +68,9 @@ class Runtime {
   virtual int sm_count() const = 0;
   // The backend's own queue handle (cudaStream_t); null on the CPU. For backend code only.
   virtual void* native_stream() const = 0;
+  // Whether queued work runs behind the host's back (CUDA) or is done when the call returns (CPU): only
+  // then is there anything to gain from planning the next step while one runs.
+  virtual bool asynchronous() const = 0;
 
   // Memory on the lane's device. upload/download wait for the copy; copy_async/fill_async are ordered on
   // the lane's queue (host memory must then come from host_buffer()).

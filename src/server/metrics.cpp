@@ -92,6 +92,14 @@ std::string Metrics::render(const SchedulerStats& st, int connections) const {
   single(out, "kestrel_prompt_tokens_computed_total", "counter", "prompt tokens run through the model",
          st.prompt_tokens_computed);
   single(out, "kestrel_engine_steps_total", "counter", "engine steps (forward passes)", st.steps);
+  // Step time by kind: mean step time = seconds / steps, mean batch = rows / steps (compare `kestrel bench`).
+  for (const auto& [kind, t] : {std::pair{"decode", &st.decode}, std::pair{"mixed", &st.mixed}}) {
+    const std::string k = kind;
+    single(out, "kestrel_" + k + "_steps_total", "counter",
+           k == "decode" ? "steps of decode rows only" : "steps with prefill chunks", t->steps);
+    single(out, "kestrel_" + k + "_step_rows_total", "counter", "sequences those steps carried", t->rows);
+    single(out, "kestrel_" + k + "_step_seconds_total", "counter", "engine time those steps took", t->seconds);
+  }
   single(out, "kestrel_http_connections", "gauge", "open HTTP connections", connections);
   return out;
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -37,10 +38,17 @@ Batch make_batch(const std::vector<std::vector<float>>& logits, const std::vecto
   return b;
 }
 
-// Runs the batch on `ctx` (uploading and downloading around it); returns the output rows.
+Tensor clone(const Tensor& t) {
+  Tensor c = Tensor::empty_host(t.dtype, t.shape);
+  std::memcpy(c.data, t.data, t.nbytes());
+  return c;
+}
+
+// Runs the batch on `ctx` (uploading and downloading around it); returns the output rows. The op changes
+// logits and penalty entries in place, so it runs on copies (the CPU's upload is no copy).
 std::vector<ops::SampleOut> run(const ops::Context& ctx, const Batch& h) {
-  Tensor logits = ops::upload(ctx, h.logits), rows = ops::upload(ctx, h.rows), out = ops::upload(ctx, h.out);
-  Tensor pen = h.penalties.empty() ? Tensor{} : ops::upload(ctx, h.penalties);
+  Tensor logits = ops::upload(ctx, clone(h.logits)), rows = ops::upload(ctx, h.rows), out = ops::upload(ctx, h.out);
+  Tensor pen = h.penalties.empty() ? Tensor{} : ops::upload(ctx, clone(h.penalties));
   ops::sample(ctx, logits, rows, pen, out);
   Tensor back = Tensor::empty_host(DType::I32, out.shape);
   ops::download(ctx, out, back);

@@ -6,8 +6,8 @@
 
 #include <random>
 
-#include "engine/prefix_cache.h"
 #include "../common/test_model.h"
+#include "engine/prefix_cache.h"
 
 namespace kestrel {
 namespace {
@@ -272,6 +272,69 @@ TEST(SchedulerSeed, SameSeedSameTokensAcrossBatching) {
     return out[0].tokens;
   };
   EXPECT_EQ(sampled(0), sampled(5));
+}
+
+// Asynchronous scheduling (step N+1 planned and submitted before step N's tokens are read back) must not
+// change any result. The CPU lane finishes work at submit, so overlap is forced on here to run the same
+// bookkeeping the GPU uses: pending tokens fed from the previous step, finished sequences whose next
+// step is already in flight, preemption only after draining, penalties waiting for their history.
+TEST(SchedulerOverlap, SameResultsAsWithoutOverlap) {
+  std::mt19937 rng(21);
+  struct Spec {
+    std::vector<int32_t> prompt;
+    int max_tokens;
+    SamplingParams sampling;
+    std::vector<std::string> stop;
+    bool ignore_eos;
+    int logprobs;
+  };
+  std::vector<Spec> specs;
+  for (int i = 0; i < 24; ++i) {
+    Spec sp{random_prompt(rng, 3 + static_cast<int>(rng() % 30)),
+            4 + static_cast<int>(rng() % 20),
+            {},
+            {},
+            i % 3 != 0,
+            i % 5 == 0 ? 2 : -1};
+    if (i % 4 == 1) sp.sampling = {.temperature = 0.8f, .top_k = 20, .seed = static_cast<uint64_t>(i)};
+    if (i % 4 == 2)
+      sp.sampling = {
+          .temperature = 0.7f, .repetition_penalty = 1.3f, .frequency_penalty = 0.2f, .seed = static_cast<uint64_t>(i)};
+    if (i % 6 == 3) sp.stop = {"a"};
+    specs.push_back(sp);
+  }
+  auto serve = [&](int overlap, bool cancel_one) {
+    // 40 blocks of 4 = 160 tokens: far fewer than 24 sequences need, so some are preempted.
+    Harness h(SchedulerOptions{.max_batch_tokens = 48, .max_running = 16, .n_ctx = 64, .overlap = overlap}, 40, 4);
+    std::vector<Result> out(specs.size());
+    std::vector<std::shared_ptr<Request>> reqs;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      auto r = h.request(specs[i].prompt, specs[i].max_tokens, out[i]);
+      r->sampling = specs[i].sampling;
+      r->stop = specs[i].stop;
+      r->ignore_eos = specs[i].ignore_eos;
+      r->logprobs = specs[i].logprobs;
+      reqs.push_back(r);
+      EXPECT_TRUE(h.sched->submit(r));
+    }
+    for (int guard = 0; guard < 100000 && h.sched->step(); ++guard)
+      if (cancel_one && guard == 7) reqs[3]->cancelled = true;
+    const SchedulerStats st = h.sched->stats();
+    EXPECT_EQ(st.kv_blocks_in_use, 0) << "overlap " << overlap;
+    EXPECT_EQ(st.running + st.waiting, 0);
+    if (overlap) EXPECT_GT(st.preemptions, 0u);
+    return out;
+  };
+  const auto sync = serve(0, false), async = serve(1, false);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    EXPECT_EQ(async[i].tokens, sync[i].tokens) << "request " << i;
+    EXPECT_EQ(async[i].text, sync[i].text) << "request " << i;
+    EXPECT_EQ(async[i].finish, sync[i].finish) << "request " << i;
+  }
+  const auto cancelled = serve(1, true);
+  EXPECT_EQ(cancelled[3].finish, FinishReason::Cancelled);
+  for (size_t i = 0; i < specs.size(); ++i)
+    if (i != 3) EXPECT_EQ(cancelled[i].tokens, sync[i].tokens) << "request " << i;
 }
 
 TEST(PrefixCacheUnit, MatchInsertEvictAndReferenceCounts) {

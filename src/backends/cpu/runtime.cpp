@@ -48,6 +48,7 @@ class CpuRuntime final : public ops::Runtime {
   std::string description() const override { return fmt::format("CPU, {} threads", ThreadPool::global().size()); }
   int sm_count() const override { return ThreadPool::global().size(); }
   void* native_stream() const override { return nullptr; }
+  bool asynchronous() const override { return false; }
 
   Tensor allocate(DType dtype, std::vector<int64_t> shape) override {
     return Tensor::empty_host(dtype, std::move(shape));

@@ -132,10 +132,25 @@ void sample(const SampleArgs& a, const Context&) {
   }
 }
 
+bool feed_supports(const FeedSampledArgs& a, std::string* why) {
+  if (a.tokens.device == Device::Cpu && a.from.device == Device::Cpu && a.prev.device == Device::Cpu) return true;
+  if (why) *why = "tensors must be on the host";
+  return false;
+}
+
+void feed_sampled(const FeedSampledArgs& a, const Context&) {
+  const auto* prev = static_cast<const SampleOut*>(a.prev.data);
+  for (int64_t i = 0; i < a.tokens.numel(); ++i) {
+    const int32_t f = a.from.ptr<int32_t>()[i];
+    if (f >= 0 && f < a.prev.rows()) a.tokens.ptr<int32_t>()[i] = prev[f].token;
+  }
+}
+
 }  // namespace
 
 void register_sampling(Registries& r) {
   r.sample.add({"cpu.ref", Device::Cpu, 0, sample_supports, sample});
+  r.feed_sampled.add({"cpu.ref", Device::Cpu, 0, feed_supports, feed_sampled});
 }
 
 }  // namespace kestrel::backends::cpu

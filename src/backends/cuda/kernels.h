@@ -134,5 +134,8 @@ void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, voi
 // return at once for rows that do not ask for them, so one launch sequence serves every step (graphs).
 void launch_sample(float* logits, int64_t R, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries,
                    ops::SampleOut* out, cudaStream_t stream);
+// sampling.cu: ops::feed_sampled.
+void launch_feed_sampled(int32_t* tokens, const int32_t* from, int64_t T, const ops::SampleOut* prev, int64_t R,
+                         cudaStream_t stream);
 
 }  // namespace kestrel::backends::cuda

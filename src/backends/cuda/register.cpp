@@ -302,6 +302,14 @@ void register_sampling(Registries& r) {
                                 a.penalties.empty() ? nullptr : static_cast<PenaltyEntry*>(a.penalties.data),
                                 static_cast<SampleOut*>(a.out.data), stream_of(ctx));
                 }});
+  r.feed_sampled.add({"cuda.feed_sampled", Device::Cuda, kPriority,
+                      [](const FeedSampledArgs& a, std::string* why) {
+                        return on_device({&a.tokens, &a.from, &a.prev}, why);
+                      },
+                      [](const FeedSampledArgs& a, const Context& ctx) {
+                        launch_feed_sampled(a.tokens.ptr<int32_t>(), a.from.ptr<int32_t>(), a.tokens.numel(),
+                                            static_cast<const SampleOut*>(a.prev.data), a.prev.rows(), stream_of(ctx));
+                      }});
 }
 
 void register_attention(Registries& r) {

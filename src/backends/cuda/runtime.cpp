@@ -92,6 +92,7 @@ class Lane final : public CudaLane {
   }
   int sm_count() const override { return sms_; }
   void* native_stream() const override { return stream_; }
+  bool asynchronous() const override { return true; }
   cudaStream_t stream() const override { return stream_; }
   DeviceAllocator& allocator() override { return *alloc_; }
   const std::shared_ptr<DeviceAllocator>& allocator_ptr() const override { return alloc_; }

@@ -245,7 +245,22 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const float* logits
   if (threadIdx.x == 0) finish(s_pick >= 0 ? s_pick : (s_last_kept >= 0 ? s_last_kept : best.i));
 }
 
+__global__ void feed_sampled_kernel(int32_t* tokens, const int32_t* from, int64_t T, const ops::SampleOut* prev,
+                                    int64_t R) {
+  const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (i >= T) return;
+  const int32_t f = from[i];
+  if (f >= 0 && f < R) tokens[i] = prev[f].token;
+}
+
 }  // namespace
+
+void launch_feed_sampled(int32_t* tokens, const int32_t* from, int64_t T, const ops::SampleOut* prev, int64_t R,
+                         cudaStream_t s) {
+  if (T == 0) return;
+  feed_sampled_kernel<<<static_cast<unsigned>((T + 255) / 256), 256, 0, s>>>(tokens, from, T, prev, R);
+  CUDA_CHECK_LAUNCH();
+}
 
 void launch_sample(float* logits, int64_t R, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries,
                    ops::SampleOut* out, cudaStream_t s) {
