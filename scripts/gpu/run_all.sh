@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The one script for a GPU-machine call: builds Kestrel with the CUDA backend (-j16), writes synthetic
-# models with `kestrel synth`, runs the CUDA tests (ops harness CUDA cases; whole-model checks: batched
-# graph decode, logits vs transformers, greedy CPU == GPU), `kestrel bench --device cuda` on the
-# llama3-8b preset with the transformers peer in the same run, and writes logs and JSON under $OUT
-# (default ./gpu-out).
+# models with `kestrel synth`, runs the CUDA tests (ops harness CUDA cases, GPU sampling, the executor's
+# checks on the GPU, whole-model checks: logits vs transformers, greedy CPU == GPU), `kestrel bench
+# --device cuda` on the llama3-8b preset with the transformers peer in the same run, and writes logs and
+# JSON under $OUT (default ./gpu-out).
 #   scripts/gpu/run_all.sh [--quick] [--filter GTEST_FILTER] [--no-bench] [--no-peer] [--kernels] [--commit HASH]
-#                          [--prebuilt DIR]
+#                          [--prebuilt DIR] [--server-tests]
+#   --server-tests also runs tests/py/test_server.py against `kestrel serve --device cuda` on the small synth
+#   model (the openai client and its needs come from .whl/ wheels where the machine lacks them).
 #   --kernels also runs the kernel benchmarks (bench/cuda/ops_bench.cpp and bench/peers/torch_attention.py);
 #   --no-peer skips the transformers peer (a quicker iteration; final numbers need it).
 #   --commit HASH records HASH as the measured commit: the device's copy of the tree may carry a stale .git,
@@ -18,7 +20,8 @@ cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 quick=""
-filter='Cuda*'
+filter='Cuda*:Executor*:OpsHarness.*'
+server_tests=0
 bench=1
 peer=1
 kernels=0
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
     --kernels) kernels=1 ;;
     --commit) commit="$2"; shift ;;
     --prebuilt) prebuilt="$2"; shift ;;
+    --server-tests) server_tests=1 ;;
   esac
   shift
 done
@@ -103,6 +107,17 @@ KESTREL_SYNTH_LOGITS_DIR="$(IFS=:; echo "${logit_dirs[*]}")" KESTREL_SYNTH_LOGIT
 rc=$?
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|Failure|vs transformers|greedy:|Expected|Which is|Google Test trace|cuda_model_test" "$out/tests.log" | head -60
 echo "tests rc=$rc"
+
+if [ "$server_tests" = 1 ]; then
+  site=""
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && site=/tmp/site
+  fi
+  PYTHONPATH="$site" KESTREL_BIN="$k" KESTREL_MODEL="$models/small" KESTREL_SERVE_ARGS="--device cuda" \
+    timeout 600 python3 -m pytest -q tests/py/test_server.py >"$out/server_tests.log" 2>&1
+  echo "server tests (GPU) rc=$?"
+  tail -15 "$out/server_tests.log"
+fi
 
 # Streamed text on the GPU (CUDA graphs + GPU sampling) from the small synthetic model.
 "$k" run --device cuda -m "$models/small" --raw -n 64 --ignore-eos "the quick brown fox" 2>&1 | tail -3

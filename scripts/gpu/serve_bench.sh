@@ -4,7 +4,8 @@
 # request rates, writing each report as JSON under $OUT. Build dependencies come from deps/ (see
 # scripts/gpu/fetch_deps.sh); aiohttp for the client from .whl/ wheels when the machine lacks it.
 #   scripts/gpu/serve_bench.sh [NUM_PROMPTS] [RATES...]
-# KESTREL_BIN=PATH runs a kestrel built elsewhere (with an sm_90 target) instead of building one.
+# KESTREL_BIN=PATH runs a kestrel built elsewhere (with an sm_90 target) instead of building one;
+# SERVE_ARGS adds server flags, TAG names the reports (serve_<TAG>rate_R.json).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -37,7 +38,7 @@ fi
 port=8123
 # KV budget: 200K tokens (bf16, 128 KiB each for llama3-8b = 25 GiB) so 128 sequences fit at once.
 "$k" serve -m /tmp/kestrel-synth/llama3-8b --device cuda --port "$port" -c 4096 --max-running 128 \
-  --kv-cache-tokens "${KV_TOKENS:-200000}" \
+  --kv-cache-tokens "${KV_TOKENS:-200000}" ${SERVE_ARGS:-} \
   >"$out/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 180); do
@@ -48,8 +49,8 @@ done
 for r in "${rates[@]}"; do
   echo "== request rate $r"
   timeout 240 python3 bench/serving/load_client.py --base-url "http://127.0.0.1:$port" --num-prompts "$n" \
-    --request-rate "$r" --slo-ttft-ms 1000 --slo-tpot-ms 50 --seed 1 --result-json "$out/serve_rate_$r.json" | tail -25
+    --request-rate "$r" --slo-ttft-ms 1000 --slo-tpot-ms 50 --seed 1 --result-json "$out/serve_${TAG:-}rate_$r.json" | tail -25
 done
-curl -s "http://127.0.0.1:$port/metrics" >"$out/metrics.txt"
+curl -s "http://127.0.0.1:$port/metrics" >"$out/${TAG:-}metrics.txt"
 kill -TERM "$pid"; wait "$pid"; echo "server exit $?"
 tail -5 "$out/serve.log"

@@ -65,6 +65,10 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 32));
   cmd->add_option("--block-size", o.kv_block_size, "KV cache block size in tokens")->check(CLI::Range(1, 1024));
   cmd->add_flag("--no-prefix-cache", f->no_prefix_cache, "don't share KV blocks of identical prompt prefixes");
+  cmd->add_option("--prefill-chunk", o.scheduler.prefill_chunk,
+                  "prompt tokens per step while other sequences decode (0: the whole --batch-size); smaller "
+                  "steadies inter-token latency under load")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-body-bytes", o.http.limits.max_body_bytes, "largest request body accepted (413 above)")
       ->check(CLI::Range(size_t{1} << 10, size_t{1} << 30));
   cmd->add_option("--max-connections", o.http.max_connections, "open connections at most (503 above)")

@@ -237,7 +237,15 @@ int Executor::in_flight() const {
 void Executor::capture_graphs() {
   if (!graphs_enabled()) return;
   Impl& m = *impl_;
-  KS_CHECK(m.queue.empty(), "internal error: recording graphs with steps in flight");
+  // Recording runs steps of padding rows, which overwrite the sample outputs the next step may feed
+  // from: steps in flight are waited for (their outputs are already on their way back) and the outputs
+  // kept aside meanwhile.
+  m.lane->synchronize();
+  Tensor saved_out;
+  if (!m.queue.empty()) {
+    saved_out = ops::allocate(ctx_, DType::I32, m.dev_out.shape);
+    m.lane->copy_async(saved_out.data, m.dev_out.data, m.dev_out.nbytes());
+  }
   const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
   const uint64_t key[2] = {m.lane->generation(), m.buffers_gen};
   if (!std::equal(key, key + 2, m.graphs_key)) {
@@ -262,6 +270,7 @@ void Executor::capture_graphs() {
     m.graphs.emplace(b, std::move(rec));
   }
   m.lane->take_row_errors(m.T);  // the padding rows' runs raised nothing; start clean anyway
+  if (!saved_out.empty()) m.lane->copy_async(m.dev_out.data, saved_out.data, m.dev_out.nbytes());
   KS_CHECK(key[0] == m.lane->generation() && key[1] == m.buffers_gen,
            "internal error: a buffer moved while recording the decode graphs");
 }
@@ -337,21 +346,14 @@ void Executor::submit(std::span<const StepSeq> in) {
   }
 
   // A step of single-token rows that wants no logits on the host replays the graph of its bucket, which
-  // was recorded with one logit row (and sampling row) per sequence: row i for sequence i. Graphs are
-  // recorded only with nothing in flight (recording runs steps of padding rows); until then such steps
-  // run eagerly.
-  bool graph = n_run > 0 && all_single && !host_logits && graphs_enabled();
+  // was recorded with one logit row (and sampling row) per sequence: row i for sequence i.
+  const bool graph = n_run > 0 && all_single && !host_logits && graphs_enabled();
   int bucket = n_run;
   if (graph) {
     const std::vector<int> bk = buckets(m.S);
     bucket = *std::lower_bound(bk.begin(), bk.end(), n_run);
     const uint64_t key[2] = {m.lane->generation(), m.buffers_gen};
-    if (!std::equal(key, key + 2, m.graphs_key) || !m.graphs.count(bucket)) {
-      if (m.queue.empty())
-        capture_graphs();
-      else
-        graph = false;
-    }
+    if (!std::equal(key, key + 2, m.graphs_key) || !m.graphs.count(bucket)) capture_graphs();
   }
 
   // Stage into a free slot: token rows, logit rows and sampling rows in execution order.

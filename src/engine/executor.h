@@ -90,7 +90,8 @@ class Executor {
   int in_flight() const;
   // submit() then collect() (with nothing else in flight).
   StepResult run(std::span<const StepSeq> seqs);
-  // Records the graphs of every decode bucket now (otherwise each on first use). Nothing may be in flight.
+  // Records the graphs of every decode bucket now (otherwise on first use, and again after a buffer they
+  // use moved). Waits for the steps in flight.
   void capture_graphs();
 
   // The graph buckets: batch sizes a single-token step is padded up to.

@@ -337,14 +337,20 @@ std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_pree
   // out, the youngest running sequence is preempted (possibly the one asking) — only with no step in
   // flight; otherwise the caller collects it first and asks again.
   int budget = opt_.max_batch_tokens;
+  const bool decoding = std::any_of(running_.begin(), running_.end(), [&](const SeqPtr& s) {
+    return s->n_uncomputed() == 1 && !s->length_reached(opt_.n_ctx);
+  });
+  int prefill_left = decoding && opt_.prefill_chunk > 0 ? opt_.prefill_chunk : budget;
   std::vector<Planned> plan;
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& s = *running_[i];
-    if (s.length_reached(opt_.n_ctx)) {  // its last token is in flight: it finishes when that is collected
+    const bool prefill = s.n_uncomputed() > 1;
+    // Its last token in flight (it finishes when that is collected), or no prefill room left this step.
+    if (s.length_reached(opt_.n_ctx) || (prefill && prefill_left == 0)) {
       ++i;
       continue;
     }
-    const int32_t chunk = std::min(s.n_uncomputed(), budget);
+    const int32_t chunk = std::min({s.n_uncomputed(), budget, prefill ? prefill_left : budget});
     bool preempted_self = false;
     while (!reserve(s, s.kv.length() + chunk)) {
       if (!may_preempt) return std::nullopt;
@@ -357,14 +363,15 @@ std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_pree
     if (preempted_self) break;
     plan.push_back({&s, chunk});
     budget -= chunk;
+    if (prefill) prefill_left -= chunk;
     ++i;
   }
 
   // 2. Waiting sequences, oldest first, while the budget, the batch size and the blocks allow.
-  while (budget > 0 && !waiting_.empty() && static_cast<int>(running_.size()) < opt_.max_running) {
+  while (budget > 0 && prefill_left > 0 && !waiting_.empty() && static_cast<int>(running_.size()) < opt_.max_running) {
     Sequence& s = *waiting_.front();
     admit_prefix(s);
-    const int32_t chunk = std::min(s.n_uncomputed(), budget);
+    const int32_t chunk = std::min({s.n_uncomputed(), budget, prefill_left});
     if (!reserve(s, s.kv.length() + chunk)) {
       release(s);  // don't sit on prefix blocks while waiting
       break;
@@ -372,6 +379,7 @@ std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_pree
     s.admitted_once = true;
     plan.push_back({&s, chunk});
     budget -= chunk;
+    prefill_left -= chunk;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }

@@ -30,9 +30,12 @@ namespace kestrel {
 
 struct SchedulerOptions {
   int max_batch_tokens = 512;  // tokens per forward step: decode tokens plus prefill chunks
-  int max_running = 64;        // sequences being served at once
-  int max_waiting = 4096;      // queued requests beyond which submit() refuses (HTTP 429)
-  int n_ctx = 0;               // positions per sequence (prompt + generated); 0: the model's context
+  // Prefill tokens per step while sequences are decoding (0: the whole budget): smaller chunks keep the
+  // decode rows' inter-token latency steady under load; prefill gets the whole budget when none decode.
+  int prefill_chunk = 0;
+  int max_running = 64;    // sequences being served at once
+  int max_waiting = 4096;  // queued requests beyond which submit() refuses (HTTP 429)
+  int n_ctx = 0;           // positions per sequence (prompt + generated); 0: the model's context
   bool prefix_cache = true;
   // Plan step N+1 while step N runs (asynchronous scheduling): -1 where the lane is asynchronous (CUDA),
   // 0 never, 1 always (tests cover the logic on the CPU this way).

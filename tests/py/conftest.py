@@ -1,7 +1,8 @@
 """Fixtures for the end-to-end tests: a `kestrel serve` process on the default model.
 
 The binary is $KESTREL_BIN or build/kestrel; the model is $KESTREL_MODEL or the one scripts/setup.sh
-caches. Tests skip (with the reason) when either is missing.
+caches. Tests skip (with the reason) when either is missing. $KESTREL_SERVE_ARGS adds server flags (the
+GPU machine runs these tests with "--device cuda" on a synthetic model: scripts/gpu/run_all.sh).
 """
 
 import os
@@ -48,7 +49,8 @@ class ServerProcess:
         # One thread: the engine's step time stays steady on a busy 2-core CI machine, where a second
         # pool thread mostly waits to be scheduled.
         args = [str(binary), "serve", "-m", str(model), "--port", str(self.port), "--threads", "1",
-                "--ctx-size", "2048", "--kv-cache-tokens", "16384", *extra_args]
+                "--ctx-size", "2048", "--kv-cache-tokens", "16384", *os.environ.get("KESTREL_SERVE_ARGS", "").split(),
+                *extra_args]
         if api_key:
             args += ["--api-key", api_key]
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kestrel-serve-{self.port}.log", "w+")

@@ -337,6 +337,30 @@ TEST(SchedulerOverlap, SameResultsAsWithoutOverlap) {
     if (i != 3) EXPECT_EQ(cancelled[i].tokens, sync[i].tokens) << "request " << i;
 }
 
+// A prefill chunk cap while others decode spreads prompts over more steps; the output stays the same.
+TEST(SchedulerPrefillChunk, BoundsPrefillWhileDecodingWithoutChangingOutput) {
+  std::mt19937 rng(17);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 10; ++i) prompts.push_back(random_prompt(rng, 20 + static_cast<int>(rng() % 30)));
+  auto serve = [&](int chunk, uint64_t* steps) {
+    Harness h(SchedulerOptions{.max_batch_tokens = 128, .prefill_chunk = chunk, .n_ctx = 256});
+    std::vector<Result> out(prompts.size());
+    EXPECT_TRUE(h.sched->submit(h.request(prompts[0], 16, out[0])));
+    EXPECT_TRUE(h.sched->step());  // the first prompt decodes from now on, while the rest arrive
+    for (size_t i = 1; i < prompts.size(); ++i) EXPECT_TRUE(h.sched->submit(h.request(prompts[i], 16, out[i])));
+    h.run_to_completion();
+    *steps = h.sched->stats().steps;
+    std::vector<std::vector<int32_t>> tokens;
+    for (const Result& r : out) tokens.push_back(r.tokens);
+    return tokens;
+  };
+  uint64_t whole = 0, chunked = 0;
+  const auto a = serve(0, &whole), b = serve(6, &chunked);
+  EXPECT_EQ(a, b);
+  // 9 prompts of ~35 tokens in chunks of at most 6 while the first decodes: many more steps.
+  EXPECT_GT(chunked, whole + 20);
+}
+
 TEST(PrefixCacheUnit, MatchInsertEvictAndReferenceCounts) {
   BlockAllocator blocks(8);
   PrefixCache pc(blocks, 2);
