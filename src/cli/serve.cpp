@@ -12,7 +12,13 @@ namespace {
 
 struct ServeFlags {
   ModelFlags model;
-  server::ServerOptions server;
+  // A prefill chunk of 256 tokens beside decoding rows keeps the inter-token latency within twice the
+  // decode step on an H100 at 16 req/s (BENCHMARKS.md); throughput at saturation is unchanged.
+  server::ServerOptions server = [] {
+    server::ServerOptions o;
+    o.scheduler.prefill_chunk = 256;
+    return o;
+  }();
   bool no_prefix_cache = false;
 };
 
@@ -68,6 +74,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--prefill-chunk", o.scheduler.prefill_chunk,
                   "prompt tokens per step while other sequences decode (0: the whole --batch-size); smaller "
                   "steadies inter-token latency under load")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-body-bytes", o.http.limits.max_body_bytes, "largest request body accepted (413 above)")
       ->check(CLI::Range(size_t{1} << 10, size_t{1} << 30));

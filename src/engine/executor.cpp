@@ -60,7 +60,7 @@ struct Executor::Impl {
   // What a step in flight needs until it is collected.
   struct Slot {
     std::unique_ptr<ops::HostBuffer> in, out, err;
-    std::unique_ptr<ops::Event> done;
+    std::unique_ptr<ops::Event> start, done;
     bool busy = false;
     // The step's bookkeeping, in the caller's order.
     int n = 0, rows = 0;
@@ -178,7 +178,7 @@ struct Executor::Impl {
     const ops::ErrorRows err = lane->error_rows(T);
     lane->copy_async(s.err->data(), err.words, size_t(t) * 4);
     lane->fill_async(err.words, 0, size_t(t) * 4);
-    s.done = lane->record();
+    s.done = lane->record(true);
   }
 };
 
@@ -228,6 +228,10 @@ Executor::~Executor() {
 
 bool Executor::graphs_enabled() const {
   return opt_.graphs && ctx_.runtime->graphs_supported();
+}
+
+int Executor::reserved_blocks() const {
+  return impl_->pad_block >= 0 ? 1 : 0;
 }
 
 int Executor::in_flight() const {
@@ -420,6 +424,7 @@ void Executor::submit(std::span<const StepSeq> in) {
   slot.t0 = t0;
   slot.host_logits = Tensor{};
 
+  slot.start = m.lane->record(true);
   if (n_run > 0) {
     if (graph) {
       for (int i = n_run; i < bucket; ++i) m.stage_pad_row(h, i);
@@ -437,7 +442,7 @@ void Executor::submit(std::span<const StepSeq> in) {
       m.enqueue_readback(slot, T, R);
     }
   } else {
-    slot.done = m.lane->record();
+    slot.done = m.lane->record(true);
   }
   slot.busy = true;
   m.queue.push_back(si);
@@ -486,6 +491,7 @@ StepResult Executor::collect() {
     slot.host_logits = Tensor{};
   }
   res.ms = std::chrono::duration<double, std::milli>(Clock::now() - slot.t0).count();
+  res.device_ms = slot.done->ms_since(*slot.start);
   return res;
 }
 

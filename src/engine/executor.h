@@ -64,6 +64,7 @@ struct StepResult {
   Tensor logits;                // host f32 [rows, vocab]: the rows StepSeq::logits asked for, in order
   bool graph = false;           // replayed from a recorded graph
   double ms = 0;                // wall time from submit() to the results
+  double device_ms = 0;         // the lane's time from the step's first queued work to its last
 };
 
 class Executor {
@@ -78,6 +79,8 @@ class Executor {
   const ExecutorOptions& options() const { return opt_; }
   const ops::Context& context() const { return ctx_; }
   bool graphs_enabled() const;
+  // KV blocks the executor holds for itself (the graphs' padding rows write one).
+  int reserved_blocks() const;
 
   // Queues one step and returns; advances each sequence's KV length by its tokens at once (its K/V land
   // when the step runs, and every later step is ordered after it). At most two steps are in flight.

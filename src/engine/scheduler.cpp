@@ -450,6 +450,7 @@ void Scheduler::finish_inflight() {
   ++times.steps;
   times.rows += st.entries.size();
   times.seconds += std::min(period, res.ms / 1e3);
+  times.device_seconds += res.device_ms / 1e3;
 
   // Sample where a sequence has caught up with its tokens, report, retire finished ones. A sequence whose
   // inputs were bad fails alone (its K/V are incomplete, so none of its blocks are shared).
@@ -517,7 +518,8 @@ void Scheduler::publish_stats() {
   const BlockAllocator& b = cache_->blocks();
   SchedulerStats st;
   st.running = static_cast<int>(running_.size());
-  st.kv_blocks_total = b.num_total();
+  // The executor's own block (graph padding rows) is no sequence's: it counts as neither total nor used.
+  st.kv_blocks_total = b.num_total() - executor_->reserved_blocks();
   st.kv_blocks_free = b.num_free();
   st.kv_blocks_cached = prefix_.evictable();
   st.kv_blocks_in_use = st.kv_blocks_total - st.kv_blocks_free - st.kv_blocks_cached;

@@ -46,7 +46,8 @@ struct SchedulerOptions {
 struct StepTimes {
   uint64_t steps = 0;
   uint64_t rows = 0;
-  double seconds = 0;
+  double seconds = 0;         // the engine's time: between consecutive results while busy
+  double device_seconds = 0;  // the lane's time on the steps' work (the rest is the GPU waiting on the host)
 };
 
 struct SchedulerStats {

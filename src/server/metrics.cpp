@@ -99,6 +99,8 @@ std::string Metrics::render(const SchedulerStats& st, int connections) const {
            k == "decode" ? "steps of decode rows only" : "steps with prefill chunks", t->steps);
     single(out, "kestrel_" + k + "_step_rows_total", "counter", "sequences those steps carried", t->rows);
     single(out, "kestrel_" + k + "_step_seconds_total", "counter", "engine time those steps took", t->seconds);
+    single(out, "kestrel_" + k + "_step_device_seconds_total", "counter", "device time of those steps' work",
+           t->device_seconds);
   }
   single(out, "kestrel_http_connections", "gauge", "open HTTP connections", connections);
   return out;
