@@ -439,7 +439,9 @@ bool Scheduler::submit(const std::vector<Planned>& plan) {
 void Scheduler::finish_inflight() {
   InFlight st = std::move(inflight_.front());
   inflight_.pop_front();
+  const auto wait0 = std::chrono::steady_clock::now();
   const StepResult res = executor_->collect();
+  wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - wait0).count();
   ++steps_;
   const auto now = std::chrono::steady_clock::now();
   // The step's share of the engine's time: from the previous step's results to its own while the engine
@@ -486,6 +488,16 @@ bool Scheduler::penalties_pending() const {
 }
 
 bool Scheduler::step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const double wait0 = wait_seconds_;
+  const bool worked = step_once();
+  if (worked)
+    host_seconds_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - (wait_seconds_ - wait0);
+  return worked;
+}
+
+bool Scheduler::step_once() {
   take_incoming();
   // Penalties count the tokens the host knows: a sequence with penalties gets its pending token back
   // before its next step is planned.
@@ -529,6 +541,8 @@ void Scheduler::publish_stats() {
   st.generated_tokens = generated_;
   st.steps = steps_;
   st.decode = decode_times_;
+  st.wait_seconds = wait_seconds_;
+  st.host_seconds = host_seconds_;
   st.mixed = mixed_times_;
   std::lock_guard lock(mutex_);
   st.waiting = static_cast<int>(waiting_.size() + incoming_.size());

@@ -64,6 +64,10 @@ struct SchedulerStats {
   uint64_t steps = 0;
   StepTimes decode;  // steps of decode rows only
   StepTimes mixed;   // steps with prefill chunks
+  // The engine thread's time: waiting for a step's results, and everything else it did while working
+  // (handling results and events, planning, staging and launching).
+  double wait_seconds = 0;
+  double host_seconds = 0;
 };
 
 class Scheduler {
@@ -108,6 +112,7 @@ class Scheduler {
   // Collects the oldest step in flight: tokens, events, retirement.
   void finish_inflight();
   bool penalties_pending() const;
+  bool step_once();
   // Releases a sequence's blocks and drops it once no step in flight points at it.
   void retire(SeqPtr s);
 
@@ -143,6 +148,7 @@ class Scheduler {
   std::vector<std::pair<std::shared_ptr<Request>, RequestOutput>> events_;
   uint64_t preemptions_ = 0, hit_tokens_ = 0, computed_prompt_tokens_ = 0, generated_ = 0, steps_ = 0;
   StepTimes decode_times_, mixed_times_;
+  double wait_seconds_ = 0, host_seconds_ = 0;
 
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable cv_;

@@ -92,6 +92,10 @@ std::string Metrics::render(const SchedulerStats& st, int connections) const {
   single(out, "kestrel_prompt_tokens_computed_total", "counter", "prompt tokens run through the model",
          st.prompt_tokens_computed);
   single(out, "kestrel_engine_steps_total", "counter", "engine steps (forward passes)", st.steps);
+  single(out, "kestrel_engine_wait_seconds_total", "counter", "engine thread time waiting for step results",
+         st.wait_seconds);
+  single(out, "kestrel_engine_host_seconds_total", "counter",
+         "engine thread time on everything else while working (results, events, planning, launching)", st.host_seconds);
   // Step time by kind: mean step time = seconds / steps, mean batch = rows / steps (compare `kestrel bench`).
   for (const auto& [kind, t] : {std::pair{"decode", &st.decode}, std::pair{"mixed", &st.mixed}}) {
     const std::string k = kind;
