@@ -54,7 +54,14 @@ std::unique_ptr<Model> load(const ModelFlags& f) {
   if (f.model.empty() && access(path.c_str(), R_OK) != 0)
     KS_FAIL("the default model is not at {}; run scripts/setup.sh to fetch it, or pass --model", path);
   log::info("loading {}", path);
-  return load_model(path);
+  auto model = load_model(path);
+  // A progress bar while the weights move to a device (drawn only when stderr is a terminal), in MiB.
+  model->decoder->set_place_progress([bar = std::shared_ptr<ProgressBar>()](int64_t done, int64_t total) mutable {
+    if (!bar) bar = std::make_shared<ProgressBar>("placing weights (MiB)", total >> 20);
+    bar->update(done >> 20);
+    if (done == total) bar->finish();
+  });
+  return model;
 }
 
 ops::Context make_context(const ModelFlags& f) {

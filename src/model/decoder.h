@@ -27,6 +27,9 @@ class Decoder {
   // gate/up projections on either device (decoder_weights.h).
   void place_on(const ops::Context& ctx);
   Device device() const { return device_; }
+  // Told how far place_on has got while it moves the weights to another device (the CLI draws a progress
+  // bar). Set here rather than passed to place_on, which the engine calls on the CLI's behalf.
+  void set_place_progress(PlaceProgress progress) { place_progress_ = std::move(progress); }
 
   // The activations of one step: owned by whoever runs steps (one set per execution lane, so two lanes can
   // run the same weights at once).
@@ -60,6 +63,7 @@ class Decoder {
   DecoderWeights w_;
   DType act_dtype_ = DType::F32;
   Device device_ = Device::Cpu;
+  PlaceProgress place_progress_;
 };
 
 }  // namespace kestrel

@@ -3,11 +3,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "core/dequant.h"
 #include "core/error.h"
-#include "ops/ops.h"
+#include "core/log.h"
+#include "core/thread_pool.h"
+#include "model/weight_uploader.h"
 
 namespace kestrel {
 namespace {
@@ -28,8 +31,32 @@ Tensor expect_f32(const WeightSource& src, const std::string& name, std::vector<
   return f;
 }
 
-// The rows of `parts` stacked into one new host tensor (vectors: concatenated); empty when they differ in
-// dtype or width.
+// On every core: the source is usually a fresh mapping of the model file, whose page faults limit one
+// thread to a fraction of the memory bandwidth.
+void parallel_copy(void* dst, const void* src, size_t bytes) {
+  ThreadPool::global().parallel_for(
+      static_cast<int64_t>(bytes),
+      [&](int64_t begin, int64_t end) {
+        std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin, end - begin);
+      },
+      int64_t{1} << 20);
+}
+
+// Whether the parts lie back to back in one allocation (gate and up do in most model files).
+bool adjacent(std::initializer_list<const Tensor*> parts) {
+  const Tensor& first = **parts.begin();
+  if (!first.storage) return false;
+  const char* next = static_cast<const char*>(first.data);
+  for (const Tensor* p : parts) {
+    const bool same_owner = !p->storage.owner_before(first.storage) && !first.storage.owner_before(p->storage);
+    if (!same_owner || p->data != next) return false;
+    next += p->nbytes();
+  }
+  return true;
+}
+
+// The rows of `parts` stacked into one host tensor (vectors: concatenated): a view when they are adjacent
+// already, else a copy; empty when they differ in dtype or width.
 Tensor stack_rows(std::initializer_list<const Tensor*> parts) {
   const Tensor& first = **parts.begin();
   const bool vectors = first.ndim() == 1;
@@ -40,10 +67,16 @@ Tensor stack_rows(std::initializer_list<const Tensor*> parts) {
       return {};
     rows += vectors ? p->numel() : p->rows();
   }
-  Tensor out = Tensor::empty_host(first.dtype, vectors ? std::vector<int64_t>{rows} : std::vector{rows, first.cols()});
+  std::vector<int64_t> shape = vectors ? std::vector<int64_t>{rows} : std::vector{rows, first.cols()};
+  if (adjacent(parts)) {
+    Tensor view = first;
+    view.shape = std::move(shape);
+    return view;
+  }
+  Tensor out = Tensor::empty_host(first.dtype, std::move(shape));
   char* dst = static_cast<char*>(out.data);
   for (const Tensor* p : parts) {
-    std::memcpy(dst, p->data, p->nbytes());
+    parallel_copy(dst, p->data, p->nbytes());
     dst += p->nbytes();
   }
   return out;
@@ -108,32 +141,44 @@ size_t DecoderWeights::nbytes() const {
   return total;
 }
 
-DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype) const {
-  auto to_host = [](const Tensor& t, DType to) -> Tensor {
-    if (t.empty() || t.dtype == to) return t;
-    Tensor host = Tensor::empty_host(to, t.shape);
-    std::vector<float> row(t.cols());
-    for (int64_t r = 0; r < t.rows(); ++r) {
-      dequantize_row(t.dtype, t.row(r), row.data(), t.cols());
-      quantize_row(to, row.data(), host.row(r), t.cols());
-    }
-    return host;
+DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, const PlaceProgress& progress) const {
+  // Written field by field below: a new LayerWeights field needs a line here too.
+  static_assert(std::tuple_size_v<decltype(LayerWeights{}.fields())> == 17);
+  const auto t0 = std::chrono::steady_clock::now();
+  WeightUploader up(ctx);
+  // Norms and biases (1-D) stay f32; everything else becomes `dtype`, after which parts that were stored
+  // apart (or in different types) can always be stacked.
+  auto place = [&](std::initializer_list<const Tensor*> parts) -> Tensor {
+    const Tensor& first = **parts.begin();
+    if (first.empty()) return {};
+    return up.add(first.ndim() == 1 ? DType::F32 : dtype, parts);
   };
-  auto convert = [&](const Tensor& t, DType to) -> Tensor { return t.empty() ? t : ops::upload(ctx, to_host(t, to)); };
+  // A fused tensor placed as it is, else its parts stacked into one.
+  auto fused = [&](const Tensor& whole, std::initializer_list<const Tensor*> parts) {
+    return whole.empty() ? place(parts) : place({&whole});
+  };
   DecoderWeights d;
-  d.tok_embd = convert(tok_embd, dtype);
-  d.output_norm = convert(output_norm, DType::F32);
-  d.output = output.data == tok_embd.data ? d.tok_embd : convert(output, dtype);
+  d.tok_embd = place({&tok_embd});
+  d.output_norm = place({&output_norm});
+  d.output = output.data == tok_embd.data ? d.tok_embd : place({&output});
   d.layers.reserve(layers.size());
   for (const LayerWeights& L : layers) {
-    // Converted on the host first, so that parts of mixed-type files fuse once they share `dtype`.
-    LayerWeights D = L;
-    for (Tensor* t : D.fields()) *t = to_host(*t, t->ndim() == 1 ? DType::F32 : dtype);
-    fuse_layer(D);
-    for (Tensor* t : D.fields())
-      if (!t->empty()) *t = ops::upload(ctx, *t);
-    d.layers.push_back(std::move(D));
+    LayerWeights& D = d.layers.emplace_back();
+    D.attn_norm = place({&L.attn_norm});
+    D.wqkv = fused(L.wqkv, {&L.wq, &L.wk, &L.wv});
+    D.bqkv = fused(L.bqkv, {&L.bq, &L.bk, &L.bv});
+    D.wo = place({&L.wo});
+    D.q_norm = place({&L.q_norm});
+    D.k_norm = place({&L.k_norm});
+    D.ffn_norm = place({&L.ffn_norm});
+    D.w_gate_up = fused(L.w_gate_up, {&L.w_gate, &L.w_up});
+    D.w_down = place({&L.w_down});
   }
+  up.run(progress);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double gb = static_cast<double>(d.nbytes()) / 1e9;
+  log::info("placed {:.2f} GB on {} in {:.2f} s ({:.2f} GB/s)", gb, ctx.device == Device::Cuda ? "CUDA" : "the CPU", s,
+            gb / s);
   return d;
 }
 

@@ -9,6 +9,7 @@
 #include "model/architecture.h"
 #include "model/model_config.h"
 #include "model/weight_source.h"
+#include "model/weight_uploader.h"
 #include "ops/context.h"
 
 namespace kestrel {
@@ -57,8 +58,9 @@ struct DecoderWeights {
   void fuse_projections();
 
   // A copy on ctx.device with linear weights and the embedding converted to `dtype` (bf16 on GPUs: GGUF
-  // quantized types are dequantized at load for now), norms/biases kept f32 and projections fused.
-  DecoderWeights to_device(const ops::Context& ctx, DType dtype) const;
+  // quantized types are dequantized at load for now), norms/biases kept f32 and projections fused. Streams
+  // through the lane's staging buffers (weight_uploader.h); `progress` hears how far it has got.
+  DecoderWeights to_device(const ops::Context& ctx, DType dtype, const PlaceProgress& progress = {}) const;
 };
 
 }  // namespace kestrel

@@ -1,0 +1,147 @@
+#include "model/weight_uploader.h"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include "core/convert.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/thread_pool.h"
+
+namespace kestrel {
+namespace {
+
+// Conversion work is handed to the pool in pieces of about this many output bytes: enough of them per
+// chunk that every thread gets a share, each large enough to stream.
+constexpr size_t kUnitBytes = size_t{1} << 20;
+
+// Two staging buffers: while the pool converts into one, the lane copies the other. Conversion is the
+// slower side, so one copy in flight hides all of the copying.
+constexpr int kStagingBuffers = 2;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+WeightUploader::WeightUploader(const ops::Context& ctx, Options options) : ctx_(ctx), options_(options) {
+  KS_CHECK(options_.chunk_bytes > 0, "WeightUploader: the staging chunk must not be empty");
+}
+
+Tensor WeightUploader::add(DType dtype, std::initializer_list<const Tensor*> parts) {
+  KS_CHECK(parts.size() > 0, "WeightUploader::add: nothing to place");
+  const Tensor& first = **parts.begin();
+  const bool vectors = first.ndim() == 1;
+  int64_t rows = 0;
+  for (const Tensor* p : parts) {
+    KS_CHECK(!p->empty() && p->device == Device::Cpu, "placing {}: expected a host tensor", p->describe());
+    KS_CHECK(p->ndim() == first.ndim() && (vectors || p->cols() == first.cols()),
+             "cannot stack {} with {}: they differ in rank or width", p->describe(), first.describe());
+    rows += vectors ? p->numel() : p->rows();
+  }
+  std::vector<int64_t> shape = first.shape;
+  if (parts.size() > 1) shape = vectors ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, first.cols()};
+  Tensor dst = ctx_.lane().allocate(dtype, std::move(shape));
+  size_t offset = 0;
+  for (const Tensor* p : parts) {
+    const size_t out_row = row_bytes(dtype, p->cols());
+    const size_t bytes = static_cast<size_t>(p->rows()) * out_row;
+    if (bytes > 0) pieces_.push_back(Piece{*p, dst, offset, out_row});
+    offset += bytes;
+  }
+  total_bytes_ += static_cast<int64_t>(offset);
+  return dst;
+}
+
+void WeightUploader::convert(const std::vector<Span>& spans, char* staging) const {
+  // Split the spans into units of whole rows that the pool's threads take in contiguous runs.
+  struct Unit {
+    const Piece* piece;
+    int64_t row, rows;
+    char* out;
+  };
+  std::vector<Unit> units;
+  for (const Span& s : spans) {
+    const int64_t step = std::max<int64_t>(1, static_cast<int64_t>(kUnitBytes / s.piece->out_row));
+    for (int64_t r = 0; r < s.rows; r += step)
+      units.push_back(Unit{s.piece, s.row + r, std::min(step, s.rows - r),
+                           staging + s.offset + static_cast<size_t>(r) * s.piece->out_row});
+  }
+  ctx_.threads().parallel_for(static_cast<int64_t>(units.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Unit& u = units[i];
+      const Tensor& src = u.piece->src;
+      convert_rows(src.dtype, src.row(u.row), u.piece->dst.dtype, u.out, u.rows, src.cols());
+    }
+  });
+}
+
+void WeightUploader::run(const PlaceProgress& progress) {
+  if (pieces_.empty()) return;
+  ops::Runtime& lane = ctx_.lane();
+  const auto t0 = std::chrono::steady_clock::now();
+  // No larger than the whole (small models), no smaller than the widest row.
+  size_t capacity = std::min(options_.chunk_bytes, static_cast<size_t>(total_bytes_));
+  for (const Piece& p : pieces_) capacity = std::max(capacity, p.out_row);
+
+  struct Stage {
+    std::unique_ptr<ops::HostBuffer> buffer;
+    std::unique_ptr<ops::Event> copied;  // the lane has read the buffer
+  };
+  // Outside the try block: the buffers must outlive the copies still reading them when an error unwinds.
+  std::vector<Stage> stages(kStagingBuffers);
+  double convert_s = 0, wait_s = 0;
+  try {
+    size_t piece = 0;
+    int64_t row = 0, done = 0;
+    for (int chunk = 0; piece < pieces_.size(); ++chunk) {
+      Stage& stage = stages[chunk % kStagingBuffers];
+      const auto t_wait = std::chrono::steady_clock::now();
+      if (!stage.buffer)
+        stage.buffer = lane.host_buffer(capacity);
+      else
+        stage.copied->wait();
+      wait_s += seconds_since(t_wait);
+
+      // Whole rows, in order, until the buffer is full.
+      std::vector<Span> spans;
+      size_t used = 0;
+      while (piece < pieces_.size()) {
+        const Piece& p = pieces_[piece];
+        const int64_t rows = std::min<int64_t>(p.src.rows() - row, static_cast<int64_t>((capacity - used) / p.out_row));
+        if (rows == 0) break;
+        spans.push_back(Span{&p, row, rows, used});
+        used += static_cast<size_t>(rows) * p.out_row;
+        row += rows;
+        if (row == p.src.rows()) ++piece, row = 0;
+      }
+
+      const auto t_convert = std::chrono::steady_clock::now();
+      char* staging = static_cast<char*>(stage.buffer->data());
+      convert(spans, staging);
+      convert_s += seconds_since(t_convert);
+      for (const Span& s : spans)
+        lane.copy_async(
+            static_cast<char*>(s.piece->dst.data) + s.piece->dst_offset + static_cast<size_t>(s.row) * s.piece->out_row,
+            staging + s.offset, static_cast<size_t>(s.rows) * s.piece->out_row);
+      stage.copied = lane.record();
+      done += static_cast<int64_t>(used);
+      if (progress) progress(done, total_bytes_);
+    }
+  } catch (...) {
+    lane.synchronize();
+    throw;
+  }
+  const auto t_sync = std::chrono::steady_clock::now();
+  lane.synchronize();
+  wait_s += seconds_since(t_sync);
+
+  log::debug("placing {:.2f} GB took {:.2f} s: {:.2f} s converting on {} threads, {:.2f} s waiting for the lane",
+             static_cast<double>(total_bytes_) / 1e9, seconds_since(t0), convert_s, ctx_.threads().size(), wait_s);
+  pieces_.clear();
+  total_bytes_ = 0;
+}
+
+}  // namespace kestrel

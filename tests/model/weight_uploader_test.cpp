@@ -1,0 +1,196 @@
+// Placing weights on a device through the CPU lane: DecoderWeights::to_device streams them through
+// staging buffers and must give bit for bit what the row-by-row reference gives (placement_reference.h)
+// for every source type, fused or not, and WeightUploader must stack parts and split rows across chunks
+// correctly.
+#include "model/weight_uploader.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <optional>
+#include <random>
+
+#include "../common/test_model.h"
+#include "backends/backends.h"
+#include "core/dequant.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "core/quant_blocks.h"
+#include "model/decoder_weights.h"
+#include "placement_reference.h"
+
+namespace kestrel {
+namespace {
+
+// Random weights of any type: quantized from normal floats where a quantizer exists, else (K-quants)
+// random blocks with finite scales.
+Tensor random_weights(std::mt19937& rng, std::vector<int64_t> shape, DType dtype) {
+  const Tensor f = testing::tiny_random(rng, shape, 0.5f);
+  Tensor t = Tensor::empty_host(dtype, shape);
+  if (dtype != DType::Q4_K && dtype != DType::Q6_K) {
+    for (int64_t r = 0; r < f.rows(); ++r) quantize_row(dtype, f.ptr<float>() + r * f.cols(), t.row(r), f.cols());
+    return t;
+  }
+  auto* bytes = static_cast<uint8_t*>(t.data);
+  for (size_t i = 0; i < t.nbytes(); ++i) bytes[i] = static_cast<uint8_t>(rng());
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  const int64_t blocks = t.numel() / quant::kQK_K;
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (dtype == DType::Q4_K) {
+      auto& q = static_cast<quant::BlockQ4_K*>(t.data)[b];
+      q.d = f32_to_f16(scale(rng));
+      q.dmin = f32_to_f16(scale(rng));
+    } else {
+      static_cast<quant::BlockQ6_K*>(t.data)[b].d = f32_to_f16(scale(rng));
+    }
+  }
+  return t;
+}
+
+struct Case {
+  const char* arch;
+  DType wtype;
+  std::optional<DType> v_type;  // the value projection's type when it differs (as in Q4_K_M files)
+  bool tied = false;
+};
+
+// Two layers, hidden 256 (whole K-quant blocks), 4 query heads and 2 KV heads of 64.
+DecoderWeights make_weights(const Case& c, uint32_t seed) {
+  const Architecture& arch = architecture_for_hf(c.arch);
+  ModelConfig cfg = testing::tiny_config(arch, 64);
+  cfg.hidden = 256;
+  cfg.ffn = 512;
+  cfg.tied_embeddings = c.tied;
+  std::mt19937 rng(seed);
+  testing::TinyWeights w;
+  const int64_t qd = cfg.n_heads * cfg.head_dim, kvd = cfg.n_kv_heads * cfg.head_dim;
+  w.t["token_embd.weight"] = random_weights(rng, {cfg.vocab, cfg.hidden}, c.wtype);
+  w.t["output_norm.weight"] = random_weights(rng, {cfg.hidden}, DType::F32);
+  if (!c.tied) w.t["output.weight"] = random_weights(rng, {cfg.vocab, cfg.hidden}, c.wtype);
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    auto n = [l](const char* s) { return "blk." + std::to_string(l) + "." + s; };
+    w.t[n("attn_norm.weight")] = random_weights(rng, {cfg.hidden}, DType::F32);
+    w.t[n("attn_q.weight")] = random_weights(rng, {qd, cfg.hidden}, c.wtype);
+    w.t[n("attn_k.weight")] = random_weights(rng, {kvd, cfg.hidden}, c.wtype);
+    w.t[n("attn_v.weight")] = random_weights(rng, {kvd, cfg.hidden}, c.v_type.value_or(c.wtype));
+    w.t[n("attn_output.weight")] = random_weights(rng, {cfg.hidden, qd}, c.wtype);
+    w.t[n("attn_q.bias")] = random_weights(rng, {qd}, DType::F32);
+    w.t[n("attn_k.bias")] = random_weights(rng, {kvd}, DType::F32);
+    w.t[n("attn_v.bias")] = random_weights(rng, {kvd}, DType::F32);
+    w.t[n("attn_q_norm.weight")] = random_weights(rng, {cfg.head_dim}, DType::F32);
+    w.t[n("attn_k_norm.weight")] = random_weights(rng, {cfg.head_dim}, DType::F32);
+    w.t[n("ffn_norm.weight")] = random_weights(rng, {cfg.hidden}, DType::F32);
+    w.t[n("ffn_gate.weight")] = random_weights(rng, {cfg.ffn, cfg.hidden}, c.wtype);
+    w.t[n("ffn_up.weight")] = random_weights(rng, {cfg.ffn, cfg.hidden}, c.wtype);
+    w.t[n("ffn_down.weight")] = random_weights(rng, {cfg.hidden, cfg.ffn}, c.wtype);
+  }
+  return DecoderWeights::load(w, arch, cfg);
+}
+
+void expect_same(const Tensor& got, const Tensor& want, const std::string& what) {
+  SCOPED_TRACE(what);
+  ASSERT_EQ(got.empty(), want.empty());
+  if (want.empty()) return;
+  EXPECT_EQ(got.dtype, want.dtype);
+  ASSERT_EQ(got.shape, want.shape);
+  EXPECT_EQ(got.device, want.device);
+  EXPECT_EQ(std::memcmp(got.data, want.data, want.nbytes()), 0);
+}
+
+void expect_same(const DecoderWeights& got, const DecoderWeights& want) {
+  expect_same(got.tok_embd, want.tok_embd, "tok_embd");
+  expect_same(got.output_norm, want.output_norm, "output_norm");
+  expect_same(got.output, want.output, "output");
+  EXPECT_EQ(got.output.data == got.tok_embd.data, want.output.data == want.tok_embd.data);
+  ASSERT_EQ(got.layers.size(), want.layers.size());
+  for (size_t l = 0; l < want.layers.size(); ++l) {
+    const auto g = got.layers[l].fields(), w = want.layers[l].fields();
+    for (size_t i = 0; i < w.size(); ++i) expect_same(*g[i], *w[i], fmt::format("layer {} field {}", l, i));
+  }
+}
+
+TEST(WeightPlacement, ToDeviceMatchesTheRowByRowReference) {
+  const ops::Context ctx = backends::make_context(Device::Cpu);
+  for (const Case& c :
+       {Case{"llama", DType::F32}, Case{"llama", DType::F16, {}, true}, Case{"qwen2", DType::BF16},
+        Case{"qwen3", DType::Q8_0}, Case{"llama", DType::Q4_K, DType::Q6_K}, Case{"qwen2", DType::F16, DType::Q8_0}}) {
+    for (bool prefused : {false, true}) {
+      SCOPED_TRACE(fmt::format("{} {}{}{}", c.arch, dtype_name(c.wtype), c.v_type ? " with v " : "",
+                               prefused ? ", fused on the host first" : ""));
+      DecoderWeights w = make_weights(c, 11);
+      // As place_on leaves them on the CPU (mixed-type layers keep q/k/v apart) before a move to a device.
+      if (prefused) w.fuse_projections();
+      expect_same(w.to_device(ctx, DType::BF16), testing::reference_to_device(w, ctx, DType::BF16));
+    }
+  }
+}
+
+// On the CPU, parts that lie back to back in the file (gate and up, mostly) are fused without a copy.
+TEST(WeightPlacement, AdjacentPartsFuseAsAViewOnTheCpu) {
+  DecoderWeights w = make_weights(Case{"llama", DType::Q8_0}, 14);
+  LayerWeights& L = w.layers[0];
+  const Tensor gate_up = testing::reference_stack({&L.w_gate, &L.w_up});
+  L.w_gate = gate_up.slice_rows(0, L.w_gate.rows());
+  L.w_up = gate_up.slice_rows(L.w_gate.rows(), L.w_up.rows());
+  w.fuse_projections();
+  EXPECT_EQ(w.layers[0].w_gate_up.data, gate_up.data);
+  expect_same(w.layers[0].w_gate_up, gate_up, "gate_up");
+  EXPECT_NE(w.layers[1].w_gate_up.data, nullptr);  // apart: copied
+  EXPECT_TRUE(w.layers[1].w_gate.empty());
+}
+
+TEST(WeightPlacement, ProgressCountsEveryPlacedByte) {
+  const ops::Context ctx = backends::make_context(Device::Cpu);
+  const DecoderWeights w = make_weights(Case{"qwen2", DType::F16}, 12);
+  int64_t last = 0, total = 0;
+  const DecoderWeights d = w.to_device(ctx, DType::BF16, [&](int64_t done, int64_t all) {
+    EXPECT_GT(done, last);
+    last = done;
+    total = all;
+  });
+  EXPECT_EQ(last, total);
+  EXPECT_EQ(total, static_cast<int64_t>(d.nbytes()));
+}
+
+// Chunks far smaller than a tensor (and not a multiple of any row) split tensors across many staging
+// buffers and put several pieces in one.
+TEST(WeightUploader, StacksPartsAcrossSmallChunks) {
+  const ops::Context ctx = backends::make_context(Device::Cpu);
+  std::mt19937 rng(13);
+  const Tensor a = random_weights(rng, {7, 256}, DType::F16), b = random_weights(rng, {3, 256}, DType::Q8_0),
+               c = random_weights(rng, {5, 256}, DType::F32), v = random_weights(rng, {40}, DType::F32),
+               u = random_weights(rng, {24}, DType::BF16);
+  for (size_t chunk : {size_t{700}, size_t{1} << 20}) {
+    SCOPED_TRACE(chunk);
+    WeightUploader up(ctx, WeightUploader::Options{.chunk_bytes = chunk});
+    const Tensor abc = up.add(DType::BF16, {&a, &b, &c}), vu = up.add(DType::F32, {&v, &u}),
+                 single = up.add(DType::BF16, {&b});
+    int64_t last = 0, calls = 0;
+    up.run([&](int64_t done, int64_t total) {
+      EXPECT_GT(done, last);
+      EXPECT_EQ(total, static_cast<int64_t>(abc.nbytes() + vu.nbytes() + single.nbytes()));
+      last = done;
+      ++calls;
+    });
+    EXPECT_EQ(last, static_cast<int64_t>(abc.nbytes() + vu.nbytes() + single.nbytes()));
+    EXPECT_EQ(calls > 1, chunk < 1000);
+    const Tensor a16 = testing::reference_convert(a, DType::BF16), b16 = testing::reference_convert(b, DType::BF16),
+                 c16 = testing::reference_convert(c, DType::BF16), u32 = testing::reference_convert(u, DType::F32);
+    expect_same(abc, testing::reference_stack({&a16, &b16, &c16}), "abc");
+    expect_same(vu, testing::reference_stack({&v, &u32}), "vu");
+    expect_same(single, b16, "single");
+  }
+}
+
+TEST(WeightUploader, RejectsPartsThatDoNotStack) {
+  const ops::Context ctx = backends::make_context(Device::Cpu);
+  const Tensor a = Tensor::empty_host(DType::F32, {2, 64}), b = Tensor::empty_host(DType::F32, {2, 32}),
+               v = Tensor::empty_host(DType::F32, {64}), none;
+  WeightUploader up(ctx);
+  EXPECT_THROW(up.add(DType::BF16, {&a, &b}), Error);
+  EXPECT_THROW(up.add(DType::BF16, {&a, &v}), Error);
+  EXPECT_THROW(up.add(DType::BF16, {&none}), Error);
+}
+
+}  // namespace
+}  // namespace kestrel
