@@ -36,6 +36,7 @@ class NullLane final : public ops::Runtime {
   std::string description() const override { return "null device"; }
   int sm_count() const override { return 1; }
   void* native_stream() const override { return nullptr; }
+  bool asynchronous() const override { return true; }
   Tensor allocate(DType dtype, std::vector<int64_t> shape) override {
     Tensor t;
     t.dtype = dtype;
