@@ -9,6 +9,8 @@
 #     SERVERS: kestrel, llamacpp or both (a machine keeps /tmp between calls while it stays warm, so the
 #              build, each server's runs and the other server's runs can be separate calls)
 #   KESTREL_BIN=PATH: a kestrel built elsewhere with an sm_90 target (default: build/kestrel).
+#   MAX_RUNNING=N: Kestrel's --max-running (default 128, as llama-server's -np); TAG names its reports.
+#   GGUF_ONLY=1: write the GGUF without building llama.cpp (for Kestrel-only calls on a fresh machine).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -22,7 +24,10 @@ gguf=/tmp/lc/l3-f16.gguf
 server_bin=/tmp/lc/llama.cpp/build/bin/llama-server
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$out/device.txt"
 
-if [ ! -x "$server_bin" ] || [ ! -s "$gguf" ]; then
+if [ -n "${GGUF_ONLY:-}" ] && [ ! -s "$gguf" ]; then
+  mkdir -p /tmp/lc && tar -xJf "$peer/llamacpp-src.tar.xz" -C /tmp/lc llama.cpp/gguf-py &&
+    PYTHONPATH=/tmp/lc/llama.cpp/gguf-py python3 "$peer/make_llama3_gguf.py" "$peer/ggml-vocab-llama-bpe.gguf" "$gguf" 32
+elif [ ! -x "$server_bin" ] || [ ! -s "$gguf" ]; then
   bash "$peer/build_on_gpu.sh" "$peer" 2>&1 | tail -3
 fi
 [ -s "$gguf" ] || { echo "no GGUF at $gguf"; exit 1; }
@@ -54,7 +59,8 @@ serve_and_measure() {
 
 if [ "$which" = kestrel ] || [ "$which" = both ]; then
   # 200K tokens of KV (bf16, 128 KiB each = 25 GiB) so 128 sequences fit at once.
-  serve_and_measure kestrel 8123 "$k" serve -m "$gguf" --device cuda --port 8123 -c 4096 --max-running 128 \
+  serve_and_measure "kestrel${TAG:-}" 8123 "$k" serve -m "$gguf" --device cuda --port 8123 -c 4096 \
+    --max-running "${MAX_RUNNING:-128}" \
     --kv-cache-tokens 200000
 fi
 if [ "$which" = llamacpp ] || [ "$which" = both ]; then
