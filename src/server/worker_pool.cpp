@@ -25,11 +25,6 @@ void WorkerPool::post(std::function<void()> task) {
   task();
 }
 
-size_t WorkerPool::queued() const {
-  std::lock_guard lock(m_);
-  return tasks_.size();
-}
-
 void WorkerPool::stop() {
   {
     std::lock_guard lock(m_);

@@ -21,15 +21,13 @@ class WorkerPool {
 
   // Queues a task (any thread). A task must not throw.
   void post(std::function<void()> task);
-  // Tasks queued and not yet started.
-  size_t queued() const;
   // Runs what is queued, then joins the threads; later posts run on the caller's thread.
   void stop();
 
  private:
   void work();
 
-  mutable std::mutex m_;
+  std::mutex m_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;
   bool stop_ = false;
