@@ -35,10 +35,11 @@ def free_port():
 
 
 class ServerProcess:
-    """A running `kestrel serve`; stop() sends SIGTERM and returns the exit status."""
+    """A running `kestrel serve` (on the default model unless `model` names another); stop() sends SIGTERM
+    and returns the exit status."""
 
-    def __init__(self, *extra_args, api_key=API_KEY):
-        binary, model = kestrel_bin(), model_path()
+    def __init__(self, *extra_args, api_key=API_KEY, model=None):
+        binary, model = kestrel_bin(), Path(model or model_path())
         if not binary.exists():
             pytest.skip(f"{binary} not built (set KESTREL_BIN)")
         if not model.exists():
@@ -101,6 +102,18 @@ class ServerProcess:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+def post_raw(server, path, data, headers=None):
+    h = {"Content-Type": "application/json", **server.headers(), **(headers or {})}
+    return requests.post(server.base + path, data=data, headers=h, timeout=60)
+
+
+def assert_openai_error(r, status):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    return err
 
 
 @pytest.fixture(scope="session")
