@@ -402,6 +402,7 @@ bool Scheduler::submit(const std::vector<Planned>& plan) {
   for (auto [s, chunk] : plan) {
     StepSeq w;
     w.kv = &s->kv;
+    w.prompt = s->kv.length() < s->n_prompt;
     if (s->pending > 0) {
       w.tokens = std::span(&kPlaceholder, 1);
       w.prev_index = s->last_index;

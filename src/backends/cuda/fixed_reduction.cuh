@@ -1,0 +1,41 @@
+// The one reduction every bf16 matmul kernel of the fixed family (gemv.cu's flat GEMM, gemm_fixed.cu's
+// tiled GEMM) performs, so an output element's bits depend only on its row of x, its row of w and K — not
+// on M, on the tile it sits in, or on which of the kernels ran. That is what makes the matmul batch
+// invariant (--batch-invariant): a request's rows give the same bits alone or inside any batch.
+//
+// The contract, for y[m, n] = x[m, :] . w[n, :] (+ bias[n]):
+// - K is cut into 32-wide chunks and the chunks into kRanges contiguous ranges (range r holds chunks
+//   [range_begin(r), range_begin(r + 1))).
+// - Each range accumulates from +0 in chunk order, two m16n8k16 MMAs per chunk (mma_chunk), with w in the
+//   A slot and x in the B slot, lane (g, t) supplying k = 8t .. 8t + 7 of the chunk for its rows.
+// - y = (((0 + p0) + p1) + ... + p7) + (bias[n] or 0.f), rounded once to the output type.
+// The flat GEMM gives each range to a warp and adds the partials in warp order; the tiled GEMM walks the
+// ranges in turn with a second set of accumulators. Both only call mma_chunk and range_begin.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backends/cuda/mma.cuh"
+
+namespace kestrel::backends::cuda {
+
+constexpr int kFixedRanges = 8;
+
+__host__ __device__ __forceinline__ int range_begin(int r, int chunks) {
+  return static_cast<int>(static_cast<int64_t>(r) * chunks / kFixedRanges);
+}
+
+// One 32-wide chunk into a m16n8 accumulator: lo/hi are the 16-byte vectors (k 8t .. 8t + 7) of w rows g
+// and g + 8, xv that of x's token g. The k order inside the chunk is permuted identically for w and x
+// (a dot product does not care), which makes a contiguous 16-byte vector land exactly in the fragment
+// layout mma.sync expects.
+__device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& lo, const uint4& hi, const uint4& xv) {
+  const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y};
+  const uint32_t a1[4] = {lo.z, hi.z, lo.w, hi.w};
+  mma_bf16_16816(acc, a0, xv.x, xv.y);
+  mma_bf16_16816(acc, a1, xv.z, xv.w);
+}
+
+}  // namespace kestrel::backends::cuda

@@ -1,0 +1,156 @@
+// The batch-invariant GEMM (--batch-invariant): y = x . w^T with fixed_reduction.cuh's reduction for any
+// M. Up to kFlatMaxM rows it is gemv.cu's flat GEMM; beyond, a tiled kernel: a block owns 128 rows of w
+// by 128 tokens (8 warps of 64 x 32), streams 64-wide K slices of both through a 4-stage cp.async ring,
+// and walks the fixed K ranges in turn: one set of accumulators sums the current range from +0, a second
+// adds each finished range in range order — the flat GEMM's warp-order sum of its per-warp partials,
+// bit for bit. No split-K: a row's reduction never depends on how many rows share the launch.
+//
+// Shared-memory rows are 128 bytes (64 bf16); fragments are read as 16-byte vectors (lane (g, t): k
+// 8t .. 8t + 7 of a 32-wide chunk, fixed_reduction's layout), and odd rows keep their 16-byte pieces in
+// the other half of the row (piece ^ 4) so the 8 lanes of a quarter-warp (rows r, r + 1) hit all 32 banks.
+#include <algorithm>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/fixed_reduction.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+constexpr int kTW = 128;      // rows of w per block
+constexpr int kTT = 128;      // tokens per block
+constexpr int kSliceK = 64;   // K per pipeline stage: two 32-wide chunks
+constexpr int kStages = 4;    // ring depth
+constexpr int kThreads = 256; // 8 warps: 2 along w (64 rows each) x 4 along tokens (32 each)
+constexpr int kRowBytes = kSliceK * 2;
+constexpr int kTileBytes = kTW * kRowBytes;  // == kTT * kRowBytes
+constexpr size_t kSmemBytes = size_t{kStages} * 2 * kTileBytes;
+static_assert(kTW == kTT, "the copy loop moves one w row and one x row per piece");
+
+__device__ __forceinline__ uint32_t piece_offset(int row, int piece) {
+  return row * kRowBytes + ((piece ^ ((row & 1) << 2)) << 4);
+}
+
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+
+template <typename Ty>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_tiled_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, const float* __restrict__ bias,
+                      Ty* __restrict__ y, int M, int N, int K) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const uint32_t ring = smem_addr(smem);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int n0 = blockIdx.x * kTW, m0 = blockIdx.y * kTT;
+  const int chunks = K / 32, slices = (chunks + 1) / 2;
+
+  // Slice s into ring stage s % kStages: 16-byte pieces tid + 256 i, i < 4, of each tile (8 per row).
+  auto load = [&](int s) {
+    const uint32_t wd = ring + (s % kStages) * 2 * kTileBytes, xd = wd + kTileBytes;
+#pragma unroll
+    for (int i = 0; i < kTW * 8 / kThreads; ++i) {
+      const int q = tid + i * kThreads, row = q / 8, piece = q % 8;
+      const int k = s * kSliceK + piece * 8;
+      const bool k_ok = k < K;  // the last slice of an odd chunk count has one chunk
+      const int wn = n0 + row, xm = m0 + row;
+      cp_async16(wd + piece_offset(row, piece), w + static_cast<size_t>(min(wn, N - 1)) * K + (k_ok ? k : 0),
+                 k_ok && wn < N);
+      cp_async16(xd + piece_offset(row, piece), x + static_cast<size_t>(min(xm, M - 1)) * K + (k_ok ? k : 0),
+                 k_ok && xm < M);
+    }
+  };
+
+  const int w_row0 = (warp % 2) * 64, t_row0 = (warp / 2) * 32;
+  float acc[4][4][4] = {}, total[4][4][4] = {};
+  int range = 0, range_end = range_begin(1, chunks);
+  auto close_range = [&] {
+#pragma unroll
+    for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          total[mt][nt][e] += acc[mt][nt][e];
+          acc[mt][nt][e] = 0.f;
+        }
+    ++range;
+    range_end = range_begin(range + 1, chunks);
+  };
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < slices) load(s);
+    cp_async_commit();  // empty groups keep the wait counts uniform
+  }
+  for (int s = 0; s < slices; ++s) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // slice s is visible, and every warp is done with the stage refilled below
+    if (s + kStages - 1 < slices) load(s + kStages - 1);
+    cp_async_commit();
+    const uint32_t wd = ring + (s % kStages) * 2 * kTileBytes, xd = wd + kTileBytes;
+#pragma unroll
+    for (int cc = 0; cc < 2; ++cc) {
+      const int c = 2 * s + cc;
+      if (c >= chunks) break;
+      while (range_end <= c) close_range();  // ranges end at chunk boundaries; empty ones add +0 too
+      const int piece = cc * 4 + t;
+      uint4 xv[4];
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) xv[nt] = lds128(xd + piece_offset(t_row0 + nt * 8 + g, piece));
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) {
+        const int r = w_row0 + mt * 16 + g;
+        const uint4 lo = lds128(wd + piece_offset(r, piece)), hi = lds128(wd + piece_offset(r + 8, piece));
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) mma_chunk(acc[mt][nt], lo, hi, xv[nt]);
+      }
+    }
+  }
+  while (range < kFixedRanges) close_range();
+
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        // Accumulator element e: w row g (+8 for e >= 2) of tile mt, token 2t + (e & 1) of tile nt.
+        const int n = n0 + w_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
+        const int m = m0 + t_row0 + nt * 8 + 2 * t + (e & 1);
+        if (n < N && m < M)
+          y[static_cast<size_t>(m) * N + n] = from_f32<Ty>(total[mt][nt][e] + (bias ? bias[n] : 0.f));
+      }
+}
+
+template <typename Ty>
+void launch_tiled(const bf16* x, const bf16* w, const float* bias, Ty* y, int M, int N, int K, cudaStream_t s) {
+  static const bool configured = [] {
+    CUDA_CHECK(cudaFuncSetAttribute(gemm_tiled_kernel<Ty>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(static_cast<unsigned>((N + kTW - 1) / kTW), static_cast<unsigned>((M + kTT - 1) / kTT));
+  gemm_tiled_kernel<Ty><<<grid, kThreads, kSmemBytes, s>>>(x, w, bias, y, M, N, K);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_gemm_fixed(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                       int sms, cudaStream_t s) {
+  if (M == 0 || N == 0) return;
+  if (M <= kFlatMaxM) return launch_gemv(x, w, bias, y_t, y, M, N, K, sms, s);
+  auto xb = static_cast<const bf16*>(x);
+  auto wb = static_cast<const bf16*>(w);
+  if (y_t == DType::BF16)
+    launch_tiled(xb, wb, bias, static_cast<bf16*>(y), M, N, K, s);
+  else
+    launch_tiled(xb, wb, bias, static_cast<float*>(y), M, N, K, s);
+}
+
+}  // namespace kestrel::backends::cuda
