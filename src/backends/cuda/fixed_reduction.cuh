@@ -4,13 +4,14 @@
 // invariant (--batch-invariant): a request's rows give the same bits alone or inside any batch.
 //
 // The contract, for y[m, n] = x[m, :] . w[n, :] (+ bias[n]):
-// - K is cut into 32-wide chunks and the chunks into kRanges contiguous ranges (range r holds chunks
-//   [range_begin(r), range_begin(r + 1))).
-// - Each range accumulates from +0 in chunk order, two m16n8k16 MMAs per chunk (mma_chunk), with w in the
-//   A slot and x in the B slot, lane (g, t) supplying k = 8t .. 8t + 7 of the chunk for its rows.
+// - K is cut into 32-wide chunks; chunk c belongs to range c % kFixedRanges (interleaved: the flat GEMM's
+//   8 warps then read neighbouring chunks, which keeps its weight stream sequential in DRAM; contiguous
+//   ranges measured 10% slower on the H100 at batch 1).
+// - Each range accumulates from +0 in increasing chunk order, two m16n8k16 MMAs per chunk (mma_chunk), with
+//   w in the A slot and x in the B slot, lane (g, t) supplying k = 8t .. 8t + 7 of the chunk for its rows.
 // - y = (((0 + p0) + p1) + ... + p7) + (bias[n] or 0.f), rounded once to the output type.
 // The flat GEMM gives each range to a warp and adds the partials in warp order; the tiled GEMM walks the
-// ranges in turn with a second set of accumulators. Both only call mma_chunk and range_begin.
+// ranges in turn (range_chunk orders the chunks range by range) with a second set of accumulators.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -23,8 +24,17 @@ namespace kestrel::backends::cuda {
 
 constexpr int kFixedRanges = 8;
 
-__host__ __device__ __forceinline__ int range_begin(int r, int chunks) {
-  return static_cast<int>(static_cast<int64_t>(r) * chunks / kFixedRanges);
+// Chunks in range r.
+__host__ __device__ __forceinline__ int range_chunks(int r, int chunks) {
+  return r < chunks ? (chunks - 1 - r) / kFixedRanges + 1 : 0;
+}
+
+// The i-th chunk in range-major order (range 0's chunks, then range 1's, ...), and its range in *range.
+__device__ __forceinline__ int range_chunk(int i, int chunks, int* range) {
+  int r = 0;
+  while (r < kFixedRanges - 1 && i >= range_chunks(r, chunks)) i -= range_chunks(r++, chunks);
+  *range = r;
+  return r + kFixedRanges * i;
 }
 
 // One 32-wide chunk into a m16n8 accumulator: lo/hi are the 16-byte vectors (k 8t .. 8t + 7) of w rows g

@@ -1,9 +1,10 @@
 // The batch-invariant GEMM (--batch-invariant): y = x . w^T with fixed_reduction.cuh's reduction for any
 // M. Up to kFlatMaxM rows it is gemv.cu's flat GEMM; beyond, a tiled kernel: a block owns 128 rows of w
-// by 128 tokens (8 warps of 64 x 32), streams 64-wide K slices of both through a 4-stage cp.async ring,
-// and walks the fixed K ranges in turn: one set of accumulators sums the current range from +0, a second
-// adds each finished range in range order — the flat GEMM's warp-order sum of its per-warp partials,
-// bit for bit. No split-K: a row's reduction never depends on how many rows share the launch.
+// by 128 tokens (8 warps of 64 x 32) and streams K through a 4-stage cp.async ring, two 32-wide chunks a
+// stage, in range-major order (range_chunk: chunks 0, 8, 16, ..., then 1, 9, ...): one set of
+// accumulators sums the current range from +0, a second adds each finished range in range order — the
+// flat GEMM's warp-order sum of its per-warp partials, bit for bit. No split-K: a row's reduction never
+// depends on how many rows share the launch.
 //
 // Shared-memory rows are 128 bytes (64 bf16); fragments are read as 16-byte vectors (lane (g, t): k
 // 8t .. 8t + 7 of a 32-wide chunk, fixed_reduction's layout), and odd rows keep their 16-byte pieces in
@@ -49,14 +50,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int n0 = blockIdx.x * kTW, m0 = blockIdx.y * kTT;
   const int chunks = K / 32, slices = (chunks + 1) / 2;
 
-  // Slice s into ring stage s % kStages: 16-byte pieces tid + 256 i, i < 4, of each tile (8 per row).
+  // Slice s (chunks 2s and 2s + 1 in range-major order) into ring stage s % kStages: 16-byte pieces
+  // tid + 256 i, i < 4, of each tile (8 per row; pieces 0-3 the first chunk, 4-7 the second).
   auto load = [&](int s) {
     const uint32_t wd = ring + (s % kStages) * 2 * kTileBytes, xd = wd + kTileBytes;
+    int unused;
+    const int c0 = range_chunk(2 * s, chunks, &unused);
+    const int c1 = 2 * s + 1 < chunks ? range_chunk(2 * s + 1, chunks, &unused) : -1;  // an odd count's last
 #pragma unroll
     for (int i = 0; i < kTW * 8 / kThreads; ++i) {
       const int q = tid + i * kThreads, row = q / 8, piece = q % 8;
-      const int k = s * kSliceK + piece * 8;
-      const bool k_ok = k < K;  // the last slice of an odd chunk count has one chunk
+      const int c = piece < 4 ? c0 : c1;
+      const bool k_ok = c >= 0;
+      const int k = c * 32 + (piece % 4) * 8;
       const int wn = n0 + row, xm = m0 + row;
       cp_async16(wd + piece_offset(row, piece), w + static_cast<size_t>(min(wn, N - 1)) * K + (k_ok ? k : 0),
                  k_ok && wn < N);
@@ -67,7 +73,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int w_row0 = (warp % 2) * 64, t_row0 = (warp / 2) * 32;
   float acc[4][4][4] = {}, total[4][4][4] = {};
-  int range = 0, range_end = range_begin(1, chunks);
+  int range = 0;  // the range acc sums
   auto close_range = [&] {
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt)
@@ -79,7 +85,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           acc[mt][nt][e] = 0.f;
         }
     ++range;
-    range_end = range_begin(range + 1, chunks);
   };
 
 #pragma unroll
@@ -95,9 +100,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t wd = ring + (s % kStages) * 2 * kTileBytes, xd = wd + kTileBytes;
 #pragma unroll
     for (int cc = 0; cc < 2; ++cc) {
-      const int c = 2 * s + cc;
-      if (c >= chunks) break;
-      while (range_end <= c) close_range();  // ranges end at chunk boundaries; empty ones add +0 too
+      if (2 * s + cc >= chunks) break;
+      int r;
+      range_chunk(2 * s + cc, chunks, &r);
+      while (range < r) close_range();  // empty ranges add their +0 too
       const int piece = cc * 4 + t;
       uint4 xv[4];
 #pragma unroll

@@ -2,9 +2,9 @@
 // do the arithmetic with the roles swapped (FlashDecoding++): 16 rows of w are the MMA's A operand and
 // the tokens sit in its N = 8 slot (NT slots of 8 for up to 64 tokens), so nothing is padded to 64 rows.
 // Each lane loads 16-byte vectors of w and x straight from global memory into registers in the fragment
-// layout of fixed_reduction.cuh — no shared-memory staging. A block owns 16 or 32 rows of w; its 8 warps
-// each take one contiguous range of K and the partial sums meet in shared memory in warp order, which is
-// the fixed reduction gemm_fixed.cu's tiled kernel reproduces bit for bit.
+// layout of fixed_reduction.cuh — no shared-memory staging. A block owns 16 or 32 rows of w; warp w of its
+// 8 takes the 32-wide chunks c with c % 8 == w (fixed_reduction's range w) and the partial sums meet in
+// shared memory in warp order, which gemm_fixed.cu's tiled kernel reproduces bit for bit.
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/fixed_reduction.cuh"
@@ -30,7 +30,6 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 && NT == 1 ? 3 : 2)
   const int g = lane / 4, t = lane % 4;
   const int n0 = blockIdx.x * 16 * MT;
   const int chunks = K / 32;
-  const int c_begin = range_begin(warp, chunks), c_end = range_begin(warp + 1, chunks);
 
   // Rows of w this lane feeds (clamped: rows past N load row N-1 and are never stored).
   const bf16* wr[2 * MT];
@@ -49,20 +48,22 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 && NT == 1 ? 3 : 2)
   // preload instead cost the loop its schedule: +9% GEMM time at batch 1, 64 registers and a spill.)
   if (t == 0) {
 #pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (c_begin + u < c_end)
+    for (int u = 0; u < U; ++u) {
+      const int c = warp + u * kWarps;
+      if (c < chunks)
 #pragma unroll
-        for (int i = 0; i < 2 * MT; ++i) prefetch_l2(wr[i] + (c_begin + u) * 32);
+        for (int i = 0; i < 2 * MT; ++i) prefetch_l2(wr[i] + c * 32);
+    }
   }
   pdl_wait();
   pdl_launch_dependents();
 
   float acc[MT][NT][4] = {};
-  for (int c0 = c_begin; c0 < c_end; c0 += U) {
+  for (int c0 = warp; c0 < chunks; c0 += kWarps * U) {
     uint4 wv[U][2 * MT], xv[U][NT];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int c = min(c0 + u, c_end - 1);  // past the range: reloads its last chunk, never used
+      const int c = min(c0 + u * kWarps, chunks - 1);  // past the end: reloads the last chunk, never used
 #pragma unroll
       for (int i = 0; i < 2 * MT; ++i) wv[u][i] = __ldg(reinterpret_cast<const uint4*>(wr[i] + c * 32));
 #pragma unroll
@@ -71,7 +72,7 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 && NT == 1 ? 3 : 2)
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      if (c0 + u >= c_end) break;  // no MMA on padding: the ranges' sums must match the tiled kernel's
+      if (c0 + u * kWarps >= chunks) break;  // no MMA on padding: the sums must match the tiled kernel's
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
