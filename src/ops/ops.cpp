@@ -148,7 +148,8 @@ AttentionPlan plan_attention(const Context& ctx, const Tensor& q, const KvLayer&
     KS_CHECK(static_cast<size_t>(batch.n_decode) <= batch.seqs.size(), "plan_attention: {} decode rows of {} sequences",
              batch.n_decode, batch.seqs.size());
     decode = static_cast<size_t>(batch.n_decode);
-    for (size_t i = 0; i < decode; ++i) KS_CHECK(batch.seqs[i].q_len == 1, "plan_attention: a decode row with q_len != 1");
+    for (size_t i = 0; i < decode; ++i)
+      KS_CHECK(batch.seqs[i].q_len == 1, "plan_attention: a decode row with q_len != 1");
   } else {
     while (decode < batch.seqs.size() && batch.seqs[decode].q_len == 1) ++decode;
   }
@@ -159,7 +160,7 @@ AttentionPlan plan_attention(const Context& ctx, const Tensor& q, const KvLayer&
     AttentionPlan::Part part;
     part.batch = sub_batch(batch, begin, end);
     part.batch.n_decode = decode_part ? static_cast<int>(end) : 0;  // a part is all decode rows or none
-    Tensor out = q;  // stands in for the output in the capability checks
+    Tensor out = q;                                                 // stands in for the output in the capability checks
     const AttentionArgs args{q, cache, part.batch, out};
     const auto& v = registries().attention.select(args, ctx);
     part.variant = &v;

@@ -303,41 +303,41 @@ TEST(CudaOps, Matmul) {
         }
 }
 
-// Batch-invariant mode's matmul (cuda.gemm_fixed: the flat GEMM up to 64 rows, the tiled kernel beyond)
-// against the reference, and bitwise: any M rows, at any offset in the batch, give exactly the bits they
-// give inside a 300-row call; the default dispatch's GEMV (M <= 8) gives them too. K of 3 chunks (empty
-// fixed ranges), of 18 (uneven ranges), 4096 (llama3-8b's); N off the tile sizes.
+// Batch-invariant mode's matmul (cuda.gemm_fixed: the flat GEMM up to 64 rows, tiled kernels of two tile
+// shapes beyond, picked by the grid they give) against the reference, and bitwise: any M rows, at any
+// offset in the batch, give exactly the bits they give inside a 600-row call; the default dispatch's GEMV
+// (M <= 8) gives them too. K of 3 chunks (empty fixed ranges), 18 (ranges of unequal length), 128
+// (llama3-8b's K 4096); N off the tile sizes, and wide enough (8192) for the larger tiles.
 TEST(CudaOps, MatmulFixedReductionIsBatchInvariant) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(23);
   Context inv = cuda_ctx();
   inv.batch_invariant = true;
-  const int64_t kRows = 300;
-  for (int64_t k : {96, 576, 4096})
-    for (int64_t n : {200, 1000})
-      for (DType yt : {DType::BF16, DType::F32}) {
-        const bool bias = n == 1000;
-        const Tensor x = rand_host({kRows, k}, rng), w = rand_host({n, k}, rng, 0.05f), b = rand_host({n}, rng);
-        Tensor want = Tensor::empty_host(DType::F32, {kRows, n});
-        ops::matmul(cpu_ctx(), x, w, want, bias ? &b : nullptr);
-        const Tensor dx = to_device(x, DType::BF16), dw = to_device(w, DType::BF16), db = to_device(b, DType::F32);
-        Tensor full = poisoned_device(yt, {kRows, n});
-        registries().matmul.run_variant("cuda.gemm_fixed", {dx, dw, full, bias ? &db : nullptr}, cuda_ctx());
-        const Tensor all = result(full);
-        EXPECT_LE(nmse(all, want), kBf16Bound) << "k" << k << " n" << n;
-        for (int64_t m : {1, 2, 8, 9, 16, 17, 40, 64, 65, 128, 129, 200})
-          for (int64_t off : {int64_t{0}, kRows - m}) {
-            const Tensor sx = dx.slice_rows(off, m);
-            Tensor y = poisoned_device(yt, {m, n});
-            const MatmulArgs args{sx, dw, y, bias ? &db : nullptr};
-            const std::string chosen = registries().matmul.select(args, inv).name;
-            EXPECT_EQ(chosen, m <= 8 ? "cuda.gemv" : "cuda.gemm_fixed") << "m" << m;
-            ops::matmul(inv, sx, dw, y, bias ? &db : nullptr);
-            const Tensor got = result(y);
-            EXPECT_EQ(std::memcmp(got.data, all.row(off), got.nbytes()), 0)
-                << chosen << " k" << k << " n" << n << " m" << m << " rows from " << off;
-          }
-      }
+  const int64_t kRows = 600;
+  for (auto [k, n] : {std::pair<int64_t, int64_t>{96, 200}, {576, 1000}, {4096, 1000}, {576, 8192}})
+    for (DType yt : {DType::BF16, DType::F32}) {
+      const bool bias = n == 1000;
+      const Tensor x = rand_host({kRows, k}, rng), w = rand_host({n, k}, rng, 0.05f), b = rand_host({n}, rng);
+      Tensor want = Tensor::empty_host(DType::F32, {kRows, n});
+      ops::matmul(cpu_ctx(), x, w, want, bias ? &b : nullptr);
+      const Tensor dx = to_device(x, DType::BF16), dw = to_device(w, DType::BF16), db = to_device(b, DType::F32);
+      Tensor full = poisoned_device(yt, {kRows, n});
+      registries().matmul.run_variant("cuda.gemm_fixed", {dx, dw, full, bias ? &db : nullptr}, cuda_ctx());
+      const Tensor all = result(full);
+      EXPECT_LE(nmse(all, want), kBf16Bound) << "k" << k << " n" << n;
+      for (int64_t m : {1, 2, 8, 9, 16, 17, 40, 64, 65, 128, 129, 200, 333})
+        for (int64_t off : {int64_t{0}, kRows - m}) {
+          const Tensor sx = dx.slice_rows(off, m);
+          Tensor y = poisoned_device(yt, {m, n});
+          const MatmulArgs args{sx, dw, y, bias ? &db : nullptr};
+          const std::string chosen = registries().matmul.select(args, inv).name;
+          EXPECT_EQ(chosen, m <= 8 ? "cuda.gemv" : "cuda.gemm_fixed") << "m" << m;
+          ops::matmul(inv, sx, dw, y, bias ? &db : nullptr);
+          const Tensor got = result(y);
+          EXPECT_EQ(std::memcmp(got.data, all.row(off), got.nbytes()), 0)
+              << chosen << " k" << k << " n" << n << " m" << m << " rows from " << off;
+        }
+    }
 }
 
 struct SeqSpec {
@@ -550,7 +550,8 @@ TEST(CudaOps, AttentionIsBatchInvariantInFixedMode) {
         const Tensor alone = run({i});
         const auto r = static_cast<int64_t>(i);
         EXPECT_EQ(std::memcmp(alone.data, outer(together, r), alone.nbytes()), 0) << "d" << d << " kv " << lens[i];
-        EXPECT_EQ(std::memcmp(alone.data, outer(backwards, n - 1 - r), alone.nbytes()), 0) << "d" << d << " kv " << lens[i];
+        EXPECT_EQ(std::memcmp(alone.data, outer(backwards, n - 1 - r), alone.nbytes()), 0)
+            << "d" << d << " kv " << lens[i];
       }
     }
   }

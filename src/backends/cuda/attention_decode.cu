@@ -443,7 +443,11 @@ void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* worksp
     return true;
   }();
   (void)configured;
-  const DecodeDims dd{plan.splits,      plan.chunk, plan.fixed_chunk, plan.head_chunks, a.n_heads / a.n_kv_heads,
+  const DecodeDims dd{plan.splits,
+                      plan.chunk,
+                      plan.fixed_chunk,
+                      plan.head_chunks,
+                      a.n_heads / a.n_kv_heads,
                       make_fast_div(a.block_size)};
   float* part_o = static_cast<float*>(workspace);
   float* part_lse = nullptr;

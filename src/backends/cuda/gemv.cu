@@ -126,9 +126,11 @@ void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, voi
   if (M == 0 || N == 0) return;
   const bool wide = (N + 31) / 32 >= 2 * sms;
   if (M <= 8)
-    wide ? launch_tiles<2, 1, 4>(x, w, bias, y_t, y, M, N, K, s) : launch_tiles<1, 1, 4>(x, w, bias, y_t, y, M, N, K, s);
+    wide ? launch_tiles<2, 1, 4>(x, w, bias, y_t, y, M, N, K, s)
+         : launch_tiles<1, 1, 4>(x, w, bias, y_t, y, M, N, K, s);
   else if (M <= 16)
-    wide ? launch_tiles<2, 2, 2>(x, w, bias, y_t, y, M, N, K, s) : launch_tiles<1, 2, 4>(x, w, bias, y_t, y, M, N, K, s);
+    wide ? launch_tiles<2, 2, 2>(x, w, bias, y_t, y, M, N, K, s)
+         : launch_tiles<1, 2, 4>(x, w, bias, y_t, y, M, N, K, s);
   else if (M <= 32)
     launch_tiles<1, 4, 2>(x, w, bias, y_t, y, M, N, K, s);
   else

@@ -113,13 +113,13 @@ void launch_attention_generic(const AttentionLaunch& a, int max_q_len, cudaStrea
 
 // attention_decode.cu: split-KV decode (q_len == 1 for every sequence) with an in-kernel combine.
 struct DecodePlan {
-  int splits = 1;        // KV splits per (sequence, head group): grid.x, one wave of one block per SM
-  int chunk = 0;         // keys per split at max_kv_len; the kernel derives each sequence's from its kv_len
+  int splits = 1;            // KV splits per (sequence, head group): grid.x, one wave of one block per SM
+  int chunk = 0;             // keys per split at max_kv_len; the kernel derives each sequence's from its kv_len
   bool fixed_chunk = false;  // every sequence splits at `chunk` keys (batch-invariant mode)
-  int head_chunks = 1;   // groups of up to 16 query heads per KV head handled by separate blocks
-  int warps = 8;         // block shape: 8 (one block per SM, long contexts) or 2 (many short sequences)
-  size_t workspace = 0;  // bytes of scratch for the split partials
-  int counters = 0;      // i32 merge tickets: zero before the first launch; every launch leaves them zero
+  int head_chunks = 1;       // groups of up to 16 query heads per KV head handled by separate blocks
+  int warps = 8;             // block shape: 8 (one block per SM, long contexts) or 2 (many short sequences)
+  size_t workspace = 0;      // bytes of scratch for the split partials
+  int counters = 0;          // i32 merge tickets: zero before the first launch; every launch leaves them zero
 };
 DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int sms);
 // Batch-invariant mode: narrow blocks and kFixedSplitKeys keys per split whatever the batch, so a

@@ -280,7 +280,8 @@ std::shared_ptr<void> plan_decode(const AttentionArgs& a, const Context& ctx) {
   const AttentionLaunch l = describe(a, &max_q, &max_kv);
   CudaLane& lane = lane_of(ctx);
   auto st = std::make_shared<DecodeState>();
-  st->plan = ctx.batch_invariant ? plan_attention_decode_fixed(l, max_kv) : plan_attention_decode(l, max_kv, lane.sm_count());
+  st->plan =
+      ctx.batch_invariant ? plan_attention_decode_fixed(l, max_kv) : plan_attention_decode(l, max_kv, lane.sm_count());
   if (st->plan.workspace) st->partials = lane.allocate(DType::I8, {static_cast<int64_t>(st->plan.workspace)});
   if (st->plan.counters) {
     st->tickets = lane.allocate(DType::I32, {st->plan.counters});
