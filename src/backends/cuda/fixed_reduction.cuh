@@ -11,7 +11,7 @@
 //   w in the A slot and x in the B slot, lane (g, t) supplying k = 8t .. 8t + 7 of the chunk for its rows.
 // - y = (((0 + p0) + p1) + ... + p7) + (bias[n] or 0.f), rounded once to the output type.
 // The flat GEMM gives each range to a warp and adds the partials in warp order; the tiled GEMM walks the
-// ranges in turn (range_chunk orders the chunks range by range) with a second set of accumulators.
+// ranges in turn (RangeCursor orders the chunks range by range) with a second set of accumulators.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -29,13 +29,21 @@ __host__ __device__ __forceinline__ int range_chunks(int r, int chunks) {
   return r < chunks ? (chunks - 1 - r) / kFixedRanges + 1 : 0;
 }
 
-// The i-th chunk in range-major order (range 0's chunks, then range 1's, ...), and its range in *range.
-__device__ __forceinline__ int range_chunk(int i, int chunks, int* range) {
-  int r = 0;
-  while (r < kFixedRanges - 1 && i >= range_chunks(r, chunks)) i -= range_chunks(r++, chunks);
-  *range = r;
-  return r + kFixedRanges * i;
-}
+// Walks the chunks in range-major order (range 0's chunks 0, 8, 16, ..., then range 1's, ...) one step at
+// a time, so a kernel's inner loop pays an increment, not a search. Ranges past the last chunk (K < 256)
+// are empty and come last.
+struct RangeCursor {
+  int chunks, r = 0, j = 0, n;  // at chunk j of range r, which holds n chunks
+  __device__ explicit RangeCursor(int chunks_) : chunks(chunks_), n(range_chunks(0, chunks_)) {}
+  __device__ int chunk() const { return r + kFixedRanges * j; }
+  __device__ void advance() {
+    if (++j == n) {
+      ++r;
+      j = 0;
+      n = range_chunks(r, chunks);
+    }
+  }
+};
 
 // One 32-wide chunk into a m16n8 accumulator: lo/hi are the 16-byte vectors (k 8t .. 8t + 7) of w rows g
 // and g + 8, xv that of x's token g. The k order inside the chunk is permuted identically for w and x

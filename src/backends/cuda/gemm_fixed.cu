@@ -1,7 +1,7 @@
 // The batch-invariant GEMM (--batch-invariant): y = x . w^T with fixed_reduction.cuh's reduction for any
 // M. Up to kFlatMaxM rows it is gemv.cu's flat GEMM; beyond, a tiled kernel: a block owns up to 128 rows
 // of w by 128 tokens (warps of 64 x 32) and streams K through a 4-stage cp.async ring, two 32-wide chunks a
-// stage, in range-major order (range_chunk: chunks 0, 8, 16, ..., then 1, 9, ...): one set of
+// stage, in range-major order (RangeCursor: chunks 0, 8, 16, ..., then 1, 9, ...): one set of
 // accumulators sums the current range from +0, a second adds each finished range in range order — the
 // flat GEMM's warp-order sum of its per-warp partials, bit for bit. No split-K: a row's reduction never
 // depends on how many rows share the launch.
@@ -57,11 +57,17 @@ __global__ void __launch_bounds__(Tile<WW, WT>::kThreads, 1)
 
   // Slice s (chunks 2s and 2s + 1 in range-major order) into ring stage s % kStages, w rows first, then
   // x rows: 16-byte pieces, 8 per row (pieces 0-3 the first chunk, 4-7 the second).
+  // Slices are loaded in order, so one cursor serves every load.
+  RangeCursor next_load(chunks);
   auto load = [&](int s) {
     const uint32_t stage = ring + (s % kStages) * T::kStageBytes;
-    int unused;
-    const int c0 = range_chunk(2 * s, chunks, &unused);
-    const int c1 = 2 * s + 1 < chunks ? range_chunk(2 * s + 1, chunks, &unused) : -1;  // an odd count's last
+    const int c0 = next_load.chunk();
+    next_load.advance();
+    int c1 = -1;  // an odd count's last slice has one chunk
+    if (2 * s + 1 < chunks) {
+      c1 = next_load.chunk();
+      next_load.advance();
+    }
     auto copy = [&](uint32_t dst_tile, const bf16* src, int row0, int rows, int q) {
       const int row = q / 8, piece = q % 8, c = piece < 4 ? c0 : c1, r = row0 + row;
       cp_async16(dst_tile + piece_offset(row, piece),
@@ -77,6 +83,7 @@ __global__ void __launch_bounds__(Tile<WW, WT>::kThreads, 1)
   const int w_row0 = (warp % WW) * 64, t_row0 = (warp / WW) * 32;
   float acc[4][4][4] = {}, total[4][4][4] = {};
   int range = 0;  // the range acc sums
+  RangeCursor next(chunks);
   auto close_range = [&] {
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt)
@@ -104,9 +111,8 @@ __global__ void __launch_bounds__(Tile<WW, WT>::kThreads, 1)
 #pragma unroll
     for (int cc = 0; cc < 2; ++cc) {
       if (2 * s + cc >= chunks) break;
-      int r;
-      range_chunk(2 * s + cc, chunks, &r);
-      while (range < r) close_range();  // empty ranges add their +0 too
+      while (range < next.r) close_range();
+      next.advance();
       const int piece = cc * 4 + t;
       uint4 xv[4];
 #pragma unroll
@@ -120,7 +126,7 @@ __global__ void __launch_bounds__(Tile<WW, WT>::kThreads, 1)
       }
     }
   }
-  while (range < kFixedRanges) close_range();
+  while (range < kFixedRanges) close_range();  // empty ranges add their +0 too
 
 #pragma unroll
   for (int mt = 0; mt < 4; ++mt)
