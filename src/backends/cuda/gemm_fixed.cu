@@ -84,16 +84,20 @@ __global__ void __launch_bounds__(Tile<WW, WT>::kThreads, 1)
   float acc[4][4][4] = {}, total[4][4][4] = {};
   int range = 0;  // the range acc sums
   RangeCursor next(chunks);
-  auto close_range = [&] {
+  // f(mt, nt, e) for every accumulator element of this lane.
+  auto each_acc = [](auto&& f) {
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          total[mt][nt][e] += acc[mt][nt][e];
-          acc[mt][nt][e] = 0.f;
-        }
+        for (int e = 0; e < 4; ++e) f(mt, nt, e);
+  };
+  auto close_range = [&] {
+    each_acc([&](int mt, int nt, int e) {
+      total[mt][nt][e] += acc[mt][nt][e];
+      acc[mt][nt][e] = 0.f;
+    });
     ++range;
   };
 
@@ -128,17 +132,12 @@ __global__ void __launch_bounds__(Tile<WW, WT>::kThreads, 1)
   }
   while (range < kFixedRanges) close_range();  // empty ranges add their +0 too
 
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        // Accumulator element e: w row g (+8 for e >= 2) of tile mt, token 2t + (e & 1) of tile nt.
-        const int n = n0 + w_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
-        const int m = m0 + t_row0 + nt * 8 + 2 * t + (e & 1);
-        if (n < N && m < M) y[static_cast<size_t>(m) * N + n] = from_f32<Ty>(total[mt][nt][e] + (bias ? bias[n] : 0.f));
-      }
+  each_acc([&](int mt, int nt, int e) {
+    // Accumulator element e: w row g (+8 for e >= 2) of tile mt, token 2t + (e & 1) of tile nt.
+    const int n = n0 + w_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
+    const int m = m0 + t_row0 + nt * 8 + 2 * t + (e & 1);
+    if (n < N && m < M) y[static_cast<size_t>(m) * N + n] = from_f32<Ty>(total[mt][nt][e] + (bias ? bias[n] : 0.f));
+  });
 }
 
 template <typename Ty, int WW, int WT>
