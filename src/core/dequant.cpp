@@ -85,6 +85,63 @@ void dequant_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
   }
 }
 
+// Q5_0: y = (q - 16) * d; Q5_1 (which has a min): y = q * d + m; q the 5-bit value.
+template <class Block>
+void dequant_q5(const Block* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = f16_to_f32(b[i].d);
+    auto value = [&](int q) {
+      if constexpr (requires { b->m; })
+        return static_cast<float>(q) * d + f16_to_f32(b[i].m);
+      else
+        return static_cast<float>(q - 16) * d;  // no "+ 0": it would turn -0 into +0
+    };
+    for (int j = 0; j < 16; ++j) {
+      y[j] = value((b[i].qs[j] & 0xF) | q5_high_bit(b[i].qh, j) << 4);
+      y[j + 16] = value((b[i].qs[j] >> 4) | q5_high_bit(b[i].qh, j + 16) << 4);
+    }
+  }
+}
+
+void dequant_q2_k(const BlockQ2_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    for (int e = 0; e < kQK_K; ++e) {
+      const int q = (b[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+      const uint8_t sc = b[i].scales[e / 16];
+      *y++ = d * (sc & 0xF) * q - dmin * (sc >> 4);
+    }
+  }
+}
+
+void dequant_q3_k(const BlockQ3_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    uint8_t sc[16];
+    q3k_scales(b[i].scales, sc);
+    for (int e = 0; e < kQK_K; ++e) {
+      const int lo = (b[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+      const int hi = (b[i].hmask[e % 32] >> (e / 32)) & 1;
+      *y++ = d * (sc[e / 16] - 32) * ((lo | hi << 2) - 4);
+    }
+  }
+}
+
+void dequant_q5_k(const BlockQ5_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    for (int g = 0; g < 8; ++g) {
+      uint8_t sc, m;
+      q4k_scale_min(g, b[i].scales, sc, m);
+      const uint8_t* q = b[i].qs + 32 * (g / 2);
+      for (int l = 0; l < 32; ++l) {
+        const int nib = g % 2 ? q[l] >> 4 : q[l] & 0xF;
+        *y++ = d * sc * (nib | ((b[i].qh[l] >> g) & 1) << 4) - dmin * m;
+      }
+    }
+  }
+}
+
 void dequant_q8_k(const BlockQ8_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK_K)
     for (int j = 0; j < kQK_K; ++j) y[j] = b[i].d * b[i].qs[j];
@@ -169,6 +226,42 @@ void quant_q4_1(const float* x, BlockQ4_1* b, int64_t nb) {
   }
 }
 
+void quant_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK5_0) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < kQK5_0; ++j)
+      if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+    const float d = max / -16.f, id = d ? 1.f / d : 0.f;
+    b[i].d = f32_to_f16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < kQK5_0 / 2; ++j) {
+      const int q0 = std::min(31, static_cast<int>(x[j] * id + 16.5f));
+      const int q1 = std::min(31, static_cast<int>(x[j + 16] * id + 16.5f));
+      b[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | (q1 & 0xF) << 4);
+      qh |= static_cast<uint32_t>(q0 >> 4) << j | static_cast<uint32_t>(q1 >> 4) << (j + 16);
+    }
+    for (int k = 0; k < 4; ++k) b[i].qh[k] = static_cast<uint8_t>(qh >> (8 * k));
+  }
+}
+
+void quant_q5_1(const float* x, BlockQ5_1* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK5_1) {
+    float lo = x[0], hi = x[0];
+    for (int j = 1; j < kQK5_1; ++j) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]);
+    const float d = (hi - lo) / 31.f, id = d ? 1.f / d : 0.f;
+    b[i].d = f32_to_f16(d);
+    b[i].m = f32_to_f16(lo);
+    uint32_t qh = 0;
+    for (int j = 0; j < kQK5_1 / 2; ++j) {
+      const int q0 = std::min(31, static_cast<int>((x[j] - lo) * id + 0.5f));
+      const int q1 = std::min(31, static_cast<int>((x[j + 16] - lo) * id + 0.5f));
+      b[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | (q1 & 0xF) << 4);
+      qh |= static_cast<uint32_t>(q0 >> 4) << j | static_cast<uint32_t>(q1 >> 4) << (j + 16);
+    }
+    for (int k = 0; k < 4; ++k) b[i].qh[k] = static_cast<uint8_t>(qh >> (8 * k));
+  }
+}
+
 }  // namespace
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
@@ -189,6 +282,11 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q4_K: dequant_q4_k(static_cast<const BlockQ4_K*>(src), dst, nb); return;
     case DType::Q6_K: dequant_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb); return;
     case DType::Q8_K: dequant_q8_k(static_cast<const BlockQ8_K*>(src), dst, nb); return;
+    case DType::Q5_0: dequant_q5(static_cast<const BlockQ5_0*>(src), dst, nb); return;
+    case DType::Q5_1: dequant_q5(static_cast<const BlockQ5_1*>(src), dst, nb); return;
+    case DType::Q2_K: dequant_q2_k(static_cast<const BlockQ2_K*>(src), dst, nb); return;
+    case DType::Q3_K: dequant_q3_k(static_cast<const BlockQ3_K*>(src), dst, nb); return;
+    case DType::Q5_K: dequant_q5_k(static_cast<const BlockQ5_K*>(src), dst, nb); return;
     default: KS_FAIL("cannot convert {} to f32", dtype_name(t));
   }
 }
@@ -209,6 +307,8 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     case DType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), nb); return;
     case DType::Q8_1: quant_q8_1(src, static_cast<BlockQ8_1*>(dst), nb); return;
     case DType::Q8_K: quant_q8_k(src, static_cast<BlockQ8_K*>(dst), nb); return;
+    case DType::Q5_0: quant_q5_0(src, static_cast<BlockQ5_0*>(dst), nb); return;
+    case DType::Q5_1: quant_q5_1(src, static_cast<BlockQ5_1*>(dst), nb); return;
     default: KS_FAIL("quantizing to {} is not supported", dtype_name(t));
   }
 }

@@ -25,6 +25,11 @@ constexpr std::array<DTypeInfo, static_cast<size_t>(DType::Count)> kInfo = {{
     {"q4_k", kQK_K, 2 + 2 + 12 + kQK_K / 2, true},
     {"q6_k", kQK_K, kQK_K / 2 + kQK_K / 4 + kQK_K / 16 + 2, true},
     {"q8_k", kQK_K, 4 + kQK_K + kQK_K / 16 * 2, true},
+    {"q5_0", 32, 2 + 4 + 16, true},
+    {"q5_1", 32, 2 + 2 + 4 + 16, true},
+    {"q2_k", kQK_K, kQK_K / 16 + kQK_K / 4 + 2 + 2, true},
+    {"q3_k", kQK_K, kQK_K / 8 + kQK_K / 4 + 12 + 2, true},
+    {"q5_k", kQK_K, 2 + 2 + 12 + kQK_K / 8 + kQK_K / 2, true},
 }};
 
 struct GgmlId {
@@ -32,9 +37,9 @@ struct GgmlId {
   DType t;
 };
 constexpr GgmlId kGgml[] = {
-    {0, DType::F32},   {1, DType::F16},   {2, DType::Q4_0},  {3, DType::Q4_1},
-    {8, DType::Q8_0},  {9, DType::Q8_1},  {12, DType::Q4_K}, {14, DType::Q6_K},
-    {15, DType::Q8_K}, {24, DType::I8},   {26, DType::I32},  {30, DType::BF16},
+    {0, DType::F32},   {1, DType::F16},   {2, DType::Q4_0},  {3, DType::Q4_1},  {6, DType::Q5_0},  {7, DType::Q5_1},
+    {8, DType::Q8_0},  {9, DType::Q8_1},  {10, DType::Q2_K}, {11, DType::Q3_K}, {12, DType::Q4_K}, {13, DType::Q5_K},
+    {14, DType::Q6_K}, {15, DType::Q8_K}, {24, DType::I8},   {26, DType::I32},  {30, DType::BF16},
 };
 
 }  // namespace

@@ -22,6 +22,11 @@ enum class DType : uint8_t {
   Q4_K,
   Q6_K,
   Q8_K,  // activation format paired with K-quant weights (ggml layout)
+  Q5_0,
+  Q5_1,
+  Q2_K,
+  Q3_K,
+  Q5_K,
   Count,
 };
 
@@ -33,7 +38,9 @@ struct DTypeInfo {
 };
 
 const DTypeInfo& dtype_info(DType t);
-inline std::string_view dtype_name(DType t) { return dtype_info(t).name; }
+inline std::string_view dtype_name(DType t) {
+  return dtype_info(t).name;
+}
 std::optional<DType> dtype_from_name(std::string_view name);  // case-insensitive: "q4_k", "bf16" ...
 
 // Bytes needed for one row of n elements; n must be a multiple of the block size.

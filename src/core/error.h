@@ -22,9 +22,9 @@ namespace detail {
 }  // namespace kestrel
 
 // KS_CHECK(cond, "format {}", args...) — throws kestrel::Error when cond is false.
-#define KS_CHECK(cond, ...)                                                            \
-  do {                                                                                 \
-    if (!(cond)) [[unlikely]]                                                          \
+#define KS_CHECK(cond, ...)                                                           \
+  do {                                                                                \
+    if (!(cond)) [[unlikely]]                                                         \
       ::kestrel::detail::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__)); \
   } while (0)
 

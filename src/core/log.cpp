@@ -27,15 +27,18 @@ std::atomic<int>& current() {
 
 }  // namespace
 
-Level level() { return static_cast<Level>(current().load(std::memory_order_relaxed)); }
-void set_level(Level l) { current().store(static_cast<int>(l)); }
+Level level() {
+  return static_cast<Level>(current().load(std::memory_order_relaxed));
+}
+void set_level(Level l) {
+  current().store(static_cast<int>(l));
+}
 
 void write(Level l, std::string_view msg) {
   static const char* names[] = {"error", "warn", "info", "debug"};
   static std::mutex mu;
   std::lock_guard lock(mu);
-  std::fprintf(stderr, "kestrel %s: %.*s\n", names[static_cast<int>(l)], static_cast<int>(msg.size()),
-               msg.data());
+  std::fprintf(stderr, "kestrel %s: %.*s\n", names[static_cast<int>(l)], static_cast<int>(msg.size()), msg.data());
 }
 
 void warn_once(std::string_view key, std::string_view msg) {

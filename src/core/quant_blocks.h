@@ -10,6 +10,8 @@ constexpr int kQK4_0 = 32;
 constexpr int kQK4_1 = 32;
 constexpr int kQK8_0 = 32;
 constexpr int kQK8_1 = 32;
+constexpr int kQK5_0 = 32;
+constexpr int kQK5_1 = 32;
 constexpr int kQK_K = 256;
 constexpr int kKScaleBytes = 12;
 
@@ -49,6 +51,43 @@ struct BlockQ6_K {
   int8_t scales[kQK_K / 16];
   uint16_t d;  // f16
 };
+// x[i] = (q[i] - 16) * d, q[i] = nibble (Q4_0's order) | bit i of qh << 4.
+struct BlockQ5_0 {
+  uint16_t d;  // f16
+  uint8_t qh[4];
+  uint8_t qs[kQK5_0 / 2];
+};
+// x[i] = q[i] * d + m, q[i] as in Q5_0.
+struct BlockQ5_1 {
+  uint16_t d;  // f16
+  uint16_t m;  // f16
+  uint8_t qh[4];
+  uint8_t qs[kQK5_1 / 2];
+};
+// 16 sub-blocks of 16; scales[s]: 4-bit scale (low) and min (high); x = d*scale*q - dmin*min, q 2 bits.
+// Element e: q = (qs[32 (e / 128) + e % 32] >> 2 ((e % 128) / 32)) & 3, sub-block e / 16.
+struct BlockQ2_K {
+  uint8_t scales[kQK_K / 16];
+  uint8_t qs[kQK_K / 4];
+  uint16_t d;     // f16
+  uint16_t dmin;  // f16
+};
+// 16 sub-blocks of 16; 6-bit signed scales (q3k_scales); x = d * (scale - 32) * (q - 4), q = 2 low bits
+// (as Q2_K) | bit (e / 32) of hmask[e % 32] << 2.
+struct BlockQ3_K {
+  uint8_t hmask[kQK_K / 8];
+  uint8_t qs[kQK_K / 4];
+  uint8_t scales[kKScaleBytes];
+  uint16_t d;  // f16
+};
+// Q4_K plus a fifth bit: q = nibble | bit (e / 32) of qh[e % 32] << 4.
+struct BlockQ5_K {
+  uint16_t d;     // f16
+  uint16_t dmin;  // f16
+  uint8_t scales[kKScaleBytes];
+  uint8_t qh[kQK_K / 8];
+  uint8_t qs[kQK_K / 2];
+};
 // Activation partner of the K-quants: float scale, int8 values, sums of each 16 values.
 struct BlockQ8_K {
   float d;
@@ -63,6 +102,11 @@ static_assert(sizeof(BlockQ8_1) == 36);
 static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ6_K) == 210);
 static_assert(sizeof(BlockQ8_K) == 292);
+static_assert(sizeof(BlockQ5_0) == 22);
+static_assert(sizeof(BlockQ5_1) == 24);
+static_assert(sizeof(BlockQ2_K) == 84);
+static_assert(sizeof(BlockQ3_K) == 110);
+static_assert(sizeof(BlockQ5_K) == 176);
 
 // Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K block.
 inline void q4k_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
@@ -73,6 +117,21 @@ inline void q4k_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
     sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
     m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
+}
+
+// The 16 scales of a Q3_K block, 6 bits each (low 4 bits in bytes 0-7, high 2 bits in bytes 8-11), as
+// stored (subtract 32 for the signed scale).
+inline void q3k_scales(const uint8_t* packed, uint8_t (&out)[16]) {
+  for (int s = 0; s < 16; ++s) {
+    const int low = (packed[s % 8] >> (4 * (s / 8))) & 0xF;
+    const int high = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
+    out[s] = static_cast<uint8_t>(low | (high << 4));
+  }
+}
+
+// Bit i (0..31) of the 32-bit little-endian mask in Q5_0/Q5_1's qh.
+inline int q5_high_bit(const uint8_t* qh, int i) {
+  return (qh[i / 8] >> (i % 8)) & 1;
 }
 
 }  // namespace kestrel::quant

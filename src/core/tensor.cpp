@@ -1,9 +1,10 @@
 #include "core/tensor.h"
 
-#include <cstdlib>
-#include <cstring>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -15,7 +16,9 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-std::string Tensor::describe() const { return fmt::format("{}[{}]", dtype_name(dtype), fmt::join(shape, ", ")); }
+std::string Tensor::describe() const {
+  return fmt::format("{}[{}]", dtype_name(dtype), fmt::join(shape, ", "));
+}
 
 Tensor Tensor::reshaped(std::vector<int64_t> new_shape) const {
   Tensor t = *this;

@@ -7,11 +7,9 @@
 #include <cstring>
 #include <random>
 
+#include "../common/random_weights.h"
 #include "../common/test_model.h"
 #include "backends/backends.h"
-#include "core/dequant.h"
-#include "core/half.h"
-#include "core/quant_blocks.h"
 #include "core/thread_pool.h"
 #include "engine/scheduler.h"
 #include "ops/dispatch.h"
@@ -20,43 +18,14 @@
 namespace kestrel {
 namespace {
 
-// Random weights of any type the CPU matmul reads: quantized through the reference where it can, raw
-// blocks with sane scales for the K-quants (which have no quantizer here).
-Tensor random_weights(DType t, int64_t n, int64_t k, std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.f, 0.1f);
-  Tensor w = Tensor::empty_host(t, {n, k});
-  if (t == DType::Q4_K || t == DType::Q6_K) {
-    auto* bytes = static_cast<uint8_t*>(w.data);
-    for (size_t i = 0; i < w.nbytes(); ++i) bytes[i] = static_cast<uint8_t>(rng());
-    const int64_t blocks = w.nbytes() / (t == DType::Q4_K ? sizeof(quant::BlockQ4_K) : sizeof(quant::BlockQ6_K));
-    for (int64_t b = 0; b < blocks; ++b) {
-      if (t == DType::Q4_K) {
-        auto& blk = static_cast<quant::BlockQ4_K*>(w.data)[b];
-        blk.d = f32_to_f16(0.001f + 0.001f * (rng() % 100));
-        blk.dmin = f32_to_f16(0.001f * (rng() % 100));
-      } else {
-        static_cast<quant::BlockQ6_K*>(w.data)[b].d = f32_to_f16(0.0001f + 0.0001f * (rng() % 100));
-      }
-    }
-    return w;
-  }
-  std::vector<float> row(static_cast<size_t>(k));
-  for (int64_t r = 0; r < n; ++r) {
-    for (float& v : row) v = nd(rng);
-    quantize_row(t, row.data(), w.row(r), k);
-  }
-  return w;
-}
-
 TEST(BatchInvariance, EveryMatmulKernelComputesARowTheSameAloneAndInABatch) {
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 1.f);
   const int64_t K = 512, N = 300, M = 13;
   Tensor x = Tensor::empty_host(DType::F32, {M, K});
   for (int64_t i = 0; i < x.numel(); ++i) x.ptr<float>()[i] = nd(rng);
-  for (DType t :
-       {DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
-    const Tensor w = random_weights(t, N, K, rng);
+  for (DType t : testing::kWeightTypes) {
+    const Tensor w = testing::random_weights(t, {N, K}, rng, 0.1f);
     for (const auto& v : ops::registries().matmul.variants()) {
       if (v.device != Device::Cpu) continue;
       Tensor y = Tensor::empty_host(DType::F32, {M, N});

@@ -112,15 +112,17 @@ TEST(GgufTensors, InfosShapesAndAlignment) {
   auto f = open_small();
   EXPECT_EQ(f->alignment(), 64u);
   EXPECT_EQ(f->data_offset() % 64, 0u);
-  ASSERT_EQ(f->tensors().size(), 9u);
+  ASSERT_EQ(f->tensors().size(), 14u);
   struct Want {
     const char* name;
     const char* type;
     std::vector<int64_t> shape;
   };
-  const Want want[] = {{"t.f32", "f32", {2, 3, 4}},  {"t.f16", "f16", {4, 16}},    {"t.bf16", "bf16", {2, 32}},
-                       {"t.q4_0", "q4_0", {3, 64}},  {"t.q4_1", "q4_1", {3, 64}},  {"t.q8_0", "q8_0", {3, 64}},
-                       {"t.q4_k", "q4_k", {2, 512}}, {"t.q6_k", "q6_k", {2, 512}}, {"t.q5_0", "q5_0", {2, 32}}};
+  const Want want[] = {{"t.f32", "f32", {2, 3, 4}},  {"t.f16", "f16", {4, 16}},      {"t.bf16", "bf16", {2, 32}},
+                       {"t.q4_0", "q4_0", {3, 64}},  {"t.q4_1", "q4_1", {3, 64}},    {"t.q8_0", "q8_0", {3, 64}},
+                       {"t.q4_k", "q4_k", {2, 512}}, {"t.q6_k", "q6_k", {2, 512}},   {"t.q5_0", "q5_0", {3, 64}},
+                       {"t.q5_1", "q5_1", {3, 64}},  {"t.q2_k", "q2_k", {2, 512}},   {"t.q3_k", "q3_k", {2, 512}},
+                       {"t.q5_k", "q5_k", {2, 512}}, {"t.iq4_nl", "iq4_nl", {2, 32}}};
   for (size_t i = 0; i < std::size(want); ++i) {
     const auto& info = f->tensors()[i];
     EXPECT_EQ(info.name, want[i].name);
@@ -130,8 +132,8 @@ TEST(GgufTensors, InfosShapesAndAlignment) {
     EXPECT_TRUE(f->has_tensor(want[i].name));
   }
   EXPECT_FALSE(f->has_tensor("t.nope"));
-  EXPECT_FALSE(f->tensors()[8].dtype.has_value());
-  EXPECT_EQ(f->tensors()[8].nbytes, 2u * 22);  // q5_0 is still sized for bounds checks
+  EXPECT_FALSE(f->tensors()[13].dtype.has_value());
+  EXPECT_EQ(f->tensors()[13].nbytes, 2u * 18);  // iq4_nl is still sized for bounds checks
 
   const auto t = f->tensor("t.q4_k");
   EXPECT_EQ(t.dtype, DType::Q4_K);
@@ -142,7 +144,7 @@ TEST(GgufTensors, InfosShapesAndAlignment) {
 
 TEST(GgufTensors, UnsupportedTypeOpensButFailsOnAccess) {
   auto f = open_small();
-  expect_error([&] { f->tensor("t.q5_0"); }, {"'t.q5_0'", "q5_0", "does not support", "small.gguf"});
+  expect_error([&] { f->tensor("t.iq4_nl"); }, {"'t.iq4_nl'", "iq4_nl", "does not support", "small.gguf"});
   expect_error([&] { f->tensor("t.nope"); }, {"no tensor named 't.nope'"});
 }
 
@@ -180,11 +182,11 @@ TEST(GgufTensors, DequantizeMatchesGgufPackage) {
 TEST(GgufDescribe, SummaryListsTypesAndTotals) {
   auto f = open_small();
   const auto s = summarize(*f);
-  ASSERT_EQ(s.tensors.size(), 9u);
+  ASSERT_EQ(s.tensors.size(), 14u);
   uint64_t bytes = 0;
   for (const auto& t : f->tensors()) bytes += t.nbytes;
   EXPECT_EQ(s.total_bytes, bytes);
-  EXPECT_EQ(s.per_type.size(), 9u);
+  EXPECT_EQ(s.per_type.size(), 14u);
   const auto text = format_summary(s, true);
   EXPECT_NE(text.find("GGUF v3"), std::string::npos) << text;
   EXPECT_NE(text.find("t.q6_k"), std::string::npos) << text;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <random>
 
+#include "../common/random_weights.h"
 #include "../common/test_model.h"
 #include "backends/backends.h"
 #include "core/dequant.h"
@@ -22,29 +23,8 @@
 namespace kestrel {
 namespace {
 
-// Random weights of any type: quantized from normal floats where a quantizer exists, else (K-quants)
-// random blocks with finite scales.
 Tensor random_weights(std::mt19937& rng, std::vector<int64_t> shape, DType dtype) {
-  const Tensor f = testing::tiny_random(rng, shape, 0.5f);
-  Tensor t = Tensor::empty_host(dtype, shape);
-  if (dtype != DType::Q4_K && dtype != DType::Q6_K) {
-    for (int64_t r = 0; r < f.rows(); ++r) quantize_row(dtype, f.ptr<float>() + r * f.cols(), t.row(r), f.cols());
-    return t;
-  }
-  auto* bytes = static_cast<uint8_t*>(t.data);
-  for (size_t i = 0; i < t.nbytes(); ++i) bytes[i] = static_cast<uint8_t>(rng());
-  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
-  const int64_t blocks = t.numel() / quant::kQK_K;
-  for (int64_t b = 0; b < blocks; ++b) {
-    if (dtype == DType::Q4_K) {
-      auto& q = static_cast<quant::BlockQ4_K*>(t.data)[b];
-      q.d = f32_to_f16(scale(rng));
-      q.dmin = f32_to_f16(scale(rng));
-    } else {
-      static_cast<quant::BlockQ6_K*>(t.data)[b].d = f32_to_f16(scale(rng));
-    }
-  }
-  return t;
+  return testing::random_weights(dtype, std::move(shape), rng, 0.5f);
 }
 
 struct Case {

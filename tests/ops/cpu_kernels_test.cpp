@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../common/random_weights.h"
 #include "../model/test_paths.h"
 #include "backends/cpu/kernels.h"
 #include "core/dequant.h"
@@ -24,8 +25,7 @@ using namespace ops;
 
 TEST(CpuKernels, FastVariantChosenForEveryWeightDtype) {
   Context ctx;
-  for (DType t :
-       {DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
+  for (DType t : testing::kWeightTypes) {
     Tensor x = Tensor::empty_host(DType::F32, {2, 256}), w = Tensor::empty_host(t, {8, 256});
     Tensor y = Tensor::empty_host(DType::F32, {2, 8});
     const auto& v = registries().matmul.select({x, w, y, nullptr}, ctx);

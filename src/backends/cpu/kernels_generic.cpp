@@ -108,6 +108,83 @@ struct DecQ6_K {
   }
 };
 
+// Q5_0 / Q5_1: Q4_0's nibbles plus a fifth bit from qh.
+void five_bits(const uint8_t* qs, const uint8_t* qh, int* q) {
+  nibbles(qs, q);
+  for (int i = 0; i < 32; ++i) q[i] |= q5_high_bit(qh, i) << 4;
+}
+
+struct DecQ5_0 {
+  using Block = BlockQ5_0;
+  static constexpr int kGroups = 1;
+  static void group(const Block& b, int, Group& g) {
+    five_bits(b.qs, b.qh, g.q);
+    const float d = f16_to_f32(b.d);
+    g.ws[0] = g.ws[1] = d;
+    g.off[0] = g.off[1] = -16.f * d;
+  }
+};
+
+struct DecQ5_1 {
+  using Block = BlockQ5_1;
+  static constexpr int kGroups = 1;
+  static void group(const Block& b, int, Group& g) {
+    five_bits(b.qs, b.qh, g.q);
+    g.ws[0] = g.ws[1] = f16_to_f32(b.d);
+    g.off[0] = g.off[1] = f16_to_f32(b.m);
+  }
+};
+
+// Group j of Q2_K / Q3_K: elements 128 (j / 4) + 32 (j % 4) .. +31, two bits each from qs; its halves are
+// sub-blocks 2j and 2j + 1.
+void two_bits(const uint8_t* qs, int j, int* q) {
+  const uint8_t* p = qs + 32 * (j / 4);
+  for (int i = 0; i < 32; ++i) q[i] = (p[i] >> (2 * (j % 4))) & 3;
+}
+
+struct DecQ2_K {
+  using Block = BlockQ2_K;
+  static constexpr int kGroups = 8;
+  static void group(const Block& b, int j, Group& g) {
+    two_bits(b.qs, j, g.q);
+    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t sc = b.scales[2 * j + half];
+      g.ws[half] = d * (sc & 0xF);
+      g.off[half] = -dmin * (sc >> 4);
+    }
+  }
+};
+
+struct DecQ3_K {
+  using Block = BlockQ3_K;
+  static constexpr int kGroups = 8;
+  static void group(const Block& b, int j, Group& g) {
+    two_bits(b.qs, j, g.q);
+    for (int i = 0; i < 32; ++i) g.q[i] |= ((b.hmask[i] >> j) & 1) << 2;
+    uint8_t sc[16];
+    q3k_scales(b.scales, sc);
+    const float d = f16_to_f32(b.d);
+    for (int half = 0; half < 2; ++half) {
+      g.ws[half] = d * (sc[2 * j + half] - 32);
+      g.off[half] = -4.f * g.ws[half];
+    }
+  }
+};
+
+struct DecQ5_K {
+  using Block = BlockQ5_K;
+  static constexpr int kGroups = 8;
+  static void group(const Block& b, int j, Group& g) {
+    uint8_t sc, m;
+    q4k_scale_min(j, b.scales, sc, m);
+    const uint8_t* qs = b.qs + 32 * (j / 2);
+    for (int i = 0; i < 32; ++i) g.q[i] = ((j & 1) ? qs[i] >> 4 : qs[i] & 0xF) | ((b.qh[i] >> j) & 1) << 4;
+    g.ws[0] = g.ws[1] = f16_to_f32(b.d) * sc;
+    g.off[0] = g.off[1] = -f16_to_f32(b.dmin) * m;
+  }
+};
+
 // The same loop for both activation formats; the half sums that the offsets multiply are computed
 // here rather than read from the block (BlockQ16x32 stores only the whole-block sum).
 template <class Dec, class XBlock>
@@ -190,6 +267,11 @@ Kernels make_table() {
     dot[at(DType::Q8_0)] = dot_quant<DecQ8_0, XBlock>;
     dot[at(DType::Q4_K)] = dot_quant<DecQ4_K, XBlock>;
     dot[at(DType::Q6_K)] = dot_quant<DecQ6_K, XBlock>;
+    dot[at(DType::Q5_0)] = dot_quant<DecQ5_0, XBlock>;
+    dot[at(DType::Q5_1)] = dot_quant<DecQ5_1, XBlock>;
+    dot[at(DType::Q2_K)] = dot_quant<DecQ2_K, XBlock>;
+    dot[at(DType::Q3_K)] = dot_quant<DecQ3_K, XBlock>;
+    dot[at(DType::Q5_K)] = dot_quant<DecQ5_K, XBlock>;
   };
   quant.operator()<BlockQ8x32>(ActFormat::Q8);
   quant.operator()<BlockQ16x32>(ActFormat::Q16);
