@@ -93,7 +93,8 @@ TEST(WeightPlacement, ToDeviceMatchesTheRowByRowReference) {
   const ops::Context ctx = backends::make_context(Device::Cpu);
   for (const Case& c :
        {Case{"llama", DType::F32}, Case{"llama", DType::F16, {}, true}, Case{"qwen2", DType::BF16},
-        Case{"qwen3", DType::Q8_0}, Case{"llama", DType::Q4_K, DType::Q6_K}, Case{"qwen2", DType::F16, DType::Q8_0}}) {
+        Case{"qwen3", DType::Q8_0}, Case{"llama", DType::Q4_K, DType::Q6_K}, Case{"qwen2", DType::F16, DType::Q8_0},
+        Case{"llama", DType::Q5_0, DType::Q5_1}, Case{"qwen3", DType::Q3_K, DType::Q5_K}, Case{"llama", DType::Q2_K}}) {
     for (bool prefused : {false, true}) {
       SCOPED_TRACE(fmt::format("{} {}{}{}", c.arch, dtype_name(c.wtype), c.v_type ? " with v " : "",
                                prefused ? ", fused on the host first" : ""));
