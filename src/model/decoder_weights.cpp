@@ -107,8 +107,7 @@ DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture&
   const int64_t q_dim = int64_t{c.n_heads} * c.head_dim, kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
   w.tok_embd = expect(src, "token_embd.weight", {c.vocab, c.hidden});
   w.output_norm = expect_f32(src, "output_norm.weight", {c.hidden});
-  w.output =
-      c.tied_embeddings || !src.has("output.weight") ? w.tok_embd : expect(src, "output.weight", {c.vocab, c.hidden});
+  w.output = c.tied_embeddings ? w.tok_embd : expect(src, "output.weight", {c.vocab, c.hidden});
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     auto n = [l](const char* suffix) { return fmt::format("blk.{}.{}", l, suffix); };
