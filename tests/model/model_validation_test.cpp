@@ -1,8 +1,10 @@
 // Loading refuses what would otherwise run as a different model than the file describes: config numbers
-// that wrap or truncate, and an untied model without its output projection.
+// that wrap or truncate, an untied model without its output projection, and NaN/Inf weights (named in
+// the error, for HF directories by their file name).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -40,6 +42,20 @@ void patch_file(const std::string& path, uint64_t offset, const void* bytes, siz
   f.seekp(static_cast<std::streamoff>(offset));
   f.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
   ASSERT_TRUE(f.good()) << "cannot patch " << path;
+}
+
+// The JSON header of a safetensors file and where its data starts.
+std::pair<json, uint64_t> safetensors_header(const std::string& path) {
+  const std::vector<uint8_t> bytes = test::read_bytes(path);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  return {json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<int64_t>(n)), 8 + n};
+}
+
+// File offset of element `index` (of `elem_bytes` bytes) of a tensor in a safetensors file.
+uint64_t safetensors_offset(const std::string& path, const std::string& tensor, int64_t index, size_t elem_bytes) {
+  const auto [h, data] = safetensors_header(path);
+  return data + h.at(tensor).at("data_offsets")[0].get<uint64_t>() + index * elem_bytes;
 }
 
 TEST(ModelValidation, ConfigIntegersAreTypedAndRangeChecked) {
@@ -107,6 +123,43 @@ TEST(ModelValidation, GgufWithoutOutputTiesOnlyWhereTheArchitectureAllows) {
   expect_error([&] { config_from_gguf(*f, needs_head); }, {"no output.weight", "qwen2"});
   // llama.cpp treats output.weight as optional for every family Kestrel supports (llama, qwen2, qwen3).
   for (const Architecture* a : architectures()) EXPECT_TRUE(a->gguf_output_optional) << a->name;
+}
+
+TEST(ModelValidation, NonFiniteWeightsAreNamedAtLoad) {
+  test::ScratchDir dir;
+  // f32 safetensors: a NaN inside a matrix, an infinity in a norm; the error names the HF tensor.
+  const std::string d = copy_fixture(dir, "tiny-llama");
+  const std::string st = d + "/model.safetensors";
+  const std::vector<uint8_t> clean = test::read_bytes(st);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = -std::numeric_limits<float>::infinity();
+  patch_file(st, safetensors_offset(st, "model.layers.1.mlp.up_proj.weight", 4099, 4), &nan, 4);
+  expect_error([&] { load_model(d); },
+               {"'model.layers.1.mlp.up_proj.weight'", "f32[128, 64]", "NaN or infinite value", "element 4099"});
+  test::write_bytes(st, clean);
+  patch_file(st, safetensors_offset(st, "model.norm.weight", 63, 4), &inf, 4);
+  expect_error([&] { load_model(d); }, {"'model.norm.weight'", "element 63"});
+
+  // Q8_0 GGUF: only the block scales can be non-finite; an f16 infinity in block 3 of a projection.
+  const std::string q8 = copy_fixture(dir, "tiny-llama-q8_0.gguf");
+  const auto f = GgufFile::open(q8);
+  const GgufTensorInfo* t = f->find_tensor("blk.0.attn_k.weight");
+  ASSERT_NE(t, nullptr);
+  const uint64_t block3 = f->data_offset() + t->offset + 3 * dtype_info(DType::Q8_0).block_bytes;
+  const uint16_t f16_inf = 0x7c00;
+  patch_file(q8, block3, &f16_inf, 2);
+  expect_error([&] { load_model(q8); }, {"'blk.0.attn_k.weight'", "q8_0", "block scale", "element 96"});
+
+  // bf16 shards: a NaN in the second shard's tensors.
+  const std::string sharded = copy_fixture(dir, "tiny-llama-bf16-sharded");
+  const std::string shard = sharded + "/model-00002-of-00002.safetensors";
+  std::string name;
+  const json header = safetensors_header(shard).first;
+  for (const auto& [k, v] : header.items())
+    if (k != "__metadata__" && v.at("shape").size() == 2) name = k;
+  ASSERT_FALSE(name.empty());
+  const uint16_t bf16_nan = 0x7fc1;
+  patch_file(shard, safetensors_offset(shard, name, 10, 2), &bf16_nan, 2);
+  expect_error([&] { load_model(sharded); }, {"'" + name + "'", "bf16", "element 10"});
 }
 
 }  // namespace
