@@ -1,0 +1,48 @@
+"""The downloads the tests depend on are pinned: exact releases, and a recorded sha256 for every file
+(scripts/pinned/*.sha256, checked by scripts/verify_sha256.sh in setup)."""
+import re
+import subprocess
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+PINNED = REPO / "scripts" / "pinned"
+
+
+def verify(directory, listing):
+    script = f'. "{REPO}/scripts/verify_sha256.sh" && verify_sha256 "$1"'
+    return subprocess.run(["bash", "-c", script, "verify", str(directory)], input=listing, capture_output=True,
+                          text=True)
+
+
+def test_every_download_names_an_exact_release():
+    for name in ("setup.sh", "fetch_test_vocabs.sh"):
+        lines = [l for l in (REPO / "scripts" / name).read_text().splitlines() if "pip download" in l]
+        assert lines, name
+        for line in lines:
+            assert re.search(r'==\$\w+"', line), f"{name}: unpinned download: {line.strip()}"
+
+
+def test_a_changed_or_missing_file_fails_with_its_name(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"pinned")
+    good = subprocess.run(["sha256sum", "a.bin"], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert verify(tmp_path, good).returncode == 0
+    (tmp_path / "a.bin").write_bytes(b"changed")
+    r = verify(tmp_path, good)
+    assert r.returncode == 1 and "do not match their recorded sha256" in r.stderr and "a.bin: FAILED" in r.stderr
+    r = verify(tmp_path, good.replace("a.bin", "b.bin"))
+    assert r.returncode == 1 and "b.bin" in r.stderr
+
+
+def test_cached_downloads_are_the_pinned_files():
+    cache = Path(os.environ.get("KESTREL_CACHE") or Path.home() / ".cache" / "kestrel")
+    for listing, directory in (("default_model.sha256", cache), ("test_vocabs.sha256", cache / "vocab")):
+        names = [line.split()[1] for line in (PINNED / listing).read_text().splitlines()]
+        if not all((directory / n).exists() for n in names):
+            pytest.skip(f"{directory} lacks the files of {listing}; run scripts/setup.sh")
+        r = verify(directory, (PINNED / listing).read_text())
+        assert r.returncode == 0, r.stderr
