@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../common/skip_or_fail.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
 #include "model/model.h"
@@ -70,21 +71,19 @@ nlohmann::json fixture(const std::string& name) {
 
 TEST(SmolLM2, Top1MatchesTransformersOnTheSameGguf) {
   auto model = default_model_or_skip();
-  if (!model) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  if (!model) KS_SKIP_OR_FAIL("default model not cached; run scripts/setup.sh");
   const Agreement a = compare(*model, fixture("top1_transformers.json"), false);
-  std::printf("SmolLM2 top-1 vs transformers: %lld / %lld = %.2f%% (worst gap %.3f)\n",
-              static_cast<long long>(a.same), static_cast<long long>(a.positions), 100.0 * a.same / a.positions,
-              a.worst_gap);
+  std::printf("SmolLM2 top-1 vs transformers: %lld / %lld = %.2f%% (worst gap %.3f)\n", static_cast<long long>(a.same),
+              static_cast<long long>(a.positions), 100.0 * a.same / a.positions, a.worst_gap);
   EXPECT_GE(static_cast<double>(a.same) / a.positions, 0.99);
 }
 
 TEST(SmolLM2, TokensMatchLlamaCppAndTop1DiffersOnlyAtNearTies) {
   auto model = default_model_or_skip();
-  if (!model) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  if (!model) KS_SKIP_OR_FAIL("default model not cached; run scripts/setup.sh");
   const Agreement a = compare(*model, fixture("top1.json"), true);
-  std::printf("SmolLM2 top-1 vs llama.cpp: %lld / %lld = %.2f%% (worst gap %.3f)\n",
-              static_cast<long long>(a.same), static_cast<long long>(a.positions), 100.0 * a.same / a.positions,
-              a.worst_gap);
+  std::printf("SmolLM2 top-1 vs llama.cpp: %lld / %lld = %.2f%% (worst gap %.3f)\n", static_cast<long long>(a.same),
+              static_cast<long long>(a.positions), 100.0 * a.same / a.positions, a.worst_gap);
   EXPECT_FALSE(a.outside_top5);
   // llama.cpp's own distance from exact math on these prompts (top-1 on 410/426 positions; where it
   // differs from transformers, transformers' choice is at most 0.21 below llama.cpp's top logit) bounds

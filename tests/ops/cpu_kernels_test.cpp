@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../common/skip_or_fail.h"
 #include "../model/test_paths.h"
 #include "backends/cpu/kernels.h"
 #include "core/dequant.h"
@@ -117,7 +118,7 @@ TEST(CpuKernels, BadArgumentsThrow) {
 // oracle is the same model with the cpu.ref matmul (f32 activations, weights dequantized exactly).
 TEST(CpuKernels, DefaultMatmulKeepsTop1OfExactMathOnDefaultModel) {
   const std::string path = test::default_model();
-  if (path.empty()) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  if (path.empty()) KS_SKIP_OR_FAIL("default model not cached; run scripts/setup.sh");
   std::ifstream in(test::fixture("smollm2/top1.json"));
   ASSERT_TRUE(in.good());
   const nlohmann::json prompts = nlohmann::json::parse(in);

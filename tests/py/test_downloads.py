@@ -3,12 +3,7 @@
 import re
 import subprocess
 
-import os
-from pathlib import Path
-
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO, cache_dir, skip_or_fail
 
 PINNED = REPO / "scripts" / "pinned"
 
@@ -39,10 +34,9 @@ def test_a_changed_or_missing_file_fails_with_its_name(tmp_path):
 
 
 def test_cached_downloads_are_the_pinned_files():
-    cache = Path(os.environ.get("KESTREL_CACHE") or Path.home() / ".cache" / "kestrel")
-    for listing, directory in (("default_model.sha256", cache), ("test_vocabs.sha256", cache / "vocab")):
+    for listing, directory in (("default_model.sha256", cache_dir()), ("test_vocabs.sha256", cache_dir() / "vocab")):
         names = [line.split()[1] for line in (PINNED / listing).read_text().splitlines()]
         if not all((directory / n).exists() for n in names):
-            pytest.skip(f"{directory} lacks the files of {listing}; run scripts/setup.sh")
+            skip_or_fail(f"{directory} lacks the files of {listing}; run scripts/setup.sh")
         r = verify(directory, (PINNED / listing).read_text())
         assert r.returncode == 0, r.stderr
