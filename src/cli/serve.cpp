@@ -1,6 +1,6 @@
 // `kestrel serve`: the OpenAI-compatible HTTP server (see docs/server.md). SIGTERM or SIGINT starts a
 // graceful shutdown: no new connections, in-flight requests finish (or are cancelled after
-// --drain-timeout), exit status 0.
+// --drain-timeout, or at a second signal), exit status 0.
 #include <csignal>
 
 #include "cli/common.h"
@@ -85,8 +85,13 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--idle-timeout", o.http.idle_timeout_s, "seconds an idle keep-alive connection stays open")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--drain-timeout", o.http.drain_timeout_s,
-                  "on SIGTERM, seconds in-flight requests get to finish before they are cancelled")
+                  "on SIGTERM, seconds in-flight requests get to finish before they are cancelled (a second "
+                  "signal cancels them at once)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--request-threads", o.request_threads,
+                  "threads that parse, template and tokenize requests, off the I/O thread")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   add_model_flags(*cmd, f->model);
   cmd->callback([f] { serve(*f); });
 }

@@ -119,7 +119,10 @@ bool Scheduler::submit(std::shared_ptr<Request> r) {
   s->out.prompt_tokens = s->n_prompt;
   {
     std::lock_guard lock(mutex_);
-    if (stats_.waiting >= opt_.max_waiting) return false;  // stats_.waiting counts incoming_ too
+    // Only requests that must wait count against the queue: as many as there are free running slots
+    // will be admitted at the next step (stats_.waiting counts incoming_ too).
+    const int free_slots = std::max(0, opt_.max_running - stats_.running);
+    if (stats_.waiting - free_slots >= opt_.max_waiting) return false;
     incoming_.push_back(std::move(s));
     ++stats_.waiting;
   }

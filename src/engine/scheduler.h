@@ -34,7 +34,7 @@ struct SchedulerOptions {
   // decode rows' inter-token latency steady under load; prefill gets the whole budget when none decode.
   int prefill_chunk = 0;
   int max_running = 64;    // sequences being served at once
-  int max_waiting = 4096;  // queued requests beyond which submit() refuses (HTTP 429)
+  int max_waiting = 4096;  // requests waiting for a running slot beyond which submit() refuses (HTTP 429)
   int n_ctx = 0;           // positions per sequence (prompt + generated); 0: the model's context
   bool prefix_cache = true;
   // Plan step N+1 while step N runs (asynchronous scheduling): -1 where the lane is asynchronous (CUDA),
@@ -81,7 +81,8 @@ class Scheduler {
   // The longest prompt plus max_tokens a request may ask for.
   int n_ctx() const { return opt_.n_ctx; }
 
-  // Queues a request. Returns false (and keeps nothing) when the queue is full. Throws kestrel::Error
+  // Queues a request. Returns false (and keeps nothing) when max_waiting requests already wait beyond
+  // the free running slots. Throws kestrel::Error
   // for a request that can never run (empty prompt, token outside the vocabulary, too long for n_ctx,
   // max_tokens < 1, bad sampling parameters).
   bool submit(std::shared_ptr<Request> request);

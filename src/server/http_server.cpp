@@ -29,6 +29,17 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// The reason reported for a request the parser refused (its status says which limit or rule).
+std::string_view parser_error_reason(int status) {
+  switch (status) {
+    case 413: return "body_too_large";
+    case 431: return "headers_too_large";
+    case 501: return "not_implemented";
+    case 505: return "http_version_not_supported";
+    default: return "malformed_request";
+  }
+}
+
 }  // namespace
 
 // What the I/O thread and the writer's thread share about one response.
@@ -50,11 +61,11 @@ struct HttpServer::Conn {
   std::string in;
   std::string out;
   size_t out_sent = 0;
-  bool busy = false;     // a request is with the handler; later pipelined ones wait
-  bool closing = false;  // close once `out` is flushed
+  bool busy = false;      // a request is with the handler; later pipelined ones wait
+  bool closing = false;   // close once `out` is flushed
+  bool peer_eof = false;  // the client sent its last byte (a half-close, or a close we can't tell apart yet)
   bool continue_sent = false;
-  bool reading = true;  // EPOLLIN is armed
-  bool want_write = false;
+  uint32_t events = EPOLLIN | EPOLLRDHUP;  // what epoll watches for
   double last_activity = 0;
   double request_start = 0;  // first byte of the request being received (0: none)
   double write_stalled_since = 0;
@@ -159,7 +170,7 @@ HttpServer::~HttpServer() {
 }
 
 void HttpServer::shutdown() {
-  stop_requested_.store(true);
+  if (stop_requested_.exchange(true)) hurry_.store(true);
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t r = ::write(wake_fd_, &one, sizeof one);
 }
@@ -211,9 +222,9 @@ void HttpServer::run() {
     }
     if (draining_) {
       if (conns_.empty()) break;
-      if (now >= drain_deadline_) {
-        log::warn("shutdown: {} connection(s) still busy after {} s; closing them", conns_.size(),
-                  opt_.drain_timeout_s);
+      if (!drain_expired_ && (now >= drain_deadline_ || hurry_)) expire_drain(now);
+      if (drain_expired_ && now >= close_deadline_) {
+        log::warn("shutdown: closing {} connection(s) whose answers did not finish", conns_.size());
         while (!conns_.empty()) close_conn(conns_.begin()->first);
         break;
       }
@@ -231,7 +242,8 @@ void HttpServer::accept_all() {
     }
     if (static_cast<int>(conns_.size()) >= opt_.max_connections) {
       // Best effort: the socket is fresh, so a short write goes straight to its buffer.
-      const std::string body = error_body(503, "too many open connections; retry later");
+      const std::string body = error_body(503, "too many open connections; retry later", "", "too_many_connections");
+      rejected(503, "too_many_connections");
       const std::string msg = response_head(503, "application/json", static_cast<int64_t>(body.size()), false) + body;
       [[maybe_unused]] ssize_t r = send(fd, msg.data(), msg.size(), MSG_NOSIGNAL);
       close(fd);
@@ -256,23 +268,33 @@ void HttpServer::accept_all() {
 
 void HttpServer::update_events(Conn& c) {
   // While a request is with the handler, unread input is capped; EPOLLRDHUP still reports a hang-up.
-  const bool want_read = !c.busy || c.in.size() < opt_.limits.max_head_bytes;
-  const bool want_write = c.pending() > 0;
-  if (want_read == c.reading && want_write == c.want_write) return;
-  c.reading = want_read;
-  c.want_write = want_write;
+  // After the end of the client's input nothing is read: a client that is gone shows as EPOLLHUP or
+  // EPOLLERR (always reported) once a write has failed.
+  const bool want_read = !c.peer_eof && (!c.busy || c.in.size() < opt_.limits.max_head_bytes);
+  const uint32_t events =
+      (c.peer_eof ? 0u : EPOLLRDHUP) | (want_read ? EPOLLIN : 0u) | (c.pending() > 0 ? EPOLLOUT : 0u);
+  if (events == c.events) return;
+  c.events = events;
   epoll_event ev{};
-  ev.events = EPOLLRDHUP | (want_read ? EPOLLIN : 0u) | (want_write ? EPOLLOUT : 0u);
+  ev.events = events;
   ev.data.u64 = c.id;
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
 }
 
 void HttpServer::on_readable(Conn& c) {
-  char buf[kReadChunk];
   const uint64_t id = c.id;
+  if (c.peer_eof) {  // only a hang-up or an error is reported after the end of input
+    close_conn(id);  // the client is gone: an unfinished response is cancelled through on_close
+    return;
+  }
+  char buf[kReadChunk];
   const ssize_t n = recv(c.fd, buf, sizeof buf, 0);
-  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-    close_conn(id);  // the client hung up: an unfinished response is cancelled through on_close
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    close_conn(id);
+    return;
+  }
+  if (n == 0) {
+    on_peer_eof(c);
     return;
   }
   if (n < 0) return;
@@ -281,6 +303,19 @@ void HttpServer::on_readable(Conn& c) {
   c.in.append(buf, static_cast<size_t>(n));
   if (!c.busy) process_input(c);
   if (conns_.count(id)) update_events(c);
+}
+
+void HttpServer::on_peer_eof(Conn& c) {
+  // A client may shut down its sending side after its request and still wait for the answer (a
+  // half-close), which we can't tell from a client that has closed entirely until a write fails. So a
+  // request in flight is still answered, and the connection closes once it has been.
+  c.peer_eof = true;
+  if (!c.busy && c.pending() == 0) {
+    close_conn(c.id);
+    return;
+  }
+  if (!c.busy) c.closing = true;
+  update_events(c);
 }
 
 void HttpServer::process_input(Conn& c) {
@@ -295,7 +330,7 @@ void HttpServer::process_input(Conn& c) {
       if (!conns_.count(c.id)) return;
     }
     if (c.parser.state() == HttpParser::State::Error) {
-      reject(c, c.parser.error_status(), c.parser.error_message());
+      reject(c, c.parser.error_status(), c.parser.error_message(), parser_error_reason(c.parser.error_status()));
       return;
     }
     if (c.parser.state() != HttpParser::State::Complete) break;
@@ -305,9 +340,14 @@ void HttpServer::process_input(Conn& c) {
   }
 }
 
-void HttpServer::reject(Conn& c, int status, std::string_view message) {
+void HttpServer::rejected(int status, std::string_view reason) {
+  if (on_rejection_) on_rejection_(status, reason);
+}
+
+void HttpServer::reject(Conn& c, int status, std::string_view message, std::string_view reason) {
   // After a framing error the rest of the input can't be trusted: answer and close.
-  const std::string body = error_body(status, message);
+  rejected(status, reason);
+  const std::string body = error_body(status, message, "", reason);
   c.out += response_head(status, "application/json", static_cast<int64_t>(body.size()), false) + body;
   c.closing = true;
   c.in.clear();
@@ -316,7 +356,7 @@ void HttpServer::reject(Conn& c, int status, std::string_view message) {
 
 void HttpServer::dispatch(Conn& c, HttpRequest req) {
   if (draining_) {
-    reject(c, 503, "the server is shutting down");
+    reject(c, 503, "the server is shutting down", "shutting_down");
     return;
   }
   auto ex = std::make_shared<ResponseWriter::Exchange>();
@@ -330,7 +370,9 @@ void HttpServer::dispatch(Conn& c, HttpRequest req) {
     handler_(req, writer);
   } catch (const std::exception& e) {
     log::error("request handler failed: {}", e.what());
-    writer.respond(500, "application/json", error_body(500, "internal error while handling the request"));
+    rejected(500, "internal_error");
+    writer.respond(500, "application/json",
+                   error_body(500, "internal error while handling the request", "", "internal_error"));
   }
 }
 
@@ -369,7 +411,13 @@ void HttpServer::drain_outbox() {
       flush(c);
       if (!conns_.count(id)) continue;
       if (!c.busy && !c.closing) process_input(c);
-      if (conns_.count(id)) update_events(c);
+      if (!conns_.count(id)) continue;
+      if (c.peer_eof && !c.busy) {  // answered all it sent: close once the answers are out
+        c.closing = true;
+        flush(c);
+        if (!conns_.count(id)) continue;
+      }
+      update_events(c);
     }
   }
 }
@@ -437,7 +485,7 @@ void HttpServer::check_timeouts(double now) {
     auto it = conns_.find(id);
     if (it == conns_.end()) continue;
     if (status)
-      reject(*it->second, status, "the request did not arrive in time");
+      reject(*it->second, status, "the request did not arrive in time", "request_timeout");
     else
       close_conn(id);
   }
@@ -455,6 +503,20 @@ void HttpServer::begin_drain(double now) {
     if (!c->busy && c->pending() == 0) idle.push_back(id);
   for (uint64_t id : idle) close_conn(id);
   log::info("shutting down: {} request(s) in flight", conns_.size());
+}
+
+void HttpServer::expire_drain(double now) {
+  drain_expired_ = true;
+  if (hurry_)
+    log::warn("shutdown: second signal; cancelling the {} request(s) still in flight", conns_.size());
+  else
+    log::warn("shutdown: {} request(s) still in flight after {} s; cancelling them", conns_.size(),
+              opt_.drain_timeout_s);
+  close_deadline_ = now;
+  if (on_drain_expired_) {
+    close_deadline_ += opt_.cancel_grace_s;
+    on_drain_expired_();
+  }
 }
 
 }  // namespace kestrel::server

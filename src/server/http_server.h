@@ -29,6 +29,7 @@ struct HttpServerOptions {
   double write_timeout_s = 60;           // a client that takes nothing of a pending response for this long is dropped
   size_t max_pending_output = 16 << 20;  // bytes queued for one slow client before it is dropped
   double drain_timeout_s = 30;           // graceful shutdown: in-flight requests get this long to finish
+  double cancel_grace_s = 5;             // then, after on_drain_expired, this long for their final answers
 };
 
 class HttpServer;
@@ -60,6 +61,10 @@ class ResponseWriter {
 class HttpServer {
  public:
   using Handler = std::function<void(HttpRequest& request, ResponseWriter response)>;
+  // Told of every answer the server gives on its own (status and a short reason: malformed_request,
+  // request_timeout, body_too_large, headers_too_large, not_implemented, http_version_not_supported,
+  // too_many_connections, shutting_down, internal_error). Runs on the I/O thread.
+  using RejectionObserver = std::function<void(int status, std::string_view reason)>;
 
   // Binds and listens at once (throws kestrel::Error naming host and port when it can't).
   HttpServer(const HttpServerOptions& opt, Handler handler);
@@ -68,10 +73,17 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   int port() const { return port_; }
+  // Set before run().
+  void on_rejection(RejectionObserver fn) { on_rejection_ = std::move(fn); }
+  // Runs once on the I/O thread when the drain time is up with requests still in flight: it should make
+  // them finish at once (with an error), since the server then gives their answers cancel_grace_s to
+  // go out before it closes every connection. Set before run().
+  void on_drain_expired(std::function<void()> fn) { on_drain_expired_ = std::move(fn); }
   // Runs the event loop on the calling thread until a shutdown has drained.
   void run();
   // Starts a graceful shutdown: stop accepting, let in-flight requests finish (up to drain_timeout_s),
-  // then return from run(). Async-signal-safe, so a SIGTERM handler may call it.
+  // then return from run(). A second call ends the drain time at once. Async-signal-safe, so a SIGTERM
+  // handler may call it.
   void shutdown();
   bool shutting_down() const { return stop_requested_.load(); }
   // Open connections (any thread; for metrics and tests).
@@ -91,23 +103,31 @@ class HttpServer {
   void on_readable(Conn& c);
   void process_input(Conn& c);
   void dispatch(Conn& c, HttpRequest req);
-  void reject(Conn& c, int status, std::string_view message);
+  void reject(Conn& c, int status, std::string_view message, std::string_view reason);
+  void rejected(int status, std::string_view reason);
+  void on_peer_eof(Conn& c);
   void drain_outbox();
   void flush(Conn& c);
   void close_conn(uint64_t id);
   void update_events(Conn& c);
   void check_timeouts(double now);
   void begin_drain(double now);
+  void expire_drain(double now);
 
   HttpServerOptions opt_;
   Handler handler_;
+  RejectionObserver on_rejection_;
+  std::function<void()> on_drain_expired_;
   int listen_fd_ = -1, epoll_fd_ = -1, wake_fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> hurry_{false};  // a second shutdown(): end the drain time now
   std::atomic<int> n_connections_{0};
   bool draining_ = false;
+  bool drain_expired_ = false;
   double drain_deadline_ = 0;
-  uint64_t next_id_ = 2;  // 0 and 1 tag the listener and the wake-up eventfd in epoll
+  double close_deadline_ = 0;  // after the drain expired: when every connection is closed
+  uint64_t next_id_ = 2;       // 0 and 1 tag the listener and the wake-up eventfd in epoll
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::mutex outbox_mutex_;
   std::vector<Outgoing> outbox_;

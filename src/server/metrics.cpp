@@ -41,9 +41,10 @@ Metrics::Metrics()
       tpot_({0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5}),
       latency_({0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300}) {}
 
-void Metrics::request_finished(int status) {
+void Metrics::request_finished(int status, std::string_view reason) {
   std::lock_guard lock(mutex_);
   ++requests_by_status_[status];
+  if (status >= 400) ++errors_[{status, std::string(reason.empty() ? "other" : reason)}];
 }
 
 void Metrics::tokens(int prompt, int generated) {
@@ -73,6 +74,10 @@ std::string Metrics::render(const SchedulerStats& st, int connections) const {
   metric_header(out, "kestrel_requests_total", "counter", "HTTP requests answered, by status code (499: client gone)");
   for (const auto& [status, n] : requests_by_status_)
     out += fmt::format("kestrel_requests_total{{status=\"{}\"}} {}\n", status, n);
+  metric_header(out, "kestrel_request_errors_total", "counter",
+                "answers with an error status (499: client gone), by status and reason");
+  for (const auto& [key, n] : errors_)
+    out += fmt::format("kestrel_request_errors_total{{status=\"{}\",reason=\"{}\"}} {}\n", key.first, key.second, n);
   single(out, "kestrel_prompt_tokens_total", "counter", "prompt tokens of finished requests", prompt_tokens_);
   single(out, "kestrel_generation_tokens_total", "counter", "tokens generated for finished requests",
          generation_tokens_);

@@ -7,6 +7,8 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "engine/scheduler.h"
@@ -30,7 +32,9 @@ class Histogram {
 class Metrics {
  public:
   Metrics();
-  void request_finished(int status);
+  // Every answer, the server's own rejections included; an error (status >= 400) is also counted
+  // under its reason (the error's code, e.g. invalid_value, body_too_large, engine_error).
+  void request_finished(int status, std::string_view reason = {});
   void tokens(int prompt, int generated);
   void time_to_first_token(double seconds);
   void time_per_output_token(double seconds);
@@ -41,6 +45,7 @@ class Metrics {
  private:
   mutable std::mutex mutex_;
   std::map<int, uint64_t> requests_by_status_;
+  std::map<std::pair<int, std::string>, uint64_t> errors_;
   uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   Histogram ttft_, tpot_, latency_;
 };

@@ -63,16 +63,6 @@ std::optional<bool> boolean(const json& body, const char* name) {
   return v->get<bool>();
 }
 
-std::vector<int32_t> token_list(const json& v, const char* name) {
-  std::vector<int32_t> out;
-  for (const json& t : v) {
-    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > std::numeric_limits<int32_t>::max())
-      bad(name, fmt::format("'{}' must hold non-negative integer token ids", name));
-    out.push_back(static_cast<int32_t>(t.get<int64_t>()));
-  }
-  return out;
-}
-
 void parse_prompt(const json& body, GenerationSpec& g) {
   const json* p = field(body, "prompt");
   if (!p) bad("prompt", "'prompt' is required");
@@ -86,7 +76,7 @@ void parse_prompt(const json& body, GenerationSpec& g) {
     g.prompt_text = one->get<std::string>();
     if (g.prompt_text.empty()) bad("prompt", "'prompt' must not be empty");
   } else if (one->is_array()) {
-    g.prompt_tokens = token_list(*one, "prompt");
+    g.prompt_tokens = parse_token_ids(*one, "prompt");
     g.prompt_is_tokens = true;
     if (g.prompt_tokens.empty()) bad("prompt", "'prompt' must not be empty");
   } else {
@@ -153,15 +143,52 @@ void reject_unsupported(const json& body) {
 
 }  // namespace
 
-GenerationSpec parse_generation_request(std::string_view body_text, Endpoint endpoint) {
+json parse_json_body(std::string_view text) {
+  // The parser reports a number beyond a double's range (1e400) without saying where, so follow the
+  // keys as they go by: the innermost one open names the field.
+  std::vector<std::string> keys;
+  auto follow = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start)
+      keys.emplace_back();
+    else if (event == json::parse_event_t::key)
+      keys.back() = parsed.get<std::string>();
+    else if (event == json::parse_event_t::object_end)
+      keys.pop_back();
+    return true;
+  };
   json body;
   try {
-    body = json::parse(body_text);  // also rejects strings that are not valid UTF-8
+    body = json::parse(text, follow);  // also rejects strings that are not valid UTF-8
   } catch (const json::parse_error& e) {
     throw ApiError(400, fmt::format("the body is not valid JSON: {}", e.what()), "", "invalid_json");
+  } catch (const json::out_of_range&) {
+    std::string field;
+    for (const std::string& k : keys) field += (field.empty() ? "" : ".") + k;
+    throw ApiError(400,
+                   field.empty() ? "the body holds a number too large to represent"
+                                 : fmt::format("'{}' holds a number too large to represent", field),
+                   field, "invalid_value");
   }
   if (!body.is_object()) throw ApiError(400, "the body must be a JSON object", "", "invalid_json");
+  return body;
+}
 
+std::vector<int32_t> parse_token_ids(const json& list, std::string_view param) {
+  std::vector<int32_t> out;
+  out.reserve(list.size());
+  for (const json& t : list) {
+    // Unsigned ids past 2^63 would read back negative: check them before the signed view.
+    const bool in_range = t.is_number_unsigned() ? t.get<uint64_t>() <= std::numeric_limits<int32_t>::max()
+                          : t.is_number_integer()
+                              ? t.get<int64_t>() >= 0 && t.get<int64_t>() <= std::numeric_limits<int32_t>::max()
+                              : false;
+    if (!in_range) bad(param, fmt::format("'{}' must hold token ids (integers from 0 to 2147483647)", param));
+    out.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  return out;
+}
+
+GenerationSpec parse_generation_request(const json& body, Endpoint endpoint) {
   GenerationSpec g;
   g.endpoint = endpoint;
   if (const json* m = field(body, "model")) {
@@ -215,7 +242,7 @@ GenerationSpec parse_generation_request(std::string_view body_text, Endpoint end
   }
   if (const json* ids = field(body, "stop_token_ids")) {
     if (!ids->is_array()) bad("stop_token_ids", "'stop_token_ids' must be a list of token ids");
-    g.stop_token_ids = token_list(*ids, "stop_token_ids");
+    g.stop_token_ids = parse_token_ids(*ids, "stop_token_ids");
   }
   g.ignore_eos = boolean(body, "ignore_eos").value_or(false);
 

@@ -38,8 +38,16 @@ struct GenerationSpec {
   nlohmann::json messages;  // [{"role", "content": string}], content parts already joined
 };
 
-// Parses and validates a request body. Throws ApiError (400) naming the offending parameter.
-GenerationSpec parse_generation_request(std::string_view body, Endpoint endpoint);
+// Parses a request body as a JSON object. Throws ApiError (400): invalid_json, or invalid_value naming
+// the field whose number is beyond a double's range (1e400).
+nlohmann::json parse_json_body(std::string_view body);
+
+// Validates a parsed body. Throws ApiError (400) naming the offending parameter.
+GenerationSpec parse_generation_request(const nlohmann::json& body, Endpoint endpoint);
+
+// A list of token ids, each checked as the 64-bit integer JSON carries (0 to 2^31 - 1) before it is
+// narrowed. Throws ApiError (400) naming `param`.
+std::vector<int32_t> parse_token_ids(const nlohmann::json& list, std::string_view param);
 
 // The text of a token for logprobs: its bytes, as UTF-8 where they are valid.
 std::string token_piece(const Tokenizer& tok, int32_t id);

@@ -3,14 +3,17 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "server/api_error.h"
 #include "server/openai_api.h"
+#include "tokenizer/chat_template/chat_template.h"
 
 namespace kestrel::server {
 namespace {
@@ -37,12 +40,21 @@ uint64_t random_u64() {
   return rng();
 }
 
-// Compares without an early exit, so response timing does not reveal how much of a key matched.
-bool same_secret(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// The token of "Authorization: Bearer <token>"; the scheme is case-insensitive (RFC 9110, 11.1).
+std::optional<std::string_view> bearer_token(const std::string* header) {
+  if (!header) return std::nullopt;
+  std::string_view v = *header;
+  const size_t space = v.find(' ');
+  if (space == std::string_view::npos || !iequals(v.substr(0, space), "bearer")) return std::nullopt;
+  v.remove_prefix(space);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  return v;
 }
 
 std::string default_model_name(const std::string& path) {
@@ -207,7 +219,10 @@ struct Server::Call {
                        : res.closed()                                       ? kClientGone
                        : f == FinishReason::Error                           ? 500
                                                                             : 503;
-    mx.request_finished(status);
+    mx.request_finished(status, status == kClientGone ? "client_gone"
+                                : status == 500       ? "engine_error"
+                                : status == 503       ? "shutting_down"
+                                                      : "");
     mx.tokens(prompt_tokens, completion_tokens);
     if (completion_tokens > 1) mx.time_per_output_token(seconds(last_token - first_token) / (completion_tokens - 1));
     if (status == 200) mx.request_latency(seconds(Clock::now() - arrival));
@@ -244,6 +259,11 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
   chat_ = std::make_unique<ChatFormatter>(model);
   scheduler_ = std::make_unique<Scheduler>(*model.decoder, *model.tokenizer, *cache_, std::move(ctx), so);
   http_ = std::make_unique<HttpServer>(opt_.http, [this](HttpRequest& req, ResponseWriter res) { handle(req, res); });
+  http_->on_rejection([this](int status, std::string_view reason) { metrics_.request_finished(status, reason); });
+  http_->on_drain_expired([this] { cancel_in_flight(); });
+  // Keys are compared by digest, so the comparison takes the same time whatever their lengths.
+  api_key_digest_ = sha256(opt_.api_key);
+  workers_ = std::make_unique<WorkerPool>(opt_.request_threads);
 }
 
 Server::~Server() = default;
@@ -251,26 +271,33 @@ Server::~Server() = default;
 void Server::run() {
   std::thread engine([this] { scheduler_->run(); });
   log::info("serving {} on http://{}:{}", opt_.model_name, opt_.http.host, port());
+  auto stop = [&] {
+    // Whatever is still queued or being prepared lost its connection when the drain ended.
+    cancel_in_flight();
+    workers_->stop();
+    scheduler_->stop();
+    engine.join();
+  };
   try {
     http_->run();
   } catch (...) {
-    scheduler_->stop();
-    engine.join();
+    stop();
     throw;
   }
-  // Whatever is still queued lost its connection when the drain ended.
-  scheduler_->cancel_all();
-  scheduler_->stop();
-  engine.join();
+  stop();
   log::info("server stopped");
+}
+
+void Server::cancel_in_flight() {
+  std::lock_guard lock(submit_mutex_);
+  cancelling_ = true;
+  scheduler_->cancel_all();
 }
 
 bool Server::authorized(const HttpRequest& req) const {
   if (opt_.api_key.empty()) return true;
-  const std::string* auth = req.header("authorization");
-  constexpr std::string_view kBearer = "Bearer ";
-  return auth && auth->size() > kBearer.size() && auth->compare(0, kBearer.size(), kBearer) == 0 &&
-         same_secret(std::string_view(*auth).substr(kBearer.size()), opt_.api_key);
+  const auto token = bearer_token(req.header("authorization"));
+  return token && digests_equal(sha256(*token), api_key_digest_);
 }
 
 void Server::respond_json(ResponseWriter& res, int status, const std::string& body) {
@@ -278,11 +305,24 @@ void Server::respond_json(ResponseWriter& res, int status, const std::string& bo
   res.respond(status, "application/json", body);
 }
 
+void Server::respond_error(ResponseWriter& res, int status, std::string_view message, std::string_view param,
+                           std::string_view code) {
+  const std::string_view reason = !code.empty()   ? code
+                                  : status == 404 ? "not_found"
+                                  : status == 405 ? "method_not_allowed"
+                                  : status >= 500 ? "internal_error"
+                                                  : "invalid_request";
+  metrics_.request_finished(status, reason);
+  std::vector<HttpHeader> extra;
+  if (status == 401) extra.push_back({"WWW-Authenticate", "Bearer"});  // RFC 6750, 3
+  res.respond(status, "application/json", error_body(status, message, param, code), extra);
+}
+
 void Server::handle(HttpRequest& req, ResponseWriter res) {
   const std::string& path = req.path;
   auto only = [&](const char* method) {
     if (req.method == method) return true;
-    respond_json(res, 405, error_body(405, fmt::format("{} {} is not allowed; use {}", req.method, path, method)));
+    respond_error(res, 405, fmt::format("{} {} is not allowed; use {}", req.method, path, method));
     return false;
   };
   if (path == "/health") {
@@ -295,9 +335,7 @@ void Server::handle(HttpRequest& req, ResponseWriter res) {
     return;
   }
   if ((path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize") && !authorized(req)) {
-    respond_json(
-        res, 401,
-        error_body(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "", "invalid_api_key"));
+    respond_error(res, 401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "", "invalid_api_key");
     return;
   }
   if (path == "/v1/models" || path == "/v1/models/" + opt_.model_name) {
@@ -311,113 +349,137 @@ void Server::handle(HttpRequest& req, ResponseWriter res) {
     return;
   }
   if (path.starts_with("/v1/models/")) {
-    respond_json(
-        res, 404,
-        error_body(404, fmt::format("model '{}' does not exist", path.substr(11)), "model", "model_not_found"));
+    respond_error(res, 404, fmt::format("model '{}' does not exist", path.substr(11)), "model", "model_not_found");
     return;
   }
-  if (path == "/tokenize" || path == "/detokenize") {
-    if (only("POST")) handle_tokenize(req, res, path == "/tokenize");
+  std::optional<Route> route;
+  if (path == "/v1/completions") route = Route::Completions;
+  if (path == "/v1/chat/completions") route = Route::Chat;
+  if (path == "/tokenize") route = Route::Tokenize;
+  if (path == "/detokenize") route = Route::Detokenize;
+  if (!route) {
+    respond_error(res, 404, fmt::format("no route for {} {}", req.method, path));
     return;
   }
-  if (path == "/v1/completions" || path == "/v1/chat/completions") {
-    if (only("POST")) handle_generation(req, res, path == "/v1/completions" ? Endpoint::Completions : Endpoint::Chat);
-    return;
+  if (!only("POST")) return;
+  // Parsing, templating and tokenizing take time in proportion to the body (up to --max-body-bytes):
+  // off the I/O thread, so other connections keep flowing meanwhile.
+  workers_->post([this, r = *route, body = std::move(req.body), res]() mutable { prepare(r, body, res); });
+}
+
+void Server::prepare(Route route, const std::string& body, ResponseWriter& res) {
+  try {
+    if (res.closed()) {  // the client left while the request waited for a worker
+      metrics_.request_finished(kClientGone, "client_gone");
+      return;
+    }
+    if (cancelling_) throw ApiError(503, "the server is shutting down", "", "shutting_down");
+    const json parsed = parse_json_body(body);
+    switch (route) {
+      case Route::Completions: handle_generation(parsed, res, Endpoint::Completions); break;
+      case Route::Chat: handle_generation(parsed, res, Endpoint::Chat); break;
+      case Route::Tokenize: handle_tokenize(parsed, res, true); break;
+      case Route::Detokenize: handle_tokenize(parsed, res, false); break;
+    }
+  } catch (const ApiError& e) {
+    respond_error(res, e.status(), e.what(), e.param(), e.code());
+  } catch (const TemplateBudgetError& e) {
+    // The load-time probe passed, so the conversation drove the template over: the model's template is
+    // at fault, not the request's shape (docs/server.md, Errors).
+    log::warn("chat template over its render budget: {}", e.what());
+    respond_error(res, 500, e.what(), "messages", "template_budget_exceeded");
+  } catch (const Error& e) {
+    // Validation inside the library (token ids, template errors, sampling ranges): the client's fault.
+    respond_error(res, 400, e.what(), "", "invalid_value");
+  } catch (const std::exception& e) {
+    log::error("request failed: {}", e.what());
+    respond_error(res, 500, "internal error while handling the request", "", "internal_error");
   }
-  respond_json(res, 404, error_body(404, fmt::format("no route for {} {}", req.method, path)));
 }
 
 std::vector<int32_t> Server::prompt_tokens(const GenerationSpec& g) const {
   const Tokenizer& tok = *model_->tokenizer;
   if (g.endpoint == Endpoint::Chat)
     return tok.encode(chat_->render(g.messages, /*add_generation_prompt=*/true), false, true);
-  if (g.prompt_is_tokens) return g.prompt_tokens;
+  if (g.prompt_is_tokens) {
+    check_vocabulary(g.prompt_tokens, "prompt");
+    return g.prompt_tokens;
+  }
   return tok.encode(g.prompt_text, true, true);
 }
 
-void Server::handle_tokenize(HttpRequest& req, ResponseWriter& res, bool tokenize) {
-  try {
-    json body;
-    try {
-      body = json::parse(req.body);
-    } catch (const json::parse_error& e) {
-      throw ApiError(400, fmt::format("the body is not valid JSON: {}", e.what()), "", "invalid_json");
-    }
-    if (!body.is_object()) throw ApiError(400, "the body must be a JSON object", "", "invalid_json");
-    if (tokenize) {
-      // The same prompt handling as generation: "prompt" as for /v1/completions, or chat "messages".
-      const Endpoint ep = body.contains("messages") ? Endpoint::Chat : Endpoint::Completions;
-      const std::vector<int32_t> ids = prompt_tokens(parse_generation_request(req.body, ep));
-      respond_json(res, 200, dump({{"tokens", ids}, {"count", ids.size()}, {"max_model_len", scheduler_->n_ctx()}}));
-    } else {
-      auto it = body.find("tokens");
-      if (it == body.end() || !it->is_array()) throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
-      std::vector<int32_t> ids;
-      for (const json& t : *it) {
-        if (!t.is_number_integer()) throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
-        ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
-      }
-      respond_json(res, 200, dump({{"prompt", model_->tokenizer->decode(ids)}}));
-    }
-  } catch (const ApiError& e) {
-    respond_json(res, e.status(), error_body(e.status(), e.what(), e.param(), e.code()));
-  } catch (const Error& e) {
-    respond_json(res, 400, error_body(400, e.what(), "", "invalid_value"));
-  }
+void Server::check_vocabulary(std::span<const int32_t> ids, const char* param) const {
+  const int64_t vocab = model_->config().vocab;
+  for (int32_t id : ids)
+    if (id >= vocab)
+      throw ApiError(400, fmt::format("token id {} is outside the vocabulary (ids run from 0 to {})", id, vocab - 1),
+                     param, "invalid_value");
 }
 
-void Server::handle_generation(HttpRequest& req, ResponseWriter& res, Endpoint endpoint) {
-  try {
-    GenerationSpec g = parse_generation_request(req.body, endpoint);
-    if (!g.model.empty() && g.model != opt_.model_name)
-      throw ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'", g.model, opt_.model_name),
-                     "model", "model_not_found");
-    std::vector<int32_t> prompt = prompt_tokens(g);
-    const int n_ctx = scheduler_->n_ctx();
-    const int n_prompt = static_cast<int>(prompt.size());
-    if (n_prompt == 0) throw ApiError(400, "the prompt is empty", "prompt", "invalid_value");
-    if (n_prompt >= n_ctx)
-      throw ApiError(400,
-                     fmt::format("this model's maximum context length is {} tokens, but the prompt has {} tokens",
-                                 n_ctx, n_prompt),
-                     endpoint == Endpoint::Chat ? "messages" : "prompt", "context_length_exceeded");
-    if (g.max_tokens && *g.max_tokens > n_ctx - n_prompt)
-      throw ApiError(400,
-                     fmt::format("this model's maximum context length is {} tokens; the prompt has {} tokens and "
-                                 "max_tokens asks for {} more",
-                                 n_ctx, n_prompt, *g.max_tokens),
-                     "max_tokens", "context_length_exceeded");
+void Server::handle_tokenize(const json& body, ResponseWriter& res, bool tokenize) {
+  if (tokenize) {
+    // The same prompt handling as generation: "prompt" as for /v1/completions, or chat "messages".
+    const Endpoint ep = body.contains("messages") ? Endpoint::Chat : Endpoint::Completions;
+    const std::vector<int32_t> ids = prompt_tokens(parse_generation_request(body, ep));
+    respond_json(res, 200, dump({{"tokens", ids}, {"count", ids.size()}, {"max_model_len", scheduler_->n_ctx()}}));
+    return;
+  }
+  auto it = body.find("tokens");
+  if (it == body.end() || !it->is_array()) throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
+  const std::vector<int32_t> ids = parse_token_ids(*it, "tokens");
+  check_vocabulary(ids, "tokens");
+  respond_json(res, 200, dump({{"prompt", model_->tokenizer->decode(ids)}}));
+}
 
-    auto r = std::make_shared<Request>();
-    r->prompt = std::move(prompt);
-    r->sampling = g.sampling;
-    if (!g.has_seed) r->sampling.seed = random_u64();
-    r->max_tokens = g.max_tokens.value_or(
-        endpoint == Endpoint::Chat ? n_ctx - n_prompt : std::min(kDefaultCompletionTokens, n_ctx - n_prompt));
-    r->stop = g.stop;
-    r->stop_token_ids = g.stop_token_ids;
-    r->ignore_eos = g.ignore_eos;
-    r->logprobs = g.logprobs;
-    auto call = std::make_shared<Call>(this, res, g);
-    r->on_output = [call](RequestOutput&& o) { call->on_output(std::move(o)); };
-    std::weak_ptr<Request> weak = r;
-    res.on_close([weak, this] {
-      if (auto p = weak.lock()) {
-        p->cancelled = true;
-        scheduler_->wake();
-      }
-    });
+void Server::handle_generation(const json& body, ResponseWriter& res, Endpoint endpoint) {
+  GenerationSpec g = parse_generation_request(body, endpoint);
+  if (!g.model.empty() && g.model != opt_.model_name)
+    throw ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'", g.model, opt_.model_name),
+                   "model", "model_not_found");
+  std::vector<int32_t> prompt = prompt_tokens(g);
+  const int n_ctx = scheduler_->n_ctx();
+  const int n_prompt = static_cast<int>(prompt.size());
+  if (n_prompt == 0) throw ApiError(400, "the prompt is empty", "prompt", "invalid_value");
+  if (n_prompt >= n_ctx)
+    throw ApiError(
+        400,
+        fmt::format("this model's maximum context length is {} tokens, but the prompt has {} tokens", n_ctx, n_prompt),
+        endpoint == Endpoint::Chat ? "messages" : "prompt", "context_length_exceeded");
+  if (g.max_tokens && *g.max_tokens > n_ctx - n_prompt)
+    throw ApiError(400,
+                   fmt::format("this model's maximum context length is {} tokens; the prompt has {} tokens and "
+                               "max_tokens asks for {} more",
+                               n_ctx, n_prompt, *g.max_tokens),
+                   "max_tokens", "context_length_exceeded");
+
+  auto r = std::make_shared<Request>();
+  r->prompt = std::move(prompt);
+  r->sampling = g.sampling;
+  if (!g.has_seed) r->sampling.seed = random_u64();
+  r->max_tokens = g.max_tokens.value_or(
+      endpoint == Endpoint::Chat ? n_ctx - n_prompt : std::min(kDefaultCompletionTokens, n_ctx - n_prompt));
+  r->stop = g.stop;
+  r->stop_token_ids = g.stop_token_ids;
+  r->ignore_eos = g.ignore_eos;
+  r->logprobs = g.logprobs;
+  auto call = std::make_shared<Call>(this, res, g);
+  r->on_output = [call](RequestOutput&& o) { call->on_output(std::move(o)); };
+  std::weak_ptr<Request> weak = r;
+  res.on_close([weak, this] {
+    if (auto p = weak.lock()) {
+      p->cancelled = true;
+      scheduler_->wake();
+    }
+  });
+  {
+    std::lock_guard lock(submit_mutex_);
+    if (cancelling_) throw ApiError(503, "the server is shutting down", "", "shutting_down");
     if (!scheduler_->submit(r))
       throw ApiError(
           429, fmt::format("the server is busy ({} requests queued); retry later", scheduler_->options().max_waiting),
           "", "rate_limit_exceeded");
-    call->start();
-  } catch (const ApiError& e) {
-    respond_json(res, e.status(), error_body(e.status(), e.what(), e.param(), e.code()));
-  } catch (const Error& e) {
-    // Validation inside the library (token ids, template errors, sampling ranges): the client's fault.
-    respond_json(res, 400, error_body(400, e.what(), "", "invalid_value"));
   }
+  call->start();
 }
 
 }  // namespace kestrel::server

@@ -1,12 +1,16 @@
-// `kestrel serve`: the OpenAI-compatible HTTP server. One I/O thread (HttpServer) parses requests,
-// validates and tokenizes them and writes responses; one engine thread (Scheduler::run) batches every
-// request into forward passes. Routes and parameters are documented in docs/server.md.
+// `kestrel serve`: the OpenAI-compatible HTTP server. One I/O thread (HttpServer) owns the sockets and
+// answers the cheap routes; a few request workers (WorkerPool) parse, validate, template and tokenize
+// generation requests; one engine thread (Scheduler::run) batches every request into forward passes.
+// Routes and parameters are documented in docs/server.md.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
+#include "core/sha256.h"
 #include "engine/chat_format.h"
 #include "engine/kv_cache.h"
 #include "engine/scheduler.h"
@@ -14,6 +18,7 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/openai_api.h"
+#include "server/worker_pool.h"
 
 namespace kestrel::server {
 
@@ -25,6 +30,7 @@ struct ServerOptions {
   int kv_block_size = 16;
   int64_t kv_cache_tokens = 0;  // 0: 1024 per running sequence within 1 GiB, at least one context
   DType kv_dtype = DType::F32;
+  int request_threads = 2;  // workers that parse, template and tokenize requests
 };
 
 class Server {
@@ -36,19 +42,28 @@ class Server {
   int port() const { return http_->port(); }
   const std::string& model_name() const { return opt_.model_name; }
   // Serves until shutdown() has drained (in-flight requests finish or, after the drain timeout, are
-  // cancelled); then stops the engine and returns.
+  // cancelled and get an error); then stops the engine and returns.
   void run();
-  // Async-signal-safe.
+  // Async-signal-safe. A second call ends the drain at once.
   void shutdown() { http_->shutdown(); }
 
  private:
   struct Call;
+  enum class Route : uint8_t { Completions, Chat, Tokenize, Detokenize };
+
   void handle(HttpRequest& req, ResponseWriter res);
-  void handle_generation(HttpRequest& req, ResponseWriter& res, Endpoint endpoint);
-  void handle_tokenize(HttpRequest& req, ResponseWriter& res, bool tokenize);
+  // The work of the request workers: a POST body for one of the routes above.
+  void prepare(Route route, const std::string& body, ResponseWriter& res);
+  void handle_generation(const nlohmann::json& body, ResponseWriter& res, Endpoint endpoint);
+  void handle_tokenize(const nlohmann::json& body, ResponseWriter& res, bool tokenize);
   std::vector<int32_t> prompt_tokens(const GenerationSpec& g) const;
+  void check_vocabulary(std::span<const int32_t> ids, const char* param) const;
   void respond_json(ResponseWriter& res, int status, const std::string& body);
+  void respond_error(ResponseWriter& res, int status, std::string_view message, std::string_view param = {},
+                     std::string_view code = {});
   bool authorized(const HttpRequest& req) const;
+  // The drain is over: cancel every request in the engine and refuse those still being prepared.
+  void cancel_in_flight();
 
   const Model* model_;
   ServerOptions opt_;
@@ -58,6 +73,11 @@ class Server {
   std::unique_ptr<HttpServer> http_;
   Metrics metrics_;
   int64_t created_;
+  Sha256Digest api_key_digest_{};
+  std::mutex submit_mutex_;              // orders submissions against cancel_in_flight()
+  std::atomic<bool> cancelling_{false};  // set under submit_mutex_
+  // Last, so it stops (and finishes its tasks) before what those tasks use goes away.
+  std::unique_ptr<WorkerPool> workers_;
 };
 
 }  // namespace kestrel::server

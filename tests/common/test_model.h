@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "core/dequant.h"
 #include "core/error.h"
 #include "model/architecture.h"
 #include "model/decoder.h"
@@ -56,8 +57,10 @@ inline ModelConfig tiny_config(const Architecture& arch, int head_dim, int max_c
   return c;
 }
 
-// head_dim 16 by default; 64 gives the GPU's tiled attention kernels a model they run.
-inline std::unique_ptr<Decoder> tiny_decoder(uint32_t seed = 5, int max_ctx = 256, int head_dim = 16) {
+// head_dim 16 by default; 64 gives the GPU's tiled attention kernels a model they run. `wtype` stores the
+// matrices in another type (quantized through the reference), as a GGUF of that type would.
+inline std::unique_ptr<Decoder> tiny_decoder(uint32_t seed = 5, int max_ctx = 256, int head_dim = 16,
+                                             DType wtype = DType::F32) {
   const Architecture& arch = architecture_for_hf("llama");
   const ModelConfig c = tiny_config(arch, head_dim, max_ctx);
   std::mt19937 rng(seed);
@@ -78,6 +81,13 @@ inline std::unique_ptr<Decoder> tiny_decoder(uint32_t seed = 5, int max_ctx = 25
     w.t[n("ffn_up.weight")] = tiny_random(rng, {c.ffn, c.hidden}, 0.2f);
     w.t[n("ffn_down.weight")] = tiny_random(rng, {c.hidden, c.ffn}, 0.2f);
   }
+  if (wtype != DType::F32)
+    for (auto& [name, t] : w.t) {
+      if (t.ndim() != 2) continue;
+      Tensor q = Tensor::empty_host(wtype, t.shape);
+      for (int64_t r = 0; r < t.rows(); ++r) quantize_row(wtype, t.ptr<float>() + r * t.cols(), q.row(r), t.cols());
+      t = q;
+    }
   return std::make_unique<Decoder>(arch, c, DecoderWeights::load(w, arch, c));
 }
 

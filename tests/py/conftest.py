@@ -76,10 +76,13 @@ def free_port():
 
 
 class ServerProcess:
-    """A running `kestrel serve`; stop() sends SIGTERM and returns the exit status."""
+    """A running `kestrel serve` (on the default model unless `model` names another); stop() sends SIGTERM
+    and returns the exit status."""
 
-    def __init__(self, *extra_args, api_key=API_KEY):
-        binary, model = require_binary(), require_model()
+    def __init__(self, *extra_args, api_key=API_KEY, model=None):
+        # A model the test names is one it has just written; only the default model can be missing.
+        binary = require_binary()
+        model = Path(model) if model else require_model()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
@@ -138,6 +141,18 @@ class ServerProcess:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+def post_raw(server, path, data, headers=None):
+    h = {"Content-Type": "application/json", **server.headers(), **(headers or {})}
+    return requests.post(server.base + path, data=data, headers=h, timeout=60)
+
+
+def assert_openai_error(r, status):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    return err
 
 
 @pytest.fixture(scope="session")

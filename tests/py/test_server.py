@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import ServerProcess
+from conftest import ServerProcess, assert_openai_error, post_raw, skip_or_fail
 
 GREEDY = {"temperature": 0}
 
@@ -110,7 +110,7 @@ def test_stop_token_ids_extension(server, client, model_id):
         if len(ids) == 1 and piece not in pieces[:i]:
             break
     else:
-        pytest.skip("no generated token round-trips through the tokenizer")
+        skip_or_fail("no generated token round-trips through the tokenizer")
     r = complete(client, model_id, "Apples, pears and", max_tokens=10, extra_body={"ignore_eos": True,
                                                                                   "stop_token_ids": ids})
     assert r.choices[0].finish_reason == "stop"
@@ -218,18 +218,6 @@ def test_client_disconnect_cancels_and_frees_blocks(server, model_id):
         time.sleep(0.05)
     assert m["kestrel_num_requests_running"] == 0 and m["kestrel_kv_blocks_used"] == 0
     assert m['kestrel_requests_total{status="499"}'] >= 1
-
-
-def post_raw(server, path, data, headers=None):
-    h = {"Content-Type": "application/json", **server.headers(), **(headers or {})}
-    return requests.post(server.base + path, data=data, headers=h, timeout=60)
-
-
-def assert_openai_error(r, status):
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["message"]
-    return err
 
 
 @pytest.mark.parametrize("path,body,status,param", [

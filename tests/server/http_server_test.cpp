@@ -10,8 +10,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <random>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -255,6 +258,163 @@ TEST(HttpServer, GracefulShutdownFinishesInFlightRequests) {
   close(fd);
   loop.join();  // run() returned
   for (auto& t : workers) t.join();
+}
+
+// A client may send its request and then shut down its sending side: it still gets its answers, and
+// the connection closes after them.
+TEST(HttpServer, HalfClosedClientStillGetsItsAnswers) {
+  std::vector<std::thread> workers;
+  Running s({}, [&](HttpRequest& req, ResponseWriter res) {
+    workers.emplace_back([res, body = req.method + " " + req.path]() mutable {
+      std::this_thread::sleep_for(100ms);  // the client's FIN arrives first
+      res.respond(200, "text/plain", body);
+    });
+  });
+  const int fd = connect_to(s.port());
+  send_all(fd, "GET /one HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\n");
+  ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+  std::string buf;
+  EXPECT_EQ(read_response(fd, buf).body, "GET /one");
+  EXPECT_EQ(read_response(fd, buf).body, "GET /two");
+  EXPECT_EQ(read_response(fd, buf).status, 0);  // then closed
+  close(fd);
+  // A half-close in the middle of a request is the end of it.
+  const int partial = connect_to(s.port());
+  send_all(partial, "GET /three HTTP/1.1\r\nHost:");
+  ASSERT_EQ(shutdown(partial, SHUT_WR), 0);
+  EXPECT_EQ(read_response(partial, buf).status, 0);
+  close(partial);
+  EXPECT_EQ(s.server.connections(), 0);
+  for (auto& t : workers) t.join();
+}
+
+TEST(HttpServer, EveryRejectionIsReportedWithItsReason) {
+  HttpServerOptions opt;
+  opt.port = 0;
+  opt.max_connections = 3;
+  opt.header_timeout_s = 0.3;
+  opt.limits.max_body_bytes = 64;
+  opt.limits.max_headers = 4;
+  std::mutex m;
+  std::vector<std::pair<int, std::string>> seen;
+  HttpServer server(opt, [](HttpRequest& req, ResponseWriter res) {
+    if (req.path == "/throw") throw std::runtime_error("boom");
+    res.respond(200, "text/plain", "ok");
+  });
+  server.on_rejection([&](int status, std::string_view reason) {
+    std::lock_guard lock(m);
+    seen.emplace_back(status, std::string(reason));
+  });
+  std::thread loop([&] { server.run(); });
+  const int port = server.port();
+  EXPECT_EQ(request(port, "\x01GARBAGE\r\n\r\n").status, 400);
+  EXPECT_EQ(request(port, "POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n").status, 413);
+  EXPECT_EQ(request(port, "GET / HTTP/1.1\r\na: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\ne: 1\r\n\r\n").status, 431);
+  EXPECT_EQ(request(port, "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status, 501);
+  EXPECT_EQ(request(port, "GET / HTTP/2.0\r\n\r\n").status, 505);
+  EXPECT_EQ(request(port, "GET /throw HTTP/1.1\r\n\r\n").status, 500);
+  EXPECT_EQ(request(port, "GET / HTTP/1.1\r\nHost: slow").status, 408);
+  const int a = connect_to(port), b = connect_to(port), c = connect_to(port);
+  std::string buf;
+  for (int fd : {a, b, c}) {  // all three are accepted once each has an answer
+    send_all(fd, "GET / HTTP/1.1\r\n\r\n");
+    EXPECT_EQ(read_response(fd, buf).status, 200);
+  }
+  EXPECT_EQ(request(port, "GET / HTTP/1.1\r\n\r\n").status, 503);
+  for (int fd : {a, b, c}) close(fd);
+  server.shutdown();
+  loop.join();
+  const std::vector<std::pair<int, std::string>> expected = {{400, "malformed_request"},
+                                                             {413, "body_too_large"},
+                                                             {431, "headers_too_large"},
+                                                             {501, "not_implemented"},
+                                                             {505, "http_version_not_supported"},
+                                                             {500, "internal_error"},
+                                                             {408, "request_timeout"},
+                                                             {503, "too_many_connections"}};
+  EXPECT_EQ(seen, expected);
+}
+
+// A server whose handler keeps every response unanswered (streams get one event first) until
+// on_drain_expired answers them all from another thread, as the engine would: a little later, with an
+// error.
+struct HoldingServer {
+  std::mutex m;
+  std::vector<ResponseWriter> held;
+  std::atomic<int> expired{0};
+  std::thread canceller, loop;
+  HttpServer server;
+
+  explicit HoldingServer(double drain_timeout_s)
+      : server((HttpServerOptions{.port = 0, .drain_timeout_s = drain_timeout_s}),
+               [this](HttpRequest& req, ResponseWriter res) {
+                 if (req.path == "/stream") {
+                   res.start_stream(200, "text/event-stream");
+                   res.write("data: 1\n\n");
+                 }
+                 std::lock_guard lock(m);
+                 held.push_back(res);
+               }) {
+    server.on_drain_expired([this] {
+      ++expired;
+      canceller = std::thread([this] {
+        std::this_thread::sleep_for(50ms);
+        std::lock_guard lock(m);
+        for (ResponseWriter& w : held) {
+          w.respond(503, "application/json", "{\"error\": \"cancelled\"}");
+          w.write("data: {\"error\": \"cancelled\"}\n\ndata: [DONE]\n\n");
+          w.finish();
+        }
+      });
+    });
+    loop = std::thread([this] { server.run(); });
+  }
+  ~HoldingServer() {
+    server.shutdown();
+    if (loop.joinable()) loop.join();
+    if (canceller.joinable()) canceller.join();
+  }
+
+  // Starts a plain and a streaming request, shuts down (twice if `twice`) and checks that both get
+  // their error answers, in time.
+  void check_cancelled_on_shutdown(bool twice) {
+    const int plain = connect_to(server.port()), stream = connect_to(server.port());
+    send_all(plain, "GET /plain HTTP/1.1\r\n\r\n");
+    send_all(stream, "GET /stream HTTP/1.1\r\n\r\n");
+    std::this_thread::sleep_for(100ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    server.shutdown();
+    if (twice) {
+      std::this_thread::sleep_for(200ms);
+      EXPECT_EQ(expired, 0);  // still draining
+      server.shutdown();
+    }
+    std::string buf;
+    Response a = read_response(plain, buf);
+    EXPECT_EQ(a.status, 503);
+    EXPECT_EQ(a.body, "{\"error\": \"cancelled\"}");
+    buf.clear();
+    Response b = read_response(stream, buf);
+    EXPECT_EQ(b.status, 200);
+    EXPECT_EQ(b.body, "data: 1\n\ndata: {\"error\": \"cancelled\"}\n\ndata: [DONE]\n\n");
+    loop.join();
+    EXPECT_EQ(expired, 1);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 3);
+    close(plain);
+    close(stream);
+  }
+};
+
+// Requests that outlive the drain time are told to finish (on_drain_expired), and their answers still
+// reach the clients before the server closes.
+TEST(HttpServer, ExpiredDrainLetsCancelledRequestsAnswer) {
+  HoldingServer s(0.3);
+  s.check_cancelled_on_shutdown(false);
+}
+
+TEST(HttpServer, SecondShutdownEndsTheDrainAtOnce) {
+  HoldingServer s(60);
+  s.check_cancelled_on_shutdown(true);
 }
 
 TEST(HttpServer, BindErrorsAreClear) {

@@ -9,8 +9,12 @@
 namespace kestrel::server {
 namespace {
 
+GenerationSpec parse_body(std::string_view body, Endpoint endpoint) {
+  return parse_generation_request(parse_json_body(body), endpoint);
+}
+
 TEST(ServerApi, CompletionRequestFields) {
-  GenerationSpec g = parse_generation_request(
+  GenerationSpec g = parse_body(
       R"({"model": "m", "prompt": ["hi there"], "max_tokens": 7, "temperature": 0, "top_p": 0.5, "top_k": -1,
           "min_p": 0.1, "seed": -3, "stop": "\n", "stop_token_ids": [2, 3], "logprobs": 2, "stream": true,
           "stream_options": {"include_usage": true}, "presence_penalty": 0.5, "frequency_penalty": -0.5,
@@ -33,7 +37,7 @@ TEST(ServerApi, CompletionRequestFields) {
   EXPECT_TRUE(g.include_usage);
   EXPECT_FLOAT_EQ(g.sampling.presence_penalty, 0.5f);
 
-  GenerationSpec t = parse_generation_request(R"({"prompt": [1, 2, 3]})", Endpoint::Completions);
+  GenerationSpec t = parse_body(R"({"prompt": [1, 2, 3]})", Endpoint::Completions);
   EXPECT_TRUE(t.prompt_is_tokens);
   EXPECT_EQ(t.prompt_tokens, (std::vector<int32_t>{1, 2, 3}));
   EXPECT_FALSE(t.max_tokens.has_value());
@@ -42,7 +46,7 @@ TEST(ServerApi, CompletionRequestFields) {
 }
 
 TEST(ServerApi, ChatRequestFields) {
-  GenerationSpec g = parse_generation_request(
+  GenerationSpec g = parse_body(
       R"({"messages": [{"role": "developer", "content": "be brief"},
                        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
                        {"role": "assistant", "content": null}],
@@ -104,11 +108,46 @@ TEST(ServerApi, BadInputNamesTheParameter) {
   };
   for (const Case& c : cases) {
     try {
-      parse_generation_request(c.body, c.ep);
+      parse_body(c.body, c.ep);
       ADD_FAILURE() << "accepted: " << c.body;
     } catch (const ApiError& e) {
       EXPECT_EQ(e.status(), 400) << c.body;
       EXPECT_EQ(e.param(), c.param) << c.body << ": " << e.what();
+    }
+  }
+}
+
+// A number beyond a double's range stops the JSON parser; the error still names the field.
+TEST(ServerApi, NumbersBeyondADoubleNameTheirField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"prompt": "x", "temperature": 1e400})", "temperature"},
+      {R"({"prompt": "x", "max_tokens": -1e400})", "max_tokens"},
+      {R"({"prompt": [1, 1e400]})", "prompt"},
+      {R"({"a": {"b": 1}, "stream_options": {"include_usage": 1e999}})", "stream_options.include_usage"},
+      {R"([1e400])", ""},
+  };
+  for (const auto& [body, param] : cases) {
+    try {
+      parse_json_body(body);
+      ADD_FAILURE() << "accepted: " << body;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400) << body;
+      EXPECT_EQ(e.param(), param) << body << ": " << e.what();
+      EXPECT_EQ(e.code(), "invalid_value") << body;
+    }
+  }
+}
+
+TEST(ServerApi, TokenIdsAreCheckedBeforeNarrowing) {
+  EXPECT_EQ(parse_token_ids(nlohmann::json::parse("[0, 7, 2147483647]"), "tokens"),
+            (std::vector<int32_t>{0, 7, 2147483647}));
+  for (const char* bad : {"[4294967297]", "[2147483648]", "[-1]", "[18446744073709551615]", "[9223372036854775808]",
+                          "[1.0]", "[\"1\"]", "[null]"}) {
+    try {
+      parse_token_ids(nlohmann::json::parse(bad), "tokens");
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.param(), "tokens") << bad;
     }
   }
 }

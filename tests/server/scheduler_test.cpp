@@ -184,20 +184,41 @@ TEST(SchedulerCancel, CancelledRequestEndsAndFreesItsBlocks) {
 }
 
 TEST(SchedulerLimits, FullQueueRefusesAndBadRequestsThrow) {
-  Harness h(SchedulerOptions{.max_waiting = 2, .n_ctx = 64});
-  Result r1, r2, r3, bad;
+  Harness h(SchedulerOptions{.max_running = 1, .max_waiting = 2, .n_ctx = 64});
+  Result r1, r2, r3, r4, bad;
+  // r1 takes the free running slot; r2 and r3 fill the queue.
   EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 4, r1)));
   EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 4, r2)));
-  EXPECT_FALSE(h.sched->submit(h.request({1, 2, 3}, 4, r3)));
-  EXPECT_EQ(h.sched->stats().waiting, 2);
+  EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 4, r3)));
+  EXPECT_FALSE(h.sched->submit(h.request({1, 2, 3}, 4, r4)));
+  EXPECT_EQ(h.sched->stats().waiting, 3);
   EXPECT_THROW(h.sched->submit(h.request({}, 4, bad)), Error);
   EXPECT_THROW(h.sched->submit(h.request({1, 999}, 4, bad)), Error);
   EXPECT_THROW(h.sched->submit(h.request({1, 2}, 0, bad)), Error);
   EXPECT_THROW(h.sched->submit(h.request(std::vector<int32_t>(60, 1), 5, bad)), Error);
   h.run_to_completion();
   EXPECT_EQ(r1.finish, FinishReason::Length);
-  EXPECT_EQ(r3.events, 0);
-  EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 4, r3)));
+  EXPECT_EQ(r3.finish, FinishReason::Length);
+  EXPECT_EQ(r4.events, 0);
+  EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 4, r4)));
+}
+
+// Requests that free running slots will take at the next step are not queued: with no queue at all,
+// a burst as large as the batch is still admitted, and only what must wait is refused.
+TEST(SchedulerLimits, RequestsForFreeSlotsDoNotCountAgainstTheQueue) {
+  Harness h(SchedulerOptions{.max_running = 4, .max_waiting = 0, .n_ctx = 64});
+  Result r[6];
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 8, r[i]))) << i;
+  EXPECT_FALSE(h.sched->submit(h.request({1, 2, 3}, 8, r[4])));
+  h.sched->step();
+  EXPECT_EQ(h.sched->stats().running, 4);
+  EXPECT_EQ(h.sched->stats().waiting, 0);
+  EXPECT_FALSE(h.sched->submit(h.request({1, 2, 3}, 8, r[4])));  // every slot is taken
+  h.run_to_completion();
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(r[i].finish, FinishReason::Length) << i;
+  EXPECT_TRUE(h.sched->submit(h.request({1, 2, 3}, 8, r[5])));
+  h.run_to_completion();
+  EXPECT_EQ(r[5].finish, FinishReason::Length);
 }
 
 TEST(SchedulerStops, StopTokenIdsAndStopStringsEndGeneration) {

@@ -1,7 +1,10 @@
 // Attention over the paged KV cache with an online softmax. Work is cut into items of (query token,
 // kv head, kv range): one item serves all query heads of a GQA group so each K/V row is read once per
-// group, and long contexts are split into kv chunks (flash-decoding) so that even batch-1 decode
-// keeps every thread busy. Split rows are merged from their partial (max, sum, output) afterwards.
+// group, and long contexts are split into kv chunks of a fixed size (flash-decoding) so that even
+// batch-1 decode keeps every thread busy. Split rows are merged from their partial (max, sum, output)
+// afterwards. The split depends on the row's own context length only, never on the rest of the batch or
+// the thread count, and tiles follow absolute positions, not blocks, so a query's result is the same bits
+// whatever it is batched with, however its prompt was chunked and whatever the cache's block size.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -15,10 +18,10 @@
 namespace kestrel::backends::cpu {
 namespace {
 
-constexpr int64_t kTile = 32;       // positions scored before each softmax rescale
-constexpr int64_t kMinChunk = 256;  // shortest kv range worth its own item
-constexpr int64_t kItemsPerThread = 8;
+constexpr int64_t kTile = 32;    // positions scored before each softmax rescale
+constexpr int64_t kChunk = 256;  // kv positions per item
 constexpr int64_t kMinParallelMacs = 1 << 15;
+static_assert(kChunk % kTile == 0, "a chunk starts a tile, so splitting a row moves no tile boundary");
 
 struct Row {  // one (query token, kv head) pair
   int64_t t;
@@ -51,18 +54,24 @@ void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, co
   std::fill(o, o + g.G * g.D, 0.f);
   std::fill(m, m + g.G, -std::numeric_limits<float>::infinity());
   std::fill(l, l + g.G, 0.f);
+  const char* kc = static_cast<const char*>(a.cache.k.data);
+  const char* vc = static_cast<const char*>(a.cache.v.data);
+  const char* krow[kTile];
+  const char* vrow[kTile];
   for (int32_t p = begin; p < end;) {
-    const int64_t off = p % g.bs;
-    const int64_t n = std::min<int64_t>({end - p, g.bs - off, kTile});
-    const int64_t slot = static_cast<int64_t>(s.block_table[p / g.bs]) * g.bs + off;
-    const char* kbase = static_cast<const char*>(a.cache.k.data) + (slot * g.Hkv + row.kvh) * g.k_row_bytes;
-    const char* vbase = static_cast<const char*>(a.cache.v.data) + (slot * g.Hkv + row.kvh) * g.v_row_bytes;
-    const size_t kstride = g.Hkv * g.k_row_bytes, vstride = g.Hkv * g.v_row_bytes;
+    // Tiles end at multiples of kTile positions, whatever the block size, so the softmax rescales (and
+    // their rounding) fall in the same places for every block size, chunking and batch.
+    const int64_t n = std::min<int64_t>(end - p, kTile - p % kTile);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t slot = static_cast<int64_t>(s.block_table[(p + j) / g.bs]) * g.bs + (p + j) % g.bs;
+      krow[j] = kc + (slot * g.Hkv + row.kvh) * g.k_row_bytes;
+      vrow[j] = vc + (slot * g.Hkv + row.kvh) * g.v_row_bytes;
+    }
     for (int64_t h = 0; h < g.G; ++h) {
       float* sc = scores + h * kTile;
       float mt = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) {
-        sc[j] = dot(q + h * g.D, kbase + j * kstride, g.D) * a.batch.scale;
+        sc[j] = dot(q + h * g.D, krow[j], g.D) * a.batch.scale;
         mt = std::max(mt, sc[j]);
       }
       const float m_new = std::max(m[h], mt);
@@ -73,7 +82,7 @@ void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, co
         m[h] = m_new;
       }
       l[h] += k.exp_sum(sc, m_new, n);
-      for (int64_t j = 0; j < n; ++j) axpy(sc[j], vbase + j * vstride, o + h * g.D, g.D);
+      for (int64_t j = 0; j < n; ++j) axpy(sc[j], vrow[j], o + h * g.D, g.D);
     }
     p += static_cast<int32_t>(n);
   }
@@ -137,9 +146,7 @@ void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context
   }
   ThreadPool& pool = ctx.threads();
   const bool parallel = pool.size() > 1 && total * g.H * g.D >= kMinParallelMacs;
-  const int64_t chunk =
-      parallel ? std::max(kMinChunk, (total + kItemsPerThread * pool.size() - 1) / (kItemsPerThread * pool.size()))
-               : std::numeric_limits<int32_t>::max();
+  const int64_t chunk = kChunk;
 
   std::vector<Item> items;
   int64_t n_partials = 0;

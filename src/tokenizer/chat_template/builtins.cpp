@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "tokenizer/chat_template/budget.h"
 #include "tokenizer/chat_template/interpreter.h"
 #include "tokenizer/chat_template/py_string.h"
 
@@ -153,12 +154,22 @@ std::string markup_text(const Value& v) {
   return v.is_markup() ? v.as_string() : html_escape(v.str());
 }
 
+// The bytes a shallow copy of `list` makes: its items, and the strings among them (nested lists and
+// dicts are shared).
+size_t copy_bytes(const ValueList& list) {
+  size_t bytes = list.size() * sizeof(Value);
+  for (const Value& v : list)
+    if (v.is_string()) bytes += v.as_string().size();
+  return bytes;
+}
+
 Value repeat(const Value& seq, int64_t n) {
   if (n <= 0) return seq.is_string() ? same_flavor(seq, "") : Value(ValueList{}, seq.seq());
   if (seq.is_string()) {
     const std::string& s = seq.as_string();
     KS_CHECK(static_cast<size_t>(n) <= kMaxRepeatBytes && s.size() * static_cast<size_t>(n) <= kMaxRepeatBytes,
              "string repetition result is too large");
+    charge_bytes(s.size() * static_cast<size_t>(n));
     std::string out;
     out.reserve(s.size() * static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) out += s;
@@ -168,6 +179,7 @@ Value repeat(const Value& seq, int64_t n) {
   KS_CHECK(static_cast<size_t>(n) <= kMaxRepeatBytes &&
                list.size() * static_cast<size_t>(n) <= kMaxRepeatBytes / sizeof(Value),
            "list repetition result is too large");
+  charge_bytes(copy_bytes(list) * static_cast<size_t>(n));
   ValueList out;
   for (int64_t i = 0; i < n; ++i) out.insert(out.end(), list.begin(), list.end());
   return Value(std::move(out), seq.seq());
@@ -335,6 +347,7 @@ ValueList sorted_values(Interpreter& in, ValueList items, bool reverse, bool cas
     keyed.emplace_back(fold_case(key, case_sensitive), k);
   }
   std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& x, const auto& y) {
+    charge_steps(1);
     return reverse ? less_than(y.first, x.first, "<") : less_than(x.first, y.first, "<");
   });
   ValueList out;
@@ -661,6 +674,7 @@ const std::unordered_map<std::string_view, FilterFn>& filters() {
            Value key =
                fold_case(attribute && !attribute->is_none() ? get_attribute_path(in, item, attribute->str()) : item,
                          a.flag(0, false));
+           charge_steps(seen.size());
            if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return s.equals(key); })) {
              seen.push_back(std::move(key));
              out.push_back(item);
@@ -1165,6 +1179,7 @@ Value binary_op(std::string_view op, const Value& a, const Value& b) {
       return Value(a.as_string() + b.as_string());
     }
     if (a.is_list() && b.is_list() && a.seq() == b.seq() && !a.is_iterator()) {
+      charge_bytes(copy_bytes(a.as_list()) + copy_bytes(b.as_list()));
       ValueList out = a.as_list();
       out.insert(out.end(), b.as_list().begin(), b.as_list().end());
       return Value(std::move(out), a.seq());
@@ -1234,6 +1249,7 @@ bool less_than(const Value& a, const Value& b, std::string_view op) {
     const ValueList& x = a.as_list();
     const ValueList& y = b.as_list();
     for (size_t k = 0; k < x.size() && k < y.size(); ++k) {
+      charge_steps(1);
       if (x[k].equals(y[k])) continue;
       return less_than(x[k], y[k], op);
     }
@@ -1247,8 +1263,9 @@ bool contains(const Value& container, const Value& item) {
     case Value::Kind::Undefined: return false;
     case Value::Kind::String:
       KS_CHECK(item.is_string(), "'in <string>' requires string as left operand, not {}", item.type_name());
-      return container.as_string().find(item.as_string()) != std::string::npos;
+      return py::find_bytes(container.as_string(), item.as_string()) != std::string::npos;
     case Value::Kind::List:
+      charge_steps(container.as_list().size());
       return std::any_of(container.as_list().begin(), container.as_list().end(),
                          [&](const Value& v) { return v.equals(item); });
     case Value::Kind::Dict: return container.as_dict().find(item) != nullptr;
@@ -1259,8 +1276,9 @@ bool contains(const Value& container, const Value& item) {
 ValueList iterate(const Value& v) {
   switch (v.kind()) {
     case Value::Kind::Undefined: return {};
-    case Value::Kind::List: return v.as_list();
+    case Value::Kind::List: charge_bytes(copy_bytes(v.as_list())); return v.as_list();
     case Value::Kind::Dict: {
+      charge_bytes(v.as_dict().entries.size() * sizeof(Value));
       ValueList keys;
       keys.reserve(v.as_dict().entries.size());
       for (const auto& [k, val] : v.as_dict().entries) keys.push_back(k);
@@ -1268,6 +1286,7 @@ ValueList iterate(const Value& v) {
     }
     case Value::Kind::String: {
       const std::string& s = v.as_string();
+      charge_bytes(s.size() * (sizeof(Value) + 1));
       ValueList chars;
       for (size_t i = 0; i < s.size();) {
         const size_t at = i;
@@ -1325,11 +1344,8 @@ ValueDict make_globals() {
   g.set(Value("dict"), make_function("dict", [dict_from_args](CallArgs& c, Interpreter&) -> Value {
           return Value(dict_from_args(c, "dict"));
         }));
-  g.set(Value("namespace"), make_function("namespace", [dict_from_args](CallArgs& c, Interpreter&) -> Value {
-          auto ns = std::make_shared<Namespace>();
-          ns->type_name = "Namespace";
-          ns->attrs = dict_from_args(c, "namespace");
-          return Value(std::move(ns));
+  g.set(Value("namespace"), make_function("namespace", [dict_from_args](CallArgs& c, Interpreter& in) -> Value {
+          return in.make_namespace(dict_from_args(c, "namespace"));
         }));
   g.set(Value("raise_exception"), make_function("raise_exception", [](CallArgs& c, Interpreter&) -> Value {
           throw RaisedError(Args(c, "raise_exception", {"message"}).require(0).str());

@@ -24,7 +24,7 @@ std::string ChatTemplate::render(const ChatJson& context, const ChatRenderOption
     localtime_r(&t, &local);
     return local;
   };
-  chat_template::Interpreter interpreter(now);
+  chat_template::Interpreter interpreter(now, options.limits);
   return interpreter.render(*body_, ctx.as_dict());
 }
 

@@ -16,6 +16,8 @@ class LocatedError : public Error {
 
 // Python recursion would stop a runaway macro long before the native stack does.
 constexpr int kMaxCallDepth = 100;
+// A loop iteration builds its scope and loop object: about as much work as twenty expressions.
+constexpr uint64_t kLoopIterationSteps = 20;
 
 std::string object_type_repr(const Value& v) {
   if (v.is_none()) return "None";
@@ -82,6 +84,19 @@ void Scope::set(std::string_view name, Value v) {
 }
 
 std::string Interpreter::render(const Body& body, const ValueDict& context) {
+  RenderBudget budget(limits_);
+  budget_ = &budget;
+  // Namespaces are the only mutable values, so only they can form cycles (ns.self = [ns]) or chains
+  // longer than the nesting limit; emptying them all when the render ends frees them without recursion.
+  struct ReleaseNamespaces {
+    Interpreter& in;
+    ~ReleaseNamespaces() {
+      for (auto& ns : in.namespaces_) ns->attrs.entries.clear();
+      in.namespaces_.clear();
+      in.budget_ = nullptr;
+      in.out_ = nullptr;
+    }
+  } release{*this};
   auto globals = std::make_shared<Scope>(nullptr);
   for (auto& [k, v] : make_globals().entries) globals->set(k.as_string(), std::move(v));
   auto top = std::make_shared<Scope>(globals);
@@ -92,8 +107,21 @@ std::string Interpreter::render(const Body& body, const ValueDict& context) {
   std::string out;
   out_ = &out;
   exec_body(body, top);
-  out_ = nullptr;
   return out;
+}
+
+Value Interpreter::make_namespace(ValueDict attrs) {
+  auto ns = std::make_shared<Namespace>();
+  ns->type_name = "Namespace";
+  ns->attrs = std::move(attrs);
+  if (budget_) namespaces_.push_back(ns);
+  return Value(std::move(ns));
+}
+
+void Interpreter::emit(std::string_view text) {
+  budget_->charge_bytes(text.size());
+  *out_ += text;
+  budget_->check_output(out_->size());
 }
 
 Interpreter::Flow Interpreter::exec_body(const Body& body, const ScopePtr& scope) {
@@ -119,10 +147,12 @@ std::string Interpreter::render_to_string(const Body& body, const ScopePtr& scop
 }
 
 Interpreter::Flow Interpreter::exec(const Node& node, const ScopePtr& scope) {
+  RenderBudget::Depth depth(*budget_);
+  budget_->charge_steps(1);
   try {
     switch (node.kind) {
-      case Node::Kind::Text: *out_ += node.text; return Flow::Normal;
-      case Node::Kind::Output: *out_ += eval(*node.expr, scope).str(); return Flow::Normal;
+      case Node::Kind::Text: emit(node.text); return Flow::Normal;
+      case Node::Kind::Output: emit(eval(*node.expr, scope).str()); return Flow::Normal;
       case Node::Kind::If:
         for (size_t i = 0; i < node.conditions.size(); ++i)
           if (eval(*node.conditions[i], scope).truthy()) return exec_body(node.bodies[i], scope);
@@ -144,7 +174,7 @@ Interpreter::Flow Interpreter::exec(const Node& node, const ScopePtr& scope) {
         return exec_body(node.body, inner);
       }
       case Node::Kind::FilterBlock:
-        *out_ += apply_filter_chain(*node.expr, Value(render_to_string(node.body, scope)), scope).str();
+        emit(apply_filter_chain(*node.expr, Value(render_to_string(node.body, scope)), scope).str());
         return Flow::Normal;
       case Node::Kind::Generation: return exec_body(node.body, scope);
     }
@@ -152,8 +182,12 @@ Interpreter::Flow Interpreter::exec(const Node& node, const ScopePtr& scope) {
     throw;
   } catch (const LocatedError&) {
     throw;
+  } catch (const TemplateBudgetError&) {
+    throw;
   } catch (const Error& e) {
     throw LocatedError(fmt::format("chat template error at line {}: {}", node.line, e.what()));
+  } catch (const std::bad_alloc&) {
+    throw TemplateBudgetError(fmt::format("the chat template ran out of memory at line {}", node.line));
   } catch (const std::exception& e) {
     // Standard-library failures (bad_alloc, length_error, invalid_argument) become template errors too.
     throw LocatedError(fmt::format("chat template error at line {}: {}", node.line, e.what()));
@@ -191,27 +225,30 @@ Interpreter::Flow Interpreter::exec_for(const Node& node, const ScopePtr& scope)
 
   const auto n = static_cast<int64_t>(items.size());
   for (int64_t i = 0; i < n; ++i) {
+    budget_->charge_steps(kLoopIterationSteps);
     auto loop = std::make_shared<Namespace>();
     loop->type_name = "LoopContext";
-    auto& a = loop->attrs;
-    a.set("index", Value(i + 1));
-    a.set("index0", Value(i));
-    a.set("revindex", Value(n - i));
-    a.set("revindex0", Value(n - i - 1));
-    a.set("first", Value(i == 0));
-    a.set("last", Value(i == n - 1));
-    a.set("length", Value(n));
-    a.set("depth", Value(1));
-    a.set("depth0", Value(0));
-    a.set("previtem", i > 0 ? items[i - 1] : Value::undefined("there is no previous item"));
-    a.set("nextitem", i + 1 < n ? items[i + 1] : Value::undefined("there is no next item"));
     auto cycle = std::make_shared<Callable>();
     cycle->name = "cycle";
     cycle->fn = [i](CallArgs& args, Interpreter&) -> Value {
       KS_CHECK(!args.positional.empty(), "no items for cycling given");
       return args.positional[static_cast<size_t>(i) % args.positional.size()];
     };
-    a.set("cycle", Value(std::shared_ptr<const Callable>(std::move(cycle))));
+    // The keys are distinct: append rather than set(), whose scan would charge the budget per key.
+    loop->attrs.entries = {
+        {Value("index"), Value(i + 1)},
+        {Value("index0"), Value(i)},
+        {Value("revindex"), Value(n - i)},
+        {Value("revindex0"), Value(n - i - 1)},
+        {Value("first"), Value(i == 0)},
+        {Value("last"), Value(i == n - 1)},
+        {Value("length"), Value(n)},
+        {Value("depth"), Value(1)},
+        {Value("depth0"), Value(0)},
+        {Value("previtem"), i > 0 ? items[i - 1] : Value::undefined("there is no previous item")},
+        {Value("nextitem"), i + 1 < n ? items[i + 1] : Value::undefined("there is no next item")},
+        {Value("cycle"), Value(std::shared_ptr<const Callable>(std::move(cycle)))},
+    };
 
     auto iter_scope = std::make_shared<Scope>(scope);
     bind_targets(*iter_scope, items[i]);
@@ -367,6 +404,35 @@ Value Interpreter::apply_filter_chain(const Expr& chain, const Value& input, con
 }
 
 Value Interpreter::eval(const Expr& e, const ScopePtr& scope) {
+  RenderBudget::Depth depth(*budget_);
+  budget_->charge_steps(1);
+  Value v = eval_expr(e, scope);
+  account(v, e.kind);
+  return v;
+}
+
+void Interpreter::account(const Value& v, Expr::Kind made_by) {
+  // Strings are copied by every lookup, so each result costs its bytes. A list or dict that is only
+  // looked up is shared, not copied; one that an operation made cost its items when it was made.
+  if (v.is_string()) {
+    budget_->check_string(v.as_string().size());
+    budget_->charge_bytes(v.as_string().size());
+    return;
+  }
+  const bool made = made_by == Expr::Kind::Call || made_by == Expr::Kind::Filter || made_by == Expr::Kind::Binary ||
+                    made_by == Expr::Kind::Slice;
+  size_t items = 0;
+  if (v.is_list())
+    items = v.as_list().size();
+  else if (v.is_dict())
+    items = v.as_dict().entries.size();
+  else
+    return;
+  budget_->check_items(items);
+  if (made) budget_->charge_bytes(items * sizeof(Value));
+}
+
+Value Interpreter::eval_expr(const Expr& e, const ScopePtr& scope) {
   switch (e.kind) {
     case Expr::Kind::Literal: return e.value;
     case Expr::Kind::Name: {

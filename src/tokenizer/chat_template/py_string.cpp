@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "tokenizer/chat_template/budget.h"
+
 namespace kestrel::chat_template::py {
 
 uint32_t next_code_point(std::string_view s, size_t& i) {
@@ -155,8 +157,9 @@ std::vector<std::string> split(std::string_view s, const std::optional<std::stri
   std::vector<std::string> parts;
   size_t start = 0;
   while (maxsplit < 0 || static_cast<int64_t>(parts.size()) < maxsplit) {
-    const size_t at = s.find(*sep, start);
+    const size_t at = find_bytes(s, *sep, start);
     if (at == std::string_view::npos) break;
+    charge_bytes(sizeof(std::string) + at - start);
     parts.emplace_back(s.substr(start, at - start));
     start = at + sep->size();
   }
@@ -171,8 +174,9 @@ std::vector<std::string> rsplit(std::string_view s, const std::optional<std::str
   size_t end = s.size();
   while (maxsplit < 0 || static_cast<int64_t>(parts.size()) < maxsplit) {
     if (end < sep->size()) break;
-    const size_t at = s.rfind(*sep, end - sep->size());
+    const size_t at = rfind_bytes(s, *sep, end - sep->size());
     if (at == std::string_view::npos) break;
+    charge_bytes(sizeof(std::string) + end - at - sep->size());
     parts.emplace_back(s.substr(at + sep->size(), end - at - sep->size()));
     end = at;
   }
@@ -205,7 +209,7 @@ std::string replace(std::string_view s, std::string_view old, std::string_view r
     const std::vector<size_t> offs = code_point_offsets(s);
     int64_t done = 0;
     for (size_t k = 0; k + 1 < offs.size(); ++k) {
-      if (count < 0 || done < count) out += repl, ++done;
+      if (count < 0 || done < count) charge_bytes(repl.size()), out += repl, ++done;
       out += s.substr(offs[k], offs[k + 1] - offs[k]);
     }
     if (count < 0 || done < count) out += repl;
@@ -214,9 +218,10 @@ std::string replace(std::string_view s, std::string_view old, std::string_view r
   size_t start = 0;
   int64_t done = 0;
   while (count < 0 || done < count) {
-    const size_t at = s.find(old, start);
+    const size_t at = find_bytes(s, old, start);
     if (at == std::string_view::npos) break;
     out += s.substr(start, at - start);
+    charge_bytes(repl.size());
     out += repl;
     start = at + old.size();
     ++done;
@@ -225,15 +230,41 @@ std::string replace(std::string_view s, std::string_view old, std::string_view r
   return out;
 }
 
+namespace {
+
+// A search of `haystack` bytes for `needle`. It is linear for short needles but may compare
+// haystack * needle bytes for long ones, so that worst case is charged before it can happen.
+void charge_search(size_t haystack, size_t needle) {
+  if (needle > 64) charge_steps((1 + haystack / 64) * (needle / 64));
+}
+
+}  // namespace
+
+size_t find_bytes(std::string_view s, std::string_view sub, size_t from) {
+  const size_t begin = std::min(from, s.size());
+  charge_search(s.size() - begin, sub.size());
+  const size_t at = s.find(sub, from);
+  charge_steps(1 + ((at == std::string_view::npos ? s.size() : at + sub.size()) - begin) / 64);
+  return at;
+}
+
+size_t rfind_bytes(std::string_view s, std::string_view sub, size_t from) {
+  const size_t end = std::min(from == std::string_view::npos ? s.size() : from + sub.size(), s.size());
+  charge_search(end, sub.size());
+  const size_t at = s.rfind(sub, from);
+  charge_steps(1 + (end - (at == std::string_view::npos ? 0 : std::min(at, end))) / 64);
+  return at;
+}
+
 int64_t count(std::string_view s, std::string_view sub) {
   if (sub.empty()) return static_cast<int64_t>(length(s)) + 1;
   int64_t n = 0;
-  for (size_t at = s.find(sub); at != std::string_view::npos; at = s.find(sub, at + sub.size())) ++n;
+  for (size_t at = find_bytes(s, sub); at != std::string_view::npos; at = find_bytes(s, sub, at + sub.size())) ++n;
   return n;
 }
 
 int64_t find(std::string_view s, std::string_view sub, bool reverse) {
-  const size_t at = reverse ? s.rfind(sub) : s.find(sub);
+  const size_t at = reverse ? rfind_bytes(s, sub) : find_bytes(s, sub);
   if (at == std::string_view::npos) return -1;
   return static_cast<int64_t>(length(s.substr(0, at)));
 }

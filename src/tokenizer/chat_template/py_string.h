@@ -30,6 +30,10 @@ std::vector<std::string> split(std::string_view s, const std::optional<std::stri
 std::vector<std::string> rsplit(std::string_view s, const std::optional<std::string>& sep, int64_t maxsplit);
 std::vector<std::string> splitlines(std::string_view s, bool keepends);
 std::string replace(std::string_view s, std::string_view old, std::string_view repl, int64_t count);
+// std::string_view::find and rfind that charge the render budget for the bytes they scan (the search
+// is quadratic in the worst case, so long needles cost more).
+size_t find_bytes(std::string_view s, std::string_view sub, size_t from = 0);
+size_t rfind_bytes(std::string_view s, std::string_view sub, size_t from = std::string_view::npos);
 // Python str.count / str.find on code points (returns code point index, -1 when absent).
 int64_t count(std::string_view s, std::string_view sub);
 int64_t find(std::string_view s, std::string_view sub, bool reverse);

@@ -7,23 +7,28 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "tokenizer/chat_template/budget.h"
 #include "tokenizer/chat_template/py_string.h"
 
 namespace kestrel::chat_template {
 
+// Lookups scan the entries (see the struct's comment), so they cost a step per entry.
 const Value* ValueDict::find(const Value& key) const {
+  charge_steps(entries.size());
   for (const auto& [k, v] : entries)
     if (k.equals(key)) return &v;
   return nullptr;
 }
 
 const Value* ValueDict::find(std::string_view key) const {
+  charge_steps(entries.size());
   for (const auto& [k, v] : entries)
     if (k.is_string() && k.as_string() == key) return &v;
   return nullptr;
 }
 
 void ValueDict::set(Value key, Value value) {
+  charge_steps(entries.size());
   for (auto& [k, v] : entries) {
     if (k.equals(key)) {
       v = std::move(value);
@@ -33,7 +38,36 @@ void ValueDict::set(Value key, Value value) {
   entries.emplace_back(std::move(key), std::move(value));
 }
 
-Value::Value(ValueList list, Seq seq) : data_(std::make_shared<const ValueList>(std::move(list))), seq_(seq) {}
+template <typename Children>
+void Value::set_depth(const Children& children) {
+  int deepest = 0;
+  for (const auto& c : children) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(c)>, Value>)
+      deepest = std::max(deepest, c.depth());
+    else
+      deepest = std::max({deepest, c.first.depth(), c.second.depth()});
+  }
+  if (deepest + 1 > kMaxValueDepth)
+    throw TemplateBudgetError(
+        fmt::format("the chat template went over its render budget: lists, dicts and namespaces nested deeper than {}",
+                    kMaxValueDepth));
+  depth_ = static_cast<uint16_t>(deepest + 1);
+}
+
+Value::Value(ValueList list, Seq seq) : seq_(seq) {
+  set_depth(list);
+  data_ = std::make_shared<const ValueList>(std::move(list));
+}
+
+Value::Value(ValueDict dict) {
+  set_depth(dict.entries);
+  data_ = std::make_shared<const ValueDict>(std::move(dict));
+}
+
+Value::Value(std::shared_ptr<Namespace> ns) {
+  set_depth(ns->attrs.entries);
+  data_ = std::move(ns);
+}
 
 Value Value::markup(std::string s) {
   Value v(std::move(s));
@@ -99,12 +133,13 @@ bool Value::equals(const Value& other) const {
   switch (kind()) {
     case Kind::Undefined:
     case Kind::None: return true;
-    case Kind::String: return as_string() == other.as_string();
+    case Kind::String: charge_bytes(as_string().size()); return as_string() == other.as_string();
     case Kind::List: {
       const auto& a = as_list();
       const auto& b = other.as_list();
       if (is_iterator() || other.is_iterator()) return &a == &b;  // iterators compare by identity
       if (is_tuple() != other.is_tuple() || a.size() != b.size()) return false;
+      charge_steps(a.size());
       for (size_t i = 0; i < a.size(); ++i)
         if (!a[i].equals(b[i])) return false;
       return true;
@@ -200,6 +235,7 @@ std::string Value::repr() const {
       if (is_iterator()) return fmt::format("<{} object>", type_name());
       std::string out = is_tuple() ? "(" : "[";
       const auto& list = as_list();
+      charge_steps(list.size());
       for (size_t i = 0; i < list.size(); ++i) {
         if (i) out += ", ";
         out += list[i].repr();
@@ -211,6 +247,7 @@ std::string Value::repr() const {
     case Kind::Dict: {
       std::string out = "{";
       bool first = true;
+      charge_steps(as_dict().entries.size());
       for (const auto& [k, v] : as_dict().entries) {
         if (!first) out += ", ";
         first = false;
@@ -220,7 +257,20 @@ std::string Value::repr() const {
     }
     case Kind::Callable: return fmt::format("<function {}>", as_callable().name);
     case Kind::Namespace: {
+      // A namespace may hold itself (ns.me = [ns]); Python would print "...", jinja2 templates don't
+      // print namespaces at all, so a cycle is an error here.
       const auto& ns = as_namespace();
+      thread_local int depth = 0;
+      if (depth >= kMaxValueDepth) {
+        throw TemplateBudgetError(
+            fmt::format("the chat template went over its render budget: printing namespaces nested deeper than {} "
+                        "(a namespace that holds itself?)",
+                        kMaxValueDepth));
+      }
+      ++depth;
+      struct Leave {
+        ~Leave() { --depth; }
+      } leave;
       return fmt::format("<{} {}>", ns.type_name, Value(ns.attrs).repr());
     }
   }
@@ -280,6 +330,7 @@ std::string json_key(const Value& k) {
 
 void dump_json(std::string& out, const Value& v, const JsonDumpOptions& opts, int depth) {
   KS_CHECK(depth < 512, "tojson: value nested too deeply");
+  charge_steps(1);
   auto newline = [&](int level) {
     if (!opts.indent) return;
     out += '\n';

@@ -74,9 +74,9 @@ class Value {
   // A markupsafe.Markup string (from |safe or |escape): concatenating a plain str to it escapes
   // the plain str, as jinja2 does even with autoescape off.
   static Value markup(std::string s);
-  Value(ValueDict dict) : data_(std::make_shared<const ValueDict>(std::move(dict))) {}
+  Value(ValueDict dict);
   Value(std::shared_ptr<const Callable> c) : data_(std::move(c)) {}
-  Value(std::shared_ptr<Namespace> ns) : data_(std::move(ns)) {}
+  Value(std::shared_ptr<Namespace> ns);
 
   // Objects keep their key order, so pass nlohmann::ordered_json to render tools and arguments in
   // the order the client sent them (plain nlohmann::json has already sorted its keys).
@@ -97,6 +97,9 @@ class Value {
   bool is_tuple() const { return is_list() && seq_ == Seq::Tuple; }
   bool is_iterator() const { return is_list() && (seq_ == Seq::Generator || seq_ == Seq::ReverseIterator); }
   Seq seq() const { return seq_; }
+  // How many lists, dicts and namespaces deep the value is (0 for a scalar). Lists and dicts can't
+  // change, so theirs is exact; a namespace's is taken when it is wrapped.
+  int depth() const { return depth_; }
   bool is_markup() const { return is_string() && markup_; }
 
   bool as_bool() const { return std::get<bool>(data_); }
@@ -133,9 +136,18 @@ class Value {
   std::variant<Undefined, std::monostate, bool, int64_t, double, std::string, std::shared_ptr<const ValueList>,
                std::shared_ptr<const ValueDict>, std::shared_ptr<const Callable>, std::shared_ptr<Namespace>>
       data_;
+  // Sets depth_ from the children; throws TemplateBudgetError past kMaxValueDepth, so that printing,
+  // comparing and destroying a value never recurses deeper than that.
+  template <typename Children>
+  void set_depth(const Children& children);
+
   Seq seq_ = Seq::List;
   bool markup_ = false;
+  uint16_t depth_ = 0;
 };
+
+// Nesting allowed in values: JSON schemas in tool definitions are far shallower.
+inline constexpr int kMaxValueDepth = 200;
 
 // Python's float repr: shortest round-trip digits, "1.0", "1e+16", "1.5e-07", "inf", "nan".
 std::string python_float_repr(double v);
