@@ -8,8 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/verify_sha256.sh
-version=0.3.36
-sdist_sha256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+version=0.3.36  # the release scripts/pinned/llama_cpp_python.sha256 records
 cache="${KESTREL_CACHE:-$HOME/.cache/kestrel}"
 dir="$cache/vocab"
 names=(gpt-2 llama-bpe qwen2 llama-spm)
@@ -22,7 +21,7 @@ if ! verify_sha256 "$dir" <scripts/pinned/test_vocabs.sha256 >/dev/null 2>&1; th
   python3 -m pip download -q --no-deps --no-binary :all: --disable-pip-version-check "llama-cpp-python==$version" \
     -d "$tmp"
   sdist="llama_cpp_python-$version.tar.gz"
-  verify_sha256 "$tmp" <<<"$sdist_sha256  $sdist"
+  verify_sha256 "$tmp" <scripts/pinned/llama_cpp_python.sha256
   patterns=(--wildcards)
   for n in "${names[@]}"; do patterns+=("*/vendor/llama.cpp/models/ggml-vocab-$n.gguf*"); done
   tar -xzf "$tmp/$sdist" -C "$tmp" "${patterns[@]}"

@@ -14,12 +14,14 @@ def verify(directory, listing):
                           text=True)
 
 
-def test_every_download_names_an_exact_release():
-    for name in ("setup.sh", "fetch_test_vocabs.sh"):
-        lines = [l for l in (REPO / "scripts" / name).read_text().splitlines() if "pip download" in l]
+def test_every_download_names_an_exact_release_and_checks_its_sha256():
+    for name in ("setup.sh", "fetch_test_vocabs.sh", "reference/build_llama_cpp.sh"):
+        text = (REPO / "scripts" / name).read_text().replace("\\\n", " ")  # one line per shell command
+        lines = [l for l in text.splitlines() if "pip download" in l]
         assert lines, name
         for line in lines:
             assert re.search(r'==\$\w+"', line), f"{name}: unpinned download: {line.strip()}"
+        assert re.search(r'^\s*verify_sha256 "', text, re.M), f"{name}: downloads without checking a recorded sha256"
 
 
 def test_a_changed_or_missing_file_fails_with_its_name(tmp_path):
