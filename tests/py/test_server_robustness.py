@@ -248,7 +248,8 @@ def test_half_closed_client_gets_its_answer(server, model_id, stream):
 # ---- the shutdown drain ----
 
 def start_generations(s, n_stream, n_plain):
-    """Starts long generations; returns (futures of stream lines, futures of plain responses, pool)."""
+    """Starts long generations, the streams first; returns (futures of stream lines, futures of plain
+    responses, pool)."""
     body = {"prompt": "Tell me a long story.", "max_tokens": 1500, "ignore_eos": True, "temperature": 0}
     first_lines = threading.Barrier(n_stream + 1)
 
@@ -269,8 +270,10 @@ def start_generations(s, n_stream, n_plain):
 
     pool = ThreadPoolExecutor(n_stream + n_plain)
     streams = [pool.submit(stream_lines) for _ in range(n_stream)]
-    plains = [pool.submit(plain) for _ in range(n_plain)]
+    # The plain requests only once every stream runs: sent together, a plain one could take a stream's slot,
+    # and a stream left waiting for a slot never sends the first line the barrier waits for.
     first_lines.wait(timeout=60)
+    plains = [pool.submit(plain) for _ in range(n_plain)]
     for _ in range(100):  # every request has reached the engine
         m = s.metrics()
         if m["kestrel_num_requests_running"] + m["kestrel_num_requests_waiting"] == n_stream + n_plain:
