@@ -30,7 +30,8 @@ fs::path fixture_dir() {
 }
 
 fs::path vocab_cache_dir() {
-  if (const char* c = std::getenv("KESTREL_CACHE")) return fs::path(c) / "vocab";
+  // An empty KESTREL_CACHE is unset, as for scripts/setup.sh (${KESTREL_CACHE:-...}) and the other tests.
+  if (const char* c = std::getenv("KESTREL_CACHE"); c && *c) return fs::path(c) / "vocab";
   const char* home = std::getenv("HOME");
   return fs::path(home ? home : "/nonexistent") / ".cache" / "kestrel" / "vocab";
 }
