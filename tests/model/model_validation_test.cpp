@@ -87,17 +87,47 @@ TEST(ModelValidation, ConfigIntegersAreTypedAndRangeChecked) {
   expect_error([&] { load_model(d); }, {"'original_max_position_embeddings'", "must be an integer"});
 }
 
+// Overwrites the 4-byte scalar value of metadata `key` in a GGUF file (it follows the key string and its
+// 4-byte type id).
+void patch_gguf_value(const std::string& path, const std::string& key, const void* value4) {
+  const std::vector<uint8_t> bytes = test::read_bytes(path);
+  const auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+  ASSERT_NE(at, bytes.end()) << key;
+  patch_file(path, static_cast<uint64_t>(at - bytes.begin()) + key.size() + 4, value4, 4);
+}
+
 TEST(ModelValidation, GgufSizesAboveIntRangeNameTheKey) {
   test::ScratchDir dir;
   const std::string path = copy_fixture(dir, "tiny-llama-f32.gguf");
-  // The u32 value follows the key string and its 4-byte type id.
-  const std::vector<uint8_t> bytes = test::read_bytes(path);
-  const std::string key = "llama.block_count";
-  const auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
-  ASSERT_NE(at, bytes.end());
   const uint32_t big = 0x80000002u;  // a negative int after a plain cast
-  patch_file(path, static_cast<uint64_t>(at - bytes.begin()) + key.size() + 4, &big, 4);
+  patch_gguf_value(path, "llama.block_count", &big);
   expect_error([&] { load_model(path); }, {"llama.block_count", "2147483650"});
+}
+
+TEST(ModelValidation, GgufContextAndRopeNumbersAreChecked) {
+  test::ScratchDir dir;
+  const std::string clean = copy_fixture(dir, "tiny-llama-f32.gguf"), path = dir.path("patched.gguf");
+  auto patched = [&](const char* key, const void* value4) {
+    fs::copy_file(clean, path, fs::copy_options::overwrite_existing);
+    patch_gguf_value(path, key, value4);
+    return [&] { load_model(path); };
+  };
+  // A context length of 0 loaded (as 4096), and so did an infinite RoPE base (a NaN one did not).
+  const uint32_t zero = 0;
+  expect_error(patched("llama.context_length", &zero), {"context length must be positive, got 0"});
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  expect_error(patched("llama.rope.freq_base", &nan), {"RoPE base", "positive finite"});
+  expect_error(patched("llama.rope.freq_base", &inf), {"RoPE base", "positive finite"});
+  // rope_freqs.weight (Llama-3.1 scaling as per-pair divisors) is read into the config, not scanned as a
+  // weight: a NaN or zero divisor is refused there.
+  for (const float bad : {nan, 0.f}) {
+    fs::copy_file(clean, path, fs::copy_options::overwrite_existing);
+    const auto f = GgufFile::open(path);
+    const GgufTensorInfo* t = f->find_tensor("rope_freqs.weight");
+    ASSERT_NE(t, nullptr);
+    patch_file(path, f->data_offset() + t->offset + 3 * sizeof(float), &bad, sizeof(float));
+    expect_error([&] { load_model(path); }, {"RoPE frequency factor", "rope_freqs.weight"});
+  }
 }
 
 TEST(ModelValidation, UntiedHfModelWithoutLmHeadIsAnError) {
