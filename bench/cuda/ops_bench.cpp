@@ -156,7 +156,7 @@ void bench_matmul(std::mt19937& rng, bool quick) {
     const int copies = copies_for(wbytes);
     std::vector<Tensor> ws;
     for (int i = 0; i < copies; ++i) ws.push_back(random_device(DType::BF16, {s.n, s.k}, rng, 0.02f));
-    for (int64_t m : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 128}) {
+    for (int64_t m : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 512, 2048}) {
       Tensor x = random_device(DType::BF16, {m, s.k}, rng);
       Tensor y = empty_device(DType::BF16, {m, s.n});
       const double bytes = wbytes + 2.0 * m * (s.k + s.n), flops = 2.0 * m * s.n * s.k;

@@ -8,6 +8,7 @@
 #                          [--prebuilt DIR] [--server-tests]
 #   --server-tests also runs tests/py/test_server.py against `kestrel serve --device cuda` on the small synth
 #   model (the openai client and its needs come from .whl/ wheels where the machine lacks them).
+#   With the bench, `kestrel bench --batch-invariant` runs too (the invariant mode's cost).
 #   --kernels also runs the kernel benchmarks (bench/cuda/ops_bench.cpp and bench/peers/torch_attention.py);
 #   --no-peer skips the transformers peer (a quicker iteration; final numbers need it).
 #   --commit HASH records HASH as the measured commit: the device's copy of the tree may carry a stale .git,
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 quick=""
-filter='Cuda*:Executor*:OpsHarness.*'
+filter='Cuda*:Executor*:OpsHarness.*:BatchInvariance.*'
 server_tests=0
 bench=1
 peer=1
@@ -125,6 +126,9 @@ fi
 if [ "$bench" = 1 ]; then
   "$k" bench --device cuda -m "$models/llama3-8b" -p 512 -p 8192 -n 128 -B 1 -B 8 -B 32 -B 128 -r 3 \
     --json "$out/kestrel_bench.json" 2>&1 | tee "$out/bench.log"
+  # The cost of batch-invariant mode (fixed-reduction GEMM for every M, per-sequence decode splits).
+  "$k" bench --device cuda -m "$models/llama3-8b" -p 512 -p 8192 -n 128 -B 1 -B 8 -B 32 -B 128 -r 3 --batch-invariant \
+    --json "$out/kestrel_bench_invariant.json" 2>&1 | tee -a "$out/bench.log"
   [ "$peer" = 1 ] && python3 bench/peers/transformers_peer.py --model "$models/llama3-8b" \
     --json "$out/transformers_peer.json" 2>&1 | tee -a "$out/bench.log"
 fi

@@ -89,6 +89,7 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, i
   StepSeq s;
   s.kv = &seq;
   s.tokens = toks;
+  s.prompt = true;
   s.sampling = &greedy;
   auto step = [&](Executor& ex) {
     seq.set_length(0);

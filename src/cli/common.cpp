@@ -25,6 +25,10 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
   app.add_option("--variant", f.variants,
                  "force an op implementation for A/B runs, e.g. --variant matmul=cpu.ref (repeatable); a variant "
                  "that can't run a call falls back with a logged warning");
+  app.add_flag("--batch-invariant", f.batch_invariant,
+               "a request's result never depends on what it is batched with or how its prompt is chunked: only "
+               "kernels with a fixed reduction order run (the CPU always works this way; on CUDA it costs some "
+               "throughput, see BENCHMARKS.md)");
   app.add_option("--kv-type", f.kv_type, "KV cache element type (default: f32 on the CPU, bf16 on CUDA)")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   app.add_flag("-v,--verbose", f.verbose, "log loading and dispatch details");
@@ -70,6 +74,7 @@ ops::Context make_context(const ModelFlags& f) {
   KS_CHECK(backends::available(device),
            "--device cuda: this build has no CUDA backend or no CUDA device is visible to this process");
   ops::Context ctx = backends::make_context(device);
+  ctx.batch_invariant = f.batch_invariant;
   for (const std::string& v : f.variants) {
     const size_t eq = v.find('=');
     KS_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < v.size(), "--variant expects op=name, got '{}'", v);

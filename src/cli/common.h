@@ -22,6 +22,7 @@ struct ModelFlags {
   int batch_size = 512;
   std::string device = "cpu";
   std::vector<std::string> variants;  // op=variant
+  bool batch_invariant = false;       // ops::Context::batch_invariant
   std::string kv_type;                // empty: f32 on the CPU, bf16 on CUDA
   bool verbose = false;
 };

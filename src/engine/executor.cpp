@@ -142,10 +142,11 @@ struct Executor::Impl {
     if (entries > 0) lane->copy_async(dev_in.ptr<int32_t>() + off_pen, h + off_pen, size_t(entries) * kEntryWords * 4);
   }
 
-  ops::AttentionBatch attention_batch(const std::vector<ops::AttentionSeq>& seqs, float scale) const {
+  ops::AttentionBatch attention_batch(const std::vector<ops::AttentionSeq>& seqs, int n_decode, float scale) const {
     ops::AttentionBatch ab;
     ab.scale = scale;
     ab.seqs = seqs;
+    ab.n_decode = n_decode;
     const auto n = static_cast<int64_t>(seqs.size());
     ab.block_tables = section(off_tables, {n, W});
     ab.seq_info = section(off_info, {n, 3});
@@ -267,7 +268,7 @@ void Executor::capture_graphs() {
     for (int i = 0; i < b; ++i) seqs.push_back({i, 1, m.W * m.bs, nullptr});
     // Planned for the longest sequence the graph may see; the kernels read the real lengths on the device.
     Impl::Recorded rec;
-    rec.plan = m.model->plan_attention(ctx_, m.attention_batch(seqs, scale), m.cache->layers(), m.scratch);
+    rec.plan = m.model->plan_attention(ctx_, m.attention_batch(seqs, b, scale), m.cache->layers(), m.scratch);
     m.enqueue(ctx_, b, b, rec.plan);
     m.lane->synchronize();
     rec.graph = m.lane->capture([&] { m.enqueue(ctx_, b, b, rec.plan); });
@@ -331,8 +332,10 @@ void Executor::submit(std::span<const StepSeq> in) {
     host_logits |= in[i].logits != LogitRows::None;
     all_single &= in[i].tokens.size() == 1;
   }
-  std::stable_partition(order.begin(), order.end(), [&](int i) { return in[i].tokens.size() == 1; });
+  const auto is_decode = [&](int i) { return in[i].tokens.size() == 1 && !in[i].prompt; };
+  std::stable_partition(order.begin(), order.end(), is_decode);
   const int n_run = static_cast<int>(order.size());
+  const int n_decode = static_cast<int>(std::count_if(order.begin(), order.end(), is_decode));
 
   // Sampling rows and penalty entries first: the entries may outgrow the staging buffers.
   std::vector<ops::PenaltyEntry> entries;
@@ -436,7 +439,7 @@ void Executor::submit(std::span<const StepSeq> in) {
       m.upload(h, n_run, static_cast<int>(entries.size()));
       const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
       const ops::AttentionPlan plan =
-          m.model->plan_attention(ctx_, m.attention_batch(seqs, scale), m.cache->layers(), m.scratch);
+          m.model->plan_attention(ctx_, m.attention_batch(seqs, n_decode, scale), m.cache->layers(), m.scratch);
       if (host_logits) slot.host_logits = Tensor::empty_host(DType::F32, {R, m.vocab});
       m.enqueue(ctx_, T, R, plan, host_logits ? &slot.host_logits : nullptr);
       m.enqueue_readback(slot, T, R);

@@ -275,7 +275,10 @@ void Scheduler::extend_hashes(Sequence& s, int32_t n_blocks) {
 void Scheduler::register_full_blocks(Sequence& s) {
   const int32_t bs = cache_->block_size();
   // Positions whose token is known: the K/V of a pending token may be computed already, its value not.
-  const int32_t full = std::min(s.kv.length(), static_cast<int32_t>(s.tokens.size())) / bs;
+  int32_t full = std::min(s.kv.length(), static_cast<int32_t>(s.tokens.size())) / bs;
+  // Batch-invariant mode shares prompt blocks only: a generated token's K/V came from the decode kernel,
+  // and a later request whose prompt holds that text must get what the prefill kernel gives it.
+  if (ctx_.batch_invariant) full = std::min(full, s.n_prompt / bs);
   extend_hashes(s, full);
   if (!opt_.prefix_cache) return;
   for (; s.n_registered < full; ++s.n_registered) {
@@ -335,6 +338,15 @@ void Scheduler::publish_and_deliver() {
     if (req->on_output) req->on_output(std::move(ev));
 }
 
+int32_t Scheduler::chunk_cap(const Sequence& s) const {
+  const int32_t len = s.kv.length();
+  if (!ctx_.batch_invariant) return s.n_uncomputed();
+  // Batch-invariant mode: generated tokens computed again (after a preemption) go one per step as decode
+  // rows, as they first went, and a chunk never mixes prompt and generated tokens: on the GPU the decode
+  // and prefill attention kernels round differently, so a token's kernel must not depend on the history.
+  return len < s.n_prompt ? std::min(s.n_uncomputed(), s.n_prompt - len) : 1;
+}
+
 std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_preempt) {
   // 1. Running sequences, oldest first: each gets its decode token or next prefill chunk. When blocks run
   // out, the youngest running sequence is preempted (possibly the one asking) — only with no step in
@@ -353,7 +365,7 @@ std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_pree
       ++i;
       continue;
     }
-    const int32_t chunk = std::min({s.n_uncomputed(), budget, prefill ? prefill_left : budget});
+    const int32_t chunk = std::min({chunk_cap(s), budget, prefill ? prefill_left : budget});
     bool preempted_self = false;
     while (!reserve(s, s.kv.length() + chunk)) {
       if (!may_preempt) return std::nullopt;
@@ -374,7 +386,7 @@ std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_pree
   while (budget > 0 && prefill_left > 0 && !waiting_.empty() && static_cast<int>(running_.size()) < opt_.max_running) {
     Sequence& s = *waiting_.front();
     admit_prefix(s);
-    const int32_t chunk = std::min({s.n_uncomputed(), budget, prefill_left});
+    const int32_t chunk = std::min({chunk_cap(s), budget, prefill_left});
     if (!reserve(s, s.kv.length() + chunk)) {
       release(s);  // don't sit on prefix blocks while waiting
       break;
@@ -402,6 +414,7 @@ bool Scheduler::submit(const std::vector<Planned>& plan) {
   for (auto [s, chunk] : plan) {
     StepSeq w;
     w.kv = &s->kv;
+    w.prompt = s->kv.length() < s->n_prompt;
     if (s->pending > 0) {
       w.tokens = std::span(&kPlaceholder, 1);
       w.prev_index = s->last_index;

@@ -107,6 +107,8 @@ class Scheduler {
   struct InFlight;
   using Planned = std::pair<Sequence*, int32_t>;  // a sequence and the tokens it runs in the step
 
+  // The most tokens of s the next step may compute (all it has left, except in batch-invariant mode).
+  int32_t chunk_cap(const Sequence& s) const;
   // Plans the next step; nullopt when it would have to preempt and may not (a step is in flight).
   std::optional<std::vector<Planned>> schedule(bool may_preempt);
   bool submit(const std::vector<Planned>& plan);

@@ -50,6 +50,7 @@ Tensor Session::feed(std::span<const int32_t> tokens, bool all_logits, const std
     const bool last_chunk = done + chunk == n;
     StepSeq s;
     s.kv = &seq_;
+    s.prompt = true;
     s.tokens = tokens.subspan(done, chunk);
     s.logits = all_logits ? LogitRows::All : (last_chunk ? LogitRows::Last : LogitRows::None);
     const StepResult r = executor_->run(std::span(&s, 1));
@@ -71,6 +72,7 @@ std::span<const int32_t> Session::feed_prefix(std::span<const int32_t> tokens) {
     for (size_t done = 0; done < last; done += n_batch_) {
       StepSeq s;
       s.kv = &seq_;
+      s.prompt = true;
       s.tokens = tokens.subspan(done, n_batch_);
       const StepResult r = executor_->run(std::span(&s, 1));
       KS_CHECK(r.seqs[0].error.empty(), "the step failed: {}", r.seqs[0].error);

@@ -25,6 +25,10 @@ struct Context {
   // Profiling (bench's GEMM share and attention time): when set, only the op of this name runs and every
   // other op returns at once, so a timed step measures that op's share alone.
   std::string profile_only;
+  // Batch-invariant mode (--batch-invariant): a row's result must not depend on the other rows of a call
+  // or on how a prompt was cut into chunks, so only variants whose reductions are fixed per row are
+  // chosen (Variant::batch_dependent), and planned ops (decode attention) plan per sequence.
+  bool batch_invariant = false;
 
   ThreadPool& threads() const;
   // The lane; throws a clear error when a device context was built without one.

@@ -25,6 +25,9 @@ struct Variant {
   // step (split counts, workspace); handed back to run() through the op's arguments. run() must also work
   // without it (it then plans for itself).
   std::function<std::shared_ptr<void>(const Args&, const Context&)> plan = nullptr;
+  // True when a row's result may depend on the other rows of the call (a reduction chosen by the batch's
+  // shape, e.g. cuBLASLt's split-K). Context::batch_invariant passes such variants over.
+  bool batch_dependent = false;
 };
 
 template <typename Args>
@@ -58,7 +61,10 @@ const Variant<Args>& Registry<Args>::select(const Args& args, const Context& ctx
     for (const auto& v : variants_) {
       if (v.name != it->second || v.device != ctx.device) continue;
       std::string reason;
-      if (v.supports(args, &reason)) return v;
+      if (ctx.batch_invariant && v.batch_dependent)
+        reason = "its reduction depends on the batch's shape (batch-invariant mode)";
+      else if (v.supports(args, &reason))
+        return v;
       why = reason;
     }
   }
@@ -67,7 +73,9 @@ const Variant<Args>& Registry<Args>::select(const Args& args, const Context& ctx
   for (const auto& v : variants_) {
     if (v.device != ctx.device || (best && v.priority <= best->priority)) continue;
     std::string reason;
-    if (v.supports(args, &reason))
+    if (ctx.batch_invariant && v.batch_dependent)
+      last_reason = v.name + ": its reduction depends on the batch's shape (batch-invariant mode)";
+    else if (v.supports(args, &reason))
       best = &v;
     else
       last_reason = v.name + ": " + reason;

@@ -144,13 +144,23 @@ void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const 
 AttentionPlan plan_attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch) {
   check_attention_shapes(q, cache, q);
   size_t decode = 0;
-  while (decode < batch.seqs.size() && batch.seqs[decode].q_len == 1) ++decode;
+  if (batch.n_decode >= 0) {
+    KS_CHECK(static_cast<size_t>(batch.n_decode) <= batch.seqs.size(), "plan_attention: {} decode rows of {} sequences",
+             batch.n_decode, batch.seqs.size());
+    decode = static_cast<size_t>(batch.n_decode);
+    for (size_t i = 0; i < decode; ++i)
+      KS_CHECK(batch.seqs[i].q_len == 1, "plan_attention: a decode row with q_len != 1");
+  } else {
+    while (decode < batch.seqs.size() && batch.seqs[decode].q_len == 1) ++decode;
+  }
   AttentionPlan plan;
-  for (auto [begin, end] : {std::pair{size_t{0}, decode}, std::pair{decode, batch.seqs.size()}}) {
+  for (const bool decode_part : {true, false}) {
+    const size_t begin = decode_part ? 0 : decode, end = decode_part ? decode : batch.seqs.size();
     if (begin == end) continue;
     AttentionPlan::Part part;
     part.batch = sub_batch(batch, begin, end);
-    Tensor out = q;  // stands in for the output in the capability checks
+    part.batch.n_decode = decode_part ? static_cast<int>(end) : 0;  // a part is all decode rows or none
+    Tensor out = q;                                                 // stands in for the output in the capability checks
     const AttentionArgs args{q, cache, part.batch, out};
     const auto& v = registries().attention.select(args, ctx);
     part.variant = &v;

@@ -109,6 +109,9 @@ struct AttentionSeq {
 struct AttentionBatch {
   std::vector<AttentionSeq> seqs;
   float scale = 1.f;  // usually 1/sqrt(head_dim)
+  // The first n_decode sequences are decode rows (one generated token each; plan_attention gives them the
+  // decode kernel, the rest the prefill kernel); -1: every leading single-token sequence is one.
+  int n_decode = -1;
   // Device copies for GPU variants (empty on the CPU): block tables as i32 [n_seqs, max_blocks] (row s
   // padded with -1) and per-sequence {q_begin, q_len, kv_len} as i32 [n_seqs, 3]. The host `seqs` above
   // stay authoritative for planning (grid sizes, split counts).

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "../common/test_model.h"
+#include "backends/backends.h"
 #include "core/dequant.h"
 #include "core/half.h"
 #include "core/quant_blocks.h"
@@ -122,35 +123,45 @@ TEST(BatchInvariance, AttentionOfASequenceIsTheSameAloneAndInABatch) {
   }
 }
 
-// 16 requests alone against all of them together with a small token budget (prompts chunked, decode
-// rows and prefill chunks in the same steps), with and without asynchronous scheduling: the same tokens,
-// the same logprob bits, the same seeded samples. Q4_1 weights (the default model's type) and contexts
-// past the attention's kv split size, on two threads.
-TEST(BatchInvariance, RequestsGiveTheSameBitsAloneAndBatched) {
+// 64 requests of varied lengths alone against all of them together with a small token budget (prompts
+// chunked, decode rows and prefill chunks in the same steps), with and without asynchronous scheduling,
+// and in a cache small enough to preempt and recompute requests; every eighth prompt extends the one
+// before it, so batched runs also hit the prefix cache. The same tokens, the same logprob bits, the same
+// seeded samples. Contexts past the attention's kv split size. On the CPU (Q4_1 weights, the default
+// model's type, two threads) as every run is; on the GPU in batch-invariant mode
+// (ops::Context::batch_invariant, --batch-invariant), bf16 weights and KV.
+void expect_requests_invariant(Device device) {
   std::mt19937 rng(3);
   std::vector<std::vector<int32_t>> prompts;
-  for (int i = 0; i < 16; ++i) {
-    std::vector<int32_t> p(5 + rng() % 400);
-    for (int32_t& t : p) t = 1 + static_cast<int32_t>(rng() % (testing::kTinyVocab - 1));
+  for (int i = 0; i < 64; ++i) {
+    std::vector<int32_t> p;
+    if (i % 8 == 3) p = prompts.back();
+    const size_t extra = 1 + rng() % (i % 4 == 0 ? 16 : 230);
+    for (size_t j = 0; j < extra; ++j) p.push_back(1 + static_cast<int32_t>(rng() % (testing::kTinyVocab - 1)));
     prompts.push_back(p);
   }
   struct Out {
     std::vector<int32_t> tokens;
     std::vector<TokenLogprob> lps;
   };
-  auto serve = [&](const std::vector<size_t>& which, int budget, int overlap) {
-    auto model = testing::tiny_decoder(11, 512, 32, DType::Q4_1);
+  const bool gpu = device == Device::Cuda;
+  SchedulerStats last;
+  auto serve = [&](const std::vector<size_t>& which, int budget, int overlap, int blocks) {
+    auto model = testing::tiny_decoder(11, 512, gpu ? 64 : 32, gpu ? DType::BF16 : DType::Q4_1);
     auto tok = testing::tiny_tokenizer();
     const ModelConfig& c = model->config();
+    ThreadPool pool(2);
+    ops::Context ctx = backends::make_context(device);
+    ctx.pool = &pool;
+    ctx.batch_invariant = true;
+    model->place_on(ctx);
     KvCache cache(KvCacheConfig{.n_layers = c.n_layers,
                                 .n_kv_heads = c.n_kv_heads,
                                 .head_dim = c.head_dim,
                                 .block_size = 16,
-                                .num_blocks = 512},
-                  ops::Context{});
-    ThreadPool pool(2);
-    ops::Context ctx;
-    ctx.pool = &pool;
+                                .num_blocks = blocks,
+                                .dtype = gpu ? DType::BF16 : DType::F32},
+                  ctx);
     Scheduler sched(*model, *tok, cache, ctx,
                     SchedulerOptions{.max_batch_tokens = budget, .n_ctx = 512, .overlap = overlap});
     std::vector<Out> out(prompts.size());
@@ -169,16 +180,23 @@ TEST(BatchInvariance, RequestsGiveTheSameBitsAloneAndBatched) {
     }
     for (int guard = 0; guard < 100000 && sched.step(); ++guard) {
     }
+    last = sched.stats();
     return out;
   };
   std::vector<Out> alone(prompts.size());
-  for (size_t i = 0; i < prompts.size(); ++i) alone[i] = serve({i}, 512, 0)[i];
+  for (size_t i = 0; i < prompts.size(); ++i) alone[i] = serve({i}, 512, 0, 64)[i];
   std::vector<size_t> everyone(prompts.size());
   for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = i;
-  for (int overlap : {0, 1}) {
-    const auto batched = serve(everyone, 97, overlap);
+  struct Run {
+    int budget, overlap, blocks;
+  };
+  for (const Run run : {Run{97, 0, 4096}, Run{157, 1, 4096}, Run{97, 1, 40}}) {
+    const auto batched = serve(everyone, run.budget, run.overlap, run.blocks);
+    EXPECT_GT(last.prefix_cache_hit_tokens, 0u);
+    if (run.blocks < 64) EXPECT_GT(last.preemptions, 0u) << "the small cache was to preempt";
     for (size_t i = 0; i < prompts.size(); ++i) {
-      SCOPED_TRACE(::testing::Message() << "request " << i << " overlap " << overlap);
+      SCOPED_TRACE(::testing::Message() << "request " << i << " budget " << run.budget << " overlap " << run.overlap
+                                        << " blocks " << run.blocks);
       ASSERT_EQ(batched[i].tokens, alone[i].tokens);
       ASSERT_EQ(batched[i].lps.size(), alone[i].lps.size());
       for (size_t j = 0; j < alone[i].lps.size(); ++j) {
@@ -187,6 +205,15 @@ TEST(BatchInvariance, RequestsGiveTheSameBitsAloneAndBatched) {
       }
     }
   }
+}
+
+TEST(BatchInvariance, RequestsGiveTheSameBitsAloneAndBatched) {
+  expect_requests_invariant(Device::Cpu);
+}
+
+TEST(BatchInvariance, RequestsGiveTheSameBitsAloneAndBatchedOnTheGpu) {
+  if (!backends::available(Device::Cuda)) GTEST_SKIP() << "no CUDA device: the GPU's batch-invariant mode untested";
+  expect_requests_invariant(Device::Cuda);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -302,46 +303,111 @@ TEST(CudaOps, Matmul) {
         }
 }
 
+// Batch-invariant mode's matmul (cuda.gemm_fixed: the flat GEMM up to 64 rows, tiled kernels of two tile
+// shapes beyond, picked by the grid they give) against the reference, and bitwise: any M rows, at any
+// offset in the batch, give exactly the bits they give inside a 600-row call; the default dispatch's GEMV
+// (M <= 8) gives them too. K of 3 chunks (empty fixed ranges), 18 (ranges of unequal length), 128
+// (llama3-8b's K 4096); N off the tile sizes, and wide enough (8192) for the larger tiles.
+TEST(CudaOps, MatmulFixedReductionIsBatchInvariant) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(23);
+  Context inv = cuda_ctx();
+  inv.batch_invariant = true;
+  const int64_t kRows = 600;
+  for (auto [k, n] : {std::pair<int64_t, int64_t>{96, 200}, {576, 1000}, {4096, 1000}, {576, 8192}})
+    for (DType yt : {DType::BF16, DType::F32}) {
+      const bool bias = n == 1000;
+      const Tensor x = rand_host({kRows, k}, rng), w = rand_host({n, k}, rng, 0.05f), b = rand_host({n}, rng);
+      Tensor want = Tensor::empty_host(DType::F32, {kRows, n});
+      ops::matmul(cpu_ctx(), x, w, want, bias ? &b : nullptr);
+      const Tensor dx = to_device(x, DType::BF16), dw = to_device(w, DType::BF16), db = to_device(b, DType::F32);
+      Tensor full = poisoned_device(yt, {kRows, n});
+      registries().matmul.run_variant("cuda.gemm_fixed", {dx, dw, full, bias ? &db : nullptr}, cuda_ctx());
+      const Tensor all = result(full);
+      EXPECT_LE(nmse(all, want), kBf16Bound) << "k" << k << " n" << n;
+      for (int64_t m : {1, 2, 8, 9, 16, 17, 40, 64, 65, 128, 129, 200, 333})
+        for (int64_t off : {int64_t{0}, kRows - m}) {
+          const Tensor sx = dx.slice_rows(off, m);
+          Tensor y = poisoned_device(yt, {m, n});
+          const MatmulArgs args{sx, dw, y, bias ? &db : nullptr};
+          const std::string chosen = registries().matmul.select(args, inv).name;
+          EXPECT_EQ(chosen, m <= 8 ? "cuda.gemv" : "cuda.gemm_fixed") << "m" << m;
+          ops::matmul(inv, sx, dw, y, bias ? &db : nullptr);
+          const Tensor got = result(y);
+          EXPECT_EQ(std::memcmp(got.data, all.row(off), got.nbytes()), 0)
+              << chosen << " k" << k << " n" << n << " m" << m << " rows from " << off;
+        }
+    }
+}
+
 struct SeqSpec {
   int32_t q_len, kv_len;
 };
 
-// Random paged cache, random non-contiguous block tables, CPU reference vs the CUDA variant `variant`.
+// A random paged cache holding sequences of the given lengths behind shuffled (non-contiguous) block
+// tables, on the host (f32, for the reference) and on the device (bf16).
+struct PagedCache {
+  KvLayer host, dev;
+  int64_t max_blocks = 1;
+  std::vector<std::vector<int32_t>> tables;  // per sequence
+
+  PagedCache(int64_t n_kv, int64_t d, int64_t bs, const std::vector<int32_t>& kv_lens, std::mt19937& rng) {
+    int64_t blocks = 3;
+    for (int32_t len : kv_lens) {
+      blocks += (len + bs - 1) / bs;
+      max_blocks = std::max(max_blocks, (len + bs - 1) / bs);
+    }
+    host = KvLayer{rand_host({blocks, bs, n_kv, d}, rng), rand_host({blocks, bs, n_kv, d}, rng)};
+    dev = KvLayer{to_device(host.k, DType::BF16), to_device(host.v, DType::BF16)};
+    std::vector<int32_t> perm(blocks);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    int32_t next = 0;
+    for (int32_t len : kv_lens) {
+      tables.emplace_back(max_blocks, -1);
+      for (int64_t b = 0; b < (len + bs - 1) / bs; ++b) tables.back()[b] = perm[next++];
+    }
+  }
+
+  // The batch of sequences `which` (indices into the tables), with these q/kv lengths, rows packed in order.
+  AttentionBatch batch(const std::vector<size_t>& which, const std::vector<SeqSpec>& specs, float scale) const {
+    AttentionBatch b;
+    b.scale = scale;
+    std::vector<int32_t> flat, info;
+    int32_t q_begin = 0;
+    for (size_t i = 0; i < which.size(); ++i) {
+      b.seqs.push_back({q_begin, specs[i].q_len, specs[i].kv_len, tables[which[i]].data()});
+      flat.insert(flat.end(), tables[which[i]].begin(), tables[which[i]].end());
+      info.insert(info.end(), {q_begin, specs[i].q_len, specs[i].kv_len});
+      q_begin += specs[i].q_len;
+    }
+    b.block_tables = to_device(ints_host(flat).reshaped({static_cast<int64_t>(which.size()), max_blocks}), DType::I32);
+    b.seq_info = to_device(ints_host(info), DType::I32);
+    return b;
+  }
+};
+
+// CPU reference vs the CUDA variant `variant`.
 void check_attention(const std::string& variant, int64_t n_heads, int64_t n_kv, int64_t d, int64_t bs,
                      const std::vector<SeqSpec>& specs, uint32_t seed, float q_scale = 2.f) {
   std::mt19937 rng(seed);
-  int64_t n_tok = 0, blocks = 3, max_blocks = 1;
+  std::vector<int32_t> lens;
+  std::vector<size_t> all;
+  int64_t n_tok = 0;
   for (const SeqSpec& s : specs) {
+    lens.push_back(s.kv_len);
+    all.push_back(all.size());
     n_tok += s.q_len;
-    blocks += (s.kv_len + bs - 1) / bs;
-    max_blocks = std::max(max_blocks, (s.kv_len + bs - 1) / bs);
   }
-  const KvLayer cache{rand_host({blocks, bs, n_kv, d}, rng), rand_host({blocks, bs, n_kv, d}, rng)};
-  std::vector<int32_t> perm(blocks);
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  std::vector<int32_t> tables(specs.size() * max_blocks, -1), info;
-  AttentionBatch batch;
-  batch.scale = 1.f / std::sqrt(static_cast<float>(d));
-  int32_t next = 0, q_begin = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const int64_t nb = (specs[i].kv_len + bs - 1) / bs;
-    for (int64_t b = 0; b < nb; ++b) tables[i * max_blocks + b] = perm[next++];
-    batch.seqs.push_back({q_begin, specs[i].q_len, specs[i].kv_len, tables.data() + i * max_blocks});
-    info.insert(info.end(), {q_begin, specs[i].q_len, specs[i].kv_len});
-    q_begin += specs[i].q_len;
-  }
+  const PagedCache cache(n_kv, d, bs, lens, rng);
+  const AttentionBatch batch = cache.batch(all, specs, 1.f / std::sqrt(static_cast<float>(d)));
   const Tensor q = rand_host({n_tok, n_heads, d}, rng, q_scale);
   Tensor want = Tensor::empty_host(DType::F32, {n_tok, n_heads, d});
-  ops::attention(cpu_ctx(), q, cache, batch, want);
+  ops::attention(cpu_ctx(), q, cache.host, batch, want);
 
-  KvLayer dcache{to_device(cache.k, DType::BF16), to_device(cache.v, DType::BF16)};
-  batch.block_tables =
-      to_device(ints_host(tables).reshaped({static_cast<int64_t>(specs.size()), max_blocks}), DType::I32);
-  batch.seq_info = to_device(ints_host(info), DType::I32);
   const Tensor dq = to_device(q, DType::BF16);
   Tensor out = poisoned_device(DType::BF16, {n_tok, n_heads, d});
-  registries().attention.run_variant(variant, {dq, dcache, batch, out}, cuda_ctx());
+  registries().attention.run_variant(variant, {dq, cache.dev, batch, out}, cuda_ctx());
   std::string desc = variant + " h" + std::to_string(n_heads) + "/" + std::to_string(n_kv) + " d" + std::to_string(d) +
                      " bs" + std::to_string(bs);
   for (const SeqSpec& s : specs) desc += " " + std::to_string(s.q_len) + "/" + std::to_string(s.kv_len);
@@ -413,6 +479,81 @@ TEST(CudaOps, AttentionGeneric) {
     batch.seq_info = to_device(ints_host({0, 4, 40}), DType::I32);
     const std::string chosen = registries().attention.select({q, cache, batch, out}, cuda_ctx()).name;
     EXPECT_EQ(chosen, d == 64 || d == 128 ? "cuda.flash_prefill" : "cuda.attention_generic") << "d" << d;
+  }
+}
+
+// Batch-invariant mode's attention, bitwise. Prompt rows: however a prompt is cut into chunks (a chunk of
+// one token included, which goes to the prefill kernel as a prompt row), each query row gives the bits it
+// gives in the whole prompt. Decode rows: a sequence gives the same bits alone and in any batch (fixed
+// 256-key splits), across split boundaries.
+// Bytes of entry i of a tensor's outermost dimension (a token's [H, d] block).
+const char* outer(const Tensor& t, int64_t i) {
+  return static_cast<const char*>(t.data) + i * (t.nbytes() / t.dim(0));
+}
+
+TEST(CudaOps, AttentionIsBatchInvariantInFixedMode) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(31);
+  Context inv = cuda_ctx();
+  inv.batch_invariant = true;
+  for (int64_t d : {64, 128}) {
+    const int64_t H = 8, Hkv = 2, bs = 16;
+    const float scale = 1.f / std::sqrt(static_cast<float>(d));
+    // Prompt rows of one 700-token prompt.
+    {
+      const int32_t L = 700;
+      const PagedCache cache(Hkv, d, bs, {L}, rng);
+      const Tensor q = to_device(rand_host({L, H, d}, rng, 4.f), DType::BF16);
+      auto run = [&](int32_t begin) {
+        AttentionBatch b = cache.batch({0}, {{L - begin, L}}, scale);
+        b.n_decode = 0;  // prompt rows
+        const Tensor sq = q.slice_rows(begin, L - begin);
+        Tensor out = poisoned_device(DType::BF16, {L - begin, H, d});
+        const AttentionPlan plan = ops::plan_attention(inv, sq, cache.dev, b);
+        EXPECT_EQ(plan.parts.at(0).variant_name, "cuda.flash_prefill");
+        ops::attention(inv, sq, cache.dev, plan, out);
+        return result(out);
+      };
+      const Tensor whole = run(0);
+      for (int32_t begin : {1, 37, 128, 129, 300, 699}) {
+        const Tensor part = run(begin);
+        EXPECT_EQ(std::memcmp(part.data, outer(whole, begin), part.nbytes()), 0) << "d" << d << " chunk from " << begin;
+      }
+    }
+    // Decode rows of sequences around the 256-key split size, alone and together.
+    {
+      const std::vector<int32_t> lens = {1, 255, 256, 257, 1000, 3000, 70};
+      const PagedCache cache(Hkv, d, bs, lens, rng);
+      const int64_t n = static_cast<int64_t>(lens.size());
+      const Tensor q = to_device(rand_host({n, H, d}, rng, 4.f), DType::BF16);
+      auto run = [&](const std::vector<size_t>& which) {
+        std::vector<SeqSpec> specs;
+        for (size_t i : which) specs.push_back({1, lens[i]});
+        const AttentionBatch b = cache.batch(which, specs, scale);
+        Tensor sq = empty_device(DType::BF16, {static_cast<int64_t>(which.size()), H, d});
+        for (size_t j = 0; j < which.size(); ++j)
+          EXPECT_EQ(cudaMemcpy(sq.slice_rows(static_cast<int64_t>(j), 1).data,
+                               q.slice_rows(static_cast<int64_t>(which[j]), 1).data, q.nbytes() / n,
+                               cudaMemcpyDeviceToDevice),
+                    cudaSuccess);
+        Tensor out = poisoned_device(DType::BF16, sq.shape);
+        const AttentionPlan plan = ops::plan_attention(inv, sq, cache.dev, b);
+        EXPECT_EQ(plan.parts.at(0).variant_name, "cuda.decode_splitkv");
+        ops::attention(inv, sq, cache.dev, plan, out);
+        return result(out);
+      };
+      std::vector<size_t> everyone(lens.size());
+      std::iota(everyone.begin(), everyone.end(), size_t{0});
+      std::vector<size_t> reversed(everyone.rbegin(), everyone.rend());
+      const Tensor together = run(everyone), backwards = run(reversed);
+      for (size_t i = 0; i < lens.size(); ++i) {
+        const Tensor alone = run({i});
+        const auto r = static_cast<int64_t>(i);
+        EXPECT_EQ(std::memcmp(alone.data, outer(together, r), alone.nbytes()), 0) << "d" << d << " kv " << lens[i];
+        EXPECT_EQ(std::memcmp(alone.data, outer(backwards, n - 1 - r), alone.nbytes()), 0)
+            << "d" << d << " kv " << lens[i];
+      }
+    }
   }
 }
 

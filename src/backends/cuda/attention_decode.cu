@@ -80,6 +80,7 @@ __device__ __forceinline__ int fast_div(const FastDiv& f, int n) {
 struct DecodeDims {
   int splits;      // grid.x and the split stride of the partials
   int chunk_hint;  // keys per split at the planned length: the table prefetch starts before seq_info lands
+  bool fixed;      // every sequence splits at chunk_hint keys (DecodePlan::fixed_chunk)
   int head_chunks;
   int group;  // query heads per KV head
   FastDiv bs;
@@ -136,7 +137,7 @@ __global__ void __launch_bounds__(W * 32)
     pdl_wait();      // launch.cuh's contract: no block exits before its predecessor completes
     return;
   }
-  const int chunk = split_chunk(kv_len, dd.splits, KS);
+  const int chunk = dd.fixed ? dd.chunk_hint : split_chunk(kv_len, dd.splits, KS);
   const int n_splits = (kv_len + chunk - 1) / chunk;
   if (split >= n_splits) {
     pdl_wait();
@@ -442,7 +443,12 @@ void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* worksp
     return true;
   }();
   (void)configured;
-  const DecodeDims dd{plan.splits, plan.chunk, plan.head_chunks, a.n_heads / a.n_kv_heads, make_fast_div(a.block_size)};
+  const DecodeDims dd{plan.splits,
+                      plan.chunk,
+                      plan.fixed_chunk,
+                      plan.head_chunks,
+                      a.n_heads / a.n_kv_heads,
+                      make_fast_div(a.block_size)};
   float* part_o = static_cast<float*>(workspace);
   float* part_lse = nullptr;
   if (plan.splits > 1) {
@@ -491,6 +497,24 @@ DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int s
     }
   }
   plan.chunk = split_chunk(max_len, plan.splits, stage_keys);  // what the kernel derives at max_len
+  if (plan.splits > 1) {
+    const size_t rows = static_cast<size_t>(a.n_seqs) * a.n_heads * plan.splits;
+    plan.workspace = align256(rows * a.head_dim * sizeof(float)) + align256(rows * sizeof(float));
+    plan.counters = a.n_seqs * a.n_kv_heads * plan.head_chunks;
+  }
+  return plan;
+}
+
+DecodePlan plan_attention_decode_fixed(const AttentionLaunch& a, int max_kv_len) {
+  static_assert(kFixedSplitKeys % keys_per_stage(64, kNarrowWarps) == 0 &&
+                    kFixedSplitKeys % keys_per_stage(128, kNarrowWarps) == 0,
+                "fixed splits hold whole stages, so every split starts its stages at the same positions");
+  DecodePlan plan;
+  plan.head_chunks = (a.n_heads / a.n_kv_heads + kRows - 1) / kRows;
+  plan.warps = kNarrowWarps;
+  plan.fixed_chunk = true;
+  plan.chunk = kFixedSplitKeys;
+  plan.splits = (std::max(max_kv_len, 1) + kFixedSplitKeys - 1) / kFixedSplitKeys;
   if (plan.splits > 1) {
     const size_t rows = static_cast<size_t>(a.n_seqs) * a.n_heads * plan.splits;
     plan.workspace = align256(rows * a.head_dim * sizeof(float)) + align256(rows * sizeof(float));

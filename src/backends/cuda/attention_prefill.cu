@@ -15,7 +15,9 @@
 //   each lane resolves one key row and the 16-byte copies get their row's slot by shuffle.
 // - The running max moves only when a row's max grows by more than kMaxSlack (log2 units), so most tiles
 //   skip rescaling the output accumulators; P then stays below 2^kMaxSlack, harmless in f32 sums and in
-//   bf16 (the final O / l is exact either way).
+//   bf16 (the final O / l is exact either way). The decision is per row, and key tiles start at absolute
+//   positions, so a query row's result does not depend on where its prompt chunk starts or which rows
+//   share its tile (batch invariance).
 #include <cmath>
 
 #include "backends/cuda/common.cuh"
@@ -210,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
     }
 
     float mx[kMT][2];
-    bool grow = false;
+    bool grows[kMT][2], grow = false;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -222,13 +224,17 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
         m = fmaxf(m, __shfl_xor_sync(kFull, m, 1));
         m = fmaxf(m, __shfl_xor_sync(kFull, m, 2));
         mx[mt][h] = m * scale_log2;
-        grow |= mx[mt][h] > m_run[mt][h] + kMaxSlack;  // always true for a first finite max (-inf + 8)
+        grows[mt][h] = mx[mt][h] > m_run[mt][h] + kMaxSlack;  // always true for a first finite max (-inf + 8)
+        grow |= grows[mt][h];
       }
     if (__any_sync(kFull, grow)) {  // warp-uniform, so skipping the rescale saves the instructions
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
+          // Only the rows that grew move their max: a row's arithmetic must not depend on which other
+          // rows share its warp (they change with the chunking of a prompt; batch invariance).
+          if (!grows[mt][h]) continue;
           const float m_new = fmaxf(m_run[mt][h], mx[mt][h]);
           const float corr = fast_exp2(m_run[mt][h] - (m_new == -INFINITY ? 0.f : m_new));
           m_run[mt][h] = m_new;

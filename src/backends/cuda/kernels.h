@@ -113,22 +113,34 @@ void launch_attention_generic(const AttentionLaunch& a, int max_q_len, cudaStrea
 
 // attention_decode.cu: split-KV decode (q_len == 1 for every sequence) with an in-kernel combine.
 struct DecodePlan {
-  int splits = 1;        // KV splits per (sequence, head group): grid.x, one wave of one block per SM
-  int chunk = 0;         // keys per split at max_kv_len; the kernel derives each sequence's from its kv_len
-  int head_chunks = 1;   // groups of up to 16 query heads per KV head handled by separate blocks
-  int warps = 8;         // block shape: 8 (one block per SM, long contexts) or 2 (many short sequences)
-  size_t workspace = 0;  // bytes of scratch for the split partials
-  int counters = 0;      // i32 merge tickets: zero before the first launch; every launch leaves them zero
+  int splits = 1;            // KV splits per (sequence, head group): grid.x, one wave of one block per SM
+  int chunk = 0;             // keys per split at max_kv_len; the kernel derives each sequence's from its kv_len
+  bool fixed_chunk = false;  // every sequence splits at `chunk` keys (batch-invariant mode)
+  int head_chunks = 1;       // groups of up to 16 query heads per KV head handled by separate blocks
+  int warps = 8;             // block shape: 8 (one block per SM, long contexts) or 2 (many short sequences)
+  size_t workspace = 0;      // bytes of scratch for the split partials
+  int counters = 0;          // i32 merge tickets: zero before the first launch; every launch leaves them zero
 };
 DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int sms);
+// Batch-invariant mode: narrow blocks and kFixedSplitKeys keys per split whatever the batch, so a
+// sequence's splits (and the order its partials merge in) depend on its own length alone.
+constexpr int kFixedSplitKeys = 256;
+DecodePlan plan_attention_decode_fixed(const AttentionLaunch& a, int max_kv_len);
 void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters,
                              cudaStream_t stream);
 
-// gemv.cu: y[M, N] = x[M, K] . w[N, K]^T (+ bias) for 1 <= M <= 8 on tensor cores; x, w bf16; y bf16/f32.
-// Needs K % 32 == 0 and 16-byte aligned rows.
+// gemv.cu: y[M, N] = x[M, K] . w[N, K]^T (+ bias) for 1 <= M <= kFlatMaxM on tensor cores; x, w bf16;
+// y bf16/f32. Needs K % 32 == 0 and 16-byte aligned rows. The default dispatch uses it up to kGemvMaxM
+// rows (cuBLASLt beyond); its reduction is fixed_reduction.cuh's, so it agrees bitwise with gemm_fixed.
 constexpr int kGemvMaxM = 8;
+constexpr int kFlatMaxM = 64;
 void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K, int sms,
                  cudaStream_t stream);
+
+// gemm_fixed.cu: the same product for any M with fixed_reduction.cuh's reduction (the flat GEMM up to
+// kFlatMaxM rows, a tiled kernel beyond), so every output row's bits are independent of M. Same needs.
+void launch_gemm_fixed(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                       int sms, cudaStream_t stream);
 
 // sampling.cu: ops::sample over f32 logits [R, V]: three kernels (logprobs, penalties, draw) whose blocks
 // return at once for rows that do not ask for them, so one launch sequence serves every step (graphs).

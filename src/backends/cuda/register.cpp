@@ -198,6 +198,18 @@ void register_matmul(Registries& r) {
                                   a.x.cols());
                   if (a.bias)
                     launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.rows(), stream_of(ctx));
+                },
+                nullptr, /*batch_dependent=*/true});
+  // Every M with one fixed reduction (fixed_reduction.cuh): what batch-invariant mode runs in cuBLASLt's
+  // place, ranked below it because cuBLASLt is faster for large M.
+  r.matmul.add({"cuda.gemm_fixed", Device::Cuda, kPriority - 1,
+                [](const MatmulArgs& a, std::string* why) {
+                  return matmul_common(a, why) && (a.x.cols() % 32 == 0 || reject(why, "K must be a multiple of 32"));
+                },
+                [](const MatmulArgs& a, const Context& ctx) {
+                  launch_gemm_fixed(a.x.data, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype, a.y.data,
+                                    static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()),
+                                    static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
 }
 
@@ -268,7 +280,8 @@ std::shared_ptr<void> plan_decode(const AttentionArgs& a, const Context& ctx) {
   const AttentionLaunch l = describe(a, &max_q, &max_kv);
   CudaLane& lane = lane_of(ctx);
   auto st = std::make_shared<DecodeState>();
-  st->plan = plan_attention_decode(l, max_kv, lane.sm_count());
+  st->plan =
+      ctx.batch_invariant ? plan_attention_decode_fixed(l, max_kv) : plan_attention_decode(l, max_kv, lane.sm_count());
   if (st->plan.workspace) st->partials = lane.allocate(DType::I8, {static_cast<int64_t>(st->plan.workspace)});
   if (st->plan.counters) {
     st->tickets = lane.allocate(DType::I32, {st->plan.counters});
@@ -318,6 +331,8 @@ void register_attention(Registries& r) {
                      if (!tiled_attention_ok(a, why)) return false;
                      for (const AttentionSeq& s : a.batch.seqs)
                        if (s.q_len != 1) return reject(why, "decode kernel needs q_len == 1 for every sequence");
+                     if (a.batch.n_decode >= 0 && a.batch.n_decode < static_cast<int>(a.batch.seqs.size()))
+                       return reject(why, "prompt rows take the prefill kernel (AttentionBatch::n_decode)");
                      return true;
                    },
                    run_decode, plan_decode});
