@@ -408,6 +408,7 @@ const char* cuda_matmul_decline(const std::string& variant, int64_t m, int64_t k
   if (variant == "cuda.gemv" && m > 8) return "more than 8 rows: a GEMM shape, cuBLASLt's";
   if (variant == "cuda.gemv" && k % 32 != 0) return "the GEMV needs K % 32 == 0";
   if (variant == "cuda.cublaslt" && k % 8 != 0) return "cuBLASLt needs K % 8 == 0";
+  if (variant == "cuda.gemm_fixed" && k % 32 != 0) return "the fixed-reduction GEMM needs K % 32 == 0";
   return nullptr;
 }
 
