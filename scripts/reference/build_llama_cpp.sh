@@ -7,8 +7,10 @@
 # Env: KESTREL_CACHE (default ~/.cache/kestrel), LLAMA_CPP_PYTHON_VERSION, JOBS (default 2),
 #      GGML_NATIVE (default ON: a local peer may use every ISA extension of this CPU).
 set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+. "$repo/scripts/verify_sha256.sh"
 
-version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"  # the release scripts/pinned/llama_cpp_python.sha256 records
 cache="${KESTREL_CACHE:-$HOME/.cache/kestrel}"
 jobs="${JOBS:-2}"
 src_root="$cache/src/llama_cpp_python-$version"
@@ -18,6 +20,11 @@ if [ ! -f "$src_root/vendor/llama.cpp/CMakeLists.txt" ]; then
   mkdir -p "$cache/src"
   python3 -m pip download -q --no-deps --no-binary :all: --disable-pip-version-check \
     "llama-cpp-python==$version" -d "$cache/src"
+  if grep -q " llama_cpp_python-$version.tar.gz$" "$repo/scripts/pinned/llama_cpp_python.sha256"; then
+    verify_sha256 "$cache/src" <"$repo/scripts/pinned/llama_cpp_python.sha256"
+  else
+    echo "build_llama_cpp: llama-cpp-python $version is not the pinned release: its sdist is not checked" >&2
+  fi
   tar -xzf "$cache/src/llama_cpp_python-$version.tar.gz" -C "$cache/src"
 fi
 

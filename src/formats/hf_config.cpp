@@ -1,6 +1,8 @@
 #include "formats/hf_config.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "core/error.h"
 #include "core/mapped_file.h"
@@ -33,6 +35,11 @@ int nesting_depth(std::string_view text, int limit) {
   return deepest;
 }
 
+// A value for an error message: numbers as written, anything else (possibly huge) by its type.
+std::string shown(const nlohmann::json& v) {
+  return v.is_number() ? v.dump() : std::string("a JSON ") + v.type_name();
+}
+
 }  // namespace
 
 nlohmann::json parse_json(std::string_view text, std::string_view source, int max_depth) {
@@ -52,6 +59,24 @@ nlohmann::json load_json_file(const std::string& path) {
   const auto file = MappedFile::open(path);
   const std::string_view text(reinterpret_cast<const char*>(file->data()), file->size());
   return parse_json(text, path);
+}
+
+int64_t json_int(const nlohmann::json& value, std::string_view key, std::string_view where, int64_t lo, int64_t hi) {
+  KS_CHECK(value.is_number_integer(), "{}: '{}' must be an integer, got {}", where, key, shown(value));
+  // Non-negative JSON integers are stored unsigned and may exceed int64: check before converting.
+  const bool fits = !value.is_number_unsigned() || value.get<uint64_t>() <= std::numeric_limits<int64_t>::max();
+  const int64_t v = fits ? value.get<int64_t>() : 0;
+  const bool in_range = fits && v >= lo && v <= hi;
+  KS_CHECK(in_range, "{}: '{}' must be between {} and {}, got {}", where, key, lo, hi, value.dump());
+  return v;
+}
+
+float json_float(const nlohmann::json& value, std::string_view key, std::string_view where) {
+  KS_CHECK(value.is_number(), "{}: '{}' must be a number, got {}", where, key, shown(value));
+  const double d = value.get<double>();
+  KS_CHECK(std::isfinite(d) && std::fabs(d) <= std::numeric_limits<float>::max(),
+           "{}: '{}' = {} is out of range for a 32-bit float", where, key, value.dump());
+  return static_cast<float>(d);
 }
 
 }  // namespace kestrel

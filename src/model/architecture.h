@@ -11,14 +11,19 @@
 namespace kestrel {
 
 struct Architecture {
-  std::string_view name;                        // Kestrel's name, also ModelConfig::arch
-  std::vector<std::string_view> gguf_names;     // values of general.architecture
+  std::string_view name;                         // Kestrel's name, also ModelConfig::arch
+  std::vector<std::string_view> gguf_names;      // values of general.architecture
   std::vector<std::string_view> hf_model_types;  // values of config.json "model_type"
   // GGUF converters permute Q/K rows of llama-family models so RoPE rotates adjacent pairs; qwen-family
   // GGUFs keep the Hugging Face half-split layout. HF checkpoints are always half-split.
   ops::RopeParams::Style gguf_rope_style;
   bool qkv_bias;  // q/k/v projections carry biases
   bool qk_norm;   // per-head RMSNorm of q and k before RoPE
+  // Whether a GGUF without output.weight is a tied model (the output projection is token_embd.weight).
+  // GGUF has no tie_word_embeddings key: converters just omit output.weight, and llama.cpp decides per
+  // architecture, loading output.weight as optional with the embedding as fallback (llama, qwen2, qwen3 in
+  // llama-model.cpp) or as required (families that always ship their own head). Kestrel does the same.
+  bool gguf_output_optional;
 };
 
 const std::vector<const Architecture*>& architectures();

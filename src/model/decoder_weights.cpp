@@ -8,6 +8,7 @@
 
 #include "core/dequant.h"
 #include "core/error.h"
+#include "core/finite_check.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "model/weight_uploader.h"
@@ -104,34 +105,59 @@ void DecoderWeights::fuse_projections() {
 
 DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture& arch, const ModelConfig& c) {
   DecoderWeights w;
+  // Every tensor read, by name, for the finite check below.
+  std::vector<std::string> names;
+  std::vector<const Tensor*> read;
+  auto matrix = [&](Tensor& dst, const std::string& name, std::vector<int64_t> shape) {
+    dst = expect(src, name, std::move(shape));
+    names.push_back(name);
+    read.push_back(&dst);
+  };
+  auto f32_vector = [&](Tensor& dst, const std::string& name, std::vector<int64_t> shape) {
+    dst = expect_f32(src, name, std::move(shape));
+    names.push_back(name);
+    read.push_back(&dst);
+  };
   const int64_t q_dim = int64_t{c.n_heads} * c.head_dim, kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
-  w.tok_embd = expect(src, "token_embd.weight", {c.vocab, c.hidden});
-  w.output_norm = expect_f32(src, "output_norm.weight", {c.hidden});
-  w.output =
-      c.tied_embeddings || !src.has("output.weight") ? w.tok_embd : expect(src, "output.weight", {c.vocab, c.hidden});
+  matrix(w.tok_embd, "token_embd.weight", {c.vocab, c.hidden});
+  f32_vector(w.output_norm, "output_norm.weight", {c.hidden});
+  if (c.tied_embeddings)
+    w.output = w.tok_embd;
+  else
+    matrix(w.output, "output.weight", {c.vocab, c.hidden});
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     auto n = [l](const char* suffix) { return fmt::format("blk.{}.{}", l, suffix); };
     LayerWeights& L = w.layers[l];
-    L.attn_norm = expect_f32(src, n("attn_norm.weight"), {c.hidden});
-    L.wq = expect(src, n("attn_q.weight"), {q_dim, c.hidden});
-    L.wk = expect(src, n("attn_k.weight"), {kv_dim, c.hidden});
-    L.wv = expect(src, n("attn_v.weight"), {kv_dim, c.hidden});
-    L.wo = expect(src, n("attn_output.weight"), {c.hidden, q_dim});
+    f32_vector(L.attn_norm, n("attn_norm.weight"), {c.hidden});
+    matrix(L.wq, n("attn_q.weight"), {q_dim, c.hidden});
+    matrix(L.wk, n("attn_k.weight"), {kv_dim, c.hidden});
+    matrix(L.wv, n("attn_v.weight"), {kv_dim, c.hidden});
+    matrix(L.wo, n("attn_output.weight"), {c.hidden, q_dim});
     if (arch.qkv_bias) {
-      L.bq = expect_f32(src, n("attn_q.bias"), {q_dim});
-      L.bk = expect_f32(src, n("attn_k.bias"), {kv_dim});
-      L.bv = expect_f32(src, n("attn_v.bias"), {kv_dim});
+      f32_vector(L.bq, n("attn_q.bias"), {q_dim});
+      f32_vector(L.bk, n("attn_k.bias"), {kv_dim});
+      f32_vector(L.bv, n("attn_v.bias"), {kv_dim});
     }
     if (arch.qk_norm) {
-      L.q_norm = expect_f32(src, n("attn_q_norm.weight"), {c.head_dim});
-      L.k_norm = expect_f32(src, n("attn_k_norm.weight"), {c.head_dim});
+      f32_vector(L.q_norm, n("attn_q_norm.weight"), {c.head_dim});
+      f32_vector(L.k_norm, n("attn_k_norm.weight"), {c.head_dim});
     }
-    L.ffn_norm = expect_f32(src, n("ffn_norm.weight"), {c.hidden});
-    L.w_gate = expect(src, n("ffn_gate.weight"), {c.ffn, c.hidden});
-    L.w_up = expect(src, n("ffn_up.weight"), {c.ffn, c.hidden});
-    L.w_down = expect(src, n("ffn_down.weight"), {c.hidden, c.ffn});
+    f32_vector(L.ffn_norm, n("ffn_norm.weight"), {c.hidden});
+    matrix(L.w_gate, n("ffn_gate.weight"), {c.ffn, c.hidden});
+    matrix(L.w_up, n("ffn_up.weight"), {c.ffn, c.hidden});
+    matrix(L.w_down, n("ffn_down.weight"), {c.hidden, c.ffn});
   }
+  // A NaN or infinite weight would load and then turn every logit into NaN (empty or arbitrary text).
+  const auto t0 = std::chrono::steady_clock::now();
+  if (const auto bad = find_non_finite(read, ThreadPool::global())) {
+    const Tensor& t = *read[bad->tensor];
+    KS_FAIL("tensor '{}' ({}) has a NaN or infinite {} at element {}: the model file is corrupt",
+            src.file_name(names[bad->tensor]), t.describe(), dtype_info(t.dtype).quantized ? "block scale" : "value",
+            bad->element);
+  }
+  log::debug("checked {} tensors for NaN/Inf in {:.1f} ms", read.size(),
+             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   return w;
 }
 

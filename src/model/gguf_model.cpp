@@ -1,5 +1,7 @@
 #include "model/gguf_model.h"
 
+#include <limits>
+
 #include "core/dequant.h"
 #include "core/error.h"
 
@@ -11,25 +13,31 @@ ModelConfig config_from_gguf(const GgufFile& f, const Architecture& arch) {
   ModelConfig c;
   c.arch = std::string(arch.name);
   c.name = f.get_string("general.name", "");
-  c.n_layers = static_cast<int>(f.get_u32(key("block_count")));
-  c.hidden = static_cast<int>(f.get_u32(key("embedding_length")));
-  c.ffn = static_cast<int>(f.get_u32(key("feed_forward_length")));
-  c.n_heads = static_cast<int>(f.get_u32(key("attention.head_count")));
-  c.n_kv_heads = static_cast<int>(f.get_u32(key("attention.head_count_kv"), static_cast<uint32_t>(c.n_heads)));
-  KS_CHECK(c.n_heads > 0, "{}: {} is 0", f.path(), key("attention.head_count"));
-  c.head_dim = static_cast<int>(f.get_u32(key("attention.key_length"), static_cast<uint32_t>(c.hidden / c.n_heads)));
-  c.max_ctx = static_cast<int>(f.get_u32(key("context_length"), 4096));
+  // Signed 32-bit reads: a u32 above INT_MAX is an error naming the key, not a negative size.
+  c.n_layers = f.get_i32(key("block_count"));
+  c.hidden = f.get_i32(key("embedding_length"));
+  c.ffn = f.get_i32(key("feed_forward_length"));
+  c.n_heads = f.get_i32(key("attention.head_count"));
+  c.n_kv_heads = f.get_i32(key("attention.head_count_kv"), c.n_heads);
+  KS_CHECK(c.n_heads > 0, "{}: {} is {}", f.path(), key("attention.head_count"), c.n_heads);
+  c.head_dim = f.get_i32(key("attention.key_length"), c.hidden / c.n_heads);
+  c.max_ctx = f.get_i32(key("context_length"), 4096);
   c.rms_eps = f.get_f32(key("attention.layer_norm_rms_epsilon"), 1e-5f);
 
   KS_CHECK(f.has_tensor("token_embd.weight"), "{}: no token_embd.weight tensor", f.path());
   const auto* embd = f.find_tensor("token_embd.weight");
-  c.vocab = embd->shape.size() == 2 ? static_cast<int>(embd->shape[0]) : 0;
+  KS_CHECK(embd->shape.size() == 2 && embd->shape[0] <= std::numeric_limits<int>::max(),
+           "{}: token_embd.weight must be [vocab, hidden] with vocab below 2^31", f.path());
+  c.vocab = static_cast<int>(embd->shape[0]);
   c.tied_embeddings = !f.has_tensor("output.weight");
+  KS_CHECK(!c.tied_embeddings || arch.gguf_output_optional,
+           "{}: no output.weight tensor, and {} models do not reuse token_embd.weight as the output projection",
+           f.path(), a);
   c.qkv_bias = arch.qkv_bias;
   c.qk_norm = arch.qk_norm;
 
   c.rope.style = arch.gguf_rope_style;
-  c.rope.rot_dim = static_cast<int>(f.get_u32(key("rope.dimension_count"), static_cast<uint32_t>(c.head_dim)));
+  c.rope.rot_dim = f.get_i32(key("rope.dimension_count"), c.head_dim);
   c.rope.theta = f.get_f32(key("rope.freq_base"), 10000.f);
   const std::string scaling = f.get_string(key("rope.scaling.type"), "none");
   if (scaling == "linear") {

@@ -3,9 +3,8 @@
 #pragma once
 
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "model/architecture.h"
 #include "model/model_config.h"
@@ -21,6 +20,7 @@ class HfWeights : public WeightSource {
   explicit HfWeights(std::shared_ptr<const SafetensorsModel> st) : st_(std::move(st)) {}
   bool has(const std::string& name) const override;
   Tensor get(const std::string& name) const override;
+  std::string file_name(const std::string& name) const override { return hf_tensor_name(name); }
 
  private:
   std::shared_ptr<const SafetensorsModel> st_;

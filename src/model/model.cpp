@@ -61,7 +61,11 @@ std::unique_ptr<Model> load_hf_dir(const std::string& dir) {
 
   auto st = SafetensorsModel::open_dir(dir);
   HfWeights w(st);
-  if (!w.has("output.weight")) cfg.tied_embeddings = true;
+  // transformers would start such a model with a random lm_head; loading it tied would be another model.
+  KS_CHECK(cfg.tied_embeddings || w.has("output.weight"),
+           "{}: the checkpoint has no lm_head.weight and config.json does not set tie_word_embeddings to true "
+           "(it is false or unset, which means false for '{}')",
+           dir, arch.name);
   m->decoder = std::make_unique<Decoder>(arch, cfg, DecoderWeights::load(w, arch, cfg));
   return m;
 }

@@ -1,11 +1,15 @@
 #include "model/model_config.h"
 
+#include <cmath>
+
 #include "core/error.h"
 
 namespace kestrel {
 
 void ModelConfig::validate() const {
-  auto positive = [](int v, const char* what) { KS_CHECK(v > 0, "model config: {} must be positive, got {}", what, v); };
+  auto positive = [](int v, const char* what) {
+    KS_CHECK(v > 0, "model config: {} must be positive, got {}", what, v);
+  };
   positive(n_layers, "number of layers");
   positive(hidden, "hidden size");
   positive(ffn, "feed-forward size");
@@ -20,7 +24,15 @@ void ModelConfig::validate() const {
            n_heads, n_kv_heads);
   KS_CHECK(rope.rot_dim > 0 && rope.rot_dim <= head_dim && rope.rot_dim % 2 == 0,
            "model config: RoPE dimension {} must be even and at most the head dimension {}", rope.rot_dim, head_dim);
-  KS_CHECK(rope.theta > 0, "model config: RoPE base must be positive, got {}", rope.theta);
+  positive(max_ctx, "context length");
+  // RoPE numbers straight from the file (GGUF f32 values, rope_freqs.weight): a NaN, infinite or non-positive
+  // one makes every rotation angle NaN or meaningless.
+  auto positive_finite = [](float v, const char* what) {
+    KS_CHECK(std::isfinite(v) && v > 0, "model config: {} must be a positive finite number, got {}", what, v);
+  };
+  positive_finite(rope.theta, "RoPE base");
+  positive_finite(rope.linear_factor, "linear RoPE scaling factor");
+  for (float f : rope.freq_factors) positive_finite(f, "RoPE frequency factor (rope_freqs.weight)");
   KS_CHECK(rms_eps > 0 && rms_eps < 1, "model config: RMSNorm epsilon {} is out of range", rms_eps);
 }
 

@@ -17,6 +17,8 @@ class WeightSource {
   virtual bool has(const std::string& name) const = 0;
   // Throws kestrel::Error naming the tensor and the file when it is missing or unreadable.
   virtual Tensor get(const std::string& name) const = 0;
+  // The tensor's name in the file, for messages.
+  virtual std::string file_name(const std::string& name) const { return name; }
 };
 
 // Maps a GGUF-style tensor name to the Hugging Face transformers name ("blk.3.attn_q.weight" ->

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "../common/skip_or_fail.h"
+#include "../model/test_paths.h"
 #include "core/dequant.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
@@ -198,8 +200,8 @@ TEST(GgufDescribe, SummaryListsTypesAndTotals) {
 }
 
 TEST(GgufDefaultModel, OpensWithAllTensorsAndLlamaMetadata) {
-  const auto path = test::default_model_path();
-  if (path.empty()) GTEST_SKIP() << "default model not cached (run scripts/setup.sh)";
+  const auto path = test::default_model();
+  if (path.empty()) KS_SKIP_OR_FAIL("default model not cached (run scripts/setup.sh)");
   auto f = GgufFile::open(path);
   EXPECT_EQ(f->tensors().size(), 272u);
   EXPECT_EQ(f->get_string("general.architecture"), "llama");

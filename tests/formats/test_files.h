@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
@@ -64,15 +63,6 @@ class ScratchDir {
  private:
   std::filesystem::path dir_;
 };
-
-// The default model as scripts/setup.sh caches it, or "" when it is absent.
-inline std::string default_model_path() {
-  const char* cache = std::getenv("KESTREL_CACHE");
-  const char* home = std::getenv("HOME");
-  std::string dir = cache ? cache : (home ? std::string(home) + "/.cache/kestrel" : "");
-  std::string path = dir + "/SmolLM2-135M-Instruct.Q4_1.gguf";
-  return !dir.empty() && std::filesystem::exists(path) ? path : "";
-}
 
 // Runs f and checks that it throws kestrel::Error whose message contains every one of `parts`.
 template <typename F>

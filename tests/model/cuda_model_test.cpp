@@ -16,6 +16,7 @@
 
 #include "backends/backends.h"
 #include "engine/generate.h"
+#include "engine/sampler.h"
 #include "engine/session.h"
 #include "model/model.h"
 #include "model/synth.h"
@@ -157,25 +158,54 @@ TEST(CudaModel, GgufFixturesMatchCpu) {
   }
 }
 
-// KESTREL_SYNTH_GREEDY_DIR: a small synth model, run on both devices.
+// The CPU's greedy path with every step's logits: the f32 oracle the GPU's greedy text is held to.
+std::vector<std::vector<float>> cpu_greedy_logits(const Model& m, const std::vector<int32_t>& prompt, int n) {
+  Session s(*m.decoder, ops::Context{}, SessionOptions{.n_ctx = 256, .kv_dtype = DType::F32});
+  std::vector<std::vector<float>> rows;
+  Tensor l = s.feed(prompt);
+  for (int i = 0; i < n; ++i) {
+    rows.emplace_back(l.ptr<float>(), l.ptr<float>() + m.config().vocab);
+    const int32_t next = argmax(std::span<const float>(rows.back()));
+    l = s.feed(std::span(&next, 1));
+  }
+  return rows;
+}
+
+// KESTREL_SYNTH_GREEDY_DIR: a small synth model, run on both devices. The GPU (bf16 activations and KV, its
+// own sampling kernel) must pick the CPU's (f32) greedy token at every position, except at a near-tie of
+// the CPU's logits, where rounding may legitimately pick another candidate; the texts then part and the
+// comparison stops there. Near-tie: the GPU's token is within 2e of the CPU's top logit, e = 0.02 * max|logit|
+// of the row, a bound on the bf16 path's logit error (worst rows measured against f32 on the 2-layer presets:
+// 0.013-0.017 of max|logit|, BENCHMARKS.md; SynthLogitsMatchTransformers allows 0.05). Any other difference
+// is a bug; agreement at a near-tie continues the comparison, since both then hold the same context.
 TEST(CudaModel, GreedyTextSameOnCpuAndGpu) {
   REQUIRE_GPU();
   const std::string dir = env("KESTREL_SYNTH_GREEDY_DIR");
   if (dir.empty()) GTEST_SKIP() << "KESTREL_SYNTH_GREEDY_DIR not set (scripts/gpu/run_all.sh)";
-  auto run = [&](const ops::Context& ctx, DType kv) {
-    auto model = load_model(dir);
-    const std::vector<int32_t> prompt = model->tokenizer->encode("the quick brown fox", true, false);
-    Session s(*model->decoder, ctx, SessionOptions{.n_ctx = 256, .kv_dtype = kv});
-    GenerateResult r =
-        generate(s, *model->tokenizer, SamplingParams{}, prompt, GenerateOptions{.max_tokens = 48, .ignore_eos = true});
-    return r.tokens;
-  };
-  const std::vector<int32_t> cpu = run(ops::Context{}, DType::F32), gpu = run(gpu_context(), DType::BF16);
-  ASSERT_EQ(cpu.size(), 48u);
-  size_t same = 0;
-  while (same < cpu.size() && same < gpu.size() && cpu[same] == gpu[same]) ++same;
-  std::printf("greedy: CPU and GPU agree on the first %zu of %zu tokens\n", same, cpu.size());
-  EXPECT_GE(same, 32u);
+  constexpr int kTokens = 48;
+  auto model = load_model(dir);
+  const std::vector<int32_t> prompt = model->tokenizer->encode("the quick brown fox", true, false);
+  const std::vector<std::vector<float>> cpu = cpu_greedy_logits(*model, prompt, kTokens);
+  auto gpu_model = load_model(dir);
+  Session s(*gpu_model->decoder, gpu_context(), SessionOptions{.n_ctx = 256, .kv_dtype = DType::BF16});
+  const std::vector<int32_t> gpu = generate(s, *gpu_model->tokenizer, SamplingParams{}, prompt,
+                                            GenerateOptions{.max_tokens = kTokens, .ignore_eos = true})
+                                       .tokens;
+  ASSERT_EQ(gpu.size(), static_cast<size_t>(kTokens));
+  int same = 0;
+  for (; same < kTokens; ++same) {
+    const std::vector<float>& row = cpu[same];
+    const int32_t want = argmax(std::span<const float>(row));
+    if (gpu[same] == want) continue;
+    float max_abs = 0;
+    for (float x : row) max_abs = std::max(max_abs, std::fabs(x));
+    const float gap = row[want] - row[gpu[same]], allowed = 2 * 0.02f * max_abs;
+    std::printf("greedy: GPU parts from the CPU at token %d: CPU logit gap %.4f (near-tie bound %.4f)\n", same, gap,
+                allowed);
+    EXPECT_LE(gap, allowed) << "token " << same << ": the GPU picks " << gpu[same] << ", the CPU " << want;
+    break;
+  }
+  std::printf("greedy: CPU and GPU agree on the first %d of %d tokens\n", same, kTokens);
 }
 
 #else

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../common/skip_or_fail.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "test_paths.h"
@@ -57,7 +58,7 @@ TEST(ModelLoad, BadPathsAndFilesAreClearErrors) {
 
 TEST(ModelLoad, DefaultModelLoads) {
   const std::string path = test::default_model();
-  if (path.empty()) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  if (path.empty()) KS_SKIP_OR_FAIL("default model not cached; run scripts/setup.sh");
   auto m = load_model(path);
   const ModelConfig& c = m->config();
   EXPECT_EQ(c.arch, "llama");
@@ -74,11 +75,12 @@ TEST(ModelLoad, DefaultModelLoads) {
 
 TEST(FuzzModelLoad, TruncatedAndCorruptedDefaultModelAreErrors) {
   const std::string path = test::default_model();
-  if (path.empty()) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  if (path.empty()) KS_SKIP_OR_FAIL("default model not cached; run scripts/setup.sh");
   std::ifstream in(path, std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)), {});
   const fs::path d = scratch_dir();
-  for (size_t n : {size_t{0}, size_t{3}, size_t{24}, size_t{4096}, size_t{1} << 20, bytes.size() / 2, bytes.size() - 1}) {
+  for (size_t n :
+       {size_t{0}, size_t{3}, size_t{24}, size_t{4096}, size_t{1} << 20, bytes.size() / 2, bytes.size() - 1}) {
     write_file(d / "cut.gguf", bytes.substr(0, n));
     EXPECT_FALSE(expect_error((d / "cut.gguf").string()).empty()) << "truncated at " << n;
   }

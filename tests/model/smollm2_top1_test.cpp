@@ -8,9 +8,13 @@
 //    every disagreement is a near-tie within its top 5 and report the rate.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../common/sanitizers.h"
+#include "../common/skip_or_fail.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
 #include "model/model.h"
@@ -22,13 +26,16 @@ namespace {
 struct Agreement {
   int64_t positions = 0, same = 0;
   float worst_gap = 0;  // largest oracle logit gap between its top-1 and our choice
+  float max_error = 0;  // largest |ours - oracle| over the oracle's top-5 logits of every position
   bool outside_top5 = false;
 };
 
 Agreement compare(const Model& model, const nlohmann::json& ref, bool check_tokens) {
   Agreement a;
   const int64_t V = model.config().vocab;
-  for (const auto& c : ref["cases"]) {
+  for (size_t k = 0; k < ref["cases"].size(); ++k) {
+    if (!test::runs_case(k)) continue;
+    const auto& c = ref["cases"][k];
     const auto ids = c["token_ids"].get<std::vector<int32_t>>();
     if (check_tokens)
       EXPECT_EQ(model.tokenizer->encode(c["text"].get<std::string>(), true, c["parse_special"].get<bool>()), ids)
@@ -37,14 +44,16 @@ Agreement compare(const Model& model, const nlohmann::json& ref, bool check_toke
     Tensor logits = s.feed(ids, /*all_logits=*/true);
     const auto top1 = c["top1"].get<std::vector<int32_t>>();
     for (size_t i = 0; i < top1.size(); ++i) {
-      const int32_t ours = argmax(std::span<const float>(logits.ptr<float>() + i * V, V));
+      const float* row = logits.ptr<float>() + i * V;
+      const int32_t ours = argmax(std::span<const float>(row, V));
+      const auto ids5 = c["top5_ids"][i].get<std::vector<int32_t>>();
+      const auto log5 = c["top5_logits"][i].get<std::vector<float>>();
+      for (size_t j = 0; j < ids5.size(); ++j) a.max_error = std::max(a.max_error, std::fabs(row[ids5[j]] - log5[j]));
       ++a.positions;
       if (ours == top1[i]) {
         ++a.same;
         continue;
       }
-      const auto ids5 = c["top5_ids"][i].get<std::vector<int32_t>>();
-      const auto log5 = c["top5_logits"][i].get<std::vector<float>>();
       const auto it = std::find(ids5.begin(), ids5.end(), ours);
       if (it == ids5.end()) {
         a.outside_top5 = true;
@@ -70,21 +79,25 @@ nlohmann::json fixture(const std::string& name) {
 
 TEST(SmolLM2, Top1MatchesTransformersOnTheSameGguf) {
   auto model = default_model_or_skip();
-  if (!model) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  if (!model) KS_SKIP_OR_FAIL("default model not cached; run scripts/setup.sh");
   const Agreement a = compare(*model, fixture("top1_transformers.json"), false);
-  std::printf("SmolLM2 top-1 vs transformers: %lld / %lld = %.2f%% (worst gap %.3f)\n",
+  std::printf("SmolLM2 top-1 vs transformers: %lld / %lld = %.2f%% (worst gap %.3f, max top-5 logit error %.4f)\n",
               static_cast<long long>(a.same), static_cast<long long>(a.positions), 100.0 * a.same / a.positions,
-              a.worst_gap);
-  EXPECT_GE(static_cast<double>(a.same) / a.positions, 0.99);
+              a.worst_gap, a.max_error);
+  // The 16-bit activation path is within 0.007 of transformers' f32 logits on every top-5 entry of every
+  // position (the fixture rounds to 1e-4); 8-bit activations move them by 0.1-0.4 (ARCHITECTURE.md). So a
+  // top-1 that differs is only allowed where the oracle's own top two are within twice that bound.
+  EXPECT_LT(a.max_error, 0.02f);
+  EXPECT_LE(a.worst_gap, 0.04f);
 }
 
 TEST(SmolLM2, TokensMatchLlamaCppAndTop1DiffersOnlyAtNearTies) {
   auto model = default_model_or_skip();
-  if (!model) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  if (!model) KS_SKIP_OR_FAIL("default model not cached; run scripts/setup.sh");
   const Agreement a = compare(*model, fixture("top1.json"), true);
-  std::printf("SmolLM2 top-1 vs llama.cpp: %lld / %lld = %.2f%% (worst gap %.3f)\n",
+  std::printf("SmolLM2 top-1 vs llama.cpp: %lld / %lld = %.2f%% (worst gap %.3f, max top-5 logit error %.4f)\n",
               static_cast<long long>(a.same), static_cast<long long>(a.positions), 100.0 * a.same / a.positions,
-              a.worst_gap);
+              a.worst_gap, a.max_error);
   EXPECT_FALSE(a.outside_top5);
   // llama.cpp's own distance from exact math on these prompts (top-1 on 410/426 positions; where it
   // differs from transformers, transformers' choice is at most 0.21 below llama.cpp's top logit) bounds

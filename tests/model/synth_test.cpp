@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -81,8 +82,23 @@ TEST(SynthNormal, MomentsAndDeterminism) {
     sum += z;
     sq += z * z;
   }
-  EXPECT_NEAR(sum / n, 0.0, 0.01);
-  EXPECT_NEAR(sq / n, 1.0, 0.02);
+  EXPECT_NEAR(sum / n, 0.0, 0.01);  // 4.5 standard errors (1 / sqrt(n))
+  EXPECT_NEAR(sq / n, 1.0, 0.02);   // 6 standard errors (sqrt(2 / n))
+  // The moments pass any unit-variance distribution (a scaled uniform too): the shape, by chi-square against
+  // the standardised Irwin-Hall distribution (sum of four uniforms) synth_normal draws, over 20 bins of equal
+  // probability (19 degrees of freedom; 43.8 is the 0.999 quantile).
+  auto irwin_hall_cdf = [](double z) {
+    const double x = std::clamp(z / std::sqrt(3.0) + 2, 0.0, 4.0);  // back to the sum of four U[0, 1)
+    const double binom[] = {1, 4, 6, 4, 1};
+    double f = 0;
+    for (int k = 0; k <= static_cast<int>(x) && k < 4; ++k) f += (k % 2 ? -1 : 1) * binom[k] * std::pow(x - k, 4);
+    return f / 24;
+  };
+  std::vector<int> count(20);
+  for (int i = 0; i < n; ++i) ++count[std::min(19, static_cast<int>(irwin_hall_cdf(synth_normal(7, 3, i)) * 20))];
+  double chi2 = 0;
+  for (int c : count) chi2 += (c - n / 20.0) * (c - n / 20.0) / (n / 20.0);
+  EXPECT_LT(chi2, 43.8);
   EXPECT_EQ(synth_normal(7, 3, 11), synth_normal(7, 3, 11));
   EXPECT_NE(synth_normal(7, 3, 11), synth_normal(8, 3, 11));
   EXPECT_NE(synth_normal(7, 3, 11), synth_normal(7, 4, 11));

@@ -3,11 +3,14 @@
 // that the default matmul keeps the default model's top-1 predictions of exact f32 math.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "../common/random_weights.h"
+#include "../common/sanitizers.h"
+#include "../common/skip_or_fail.h"
 #include "../model/test_paths.h"
 #include "backends/cpu/kernels.h"
 #include "core/dequant.h"
@@ -117,7 +120,7 @@ TEST(CpuKernels, BadArgumentsThrow) {
 // oracle is the same model with the cpu.ref matmul (f32 activations, weights dequantized exactly).
 TEST(CpuKernels, DefaultMatmulKeepsTop1OfExactMathOnDefaultModel) {
   const std::string path = test::default_model();
-  if (path.empty()) GTEST_SKIP() << "default model not cached; run scripts/setup.sh";
+  if (path.empty()) KS_SKIP_OR_FAIL("default model not cached; run scripts/setup.sh");
   std::ifstream in(test::fixture("smollm2/top1.json"));
   ASSERT_TRUE(in.good());
   const nlohmann::json prompts = nlohmann::json::parse(in);
@@ -126,21 +129,32 @@ TEST(CpuKernels, DefaultMatmulKeepsTop1OfExactMathOnDefaultModel) {
   Context exact;
   exact.forced = {{"matmul", "cpu.ref"}};
   int64_t positions = 0, same = 0;
-  for (const auto& c : prompts["cases"]) {
-    const auto ids = c["token_ids"].get<std::vector<int32_t>>();
+  float max_error = 0, worst_gap = 0;  // largest |fast - exact| logit; largest exact gap at a differing top-1
+  for (size_t k = 0; k < prompts["cases"].size(); ++k) {
+    if (!test::runs_case(k)) continue;
+    const auto ids = prompts["cases"][k]["token_ids"].get<std::vector<int32_t>>();
     Session fast(*model->decoder, {}, SessionOptions{.n_ctx = 1024});
     Session ref(*model->decoder, exact, SessionOptions{.n_ctx = 1024});
     const Tensor got = fast.feed(ids, /*all_logits=*/true), want = ref.feed(ids, /*all_logits=*/true);
-    for (size_t i = 0; i < ids.size(); ++i, ++positions)
-      same += argmax(std::span<const float>(got.ptr<float>() + i * V, V)) ==
-              argmax(std::span<const float>(want.ptr<float>() + i * V, V));
+    for (size_t i = 0; i < ids.size(); ++i, ++positions) {
+      const std::span<const float> g(got.ptr<float>() + i * V, V), w(want.ptr<float>() + i * V, V);
+      for (int64_t j = 0; j < V; ++j) max_error = std::max(max_error, std::fabs(g[j] - w[j]));
+      const int32_t gi = argmax(g), wi = argmax(w);
+      same += gi == wi;
+      worst_gap = std::max(worst_gap, w[wi] - w[gi]);
+    }
   }
   Tensor x = Tensor::empty_host(DType::F32, {1, 576}), w = Tensor::empty_host(DType::Q4_1, {8, 576});
   Tensor y = Tensor::empty_host(DType::F32, {1, 8});
-  std::printf("default matmul (%s) top-1 vs cpu.ref matmul: %lld / %lld positions\n",
+  std::printf("default matmul (%s) top-1 vs cpu.ref matmul: %lld / %lld positions, max logit error %.4f\n",
               registries().matmul.select({x, w, y, nullptr}, Context{}).name.c_str(), static_cast<long long>(same),
-              static_cast<long long>(positions));
-  EXPECT_GE(static_cast<double>(same) / positions, 0.99);
+              static_cast<long long>(positions), max_error);
+  // 16-bit activations stay within 0.013 of exact math on every logit (measured, AVX-512 VNNI); 8-bit ones
+  // move logits by 0.1-0.4 (ARCHITECTURE.md). A top-1 may then differ only where exact math's own top two
+  // are within twice the bound. (The ratio of agreeing positions this asserted before, 0.99, let four
+  // flips at any margin pass.)
+  EXPECT_LT(max_error, 0.04f);
+  EXPECT_LE(worst_gap, 0.08f);
 }
 
 }  // namespace

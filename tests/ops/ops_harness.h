@@ -1,9 +1,9 @@
 // The ops harness runs every registered variant of every op against "cpu.ref" on fresh random inputs.
-// Variants on other devices are reached through a DeviceAdapter that moves the host inputs there and
-// the outputs back; a backend adds its adapter with `static OpsDeviceRegistration r{...};` in a test
-// source of its own (e.g. tests/ops/cuda_adapter.cpp), and its variants are then checked by the same
-// cases. Devices without an adapter, or whose adapter says the hardware is absent, are reported as
-// skipped.
+// Variants on other devices are reached through a DeviceAdapter that moves the host inputs there, in the
+// dtypes that device's kernels take, and the outputs back; without an explicit one the harness builds an
+// adapter on the device's default lane (CUDA: see lane_adapter in ops_harness_test.cpp). A backend may add
+// its own with `static OpsDeviceRegistration r{...};` in a test source of its own. Devices whose adapter
+// says the hardware is absent are reported as skipped.
 #pragma once
 
 #include <functional>
@@ -15,11 +15,21 @@
 
 namespace kestrel::ops_harness {
 
+// What an input is to the op, which decides the dtype a device receives it in.
+enum class Role {
+  Activation,  // activations and op outputs: f32 on the CPU, bf16 on CUDA (as a model runs there)
+  Weight,      // matmul weights and embedding tables: the file's type on the CPU; CUDA converts them at load
+  Param,       // norm weights, biases: f32 everywhere
+  Index,       // token ids, positions, slots, block tables: i32 as they are
+  Cache,       // KV pages: the case's dtype on the CPU, bf16 on CUDA (its attention reads nothing else)
+};
+
 struct DeviceAdapter {
   Device device;
   std::string name;
   std::function<bool()> available;                       // hardware present (e.g. a GPU)
-  std::function<Tensor(const Tensor& host)> upload;      // host tensor -> device copy (may change dtype)
+  std::function<DType(Role, DType host)> dtype_for;      // the dtype inputs of a role travel in
+  std::function<Tensor(const Tensor& host)> upload;      // host tensor -> device copy, same dtype
   std::function<Tensor(const Tensor& device)> download;  // device tensor -> f32 host copy
   std::function<void()> synchronize;                     // wait for queued work (timings)
   std::function<std::shared_ptr<ops::Runtime>()> lane;   // Context::runtime for calls

@@ -1,10 +1,13 @@
 """Fixtures for the end-to-end tests: a `kestrel serve` process on the default model.
 
 The binary is $KESTREL_BIN or build/kestrel; the model is $KESTREL_MODEL or the one scripts/setup.sh
-caches. Tests skip (with the reason) when either is missing. $KESTREL_SERVE_ARGS adds server flags (the
-GPU machine runs these tests with "--device cuda" on a synthetic model: scripts/gpu/run_all.sh).
+caches ($KESTREL_CACHE, default ~/.cache/kestrel). Tests skip (with the reason) when either is missing,
+except under CI=true (set by .ci/run), where CI has run scripts/setup.sh and a skip would hide a test that
+did not run: there they fail. $KESTREL_SERVE_ARGS adds server flags (the GPU machine runs these tests
+with "--device cuda" on a synthetic model: scripts/gpu/run_all.sh).
 """
 
+import importlib
 import os
 import signal
 import socket
@@ -23,9 +26,47 @@ def kestrel_bin():
     return Path(os.environ.get("KESTREL_BIN", REPO / "build" / "kestrel"))
 
 
+def cache_dir():
+    return Path(os.environ.get("KESTREL_CACHE") or Path.home() / ".cache" / "kestrel")
+
+
 def model_path():
-    default = Path.home() / ".cache" / "kestrel" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return Path(os.environ.get("KESTREL_MODEL", default))
+    return Path(os.environ.get("KESTREL_MODEL") or cache_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def in_ci():
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason):
+    """Skips the test, or fails it under CI=true, where everything a test needs must be there."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: this test must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binary():
+    if not kestrel_bin().exists():
+        skip_or_fail(f"{kestrel_bin()} not built (set KESTREL_BIN)")
+    return kestrel_bin()
+
+
+def require_model():
+    if not model_path().exists():
+        skip_or_fail(f"default model not at {model_path()}; run scripts/setup.sh")
+    return model_path()
+
+
+def require_module(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        skip_or_fail(f"Python module {name} is not installed (scripts/requirements-test.txt)")
+
+
+@pytest.fixture
+def default_model():
+    return require_model()
 
 
 def free_port():
@@ -39,11 +80,9 @@ class ServerProcess:
     and returns the exit status."""
 
     def __init__(self, *extra_args, api_key=API_KEY, model=None):
-        binary, model = kestrel_bin(), Path(model or model_path())
-        if not binary.exists():
-            pytest.skip(f"{binary} not built (set KESTREL_BIN)")
-        if not model.exists():
-            pytest.skip(f"default model not at {model}; run scripts/setup.sh")
+        # A model the test names is one it has just written; only the default model can be missing.
+        binary = require_binary()
+        model = Path(model) if model else require_model()
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
@@ -125,7 +164,7 @@ def server():
 
 @pytest.fixture(scope="session")
 def client(server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai")
     return openai.OpenAI(base_url=server.base + "/v1", api_key=server.api_key, max_retries=0, timeout=300)
 
 

@@ -1,23 +1,27 @@
 """End-to-end checks of the `kestrel` binary: the main subcommands on the default model, and bad input
 (files, flags, prompts) giving one clear error line and a non-zero exit, never a crash."""
 import json
-import os
 import pathlib
 import subprocess
 
 import pytest
 
+from conftest import kestrel_bin, model_path, require_binary
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-KESTREL = ROOT / "build" / "kestrel"
-CACHE = pathlib.Path(os.environ.get("KESTREL_CACHE", pathlib.Path.home() / ".cache" / "kestrel"))
-MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
 FIXTURES = ROOT / "tests" / "fixtures"
 
-needs_model = pytest.mark.skipif(not MODEL.exists(), reason="default model not cached; run scripts/setup.sh")
+# Fails instead of skipping under CI=true (conftest.py).
+needs_model = pytest.mark.usefixtures("default_model")
+
+
+@pytest.fixture(autouse=True)
+def binary():
+    return require_binary()
 
 
 def kestrel(*args, input=None, timeout=300):
-    return subprocess.run([str(KESTREL), *args], input=input, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(kestrel_bin()), *args], input=input, capture_output=True, text=True, timeout=timeout)
 
 
 def assert_clean_error(r, fragment):
@@ -84,10 +88,13 @@ def test_bad_files_are_clear_errors(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"NOTAGGUF" + bytes(100))
     assert_clean_error(kestrel("info", "-m", str(bad)), str(bad))
-    if MODEL.exists():
-        cut = tmp_path / "cut.gguf"
-        cut.write_bytes(MODEL.read_bytes()[: 5 << 20])
-        assert_clean_error(kestrel("run", "-m", str(cut), "hi"), str(cut))
+
+
+@needs_model
+def test_truncated_model_is_a_clear_error(tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model_path().read_bytes()[: 5 << 20])
+    assert_clean_error(kestrel("run", "-m", str(cut), "hi"), str(cut))
 
 
 def test_bad_flags_explain_themselves():

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import model_files
-from conftest import ServerProcess, assert_openai_error, kestrel_bin, post_raw
+from conftest import ServerProcess, assert_openai_error, post_raw, require_binary
 
 
 # ---- chat templates from model files ----
@@ -24,9 +24,7 @@ from conftest import ServerProcess, assert_openai_error, kestrel_bin, post_raw
 @pytest.mark.parametrize("fmt", ["gguf", "hf"])
 @pytest.mark.parametrize("template", ["hanging", "exploding"])
 def test_model_with_a_runaway_template_is_refused_at_load(tmp_path, fmt, template):
-    binary = kestrel_bin()
-    if not binary.exists():
-        pytest.skip(f"{binary} not built")
+    binary = require_binary()
     source = model_files.HANGING_TEMPLATE if template == "hanging" else model_files.EXPLODING_TEMPLATE
     model = (model_files.gguf_with_template(tmp_path / "m.gguf", source) if fmt == "gguf"
              else model_files.hf_with_template(tmp_path / "m", source))
@@ -250,7 +248,8 @@ def test_half_closed_client_gets_its_answer(server, model_id, stream):
 # ---- the shutdown drain ----
 
 def start_generations(s, n_stream, n_plain):
-    """Starts long generations; returns (futures of stream lines, futures of plain responses, pool)."""
+    """Starts long generations, the streams first; returns (futures of stream lines, futures of plain
+    responses, pool)."""
     body = {"prompt": "Tell me a long story.", "max_tokens": 1500, "ignore_eos": True, "temperature": 0}
     first_lines = threading.Barrier(n_stream + 1)
 
@@ -271,8 +270,10 @@ def start_generations(s, n_stream, n_plain):
 
     pool = ThreadPoolExecutor(n_stream + n_plain)
     streams = [pool.submit(stream_lines) for _ in range(n_stream)]
-    plains = [pool.submit(plain) for _ in range(n_plain)]
+    # The plain requests only once every stream runs: sent together, a plain one could take a stream's slot,
+    # and a stream left waiting for a slot never sends the first line the barrier waits for.
     first_lines.wait(timeout=60)
+    plains = [pool.submit(plain) for _ in range(n_plain)]
     for _ in range(100):  # every request has reached the engine
         m = s.metrics()
         if m["kestrel_num_requests_running"] + m["kestrel_num_requests_waiting"] == n_stream + n_plain:

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../common/skip_or_fail.h"
 #include "formats/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
@@ -29,7 +30,8 @@ fs::path fixture_dir() {
 }
 
 fs::path vocab_cache_dir() {
-  if (const char* c = std::getenv("KESTREL_CACHE")) return fs::path(c) / "vocab";
+  // An empty KESTREL_CACHE is unset, as for scripts/setup.sh (${KESTREL_CACHE:-...}) and the other tests.
+  if (const char* c = std::getenv("KESTREL_CACHE"); c && *c) return fs::path(c) / "vocab";
   const char* home = std::getenv("HOME");
   return fs::path(home ? home : "/nonexistent") / ".cache" / "kestrel" / "vocab";
 }
@@ -98,7 +100,7 @@ class TokenizerGguf : public testing::TestWithParam<std::string> {};
 
 TEST_P(TokenizerGguf, MatchesHuggingFace) {
   const fs::path path = gguf_path(GetParam());
-  if (!fs::exists(path)) GTEST_SKIP() << path << " is missing: run scripts/setup.sh and scripts/fetch_test_vocabs.sh";
+  if (!fs::exists(path)) KS_SKIP_OR_FAIL(path << " is missing: run scripts/setup.sh and scripts/fetch_test_vocabs.sh");
   const Tokenizer tok(spec_from_gguf(*GgufFile::open(path.string())));
   check_golden(tok, GetParam());
 }

@@ -11,6 +11,7 @@ const Architecture kLlama{
     .gguf_rope_style = ops::RopeParams::Style::Adjacent,
     .qkv_bias = false,
     .qk_norm = false,
+    .gguf_output_optional = true,
 };
 
 }  // namespace kestrel::arch

@@ -10,6 +10,7 @@ const Architecture kQwen2{
     .gguf_rope_style = ops::RopeParams::Style::HalfSplit,
     .qkv_bias = true,
     .qk_norm = false,
+    .gguf_output_optional = true,
 };
 
 }  // namespace kestrel::arch

@@ -11,6 +11,7 @@ const Architecture kQwen3{
     .gguf_rope_style = ops::RopeParams::Style::HalfSplit,
     .qkv_bias = false,
     .qk_norm = true,
+    .gguf_output_optional = true,
 };
 
 }  // namespace kestrel::arch
