@@ -34,6 +34,9 @@ struct DeviceAdapter {
   std::function<void()> synchronize;                     // wait for queued work (timings)
   std::function<std::shared_ptr<ops::Runtime>()> lane;   // Context::runtime for calls
   double nmse_floor = 0;  // added to every bound: the device's own rounding (e.g. bf16 activations)
+  // Host views only (the reference's inputs as a device sees them): the precision a role's values are
+  // rounded to before they travel in dtype_for's type; null: none.
+  std::function<DType(Role, DType host)> rounds_to = nullptr;
 };
 
 std::vector<DeviceAdapter>& device_adapters();
