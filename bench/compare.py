@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Diff two `kestrel bench --json` files (or bench/results files that hold one under "kestrel"): one row
+"""Diff two `kestrel bench --json` files (or bench/results files that hold one under "kestrel" or "result"): one row
 per (test, batch) with both values and the ratio.
   bench/compare.py OLD.json NEW.json [--metric tok_s]
 """
@@ -10,9 +10,10 @@ import json
 def rows(path):
     with open(path) as f:
         data = json.load(f)
-    # bench/results files wrap the bench output with card/commit/command and the peer's numbers.
-    if isinstance(data, dict) and "results" not in data and isinstance(data.get("kestrel"), dict):
-        data = data["kestrel"]
+    # bench/results files wrap the bench output with card/commit/date/command (and the peer's numbers).
+    for key in ("kestrel", "result"):
+        if isinstance(data, dict) and "results" not in data and isinstance(data.get(key), dict):
+            data = data[key]
     if not isinstance(data, dict) or "results" not in data:
         raise SystemExit(f"error: {path} is neither `kestrel bench --json` output nor a bench/results file holding one")
     return data, {(r["test"], r.get("batch", 1)): r for r in data["results"]}
