@@ -196,69 +196,72 @@ void quant_q8_k(const float* x, BlockQ8_K* b, int64_t nb) {
   }
 }
 
+// ggml's rules for the 32-element types, as integers q[j] in [0, levels): symmetric (Q4_0, Q5_0) maps the
+// largest-magnitude value, sign kept, to level 0 (x = (q - levels / 2) * d); asymmetric (Q4_1, Q5_1) spans
+// [min, max] (x = q * d + min). Return d.
+float symmetric_levels(const float* x, int levels, int* q) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+  const float d = max / static_cast<float>(-levels / 2), id = d ? 1.f / d : 0.f;
+  for (int j = 0; j < 32; ++j) q[j] = std::min(levels - 1, static_cast<int>(x[j] * id + (levels / 2 + 0.5f)));
+  return d;
+}
+
+float asymmetric_levels(const float* x, int levels, int* q, float* lo) {
+  float hi = x[0];
+  *lo = x[0];
+  for (int j = 1; j < 32; ++j) *lo = std::min(*lo, x[j]), hi = std::max(hi, x[j]);
+  const float d = (hi - *lo) / static_cast<float>(levels - 1), id = d ? 1.f / d : 0.f;
+  for (int j = 0; j < 32; ++j) q[j] = std::min(levels - 1, static_cast<int>((x[j] - *lo) * id + 0.5f));
+  return d;
+}
+
+// Low nibbles of q into qs (element j and j + 16 share byte j), and for the 5-bit types bit 4 into qh.
+void pack_nibbles(const int* q, uint8_t* qs) {
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+}
+void pack_fifth_bits(const int* q, uint8_t* qh) {
+  uint32_t bits = 0;
+  for (int j = 0; j < 32; ++j) bits |= static_cast<uint32_t>(q[j] >> 4) << j;
+  for (int k = 0; k < 4; ++k) qh[k] = static_cast<uint8_t>(bits >> (8 * k));
+}
+
 void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, x += kQK4_0) {
-    float amax = 0, max = 0;
-    for (int j = 0; j < kQK4_0; ++j)
-      if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
-    const float d = max / -8.f, id = d ? 1.f / d : 0.f;
-    b[i].d = f32_to_f16(d);
-    for (int j = 0; j < kQK4_0 / 2; ++j) {
-      const int q0 = std::min(15, static_cast<int>(x[j] * id + 8.5f));
-      const int q1 = std::min(15, static_cast<int>(x[j + kQK4_0 / 2] * id + 8.5f));
-      b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
-    }
+  int q[32];
+  for (int64_t i = 0; i < nb; ++i, x += 32) {
+    b[i].d = f32_to_f16(symmetric_levels(x, 16, q));
+    pack_nibbles(q, b[i].qs);
   }
 }
 
 void quant_q4_1(const float* x, BlockQ4_1* b, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, x += kQK4_1) {
-    float lo = x[0], hi = x[0];
-    for (int j = 1; j < kQK4_1; ++j) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]);
-    const float d = (hi - lo) / 15.f, id = d ? 1.f / d : 0.f;
-    b[i].d = f32_to_f16(d);
+  int q[32];
+  float lo;
+  for (int64_t i = 0; i < nb; ++i, x += 32) {
+    b[i].d = f32_to_f16(asymmetric_levels(x, 16, q, &lo));
     b[i].m = f32_to_f16(lo);
-    for (int j = 0; j < kQK4_1 / 2; ++j) {
-      const int q0 = std::min(15, static_cast<int>((x[j] - lo) * id + 0.5f));
-      const int q1 = std::min(15, static_cast<int>((x[j + kQK4_1 / 2] - lo) * id + 0.5f));
-      b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
-    }
+    pack_nibbles(q, b[i].qs);
   }
 }
 
 void quant_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, x += kQK5_0) {
-    float amax = 0, max = 0;
-    for (int j = 0; j < kQK5_0; ++j)
-      if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
-    const float d = max / -16.f, id = d ? 1.f / d : 0.f;
-    b[i].d = f32_to_f16(d);
-    uint32_t qh = 0;
-    for (int j = 0; j < kQK5_0 / 2; ++j) {
-      const int q0 = std::min(31, static_cast<int>(x[j] * id + 16.5f));
-      const int q1 = std::min(31, static_cast<int>(x[j + 16] * id + 16.5f));
-      b[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | (q1 & 0xF) << 4);
-      qh |= static_cast<uint32_t>(q0 >> 4) << j | static_cast<uint32_t>(q1 >> 4) << (j + 16);
-    }
-    for (int k = 0; k < 4; ++k) b[i].qh[k] = static_cast<uint8_t>(qh >> (8 * k));
+  int q[32];
+  for (int64_t i = 0; i < nb; ++i, x += 32) {
+    b[i].d = f32_to_f16(symmetric_levels(x, 32, q));
+    pack_nibbles(q, b[i].qs);
+    pack_fifth_bits(q, b[i].qh);
   }
 }
 
 void quant_q5_1(const float* x, BlockQ5_1* b, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, x += kQK5_1) {
-    float lo = x[0], hi = x[0];
-    for (int j = 1; j < kQK5_1; ++j) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]);
-    const float d = (hi - lo) / 31.f, id = d ? 1.f / d : 0.f;
-    b[i].d = f32_to_f16(d);
+  int q[32];
+  float lo;
+  for (int64_t i = 0; i < nb; ++i, x += 32) {
+    b[i].d = f32_to_f16(asymmetric_levels(x, 32, q, &lo));
     b[i].m = f32_to_f16(lo);
-    uint32_t qh = 0;
-    for (int j = 0; j < kQK5_1 / 2; ++j) {
-      const int q0 = std::min(31, static_cast<int>((x[j] - lo) * id + 0.5f));
-      const int q1 = std::min(31, static_cast<int>((x[j + 16] - lo) * id + 0.5f));
-      b[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | (q1 & 0xF) << 4);
-      qh |= static_cast<uint32_t>(q0 >> 4) << j | static_cast<uint32_t>(q1 >> 4) << (j + 16);
-    }
-    for (int k = 0; k < 4; ++k) b[i].qh[k] = static_cast<uint8_t>(qh >> (8 * k));
+    pack_nibbles(q, b[i].qs);
+    pack_fifth_bits(q, b[i].qh);
   }
 }
 

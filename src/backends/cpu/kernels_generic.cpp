@@ -47,26 +47,31 @@ void nibbles(const uint8_t* qs, int* q) {
   for (int i = 0; i < 16; ++i) q[i] = qs[i] & 0xF, q[i + 16] = qs[i] >> 4;
 }
 
-struct DecQ4_0 {
-  using Block = BlockQ4_0;
+// The 32-element types: Q4_0 / Q5_0 (x = (q - 2^(bits - 1)) d) and Q4_1 / Q5_1 (x = q d + m); q is the
+// nibble, plus a fifth bit from qh in the Q5 types.
+template <class B>
+struct DecLegacy {
+  using Block = B;
   static constexpr int kGroups = 1;
   static void group(const Block& b, int, Group& g) {
     nibbles(b.qs, g.q);
+    float half = 8.f;
+    if constexpr (requires { b.qh; }) {
+      for (int i = 0; i < 32; ++i) g.q[i] |= q5_high_bit(b.qh, i) << 4;
+      half = 16.f;
+    }
     const float d = f16_to_f32(b.d);
     g.ws[0] = g.ws[1] = d;
-    g.off[0] = g.off[1] = -8.f * d;
+    if constexpr (requires { b.m; })
+      g.off[0] = g.off[1] = f16_to_f32(b.m);
+    else
+      g.off[0] = g.off[1] = -half * d;
   }
 };
-
-struct DecQ4_1 {
-  using Block = BlockQ4_1;
-  static constexpr int kGroups = 1;
-  static void group(const Block& b, int, Group& g) {
-    nibbles(b.qs, g.q);
-    g.ws[0] = g.ws[1] = f16_to_f32(b.d);
-    g.off[0] = g.off[1] = f16_to_f32(b.m);
-  }
-};
+using DecQ4_0 = DecLegacy<BlockQ4_0>;
+using DecQ4_1 = DecLegacy<BlockQ4_1>;
+using DecQ5_0 = DecLegacy<BlockQ5_0>;
+using DecQ5_1 = DecLegacy<BlockQ5_1>;
 
 struct DecQ8_0 {
   using Block = BlockQ8_0;
@@ -105,33 +110,6 @@ struct DecQ6_K {
       g.ws[half] = d * b.scales[8 * h + 2 * r + half];
       g.off[half] = -32.f * g.ws[half];
     }
-  }
-};
-
-// Q5_0 / Q5_1: Q4_0's nibbles plus a fifth bit from qh.
-void five_bits(const uint8_t* qs, const uint8_t* qh, int* q) {
-  nibbles(qs, q);
-  for (int i = 0; i < 32; ++i) q[i] |= q5_high_bit(qh, i) << 4;
-}
-
-struct DecQ5_0 {
-  using Block = BlockQ5_0;
-  static constexpr int kGroups = 1;
-  static void group(const Block& b, int, Group& g) {
-    five_bits(b.qs, b.qh, g.q);
-    const float d = f16_to_f32(b.d);
-    g.ws[0] = g.ws[1] = d;
-    g.off[0] = g.off[1] = -16.f * d;
-  }
-};
-
-struct DecQ5_1 {
-  using Block = BlockQ5_1;
-  static constexpr int kGroups = 1;
-  static void group(const Block& b, int, Group& g) {
-    five_bits(b.qs, b.qh, g.q);
-    g.ws[0] = g.ws[1] = f16_to_f32(b.d);
-    g.off[0] = g.off[1] = f16_to_f32(b.m);
   }
 };
 
