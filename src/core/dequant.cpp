@@ -117,12 +117,10 @@ void dequant_q2_k(const BlockQ2_K* b, float* y, int64_t nb) {
 void dequant_q3_k(const BlockQ3_K* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = f16_to_f32(b[i].d);
-    uint8_t sc[16];
-    q3k_scales(b[i].scales, sc);
     for (int e = 0; e < kQK_K; ++e) {
       const int lo = (b[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
       const int hi = (b[i].hmask[e % 32] >> (e / 32)) & 1;
-      *y++ = d * (sc[e / 16] - 32) * ((lo | hi << 2) - 4);
+      *y++ = d * q3k_scale(b[i].scales, e / 16) * ((lo | hi << 2) - 4);
     }
   }
 }

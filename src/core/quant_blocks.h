@@ -72,7 +72,7 @@ struct BlockQ2_K {
   uint16_t d;     // f16
   uint16_t dmin;  // f16
 };
-// 16 sub-blocks of 16; 6-bit signed scales (q3k_scales); x = d * (scale - 32) * (q - 4), q = 2 low bits
+// 16 sub-blocks of 16; 6-bit scales (q3k_scale, signed); x = d * scale * (q - 4), q = 2 low bits
 // (as Q2_K) | bit (e / 32) of hmask[e % 32] << 2.
 struct BlockQ3_K {
   uint8_t hmask[kQK_K / 8];
@@ -119,14 +119,11 @@ inline void q4k_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
   }
 }
 
-// The 16 scales of a Q3_K block, 6 bits each (low 4 bits in bytes 0-7, high 2 bits in bytes 8-11), as
-// stored (subtract 32 for the signed scale).
-inline void q3k_scales(const uint8_t* packed, uint8_t (&out)[16]) {
-  for (int s = 0; s < 16; ++s) {
-    const int low = (packed[s % 8] >> (4 * (s / 8))) & 0xF;
-    const int high = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
-    out[s] = static_cast<uint8_t>(low | (high << 4));
-  }
+// Scale s (0..15) of a Q3_K block, signed: 6 bits (low 4 in bytes 0-7, high 2 in bytes 8-11) minus 32.
+inline int q3k_scale(const uint8_t* packed, int s) {
+  const int low = (packed[s % 8] >> (4 * (s / 8))) & 0xF;
+  const int high = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
+  return (low | (high << 4)) - 32;
 }
 
 // Bit i (0..31) of the 32-bit little-endian mask in Q5_0/Q5_1's qh.

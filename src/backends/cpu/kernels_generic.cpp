@@ -140,11 +140,9 @@ struct DecQ3_K {
   static void group(const Block& b, int j, Group& g) {
     two_bits(b.qs, j, g.q);
     for (int i = 0; i < 32; ++i) g.q[i] |= ((b.hmask[i] >> j) & 1) << 2;
-    uint8_t sc[16];
-    q3k_scales(b.scales, sc);
     const float d = f16_to_f32(b.d);
     for (int half = 0; half < 2; ++half) {
-      g.ws[half] = d * (sc[2 * j + half] - 32);
+      g.ws[half] = d * q3k_scale(b.scales, 2 * j + half);
       g.off[half] = -4.f * g.ws[half];
     }
   }
