@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <random>
 
 #include "backends/backends.h"
 #include "core/error.h"
@@ -21,10 +22,23 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
     app.add_option("-c,--ctx-size", f.ctx_size, "context size in tokens (default: the model's, at most 8192)")
         ->check(CLI::Range(0, 1 << 22));
   app.add_option("-b,--batch-size", f.batch_size, "prompt tokens per forward step")->check(CLI::Range(1, 1 << 16));
-  app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  CLI::Option* device = app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--n-gpu-layers,--ngl", f.n_gpu_layers,
+                 "llama.cpp's -ngl, accepted: above 0 runs the whole model on the GPU (--device cuda; Kestrel does "
+                 "not split a model between devices); without a CUDA device it is ignored with a note")
+      ->check(CLI::NonNegativeNumber);
+  app.parse_complete_callback([&f, device] {
+    if (f.n_gpu_layers <= 0 || device->count() > 0) return;
+    if (backends::available(Device::Cuda))
+      f.device = "cuda";
+    else
+      std::fprintf(stderr, "kestrel: note: -ngl %d: no CUDA device here, so the model runs on the CPU\n",
+                   f.n_gpu_layers);
+  });
   app.add_option("--variant", f.variants,
-                 "force an op implementation for A/B runs, e.g. --variant matmul=cpu.ref (repeatable); a variant "
-                 "that can't run a call falls back with a logged warning");
+                 "force an op implementation for A/B runs, e.g. --variant matmul=cpu.ref (repeatable: one op=name "
+                 "each); a variant that can't run a call falls back with a logged warning")
+      ->allow_extra_args(false);
   app.add_flag("--batch-invariant", f.batch_invariant,
                "a request's result never depends on what it is batched with or how its prompt is chunked: only "
                "kernels with a fixed reduction order run (the CPU always works this way; on CUDA it costs some "
@@ -48,7 +62,12 @@ void add_sampling_flags(CLI::App& app, SamplingParams& p) {
       ->check(CLI::Range(-2.0, 2.0));
   app.add_option("--frequency-penalty", p.frequency_penalty, "OpenAI-style frequency penalty")
       ->check(CLI::Range(-2.0, 2.0));
-  app.add_option("-s,--seed", p.seed, "random seed: the same seed gives the same text");
+  // Random unless given (as llama.cpp and vLLM do); commands print the seed so a run can be repeated.
+  p.seed = std::random_device{}();
+  app.add_option_function<int64_t>(
+         "-s,--seed", [&p](int64_t v) { p.seed = v < 0 ? std::random_device{}() : static_cast<uint64_t>(v); },
+         "random seed: the same seed gives the same text (default, or -1: a random one, printed)")
+      ->default_str("-1");
 }
 
 std::unique_ptr<Model> load(const ModelFlags& f) {

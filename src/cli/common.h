@@ -21,6 +21,7 @@ struct ModelFlags {
   int ctx_size = 0;   // 0: the model's (capped)
   int batch_size = 512;
   std::string device = "cpu";
+  int n_gpu_layers = 0;               // llama.cpp's -ngl: above 0 selects the GPU unless --device says otherwise
   std::vector<std::string> variants;  // op=variant
   bool batch_invariant = false;       // ops::Context::batch_invariant
   std::string kv_type;                // empty: f32 on the CPU, bf16 on CUDA

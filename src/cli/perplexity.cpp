@@ -1,12 +1,13 @@
 // `kestrel perplexity FILE`: perplexity of a text (llama.cpp's protocol by default), optionally saving
 // log-probabilities or comparing them (KL divergence) with a saved reference run.
+#include "engine/perplexity.h"
+
 #include <cstdio>
 #include <fstream>
 #include <iterator>
 
 #include "cli/common.h"
 #include "core/error.h"
-#include "engine/perplexity.h"
 
 namespace kestrel::cli {
 namespace {

@@ -117,3 +117,45 @@ def test_synth_layers_keeps_widths_and_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     r = kestrel("synth", "--preset", "small", "--layers", "0", "--out", str(tmp_path / "x"))
     assert r.returncode != 0 and "layers" in r.stderr
+
+
+def test_version_unknown_commands_and_options_explain_themselves():
+    r = kestrel("--version")
+    assert r.returncode == 0 and r.stdout.startswith("kestrel "), (r.stdout, r.stderr)
+    r = kestrel("rnu", "hi")
+    assert r.returncode == 1 and "unknown command 'rnu'" in r.stderr and "did you mean 'run'" in r.stderr, r.stderr
+    r = kestrel("run", "--temprature", "0.5", "hi")
+    assert r.returncode != 0 and "did you mean '--temperature'" in r.stderr, r.stderr
+    r = kestrel("run", "--help")
+    assert "--n-predict INT:INT in [0 - 1048576]=256" in r.stdout, r.stdout  # defaults shown
+
+
+@needs_model
+def test_repeatable_options_leave_the_prompt_alone():
+    # Each of these used to take the prompt as a second value and then wait on standard input.
+    for extra in (["--stop", "."], ["--variant", "matmul=cpu.ref"]):
+        r = kestrel("run", *extra, "--raw", "The capital of France is", "-n", "4", "-t", "2", input="", timeout=120)
+        assert r.returncode == 0 and r.stdout.strip(), (extra, r.stderr)
+        assert "prompt 5 tokens" in r.stderr or "prompt 6 tokens" in r.stderr, (extra, r.stderr)
+
+
+@needs_model
+def test_llama_cpp_spellings_and_prompt_file(tmp_path):
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("The capital of France is")
+    by_file = kestrel("run", "--raw", "-f", str(prompt), "-n", "6", "-t", "2", "-ngl", "99", "--device", "cpu")
+    by_flag = kestrel("run", "--raw", "-p", "The capital of France is", "-n", "6", "-t", "2")
+    assert by_file.returncode == 0 and by_flag.returncode == 0, (by_file.stderr, by_flag.stderr)
+    assert by_file.stdout == by_flag.stdout and by_file.stdout.strip()
+    # The text's last line ends before the stats, which go to stderr alone.
+    assert by_flag.stdout.endswith("\n") and "tok/s" not in by_flag.stdout
+
+
+@needs_model
+def test_seed_is_random_by_default_printed_and_repeatable():
+    args = ("run", "--raw", "Once upon a time", "-n", "8", "-t", "2", "--temp", "1.0")
+    runs = [kestrel(*args) for _ in range(2)]
+    seeds = [r.stderr.split("seed ")[1].split()[0] for r in runs]
+    assert all(r.returncode == 0 for r in runs) and seeds[0] != seeds[1], [r.stderr for r in runs]
+    again = kestrel(*args, "--seed", seeds[0])
+    assert again.stdout == runs[0].stdout, (again.stdout, runs[0].stdout)
