@@ -19,7 +19,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
                  "$KESTREL_MODEL)");
   app.add_option("-t,--threads", f.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
   if (ctx_flag)
-    app.add_option("-c,--ctx-size", f.ctx_size, "context size in tokens (default: the model's, at most 8192)")
+    app.add_option("-c,--ctx-size,--max-model-len", f.ctx_size, "context size in tokens (0: the model's, at most 8192)")
         ->check(CLI::Range(0, 1 << 22));
   app.add_option("-b,--batch-size", f.batch_size, "prompt tokens per forward step")->check(CLI::Range(1, 1 << 16));
   CLI::Option* device = app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));

@@ -8,16 +8,18 @@
 #include "cli/common.h"
 #include "cli/suggest.h"
 #include "core/error.h"
+#include "core/version.h"
 
 namespace {
-
-constexpr const char* kVersion = "0.1.0";
 
 // llama.cpp spellings CLI11 cannot declare (several letters after one dash) become Kestrel's.
 std::vector<std::string> translate_aliases(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   for (std::string& a : args)
-    if (a == "-ngl") a = "--n-gpu-layers";
+    if (a == "-ngl")
+      a = "--n-gpu-layers";
+    else if (a == "-np")
+      a = "--parallel";
   return args;
 }
 
@@ -71,7 +73,7 @@ void suggest_options(CLI::App& app, const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   CLI::App app{"Kestrel: run and serve large language models on CPUs and GPUs"};
   app.option_defaults()->always_capture_default();  // --help shows every default
-  app.set_version_flag("--version", std::string("kestrel ") + kVersion);
+  app.set_version_flag("--version", std::string("kestrel ") + kestrel::kVersion);
   app.require_subcommand(1);
   app.fallthrough();
   kestrel::cli::register_run(app);

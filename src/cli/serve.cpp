@@ -57,12 +57,14 @@ void register_serve(CLI::App& app) {
   auto f = std::make_shared<ServeFlags>();
   server::ServerOptions& o = f->server;
   CLI::App* cmd = app.add_subcommand("serve", "serve the model over an OpenAI-compatible HTTP API");
+  cmd->add_option("model_path", f->model.model, "the model, as with -m (vLLM's `serve MODEL`)");
   cmd->add_option("--host", o.http.host, "address to bind (default 127.0.0.1: this machine only)");
   cmd->add_option("--port", o.http.port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", o.api_key, "require 'Authorization: Bearer <key>' on /v1 routes")
       ->envname("KESTREL_API_KEY");
   cmd->add_option("--served-model-name", o.model_name, "model id for clients (default: the model file's name)");
-  cmd->add_option("--max-running", o.scheduler.max_running, "sequences batched at once")->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-running,--parallel", o.scheduler.max_running, "sequences batched at once (llama.cpp: -np)")
+      ->check(CLI::Range(1, 4096));
   cmd->add_option("--max-queue", o.scheduler.max_waiting, "queued requests before answering 429")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--kv-cache-tokens", o.kv_cache_tokens,

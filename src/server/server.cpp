@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <random>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "server/api_error.h"
 #include "server/openai_api.h"
 #include "tokenizer/chat_template/chat_template.h"
@@ -270,7 +272,9 @@ Server::~Server() = default;
 
 void Server::run() {
   std::thread engine([this] { scheduler_->run(); });
-  log::info("serving {} on http://{}:{}", opt_.model_name, opt_.http.host, port());
+  // Always printed (not a log line): scripts and users need the address, --port 0 picks any free port.
+  std::fprintf(stderr, "kestrel: serving %s on http://%s:%d\n", opt_.model_name.c_str(), opt_.http.host.c_str(),
+               port());
   auto stop = [&] {
     // Whatever is still queued or being prepared lost its connection when the drain ended.
     cancel_in_flight();
@@ -327,6 +331,10 @@ void Server::handle(HttpRequest& req, ResponseWriter res) {
   };
   if (path == "/health") {
     if (only("GET")) respond_json(res, 200, R"({"status":"ok"})");
+    return;
+  }
+  if (path == "/version") {
+    if (only("GET")) respond_json(res, 200, dump(json{{"version", kVersion}}));
     return;
   }
   if (path == "/metrics") {

@@ -159,3 +159,28 @@ def test_seed_is_random_by_default_printed_and_repeatable():
     assert all(r.returncode == 0 for r in runs) and seeds[0] != seeds[1], [r.stderr for r in runs]
     again = kestrel(*args, "--seed", seeds[0])
     assert again.stdout == runs[0].stdout, (again.stdout, runs[0].stdout)
+
+
+@needs_model
+def test_serve_takes_vllm_and_llama_cpp_spellings():
+    # `serve MODEL` positional, --max-model-len, -np; the server answers /version.
+    import re
+    import urllib.request
+
+    proc = subprocess.Popen([str(kestrel_bin()), "serve", str(model_path()), "-np", "3", "--max-model-len", "1024",
+                             "--port", "0", "-t", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in proc.stderr:
+            m = re.search(r"serving .* on http://[0-9.]+:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "the server never said where it listens"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=30) as r:
+            assert json.load(r)["version"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30) as r:
+            assert json.load(r)["data"][0]["max_model_len"] == 1024
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -25,6 +25,7 @@ def chat(client, model_id, content, **kw):
 
 def test_health_and_models(server, client, model_id):
     assert requests.get(server.base + "/health").json() == {"status": "ok"}
+    assert requests.get(server.base + "/version").json()["version"]
     models = client.models.list().data
     assert len(models) == 1 and models[0].id == model_id
     assert client.models.retrieve(model_id).id == model_id
