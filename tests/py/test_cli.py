@@ -163,20 +163,22 @@ def test_seed_is_random_by_default_printed_and_repeatable():
 
 @needs_model
 def test_serve_takes_vllm_and_llama_cpp_spellings():
-    # `serve MODEL` positional, --max-model-len, -np; the server answers /version.
+    # `serve MODEL` positional, --max-model-len, -np; the address is printed; the server answers /version.
+    import queue
     import re
+    import threading
     import urllib.request
 
     proc = subprocess.Popen([str(kestrel_bin()), "serve", str(model_path()), "-np", "3", "--max-model-len", "1024",
                              "--port", "0", "-t", "1"], stderr=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
     try:
         port = None
-        for line in proc.stderr:
+        while port is None:
+            line = lines.get(timeout=120)  # queue.Empty fails the test if the address never comes
             m = re.search(r"serving .* on http://[0-9.]+:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        assert port, "the server never said where it listens"
+            port = int(m.group(1)) if m else None
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=30) as r:
             assert json.load(r)["version"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30) as r:
