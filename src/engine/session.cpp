@@ -13,7 +13,7 @@ Session::Session(Decoder& model, ops::Context ctx, const SessionOptions& opt)
   if (!ctx.runtime) ctx.runtime = backends::default_runtime(ctx.device);
   model.place_on(ctx);
   const ModelConfig& c = model.config();
-  n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min(c.max_ctx > 0 ? c.max_ctx : 4096, 8192);
+  n_ctx_ = c.context_size(opt.n_ctx);
   KS_CHECK(n_ctx_ > 0 && n_ctx_ <= (1 << 22), "context size {} is out of range", n_ctx_);
   KvCacheConfig kc;
   kc.n_layers = c.n_layers;

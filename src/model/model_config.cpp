@@ -1,8 +1,11 @@
 #include "model/model_config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace kestrel {
 
@@ -34,6 +37,16 @@ void ModelConfig::validate() const {
   positive_finite(rope.linear_factor, "linear RoPE scaling factor");
   for (float f : rope.freq_factors) positive_finite(f, "RoPE frequency factor (rope_freqs.weight)");
   KS_CHECK(rms_eps > 0 && rms_eps < 1, "model config: RMSNorm epsilon {} is out of range", rms_eps);
+}
+
+int ModelConfig::context_size(int requested) const {
+  if (requested <= 0) return std::min(max_ctx > 0 ? max_ctx : 4096, 8192);
+  if (max_ctx > 0 && requested > max_ctx)
+    log::warn_once("context/" + std::to_string(requested),
+                   fmt::format("a {}-token context is past the {} tokens {} was trained on: its output there is "
+                               "untested and may degrade",
+                               requested, max_ctx, name.empty() ? arch : name));
+  return requested;
 }
 
 }  // namespace kestrel

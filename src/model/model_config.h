@@ -27,6 +27,9 @@ struct ModelConfig {
 
   // Checks the numbers are consistent; throws kestrel::Error naming the field otherwise.
   void validate() const;
+  // The context a run gets for `requested` tokens (0: the model's trained length, at most 8192); warns
+  // once when a request goes past the trained length, where the model was never evaluated.
+  int context_size(int requested) const;
 };
 
 }  // namespace kestrel

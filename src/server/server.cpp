@@ -235,7 +235,7 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
     : model_(&model), opt_(std::move(opt)), created_(unix_time()) {
   if (opt_.model_name.empty()) opt_.model_name = default_model_name(model.path);
   SchedulerOptions& so = opt_.scheduler;
-  if (so.n_ctx <= 0) so.n_ctx = std::min(model.config().max_ctx > 0 ? model.config().max_ctx : 4096, 8192);
+  so.n_ctx = model.config().context_size(so.n_ctx);
   KS_CHECK(opt_.kv_block_size >= 1 && opt_.kv_block_size <= 1024, "KV block size {} is out of range",
            opt_.kv_block_size);
   const ModelConfig& c = model.config();

@@ -186,3 +186,12 @@ def test_serve_takes_vllm_and_llama_cpp_spellings():
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+@needs_model
+def test_context_past_the_trained_length_warns():
+    past = kestrel("run", "--raw", "Hello", "-n", "2", "-t", "2", "-c", "8200")  # the default model: 8192
+    within = kestrel("run", "--raw", "Hello", "-n", "2", "-t", "2", "-c", "2048")
+    assert past.returncode == 0 and within.returncode == 0, (past.stderr, within.stderr)
+    assert "past the 8192 tokens" in past.stderr, past.stderr
+    assert "past the" not in within.stderr, within.stderr
