@@ -13,26 +13,6 @@ namespace {
 
 using namespace quant;
 
-void dequant_q4_0(const BlockQ4_0* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, y += kQK4_0) {
-    const float d = f16_to_f32(b[i].d);
-    for (int j = 0; j < kQK4_0 / 2; ++j) {
-      y[j] = ((b[i].qs[j] & 0xF) - 8) * d;
-      y[j + kQK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d;
-    }
-  }
-}
-
-void dequant_q4_1(const BlockQ4_1* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, y += kQK4_1) {
-    const float d = f16_to_f32(b[i].d), m = f16_to_f32(b[i].m);
-    for (int j = 0; j < kQK4_1 / 2; ++j) {
-      y[j] = (b[i].qs[j] & 0xF) * d + m;
-      y[j + kQK4_1 / 2] = (b[i].qs[j] >> 4) * d + m;
-    }
-  }
-}
-
 void dequant_q8_0(const BlockQ8_0* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK8_0) {
     const float d = f16_to_f32(b[i].d);
@@ -85,20 +65,25 @@ void dequant_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
   }
 }
 
-// Q5_0: y = (q - 16) * d; Q5_1 (which has a min): y = q * d + m; q the 5-bit value.
+// The 32-element types: Q4_0 / Q5_0 y = (q - 2^(bits - 1)) * d, Q4_1 / Q5_1 (which have a min) y = q * d + m,
+// q the nibble plus, in the Q5 types, a fifth bit from qh.
 template <class Block>
-void dequant_q5(const Block* b, float* y, int64_t nb) {
+void dequant_legacy(const Block* b, float* y, int64_t nb) {
+  constexpr bool kFive = requires {
+    b->qh;
+  };
   for (int64_t i = 0; i < nb; ++i, y += 32) {
     const float d = f16_to_f32(b[i].d);
-    auto value = [&](int q) {
+    auto value = [&](int q, int j) {
+      if constexpr (kFive) q |= q5_high_bit(b[i].qh, j) << 4;
       if constexpr (requires { b->m; })
         return static_cast<float>(q) * d + f16_to_f32(b[i].m);
       else
-        return static_cast<float>(q - 16) * d;  // no "+ 0": it would turn -0 into +0
+        return static_cast<float>(q - (kFive ? 16 : 8)) * d;  // no "+ 0": it would turn -0 into +0
     };
     for (int j = 0; j < 16; ++j) {
-      y[j] = value((b[i].qs[j] & 0xF) | q5_high_bit(b[i].qh, j) << 4);
-      y[j + 16] = value((b[i].qs[j] >> 4) | q5_high_bit(b[i].qh, j + 16) << 4);
+      y[j] = value(b[i].qs[j] & 0xF, j);
+      y[j + 16] = value(b[i].qs[j] >> 4, j + 16);
     }
   }
 }
@@ -225,41 +210,24 @@ void pack_fifth_bits(const int* q, uint8_t* qh) {
   for (int k = 0; k < 4; ++k) qh[k] = static_cast<uint8_t>(bits >> (8 * k));
 }
 
-void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
+// ggml's quantizers of the 32-element types: symmetric without a min, asymmetric with one; 16 or 32 levels.
+template <class Block>
+void quant_legacy(const float* x, Block* b, int64_t nb) {
+  constexpr bool kFive = requires {
+    b->qh;
+  };
+  constexpr int kLevels = kFive ? 32 : 16;
   int q[32];
   for (int64_t i = 0; i < nb; ++i, x += 32) {
-    b[i].d = f32_to_f16(symmetric_levels(x, 16, q));
+    if constexpr (requires { b->m; }) {
+      float lo;
+      b[i].d = f32_to_f16(asymmetric_levels(x, kLevels, q, &lo));
+      b[i].m = f32_to_f16(lo);
+    } else {
+      b[i].d = f32_to_f16(symmetric_levels(x, kLevels, q));
+    }
     pack_nibbles(q, b[i].qs);
-  }
-}
-
-void quant_q4_1(const float* x, BlockQ4_1* b, int64_t nb) {
-  int q[32];
-  float lo;
-  for (int64_t i = 0; i < nb; ++i, x += 32) {
-    b[i].d = f32_to_f16(asymmetric_levels(x, 16, q, &lo));
-    b[i].m = f32_to_f16(lo);
-    pack_nibbles(q, b[i].qs);
-  }
-}
-
-void quant_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
-  int q[32];
-  for (int64_t i = 0; i < nb; ++i, x += 32) {
-    b[i].d = f32_to_f16(symmetric_levels(x, 32, q));
-    pack_nibbles(q, b[i].qs);
-    pack_fifth_bits(q, b[i].qh);
-  }
-}
-
-void quant_q5_1(const float* x, BlockQ5_1* b, int64_t nb) {
-  int q[32];
-  float lo;
-  for (int64_t i = 0; i < nb; ++i, x += 32) {
-    b[i].d = f32_to_f16(asymmetric_levels(x, 32, q, &lo));
-    b[i].m = f32_to_f16(lo);
-    pack_nibbles(q, b[i].qs);
-    pack_fifth_bits(q, b[i].qh);
+    if constexpr (kFive) pack_fifth_bits(q, b[i].qh);
   }
 }
 
@@ -276,15 +244,15 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
       return;
-    case DType::Q4_0: dequant_q4_0(static_cast<const BlockQ4_0*>(src), dst, nb); return;
-    case DType::Q4_1: dequant_q4_1(static_cast<const BlockQ4_1*>(src), dst, nb); return;
+    case DType::Q4_0: dequant_legacy(static_cast<const BlockQ4_0*>(src), dst, nb); return;
+    case DType::Q4_1: dequant_legacy(static_cast<const BlockQ4_1*>(src), dst, nb); return;
     case DType::Q8_0: dequant_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb); return;
     case DType::Q8_1: dequant_q8_1(static_cast<const BlockQ8_1*>(src), dst, nb); return;
     case DType::Q4_K: dequant_q4_k(static_cast<const BlockQ4_K*>(src), dst, nb); return;
     case DType::Q6_K: dequant_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb); return;
     case DType::Q8_K: dequant_q8_k(static_cast<const BlockQ8_K*>(src), dst, nb); return;
-    case DType::Q5_0: dequant_q5(static_cast<const BlockQ5_0*>(src), dst, nb); return;
-    case DType::Q5_1: dequant_q5(static_cast<const BlockQ5_1*>(src), dst, nb); return;
+    case DType::Q5_0: dequant_legacy(static_cast<const BlockQ5_0*>(src), dst, nb); return;
+    case DType::Q5_1: dequant_legacy(static_cast<const BlockQ5_1*>(src), dst, nb); return;
     case DType::Q2_K: dequant_q2_k(static_cast<const BlockQ2_K*>(src), dst, nb); return;
     case DType::Q3_K: dequant_q3_k(static_cast<const BlockQ3_K*>(src), dst, nb); return;
     case DType::Q5_K: dequant_q5_k(static_cast<const BlockQ5_K*>(src), dst, nb); return;
@@ -303,13 +271,13 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) static_cast<uint16_t*>(dst)[i] = f32_to_bf16(src[i]);
       return;
-    case DType::Q4_0: quant_q4_0(src, static_cast<BlockQ4_0*>(dst), nb); return;
-    case DType::Q4_1: quant_q4_1(src, static_cast<BlockQ4_1*>(dst), nb); return;
+    case DType::Q4_0: quant_legacy(src, static_cast<BlockQ4_0*>(dst), nb); return;
+    case DType::Q4_1: quant_legacy(src, static_cast<BlockQ4_1*>(dst), nb); return;
     case DType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), nb); return;
     case DType::Q8_1: quant_q8_1(src, static_cast<BlockQ8_1*>(dst), nb); return;
     case DType::Q8_K: quant_q8_k(src, static_cast<BlockQ8_K*>(dst), nb); return;
-    case DType::Q5_0: quant_q5_0(src, static_cast<BlockQ5_0*>(dst), nb); return;
-    case DType::Q5_1: quant_q5_1(src, static_cast<BlockQ5_1*>(dst), nb); return;
+    case DType::Q5_0: quant_legacy(src, static_cast<BlockQ5_0*>(dst), nb); return;
+    case DType::Q5_1: quant_legacy(src, static_cast<BlockQ5_1*>(dst), nb); return;
     default: KS_FAIL("quantizing to {} is not supported", dtype_name(t));
   }
 }

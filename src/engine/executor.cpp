@@ -332,10 +332,10 @@ void Executor::submit(std::span<const StepSeq> in) {
     host_logits |= in[i].logits != LogitRows::None;
     all_single &= in[i].tokens.size() == 1;
   }
-  const auto is_decode = [&](int i) { return in[i].tokens.size() == 1 && !in[i].prompt; };
-  std::stable_partition(order.begin(), order.end(), is_decode);
+  const auto decode_end = std::stable_partition(order.begin(), order.end(),
+                                                [&](int i) { return in[i].tokens.size() == 1 && !in[i].prompt; });
   const int n_run = static_cast<int>(order.size());
-  const int n_decode = static_cast<int>(std::count_if(order.begin(), order.end(), is_decode));
+  const int n_decode = static_cast<int>(decode_end - order.begin());
 
   // Sampling rows and penalty entries first: the entries may outgrow the staging buffers.
   std::vector<ops::PenaltyEntry> entries;

@@ -75,6 +75,57 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_until_healthy(proc, base, describe, seconds=120):
+    """Polls base/health until it answers 200; raises (with describe()) if proc exits or time runs out."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kestrel serve exited with {proc.returncode}:\n{describe()}")
+        try:
+            if requests.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"kestrel serve did not come up in {seconds} s:\n{describe()}")
+
+
+def scrape_metrics(base, timeout=10):
+    """The server's /metrics as {sample name with labels: value}."""
+    values = {}
+    for line in requests.get(base + "/metrics", timeout=timeout).text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def raw_exchange(port, data, half_close=False, timeout=30):
+    """Sends raw bytes (optionally half-closing) and returns everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
 class ServerProcess:
     """A running `kestrel serve` (on the default model unless `model` names another); stop() sends SIGTERM
     and returns the exit status."""
@@ -95,18 +146,7 @@ class ServerProcess:
             args += ["--api-key", api_key]
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kestrel-serve-{self.port}.log", "w+")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kestrel serve exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if requests.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        self.proc.kill()
-        raise RuntimeError("kestrel serve did not come up in 120 s:\n" + self.output())
+        wait_until_healthy(self.proc, self.base, self.output)
 
     def output(self):
         self.log.flush()
@@ -117,19 +157,10 @@ class ServerProcess:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def metrics(self):
-        text = requests.get(self.base + "/metrics", timeout=10).text
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
+        return scrape_metrics(self.base)
 
     def rss_kib(self):
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        return rss_kib(self.proc.pid)
 
     def stop(self, timeout=60):
         if self.proc.poll() is None:

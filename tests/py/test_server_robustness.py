@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import model_files
-from conftest import ServerProcess, assert_openai_error, post_raw, require_binary
+from conftest import ServerProcess, assert_openai_error, post_raw, raw_exchange, require_binary
 
 
 # ---- chat templates from model files ----
@@ -167,23 +167,6 @@ def test_bearer_scheme_is_case_insensitive_and_401_names_the_scheme(server):
 
 
 # ---- metrics count every rejection ----
-
-def raw_exchange(port, data, half_close=False):
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(data)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
-
 
 def error_counts(server):
     return {k: v for k, v in server.metrics().items() if k.startswith("kestrel_request_errors_total")}

@@ -25,7 +25,6 @@ import json
 import os
 import random
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "py"))
 import model_files  # noqa: E402
+from conftest import free_port, raw_exchange, rss_kib, scrape_metrics, wait_until_healthy  # noqa: E402
 
 HEAVY_TEMPLATE = (
     "{%- set ns = namespace(system='', chars=0, turns=0) -%}"
@@ -59,12 +59,6 @@ WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly 
          "under grey autumn skies").split()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, name, binary, model, extra, log_dir):
         self.name = name
@@ -74,31 +68,13 @@ class Server:
         self.log = open(self.log_path, "w")
         args = [binary, "serve", "-m", str(model), "--port", str(self.port), *extra]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            try:
-                if requests.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} did not come up")
+        wait_until_healthy(self.proc, self.base, lambda: f"{name}: {self.log_path.read_text()[-2000:]}")
 
     def metrics(self):
-        values = {}
-        for line in requests.get(self.base + "/metrics", timeout=30).text.splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                values[key] = float(value)
-        return values
+        return scrape_metrics(self.base, timeout=30)
 
     def rss_kib(self):
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        return rss_kib(self.proc.pid)
 
     def answered(self):
         return sum(v for k, v in self.metrics().items() if k.startswith("kestrel_requests_total"))
@@ -121,19 +97,7 @@ class Tally:
 
 def raw(server, data, half_close=False, timeout=60):
     """Sends raw bytes and reads until the server closes; returns the status code (0: none)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
-        s.sendall(data)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not chunk:
-                break
-            out += chunk
+    out = raw_exchange(server.port, data, half_close, timeout)
     return int(out[9:12]) if out.startswith(b"HTTP/1.1 ") else 0
 
 

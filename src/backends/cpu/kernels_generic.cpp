@@ -83,18 +83,24 @@ struct DecQ8_0 {
   }
 };
 
-struct DecQ4_K {
-  using Block = BlockQ4_K;
+// Q4_K and Q5_K: 8 groups of 32 with 6-bit scales and mins; q the nibble plus, in Q5_K, a fifth bit from qh.
+template <class B>
+struct DecK4 {
+  using Block = B;
   static constexpr int kGroups = 8;
   static void group(const Block& b, int j, Group& g) {
     uint8_t sc, m;
     q4k_scale_min(j, b.scales, sc, m);
     const uint8_t* qs = b.qs + 32 * (j / 2);
     for (int i = 0; i < 32; ++i) g.q[i] = (j & 1) ? qs[i] >> 4 : qs[i] & 0xF;
+    if constexpr (requires { b.qh; })
+      for (int i = 0; i < 32; ++i) g.q[i] |= ((b.qh[i] >> j) & 1) << 4;
     g.ws[0] = g.ws[1] = f16_to_f32(b.d) * sc;
     g.off[0] = g.off[1] = -f16_to_f32(b.dmin) * m;
   }
 };
+using DecQ4_K = DecK4<BlockQ4_K>;
+using DecQ5_K = DecK4<BlockQ5_K>;
 
 struct DecQ6_K {
   using Block = BlockQ6_K;
@@ -145,19 +151,6 @@ struct DecQ3_K {
       g.ws[half] = d * q3k_scale(b.scales, 2 * j + half);
       g.off[half] = -4.f * g.ws[half];
     }
-  }
-};
-
-struct DecQ5_K {
-  using Block = BlockQ5_K;
-  static constexpr int kGroups = 8;
-  static void group(const Block& b, int j, Group& g) {
-    uint8_t sc, m;
-    q4k_scale_min(j, b.scales, sc, m);
-    const uint8_t* qs = b.qs + 32 * (j / 2);
-    for (int i = 0; i < 32; ++i) g.q[i] = ((j & 1) ? qs[i] >> 4 : qs[i] & 0xF) | ((b.qh[i] >> j) & 1) << 4;
-    g.ws[0] = g.ws[1] = f16_to_f32(b.d) * sc;
-    g.off[0] = g.off[1] = -f16_to_f32(b.dmin) * m;
   }
 };
 
