@@ -5,7 +5,8 @@
 # scripts/gpu/fetch_deps.sh); aiohttp for the client from .whl/ wheels when the machine lacks it.
 #   scripts/gpu/serve_bench.sh [NUM_PROMPTS] [RATES...]
 # KESTREL_BIN=PATH runs a kestrel built elsewhere (with an sm_90 target) instead of building one;
-# SERVE_ARGS adds server flags, TAG names the reports (serve_<TAG>rate_R.json).
+# SERVE_ARGS adds server flags, MAX_RUNNING sets --max-running (128), KV_TOKENS --kv-cache-tokens (200000),
+# TAG names the reports (serve_<TAG>rate_R.json).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -37,7 +38,7 @@ fi
   "$k" synth --preset llama3-8b --seed 1 --out /tmp/kestrel-synth/llama3-8b | tail -1
 port=8123
 # KV budget: 200K tokens (bf16, 128 KiB each for llama3-8b = 25 GiB) so 128 sequences fit at once.
-"$k" serve -m /tmp/kestrel-synth/llama3-8b --device cuda --port "$port" -c 4096 --max-running 128 \
+"$k" serve -m /tmp/kestrel-synth/llama3-8b --device cuda --port "$port" -c 4096 --max-running "${MAX_RUNNING:-128}" \
   --kv-cache-tokens "${KV_TOKENS:-200000}" ${SERVE_ARGS:-} \
   >"$out/serve.log" 2>&1 &
 pid=$!

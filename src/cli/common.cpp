@@ -21,7 +21,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
   if (ctx_flag)
     app.add_option("-c,--ctx-size,--max-model-len", f.ctx_size, "context size in tokens (0: the model's, at most 8192)")
         ->check(CLI::Range(0, 1 << 22));
-  app.add_option("-b,--batch-size", f.batch_size, "prompt tokens per forward step")->check(CLI::Range(1, 1 << 16));
+  app.add_option("-b,--batch-size", f.batch_size, "prompt tokens per forward step")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
   CLI::Option* device = app.add_option("--device", f.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--n-gpu-layers,--ngl", f.n_gpu_layers,
                  "llama.cpp's -ngl, accepted: above 0 runs the whole model on the GPU (--device cuda; Kestrel does "

@@ -2,6 +2,7 @@
 // graceful shutdown: no new connections, in-flight requests finish (or are cancelled after
 // --drain-timeout, or at a second signal), exit status 0.
 #include <csignal>
+#include <optional>
 
 #include "cli/common.h"
 #include "core/error.h"
@@ -13,12 +14,16 @@ namespace {
 struct ServeFlags {
   ModelFlags model;
   // A prefill chunk of 256 tokens beside decoding rows keeps the inter-token latency within twice the
-  // decode step on an H100 at 16 req/s (BENCHMARKS.md); throughput at saturation is unchanged.
+  // decode step on an H100 at 16 req/s (BENCHMARKS.md); a backlog of waiting requests lifts it to the
+  // whole --batch-size (2048 by default here), which saturation throughput needs on the GPU.
   server::ServerOptions server = [] {
     server::ServerOptions o;
     o.scheduler.prefill_chunk = 256;
     return o;
   }();
+  // Milliseconds the oldest queued request waits before the chunk is lifted; unset: 100 on the GPU, never
+  // on the CPU (whose steps are compute-bound at any size, so a lifted chunk would only stall decoding).
+  std::optional<double> chunk_max_wait_ms;
   bool no_prefix_cache = false;
 };
 
@@ -33,6 +38,7 @@ void serve(ServeFlags& f) {
   server::ServerOptions opt = f.server;
   opt.scheduler.n_ctx = f.model.ctx_size;
   opt.scheduler.max_batch_tokens = f.model.batch_size;
+  opt.scheduler.prefill_chunk_max_wait_ms = f.chunk_max_wait_ms.value_or(f.model.device == "cuda" ? 100 : -1);
   opt.scheduler.prefix_cache = !f.no_prefix_cache;
   opt.kv_dtype = session_options(f.model).kv_dtype;
   const ops::Context ctx = make_context(f.model);
@@ -78,6 +84,10 @@ void register_serve(CLI::App& app) {
                   "steadies inter-token latency under load")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--prefill-chunk-max-wait", f->chunk_max_wait_ms,
+                  "milliseconds the oldest queued request may wait before --prefill-chunk is lifted to the whole "
+                  "--batch-size until the queue is served (default: 100 on cuda, never on the cpu; -1: never)")
+      ->check(CLI::Range(-1.0, 1e9));
   cmd->add_option("--max-body-bytes", o.http.limits.max_body_bytes, "largest request body accepted (413 above)")
       ->check(CLI::Range(size_t{1} << 10, size_t{1} << 30));
   cmd->add_option("--max-connections", o.http.max_connections, "open connections at most (503 above)")
@@ -94,6 +104,7 @@ void register_serve(CLI::App& app) {
                   "threads that parse, template and tokenize requests, off the I/O thread")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
+  f->model.batch_size = 2048;  // vLLM's serving budget; prompts of other steps are bounded by --prefill-chunk
   add_model_flags(*cmd, f->model);
   cmd->callback([f] { serve(*f); });
 }

@@ -347,6 +347,12 @@ int32_t Scheduler::chunk_cap(const Sequence& s) const {
   return len < s.n_prompt ? std::min(s.n_uncomputed(), s.n_prompt - len) : 1;
 }
 
+bool Scheduler::backlogged() const {
+  if (opt_.prefill_chunk_max_wait_ms < 0 || waiting_.empty()) return false;
+  const auto waited = std::chrono::steady_clock::now() - waiting_.front()->req->arrival;
+  return std::chrono::duration<double, std::milli>(waited).count() >= opt_.prefill_chunk_max_wait_ms;
+}
+
 std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_preempt) {
   // 1. Running sequences, oldest first: each gets its decode token or next prefill chunk. When blocks run
   // out, the youngest running sequence is preempted (possibly the one asking) — only with no step in
@@ -355,7 +361,7 @@ std::optional<std::vector<Scheduler::Planned>> Scheduler::schedule(bool may_pree
   const bool decoding = std::any_of(running_.begin(), running_.end(), [&](const SeqPtr& s) {
     return s->n_uncomputed() == 1 && !s->length_reached(opt_.n_ctx);
   });
-  int prefill_left = decoding && opt_.prefill_chunk > 0 ? opt_.prefill_chunk : budget;
+  int prefill_left = decoding && opt_.prefill_chunk > 0 && !backlogged() ? opt_.prefill_chunk : budget;
   std::vector<Planned> plan;
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence& s = *running_[i];

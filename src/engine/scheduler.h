@@ -33,6 +33,10 @@ struct SchedulerOptions {
   // Prefill tokens per step while sequences are decoding (0: the whole budget): smaller chunks keep the
   // decode rows' inter-token latency steady under load; prefill gets the whole budget when none decode.
   int prefill_chunk = 0;
+  // A backlog lifts that cap: once the oldest waiting request has queued this many milliseconds, prefill
+  // gets the whole budget until the queue is served (time to first token outweighs the decode rows'
+  // steadiness when requests pile up faster than small chunks admit them). Negative: never lifted.
+  double prefill_chunk_max_wait_ms = -1;
   int max_running = 64;    // sequences being served at once
   int max_waiting = 4096;  // requests waiting for a running slot beyond which submit() refuses (HTTP 429)
   int n_ctx = 0;           // positions per sequence (prompt + generated); 0: the model's context
@@ -109,6 +113,8 @@ class Scheduler {
 
   // The most tokens of s the next step may compute (all it has left, except in batch-invariant mode).
   int32_t chunk_cap(const Sequence& s) const;
+  // Whether the oldest waiting request has queued past prefill_chunk_max_wait_ms.
+  bool backlogged() const;
   // Plans the next step; nullopt when it would have to preempt and may not (a step is in flight).
   std::optional<std::vector<Planned>> schedule(bool may_preempt);
   bool submit(const std::vector<Planned>& plan);

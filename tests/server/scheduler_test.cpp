@@ -363,8 +363,9 @@ TEST(SchedulerPrefillChunk, BoundsPrefillWhileDecodingWithoutChangingOutput) {
   std::mt19937 rng(17);
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < 10; ++i) prompts.push_back(random_prompt(rng, 20 + static_cast<int>(rng() % 30)));
-  auto serve = [&](int chunk, uint64_t* steps) {
-    Harness h(SchedulerOptions{.max_batch_tokens = 128, .prefill_chunk = chunk, .n_ctx = 256});
+  auto serve = [&](int chunk, uint64_t* steps, double max_wait_ms = -1) {
+    Harness h(SchedulerOptions{
+        .max_batch_tokens = 128, .prefill_chunk = chunk, .prefill_chunk_max_wait_ms = max_wait_ms, .n_ctx = 256});
     std::vector<Result> out(prompts.size());
     EXPECT_TRUE(h.sched->submit(h.request(prompts[0], 16, out[0])));
     EXPECT_TRUE(h.sched->step());  // the first prompt decodes from now on, while the rest arrive
@@ -380,6 +381,14 @@ TEST(SchedulerPrefillChunk, BoundsPrefillWhileDecodingWithoutChangingOutput) {
   EXPECT_EQ(a, b);
   // 9 prompts of ~35 tokens in chunks of at most 6 while the first decodes: many more steps.
   EXPECT_GT(chunked, whole + 20);
+
+  // A backlog lifts the cap: with no wait allowed, every step that finds a request queued takes the whole
+  // budget, so the prompts go in about as few steps as uncapped; a wait no request reaches keeps the cap.
+  uint64_t lifted = 0, kept = 0;
+  EXPECT_EQ(serve(6, &lifted, 0), a);
+  EXPECT_EQ(serve(6, &kept, 1e9), a);
+  EXPECT_LT(lifted, chunked - 20);
+  EXPECT_EQ(kept, chunked);
 }
 
 TEST(PrefixCacheUnit, MatchInsertEvictAndReferenceCounts) {
