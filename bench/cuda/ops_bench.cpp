@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
+#include "../../tests/common/random_weights.h"
 
 using namespace kestrel;
 using namespace kestrel::backends::cuda;
@@ -140,6 +141,12 @@ Ceilings measure_ceilings(std::mt19937& rng) {
   return c;
 }
 
+// A weight matrix on the device: bf16 from Gaussian values, a GGUF type from random blocks with sane scales.
+Tensor random_weight(DType t, int64_t n, int64_t k, std::mt19937& rng) {
+  if (t == DType::BF16) return random_device(DType::BF16, {n, k}, rng, 0.02f);
+  return to_device(testing::random_weights(t, {n, k}, rng, 0.02f), t, g_stream);
+}
+
 void bench_matmul(std::mt19937& rng, bool quick) {
   struct Shape {
     const char* name;
@@ -150,29 +157,34 @@ void bench_matmul(std::mt19937& rng, bool quick) {
                                      {"gate_up", 28672, 4096},
                                      {"down", 4096, 14336},
                                      {"lm_head", 128256, 4096}};
-  double step_us = 0;  // llama3-8b GEMMs of one batch-1 decode step, with the dispatcher's choices
-  for (const Shape& s : shapes) {
-    const double wbytes = 2.0 * s.n * s.k;
-    const int copies = copies_for(wbytes);
-    std::vector<Tensor> ws;
-    for (int i = 0; i < copies; ++i) ws.push_back(random_device(DType::BF16, {s.n, s.k}, rng, 0.02f));
-    for (int64_t m : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 512, 2048}) {
-      Tensor x = random_device(DType::BF16, {m, s.k}, rng);
-      Tensor y = empty_device(DType::BF16, {m, s.n});
-      const double bytes = wbytes + 2.0 * m * (s.k + s.n), flops = 2.0 * m * s.n * s.k;
-      const std::string name = fmt::format("llama3-8b {} {}x{} M={}", s.name, s.n, s.k, m);
-      const ops::MatmulArgs probe{x, ws[0], y, nullptr};
-      const std::string chosen = ops::registries().matmul.select(probe, ctx()).name;
-      for (const auto& v : ops::registries().matmul.variants()) {
-        if (v.device != Device::Cuda || !v.supports(probe, nullptr)) continue;
-        const double us = time_graph(copies, [&](int i) { v.run({x, ws[i], y, nullptr}, ctx()); });
-        record("matmul", name, v.name + (v.name == chosen ? " (dispatch)" : ""), us, bytes, flops);
-        if (m == 1 && v.name == chosen) step_us += us * (std::string(s.name) == "lm_head" ? 1 : 32);
+  const std::vector<DType> types =
+      quick ? std::vector<DType>{DType::BF16, DType::Q4_K} : std::vector<DType>{DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0};
+  for (DType wt : types) {
+    double step_us = 0, step_bytes = 0;  // llama3-8b GEMMs of one batch-1 decode step, dispatcher's choices
+    for (const Shape& s : shapes) {
+      const double wbytes = static_cast<double>(row_bytes(wt, s.k)) * s.n;
+      const int copies = copies_for(wbytes);
+      std::vector<Tensor> ws;
+      for (int i = 0; i < copies; ++i) ws.push_back(random_weight(wt, s.n, s.k, rng));
+      for (int64_t m : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 2048}) {
+        Tensor x = random_device(DType::BF16, {m, s.k}, rng);
+        Tensor y = empty_device(DType::BF16, {m, s.n});
+        const double bytes = wbytes + 2.0 * m * (s.k + s.n), flops = 2.0 * m * s.n * s.k;
+        const std::string name = fmt::format("llama3-8b {} {} {}x{} M={}", dtype_name(wt), s.name, s.n, s.k, m);
+        const ops::MatmulArgs probe{x, ws[0], y, nullptr};
+        const std::string chosen = ops::registries().matmul.select(probe, ctx()).name;
+        for (const auto& v : ops::registries().matmul.variants()) {
+          if (v.device != Device::Cuda || !v.supports(probe, nullptr)) continue;
+          const double us = time_graph(copies, [&](int i) { v.run({x, ws[i], y, nullptr}, ctx()); });
+          record("matmul", name, v.name + (v.name == chosen ? " (dispatch)" : ""), us, bytes, flops);
+          const double layers = std::string(s.name) == "lm_head" ? 1 : 32;
+          if (m == 1 && v.name == chosen) step_us += us * layers, step_bytes += wbytes * layers;
+        }
       }
     }
+    record("decode", fmt::format("llama3-8b all GEMMs {}, M=1 (sum)", dtype_name(wt)), "dispatch", step_us, step_bytes,
+           0);
   }
-  const double bytes = 32 * 2.0 * (6144 + 4096 + 28672) * 4096 + 32 * 2.0 * 4096 * 14336 + 2.0 * 128256 * 4096;
-  record("decode", "llama3-8b all GEMMs, M=1 (sum)", "dispatch", step_us, bytes, 0);
 }
 
 struct AttnCase {

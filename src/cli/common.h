@@ -24,6 +24,7 @@ struct ModelFlags {
   int n_gpu_layers = 0;               // llama.cpp's -ngl: above 0 selects the GPU unless --device says otherwise
   std::vector<std::string> variants;  // op=variant
   bool batch_invariant = false;       // ops::Context::batch_invariant
+  bool dequantize = false;            // Decoder::set_dequantize_on_place
   std::string kv_type;                // empty: f32 on the CPU, bf16 on CUDA
   bool verbose = false;
 };

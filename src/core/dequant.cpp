@@ -7,18 +7,12 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/quant_blocks.h"
+#include "core/quant_groups.h"
 
 namespace kestrel {
 namespace {
 
 using namespace quant;
-
-void dequant_q8_0(const BlockQ8_0* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, y += kQK8_0) {
-    const float d = f16_to_f32(b[i].d);
-    for (int j = 0; j < kQK8_0; ++j) y[j] = b[i].qs[j] * d;
-  }
-}
 
 void dequant_q8_1(const BlockQ8_1* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK8_1) {
@@ -27,102 +21,11 @@ void dequant_q8_1(const BlockQ8_1* b, float* y, int64_t nb) {
   }
 }
 
-void dequant_q4_k(const BlockQ4_K* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i) {
-    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-    const uint8_t* q = b[i].qs;
-    for (int j = 0, is = 0; j < kQK_K; j += 64, is += 2, q += 32) {
-      uint8_t sc, m;
-      q4k_scale_min(is, b[i].scales, sc, m);
-      const float d1 = d * sc, m1 = dmin * m;
-      q4k_scale_min(is + 1, b[i].scales, sc, m);
-      const float d2 = d * sc, m2 = dmin * m;
-      for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
-      for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
-    }
-  }
-}
-
-void dequant_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i) {
-    const float d = f16_to_f32(b[i].d);
-    const uint8_t* ql = b[i].ql;
-    const uint8_t* qh = b[i].qh;
-    const int8_t* sc = b[i].scales;
-    for (int n = 0; n < kQK_K; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
-      for (int l = 0; l < 32; ++l) {
-        const int is = l / 16;
-        const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-        const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-        y[l] = d * sc[is] * q1;
-        y[l + 32] = d * sc[is + 2] * q2;
-        y[l + 64] = d * sc[is + 4] * q3;
-        y[l + 96] = d * sc[is + 6] * q4;
-      }
-    }
-  }
-}
-
-// The 32-element types: Q4_0 / Q5_0 y = (q - 2^(bits - 1)) * d, Q4_1 / Q5_1 (which have a min) y = q * d + m,
-// q the nibble plus, in the Q5 types, a fifth bit from qh.
+// The weight types, through their shared group decoders (quant_groups.h).
 template <class Block>
-void dequant_legacy(const Block* b, float* y, int64_t nb) {
-  constexpr bool kFive = requires {
-    b->qh;
-  };
-  for (int64_t i = 0; i < nb; ++i, y += 32) {
-    const float d = f16_to_f32(b[i].d);
-    auto value = [&](int q, int j) {
-      if constexpr (kFive) q |= q5_high_bit(b[i].qh, j) << 4;
-      if constexpr (requires { b->m; })
-        return static_cast<float>(q) * d + f16_to_f32(b[i].m);
-      else
-        return static_cast<float>(q - (kFive ? 16 : 8)) * d;  // no "+ 0": it would turn -0 into +0
-    };
-    for (int j = 0; j < 16; ++j) {
-      y[j] = value(b[i].qs[j] & 0xF, j);
-      y[j + 16] = value(b[i].qs[j] >> 4, j + 16);
-    }
-  }
-}
-
-void dequant_q2_k(const BlockQ2_K* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i) {
-    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-    for (int e = 0; e < kQK_K; ++e) {
-      const int q = (b[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-      const uint8_t sc = b[i].scales[e / 16];
-      *y++ = d * (sc & 0xF) * q - dmin * (sc >> 4);
-    }
-  }
-}
-
-void dequant_q3_k(const BlockQ3_K* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i) {
-    const float d = f16_to_f32(b[i].d);
-    for (int e = 0; e < kQK_K; ++e) {
-      const int lo = (b[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-      const int hi = (b[i].hmask[e % 32] >> (e / 32)) & 1;
-      *y++ = d * q3k_scale(b[i].scales, e / 16) * ((lo | hi << 2) - 4);
-    }
-  }
-}
-
-void dequant_q5_k(const BlockQ5_K* b, float* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i) {
-    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-    for (int g = 0; g < 8; ++g) {
-      uint8_t sc, m;
-      q4k_scale_min(g, b[i].scales, sc, m);
-      const uint8_t* q = b[i].qs + 32 * (g / 2);
-      for (int l = 0; l < 32; ++l) {
-        const int nib = g % 2 ? q[l] >> 4 : q[l] & 0xF;
-        *y++ = d * sc * (nib | ((b[i].qh[l] >> g) & 1) << 4) - dmin * m;
-      }
-    }
-  }
+void dequant_groups(const void* src, float* y, int64_t n) {
+  const auto* row = static_cast<const Block*>(src);
+  for (int64_t g = 0; g < n / kGroup; ++g) decode_group(row, g, y + kGroup * g);
 }
 
 void dequant_q8_k(const BlockQ8_K* b, float* y, int64_t nb) {
@@ -236,6 +139,7 @@ void quant_legacy(const float* x, Block* b, int64_t nb) {
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   const int64_t nb = n / dtype_info(t).block_size;
   KS_CHECK(nb * dtype_info(t).block_size == n, "row of {} {} elements is not whole blocks", n, dtype_name(t));
+  if (visit_weight_block(t, [&]<class Block>(const Block*) { dequant_groups<Block>(src, dst, n); })) return;
   switch (t) {
     case DType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
     case DType::F16:
@@ -244,18 +148,8 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
       return;
-    case DType::Q4_0: dequant_legacy(static_cast<const BlockQ4_0*>(src), dst, nb); return;
-    case DType::Q4_1: dequant_legacy(static_cast<const BlockQ4_1*>(src), dst, nb); return;
-    case DType::Q8_0: dequant_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb); return;
     case DType::Q8_1: dequant_q8_1(static_cast<const BlockQ8_1*>(src), dst, nb); return;
-    case DType::Q4_K: dequant_q4_k(static_cast<const BlockQ4_K*>(src), dst, nb); return;
-    case DType::Q6_K: dequant_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb); return;
     case DType::Q8_K: dequant_q8_k(static_cast<const BlockQ8_K*>(src), dst, nb); return;
-    case DType::Q5_0: dequant_legacy(static_cast<const BlockQ5_0*>(src), dst, nb); return;
-    case DType::Q5_1: dequant_legacy(static_cast<const BlockQ5_1*>(src), dst, nb); return;
-    case DType::Q2_K: dequant_q2_k(static_cast<const BlockQ2_K*>(src), dst, nb); return;
-    case DType::Q3_K: dequant_q3_k(static_cast<const BlockQ3_K*>(src), dst, nb); return;
-    case DType::Q5_K: dequant_q5_k(static_cast<const BlockQ5_K*>(src), dst, nb); return;
     default: KS_FAIL("cannot convert {} to f32", dtype_name(t));
   }
 }

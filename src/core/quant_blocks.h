@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "core/host_device.h"
+
 namespace kestrel::quant {
 
 constexpr int kQK4_0 = 32;
@@ -109,7 +111,7 @@ static_assert(sizeof(BlockQ3_K) == 110);
 static_assert(sizeof(BlockQ5_K) == 176);
 
 // Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K block.
-inline void q4k_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+KS_HD void q4k_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
   if (j < 4) {
     sc = q[j] & 63;
     m = q[j + 4] & 63;
@@ -120,14 +122,14 @@ inline void q4k_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
 }
 
 // Scale s (0..15) of a Q3_K block, signed: 6 bits (low 4 in bytes 0-7, high 2 in bytes 8-11) minus 32.
-inline int q3k_scale(const uint8_t* packed, int s) {
+KS_HD int q3k_scale(const uint8_t* packed, int s) {
   const int low = (packed[s % 8] >> (4 * (s / 8))) & 0xF;
   const int high = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
   return (low | (high << 4)) - 32;
 }
 
 // Bit i (0..31) of the 32-bit little-endian mask in Q5_0/Q5_1's qh.
-inline int q5_high_bit(const uint8_t* qh, int i) {
+KS_HD int q5_high_bit(const uint8_t* qh, int i) {
   return (qh[i / 8] >> (i % 8)) & 1;
 }
 

@@ -98,7 +98,7 @@ void Decoder::place_on(const ops::Context& ctx) {
     return;
   }
   KS_CHECK(device_ == Device::Cpu && ctx.device == Device::Cuda, "weights can only move from the CPU to CUDA");
-  w_ = w_.to_device(ctx, DType::BF16, place_progress_);
+  w_ = w_.to_device(ctx, DType::BF16, dequantize_on_place_, place_progress_);
   act_dtype_ = DType::BF16;
   device_ = ctx.device;
 }

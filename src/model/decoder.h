@@ -23,9 +23,12 @@ class Decoder {
   const Architecture& architecture() const { return *arch_; }
   const DecoderWeights& weights() const { return w_; }
 
-  // Moves the weights to ctx.device: on CUDA they become bf16 and activations bf16. Fuses the q/k/v and
-  // gate/up projections on either device (decoder_weights.h).
+  // Moves the weights to ctx.device: on CUDA float weights become bf16, GGUF quantized linear weights keep
+  // their blocks (unless set_dequantize_on_place), activations are bf16. Fuses the q/k/v and gate/up
+  // projections where their parts share a type, on either device (decoder_weights.h).
   void place_on(const ops::Context& ctx);
+  // Makes place_on convert quantized weights to bf16 (A/B runs: the bf16 kernels on the same model).
+  void set_dequantize_on_place(bool on) { dequantize_on_place_ = on; }
   Device device() const { return device_; }
   // Told how far place_on has got while it moves the weights to another device (the CLI draws a progress
   // bar). Set here rather than passed to place_on, which the engine calls on the CLI's behalf.
@@ -64,6 +67,7 @@ class Decoder {
   DType act_dtype_ = DType::F32;
   Device device_ = Device::Cpu;
   PlaceProgress place_progress_;
+  bool dequantize_on_place_ = false;
 };
 
 }  // namespace kestrel

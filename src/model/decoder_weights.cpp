@@ -1,5 +1,7 @@
 #include "model/decoder_weights.h"
 
+#include "core/quant_groups.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -10,6 +12,7 @@
 #include "core/error.h"
 #include "core/finite_check.h"
 #include "core/log.h"
+#include "core/quant_groups.h"
 #include "core/thread_pool.h"
 #include "model/weight_uploader.h"
 
@@ -167,37 +170,56 @@ size_t DecoderWeights::nbytes() const {
   return total;
 }
 
-DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, const PlaceProgress& progress) const {
+DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, bool dequantize,
+                                         const PlaceProgress& progress) const {
   // Written field by field below: a new LayerWeights field needs a line here too.
   static_assert(std::tuple_size_v<decltype(LayerWeights{}.fields())> == 17);
   const auto t0 = std::chrono::steady_clock::now();
   WeightUploader up(ctx);
-  // Norms and biases (1-D) stay f32; everything else becomes `dtype`, after which parts that were stored
-  // apart (or in different types) can always be stacked.
+  // Norms and biases (1-D) stay f32; a linear weight keeps a GGUF block type unless told to dequantize;
+  // everything else becomes `dtype`.
+  auto placed_type = [&](const Tensor& t) {
+    if (t.ndim() == 1) return DType::F32;
+    return !dequantize && quant::visit_weight_block(t.dtype, [](const auto*) {}) ? t.dtype : dtype;
+  };
   auto place = [&](std::initializer_list<const Tensor*> parts) -> Tensor {
     const Tensor& first = **parts.begin();
     if (first.empty()) return {};
-    return up.add(first.ndim() == 1 ? DType::F32 : dtype, parts);
+    return up.add(placed_type(first), parts);
   };
-  // A fused tensor placed as it is, else its parts stacked into one.
-  auto fused = [&](const Tensor& whole, std::initializer_list<const Tensor*> parts) {
-    return whole.empty() ? place(parts) : place({&whole});
+  // Whether parts stored apart can be stacked: they are placed in one type.
+  auto one_type = [&](std::initializer_list<const Tensor*> parts) {
+    const DType t = placed_type(**parts.begin());
+    return std::all_of(parts.begin(), parts.end(), [&](const Tensor* p) { return placed_type(*p) == t; });
+  };
+  // A fused tensor placed as it is; parts stacked into the fused slot, or (stack false) placed one by one
+  // into their own slots.
+  auto fuse = [&](const Tensor& whole, std::initializer_list<const Tensor*> parts, bool stack, Tensor& fused,
+                  std::initializer_list<Tensor*> apart) {
+    if (!whole.empty()) return void(fused = place({&whole}));
+    if ((*parts.begin())->empty()) return;
+    if (stack) return void(fused = place(parts));
+    auto out = apart.begin();
+    for (const Tensor* p : parts) **out++ = place({p});
   };
   DecoderWeights d;
-  d.tok_embd = place({&tok_embd});
+  d.tok_embd = up.add(dtype, {&tok_embd});  // the embedding gathers rows: always `dtype`
   d.output_norm = place({&output_norm});
   d.output = output.data == tok_embd.data ? d.tok_embd : place({&output});
   d.layers.reserve(layers.size());
   for (const LayerWeights& L : layers) {
     LayerWeights& D = d.layers.emplace_back();
     D.attn_norm = place({&L.attn_norm});
-    D.wqkv = fused(L.wqkv, {&L.wq, &L.wk, &L.wv});
-    D.bqkv = fused(L.bqkv, {&L.bq, &L.bk, &L.bv});
+    // The biases follow their weights: the decoder adds bqkv to a fused projection, bq/bk/bv to parts.
+    const bool qkv = !L.wqkv.empty() || one_type({&L.wq, &L.wk, &L.wv});
+    fuse(L.wqkv, {&L.wq, &L.wk, &L.wv}, qkv, D.wqkv, {&D.wq, &D.wk, &D.wv});
+    fuse(L.bqkv, {&L.bq, &L.bk, &L.bv}, qkv, D.bqkv, {&D.bq, &D.bk, &D.bv});
     D.wo = place({&L.wo});
     D.q_norm = place({&L.q_norm});
     D.k_norm = place({&L.k_norm});
     D.ffn_norm = place({&L.ffn_norm});
-    D.w_gate_up = fused(L.w_gate_up, {&L.w_gate, &L.w_up});
+    fuse(L.w_gate_up, {&L.w_gate, &L.w_up}, !L.w_gate_up.empty() || one_type({&L.w_gate, &L.w_up}), D.w_gate_up,
+         {&D.w_gate, &D.w_up});
     D.w_down = place({&L.w_down});
   }
   up.run(progress);

@@ -57,10 +57,12 @@ struct DecoderWeights {
   // mixed-type GGUFs such as Q4_K_M keep some layers unfused). Idempotent.
   void fuse_projections();
 
-  // A copy on ctx.device with linear weights and the embedding converted to `dtype` (bf16 on GPUs: GGUF
-  // quantized types are dequantized at load for now), norms/biases kept f32 and projections fused. Streams
-  // through the lane's staging buffers (weight_uploader.h); `progress` hears how far it has got.
-  DecoderWeights to_device(const ops::Context& ctx, DType dtype, const PlaceProgress& progress = {}) const;
+  // A copy on ctx.device with the embedding and float linear weights converted to `dtype` (bf16 on GPUs),
+  // norms/biases kept f32. Linear weights of a GGUF quantized type keep their blocks (the device's matmul
+  // decodes them) unless `dequantize`, which converts them to `dtype` as well. Projections are fused where
+  // their parts end up in one type (a Q4_K_M's q/k and v differ: those stay apart). Streams through the
+  // lane's staging buffers (weight_uploader.h); `progress` hears how far it has got.
+  DecoderWeights to_device(const ops::Context& ctx, DType dtype, bool dequantize, const PlaceProgress& progress = {}) const;
 };
 
 }  // namespace kestrel

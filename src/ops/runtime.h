@@ -96,8 +96,9 @@ class Runtime {
   virtual double copy_bandwidth_gbps(size_t bytes, int iters) = 0;
 
   // Changes whenever a buffer the lane owns moves (a workspace grew): graphs recorded over the old one
-  // must be recorded again.
+  // must be recorded again. Lane state that reallocates a workspace calls bump_generation().
   uint64_t generation() const { return generation_; }
+  void bump_generation() { ++generation_; }
 
   // Per-lane state of a backend (library handles, workspaces), created on first use as T(*this).
   template <typename T>
@@ -109,7 +110,6 @@ class Runtime {
   }
 
  protected:
-  void bump_generation() { ++generation_; }
   // Derived destructors call this first, while their stream and allocator still exist.
   void clear_state() {
     std::lock_guard lock(state_mu_);

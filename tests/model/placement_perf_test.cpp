@@ -89,13 +89,13 @@ TEST(PlacementPerf, Bf16FromAMappedFile) {
     placed_gbs(path, fmt::format("{}, reference (row by row):", name).c_str(),
                [&](const DecoderWeights& w) { return testing::reference_to_device(w, *ctx, DType::BF16); });
     placed_gbs(path, fmt::format("{}, to_device (streamed):", name).c_str(),
-               [&](const DecoderWeights& w) { return w.to_device(*ctx, DType::BF16); });
+               [&](const DecoderWeights& w) { return w.to_device(*ctx, DType::BF16, true); });
   }
 
   // Same bytes from both, on the CPU lane.
   auto model = load_model(path);
   const DecoderWeights& w = model->decoder->weights();
-  const DecoderWeights want = testing::reference_to_device(w, cpu, DType::BF16), got = w.to_device(cpu, DType::BF16);
+  const DecoderWeights want = testing::reference_to_device(w, cpu, DType::BF16), got = w.to_device(cpu, DType::BF16, true);
   bool same = same_bytes(got.tok_embd, want.tok_embd) && same_bytes(got.output, want.output);
   for (size_t l = 0; l < want.layers.size(); ++l)
     for (size_t i = 0; i < want.layers[l].fields().size(); ++i)

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/dequant.h"
+#include "core/quant_groups.h"
 #include "model/decoder_weights.h"
 #include "ops/ops.h"
 
@@ -40,22 +41,29 @@ inline Tensor reference_stack(std::initializer_list<const Tensor*> parts) {
   return out;
 }
 
-inline DecoderWeights reference_to_device(const DecoderWeights& w, const ops::Context& ctx, DType dtype) {
-  auto convert = [&](const Tensor& t) { return reference_convert(t, t.ndim() == 1 ? DType::F32 : dtype); };
+// `dequantize` false: linear weights of a GGUF block type keep it (the embedding never does); parts are
+// stacked only where they end up in one type, and biases follow their weights.
+inline DecoderWeights reference_to_device(const DecoderWeights& w, const ops::Context& ctx, DType dtype,
+                                          bool dequantize = true) {
+  auto type_of = [&](const Tensor& t) {
+    if (t.ndim() == 1) return DType::F32;
+    return !dequantize && quant::visit_weight_block(t.dtype, [](const auto*) {}) ? t.dtype : dtype;
+  };
+  auto convert = [&](const Tensor& t) { return reference_convert(t, type_of(t)); };
   auto upload = [&](const Tensor& t) { return t.empty() ? t : ops::upload(ctx, t); };
   DecoderWeights d;
-  d.tok_embd = upload(convert(w.tok_embd));
+  d.tok_embd = upload(reference_convert(w.tok_embd, dtype));
   d.output_norm = upload(convert(w.output_norm));
   d.output = w.output.data == w.tok_embd.data ? d.tok_embd : upload(convert(w.output));
   for (const LayerWeights& L : w.layers) {
     LayerWeights D = L;
     for (Tensor* t : D.fields()) *t = convert(*t);
-    if (D.wqkv.empty() && !D.wq.empty()) {
+    if (D.wqkv.empty() && !D.wq.empty() && D.wq.dtype == D.wk.dtype && D.wq.dtype == D.wv.dtype) {
       D.wqkv = reference_stack({&D.wq, &D.wk, &D.wv});
       if (!D.bq.empty()) D.bqkv = reference_stack({&D.bq, &D.bk, &D.bv});
       D.wq = D.wk = D.wv = D.bq = D.bk = D.bv = Tensor{};
     }
-    if (D.w_gate_up.empty() && !D.w_gate.empty()) {
+    if (D.w_gate_up.empty() && !D.w_gate.empty() && D.w_gate.dtype == D.w_up.dtype) {
       D.w_gate_up = reference_stack({&D.w_gate, &D.w_up});
       D.w_gate = D.w_up = Tensor{};
     }

@@ -101,7 +101,11 @@ TEST(WeightPlacement, ToDeviceMatchesTheRowByRowReference) {
       DecoderWeights w = make_weights(c, 11);
       // As place_on leaves them on the CPU (mixed-type layers keep q/k/v apart) before a move to a device.
       if (prefused) w.fuse_projections();
-      expect_same(w.to_device(ctx, DType::BF16), testing::reference_to_device(w, ctx, DType::BF16));
+      for (bool dequantize : {true, false}) {
+        SCOPED_TRACE(dequantize ? "dequantized" : "GGUF types kept");
+        expect_same(w.to_device(ctx, DType::BF16, dequantize),
+                    testing::reference_to_device(w, ctx, DType::BF16, dequantize));
+      }
     }
   }
 }
@@ -124,7 +128,7 @@ TEST(WeightPlacement, ProgressCountsEveryPlacedByte) {
   const ops::Context ctx = backends::make_context(Device::Cpu);
   const DecoderWeights w = make_weights(Case{"qwen2", DType::F16}, 12);
   int64_t last = 0, total = 0;
-  const DecoderWeights d = w.to_device(ctx, DType::BF16, [&](int64_t done, int64_t all) {
+  const DecoderWeights d = w.to_device(ctx, DType::BF16, true, [&](int64_t done, int64_t all) {
     EXPECT_GT(done, last);
     last = done;
     total = all;

@@ -18,9 +18,11 @@
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/device_tensor.h"
 #include "core/error.h"
+#include "core/dequant.h"
 #include "core/half.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
+#include "../common/random_weights.h"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -338,6 +340,79 @@ TEST(CudaOps, MatmulFixedReductionIsBatchInvariant) {
               << chosen << " k" << k << " n" << n << " m" << m << " rows from " << off;
         }
     }
+}
+
+// GGUF-typed weights on the device decode to exactly the reference dequantizer's values on every path:
+// multiplied by rows of the identity (each output one product 1 x w, the rest exact zeros), y = w^T bit
+// for bit — f32 values through cuda.qmv (M <= 2), rounded to bf16 through the flat GEMM (cuda.qgemv, up to
+// 64 rows, decoding on the fly) and the dequantizing GEMMs (cuBLASLt; the fixed-reduction GEMM).
+TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(29);
+  for (DType wt : testing::kWeightTypes) {
+    if (!dtype_info(wt).quantized) continue;
+    const int64_t k = 512, n = 40;  // two K-quant blocks, 16 of the 32-element types
+    const Tensor w = testing::random_weights(wt, {n, k}, rng);
+    Tensor exact = Tensor::empty_host(DType::F32, {n, k}), rounded = Tensor::empty_host(DType::F32, {n, k});
+    for (int64_t r = 0; r < n; ++r) dequantize_row(wt, w.row(r), exact.ptr<float>() + r * k, k);
+    for (int64_t j = 0; j < n * k; ++j) rounded.ptr<float>()[j] = bf16_to_f32(f32_to_bf16(exact.ptr<float>()[j]));
+    const Tensor dw = to_device(w, wt);
+    Tensor eye = Tensor::empty_host(DType::F32, {k, k});
+    std::fill_n(eye.ptr<float>(), k * k, 0.f);
+    for (int64_t i = 0; i < k; ++i) eye.ptr<float>()[i * k + i] = 1.f;
+    const Tensor dx = to_device(eye, DType::BF16);
+    for (const std::string variant : {"cuda.qmv", "cuda.qgemv", "cuda.qdequant_cublaslt", "cuda.qgemm_fixed"})
+      for (int64_t m : {int64_t{2}, int64_t{64}, k}) {
+        if ((variant == "cuda.qmv") != (m == 2) || (variant == "cuda.qgemv" && m > 64)) continue;
+        const Tensor& want = variant == "cuda.qmv" ? exact : rounded;
+        for (int64_t off = 0; off < k; off += m) {
+          Tensor y = poisoned_device(DType::F32, {m, n});
+          registries().matmul.run_variant(variant, {dx.slice_rows(off, m), dw, y, nullptr}, cuda_ctx());
+          const Tensor got = result(y);  // got[i, r] = w[r, off + i]
+          int mismatches = 0;
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t r = 0; r < n; ++r)
+              mismatches += got.ptr<float>()[i * n + r] != want.ptr<float>()[r * k + off + i];
+          EXPECT_EQ(mismatches, 0) << dtype_name(wt) << " " << variant << " m" << m << " from " << off;
+        }
+      }
+  }
+}
+
+// Batch-invariant mode with GGUF-typed weights: the flat GEMM (cuda.qgemv, M <= 64) and the fixed-reduction
+// GEMM of the dequantized matrix (cuda.qgemm_fixed) give every row the bits it has inside a 300-row call;
+// the default dispatch (cuda.qmv to 2 rows, the flat GEMM to 64, dequantized cuBLASLt beyond) agrees with
+// the reference.
+TEST(CudaOps, QuantizedMatmulIsBatchInvariantInFixedMode) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(31);
+  Context inv = cuda_ctx();
+  inv.batch_invariant = true;
+  const int64_t kRows = 300, k = 1024, n = 700;
+  for (DType wt : {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q4_0, DType::Q3_K}) {
+    const Tensor x = rand_host({kRows, k}, rng), w = testing::random_weights(wt, {n, k}, rng, 0.05f),
+                 b = rand_host({n}, rng);
+    Tensor want = Tensor::empty_host(DType::F32, {kRows, n});
+    ops::matmul(cpu_ctx(), x, w, want, &b);
+    const Tensor dx = to_device(x, DType::BF16), dw = to_device(w, wt), db = to_device(b, DType::F32);
+    Tensor full = poisoned_device(DType::F32, {kRows, n});
+    ops::matmul(inv, dx, dw, full, &db);
+    const Tensor all = result(full);
+    for (int64_t m : {1, 2, 3, 5, 8, 9, 33, 64, 65, 200}) {
+      const Tensor sx = dx.slice_rows(kRows - m, m);
+      Tensor y = poisoned_device(DType::F32, {m, n});
+      const MatmulArgs args{sx, dw, y, &db};
+      const std::string chosen = registries().matmul.select(args, inv).name;
+      EXPECT_EQ(chosen, m <= 64 ? "cuda.qgemv" : "cuda.qgemm_fixed") << "m" << m;
+      ops::matmul(inv, sx, dw, y, &db);
+      const Tensor got = result(y);
+      EXPECT_EQ(std::memcmp(got.data, all.row(kRows - m), got.nbytes()), 0) << dtype_name(wt) << " m" << m;
+      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name,
+                m <= 2 ? "cuda.qmv" : m <= 64 ? "cuda.qgemv" : "cuda.qdequant_cublaslt");
+      ops::matmul(cuda_ctx(), sx, dw, y, &db);
+      EXPECT_LE(nmse(result(y), want.slice_rows(kRows - m, m)), kBf16Bound) << dtype_name(wt) << " m" << m;
+    }
+  }
 }
 
 struct SeqSpec {

@@ -18,7 +18,8 @@ namespace kestrel::ops_harness {
 // What an input is to the op, which decides the dtype a device receives it in.
 enum class Role {
   Activation,  // activations and op outputs: f32 on the CPU, bf16 on CUDA (as a model runs there)
-  Weight,      // matmul weights and embedding tables: the file's type on the CPU; CUDA converts them at load
+  Weight,      // matmul weights: the file's type on the CPU; on CUDA bf16 or kept in their GGUF block type
+  Table,       // embedding tables: the file's type on the CPU; CUDA converts them to bf16 at load
   Param,       // norm weights, biases: f32 everywhere
   Index,       // token ids, positions, slots, block tables: i32 as they are
   Cache,       // KV pages: the case's dtype on the CPU, bf16 on CUDA (its attention reads nothing else)

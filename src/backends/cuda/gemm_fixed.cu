@@ -176,7 +176,7 @@ void launch_tiled_for(const bf16* x, const bf16* w, const float* bias, Ty* y, in
 void launch_gemm_fixed(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
                        int sms, cudaStream_t s) {
   if (M == 0 || N == 0) return;
-  if (M <= kFlatMaxM) return launch_gemv(x, w, bias, y_t, y, M, N, K, sms, s);
+  if (M <= kFlatMaxM) return launch_gemv(x, DType::BF16, w, bias, y_t, y, M, N, K, sms, s);
   auto xb = static_cast<const bf16*>(x);
   auto wb = static_cast<const bf16*>(w);
   if (y_t == DType::BF16)

@@ -5,11 +5,14 @@
 // layout of fixed_reduction.cuh — no shared-memory staging. A block owns 16 or 32 rows of w; warp w of its
 // 8 takes the 32-wide chunks c with c % 8 == w (fixed_reduction's range w) and the partial sums meet in
 // shared memory in warp order, which gemm_fixed.cu's tiled kernel reproduces bit for bit.
+#include <stdexcept>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/fixed_reduction.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/weight_rows.cuh"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -20,9 +23,9 @@ constexpr int kWarps = kFixedRanges;  // one K range per warp
 // narrow matrices get twice the blocks to fill the SMs. NT n8 tiles of tokens. U chunks loaded per
 // iteration (loads in flight). The register caps keep the decode shapes in one wave: 3 blocks per SM
 // for MT 1 and one token tile (<= 80 registers), 2 otherwise (<= 128).
-template <typename Ty, int MT, int NT, int U>
+template <class Rows, typename Ty, int MT, int NT, int U>
 __global__ void __launch_bounds__(kWarps * 32, MT == 1 && NT == 1 ? 3 : 2)
-    gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, const float* __restrict__ bias,
+    gemv_kernel(const bf16* __restrict__ x, const void* __restrict__ w, const float* __restrict__ bias,
                 Ty* __restrict__ y, int M, int N, int K) {
   constexpr int E = 4 * MT * NT;  // accumulators per lane
   __shared__ float partial[kWarps][E][32];
@@ -32,9 +35,9 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 && NT == 1 ? 3 : 2)
   const int chunks = K / 32;
 
   // Rows of w this lane feeds (clamped: rows past N load row N-1 and are never stored).
-  const bf16* wr[2 * MT];
+  typename Rows::Row wr[2 * MT];
 #pragma unroll
-  for (int i = 0; i < 2 * MT; ++i) wr[i] = w + static_cast<size_t>(min(n0 + g + 8 * i, N - 1)) * K + 8 * t;
+  for (int i = 0; i < 2 * MT; ++i) wr[i] = Rows::row(w, min(n0 + g + 8 * i, N - 1), K);
   const bf16* xr[NT];
   bool has_x[NT];
 #pragma unroll
@@ -52,7 +55,7 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 && NT == 1 ? 3 : 2)
       const int c = warp + u * kWarps;
       if (c < chunks)
 #pragma unroll
-        for (int i = 0; i < 2 * MT; ++i) prefetch_l2(wr[i] + c * 32);
+        for (int i = 0; i < 2 * MT; ++i) prefetch_l2(Rows::address(wr[i], c));
     }
   }
   pdl_wait();
@@ -65,7 +68,7 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 && NT == 1 ? 3 : 2)
     for (int u = 0; u < U; ++u) {
       const int c = min(c0 + u * kWarps, chunks - 1);  // past the end: reloads the last chunk, never used
 #pragma unroll
-      for (int i = 0; i < 2 * MT; ++i) wv[u][i] = __ldg(reinterpret_cast<const uint4*>(wr[i] + c * 32));
+      for (int i = 0; i < 2 * MT; ++i) wv[u][i] = Rows::load(wr[i], c, t);
 #pragma unroll
       for (int j = 0; j < NT; ++j)
         xv[u][j] = has_x[j] ? __ldg(reinterpret_cast<const uint4*>(xr[j] + c * 32)) : make_uint4(0, 0, 0, 0);
@@ -101,40 +104,49 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 && NT == 1 ? 3 : 2)
   }
 }
 
-template <int MT, int NT, int U>
+template <class Rows, int MT, int NT, int U>
 void launch_tiles(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
                   cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((N + 16 * MT - 1) / (16 * MT));
   auto xb = static_cast<const bf16*>(x);
-  auto wb = static_cast<const bf16*>(w);
   // Programmatic launch only for one token: on the H100 it took llama3-8b batch-1 decode from 164.3 to
   // 166.2-166.9 tok/s, but batch 8 from 1272 to 1214-1227 (per-kernel-kind A/B in one call; the early
   // blocks of the wider GEMV did not pay for themselves).
   const bool dependent = M == 1;
   if (y_t == DType::BF16)
-    launch_kernel(dependent, gemv_kernel<bf16, MT, NT, U>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, bias,
+    launch_kernel(dependent, gemv_kernel<Rows, bf16, MT, NT, U>, dim3(grid), dim3(kWarps * 32), 0, s, xb, w, bias,
                   static_cast<bf16*>(y), M, N, K);
   else
-    launch_kernel(dependent, gemv_kernel<float, MT, NT, U>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, bias,
+    launch_kernel(dependent, gemv_kernel<Rows, float, MT, NT, U>, dim3(grid), dim3(kWarps * 32), 0, s, xb, w, bias,
                   static_cast<float*>(y), M, N, K);
+}
+
+template <class Rows>
+void launch_flat(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K, int sms,
+                 cudaStream_t s) {
+  const bool wide = (N + 31) / 32 >= 2 * sms;
+  if (M <= 8)
+    wide ? launch_tiles<Rows, 2, 1, 4>(x, w, bias, y_t, y, M, N, K, s)
+         : launch_tiles<Rows, 1, 1, 4>(x, w, bias, y_t, y, M, N, K, s);
+  else if (M <= 16)
+    wide ? launch_tiles<Rows, 2, 2, 2>(x, w, bias, y_t, y, M, N, K, s)
+         : launch_tiles<Rows, 1, 2, 4>(x, w, bias, y_t, y, M, N, K, s);
+  else if (M <= 32)
+    launch_tiles<Rows, 1, 4, 2>(x, w, bias, y_t, y, M, N, K, s);
+  else
+    launch_tiles<Rows, 1, 8, 1>(x, w, bias, y_t, y, M, N, K, s);
 }
 
 }  // namespace
 
-void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K, int sms,
-                 cudaStream_t s) {
+void launch_gemv(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                 int sms, cudaStream_t s) {
   if (M == 0 || N == 0) return;
-  const bool wide = (N + 31) / 32 >= 2 * sms;
-  if (M <= 8)
-    wide ? launch_tiles<2, 1, 4>(x, w, bias, y_t, y, M, N, K, s)
-         : launch_tiles<1, 1, 4>(x, w, bias, y_t, y, M, N, K, s);
-  else if (M <= 16)
-    wide ? launch_tiles<2, 2, 2>(x, w, bias, y_t, y, M, N, K, s)
-         : launch_tiles<1, 2, 4>(x, w, bias, y_t, y, M, N, K, s);
-  else if (M <= 32)
-    launch_tiles<1, 4, 2>(x, w, bias, y_t, y, M, N, K, s);
-  else
-    launch_tiles<1, 8, 1>(x, w, bias, y_t, y, M, N, K, s);
+  if (w_t == DType::BF16) return launch_flat<Bf16Rows>(x, w, bias, y_t, y, M, N, K, sms, s);
+  const bool known = quant::visit_weight_block(w_t, [&]<class Block>(const Block*) {
+    launch_flat<QuantRows<Block>>(x, w, bias, y_t, y, M, N, K, sms, s);
+  });
+  if (!known) throw std::invalid_argument("launch_gemv: no flat GEMM for this weight type");
 }
 
 }  // namespace kestrel::backends::cuda

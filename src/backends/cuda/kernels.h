@@ -129,13 +129,27 @@ DecodePlan plan_attention_decode_fixed(const AttentionLaunch& a, int max_kv_len)
 void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters,
                              cudaStream_t stream);
 
-// gemv.cu: y[M, N] = x[M, K] . w[N, K]^T (+ bias) for 1 <= M <= kFlatMaxM on tensor cores; x, w bf16;
-// y bf16/f32. Needs K % 32 == 0 and 16-byte aligned rows. The default dispatch uses it up to kGemvMaxM
-// rows (cuBLASLt beyond); its reduction is fixed_reduction.cuh's, so it agrees bitwise with gemm_fixed.
+// gemv.cu: y[M, N] = x[M, K] . w[N, K]^T (+ bias) for 1 <= M <= kFlatMaxM on tensor cores; x bf16, w bf16
+// or a GGUF weight type (decoded on the fly to bf16, weight_rows.cuh); y bf16/f32. Needs K % 32 == 0 and
+// 16-byte aligned bf16 rows. The default dispatch uses it up to kGemvMaxM rows for bf16 weights (cuBLASLt
+// beyond), batch-invariant mode at every M <= kFlatMaxM; its reduction is fixed_reduction.cuh's, so it
+// agrees bitwise with gemm_fixed (on the dequantized matrix, for quantized weights).
 constexpr int kGemvMaxM = 8;
 constexpr int kFlatMaxM = 64;
-void launch_gemv(const void* x, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K, int sms,
-                 cudaStream_t stream);
+void launch_gemv(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                 int sms, cudaStream_t stream);
+
+// qmv.cu: the same product for 1 <= M <= kQmvMaxM with w of a GGUF weight type, decoded in f32 on the fly
+// (the default dispatch's decode path). Needs whole blocks per row and 16-byte aligned x rows.
+constexpr int kQmvMaxM = 8;
+// Measured on the H100 (Q4_K, llama3-8b shapes): cuda.qmv is the fastest up to 2-4 rows, the flat GEMM
+// from 4 to 64 (qkv 27.5 vs 26.6 us at 4; gate_up 129 vs 111 us at 4, 130 vs 181 at 8).
+constexpr int kQmvDispatchM = 2;
+void launch_qmv(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                cudaStream_t stream);
+
+// dequant.cu: a GGUF-typed w[N, K] to bf16 out[N, K], the same bits the flat GEMM decodes.
+void launch_dequant_bf16(DType w_t, const void* w, void* out, int N, int K, cudaStream_t stream);
 
 // gemm_fixed.cu: the same product for any M with fixed_reduction.cuh's reduction (the flat GEMM up to
 // kFlatMaxM rows, a tiled kernel beyond), so every output row's bits are independent of M. Same needs.

@@ -9,6 +9,7 @@
 #include "backends/cuda/runtime.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/quant_groups.h"
 #include "ops/dispatch.h"
 
 namespace kestrel::backends::cuda {
@@ -164,13 +165,52 @@ void register_elementwise(Registries& r) {
 
 // ---- matmul ----
 
-bool matmul_common(const MatmulArgs& a, std::string* why) {
+bool is_gguf_weight(DType t) {
+  return quant::visit_weight_block(t, [](const auto*) {});
+}
+
+// bf16 x and y f32/bf16 on the device, w bf16 (quantized: false) or a GGUF weight type (true).
+bool matmul_common(const MatmulArgs& a, std::string* why, bool quantized = false) {
   if (!on_device({&a.x, &a.w, &a.y}, why)) return false;
   if (a.bias && (a.bias->device != Device::Cuda || a.bias->dtype != DType::F32 || a.bias->numel() != a.w.rows()))
     return reject(why, "bias must be an f32 device vector of w's rows");
-  if (a.x.dtype != DType::BF16 || a.w.dtype != DType::BF16)
-    return reject(why, "CUDA matmul takes bf16 x and w (weights are converted to bf16 at load)");
+  if (a.x.dtype != DType::BF16) return reject(why, "CUDA matmul takes bf16 x");
+  if (quantized && !is_gguf_weight(a.w.dtype)) return reject(why, "w is not a GGUF quantized weight type");
+  if (!quantized && a.w.dtype != DType::BF16) return reject(why, "w is not bf16 (quantized w: the cuda.q* variants)");
   return is_act(a.y.dtype) || reject(why, "y must be f32 or bf16");
+}
+
+// The bf16 copy of a quantized matrix that the large-M variants multiply: one per lane, grown to the
+// largest matrix (the first forward step sizes it, before any graph is recorded: Executor::capture_graphs
+// runs every bucket eagerly first); growing moves it, so recorded graphs are recorded again.
+class DequantWorkspace {
+ public:
+  explicit DequantWorkspace(ops::Runtime& lane) : lane_(&lane) {}
+  void* get(int64_t elems, cudaStream_t s) {
+    if (elems > buf_.numel()) {
+      cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+      CUDA_CHECK(cudaStreamIsCapturing(s, &status));
+      KS_CHECK(status == cudaStreamCaptureStatusNone,
+               "internal error: the dequantization workspace must grow to {} MiB while a CUDA graph is recorded",
+               elems * 2 >> 20);
+      CUDA_CHECK(cudaStreamSynchronize(s));  // the old buffer may still be read
+      buf_ = {};
+      buf_ = lane_->allocate(DType::BF16, {elems});
+      lane_->bump_generation();
+    }
+    return buf_.data;
+  }
+
+ private:
+  ops::Runtime* lane_;
+  Tensor buf_;
+};
+
+void* dequantize(const MatmulArgs& a, const Context& ctx) {
+  const int N = static_cast<int>(a.w.rows()), K = static_cast<int>(a.w.cols());
+  void* ws = lane_of(ctx).state<DequantWorkspace>().get(int64_t{N} * K, stream_of(ctx));
+  launch_dequant_bf16(a.w.dtype, a.w.data, ws, N, K, stream_of(ctx));
+  return ws;
 }
 
 void register_matmul(Registries& r) {
@@ -184,7 +224,8 @@ void register_matmul(Registries& r) {
                   return a.x.cols() % 32 == 0 || reject(why, "K must be a multiple of 32");
                 },
                 [](const MatmulArgs& a, const Context& ctx) {
-                  launch_gemv(a.x.data, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype, a.y.data,
+                  launch_gemv(a.x.data, DType::BF16, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype,
+                              a.y.data,
                               static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
                               lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
@@ -210,6 +251,54 @@ void register_matmul(Registries& r) {
                   launch_gemm_fixed(a.x.data, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype, a.y.data,
                                     static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()),
                                     static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
+                }});
+
+  // GGUF weight types (BENCHMARKS.md, "Quantized matmul"): up to kQmvDispatchM rows cuda.qmv decodes the
+  // weights in f32 as it streams them; up to kFlatMaxM the flat GEMM decodes them to bf16 fragments for the
+  // tensor cores (cuda.qgemv); beyond, the matrix is dequantized to bf16 once per call and multiplied by
+  // cuBLASLt. Batch-invariant mode passes over cuda.qmv and the cuBLASLt path: the flat GEMM, then
+  // cuda.qgemm_fixed (the fixed-reduction GEMM of the dequantized matrix: the same bits).
+  auto quant_ok = [](const MatmulArgs& a, std::string* why) {
+    return matmul_common(a, why, true) && (a.x.cols() % 32 == 0 || reject(why, "K must be a multiple of 32"));
+  };
+  auto bias_of = [](const MatmulArgs& a) { return a.bias ? a.bias->ptr<float>() : nullptr; };
+  r.matmul.add({"cuda.qmv", Device::Cuda, kFastPriority,
+                [quant_ok](const MatmulArgs& a, std::string* why) {
+                  return quant_ok(a, why) && (a.x.rows() <= kQmvDispatchM || reject(why, "more rows than the decode kernel is chosen for"));
+                },
+                [bias_of](const MatmulArgs& a, const Context& ctx) {
+                  launch_qmv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data,
+                             static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
+                             stream_of(ctx));
+                },
+                nullptr, /*batch_dependent=*/true});
+  r.matmul.add({"cuda.qgemv", Device::Cuda, kFastPriority - 1,
+                [quant_ok](const MatmulArgs& a, std::string* why) {
+                  return quant_ok(a, why) && (a.x.rows() <= kFlatMaxM || reject(why, "more than 64 rows"));
+                },
+                [bias_of](const MatmulArgs& a, const Context& ctx) {
+                  launch_gemv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data,
+                              static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
+                              lane_of(ctx).sm_count(), stream_of(ctx));
+                }});
+  r.matmul.add({"cuda.qdequant_cublaslt", Device::Cuda, kPriority, quant_ok,
+                [](const MatmulArgs& a, const Context& ctx) {
+                  if (a.x.rows() == 0) return;
+                  const void* w = dequantize(a, ctx);
+                  cublaslt_matmul(lane_of(ctx), a.x.data, w, a.y.dtype, a.y.data, a.x.rows(), a.w.rows(), a.x.cols());
+                  if (a.bias)
+                    launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.rows(), stream_of(ctx));
+                },
+                nullptr, /*batch_dependent=*/true});
+  r.matmul.add({"cuda.qgemm_fixed", Device::Cuda, kPriority - 1, quant_ok,
+                [bias_of](const MatmulArgs& a, const Context& ctx) {
+                  const int M = static_cast<int>(a.x.rows()), N = static_cast<int>(a.w.rows()),
+                            K = static_cast<int>(a.x.cols());
+                  if (M <= kFlatMaxM)
+                    return launch_gemv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data, M, N, K,
+                                       lane_of(ctx).sm_count(), stream_of(ctx));
+                  launch_gemm_fixed(a.x.data, dequantize(a, ctx), bias_of(a), a.y.dtype, a.y.data, M, N, K,
+                                    lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
 }
 
