@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
@@ -198,7 +199,15 @@ void bench_gpu(const BenchFlags& f) {
   dec.place_on(ctx);
   const double load_s = now_seconds() - t_load;
   const double copy_gbps = ctx.lane().copy_bandwidth_gbps(size_t{1} << 30, 10);
-  const double weight_bytes = static_cast<double>(dec.weights().nbytes());
+  // What a decode step streams: every weight but the embedding table, of which it gathers one row per
+  // token (unless the output projection is the same tensor). By type, for the header line.
+  const DecoderWeights& w = dec.weights();
+  const bool tied = w.output.data == w.tok_embd.data;
+  const double weight_bytes = static_cast<double>(w.nbytes() - (tied ? 0 : w.tok_embd.nbytes()));
+  std::map<std::string, double> by_type;
+  w.for_each_tensor([&](const Tensor& t) { by_type[std::string(dtype_name(t.dtype))] += static_cast<double>(t.nbytes()); });
+  std::string types;
+  for (const auto& [name, bytes] : by_type) types += fmt::format("{}{} {:.2f}", types.empty() ? "" : ", ", name, bytes / 1e9);
   nlohmann::json out = {{"model", model->path},
                         {"backend", "cuda"},
                         {"device", ctx.lane().description()},
@@ -208,10 +217,12 @@ void bench_gpu(const BenchFlags& f) {
                         {"copy_gbps", copy_gbps},
                         {"roofline_tok_s_batch1", copy_gbps * 1e9 / weight_bytes},
                         {"results", nlohmann::json::array()}};
+  out["weight_bytes_by_type"] = by_type;
   std::printf(
-      "device: %s; weights %.2f GB (bf16); copy ceiling (cudaMemcpy D2D, read+write) %.0f GB/s => batch-1 "
-      "roofline %.1f tok/s; load + place %.1f s\n",
-      out["device"].get<std::string>().c_str(), weight_bytes / 1e9, copy_gbps, copy_gbps * 1e9 / weight_bytes, load_s);
+      "device: %s; weights on the device %.2f GB (%s), %.2f GB streamed per decode step; copy ceiling "
+      "(cudaMemcpy D2D, read+write) %.0f GB/s => batch-1 roofline %.1f tok/s; load + place %.1f s\n",
+      out["device"].get<std::string>().c_str(), static_cast<double>(w.nbytes()) / 1e9, types.c_str(),
+      weight_bytes / 1e9, copy_gbps, copy_gbps * 1e9 / weight_bytes, load_s);
   std::printf(
       "| test | batch | tok/s | TTFT / step ms | GB/s | %% of copy | GEMM share | attention ms |\n"
       "|---|---|---|---|---|---|---|---|\n");
