@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "../../tests/common/random_weights.h"
 #include "backends/backends.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_tensor.h"
@@ -28,7 +29,6 @@
 #include "core/error.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
-#include "../../tests/common/random_weights.h"
 
 using namespace kestrel;
 using namespace kestrel::backends::cuda;
@@ -157,8 +157,8 @@ void bench_matmul(std::mt19937& rng, bool quick) {
                                      {"gate_up", 28672, 4096},
                                      {"down", 4096, 14336},
                                      {"lm_head", 128256, 4096}};
-  const std::vector<DType> types =
-      quick ? std::vector<DType>{DType::BF16, DType::Q4_K} : std::vector<DType>{DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0};
+  const std::vector<DType> types = quick ? std::vector<DType>{DType::BF16, DType::Q4_K}
+                                         : std::vector<DType>{DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0};
   for (DType wt : types) {
     double step_us = 0, step_bytes = 0;  // llama3-8b GEMMs of one batch-1 decode step, dispatcher's choices
     for (const Shape& s : shapes) {
@@ -166,7 +166,8 @@ void bench_matmul(std::mt19937& rng, bool quick) {
       const int copies = copies_for(wbytes);
       std::vector<Tensor> ws;
       for (int i = 0; i < copies; ++i) ws.push_back(random_weight(wt, s.n, s.k, rng));
-      for (int64_t m : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 2048}) {
+      for (int64_t m :
+           quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 2048}) {
         Tensor x = random_device(DType::BF16, {m, s.k}, rng);
         Tensor y = empty_device(DType::BF16, {m, s.n});
         const double bytes = wbytes + 2.0 * m * (s.k + s.n), flops = 2.0 * m * s.n * s.k;

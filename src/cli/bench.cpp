@@ -205,9 +205,11 @@ void bench_gpu(const BenchFlags& f) {
   const bool tied = w.output.data == w.tok_embd.data;
   const double weight_bytes = static_cast<double>(w.nbytes() - (tied ? 0 : w.tok_embd.nbytes()));
   std::map<std::string, double> by_type;
-  w.for_each_tensor([&](const Tensor& t) { by_type[std::string(dtype_name(t.dtype))] += static_cast<double>(t.nbytes()); });
+  w.for_each_tensor(
+      [&](const Tensor& t) { by_type[std::string(dtype_name(t.dtype))] += static_cast<double>(t.nbytes()); });
   std::string types;
-  for (const auto& [name, bytes] : by_type) types += fmt::format("{}{} {:.2f}", types.empty() ? "" : ", ", name, bytes / 1e9);
+  for (const auto& [name, bytes] : by_type)
+    types += fmt::format("{}{} {:.2f}", types.empty() ? "" : ", ", name, bytes / 1e9);
   nlohmann::json out = {{"model", model->path},
                         {"backend", "cuda"},
                         {"device", ctx.lane().description()},

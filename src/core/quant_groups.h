@@ -116,7 +116,7 @@ KS_HD float byte_value(uint32_t w, int k) {
 // The alignment of a block of each type in a tensor whose rows start 16-byte aligned: the largest power of
 // two dividing its size, up to 16.
 template <class Block>
-inline constexpr int kBlockAlign = sizeof(Block) % 16 == 0 ? 16
+inline constexpr int kBlockAlign = sizeof(Block) % 16 == 0  ? 16
                                    : sizeof(Block) % 8 == 0 ? 8
                                    : sizeof(Block) % 4 == 0 ? 4
                                                             : 2;
@@ -125,8 +125,12 @@ inline constexpr int kBlockAlign = sizeof(Block) % 16 == 0 ? 16
 // x = q * d + m; q the nibble (elements j and j + 16 share byte j) plus, for Q5, bit j of qh.
 template <class Block>
 KS_HD void decode_legacy(const Block& b, int t, float* w) {
-  constexpr bool kFive = requires { b.qh; };
-  constexpr bool kMin = requires { b.m; };
+  constexpr bool kFive = requires {
+    b.qh;
+  };
+  constexpr bool kMin = requires {
+    b.m;
+  };
   // qs sits at offset 2 (d), 4 (d, m; or d, qh) or 8 (d, m, qh) of the block; groups are 8 bytes apart.
   constexpr int kAlign = kBlockAlign<Block> < 8 ? kBlockAlign<Block> : (kMin && kFive ? 8 : 2);
   const float d = half_value(b.d);
@@ -143,10 +147,18 @@ KS_HD void decode_legacy(const Block& b, int t, float* w) {
   }
 }
 
-KS_HD void decode_group(const BlockQ4_0* row, int64_t g, float* w) { decode_legacy(row[g / 4], g % 4, w); }
-KS_HD void decode_group(const BlockQ4_1* row, int64_t g, float* w) { decode_legacy(row[g / 4], g % 4, w); }
-KS_HD void decode_group(const BlockQ5_0* row, int64_t g, float* w) { decode_legacy(row[g / 4], g % 4, w); }
-KS_HD void decode_group(const BlockQ5_1* row, int64_t g, float* w) { decode_legacy(row[g / 4], g % 4, w); }
+KS_HD void decode_group(const BlockQ4_0* row, int64_t g, float* w) {
+  decode_legacy(row[g / 4], g % 4, w);
+}
+KS_HD void decode_group(const BlockQ4_1* row, int64_t g, float* w) {
+  decode_legacy(row[g / 4], g % 4, w);
+}
+KS_HD void decode_group(const BlockQ5_0* row, int64_t g, float* w) {
+  decode_legacy(row[g / 4], g % 4, w);
+}
+KS_HD void decode_group(const BlockQ5_1* row, int64_t g, float* w) {
+  decode_legacy(row[g / 4], g % 4, w);
+}
 
 KS_HD void decode_group(const BlockQ8_0* row, int64_t g, float* w) {
   const BlockQ8_0& b = row[g / 4];
@@ -176,8 +188,12 @@ KS_HD void decode_k4(const Block& b, int e0, float* w) {
   for (int i = 0; i < kGroup; ++i) w[i] = sub(mul(d1, byte_value(i < 4 ? lo : hi, i % 4)), m1);
 }
 
-KS_HD void decode_group(const BlockQ4_K* row, int64_t g, float* w) { decode_k4(row[g / 32], 8 * (g % 32), w); }
-KS_HD void decode_group(const BlockQ5_K* row, int64_t g, float* w) { decode_k4(row[g / 32], 8 * (g % 32), w); }
+KS_HD void decode_group(const BlockQ4_K* row, int64_t g, float* w) {
+  decode_k4(row[g / 32], 8 * (g % 32), w);
+}
+KS_HD void decode_group(const BlockQ5_K* row, int64_t g, float* w) {
+  decode_k4(row[g / 32], 8 * (g % 32), w);
+}
 
 // Q6_K: two halves of 128; in half h, quarter k (32 elements) takes the low (k < 2) or high nibbles of
 // ql[64h + 32(k % 2) + l] and bits 2k, 2k + 1 of qh[32h + l]; 16 scales, x = (d * sc) * (q - 32).

@@ -252,24 +252,34 @@ void Executor::capture_graphs() {
     m.lane->copy_async(saved_out.data, m.dev_out.data, m.dev_out.nbytes());
   }
   const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
+  auto* h = static_cast<int32_t*>(m.slots[0].in->data());
+  // A step of b padding rows, staged and planned for the longest sequence a graph may see (the kernels
+  // read the real lengths on the device).
+  auto stage = [&](int b) {
+    for (int i = 0; i < b; ++i) m.stage_pad_row(h, i);
+    m.upload(h, b, 0);
+    std::vector<ops::AttentionSeq> seqs;
+    for (int i = 0; i < b; ++i) seqs.push_back({i, 1, m.W * m.bs, nullptr});
+    return m.model->plan_attention(ctx_, m.attention_batch(seqs, b, scale), m.cache->layers(), m.scratch);
+  };
+  // Every bucket still to record runs once eagerly first, all before any recording: the lane's lazily made
+  // state (library handles, their plans, workspaces that grow to the largest call) exists by then, and a
+  // workspace that grew invalidates the graphs recorded before (the key below).
+  for (int b : buckets(m.S)) {
+    if (m.graphs.count(b)) continue;
+    const ops::AttentionPlan plan = stage(b);
+    m.enqueue(ctx_, b, b, plan);
+    m.lane->synchronize();
+  }
   const uint64_t key[2] = {m.lane->generation(), m.buffers_gen};
   if (!std::equal(key, key + 2, m.graphs_key)) {
     m.graphs.clear();
     std::copy(key, key + 2, m.graphs_key);
   }
-  auto* h = static_cast<int32_t*>(m.slots[0].in->data());
   for (int b : buckets(m.S)) {
     if (m.graphs.count(b)) continue;
-    // Padding rows staged and run once eagerly first: the lane's lazily made state (library handles,
-    // their plans) exists before recording, and nothing the graph points at moves afterwards.
-    for (int i = 0; i < b; ++i) m.stage_pad_row(h, i);
-    m.upload(h, b, 0);
-    std::vector<ops::AttentionSeq> seqs;
-    for (int i = 0; i < b; ++i) seqs.push_back({i, 1, m.W * m.bs, nullptr});
-    // Planned for the longest sequence the graph may see; the kernels read the real lengths on the device.
     Impl::Recorded rec;
-    rec.plan = m.model->plan_attention(ctx_, m.attention_batch(seqs, b, scale), m.cache->layers(), m.scratch);
-    m.enqueue(ctx_, b, b, rec.plan);
+    rec.plan = stage(b);
     m.lane->synchronize();
     rec.graph = m.lane->capture([&] { m.enqueue(ctx_, b, b, rec.plan); });
     m.graphs.emplace(b, std::move(rec));

@@ -1,7 +1,5 @@
 #include "model/decoder_weights.h"
 
-#include "core/quant_groups.h"
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 

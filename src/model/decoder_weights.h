@@ -62,7 +62,8 @@ struct DecoderWeights {
   // decodes them) unless `dequantize`, which converts them to `dtype` as well. Projections are fused where
   // their parts end up in one type (a Q4_K_M's q/k and v differ: those stay apart). Streams through the
   // lane's staging buffers (weight_uploader.h); `progress` hears how far it has got.
-  DecoderWeights to_device(const ops::Context& ctx, DType dtype, bool dequantize, const PlaceProgress& progress = {}) const;
+  DecoderWeights to_device(const ops::Context& ctx, DType dtype, bool dequantize,
+                           const PlaceProgress& progress = {}) const;
 };
 
 }  // namespace kestrel

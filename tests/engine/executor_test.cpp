@@ -217,6 +217,52 @@ TEST(Executor, GraphStepsEqualEagerSteps) {
   }
 }
 
+// Quantized weights on the GPU: the buckets past 64 rows multiply a dequantized copy of each matrix from a
+// lane workspace that grows on first use. Recording the graphs of every bucket (up to 96 sequences) must
+// size it before recording any graph, and a decode step of 80 rows replayed from a graph gives the tokens
+// the eager path gives.
+TEST(ExecutorCuda, GraphsOverQuantizedWeightsRecordAtEveryBucket) {
+  if (!backends::available(Device::Cuda)) GTEST_SKIP() << "no CUDA device";
+  const ops::Context ctx = backends::make_context(Device::Cuda);
+  auto model = tiny_decoder(5, 256, 64, DType::Q8_0);
+  model->place_on(ctx);
+  ASSERT_EQ(model->weights().layers[0].w_down.dtype, DType::Q8_0);
+  auto run = [&](bool graphs) {
+    const ModelConfig& c = model->config();
+    KvCache cache(KvCacheConfig{.n_layers = c.n_layers,
+                                .n_kv_heads = c.n_kv_heads,
+                                .head_dim = c.head_dim,
+                                .block_size = 8,
+                                .num_blocks = 256,
+                                .dtype = DType::BF16},
+                  ctx);
+    Executor ex(*model, cache, ctx,
+                ExecutorOptions{.max_step_tokens = 256, .max_seqs = 96, .max_kv_len = 16, .graphs = graphs});
+    EXPECT_NO_THROW(ex.capture_graphs());
+    const int n = 80;
+    std::vector<SequenceKv> seqs(n);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<StepSeq> first;
+    for (int i = 0; i < n; ++i) {
+      EXPECT_TRUE(seqs[i].reserve(cache, 16));
+      prompts.push_back(prompt(2, i));
+    }
+    const SamplingParams greedy;
+    for (int i = 0; i < n; ++i) first.push_back(step(seqs[i], prompts[i], LogitRows::None, &greedy));
+    const StepResult r0 = ex.run(first);
+    std::vector<int32_t> tok(n), out;
+    for (int i = 0; i < n; ++i) tok[i] = r0.seqs[i].token;
+    for (int it = 0; it < 3; ++it) {
+      std::vector<StepSeq> w;
+      for (int i = 0; i < n; ++i) w.push_back(step(seqs[i], std::span(&tok[i], 1), LogitRows::None, &greedy));
+      const StepResult r = ex.run(w);
+      for (int i = 0; i < n; ++i) out.push_back(tok[i] = r.seqs[i].token);
+    }
+    return out;
+  };
+  EXPECT_EQ(run(true), run(false));
+}
+
 // Two lanes on one GPU (semi-PD and TP need them): the same weights, a cache and an executor each, stepping
 // at once from two threads, give what one lane gives alone.
 TEST(ExecutorCuda, TwoLanesOnOneGpu) {

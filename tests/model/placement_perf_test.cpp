@@ -95,7 +95,8 @@ TEST(PlacementPerf, Bf16FromAMappedFile) {
   // Same bytes from both, on the CPU lane.
   auto model = load_model(path);
   const DecoderWeights& w = model->decoder->weights();
-  const DecoderWeights want = testing::reference_to_device(w, cpu, DType::BF16), got = w.to_device(cpu, DType::BF16, true);
+  const DecoderWeights want = testing::reference_to_device(w, cpu, DType::BF16),
+                       got = w.to_device(cpu, DType::BF16, true);
   bool same = same_bytes(got.tok_embd, want.tok_embd) && same_bytes(got.output, want.output);
   for (size_t l = 0; l < want.layers.size(); ++l)
     for (size_t i = 0; i < want.layers[l].fields().size(); ++i)

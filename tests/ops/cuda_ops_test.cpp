@@ -14,15 +14,15 @@
 #include <numeric>
 #include <random>
 
+#include "../common/random_weights.h"
 #include "backends/backends.h"
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/device_tensor.h"
-#include "core/error.h"
 #include "core/dequant.h"
+#include "core/error.h"
 #include "core/half.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
-#include "../common/random_weights.h"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -407,8 +407,9 @@ TEST(CudaOps, QuantizedMatmulIsBatchInvariantInFixedMode) {
       ops::matmul(inv, sx, dw, y, &db);
       const Tensor got = result(y);
       EXPECT_EQ(std::memcmp(got.data, all.row(kRows - m), got.nbytes()), 0) << dtype_name(wt) << " m" << m;
-      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name,
-                m <= 2 ? "cuda.qmv" : m <= 64 ? "cuda.qgemv" : "cuda.qdequant_cublaslt");
+      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name, m <= 2    ? "cuda.qmv"
+                                                                   : m <= 64 ? "cuda.qgemv"
+                                                                             : "cuda.qdequant_cublaslt");
       ops::matmul(cuda_ctx(), sx, dw, y, &db);
       EXPECT_LE(nmse(result(y), want.slice_rows(kRows - m, m)), kBf16Bound) << dtype_name(wt) << " m" << m;
     }

@@ -143,9 +143,8 @@ void launch_gemv(const void* x, DType w_t, const void* w, const float* bias, DTy
                  int sms, cudaStream_t s) {
   if (M == 0 || N == 0) return;
   if (w_t == DType::BF16) return launch_flat<Bf16Rows>(x, w, bias, y_t, y, M, N, K, sms, s);
-  const bool known = quant::visit_weight_block(w_t, [&]<class Block>(const Block*) {
-    launch_flat<QuantRows<Block>>(x, w, bias, y_t, y, M, N, K, sms, s);
-  });
+  const bool known = quant::visit_weight_block(
+      w_t, [&]<class Block>(const Block*) { launch_flat<QuantRows<Block>>(x, w, bias, y_t, y, M, N, K, sms, s); });
   if (!known) throw std::invalid_argument("launch_gemv: no flat GEMM for this weight type");
 }
 

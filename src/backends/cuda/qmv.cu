@@ -17,9 +17,9 @@ namespace {
 constexpr int kThreads = 128;
 
 template <class Block, int MAXM, typename Ty>
-__global__ void __launch_bounds__(kThreads) qmv_kernel(const bf16* __restrict__ x, const void* __restrict__ w,
-                                                      const float* __restrict__ bias, Ty* __restrict__ y, int M, int N,
-                                                      int K) {
+__global__ void __launch_bounds__(kThreads)
+    qmv_kernel(const bf16* __restrict__ x, const void* __restrict__ w, const float* __restrict__ bias,
+               Ty* __restrict__ y, int M, int N, int K) {
   const int n = blockIdx.x;
   const Block* row = QuantRows<Block>::row(w, n, K);
   const int groups = K / quant::kGroup;

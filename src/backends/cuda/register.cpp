@@ -225,9 +225,8 @@ void register_matmul(Registries& r) {
                 },
                 [](const MatmulArgs& a, const Context& ctx) {
                   launch_gemv(a.x.data, DType::BF16, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype,
-                              a.y.data,
-                              static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
-                              lane_of(ctx).sm_count(), stream_of(ctx));
+                              a.y.data, static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()),
+                              static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
   r.matmul.add({"cuda.cublaslt", Device::Cuda, kPriority,
                 [](const MatmulArgs& a, std::string* why) {
@@ -264,7 +263,8 @@ void register_matmul(Registries& r) {
   auto bias_of = [](const MatmulArgs& a) { return a.bias ? a.bias->ptr<float>() : nullptr; };
   r.matmul.add({"cuda.qmv", Device::Cuda, kFastPriority,
                 [quant_ok](const MatmulArgs& a, std::string* why) {
-                  return quant_ok(a, why) && (a.x.rows() <= kQmvDispatchM || reject(why, "more rows than the decode kernel is chosen for"));
+                  return quant_ok(a, why) &&
+                         (a.x.rows() <= kQmvDispatchM || reject(why, "more rows than the decode kernel is chosen for"));
                 },
                 [bias_of](const MatmulArgs& a, const Context& ctx) {
                   launch_qmv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data,
@@ -290,16 +290,15 @@ void register_matmul(Registries& r) {
                     launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.rows(), stream_of(ctx));
                 },
                 nullptr, /*batch_dependent=*/true});
-  r.matmul.add({"cuda.qgemm_fixed", Device::Cuda, kPriority - 1, quant_ok,
-                [bias_of](const MatmulArgs& a, const Context& ctx) {
-                  const int M = static_cast<int>(a.x.rows()), N = static_cast<int>(a.w.rows()),
-                            K = static_cast<int>(a.x.cols());
-                  if (M <= kFlatMaxM)
-                    return launch_gemv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data, M, N, K,
-                                       lane_of(ctx).sm_count(), stream_of(ctx));
-                  launch_gemm_fixed(a.x.data, dequantize(a, ctx), bias_of(a), a.y.dtype, a.y.data, M, N, K,
-                                    lane_of(ctx).sm_count(), stream_of(ctx));
-                }});
+  r.matmul.add(
+      {"cuda.qgemm_fixed", Device::Cuda, kPriority - 1, quant_ok, [bias_of](const MatmulArgs& a, const Context& ctx) {
+         const int M = static_cast<int>(a.x.rows()), N = static_cast<int>(a.w.rows()), K = static_cast<int>(a.x.cols());
+         if (M <= kFlatMaxM)
+           return launch_gemv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data, M, N, K,
+                              lane_of(ctx).sm_count(), stream_of(ctx));
+         launch_gemm_fixed(a.x.data, dequantize(a, ctx), bias_of(a), a.y.dtype, a.y.data, M, N, K,
+                           lane_of(ctx).sm_count(), stream_of(ctx));
+       }});
 }
 
 // ---- attention ----
