@@ -64,5 +64,6 @@ void register_info(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_synth(CLI::App& app);
+void register_quantize(CLI::App& app);
 
 }  // namespace kestrel::cli

@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   kestrel::cli::register_info(app);
   kestrel::cli::register_bench(app);
   kestrel::cli::register_synth(app);
+  kestrel::cli::register_quantize(app);
   kestrel::cli::register_serve(app);
   const std::vector<std::string> args = translate_aliases(argc, argv);
   if (!args.empty() && !args[0].empty() && args[0][0] != '-') {

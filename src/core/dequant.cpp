@@ -8,6 +8,7 @@
 #include "core/half.h"
 #include "core/quant_blocks.h"
 #include "core/quant_groups.h"
+#include "core/quantize_k.h"
 
 namespace kestrel {
 namespace {
@@ -172,6 +173,9 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     case DType::Q8_K: quant_q8_k(src, static_cast<BlockQ8_K*>(dst), nb); return;
     case DType::Q5_0: quant_legacy(src, static_cast<BlockQ5_0*>(dst), nb); return;
     case DType::Q5_1: quant_legacy(src, static_cast<BlockQ5_1*>(dst), nb); return;
+    case DType::Q4_K: quantize_q4_k(src, static_cast<BlockQ4_K*>(dst), nb); return;
+    case DType::Q5_K: quantize_q5_k(src, static_cast<BlockQ5_K*>(dst), nb); return;
+    case DType::Q6_K: quantize_q6_k(src, static_cast<BlockQ6_K*>(dst), nb); return;
     default: KS_FAIL("quantizing to {} is not supported", dtype_name(t));
   }
 }

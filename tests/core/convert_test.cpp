@@ -82,7 +82,7 @@ TEST(ConvertRows, SameTypeIsACopyAndBadRowsThrow) {
   std::vector<float> x(256, 1.f);
   std::vector<uint8_t> out(row_bytes(DType::Q4_K, 256));
   EXPECT_THROW(convert_rows(DType::F32, x.data(), DType::Q8_0, out.data(), 1, 16), Error);   // not whole blocks
-  EXPECT_THROW(convert_rows(DType::F32, x.data(), DType::Q4_K, out.data(), 1, 256), Error);  // no quantizer
+  EXPECT_THROW(convert_rows(DType::F32, x.data(), DType::Q3_K, out.data(), 1, 256), Error);  // no quantizer
 }
 
 }  // namespace
