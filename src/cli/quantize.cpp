@@ -11,7 +11,7 @@
 namespace kestrel::cli {
 namespace {
 
-constexpr const char* kTypes = "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k";
+constexpr const char* kTypes = "q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k_m, q5_k_m, q6_k";
 
 struct QuantizeFlags {
   std::string in, out, type;
@@ -55,10 +55,11 @@ void register_quantize(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("quantize",
                          "round a GGUF model's weights to a smaller GGUF type (q8_0, q4_0, q4_1, q5_0, q5_1) or a "
-                         "K-quant mix (q4_k_m, q5_k_m, q6_k), like llama-quantize");
+                         "K-quant file (q2_k, q3_k, q4_k_m, q5_k_m, q6_k), like llama-quantize");
   cmd->add_option("input", f->in, "the GGUF model to quantize (any type Kestrel reads)")->check(CLI::ExistingFile);
   cmd->add_option("output", f->out, "where to write the quantized GGUF (written whole, then renamed into place)");
-  cmd->add_option("type", f->type, "target: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m or q6_k (or use --bits)");
+  cmd->add_option("type", f->type,
+                  "target: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k_m, q5_k_m or q6_k (or use --bits)");
   cmd->add_option("-m,--model", f->in, "the input, as a flag")->check(CLI::ExistingFile);
   cmd->add_option("-o,--out", f->out, "the output, as a flag");
   cmd->add_option("--method", f->method, "rounding method (rtn: round to nearest)")

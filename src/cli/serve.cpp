@@ -25,6 +25,7 @@ struct ServeFlags {
   // on the CPU (whose steps are compute-bound at any size, so a lifted chunk would only stall decoding).
   std::optional<double> chunk_max_wait_ms;
   bool no_prefix_cache = false;
+  bool no_log_requests = false;
 };
 
 server::Server* g_server = nullptr;
@@ -40,6 +41,7 @@ void serve(ServeFlags& f) {
   opt.scheduler.max_batch_tokens = f.model.batch_size;
   opt.scheduler.prefill_chunk_max_wait_ms = f.chunk_max_wait_ms.value_or(f.model.device == "cuda" ? 100 : -1);
   opt.scheduler.prefix_cache = !f.no_prefix_cache;
+  opt.log_requests = !f.no_log_requests;
   opt.kv_dtype = session_options(f.model).kv_dtype;
   const ops::Context ctx = make_context(f.model);
   model->decoder->place_on(ctx);  // weights to the GPU once for --device cuda; a no-op on the CPU
@@ -79,6 +81,12 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 32));
   cmd->add_option("--block-size", o.kv_block_size, "KV cache block size in tokens")->check(CLI::Range(1, 1024));
   cmd->add_flag("--no-prefix-cache", f->no_prefix_cache, "don't share KV blocks of identical prompt prefixes");
+  cmd->add_option("--cors-origin,--allowed-origins", o.http.cors_origins,
+                  "let browser pages from this origin call the server (repeatable; '*': any). Off by default: "
+                  "a page on another site can't reach a local server")
+      ->allow_extra_args(false);
+  cmd->add_flag("--no-log-requests,--disable-log-requests", f->no_log_requests,
+                "don't write a line per request to stderr (method, route, status, seconds, tokens)");
   cmd->add_option("--prefill-chunk", o.scheduler.prefill_chunk,
                   "prompt tokens per step while other sequences decode (0: the whole --batch-size); smaller "
                   "steadies inter-token latency under load")

@@ -173,6 +173,8 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     case DType::Q8_K: quant_q8_k(src, static_cast<BlockQ8_K*>(dst), nb); return;
     case DType::Q5_0: quant_legacy(src, static_cast<BlockQ5_0*>(dst), nb); return;
     case DType::Q5_1: quant_legacy(src, static_cast<BlockQ5_1*>(dst), nb); return;
+    case DType::Q2_K: quantize_q2_k(src, static_cast<BlockQ2_K*>(dst), nb); return;
+    case DType::Q3_K: quantize_q3_k(src, static_cast<BlockQ3_K*>(dst), nb); return;
     case DType::Q4_K: quantize_q4_k(src, static_cast<BlockQ4_K*>(dst), nb); return;
     case DType::Q5_K: quantize_q5_k(src, static_cast<BlockQ5_K*>(dst), nb); return;
     case DType::Q6_K: quantize_q6_k(src, static_cast<BlockQ6_K*>(dst), nb); return;

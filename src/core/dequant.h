@@ -11,7 +11,7 @@ namespace kestrel {
 void dequantize_row(DType t, const void* src, float* dst, int64_t n);
 
 // Converts n f32 values to type t. Supports F32, F16, BF16, Q8_0, Q8_1, Q8_K, Q4_0, Q4_1, Q5_0, Q5_1
-// (round-to-nearest like ggml's reference quantizers) and Q4_K, Q5_K, Q6_K (round-to-nearest, our rules:
+// (round-to-nearest like ggml's reference quantizers) and Q2_K..Q6_K (round-to-nearest, our rules:
 // quantize_k.h); others throw.
 void quantize_row(DType t, const float* src, void* dst, int64_t n);
 

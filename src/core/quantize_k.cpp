@@ -98,6 +98,63 @@ void quantize_k4(const float* x, Block* blocks, int64_t nb) {
 
 }  // namespace
 
+// Q2_K: 16 sub-blocks of 16 with 4-bit scales and mins, x ~ (d * sc) * q - dmin * m, q in [0, 3].
+void quantize_q2_k(const float* x, BlockQ2_K* blocks, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
+    BlockQ2_K& b = blocks[i];
+    float scale[16], offset[16];
+    for (int s = 0; s < 16; ++s) fit_scale_offset(x + 16 * s, 16, 3, scale[s], offset[s]);
+    b.d = f32_to_f16(*std::max_element(scale, scale + 16) / 15);
+    b.dmin = f32_to_f16(*std::max_element(offset, offset + 16) / 15);
+    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+    std::memset(b.qs, 0, sizeof b.qs);
+    for (int s = 0; s < 16; ++s) {
+      const int sc = d > 0 ? clamp_round(scale[s] / d, 0, 15) : 0;
+      const int m = dmin > 0 ? clamp_round(offset[s] / dmin, 0, 15) : 0;
+      b.scales[s] = static_cast<uint8_t>(sc | m << 4);
+      const float step = d * sc, off = dmin * m;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * s + l;
+        const int q = step > 0 ? clamp_round((x[e] + off) / step, 0, 3) : 0;
+        b.qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>(q << (2 * (e % 128 / 32)));
+      }
+    }
+  }
+}
+
+// Q3_K: 16 sub-blocks of 16 with signed 6-bit scales, x ~ (d * sc) * q, q in [-4, 3]: each sub-block's largest
+// magnitude, sign kept, maps to -4, and the scales to [-32, 31] against d.
+void quantize_q3_k(const float* x, BlockQ3_K* blocks, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
+    BlockQ3_K& b = blocks[i];
+    float scale[16], big_scale = 0;
+    for (int s = 0; s < 16; ++s) {
+      float big = 0;
+      for (int l = 0; l < 16; ++l)
+        if (std::fabs(x[16 * s + l]) > std::fabs(big)) big = x[16 * s + l];
+      scale[s] = big / -4.f;
+      if (std::fabs(scale[s]) > std::fabs(big_scale)) big_scale = scale[s];
+    }
+    b.d = f32_to_f16(big_scale / -32.f);
+    const float d = f16_to_f32(b.d);
+    std::memset(b.qs, 0, sizeof b.qs);
+    std::memset(b.hmask, 0, sizeof b.hmask);
+    std::memset(b.scales, 0, sizeof b.scales);
+    for (int s = 0; s < 16; ++s) {
+      const int sc = d != 0 ? clamp_round(scale[s] / d, -32, 31) : 0, packed = sc + 32;
+      b.scales[s % 8] |= static_cast<uint8_t>((packed & 0xF) << (4 * (s / 8)));
+      b.scales[8 + s % 4] |= static_cast<uint8_t>((packed >> 4) << (2 * (s / 4)));
+      const float step = d * sc;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * s + l;
+        const int q = (step != 0 ? clamp_round(x[e] / step, -4, 3) : 0) + 4;
+        b.qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>((q & 3) << (2 * (e % 128 / 32)));
+        b.hmask[e % 32] |= static_cast<uint8_t>((q >> 2) << (e / 32));
+      }
+    }
+  }
+}
+
 void quantize_q4_k(const float* x, BlockQ4_K* b, int64_t nb) {
   quantize_k4(x, b, nb);
 }

@@ -23,6 +23,8 @@ uint32_t llama_file_type(QuantTarget t) {
     case QuantTarget::Q8_0: return 7;
     case QuantTarget::Q5_0: return 8;
     case QuantTarget::Q5_1: return 9;
+    case QuantTarget::Q2_K: return 10;
+    case QuantTarget::Q3_K: return 11;
     case QuantTarget::Q4_K_M: return 15;
     case QuantTarget::Q5_K_M: return 17;
     case QuantTarget::Q6_K: return 18;
@@ -47,6 +49,8 @@ DType tensor_type(QuantTarget target, const std::string& name, int n_layers) {
     case QuantTarget::Q5_0: return DType::Q5_0;
     case QuantTarget::Q5_1: return DType::Q5_1;
     case QuantTarget::Q6_K: return DType::Q6_K;
+    case QuantTarget::Q2_K: return name == "output.weight" ? DType::Q6_K : DType::Q2_K;
+    case QuantTarget::Q3_K: return name == "output.weight" ? DType::Q6_K : DType::Q3_K;
     case QuantTarget::Q4_K_M: base = DType::Q4_K; break;
     case QuantTarget::Q5_K_M: base = DType::Q5_K; break;
   }
@@ -64,7 +68,8 @@ std::optional<QuantTarget> quant_target(std::string_view name) {
   static const std::pair<std::string_view, QuantTarget> kNames[] = {
       {"q8_0", QuantTarget::Q8_0},     {"q4_0", QuantTarget::Q4_0}, {"q4_1", QuantTarget::Q4_1},
       {"q5_0", QuantTarget::Q5_0},     {"q5_1", QuantTarget::Q5_1}, {"q4_k_m", QuantTarget::Q4_K_M},
-      {"q5_k_m", QuantTarget::Q5_K_M}, {"q6_k", QuantTarget::Q6_K}};
+      {"q5_k_m", QuantTarget::Q5_K_M}, {"q6_k", QuantTarget::Q6_K}, {"q2_k", QuantTarget::Q2_K},
+      {"q3_k", QuantTarget::Q3_K}};
   std::string lower(name);
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   for (const auto& [n, t] : kNames)
@@ -81,7 +86,7 @@ QuantTarget rtn_target(int bits, int group, bool symmetric) {
   KS_FAIL(
       "--bits {} --group {}{}: no GGUF type Kestrel writes holds that; round-to-nearest writes --bits 8 --group 32 "
       "--sym (q8_0), --bits 4 or 5 --group 32 with --sym (q4_0, q5_0) or without (q4_1, q5_1); the K-quant "
-      "files by name (q4_k_m, q5_k_m, q6_k)",
+      "files by name (q2_k, q3_k, q4_k_m, q5_k_m, q6_k)",
       bits, group, symmetric ? " --sym" : "");
 }
 

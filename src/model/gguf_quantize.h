@@ -13,9 +13,11 @@
 
 namespace kestrel {
 
-// What a file becomes: one type for every quantizable tensor (q8_0, q4_0, q4_1, q5_0, q5_1, q6_k), or
-// llama.cpp's mixes of K-quants (q4_k_m, q5_k_m: the base type, with Q6_K where llama.cpp puts it).
-enum class QuantTarget { Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K };
+// What a file becomes: one type for every quantizable tensor (q8_0, q4_0, q4_1, q5_0, q5_1, q6_k), the
+// 2- and 3-bit K-quants with the output projection in Q6_K (q2_k, q3_k; not llama.cpp's Q2_K/Q3_K_* mixes,
+// which also raise other tensors), or llama.cpp's mixes of K-quants (q4_k_m, q5_k_m: the base type, with
+// Q6_K where llama.cpp puts it).
+enum class QuantTarget { Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K_M, Q5_K_M, Q6_K };
 std::optional<QuantTarget> quant_target(std::string_view name);  // "q4_k_m" ...; case-insensitive
 
 struct QuantizeSummary {

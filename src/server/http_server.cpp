@@ -23,6 +23,15 @@ namespace {
 constexpr uint64_t kListenTag = 0, kWakeTag = 1;
 constexpr size_t kReadChunk = 64 << 10;
 constexpr int kMaxEvents = 256;
+
+// The headers of an answer to a page of an allowed origin (none when origin is empty).
+std::vector<HttpHeader> with_cors(const std::vector<HttpHeader>& extra, const std::string& origin) {
+  if (origin.empty()) return extra;
+  std::vector<HttpHeader> h = extra;
+  h.push_back({"Access-Control-Allow-Origin", origin});
+  if (origin != "*") h.push_back({"Vary", "Origin"});
+  return h;
+}
 constexpr int kTickMs = 250;
 
 double now_s() {
@@ -47,6 +56,9 @@ struct ResponseWriter::Exchange {
   HttpServer* server;
   uint64_t conn;
   bool keep_alive;
+  std::string request_line;  // "POST /v1/completions", for the request log
+  std::string cors_origin;   // the Access-Control-Allow-Origin every answer carries; empty: none
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   std::atomic<bool> closed{false};
   std::mutex m;  // guards the fields below
   bool finished = false;
@@ -80,7 +92,8 @@ void ResponseWriter::respond(int status, std::string_view content_type, std::str
   std::lock_guard lock(ex_->m);
   if (ex_->finished || ex_->streaming) return;
   ex_->finished = true;
-  std::string data = response_head(status, content_type, static_cast<int64_t>(body.size()), ex_->keep_alive, extra);
+  std::string data = response_head(status, content_type, static_cast<int64_t>(body.size()), ex_->keep_alive,
+                                   with_cors(extra, ex_->cors_origin));
   data += body;
   ex_->server->post(ex_->conn, std::move(data), true);
 }
@@ -89,7 +102,8 @@ void ResponseWriter::start_stream(int status, std::string_view content_type, con
   std::lock_guard lock(ex_->m);
   if (ex_->finished || ex_->streaming) return;
   ex_->streaming = true;
-  ex_->server->post(ex_->conn, response_head(status, content_type, -1, ex_->keep_alive, extra), false);
+  ex_->server->post(
+      ex_->conn, response_head(status, content_type, -1, ex_->keep_alive, with_cors(extra, ex_->cors_origin)), false);
 }
 
 void ResponseWriter::write(std::string_view data) {
@@ -118,6 +132,14 @@ void ResponseWriter::on_close(std::function<void()> fn) {
     }
   }
   if (fn) fn();
+}
+
+const std::string& ResponseWriter::request_line() const {
+  return ex_->request_line;
+}
+
+double ResponseWriter::seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - ex_->start).count();
 }
 
 HttpServer::HttpServer(const HttpServerOptions& opt, Handler handler) : opt_(opt), handler_(std::move(handler)) {
@@ -363,9 +385,22 @@ void HttpServer::dispatch(Conn& c, HttpRequest req) {
   ex->server = this;
   ex->conn = c.id;
   ex->keep_alive = req.keep_alive();
+  ex->request_line = req.method + " " + req.path;
+  if (const std::string* origin = req.header("origin"); origin && !opt_.cors_origins.empty()) {
+    for (const std::string& allowed : opt_.cors_origins)
+      if (allowed == "*" || allowed == *origin) ex->cors_origin = allowed == "*" ? "*" : *origin;
+  }
   c.exchange = ex;
   c.busy = true;
   ResponseWriter writer(ex);
+  // A CORS preflight from an allowed origin: what the page may send, answered here for every route.
+  if (req.method == "OPTIONS" && !ex->cors_origin.empty() && req.header("access-control-request-method")) {
+    writer.respond(200, "text/plain", "",
+                   {{"Access-Control-Allow-Methods", "GET, POST, OPTIONS"},
+                    {"Access-Control-Allow-Headers", "Authorization, Content-Type"},
+                    {"Access-Control-Max-Age", "600"}});
+    return;
+  }
   try {
     handler_(req, writer);
   } catch (const std::exception& e) {

@@ -30,6 +30,9 @@ struct HttpServerOptions {
   size_t max_pending_output = 16 << 20;  // bytes queued for one slow client before it is dropped
   double drain_timeout_s = 30;           // graceful shutdown: in-flight requests get this long to finish
   double cancel_grace_s = 5;             // then, after on_drain_expired, this long for their final answers
+  // CORS, opt-in: origins whose browser pages may call the server ("*": any). Empty: no CORS headers and no
+  // preflight answers, so browsers keep other origins out.
+  std::vector<std::string> cors_origins;
 };
 
 class HttpServer;
@@ -50,6 +53,9 @@ class ResponseWriter {
   // `fn` runs once if the connection closes before the response is finished (at once if it already
   // has); it runs on the I/O thread and must not block.
   void on_close(std::function<void()> fn);
+  // The request's method and path ("POST /v1/completions") and the seconds since it was dispatched.
+  const std::string& request_line() const;
+  double seconds() const;
 
   struct Exchange;
   explicit ResponseWriter(std::shared_ptr<Exchange> ex) : ex_(std::move(ex)) {}

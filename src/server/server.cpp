@@ -221,10 +221,12 @@ struct Server::Call {
                        : res.closed()                                       ? kClientGone
                        : f == FinishReason::Error                           ? 500
                                                                             : 503;
-    mx.request_finished(status, status == kClientGone ? "client_gone"
-                                : status == 500       ? "engine_error"
-                                : status == 503       ? "shutting_down"
-                                                      : "");
+    server->finished_request(res, status,
+                             status == kClientGone ? "client_gone"
+                             : status == 500       ? "engine_error"
+                             : status == 503       ? "shutting_down"
+                                                   : "",
+                             prompt_tokens, completion_tokens);
     mx.tokens(prompt_tokens, completion_tokens);
     if (completion_tokens > 1) mx.time_per_output_token(seconds(last_token - first_token) / (completion_tokens - 1));
     if (status == 200) mx.request_latency(seconds(Clock::now() - arrival));
@@ -304,8 +306,19 @@ bool Server::authorized(const HttpRequest& req) const {
   return token && digests_equal(sha256(*token), api_key_digest_);
 }
 
+void Server::finished_request(const ResponseWriter& res, int status, std::string_view reason, int prompt_tokens,
+                              int completion_tokens) {
+  metrics_.request_finished(status, reason);
+  if (!opt_.log_requests) return;
+  std::string detail;
+  if (prompt_tokens >= 0) detail = fmt::format(", {} prompt + {} generated tokens", prompt_tokens, completion_tokens);
+  if (!reason.empty()) detail += fmt::format(", {}", reason);
+  // Not a log level: like the serving address, what a user of the server reads (vLLM's access log).
+  std::fprintf(stderr, "kestrel: %s %d %.3f s%s\n", res.request_line().c_str(), status, res.seconds(), detail.c_str());
+}
+
 void Server::respond_json(ResponseWriter& res, int status, const std::string& body) {
-  metrics_.request_finished(status);
+  finished_request(res, status, "");
   res.respond(status, "application/json", body);
 }
 
@@ -316,7 +329,7 @@ void Server::respond_error(ResponseWriter& res, int status, std::string_view mes
                                   : status == 405 ? "method_not_allowed"
                                   : status >= 500 ? "internal_error"
                                                   : "invalid_request";
-  metrics_.request_finished(status, reason);
+  finished_request(res, status, reason);
   std::vector<HttpHeader> extra;
   if (status == 401) extra.push_back({"WWW-Authenticate", "Bearer"});  // RFC 6750, 3
   res.respond(status, "application/json", error_body(status, message, param, code), extra);
@@ -378,7 +391,7 @@ void Server::handle(HttpRequest& req, ResponseWriter res) {
 void Server::prepare(Route route, const std::string& body, ResponseWriter& res) {
   try {
     if (res.closed()) {  // the client left while the request waited for a worker
-      metrics_.request_finished(kClientGone, "client_gone");
+      finished_request(res, kClientGone, "client_gone");
       return;
     }
     if (cancelling_) throw ApiError(503, "the server is shutting down", "", "shutting_down");

@@ -30,7 +30,8 @@ struct ServerOptions {
   int kv_block_size = 16;
   int64_t kv_cache_tokens = 0;  // 0: 1024 per running sequence within 1 GiB, at least one context
   DType kv_dtype = DType::F32;
-  int request_threads = 2;  // workers that parse, template and tokenize requests
+  int request_threads = 2;   // workers that parse, template and tokenize requests
+  bool log_requests = true;  // one line on stderr per answered request (method, route, status, tokens, time)
 };
 
 class Server {
@@ -58,6 +59,9 @@ class Server {
   void handle_tokenize(const nlohmann::json& body, ResponseWriter& res, bool tokenize);
   std::vector<int32_t> prompt_tokens(const GenerationSpec& g) const;
   void check_vocabulary(std::span<const int32_t> ids, const char* param) const;
+  // Counts an answered request in the metrics and writes its log line (tokens < 0: none to report).
+  void finished_request(const ResponseWriter& res, int status, std::string_view reason, int prompt_tokens = -1,
+                        int completion_tokens = -1);
   void respond_json(ResponseWriter& res, int status, const std::string& body);
   void respond_error(ResponseWriter& res, int status, std::string_view message, std::string_view param = {},
                      std::string_view code = {});

@@ -81,8 +81,8 @@ TEST(ConvertRows, SameTypeIsACopyAndBadRowsThrow) {
   EXPECT_EQ(converted(DType::Q4_K, q.data(), DType::Q4_K, 2, 256), q);
   std::vector<float> x(256, 1.f);
   std::vector<uint8_t> out(row_bytes(DType::Q4_K, 256));
-  EXPECT_THROW(convert_rows(DType::F32, x.data(), DType::Q8_0, out.data(), 1, 16), Error);   // not whole blocks
-  EXPECT_THROW(convert_rows(DType::F32, x.data(), DType::Q3_K, out.data(), 1, 256), Error);  // no quantizer
+  EXPECT_THROW(convert_rows(DType::F32, x.data(), DType::Q8_0, out.data(), 1, 16), Error);  // not whole blocks
+  EXPECT_THROW(convert_rows(DType::F32, x.data(), DType::I32, out.data(), 1, 16), Error);   // no conversion
 }
 
 }  // namespace

@@ -12,7 +12,7 @@ from test_cli import FIXTURES, assert_clean_error
 SOURCE = FIXTURES / "models" / "tiny-llama-f32.gguf"
 # llama.cpp's llama_ftype of each type's files.
 FILE_TYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}
-K_FILE_TYPES = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
+K_FILE_TYPES = {"q2_k": 10, "q3_k": 11, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
 
 
 def kestrel(*args):
@@ -113,10 +113,11 @@ def test_k_quant_mixes_place_q6_k_as_llama_cpp_and_decode_in_the_gguf_package(tm
     r = kestrel("quantize", str(src_path), str(out), name)
     assert r.returncode == 0, r.stderr
     src, dst = gguf.GGUFReader(str(src_path)), gguf.GGUFReader(str(out))
-    base = {"q4_k_m": "Q4_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K"}[name]
-    # llama.cpp's rule for 8 layers: Q6_K for attn_v / ffn_down in layers 0, 3, 6, 7 and for the output.
-    more_bits = {0, 3, 6, 7}
-    bounds = {"Q4_K": 0.01, "Q5_K": 0.0025, "Q6_K": 0.0006}
+    base = {"q2_k": "Q2_K", "q3_k": "Q3_K", "q4_k_m": "Q4_K", "q5_k_m": "Q5_K", "q6_k": "Q6_K"}[name]
+    # llama.cpp's rule for 8 layers in the *_M mixes: Q6_K for attn_v / ffn_down in layers 0, 3, 6, 7; the
+    # output in Q6_K everywhere.
+    more_bits = {0, 3, 6, 7} if name.endswith("_m") else set()
+    bounds = {"Q2_K": 0.11, "Q3_K": 0.035, "Q4_K": 0.01, "Q5_K": 0.0025, "Q6_K": 0.0006}
     for a, b in zip(src.tensors, dst.tensors):
         if a.data.ndim == 1:
             assert b.tensor_type == a.tensor_type, a.name

@@ -41,6 +41,53 @@ def test_completion(client, model_id):
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
+def test_every_answer_gets_a_request_log_line(server, client, model_id):
+    r = complete(client, model_id, "Request log line", max_tokens=3)
+    requests.post(server.base + "/v1/completions", data="{not json", headers=server.headers())
+    requests.get(server.base + "/no/such/route")
+    log = server.output()
+    want = "POST /v1/completions 200 "
+    lines = [l for l in log.splitlines() if want in l and f"{r.usage.prompt_tokens} prompt + " in l]
+    assert lines and lines[-1].endswith(f"+ {r.usage.completion_tokens} generated tokens"), log[-2000:]
+    assert any("POST /v1/completions 400 " in l and "invalid_json" in l for l in log.splitlines()), log[-2000:]
+    assert any("GET /no/such/route 404 " in l for l in log.splitlines()), log[-2000:]
+
+
+def test_request_log_can_be_turned_off():
+    s = ServerProcess("--no-log-requests")
+    try:
+        requests.get(s.base + "/health")
+        assert "GET /health" not in s.output()
+    finally:
+        s.stop()
+
+
+def test_cors_is_opt_in(server, model_id):
+    body = {"model": model_id, "prompt": "cors", "max_tokens": 1}
+    origin = {"Origin": "http://page.example"}
+    # Off by default: no header a browser would accept, no preflight answer.
+    r = requests.post(server.base + "/v1/completions", json=body, headers={**server.headers(), **origin})
+    assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers
+    pre = requests.options(server.base + "/v1/completions", headers={**origin, "Access-Control-Request-Method": "POST"})
+    assert pre.status_code in (401, 404, 405) and "Access-Control-Allow-Origin" not in pre.headers
+    s = ServerProcess("--cors-origin", "http://page.example")
+    try:
+        pre = requests.options(s.base + "/v1/chat/completions",
+                               headers={**origin, "Access-Control-Request-Method": "POST",
+                                        "Access-Control-Request-Headers": "authorization, content-type"})
+        assert pre.status_code == 200
+        assert pre.headers["Access-Control-Allow-Origin"] == "http://page.example"
+        assert "POST" in pre.headers["Access-Control-Allow-Methods"]
+        assert "authorization" in pre.headers["Access-Control-Allow-Headers"].lower()
+        r = requests.post(s.base + "/v1/completions", json=body, headers={**s.headers(), **origin})
+        assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "http://page.example"
+        other = requests.post(s.base + "/v1/completions", json=body,
+                              headers={**s.headers(), "Origin": "http://elsewhere.example"})
+        assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
+    finally:
+        s.stop()
+
+
 def test_chat(client, model_id):
     r = chat(client, model_id, "Say hello in one word.", max_tokens=16)
     assert r.object == "chat.completion"
