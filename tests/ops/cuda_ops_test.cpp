@@ -344,7 +344,7 @@ TEST(CudaOps, MatmulFixedReductionIsBatchInvariant) {
 
 // GGUF-typed weights on the device decode to exactly the reference dequantizer's values on every path:
 // multiplied by rows of the identity (each output one product 1 x w, the rest exact zeros), y = w^T bit
-// for bit — f32 values through cuda.qmv (M <= 2), rounded to bf16 through the flat GEMM (cuda.qgemv, up to
+// for bit — f32 values through cuda.qmv (M <= 4), rounded to bf16 through the flat GEMM (cuda.qgemv, up to
 // 64 rows, decoding on the fly) and the dequantizing GEMMs (cuBLASLt; the fixed-reduction GEMM).
 TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
   SKIP_WITHOUT_GPU();
@@ -381,7 +381,7 @@ TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
 
 // Batch-invariant mode with GGUF-typed weights: the flat GEMM (cuda.qgemv, M <= 64) and the fixed-reduction
 // GEMM of the dequantized matrix (cuda.qgemm_fixed) give every row the bits it has inside a 300-row call;
-// the default dispatch (cuda.qmv to 2 rows, the flat GEMM to 64, dequantized cuBLASLt beyond) agrees with
+// the default dispatch (cuda.qmv to 4 rows, the flat GEMM to 64, dequantized cuBLASLt beyond) agrees with
 // the reference.
 TEST(CudaOps, QuantizedMatmulIsBatchInvariantInFixedMode) {
   SKIP_WITHOUT_GPU();
@@ -407,7 +407,7 @@ TEST(CudaOps, QuantizedMatmulIsBatchInvariantInFixedMode) {
       ops::matmul(inv, sx, dw, y, &db);
       const Tensor got = result(y);
       EXPECT_EQ(std::memcmp(got.data, all.row(kRows - m), got.nbytes()), 0) << dtype_name(wt) << " m" << m;
-      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name, m <= 2    ? "cuda.qmv"
+      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name, m <= 4    ? "cuda.qmv"
                                                                    : m <= 64 ? "cuda.qgemv"
                                                                              : "cuda.qdequant_cublaslt");
       ops::matmul(cuda_ctx(), sx, dw, y, &db);

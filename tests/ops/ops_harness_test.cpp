@@ -448,7 +448,7 @@ const char* cuda_matmul_decline(const std::string& variant, DType wt, int64_t m,
   const bool quantized_variant = variant.starts_with("cuda.q");
   if (is_gguf_weight(wt) && !quantized_variant) return "GGUF-typed weights: the cuda.q* variants";
   if (!is_gguf_weight(wt) && quantized_variant) return "bf16 weights: the bf16 variants";
-  if (variant == "cuda.qmv" && m > 2) return "more than 2 rows: the flat GEMM's";
+  if (variant == "cuda.qmv" && m > 4) return "more than 4 rows: the flat GEMM's";
   if (variant == "cuda.qgemv" && m > 64) return "more than 64 rows: the dequantizing GEMMs'";
   if (variant == "cuda.gemv" && m > 8) return "more than 8 rows: a GEMM shape, cuBLASLt's";
   if (variant == "cuda.gemv" && k % 32 != 0) return "the GEMV needs K % 32 == 0";

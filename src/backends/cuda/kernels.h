@@ -141,10 +141,9 @@ void launch_gemv(const void* x, DType w_t, const void* w, const float* bias, DTy
 
 // qmv.cu: the same product for 1 <= M <= kQmvMaxM with w of a GGUF weight type, decoded in f32 on the fly
 // (the default dispatch's decode path). Needs whole blocks per row and 16-byte aligned x rows.
-constexpr int kQmvMaxM = 8;
-// Measured on the H100 (Q4_K, llama3-8b shapes): cuda.qmv is the fastest up to 2-4 rows, the flat GEMM
-// from 4 to 64 (qkv 27.5 vs 26.6 us at 4; gate_up 129 vs 111 us at 4, 130 vs 181 at 8).
-constexpr int kQmvDispatchM = 2;
+// Measured on the H100 (Q4_K, llama3-8b shapes; flat GEMM vs cuda.qmv): qmv is the faster up to 4 rows
+// (qkv 27.5 vs 26.6 us, gate_up 129.1 vs 110.6 at 4), the flat GEMM from 8 (gate_up 130.1 vs 180.8).
+constexpr int kQmvMaxM = 4;
 void launch_qmv(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
                 cudaStream_t stream);
 

@@ -73,8 +73,6 @@ void launch_qmv(const void* x, DType w_t, const void* w, const float* bias, DTyp
   const bool known = quant::visit_weight_block(w_t, [&]<class Block>(const Block*) {
     if (M == 1)
       launch_for<Block, 1>(x, w, bias, y_t, y, M, N, K, s);
-    else if (M <= 4)
-      launch_for<Block, 4>(x, w, bias, y_t, y, M, N, K, s);
     else
       launch_for<Block, kQmvMaxM>(x, w, bias, y_t, y, M, N, K, s);
   });
