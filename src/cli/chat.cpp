@@ -3,6 +3,8 @@
 // the cache are computed.
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -13,6 +15,19 @@
 
 namespace kestrel::cli {
 namespace {
+
+// Ctrl-C during a reply stops the reply; at the prompt it ends the session (the read is interrupted).
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int) {
+  g_interrupted = true;
+}
+
+constexpr const char* kHelp =
+    "  /help    this list\n"
+    "  /reset   start the conversation over (the system message stays)\n"
+    "  /exit    quit (also /quit, Ctrl-D, or Ctrl-C at the prompt)\n"
+    "  Ctrl-C   while the model answers: stop the answer, keep the conversation\n"
+    "  //text   send a message that starts with '/'\n";
 
 struct ChatFlags {
   ModelFlags model;
@@ -30,15 +45,33 @@ void chat(const ChatFlags& f) {
   if (!f.system.empty()) messages.push_back({{"role", "system"}, {"content", f.system}});
 
   const bool tty = isatty(STDIN_FILENO);
-  if (tty) std::fprintf(stderr, "kestrel chat: type a message; /reset starts over, /exit or Ctrl-D quits.\n");
+  if (tty) std::fprintf(stderr, "kestrel chat: type a message; /help lists the commands, /exit or Ctrl-D quits.\n");
+  // No SA_RESTART: Ctrl-C at the prompt interrupts the read, which ends the session.
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction previous {};
+  sigaction(SIGINT, &sa, &previous);
   std::string line;
   while (true) {
+    g_interrupted = false;
     if (tty) std::fprintf(stderr, "> ");
-    if (!std::getline(std::cin, line)) break;
+    if (!std::getline(std::cin, line) || g_interrupted) break;
     if (line == "/exit" || line == "/quit") break;
+    if (line == "/help" || line == "/?") {
+      std::fprintf(stderr, "%s", kHelp);
+      continue;
+    }
     if (line == "/reset") {
       messages.erase(messages.begin() + (f.system.empty() ? 0 : 1), messages.end());
       session.truncate(0);
+      continue;
+    }
+    if (line.starts_with("//")) {
+      line.erase(0, 1);
+    } else if (line.starts_with("/")) {
+      std::fprintf(stderr, "kestrel: unknown command '%s' (/help lists them; '//' starts a message with '/')\n",
+                   line.substr(0, line.find(' ')).c_str());
       continue;
     }
     if (line.empty()) continue;
@@ -54,7 +87,8 @@ void chat(const ChatFlags& f) {
     // Reuse the cached prefix; recompute at least the last token so there are logits to sample from.
     const int32_t keep = std::min<int32_t>(session.common_prefix(tokens), static_cast<int32_t>(tokens.size()) - 1);
     session.truncate(keep);
-    GenerateOptions opt{.max_tokens = std::min(f.n_predict, session.n_ctx() - static_cast<int>(tokens.size()))};
+    GenerateOptions opt{.max_tokens = std::min(f.n_predict, session.n_ctx() - static_cast<int>(tokens.size())),
+                        .cancel = &g_interrupted};
     GenerateResult r =
         generate(session, *model->tokenizer, f.sampling, std::span(tokens).subspan(keep), opt, [](std::string_view s) {
           std::fwrite(s.data(), 1, s.size(), stdout);
@@ -62,11 +96,13 @@ void chat(const ChatFlags& f) {
         });
     std::printf("\n");
     std::fflush(stdout);
+    if (r.finish_reason == "cancelled") std::fprintf(stderr, "kestrel: stopped (Ctrl-C); the answer so far is kept\n");
     messages.push_back({{"role", "assistant"}, {"content", r.text}});
     if (f.model.verbose)
       std::fprintf(stderr, "kestrel: reused %d cached tokens, computed %zu, generated %zu\n", keep,
                    tokens.size() - keep, r.tokens.size());
   }
+  sigaction(SIGINT, &previous, nullptr);
 }
 
 }  // namespace

@@ -71,6 +71,10 @@ GenerateResult generate(Session& session, const Tokenizer& tok, const SamplingPa
   t0 = std::chrono::steady_clock::now();
   r.finish_reason = "length";
   for (int i = 0; i < opt.max_tokens; ++i) {
+    if (opt.cancel && opt.cancel->load()) {
+      r.finish_reason = "cancelled";
+      break;
+    }
     r.tokens.push_back(next);
     if (!opt.ignore_eos && tok.is_eog(next)) {
       r.finish_reason = "stop";

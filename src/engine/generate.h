@@ -3,6 +3,7 @@
 // and never shows a stop string or a prefix of one that later completes.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <span>
 #include <string>
@@ -19,12 +20,14 @@ struct GenerateOptions {
   int max_tokens = 256;
   std::vector<std::string> stop;  // stop strings (not included in the output)
   bool ignore_eos = false;
+  // Checked before every token: once true, generation ends with finish_reason "cancelled" (chat's Ctrl-C).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated tokens (the end-of-generation token included when hit)
   std::string text;
-  std::string finish_reason;  // "stop" (end token or stop string) or "length"
+  std::string finish_reason;  // "stop" (end token or stop string), "length" or "cancelled"
   int prompt_tokens = 0;
   double prompt_seconds = 0;
   double generate_seconds = 0;

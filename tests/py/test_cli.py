@@ -55,6 +55,45 @@ def test_chat_keeps_context_between_turns():
 
 
 @needs_model
+def test_chat_commands_stay_out_of_the_conversation():
+    r = kestrel("chat", "-n", "4", "--temp", "0", "-v", input="/help\n/bogus x\n/exit\nnever sent\n")
+    assert r.returncode == 0, r.stderr
+    assert "/reset" in r.stderr and "Ctrl-C" in r.stderr
+    assert "unknown command '/bogus'" in r.stderr
+    assert r.stdout == "" and "reused" not in r.stderr  # nothing reached the model; /exit ended it
+
+
+@needs_model
+def test_chat_ctrl_c_stops_the_answer_not_the_session():
+    import os
+    import signal
+    import time
+    p = subprocess.Popen([str(kestrel_bin()), "chat", "--temp", "0", "-n", "2000", "-t", "2", "-v"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p.stdin.write(b"Count from 1 to 500, one number per line.\n")
+        p.stdin.flush()
+        os.set_blocking(p.stdout.fileno(), False)
+        got, t0 = b"", time.time()
+        while len(got) < 20 and time.time() - t0 < 120:  # the answer is streaming
+            got += p.stdout.read(64) or b""
+            time.sleep(0.05)
+        assert len(got) >= 20, got
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        p.stdin.write(b"And now say hi.\n/exit\n")  # the session goes on: a second turn, then out
+        p.stdin.flush()
+        _, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    err = err.decode()
+    assert p.returncode == 0, err
+    assert "stopped (Ctrl-C)" in err
+    assert err.count("reused ") == 2, err  # both turns ran
+
+
+@needs_model
 def test_tokenize_info_and_stop_strings():
     r = kestrel("tokenize", "Hello world", "--no-bos")
     assert r.returncode == 0 and r.stdout.strip().startswith("[")
