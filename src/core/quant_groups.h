@@ -253,4 +253,9 @@ bool visit_weight_block(DType t, F&& f) {
   }
 }
 
+// Whether t is one of the weight types above (the GGUF block types the decoders read).
+inline bool is_weight_type(DType t) {
+  return visit_weight_block(t, [](const auto*) {});
+}
+
 }  // namespace kestrel::quant

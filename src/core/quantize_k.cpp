@@ -22,6 +22,20 @@ void pack_scales(const int* sc, const int* m, uint8_t* q) {
   }
 }
 
+// The value of largest magnitude among x[0..n), sign kept (the symmetric types map it to their widest,
+// negative level).
+float signed_absmax(const float* x, int n) {
+  float big = 0;
+  for (int l = 0; l < n; ++l)
+    if (std::fabs(x[l]) > std::fabs(big)) big = x[l];
+  return big;
+}
+
+// The two low bits of element e's level into Q2_K/Q3_K's qs (as the decoders read them: quant_groups.h).
+void put_low_bits(uint8_t* qs, int e, int q) {
+  qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>((q & 3) << (2 * (e % 128 / 32)));
+}
+
 // Squared error of x rounded to scale * q - offset, q in [0, levels].
 float fit_error(const float* x, int n, int levels, float scale, float offset) {
   float e = 0;
@@ -115,8 +129,7 @@ void quantize_q2_k(const float* x, BlockQ2_K* blocks, int64_t nb) {
       const float step = d * sc, off = dmin * m;
       for (int l = 0; l < 16; ++l) {
         const int e = 16 * s + l;
-        const int q = step > 0 ? clamp_round((x[e] + off) / step, 0, 3) : 0;
-        b.qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>(q << (2 * (e % 128 / 32)));
+        put_low_bits(b.qs, e, step > 0 ? clamp_round((x[e] + off) / step, 0, 3) : 0);
       }
     }
   }
@@ -129,10 +142,7 @@ void quantize_q3_k(const float* x, BlockQ3_K* blocks, int64_t nb) {
     BlockQ3_K& b = blocks[i];
     float scale[16], big_scale = 0;
     for (int s = 0; s < 16; ++s) {
-      float big = 0;
-      for (int l = 0; l < 16; ++l)
-        if (std::fabs(x[16 * s + l]) > std::fabs(big)) big = x[16 * s + l];
-      scale[s] = big / -4.f;
+      scale[s] = signed_absmax(x + 16 * s, 16) / -4.f;
       if (std::fabs(scale[s]) > std::fabs(big_scale)) big_scale = scale[s];
     }
     b.d = f32_to_f16(big_scale / -32.f);
@@ -148,7 +158,7 @@ void quantize_q3_k(const float* x, BlockQ3_K* blocks, int64_t nb) {
       for (int l = 0; l < 16; ++l) {
         const int e = 16 * s + l;
         const int q = (step != 0 ? clamp_round(x[e] / step, -4, 3) : 0) + 4;
-        b.qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>((q & 3) << (2 * (e % 128 / 32)));
+        put_low_bits(b.qs, e, q);
         b.hmask[e % 32] |= static_cast<uint8_t>((q >> 2) << (e / 32));
       }
     }
@@ -169,10 +179,7 @@ void quantize_q6_k(const float* x, BlockQ6_K* blocks, int64_t nb) {
     BlockQ6_K& b = blocks[i];
     float scale[16], amax = 0;
     for (int s = 0; s < 16; ++s) {
-      float big = 0;
-      for (int l = 0; l < 16; ++l)
-        if (std::fabs(x[16 * s + l]) > std::fabs(big)) big = x[16 * s + l];
-      scale[s] = big / -32.f;
+      scale[s] = signed_absmax(x + 16 * s, 16) / -32.f;
       amax = std::max(amax, std::fabs(scale[s]));
     }
     b.d = f32_to_f16(amax / 127);

@@ -178,7 +178,7 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
   // everything else becomes `dtype`.
   auto placed_type = [&](const Tensor& t) {
     if (t.ndim() == 1) return DType::F32;
-    return !dequantize && quant::visit_weight_block(t.dtype, [](const auto*) {}) ? t.dtype : dtype;
+    return !dequantize && quant::is_weight_type(t.dtype) ? t.dtype : dtype;
   };
   auto place = [&](std::initializer_list<const Tensor*> parts) -> Tensor {
     const Tensor& first = **parts.begin();

@@ -47,7 +47,7 @@ inline DecoderWeights reference_to_device(const DecoderWeights& w, const ops::Co
                                           bool dequantize = true) {
   auto type_of = [&](const Tensor& t) {
     if (t.ndim() == 1) return DType::F32;
-    return !dequantize && quant::visit_weight_block(t.dtype, [](const auto*) {}) ? t.dtype : dtype;
+    return !dequantize && quant::is_weight_type(t.dtype) ? t.dtype : dtype;
   };
   auto convert = [&](const Tensor& t) { return reference_convert(t, type_of(t)); };
   auto upload = [&](const Tensor& t) { return t.empty() ? t : ops::upload(ctx, t); };

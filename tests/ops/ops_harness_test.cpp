@@ -133,16 +133,12 @@ const DeviceAdapter& cpu_adapter() {
   return a;
 }
 
-bool is_gguf_weight(DType t) {
-  return quant::visit_weight_block(t, [](const auto*) {});
-}
-
 // The dtypes the CUDA kernels take (their supports() checks in backends/cuda/register.cpp): bf16
 // activations and KV pages, bf16 or GGUF-typed weights (as Decoder::place_on leaves them), f32 norm
 // weights and biases.
 DType cuda_dtype(Role role, DType host) {
   switch (role) {
-    case Role::Weight: return is_gguf_weight(host) ? host : DType::BF16;
+    case Role::Weight: return quant::is_weight_type(host) ? host : DType::BF16;
     case Role::Table:
     case Role::Activation:
     case Role::Cache: return DType::BF16;
@@ -446,8 +442,8 @@ double matmul_bound(DType wt, Activations act, const std::string& variant, int64
 const char* cuda_matmul_decline(const std::string& variant, DType wt, int64_t m, int64_t k) {
   if (!variant.starts_with("cuda.")) return nullptr;
   const bool quantized_variant = variant.starts_with("cuda.q");
-  if (is_gguf_weight(wt) && !quantized_variant) return "GGUF-typed weights: the cuda.q* variants";
-  if (!is_gguf_weight(wt) && quantized_variant) return "bf16 weights: the bf16 variants";
+  if (quant::is_weight_type(wt) && !quantized_variant) return "GGUF-typed weights: the cuda.q* variants";
+  if (!quant::is_weight_type(wt) && quantized_variant) return "bf16 weights: the bf16 variants";
   if (variant == "cuda.qmv" && m > 4) return "more than 4 rows: the flat GEMM's";
   if (variant == "cuda.qgemv" && m > 64) return "more than 64 rows: the dequantizing GEMMs'";
   if (variant == "cuda.gemv" && m > 8) return "more than 8 rows: a GEMM shape, cuBLASLt's";

@@ -165,17 +165,13 @@ void register_elementwise(Registries& r) {
 
 // ---- matmul ----
 
-bool is_gguf_weight(DType t) {
-  return quant::visit_weight_block(t, [](const auto*) {});
-}
-
 // bf16 x and y f32/bf16 on the device, w bf16 (quantized: false) or a GGUF weight type (true).
 bool matmul_common(const MatmulArgs& a, std::string* why, bool quantized = false) {
   if (!on_device({&a.x, &a.w, &a.y}, why)) return false;
   if (a.bias && (a.bias->device != Device::Cuda || a.bias->dtype != DType::F32 || a.bias->numel() != a.w.rows()))
     return reject(why, "bias must be an f32 device vector of w's rows");
   if (a.x.dtype != DType::BF16) return reject(why, "CUDA matmul takes bf16 x");
-  if (quantized && !is_gguf_weight(a.w.dtype)) return reject(why, "w is not a GGUF quantized weight type");
+  if (quantized && !quant::is_weight_type(a.w.dtype)) return reject(why, "w is not a GGUF quantized weight type");
   if (!quantized && a.w.dtype != DType::BF16) return reject(why, "w is not bf16 (quantized w: the cuda.q* variants)");
   return is_act(a.y.dtype) || reject(why, "y must be f32 or bf16");
 }
