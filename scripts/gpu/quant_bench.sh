@@ -4,9 +4,11 @@
 # recipe (../shared/tools/llamacpp-gpu, packed into PEERDIR), then times llama-bench and `kestrel bench`
 # on the same Q4_K_M file — natively (the GGUF types decoded by the kernels) and with --dequantize (bf16
 # at load, the A/B baseline) — and runs the CUDA tests of the quantized matmuls meanwhile.
-#   scripts/gpu/quant_bench.sh PEERDIR KESTREL KESTREL_TESTS
-#     KESTREL, KESTREL_TESTS: binaries built with an sm_90 target (plain or .xz-compressed, to fit a call)
-# JSON and logs go under $OUT: llamacpp_q4km.json, kestrel_q4km.json, kestrel_q4km_dequantize.json.
+#   scripts/gpu/quant_bench.sh PEERDIR KESTREL KESTREL_TESTS [KESTREL_CUDA_BENCH]
+#     KESTREL, KESTREL_TESTS: binaries built with an sm_90 target (plain or .xz-compressed, to fit a call);
+#     KESTREL_CUDA_BENCH: the ops bench, whose matmul group then runs while llama.cpp builds
+# JSON and logs go under $OUT: llamacpp_q4km.json, kestrel_q4km.json, kestrel_q4km_dequantize.json
+# (and ops_matmul.json).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -22,9 +24,14 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/dev
 t0=$(date +%s)
 (bash "$peer/build_on_gpu.sh" "$peer" >"$out/peer_build.log" 2>&1) &
 build=$!
-timeout 200 /tmp/kb/kestrel_tests --gtest_filter='CudaOps.*:OpsHarness.Matmul:BatchInvariance.*:CudaModel*' \
+timeout 200 /tmp/kb/kestrel_tests --gtest_filter='CudaOps.*:OpsHarness.Matmul:BatchInvariance.*:CudaModel*:ExecutorCuda.*' \
   >"$out/tests.log" 2>&1
 grep -E "FAILED|Failure|PASSED" "$out/tests.log" | head -20
+if [[ $# -ge 4 ]]; then
+  unpack "$4" kestrel_cuda_bench
+  timeout 240 /tmp/kb/kestrel_cuda_bench --filter matmul --json "$out/ops_matmul.json" >"$out/ops_matmul.log" 2>&1
+  grep -E "Q4_K|sum" "$out/ops_matmul.log" | grep -E "M=1 |M=8 |M=16 |sum" | head -60
+fi
 wait "$build"
 tail -3 "$out/peer_build.log"
 echo "peer ready after $(($(date +%s) - t0)) s"

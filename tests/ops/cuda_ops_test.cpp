@@ -344,8 +344,9 @@ TEST(CudaOps, MatmulFixedReductionIsBatchInvariant) {
 
 // GGUF-typed weights on the device decode to exactly the reference dequantizer's values on every path:
 // multiplied by rows of the identity (each output one product 1 x w, the rest exact zeros), y = w^T bit
-// for bit — f32 values through cuda.qmv (M <= 4), rounded to bf16 through the flat GEMM (cuda.qgemv, up to
-// 64 rows, decoding on the fly) and the dequantizing GEMMs (cuBLASLt; the fixed-reduction GEMM).
+// for bit — f32 values through cuda.qmv (M <= 4) and cuda.qmma (Q4_K, M <= 16), rounded to bf16 through the
+// flat GEMM (cuda.qgemv, up to 64 rows, decoding on the fly) and the dequantizing GEMMs (cuBLASLt; the
+// fixed-reduction GEMM).
 TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(29);
@@ -361,10 +362,15 @@ TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
     std::fill_n(eye.ptr<float>(), k * k, 0.f);
     for (int64_t i = 0; i < k; ++i) eye.ptr<float>()[i * k + i] = 1.f;
     const Tensor dx = to_device(eye, DType::BF16);
-    for (const std::string variant : {"cuda.qmv", "cuda.qgemv", "cuda.qdequant_cublaslt", "cuda.qgemm_fixed"})
-      for (int64_t m : {int64_t{2}, int64_t{64}, k}) {
-        if ((variant == "cuda.qmv") != (m == 2) || (variant == "cuda.qgemv" && m > 64)) continue;
-        const Tensor& want = variant == "cuda.qmv" ? exact : rounded;
+    for (const std::string variant :
+         {"cuda.qmma", "cuda.qmv", "cuda.qgemv", "cuda.qdequant_cublaslt", "cuda.qgemm_fixed"})
+      for (int64_t m : {int64_t{2}, int64_t{16}, int64_t{64}, k}) {
+        const bool exact_path = variant == "cuda.qmv" || variant == "cuda.qmma";
+        if (variant == "cuda.qmma" && (wt != DType::Q4_K || m > 16)) continue;
+        if (variant == "cuda.qmv" && m != 2) continue;
+        if (!exact_path && m <= 16) continue;
+        if (variant == "cuda.qgemv" && m > 64) continue;
+        const Tensor& want = exact_path ? exact : rounded;
         for (int64_t off = 0; off < k; off += m) {
           Tensor y = poisoned_device(DType::F32, {m, n});
           registries().matmul.run_variant(variant, {dx.slice_rows(off, m), dw, y, nullptr}, cuda_ctx());
@@ -381,7 +387,8 @@ TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
 
 // Batch-invariant mode with GGUF-typed weights: the flat GEMM (cuda.qgemv, M <= 64) and the fixed-reduction
 // GEMM of the dequantized matrix (cuda.qgemm_fixed) give every row the bits it has inside a 300-row call;
-// the default dispatch (cuda.qmv to 4 rows, the flat GEMM to 64, dequantized cuBLASLt beyond) agrees with
+// the default dispatch (cuda.qmma for Q4_K to 16 rows, cuda.qmv to 4, the flat GEMM to 64, dequantized
+// cuBLASLt beyond) agrees with
 // the reference.
 TEST(CudaOps, QuantizedMatmulIsBatchInvariantInFixedMode) {
   SKIP_WITHOUT_GPU();
@@ -407,8 +414,9 @@ TEST(CudaOps, QuantizedMatmulIsBatchInvariantInFixedMode) {
       ops::matmul(inv, sx, dw, y, &db);
       const Tensor got = result(y);
       EXPECT_EQ(std::memcmp(got.data, all.row(kRows - m), got.nbytes()), 0) << dtype_name(wt) << " m" << m;
-      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name, m <= 4    ? "cuda.qmv"
-                                                                   : m <= 64 ? "cuda.qgemv"
+      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name, wt == DType::Q4_K && m <= 16 ? "cuda.qmma"
+                                                                   : m <= 4                     ? "cuda.qmv"
+                                                                   : m <= 64                    ? "cuda.qgemv"
                                                                              : "cuda.qdequant_cublaslt");
       ops::matmul(cuda_ctx(), sx, dw, y, &db);
       EXPECT_LE(nmse(result(y), want.slice_rows(kRows - m, m)), kBf16Bound) << dtype_name(wt) << " m" << m;

@@ -420,12 +420,13 @@ bool is_a16(const std::string& variant) {
 // variants it is exact for: an a16 variant on 8-bit-grid activations of a few outputs is checked by no
 // NMSE bound that means anything (one output near zero over a noisy one: 1.1e-6 seen for Q2_K at 1x1), and
 // is held exactly to the 16-bit grid by the Q16Grid cases of every tile height instead.
-// The CUDA variants that multiply GGUF-typed weights decoded to bf16 (all but cuda.qmv) round each weight
+// The CUDA variants that multiply GGUF-typed weights decoded to bf16 (all but cuda.qmv and cuda.qmma, whose
+// weights stay exact) round each weight
 // inside the kernel, which the reference's inputs can't show: like a16 on the 8-bit grid, a few outputs
 // are not judged (one near-zero output moved NMSE to 4.7e-3); with 64+ the device's floor holds them, and
 // CudaOps.QuantizedWeightsDecodeToTheReferenceOnEveryPath checks the decoded weights bit for bit.
 bool rounds_weights_to_bf16(const std::string& variant) {
-  return variant.starts_with("cuda.q") && variant != "cuda.qmv";
+  return variant.starts_with("cuda.q") && variant != "cuda.qmv" && variant != "cuda.qmma";
 }
 
 double matmul_bound(DType wt, Activations act, const std::string& variant, int64_t outputs) {
@@ -444,6 +445,8 @@ const char* cuda_matmul_decline(const std::string& variant, DType wt, int64_t m,
   const bool quantized_variant = variant.starts_with("cuda.q");
   if (quant::is_weight_type(wt) && !quantized_variant) return "GGUF-typed weights: the cuda.q* variants";
   if (!quant::is_weight_type(wt) && quantized_variant) return "bf16 weights: the bf16 variants";
+  if (variant == "cuda.qmma" && wt != DType::Q4_K) return "Q4_K weights only";
+  if (variant == "cuda.qmma" && m > 16) return "more than 16 rows: the flat GEMM's";
   if (variant == "cuda.qmv" && m > 4) return "more than 4 rows: the flat GEMM's";
   if (variant == "cuda.qgemv" && m > 64) return "more than 64 rows: the dequantizing GEMMs'";
   if (variant == "cuda.gemv" && m > 8) return "more than 8 rows: a GEMM shape, cuBLASLt's";

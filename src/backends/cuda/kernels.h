@@ -147,6 +147,13 @@ constexpr int kQmvMaxM = 4;
 void launch_qmv(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
                 cudaStream_t stream);
 
+// qmma_k4.cu: the same product for 1 <= M <= kQmmaMaxM with Q4_K weights in their GGUF layout, on tensor
+// cores with exact integer weights and x in f16 (so |x| must stay below 65504). Needs K % 256 == 0 and
+// 16-byte aligned x rows.
+constexpr int kQmmaMaxM = 16;
+void launch_qmma(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                 int sms, cudaStream_t stream);
+
 // dequant.cu: a GGUF-typed w[N, K] to bf16 out[N, K], the same bits the flat GEMM decodes.
 void launch_dequant_bf16(DType w_t, const void* w, void* out, int N, int K, cudaStream_t stream);
 
