@@ -3,8 +3,8 @@
 // graph (which also proves it is capturable) that rotates over enough input copies to defeat the 50 MB
 // L2, and is timed with events; the median of several replays is reported.
 //   kestrel_cuda_bench [--json FILE] [--quick] [--copy-ceiling GB/s from the peer script's copy]
-//                      [--filter TEXT: only the groups (attention, matmul, elementwise) or attention cases
-//                      whose name contains TEXT]
+//                      [--filter TEXT: only the groups (attention, matmul, elementwise), the attention cases
+//                      whose name contains TEXT, or the matmuls of one weight type (bf16, q4_k, q6_k, q8_0)]
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
@@ -100,6 +100,12 @@ std::string g_filter;        // --filter
 bool wanted(const std::string& name) {
   return g_filter.empty() || name.find(g_filter) != std::string::npos;
 }
+// A --filter naming a weight type (q4_k, bf16, ...): only that type's matmuls.
+bool type_filter() {
+  for (DType t : {DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0})
+    if (g_filter == dtype_name(t)) return true;
+  return false;
+}
 Ceilings g_ceil;
 
 void record(const std::string& group, const std::string& name, const std::string& variant, double us, double bytes,
@@ -160,6 +166,7 @@ void bench_matmul(std::mt19937& rng, bool quick) {
   const std::vector<DType> types = quick ? std::vector<DType>{DType::BF16, DType::Q4_K}
                                          : std::vector<DType>{DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0};
   for (DType wt : types) {
+    if (type_filter() && g_filter != dtype_name(wt)) continue;
     double step_us = 0, step_bytes = 0;  // llama3-8b GEMMs of one batch-1 decode step, dispatcher's choices
     for (const Shape& s : shapes) {
       const double wbytes = static_cast<double>(row_bytes(wt, s.k)) * s.n;
@@ -274,7 +281,7 @@ int main(int argc, char** argv) {
                                                    {"decode 16x8K h32/8 d128", 16, 1, 8192},
                                                    {"decode 64x4K h32/8 d128", 64, 1, 4096}})
       if ((!quick || c.kv_len <= 8192) && (wanted("attention") || wanted(c.name))) bench_attention(rng, c);
-    if (wanted("matmul")) bench_matmul(rng, quick);
+    if (wanted("matmul") || type_filter()) bench_matmul(rng, quick);
     if (!json_path.empty()) {
       json doc = {{"device", prop.name},
                   {"copy_gb_per_s", g_ceil.copy_gbs},

@@ -6,9 +6,10 @@
 # at load, the A/B baseline) — and runs the CUDA tests of the quantized matmuls meanwhile.
 #   scripts/gpu/quant_bench.sh PEERDIR KESTREL KESTREL_TESTS [KESTREL_CUDA_BENCH]
 #     KESTREL, KESTREL_TESTS: binaries built with an sm_90 target (plain or .xz-compressed, to fit a call);
-#     KESTREL_CUDA_BENCH: the ops bench, whose matmul group then runs while llama.cpp builds
+#     KESTREL_CUDA_BENCH: the ops bench, whose matmul group then runs while llama.cpp builds (OPS_FILTER,
+#     OPS_ENVS below)
 # JSON and logs go under $OUT: llamacpp_q4km.json, kestrel_q4km.json, kestrel_q4km_dequantize.json
-# (and ops_matmul.json).
+# (and ops_matmul_<i>.json).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
@@ -28,9 +29,24 @@ timeout 200 /tmp/kb/kestrel_tests --gtest_filter='CudaOps.*:OpsHarness.Matmul:Ba
   >"$out/tests.log" 2>&1
 grep -E "FAILED|Failure|PASSED" "$out/tests.log" | head -20
 if [[ $# -ge 4 ]]; then
+  # OPS_FILTER: the ops bench's --filter (default: every matmul); OPS_ENVS: space-separated runs, each a
+  # comma-separated VAR=VALUE list set for that run (A/B of kernel knobs), optionally led by filter=TEXT,
+  # written as ops_matmul_<i>.json.
   unpack "$4" kestrel_cuda_bench
-  timeout 240 /tmp/kb/kestrel_cuda_bench --filter matmul --json "$out/ops_matmul.json" >"$out/ops_matmul.log" 2>&1
-  grep -E "Q4_K|sum" "$out/ops_matmul.log" | grep -E "M=1 |M=8 |M=16 |sum" | head -60
+  i=0
+  for envs in ${OPS_ENVS:-none}; do
+    [[ "$envs" == none ]] && envs=""
+    filter="${OPS_FILTER:-matmul}"
+    if [[ "$envs" == filter=* ]]; then  # a run's own filter: filter=q4_k,VAR=VALUE...
+      filter="${envs%%,*}" && filter="${filter#filter=}"
+      [[ "$envs" == *,* ]] && envs="${envs#*,}" || envs=""
+    fi
+    timeout 240 env ${envs//,/ } /tmp/kb/kestrel_cuda_bench --filter "$filter" \
+      --json "$out/ops_matmul_$i.json" >"$out/ops_matmul_$i.log" 2>&1
+    echo "ops bench run $i ($filter; ${envs:-defaults}):"
+    grep -E "M=1 .*dispatch|sum" "$out/ops_matmul_$i.log" | head -40
+    i=$((i + 1))
+  done
 fi
 wait "$build"
 tail -3 "$out/peer_build.log"

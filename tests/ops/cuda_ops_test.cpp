@@ -21,6 +21,7 @@
 #include "core/dequant.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/quant_groups.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -342,9 +343,23 @@ TEST(CudaOps, MatmulFixedReductionIsBatchInvariant) {
     }
 }
 
+// A weight of a Q6_K row as cuda.qmma multiplies it: sc * (q - 32) rounded to f16 (nearest, ties to even;
+// integers are exact up to 2048, even ones up to 4096), times d in f32.
+float q6k_as_qmma(const quant::BlockQ6_K* row, int64_t e) {
+  const quant::BlockQ6_K& b = row[e / 256];
+  const int i = static_cast<int>(e % 256), h = i / 128, k = i % 128 / 32, l = i % 32;
+  const int q =
+      ((b.ql[64 * h + 32 * (k % 2) + l] >> (k < 2 ? 0 : 4)) & 0xF) | (((b.qh[32 * h + l] >> (2 * k)) & 3) << 4);
+  const int v = b.scales[8 * h + 2 * k + l / 16] * (q - 32);
+  int a = std::abs(v);
+  if (a > 2048) a = 2 * (a / 2 + (a % 2 == 1 && (a / 2) % 2 == 1 ? 1 : 0));
+  return quant::half_value(b.d) * static_cast<float>(v < 0 ? -a : a);
+}
+
 // GGUF-typed weights on the device decode to exactly the reference dequantizer's values on every path:
 // multiplied by rows of the identity (each output one product 1 x w, the rest exact zeros), y = w^T bit
-// for bit — f32 values through cuda.qmv (M <= 4) and cuda.qmma (Q4_K, M <= 16), rounded to bf16 through the
+// for bit — f32 values through cuda.qmv (M <= 4) and cuda.qmma (Q4_K, M <= 16; Q6_K's products rounded to
+// f16 first, q6k_as_qmma), rounded to bf16 through the
 // flat GEMM (cuda.qgemv, up to 64 rows, decoding on the fly) and the dequantizing GEMMs (cuBLASLt; the
 // fixed-reduction GEMM).
 TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
@@ -357,6 +372,11 @@ TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
     Tensor exact = Tensor::empty_host(DType::F32, {n, k}), rounded = Tensor::empty_host(DType::F32, {n, k});
     for (int64_t r = 0; r < n; ++r) dequantize_row(wt, w.row(r), exact.ptr<float>() + r * k, k);
     for (int64_t j = 0; j < n * k; ++j) rounded.ptr<float>()[j] = bf16_to_f32(f32_to_bf16(exact.ptr<float>()[j]));
+    Tensor mma = Tensor::empty_host(DType::F32, {n, k});
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t e = 0; e < k; ++e)
+        mma.ptr<float>()[r * k + e] = wt == DType::Q6_K ? q6k_as_qmma(static_cast<const quant::BlockQ6_K*>(w.row(r)), e)
+                                                        : exact.ptr<float>()[r * k + e];
     const Tensor dw = to_device(w, wt);
     Tensor eye = Tensor::empty_host(DType::F32, {k, k});
     std::fill_n(eye.ptr<float>(), k * k, 0.f);
@@ -366,11 +386,11 @@ TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
          {"cuda.qmma", "cuda.qmv", "cuda.qgemv", "cuda.qdequant_cublaslt", "cuda.qgemm_fixed"})
       for (int64_t m : {int64_t{2}, int64_t{16}, int64_t{64}, k}) {
         const bool exact_path = variant == "cuda.qmv" || variant == "cuda.qmma";
-        if (variant == "cuda.qmma" && (wt != DType::Q4_K || m > 16)) continue;
+        if (variant == "cuda.qmma" && ((wt != DType::Q4_K && wt != DType::Q6_K) || m > 16)) continue;
         if (variant == "cuda.qmv" && m != 2) continue;
         if (!exact_path && m <= 16) continue;
         if (variant == "cuda.qgemv" && m > 64) continue;
-        const Tensor& want = exact_path ? exact : rounded;
+        const Tensor& want = variant == "cuda.qmma" ? mma : exact_path ? exact : rounded;
         for (int64_t off = 0; off < k; off += m) {
           Tensor y = poisoned_device(DType::F32, {m, n});
           registries().matmul.run_variant(variant, {dx.slice_rows(off, m), dw, y, nullptr}, cuda_ctx());
@@ -387,9 +407,8 @@ TEST(CudaOps, QuantizedWeightsDecodeToTheReferenceOnEveryPath) {
 
 // Batch-invariant mode with GGUF-typed weights: the flat GEMM (cuda.qgemv, M <= 64) and the fixed-reduction
 // GEMM of the dequantized matrix (cuda.qgemm_fixed) give every row the bits it has inside a 300-row call;
-// the default dispatch (cuda.qmma for Q4_K to 16 rows, cuda.qmv to 4, the flat GEMM to 64, dequantized
-// cuBLASLt beyond) agrees with
-// the reference.
+// the default dispatch (cuda.qmma for Q4_K and Q6_K to 16 rows, cuda.qmv to 4, the flat GEMM to 64,
+// dequantized cuBLASLt beyond) agrees with the reference.
 TEST(CudaOps, QuantizedMatmulIsBatchInvariantInFixedMode) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(31);
@@ -414,9 +433,10 @@ TEST(CudaOps, QuantizedMatmulIsBatchInvariantInFixedMode) {
       ops::matmul(inv, sx, dw, y, &db);
       const Tensor got = result(y);
       EXPECT_EQ(std::memcmp(got.data, all.row(kRows - m), got.nbytes()), 0) << dtype_name(wt) << " m" << m;
-      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name, wt == DType::Q4_K && m <= 16 ? "cuda.qmma"
-                                                                   : m <= 4                     ? "cuda.qmv"
-                                                                   : m <= 64                    ? "cuda.qgemv"
+      EXPECT_EQ(registries().matmul.select(args, cuda_ctx()).name, (wt == DType::Q4_K || wt == DType::Q6_K) && m <= 16
+                                                                       ? "cuda.qmma"
+                                                                   : m <= 4  ? "cuda.qmv"
+                                                                   : m <= 64 ? "cuda.qgemv"
                                                                              : "cuda.qdequant_cublaslt");
       ops::matmul(cuda_ctx(), sx, dw, y, &db);
       EXPECT_LE(nmse(result(y), want.slice_rows(kRows - m, m)), kBf16Bound) << dtype_name(wt) << " m" << m;

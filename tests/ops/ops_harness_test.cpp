@@ -421,7 +421,7 @@ bool is_a16(const std::string& variant) {
 // NMSE bound that means anything (one output near zero over a noisy one: 1.1e-6 seen for Q2_K at 1x1), and
 // is held exactly to the 16-bit grid by the Q16Grid cases of every tile height instead.
 // The CUDA variants that multiply GGUF-typed weights decoded to bf16 (all but cuda.qmv and cuda.qmma, whose
-// weights stay exact) round each weight
+// weights stay exact or within f16) round each weight
 // inside the kernel, which the reference's inputs can't show: like a16 on the 8-bit grid, a few outputs
 // are not judged (one near-zero output moved NMSE to 4.7e-3); with 64+ the device's floor holds them, and
 // CudaOps.QuantizedWeightsDecodeToTheReferenceOnEveryPath checks the decoded weights bit for bit.
@@ -445,7 +445,7 @@ const char* cuda_matmul_decline(const std::string& variant, DType wt, int64_t m,
   const bool quantized_variant = variant.starts_with("cuda.q");
   if (quant::is_weight_type(wt) && !quantized_variant) return "GGUF-typed weights: the cuda.q* variants";
   if (!quant::is_weight_type(wt) && quantized_variant) return "bf16 weights: the bf16 variants";
-  if (variant == "cuda.qmma" && wt != DType::Q4_K) return "Q4_K weights only";
+  if (variant == "cuda.qmma" && wt != DType::Q4_K && wt != DType::Q6_K) return "Q4_K or Q6_K weights only";
   if (variant == "cuda.qmma" && m > 16) return "more than 16 rows: the flat GEMM's";
   if (variant == "cuda.qmv" && m > 4) return "more than 4 rows: the flat GEMM's";
   if (variant == "cuda.qgemv" && m > 64) return "more than 64 rows: the dequantizing GEMMs'";

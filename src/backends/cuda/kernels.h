@@ -140,19 +140,20 @@ void launch_gemv(const void* x, DType w_t, const void* w, const float* bias, DTy
                  int sms, cudaStream_t stream);
 
 // qmv.cu: the same product for 1 <= M <= kQmvMaxM with w of a GGUF weight type, decoded in f32 on the fly
-// (the default dispatch's decode path). Needs whole blocks per row and 16-byte aligned x rows.
-// Measured on the H100 (Q4_K, llama3-8b shapes; flat GEMM vs cuda.qmv): qmv is the faster up to 4 rows
+// (the default dispatch's decode path for the types cuda.qmma does not take). Needs whole blocks per row and 16-byte
+// aligned x rows. Measured on the H100 (Q4_K, llama3-8b shapes; flat GEMM vs cuda.qmv): qmv is the faster up to 4 rows
 // (qkv 27.5 vs 26.6 us, gate_up 129.1 vs 110.6 at 4), the flat GEMM from 8 (gate_up 130.1 vs 180.8).
 constexpr int kQmvMaxM = 4;
 void launch_qmv(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
                 cudaStream_t stream);
 
-// qmma_k4.cu: the same product for 1 <= M <= kQmmaMaxM with Q4_K weights in their GGUF layout, on tensor
-// cores with exact integer weights and x in f16 (so |x| must stay below 65504). Needs K % 256 == 0 and
-// 16-byte aligned x rows.
+// qmma.cu: the same product for 1 <= M <= kQmmaMaxM with Q4_K or Q6_K weights (qmma_supports) in their GGUF
+// layout, on tensor cores: Q4_K's weights exact, Q6_K's rounded to f16 (2^-12 at most), x in f16 (so |x|
+// must stay below 65504). Needs K % 256 == 0 and 16-byte aligned x rows.
 constexpr int kQmmaMaxM = 16;
+bool qmma_supports(DType w_t);
 void launch_qmma(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
-                 int sms, cudaStream_t stream);
+                 cudaStream_t stream);
 
 // dequant.cu: a GGUF-typed w[N, K] to bf16 out[N, K], the same bits the flat GEMM decodes.
 void launch_dequant_bf16(DType w_t, const void* w, void* out, int N, int K, cudaStream_t stream);

@@ -248,8 +248,8 @@ void register_matmul(Registries& r) {
                                     static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
 
-  // GGUF weight types (BENCHMARKS.md, "Quantized matmul"): Q4_K up to kQmmaMaxM rows takes cuda.qmma
-  // (exact integer weights on tensor cores, qmma_k4.cu); otherwise up to kQmvMaxM rows cuda.qmv decodes the
+  // GGUF weight types (BENCHMARKS.md, "Quantized matmul"): Q4_K and Q6_K up to kQmmaMaxM rows take
+  // cuda.qmma (integer weights on tensor cores, qmma.cu); otherwise up to kQmvMaxM rows cuda.qmv decodes the
   // weights in f32 as it streams them; up to kFlatMaxM the flat GEMM decodes them to bf16 fragments for the
   // tensor cores (cuda.qgemv); beyond, the matrix is dequantized to bf16 once per call and multiplied by
   // cuBLASLt. Batch-invariant mode passes over cuda.qmv and the cuBLASLt path: the flat GEMM, then
@@ -260,13 +260,13 @@ void register_matmul(Registries& r) {
   auto bias_of = [](const MatmulArgs& a) { return a.bias ? a.bias->ptr<float>() : nullptr; };
   r.matmul.add({"cuda.qmma", Device::Cuda, kFastPriority + 1,
                 [quant_ok](const MatmulArgs& a, std::string* why) {
-                  return quant_ok(a, why) && (a.w.dtype == DType::Q4_K || reject(why, "Q4_K weights only")) &&
+                  return quant_ok(a, why) && (qmma_supports(a.w.dtype) || reject(why, "Q4_K or Q6_K weights only")) &&
                          (a.x.rows() <= kQmmaMaxM || reject(why, "more than 16 rows: the flat GEMM's"));
                 },
                 [bias_of](const MatmulArgs& a, const Context& ctx) {
                   launch_qmma(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data,
                               static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
-                              lane_of(ctx).sm_count(), stream_of(ctx));
+                              stream_of(ctx));
                 },
                 nullptr, /*batch_dependent=*/true});
   r.matmul.add(
