@@ -18,6 +18,10 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEB
 cmake --build build-asan -j "$jobs" --target kestrel_tests
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j "$jobs")
 
+# The Python package (pyproject.toml: the engine's CPU backend and python/bindings.cpp, built in
+# build/python), installed for tests/py/test_python_package.py.
+python3 -m pip install -q --disable-pip-version-check . 2>&1 | grep -v "as the 'root' user" || true
+
 if ls tests/py/test_*.py >/dev/null 2>&1; then
   python3 -m pytest -q tests/py
 fi

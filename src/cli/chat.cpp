@@ -6,9 +6,10 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <iostream>
+#include <optional>
 
 #include "cli/common.h"
+#include "cli/line_editor.h"
 #include "core/error.h"
 #include "engine/chat_format.h"
 #include "engine/generate.h"
@@ -27,17 +28,20 @@ constexpr const char* kHelp =
     "  /reset   start the conversation over (the system message stays)\n"
     "  /exit    quit (also /quit, Ctrl-D, or Ctrl-C at the prompt)\n"
     "  Ctrl-C   while the model answers: stop the answer, keep the conversation\n"
+    "  Up/Down  earlier messages; Left/Right, Home/End, Ctrl-A/E/K/U/W edit the line\n"
     "  //text   send a message that starts with '/'\n";
 
 struct ChatFlags {
   ModelFlags model;
-  SamplingParams sampling{.temperature = 0.7f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f};
+  SamplingParams sampling;
+  SamplingOptions sampling_set;
   std::string system;
   int n_predict = 1024;
 };
 
-void chat(const ChatFlags& f) {
+void chat(ChatFlags f) {
   auto model = load(f.model);
+  fill_sampling_defaults(f.sampling, f.sampling_set, *model);
   ChatFormatter fmt(*model);
   KS_CHECK(fmt.has_template(), "{} has no chat template; use `kestrel run --raw` for plain completion", model->path);
   Session session(*model->decoder, make_context(f.model), session_options(f.model));
@@ -52,11 +56,12 @@ void chat(const ChatFlags& f) {
   sigemptyset(&sa.sa_mask);
   struct sigaction previous {};
   sigaction(SIGINT, &sa, &previous);
-  std::string line;
+  LineEditor input(STDIN_FILENO, STDERR_FILENO);  // editing and history on a terminal
   while (true) {
     g_interrupted = false;
-    if (tty) std::fprintf(stderr, "> ");
-    if (!std::getline(std::cin, line) || g_interrupted) break;
+    std::optional<std::string> got = input.read(tty ? "> " : "");
+    if (!got || g_interrupted) break;
+    std::string line = std::move(*got);
     if (line == "/exit" || line == "/quit") break;
     if (line == "/help" || line == "/?") {
       std::fprintf(stderr, "%s", kHelp);
@@ -113,7 +118,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--system", f->system, "system message");
   cmd->add_option("-n,--n-predict", f->n_predict, "maximum tokens per reply")->check(CLI::Range(1, 1 << 20));
   add_model_flags(*cmd, f->model);
-  add_sampling_flags(*cmd, f->sampling);
+  f->sampling_set = add_sampling_flags(*cmd, f->sampling);
   cmd->callback([f] { chat(*f); });
 }
 

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
+#include "engine/sampling_defaults.h"
 
 namespace kestrel::cli {
 
@@ -53,26 +54,48 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
   app.add_flag("-v,--verbose", f.verbose, "log loading and dispatch details");
 }
 
-void add_sampling_flags(CLI::App& app, SamplingParams& p) {
-  app.add_option("--temp,--temperature", p.temperature, "sampling temperature; 0 = greedy")
-      ->check(CLI::Range(0.0, 100.0));
-  app.add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
-  app.add_option("--top-p", p.top_p, "nucleus sampling threshold (1 = off)")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--min-p", p.min_p, "drop tokens below min-p x the top probability (0 = off)")
-      ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--repeat-penalty", p.repetition_penalty, "penalise recently seen tokens (1 = off)")
-      ->check(CLI::Range(0.0, 100.0));
+SamplingOptions add_sampling_flags(CLI::App& app, SamplingParams& p, bool with_seed) {
+  // The defaults are the model's (generation_config.json), else llama.cpp's: known after the load.
+  SamplingOptions o;
+  o.temperature = app.add_option("--temp,--temperature", p.temperature, "sampling temperature; 0 = greedy")
+                      ->check(CLI::Range(0.0, 100.0))
+                      ->default_str("the model's, else 0.8");
+  o.top_k = app.add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)")
+                ->check(CLI::NonNegativeNumber)
+                ->default_str("the model's, else 40");
+  o.top_p = app.add_option("--top-p", p.top_p, "nucleus sampling threshold (1 = off)")
+                ->check(CLI::Range(0.0, 1.0))
+                ->default_str("the model's, else 0.95");
+  o.min_p = app.add_option("--min-p", p.min_p, "drop tokens below min-p x the top probability (0 = off)")
+                ->check(CLI::Range(0.0, 1.0))
+                ->default_str("the model's, else 0.05");
+  o.repeat = app.add_option("--repeat-penalty", p.repetition_penalty, "penalise recently seen tokens (1 = off)")
+                 ->check(CLI::Range(0.0, 100.0))
+                 ->default_str("the model's, else 1");
   app.add_option("--repeat-last-n", p.penalty_last_n, "window of the repeat penalty (-1 = all)");
   app.add_option("--presence-penalty", p.presence_penalty, "OpenAI-style presence penalty")
       ->check(CLI::Range(-2.0, 2.0));
   app.add_option("--frequency-penalty", p.frequency_penalty, "OpenAI-style frequency penalty")
       ->check(CLI::Range(-2.0, 2.0));
+  if (!with_seed) return o;
   // Random unless given (as llama.cpp and vLLM do); commands print the seed so a run can be repeated.
   p.seed = std::random_device{}();
   app.add_option_function<int64_t>(
          "-s,--seed", [&p](int64_t v) { p.seed = v < 0 ? std::random_device{}() : static_cast<uint64_t>(v); },
          "random seed: the same seed gives the same text (default, or -1: a random one, printed)")
       ->default_str("-1");
+  return o;
+}
+
+void fill_sampling_defaults(SamplingParams& p, const SamplingOptions& set, const Model& model) {
+  const SamplingDefaults d = sampling_defaults(model);
+  auto unset = [](const CLI::Option* o) { return o == nullptr || o->count() == 0; };
+  if (unset(set.temperature)) p.temperature = d.params.temperature;
+  if (unset(set.top_k)) p.top_k = d.params.top_k;
+  if (unset(set.top_p)) p.top_p = d.params.top_p;
+  if (unset(set.min_p)) p.min_p = d.params.min_p;
+  if (unset(set.repeat)) p.repetition_penalty = d.params.repetition_penalty;
+  log::info("sampling: {}; what the flags leave unset comes from {}", describe_sampling(p), d.source);
 }
 
 std::unique_ptr<Model> load(const ModelFlags& f) {

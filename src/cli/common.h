@@ -31,7 +31,15 @@ struct ModelFlags {
 
 // ctx_flag: whether --ctx-size belongs to the model flags (perplexity uses it for its window).
 void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag = true);
-void add_sampling_flags(CLI::App& app, SamplingParams& p);
+// The sampling flags a command line set; the rest take the model's defaults (fill_sampling_defaults).
+struct SamplingOptions {
+  CLI::Option *temperature = nullptr, *top_k = nullptr, *top_p = nullptr, *min_p = nullptr, *repeat = nullptr;
+};
+// with_seed: also -s/--seed (random unless given; not for serve, whose requests carry their own).
+SamplingOptions add_sampling_flags(CLI::App& app, SamplingParams& p, bool with_seed = true);
+// Fills what the command line left unset from the model's sampling defaults (engine/sampling_defaults.h);
+// with -v, logs the policy that applied.
+void fill_sampling_defaults(SamplingParams& p, const SamplingOptions& set, const Model& model);
 
 // Applies --threads/--verbose, loads the model, builds the op context.
 std::unique_ptr<Model> load(const ModelFlags& f);

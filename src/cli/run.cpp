@@ -5,6 +5,7 @@
 #include <iterator>
 
 #include "cli/common.h"
+#include "engine/sampling_defaults.h"
 #include "core/error.h"
 #include "engine/chat_format.h"
 #include "engine/generate.h"
@@ -15,6 +16,7 @@ namespace {
 struct RunFlags {
   ModelFlags model;
   SamplingParams sampling;
+  SamplingOptions sampling_set;
   std::string prompt;
   std::string prompt_file;
   std::string system;
@@ -24,8 +26,9 @@ struct RunFlags {
   std::vector<std::string> stop;
 };
 
-void run(const RunFlags& f) {
+void run(RunFlags f) {
   auto model = load(f.model);
+  fill_sampling_defaults(f.sampling, f.sampling_set, *model);
   std::string prompt = f.prompt;
   KS_CHECK(prompt.empty() || f.prompt_file.empty(), "give the prompt as an argument or with --file, not both");
   if (!f.prompt_file.empty()) {
@@ -59,8 +62,8 @@ void run(const RunFlags& f) {
   std::printf("\n");
   std::fflush(stdout);  // the text's last line ends before the stats (stderr is unbuffered)
   const size_t n_gen = r.tokens.size();
-  const std::string seed =
-      f.sampling.temperature > 0 ? fmt::format(", seed {}", f.sampling.seed) : std::string(", greedy");
+  const std::string seed = ", " + describe_sampling(f.sampling) +
+                           (f.sampling.temperature > 0 ? fmt::format(", seed {}", f.sampling.seed) : std::string());
   std::fprintf(stderr,
                "kestrel: prompt %d tokens in %.2f s (%.1f tok/s); generated %zu tokens in %.2f s (%.1f tok/s), %s%s\n",
                r.prompt_tokens, r.prompt_seconds, r.prompt_tokens / std::max(r.prompt_seconds, 1e-9), n_gen,
@@ -81,7 +84,7 @@ void register_run(CLI::App& app) {
   cmd->add_option("--stop", f->stop, "stop when this text appears (repeatable: one text each)")
       ->allow_extra_args(false);
   add_model_flags(*cmd, f->model);
-  add_sampling_flags(*cmd, f->sampling);
+  f->sampling_set = add_sampling_flags(*cmd, f->sampling);
   cmd->callback([f] { run(*f); });
 }
 

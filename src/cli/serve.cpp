@@ -26,6 +26,7 @@ struct ServeFlags {
   std::optional<double> chunk_max_wait_ms;
   bool no_prefix_cache = false;
   bool no_log_requests = false;
+  SamplingOptions sampling_set;  // flags that set the server's sampling defaults (opt.sampling)
 };
 
 server::Server* g_server = nullptr;
@@ -43,6 +44,7 @@ void serve(ServeFlags& f) {
   opt.scheduler.prefix_cache = !f.no_prefix_cache;
   opt.log_requests = !f.no_log_requests;
   opt.kv_dtype = session_options(f.model).kv_dtype;
+  fill_sampling_defaults(opt.sampling, f.sampling_set, *model);
   const ops::Context ctx = make_context(f.model);
   model->decoder->place_on(ctx);  // weights to the GPU once for --device cuda; a no-op on the CPU
   server::Server srv(*model, ctx, opt);
@@ -114,6 +116,8 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(1, 256));
   f->model.batch_size = 2048;  // vLLM's serving budget; prompts of other steps are bounded by --prefill-chunk
   add_model_flags(*cmd, f->model);
+  // What a request gets for the sampling fields it leaves out (as llama-server's and vLLM's defaults).
+  f->sampling_set = add_sampling_flags(*cmd, o.sampling, /*with_seed=*/false);
   cmd->callback([f] { serve(*f); });
 }
 

@@ -354,7 +354,7 @@ void Executor::submit(std::span<const StepSeq> in) {
     const StepSeq& s = in[order[k]];
     if (!s.sampling) continue;
     srows[k] = sample_row(*s.sampling, s.draw, s.top_logprobs);
-    add_penalties(*s.sampling, s.history, srows[k], entries);
+    add_penalties(*s.sampling, s.history, s.generated, srows[k], entries);
   }
   if (static_cast<int>(entries.size()) > m.P) {  // grow the staging buffers (graphs are recorded again)
     m.lane->synchronize();

@@ -50,6 +50,7 @@ struct StepSeq {
   const SamplingParams* sampling = nullptr;  // non-null: sample the next token from the last row
   std::span<const int32_t> history;          // the tokens the penalties count
   uint64_t draw = 0;                         // the draw's index (sampler.h); the engine uses the new token's position
+  int generated = 0;                         // tokens generated before this draw (SamplingParams::min_tokens)
   int top_logprobs = -1;                     // >= 0: the sampled token's logprob and this many alternatives
   // The tokens are (part of) a prompt: they go through the prefill kernel even one at a time, so a prompt
   // token's result does not depend on how its prompt was cut into chunks (batch invariance). Single

@@ -17,15 +17,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 std::string StopMatcher::push(std::string_view text) {
   if (stopped_) return {};
   pending_ += text;
-  size_t cut = std::string::npos;
+  size_t cut = std::string::npos, len = 0;  // the earliest stop string; the longest of those starting there
   for (const auto& s : stops_) {
     if (s.empty()) continue;
     const size_t at = pending_.find(s);
-    if (at != std::string::npos) cut = std::min(cut, at);
+    if (at != std::string::npos && (at < cut || (at == cut && s.size() > len))) cut = at, len = s.size();
   }
   if (cut != std::string::npos) {
     stopped_ = true;
-    std::string out = pending_.substr(0, cut);
+    std::string out = pending_.substr(0, include_ ? cut + len : cut);
     pending_.clear();
     return out;
   }

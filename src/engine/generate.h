@@ -42,7 +42,9 @@ GenerateResult generate(Session& session, const Tokenizer& tok, const SamplingPa
 // Holds back text that might be the start of a stop string; reports when one is complete.
 class StopMatcher {
  public:
-  explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  // include: the stop string that ends the text is part of it (vLLM's include_stop_str_in_output).
+  explicit StopMatcher(std::vector<std::string> stops, bool include = false)
+      : stops_(std::move(stops)), include_(include) {}
   // Adds text; returns what can be emitted now. Sets stopped() once a stop string appears.
   std::string push(std::string_view text);
   std::string flush();  // what is still held back (at the end of generation)
@@ -50,6 +52,7 @@ class StopMatcher {
 
  private:
   std::vector<std::string> stops_;
+  bool include_ = false;
   std::string pending_;
   bool stopped_ = false;
 };

@@ -45,15 +45,17 @@ void log_softmax(float* x, int64_t n) {
 // One window to evaluate and the range of positions in it to score (targets are tokens[t], predicted by
 // logits at t - 1).
 struct Window {
-  int64_t begin, end;           // tokens [begin, end)
+  int64_t begin, end;            // tokens [begin, end)
   int64_t score_from, score_to;  // target positions [score_from, score_to) in absolute token indices
 };
 
 std::vector<Window> plan_windows(int64_t n_tokens, const PerplexityOptions& o) {
   std::vector<Window> w;
   if (o.stride == 0) {
-    KS_CHECK(n_tokens >= 2 * o.n_ctx, "the text has {} tokens; llama.cpp's protocol needs at least 2 x {} (use a "
-             "longer text or a smaller --ctx-size)", n_tokens, o.n_ctx);
+    KS_CHECK(n_tokens >= 2 * o.n_ctx,
+             "the text has {} tokens; llama.cpp's protocol needs at least 2 x {} (use a "
+             "longer text or a smaller --ctx-size)",
+             n_tokens, o.n_ctx);
     for (int64_t i = 0; i < n_tokens / o.n_ctx; ++i) {
       const int64_t b = i * o.n_ctx;
       w.push_back({b, b + o.n_ctx, b + o.n_ctx / 2 + 1, b + o.n_ctx});
@@ -75,8 +77,7 @@ std::vector<Window> plan_windows(int64_t n_tokens, const PerplexityOptions& o) {
 }  // namespace
 
 PerplexityResult perplexity(Session& session, const Tokenizer& tok, const std::string& text,
-                            const PerplexityOptions& opt,
-                            const std::function<void(int, int, double)>& progress) {
+                            const PerplexityOptions& opt, const std::function<void(int, int, double)>& progress) {
   KS_CHECK(opt.n_ctx >= 8 && opt.n_ctx <= session.n_ctx(), "perplexity context {} must be in [8, {}]", opt.n_ctx,
            session.n_ctx());
   KS_CHECK(opt.stride >= 0 && opt.stride <= opt.n_ctx, "stride must be in [0, context size]");
@@ -86,7 +87,8 @@ PerplexityResult perplexity(Session& session, const Tokenizer& tok, const std::s
   const bool bos_first = opt.stride == 0 && tok.add_bos() && tok.bos_id() >= 0;
 
   std::vector<int32_t> targets;
-  for (const Window& w : windows) targets.insert(targets.end(), tokens.begin() + w.score_from, tokens.begin() + w.score_to);
+  for (const Window& w : windows)
+    targets.insert(targets.end(), tokens.begin() + w.score_from, tokens.begin() + w.score_to);
   LogitsHeader header{};
   std::memcpy(header.magic, kMagic, 4);
   header.version = kVersion;
@@ -113,7 +115,8 @@ PerplexityResult perplexity(Session& session, const Tokenizer& tok, const std::s
     KS_CHECK(rh.vocab == header.vocab && rh.n_ctx == header.n_ctx && rh.stride == header.stride &&
                  rh.n_positions == header.n_positions && rh.token_hash == header.token_hash,
              "'{}' was made with a different text, tokenizer, context or stride (reference: vocab {}, ctx {}, {} "
-             "positions)", opt.kl_reference, rh.vocab, rh.n_ctx, rh.n_positions);
+             "positions)",
+             opt.kl_reference, rh.vocab, rh.n_ctx, rh.n_positions);
   }
 
   PerplexityResult r;
@@ -151,8 +154,8 @@ PerplexityResult perplexity(Session& session, const Tokenizer& tok, const std::s
         kl_sum += kl;
         kl_max = std::max(kl_max, kl);
         ref_nll -= ref_lp[tokens[t]];
-        agree += std::max_element(ref_lp.begin(), ref_lp.end()) - ref_lp.begin() ==
-                 std::max_element(row, row + vocab) - row;
+        agree +=
+            std::max_element(ref_lp.begin(), ref_lp.end()) - ref_lp.begin() == std::max_element(row, row + vocab) - row;
       }
     }
     r.chunk_ppl.push_back(std::exp(nll / r.scored));

@@ -20,10 +20,10 @@ namespace kestrel {
 
 struct PerplexityOptions {
   int n_ctx = 512;
-  int stride = 0;  // 0: llama.cpp protocol
-  int max_chunks = 0;  // 0: all
-  std::string save_logits;    // write the scored positions' log-probabilities here (f16)
-  std::string kl_reference;   // compare with a file written by save_logits
+  int stride = 0;            // 0: llama.cpp protocol
+  int max_chunks = 0;        // 0: all
+  std::string save_logits;   // write the scored positions' log-probabilities here (f16)
+  std::string kl_reference;  // compare with a file written by save_logits
 };
 
 struct PerplexityResult {

@@ -35,7 +35,8 @@ struct Request {
   std::vector<std::string> stop;        // stop strings; not part of the output
   std::vector<int32_t> stop_token_ids;  // generation ends after one of these (not part of the text)
   bool ignore_eos = false;
-  int logprobs = -1;  // -1: none; k >= 0: each token's logprob and the k most likely alternatives
+  bool include_stop_str = false;  // the stop string that ended the text stays in it
+  int logprobs = -1;              // -1: none; k >= 0: each token's logprob and the k most likely alternatives
   // Receives every event on the engine thread; must not block. Called at least once, with finish set.
   std::function<void(RequestOutput&&)> on_output;
 

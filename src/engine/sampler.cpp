@@ -19,6 +19,9 @@ void SamplingParams::validate() const {
   KS_CHECK(std::fabs(presence_penalty) <= 2 && std::fabs(frequency_penalty) <= 2,
            "presence and frequency penalties must be in [-2, 2]");
   KS_CHECK(penalty_last_n >= -1, "penalty window must be >= -1");
+  KS_CHECK(min_tokens >= 0, "min_tokens must be >= 0, got {}", min_tokens);
+  for (const auto& [t, b] : logit_bias)
+    KS_CHECK(std::isfinite(b) && std::fabs(b) <= 100, "logit_bias values must be in [-100, 100], got {}", b);
 }
 
 float sampling_uniform(uint64_t seed, uint64_t draw) {
@@ -45,10 +48,10 @@ ops::SampleRow sample_row(const SamplingParams& p, uint64_t draw, int top_logpro
   return r;
 }
 
-void add_penalties(const SamplingParams& p, std::span<const int32_t> history, ops::SampleRow& row,
+void add_penalties(const SamplingParams& p, std::span<const int32_t> history, int generated, ops::SampleRow& row,
                    std::vector<ops::PenaltyEntry>& entries) {
   row.penalty_begin = row.penalty_end = static_cast<int32_t>(entries.size());
-  if (!p.penalties()) return;
+  if (!p.adjusts_logits()) return;
   // Same rules as llama.cpp and HF: the repetition penalty once per distinct token of the window; presence
   // and frequency over the whole history.
   std::map<int32_t, ops::PenaltyEntry> by_token;
@@ -58,6 +61,9 @@ void add_penalties(const SamplingParams& p, std::span<const int32_t> history, op
   }
   if (p.presence_penalty != 0.f || p.frequency_penalty != 0.f)
     for (int32_t t : history) ++by_token[t].count;
+  for (const auto& [t, b] : p.logit_bias) by_token[t].bias += b;
+  if (generated < p.min_tokens)
+    for (int32_t t : p.min_tokens_ban) by_token[t].bias = -INFINITY;
   for (auto& [t, e] : by_token) {
     if (t < 0) continue;
     e.token = t;
@@ -79,9 +85,11 @@ int32_t sample_host(const SamplingParams& p, std::span<float> logits, std::span<
   const auto V = static_cast<int64_t>(logits.size());
   KS_CHECK(V > 0, "sampling from empty logits");
   for (int32_t t : history) KS_CHECK(t >= 0 && t < V, "history token {} is outside the vocabulary ({})", t, V);
+  for (const auto& [t, b] : p.logit_bias) KS_CHECK(t >= 0 && t < V, "logit_bias token {} is outside the vocabulary", t);
+  for (int32_t t : p.min_tokens_ban) KS_CHECK(t >= 0 && t < V, "min_tokens token {} is outside the vocabulary", t);
   ops::SampleRow row = sample_row(p, draw, logprob ? top_logprobs : -1);
   std::vector<ops::PenaltyEntry> entries;
-  add_penalties(p, history, row, entries);
+  add_penalties(p, history, static_cast<int>(history.size()), row, entries);
   Tensor lt;
   lt.dtype = DType::F32;
   lt.shape = {1, V};
@@ -90,7 +98,8 @@ int32_t sample_host(const SamplingParams& p, std::span<float> logits, std::span<
   *static_cast<ops::SampleRow*>(rows.data) = row;
   Tensor pen;
   if (!entries.empty()) {
-    pen = Tensor::empty_host(DType::I32, {static_cast<int64_t>(entries.size()), 4});
+    pen =
+        Tensor::empty_host(DType::I32, {static_cast<int64_t>(entries.size()), int64_t{sizeof(ops::PenaltyEntry) / 4}});
     std::copy(entries.begin(), entries.end(), static_cast<ops::PenaltyEntry*>(pen.data));
   }
   Tensor out = Tensor::empty_host(DType::I32, {1, static_cast<int64_t>(sizeof(ops::SampleOut) / 4)});

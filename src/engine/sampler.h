@@ -25,9 +25,16 @@ struct SamplingParams {
   float frequency_penalty = 0.f;   // OpenAI: subtract per occurrence
   int penalty_last_n = 64;         // window for repetition_penalty (-1: whole history)
   uint64_t seed = 0;
+  std::vector<std::pair<int32_t, float>> logit_bias = {};  // added to these tokens' logits (OpenAI's logit_bias)
+  int min_tokens = 0;                        // until this many tokens are generated, `min_tokens_ban` cannot be drawn
+  std::vector<int32_t> min_tokens_ban = {};  // the tokens that would end generation early (EOG, stop ids)
 
   void validate() const;  // throws kestrel::Error for out-of-range values
+  // The penalties count the history; adjusts_logits() also covers the biases, which do not.
   bool penalties() const { return repetition_penalty != 1.f || presence_penalty != 0.f || frequency_penalty != 0.f; }
+  bool adjusts_logits() const {
+    return penalties() || !logit_bias.empty() || (min_tokens > 0 && !min_tokens_ban.empty());
+  }
 };
 
 struct TokenLogprob {
@@ -42,9 +49,10 @@ float sampling_uniform(uint64_t seed, uint64_t draw);
 // The op's row for one sequence: sample with `p` at draw index `draw`; top_logprobs >= 0 also asks for the
 // sampled token's logprob and that many alternatives. Penalty entries are set by add_penalties().
 ops::SampleRow sample_row(const SamplingParams& p, uint64_t draw, int top_logprobs);
-// Appends the penalty entries of `history` (the tokens the penalties count) to `entries` and points the
-// row at them. Nothing is added when `p` has no penalties.
-void add_penalties(const SamplingParams& p, std::span<const int32_t> history, ops::SampleRow& row,
+// Appends the penalty entries of `history` (the tokens the penalties count) and of the biases (logit_bias;
+// min_tokens_ban while fewer than min_tokens of `generated` tokens exist) to `entries`, one per token, and
+// points the row at them. Nothing is added when `p` adjusts no logits.
+void add_penalties(const SamplingParams& p, std::span<const int32_t> history, int generated, ops::SampleRow& row,
                    std::vector<ops::PenaltyEntry>& entries);
 // The token and, when the row asked for them, the logprobs of one op output row.
 TokenLogprob to_logprob(const ops::SampleOut& out);

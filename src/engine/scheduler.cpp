@@ -42,7 +42,7 @@ struct Scheduler::Sequence {
   uint64_t epoch = 0;
 
   Sequence(std::shared_ptr<Request> r, const Tokenizer& tok)
-      : req(std::move(r)), decoder(tok, /*skip_special=*/true), stops(req->stop) {}
+      : req(std::move(r)), decoder(tok, /*skip_special=*/true), stops(req->stop, req->include_stop_str) {}
   int32_t n_generated() const { return static_cast<int32_t>(tokens.size()) - n_prompt; }
   // Positions still to run through the model, the pending sampled token included.
   int32_t n_uncomputed() const { return static_cast<int32_t>(tokens.size()) + pending - kv.length(); }
@@ -432,6 +432,7 @@ bool Scheduler::submit(const std::vector<Planned>& plan) {
       w.sampling = &s->req->sampling;
       w.history = std::span(s->tokens).subspan(static_cast<size_t>(s->n_prompt));
       w.draw = static_cast<uint64_t>(s->kv.length() + chunk);
+      w.generated = s->kv.length() + chunk - s->n_prompt;  // pending tokens included
       w.top_logprobs = s->req->logprobs;
     }
     work.push_back(w);

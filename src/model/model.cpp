@@ -58,6 +58,10 @@ std::unique_ptr<Model> load_hf_dir(const std::string& dir) {
     m->chat_template = tok_cfg["chat_template"].get<std::string>();
   else if (fs::exists(d / "chat_template.jinja"))
     m->chat_template = read_text_file(d / "chat_template.jinja");
+  if (fs::exists(d / "generation_config.json")) {
+    m->generation_config = load_json_file((d / "generation_config.json").string());
+    KS_CHECK(m->generation_config.is_object(), "{}: generation_config.json is not a JSON object", dir);
+  }
 
   auto st = SafetensorsModel::open_dir(dir);
   HfWeights w(st);

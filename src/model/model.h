@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "model/decoder.h"
@@ -17,8 +18,9 @@ struct Model {
   std::string format;  // "gguf" or "safetensors"
   std::unique_ptr<Decoder> decoder;
   std::unique_ptr<Tokenizer> tokenizer;
-  std::string chat_template;  // empty when the model ships none
+  std::string chat_template;             // empty when the model ships none
   std::shared_ptr<const GgufFile> gguf;  // set for GGUF models (for `kestrel info`)
+  nlohmann::json generation_config;      // a Hugging Face directory's generation_config.json (null: none)
 
   const ModelConfig& config() const { return decoder->config(); }
 };

@@ -171,6 +171,7 @@ struct PenaltyEntry {
   int32_t window = 0;  // 1: in the repetition-penalty window
   int32_t count = 0;   // occurrences for the presence/frequency penalties
   float raw = 0.f;     // written by sample()
+  float bias = 0.f;    // added after the penalties (a request's logit_bias; -inf forbids the token)
 };
 
 // What one row gives back (a row of i32 words).
@@ -183,7 +184,7 @@ struct SampleOut {
 };
 
 // logits: f32 [R, V] on ctx.device (penalties are applied in place); rows: i32 [R, sizeof(SampleRow)/4];
-// penalties: i32 [P, 4] (P may be 0); out: i32 [R, sizeof(SampleOut)/4].
+// penalties: i32 [P, sizeof(PenaltyEntry)/4] (P may be 0); out: i32 [R, sizeof(SampleOut)/4].
 void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out);
 
 // Step inputs that are the previous step's sampled tokens, for asynchronous scheduling (the host plans

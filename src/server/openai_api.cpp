@@ -125,20 +125,125 @@ void parse_messages(const json& body, GenerationSpec& g) {
   }
 }
 
+// Every field a body may carry: read below, refused by name (reject_unsupported), or accepted as harmless
+// with the reason docs/server.md gives. Anything else is a 400 naming it, so no option is silently ignored.
+enum class Route : uint8_t { Both, Chat, Completions };
+struct KnownField {
+  const char* name;
+  Route route;
+};
+constexpr KnownField kKnownFields[] = {
+    {"model", Route::Both},
+    {"stream", Route::Both},
+    {"stream_options", Route::Both},
+    {"max_tokens", Route::Both},
+    {"max_completion_tokens", Route::Both},
+    {"temperature", Route::Both},
+    {"top_p", Route::Both},
+    {"top_k", Route::Both},
+    {"min_p", Route::Both},
+    {"typical_p", Route::Both},
+    {"presence_penalty", Route::Both},
+    {"frequency_penalty", Route::Both},
+    {"repetition_penalty", Route::Both},
+    {"logit_bias", Route::Both},
+    {"seed", Route::Both},
+    {"stop", Route::Both},
+    {"stop_token_ids", Route::Both},
+    {"ignore_eos", Route::Both},
+    {"min_tokens", Route::Both},
+    {"include_stop_str_in_output", Route::Both},
+    {"logprobs", Route::Both},
+    {"prompt_logprobs", Route::Both},
+    {"n", Route::Both},
+    {"response_format", Route::Both},
+    {"user", Route::Both},
+    {"metadata", Route::Both},
+    {"store", Route::Both},
+    {"service_tier", Route::Both},
+    {"prompt", Route::Completions},
+    {"best_of", Route::Completions},
+    {"echo", Route::Completions},
+    {"suffix", Route::Completions},
+    {"messages", Route::Chat},
+    {"top_logprobs", Route::Chat},
+    {"chat_template_kwargs", Route::Chat},
+    {"tools", Route::Chat},
+    {"tool_choice", Route::Chat},
+    {"parallel_tool_calls", Route::Chat},
+};
+
+// Structured output and tool calling as OpenAI, vLLM and llama.cpp spell them: refused until they exist.
+constexpr const char* kNotYet[] = {"grammar",        "json_schema",        "regex",
+                                   "guided_json",    "guided_regex",       "guided_choice",
+                                   "guided_grammar", "structured_outputs", "guided_decoding_backend",
+                                   "functions",      "function_call"};
+
+void check_field_names(const json& body, Endpoint endpoint) {
+  const Route here = endpoint == Endpoint::Chat ? Route::Chat : Route::Completions;
+  const char* route = endpoint == Endpoint::Chat ? "/v1/chat/completions" : "/v1/completions";
+  for (const auto& [key, value] : body.items()) {
+    bool known = false, elsewhere = false;
+    for (const char* name : kNotYet)
+      if (key == name) {
+        if (!value.is_null())
+          bad(key, fmt::format("'{}' is not supported yet (no structured output or tool calling)", key));
+        known = true;  // null: absent
+      }
+    for (const KnownField& f : kKnownFields)
+      if (key == f.name) (f.route == Route::Both || f.route == here ? known : elsewhere) = true;
+    if (known) continue;
+    if (elsewhere) bad(key, fmt::format("'{}' is not a field of {}", key, route));
+    throw ApiError(400, fmt::format("unknown field '{}': every field is used or refused, never ignored", key), key,
+                   "unknown_parameter");
+  }
+}
+
+std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body) {
+  constexpr size_t kMaxBiases = 1024;
+  std::vector<std::pair<int32_t, float>> out;
+  const json* lb = field(body, "logit_bias");
+  if (!lb) return out;
+  if (!lb->is_object()) bad("logit_bias", "'logit_bias' must map token ids (as strings) to numbers");
+  if (lb->size() > kMaxBiases) bad("logit_bias", fmt::format("at most {} logit_bias entries", kMaxBiases));
+  for (const auto& [key, value] : lb->items()) {
+    const bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos;
+    const int64_t id = digits ? std::stoll(key) : -1;
+    if (id < 0 || id > std::numeric_limits<int32_t>::max())
+      bad("logit_bias", fmt::format("logit_bias key '{}' is not a token id", key));
+    if (!value.is_number() || !std::isfinite(value.get<double>()) || std::fabs(value.get<double>()) > 100)
+      bad("logit_bias", fmt::format("logit_bias for token {} must be a number from -100 to 100", key));
+    out.emplace_back(static_cast<int32_t>(id), value.get<float>());
+  }
+  return out;
+}
+
 void reject_unsupported(const json& body) {
   if (auto n = integer(body, "n", 1, 1 << 20); n && *n != 1) bad("n", "only n=1 is supported");
   if (auto b = integer(body, "best_of", 1, 1 << 20); b && *b != 1) bad("best_of", "only best_of=1 is supported");
   if (boolean(body, "echo").value_or(false)) bad("echo", "'echo' is not supported");
   if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty()))
     bad("suffix", "'suffix' is not supported");
-  if (const json* lb = field(body, "logit_bias"); lb && !(lb->is_object() && lb->empty()))
-    bad("logit_bias", "'logit_bias' is not supported");
   if (const json* t = field(body, "tools"); t && !(t->is_array() && t->empty()))
     bad("tools", "'tools' is not supported");
+  if (const json* tc = field(body, "tool_choice"); tc && !(tc->is_string() && (*tc == "none" || *tc == "auto")))
+    bad("tool_choice", "tool calling is not supported: tool_choice may only be \"none\" or \"auto\"");
   if (const json* rf = field(body, "response_format")) {
     if (!rf->is_object() || rf->value("type", json()) != "text")
-      bad("response_format", "only response_format {\"type\": \"text\"} is supported");
+      bad("response_format", "only response_format {\"type\": \"text\"} is supported (no structured output yet)");
   }
+  if (auto tp = number(body, "typical_p", 0, 1); tp && *tp != 1.0)
+    bad("typical_p", "only typical_p=1 (off) is supported");
+  if (field(body, "prompt_logprobs")) bad("prompt_logprobs", "'prompt_logprobs' is not supported");
+  // Accepted as harmless (docs/server.md): user and metadata label a request for the caller's own records,
+  // one service tier exists, parallel_tool_calls means nothing without tools, and store=false is the only
+  // behaviour there is.
+  if (const json* u = field(body, "user"); u && !u->is_string()) bad("user", "'user' must be a string");
+  if (const json* md = field(body, "metadata"); md && !md->is_object()) bad("metadata", "'metadata' must be an object");
+  if (boolean(body, "store").value_or(false)) bad("store", "nothing is stored: only store=false is supported");
+  boolean(body, "parallel_tool_calls");
+  if (const json* st = field(body, "service_tier"); st && !(st->is_string() && (*st == "auto" || *st == "default")))
+    bad("service_tier", "one service tier: 'auto' or 'default'");
 }
 
 }  // namespace
@@ -188,13 +293,14 @@ std::vector<int32_t> parse_token_ids(const json& list, std::string_view param) {
   return out;
 }
 
-GenerationSpec parse_generation_request(const json& body, Endpoint endpoint) {
+GenerationSpec parse_generation_request(const json& body, Endpoint endpoint, const SamplingParams& defaults) {
   GenerationSpec g;
   g.endpoint = endpoint;
   if (const json* m = field(body, "model")) {
     if (!m->is_string()) bad("model", "'model' must be a string");
     g.model = m->get<std::string>();
   }
+  check_field_names(body, endpoint);
   reject_unsupported(body);
   g.stream = boolean(body, "stream").value_or(false);
   if (const json* so = field(body, "stream_options")) {
@@ -210,15 +316,17 @@ GenerationSpec parse_generation_request(const json& body, Endpoint endpoint) {
   if (mt) g.max_tokens = static_cast<int>(*mt);
 
   SamplingParams& s = g.sampling;
-  s.temperature = static_cast<float>(number(body, "temperature", 0, 2).value_or(1.0));
-  s.top_p = static_cast<float>(number(body, "top_p", 0, 1).value_or(1.0));
+  s = defaults;
+  s.seed = 0;
+  if (auto v = number(body, "temperature", 0, 2)) s.temperature = static_cast<float>(*v);
+  if (auto v = number(body, "top_p", 0, 1)) s.top_p = static_cast<float>(*v);
   if (s.top_p <= 0) bad("top_p", "'top_p' must be greater than 0");
   // vLLM spells "off" as -1; the sampler as 0.
-  s.top_k = static_cast<int>(std::max<int64_t>(0, integer(body, "top_k", -1, 1 << 20).value_or(0)));
-  s.min_p = static_cast<float>(number(body, "min_p", 0, 1).value_or(0.0));
-  s.presence_penalty = static_cast<float>(number(body, "presence_penalty", -2, 2).value_or(0.0));
-  s.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", -2, 2).value_or(0.0));
-  s.repetition_penalty = static_cast<float>(number(body, "repetition_penalty", 0.01, 10).value_or(1.0));
+  if (auto v = integer(body, "top_k", -1, 1 << 20)) s.top_k = static_cast<int>(std::max<int64_t>(0, *v));
+  if (auto v = number(body, "min_p", 0, 1)) s.min_p = static_cast<float>(*v);
+  if (auto v = number(body, "presence_penalty", -2, 2)) s.presence_penalty = static_cast<float>(*v);
+  if (auto v = number(body, "frequency_penalty", -2, 2)) s.frequency_penalty = static_cast<float>(*v);
+  if (auto v = number(body, "repetition_penalty", 0.01, 10)) s.repetition_penalty = static_cast<float>(*v);
   if (auto seed = integer(body, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max())) {
     s.seed = static_cast<uint64_t>(*seed);
     g.has_seed = true;
@@ -245,6 +353,12 @@ GenerationSpec parse_generation_request(const json& body, Endpoint endpoint) {
     g.stop_token_ids = parse_token_ids(*ids, "stop_token_ids");
   }
   g.ignore_eos = boolean(body, "ignore_eos").value_or(false);
+  g.include_stop_str = boolean(body, "include_stop_str_in_output").value_or(false);
+  s.logit_bias = parse_logit_bias(body);
+  if (auto mn = integer(body, "min_tokens", 0, kMaxTokens)) {
+    if (g.max_tokens && *mn > *g.max_tokens) bad("min_tokens", "'min_tokens' must not exceed max_tokens");
+    s.min_tokens = static_cast<int>(*mn);
+  }
 
   if (endpoint == Endpoint::Chat) {
     const bool want = boolean(body, "logprobs").value_or(false);
@@ -252,6 +366,12 @@ GenerationSpec parse_generation_request(const json& body, Endpoint endpoint) {
     if (top && !want) bad("top_logprobs", "'top_logprobs' needs logprobs=true");
     if (want) g.logprobs = static_cast<int>(top.value_or(0));
     parse_messages(body, g);
+    if (const json* kw = field(body, "chat_template_kwargs")) {
+      if (!kw->is_object()) bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+      for (const char* set : {"messages", "add_generation_prompt", "bos_token", "eos_token"})
+        if (kw->contains(set)) bad("chat_template_kwargs", fmt::format("'{}' is set by the server", set));
+      g.template_kwargs = *kw;
+    }
   } else {
     if (auto lp = integer(body, "logprobs", 0, kMaxLogprobs)) g.logprobs = static_cast<int>(*lp);
     parse_prompt(body, g);

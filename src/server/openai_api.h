@@ -30,7 +30,11 @@ struct GenerationSpec {
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;  // extension (as in vLLM): end generation on these token ids
   bool ignore_eos = false;              // extension: keep going past end-of-generation tokens
+  bool include_stop_str = false;        // extension (vLLM's include_stop_str_in_output)
   int logprobs = -1;                    // -1: off; else the number of top alternatives per token
+  // sampling.logit_bias and sampling.min_tokens are set here; the server checks the ids against the
+  // vocabulary and fills sampling.min_tokens_ban.
+  nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs: more template variables
   // The prompt: text (completions), token ids (completions), or messages (chat).
   std::string prompt_text;
   std::vector<int32_t> prompt_tokens;
@@ -43,7 +47,14 @@ struct GenerationSpec {
 nlohmann::json parse_json_body(std::string_view body);
 
 // Validates a parsed body. Throws ApiError (400) naming the offending parameter.
-GenerationSpec parse_generation_request(const nlohmann::json& body, Endpoint endpoint);
+// OpenAI's own defaults for the sampling fields (temperature 1, the filters off).
+inline SamplingParams openai_sampling_defaults() {
+  return {.temperature = 1.f};
+}
+
+// Sampling fields a body leaves out take `defaults` (a server's policy, engine/sampling_defaults.h).
+GenerationSpec parse_generation_request(const nlohmann::json& body, Endpoint endpoint,
+                                        const SamplingParams& defaults = openai_sampling_defaults());
 
 // A list of token ids, each checked as the 64-bit integer JSON carries (0 to 2^31 - 1) before it is
 // narrowed. Throws ApiError (400) naming `param`.

@@ -421,7 +421,7 @@ void Server::prepare(Route route, const std::string& body, ResponseWriter& res) 
 std::vector<int32_t> Server::prompt_tokens(const GenerationSpec& g) const {
   const Tokenizer& tok = *model_->tokenizer;
   if (g.endpoint == Endpoint::Chat)
-    return tok.encode(chat_->render(g.messages, /*add_generation_prompt=*/true), false, true);
+    return tok.encode(chat_->render(g.messages, /*add_generation_prompt=*/true, g.template_kwargs), false, true);
   if (g.prompt_is_tokens) {
     check_vocabulary(g.prompt_tokens, "prompt");
     return g.prompt_tokens;
@@ -441,7 +441,7 @@ void Server::handle_tokenize(const json& body, ResponseWriter& res, bool tokeniz
   if (tokenize) {
     // The same prompt handling as generation: "prompt" as for /v1/completions, or chat "messages".
     const Endpoint ep = body.contains("messages") ? Endpoint::Chat : Endpoint::Completions;
-    const std::vector<int32_t> ids = prompt_tokens(parse_generation_request(body, ep));
+    const std::vector<int32_t> ids = prompt_tokens(parse_generation_request(body, ep, opt_.sampling));
     respond_json(res, 200, dump({{"tokens", ids}, {"count", ids.size()}, {"max_model_len", scheduler_->n_ctx()}}));
     return;
   }
@@ -453,7 +453,7 @@ void Server::handle_tokenize(const json& body, ResponseWriter& res, bool tokeniz
 }
 
 void Server::handle_generation(const json& body, ResponseWriter& res, Endpoint endpoint) {
-  GenerationSpec g = parse_generation_request(body, endpoint);
+  GenerationSpec g = parse_generation_request(body, endpoint, opt_.sampling);
   if (!g.model.empty() && g.model != opt_.model_name)
     throw ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'", g.model, opt_.model_name),
                    "model", "model_not_found");
@@ -482,6 +482,16 @@ void Server::handle_generation(const json& body, ResponseWriter& res, Endpoint e
   r->stop = g.stop;
   r->stop_token_ids = g.stop_token_ids;
   r->ignore_eos = g.ignore_eos;
+  r->include_stop_str = g.include_stop_str;
+  check_vocabulary(g.stop_token_ids, "stop_token_ids");
+  for (const auto& [id, bias] : r->sampling.logit_bias) check_vocabulary(std::span(&id, 1), "logit_bias");
+  if (r->sampling.min_tokens > 0) {  // what could end the answer sooner: vLLM's min_tokens
+    std::vector<int32_t>& ban = r->sampling.min_tokens_ban;
+    ban = g.stop_token_ids;
+    if (!g.ignore_eos) ban.insert(ban.end(), model_->tokenizer->eog_ids().begin(), model_->tokenizer->eog_ids().end());
+    std::sort(ban.begin(), ban.end());
+    ban.erase(std::unique(ban.begin(), ban.end()), ban.end());
+  }
   r->logprobs = g.logprobs;
   auto call = std::make_shared<Call>(this, res, g);
   r->on_output = [call](RequestOutput&& o) { call->on_output(std::move(o)); };

@@ -32,6 +32,7 @@ struct ServerOptions {
   DType kv_dtype = DType::F32;
   int request_threads = 2;   // workers that parse, template and tokenize requests
   bool log_requests = true;  // one line on stderr per answered request (method, route, status, tokens, time)
+  SamplingParams sampling;   // what requests get for the sampling fields they leave out
 };
 
 class Server {

@@ -35,6 +35,31 @@ TEST(Sampler, GreedyPicksArgmax) {
   EXPECT_EQ(draw({.temperature = 1.f, .top_k = 1}, 7), 1);
 }
 
+// logit_bias adds to a token's logit after the penalties; min_tokens forbids its tokens (-inf) until the
+// history holds that many generated tokens. Logprobs stay those of the raw logits.
+TEST(Sampler, LogitBiasAndMinTokens) {
+  EXPECT_EQ(draw({.logit_bias = {{1, -100.f}}}, 0), 4);  // the argmax pushed down: 2.9 is next
+  EXPECT_EQ(draw({.logit_bias = {{5, 4.5f}}}, 0), 5);    // -1 + 4.5 beats 3
+  EXPECT_EQ(draw({.logit_bias = {{1, -0.1f}, {4, 0.1f}}}, 0), 4);
+  const SamplingParams p{.min_tokens = 2, .min_tokens_ban = {1, 4}};
+  const std::vector<int32_t> one = {0}, two = {0, 0};
+  EXPECT_EQ(draw(p, 0, one), 2);  // 1 and 4 banned with one token generated
+  EXPECT_EQ(draw(p, 0, two), 1);  // allowed from the second on
+  auto l = logits();
+  TokenLogprob lp;
+  EXPECT_EQ(sample_host(p, l, one, 0, &lp, 2), 2);
+  ASSERT_EQ(lp.top.size(), 2u);
+  EXPECT_EQ(lp.top[0].first, 1);  // the raw distribution: the banned argmax still leads
+  // Biases alone, without penalties, still go through the entries, once per token.
+  ops::SampleRow row;
+  std::vector<ops::PenaltyEntry> entries;
+  add_penalties({.repetition_penalty = 1.2f, .logit_bias = {{3, 1.f}}}, one, 1, row, entries);
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].token, 0);
+  EXPECT_EQ(entries[1].token, 3);
+  EXPECT_EQ(entries[1].bias, 1.f);
+}
+
 TEST(Sampler, SameSeedAndDrawSameToken) {
   const SamplingParams p{.temperature = 1.f, .seed = 42};
   for (uint64_t i = 0; i < 50; ++i) EXPECT_EQ(draw(p, i), draw(p, i));

@@ -19,6 +19,14 @@ TEST(StopMatcher, HoldsBackPrefixesAndCutsAtTheStop) {
   EXPECT_EQ(m.push("more"), "");
 }
 
+TEST(StopMatcher, IncludeKeepsTheStopThatEndedTheText) {
+  StopMatcher m({"END", "EN"}, /*include=*/true);
+  std::string out = m.push("text E");
+  out += m.push("ND more");
+  EXPECT_TRUE(m.stopped());
+  EXPECT_EQ(out, "text END");  // both start at the same place: the longer one is the stop
+}
+
 TEST(StopMatcher, FlushReleasesHeldText) {
   StopMatcher m({"abc"});
   EXPECT_EQ(m.push("xxab"), "xx");

@@ -31,7 +31,8 @@ Batch make_batch(const std::vector<std::vector<float>>& logits, const std::vecto
   b.rows = Tensor::empty_host(DType::I32, {R, kRowWords});
   std::copy(rows.begin(), rows.end(), static_cast<ops::SampleRow*>(b.rows.data));
   if (!entries.empty()) {
-    b.penalties = Tensor::empty_host(DType::I32, {static_cast<int64_t>(entries.size()), 4});
+    b.penalties =
+        Tensor::empty_host(DType::I32, {static_cast<int64_t>(entries.size()), int64_t{sizeof(ops::PenaltyEntry) / 4}});
     std::copy(entries.begin(), entries.end(), static_cast<ops::PenaltyEntry*>(b.penalties.data));
   }
   b.out = Tensor::empty_host(DType::I32, {R, kOutWords});
@@ -90,7 +91,11 @@ TEST(CudaSampling, SameTokensAndLogprobsAsTheReference) {
                       [&](int a, int b) { return logits[r][a] > logits[r][b]; });
     history.assign(idx.begin(), idx.begin() + 6);
     history.push_back(idx[0]);
-    add_penalties(p, history, row, entries);
+    // Biases on the same top tokens: logit_bias on some rows, min_tokens' bans (7 generated < 10) on others.
+    SamplingParams q = p;
+    if (r % 4 == 1) q.logit_bias = {{idx[0], -100.f}, {idx[7], 3.f}};
+    if (r % 4 == 2) q.min_tokens = 10, q.min_tokens_ban = {idx[0], idx[1]};
+    add_penalties(q, history, static_cast<int>(history.size()), row, entries);
     rows.push_back(row);
   }
   const Batch b = make_batch(logits, rows, entries);

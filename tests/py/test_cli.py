@@ -3,6 +3,7 @@
 import json
 import pathlib
 import subprocess
+import time
 
 import pytest
 
@@ -32,8 +33,8 @@ def assert_clean_error(r, fragment):
 
 @needs_model
 def test_run_greedy_is_deterministic_and_streams_text():
-    a = kestrel("run", "--raw", "The capital of France is", "-n", "12", "-t", "2")
-    b = kestrel("run", "--raw", "The capital of France is", "-n", "12", "-t", "2")
+    a = kestrel("run", "--raw", "The capital of France is", "-n", "12", "-t", "2", "--temp", "0")
+    b = kestrel("run", "--raw", "The capital of France is", "-n", "12", "-t", "2", "--temp", "0")
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.strip()
     assert "tok/s" in a.stderr
@@ -99,7 +100,7 @@ def test_tokenize_info_and_stop_strings():
     assert r.returncode == 0 and r.stdout.strip().startswith("[")
     r = kestrel("info")
     assert "architecture  llama" in r.stdout and "q4_1" in r.stdout
-    r = kestrel("run", "--raw", "1, 2, 3, 4,", "-n", "40", "--stop", "8")
+    r = kestrel("run", "--raw", "1, 2, 3, 4,", "-n", "40", "--stop", "8", "--temp", "0")
     assert r.returncode == 0 and "8" not in r.stdout
 
 
@@ -182,12 +183,76 @@ def test_repeatable_options_leave_the_prompt_alone():
 def test_llama_cpp_spellings_and_prompt_file(tmp_path):
     prompt = tmp_path / "p.txt"
     prompt.write_text("The capital of France is")
-    by_file = kestrel("run", "--raw", "-f", str(prompt), "-n", "6", "-t", "2", "-ngl", "99", "--device", "cpu")
-    by_flag = kestrel("run", "--raw", "-p", "The capital of France is", "-n", "6", "-t", "2")
+    by_file = kestrel("run", "--raw", "-f", str(prompt), "-n", "6", "-t", "2", "-ngl", "99", "--device", "cpu",
+                      "--seed", "5")
+    by_flag = kestrel("run", "--raw", "-p", "The capital of France is", "-n", "6", "-t", "2", "--seed", "5")
     assert by_file.returncode == 0 and by_flag.returncode == 0, (by_file.stderr, by_flag.stderr)
     assert by_file.stdout == by_flag.stdout and by_file.stdout.strip()
     # The text's last line ends before the stats, which go to stderr alone.
     assert by_flag.stdout.endswith("\n") and "tok/s" not in by_flag.stdout
+
+
+@needs_model
+def test_one_sampling_policy_for_run_chat_and_serve(tmp_path):
+    # The default model (a GGUF) sets no sampling: llama.cpp's defaults, a random seed.
+    r = kestrel("run", "--raw", "Hello", "-n", "2", "-t", "2", "-v")
+    assert r.returncode == 0, r.stderr
+    assert "sampling: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05; what the flags leave unset comes from " \
+           "llama.cpp's defaults" in r.stderr, r.stderr
+    # The stats line says how the text was drawn.
+    assert "temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, seed " in r.stderr.splitlines()[-1], r.stderr
+    r = kestrel("chat", "-n", "2", "-t", "2", "--top-k", "3", "-v", input="hi\n")
+    assert "sampling: temperature 0.8, top_k 3, top_p 0.95, min_p 0.05;" in r.stderr, r.stderr
+    # A Hugging Face model's generation_config.json, read as vLLM reads it: what it lacks is off.
+    out = tmp_path / "m"
+    assert kestrel("synth", "--preset", "tiny", "--out", str(out), "-t", "2").returncode == 0
+    gen = json.loads((out / "generation_config.json").read_text())
+    (out / "generation_config.json").write_text(json.dumps({**gen, "temperature": 0.3, "top_p": 0.5}))
+    r = kestrel("run", "-m", str(out), "--raw", "hello", "-n", "2", "-t", "2", "--min-p", "0.1", "-v")
+    assert "sampling: temperature 0.3, top_p 0.5, min_p 0.1; what the flags leave unset comes from the model's " \
+           "generation_config.json" in r.stderr, r.stderr
+    r = kestrel("serve", "--help")
+    assert "--temp" in r.stdout and "the model's, else 0.8" in r.stdout, r.stdout
+
+
+@needs_model
+def test_chat_edits_the_line_and_recalls_history_on_a_terminal():
+    import os
+    import pty
+    import select
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(kestrel_bin()), "chat", "--temp", "0", "-n", "4", "-t", "2"],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+
+    def until(pattern, since=0, timeout=180):
+        """Reads the terminal until `pattern` shows up after byte `since` of the output."""
+        nonlocal seen
+        end = time.time() + timeout
+        while pattern not in seen[since:] and time.time() < end:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+        return pattern in seen[since:]
+
+    try:
+        assert until(b"> "), seen
+        os.write(master, b"hello\x1b[D\x1b[DX\r")  # Left twice, insert X: "helXlo"
+        assert until(b"> helXlo\x1b[K\x1b[2D"), seen
+        assert until(b"\r> \x1b[K", since=len(seen)), seen  # the answer, then the next (empty) prompt
+        mark = len(seen)
+        os.write(master, b"\x1b[A")  # Up: the message sent before
+        assert until(b"> helXlo\x1b[K", since=mark), seen[mark:]
+        os.write(master, b"\x15/exit\r")  # Ctrl-U clears it; /exit ends the session
+        proc.wait(timeout=60)
+        assert proc.returncode == 0, seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
 
 
 @needs_model

@@ -166,6 +166,77 @@ def test_stop_token_ids_extension(server, client, model_id):
     assert r.choices[0].text == "".join(pieces[:i])
 
 
+def first_token_id(server, client, model_id, prompt):
+    """The greedy first token of `prompt` and its id, when it tokenizes back to itself."""
+    ref = complete(client, model_id, prompt, max_tokens=1, logprobs=0)
+    piece = ref.choices[0].logprobs.tokens[0]
+    ids = tokenize(server, prompt=piece)
+    if len(ids) != 1:
+        skip_or_fail(f"the first token {piece!r} does not round-trip through the tokenizer")
+    return piece, ids[0]
+
+
+def test_logit_bias_moves_and_bans_tokens(server, client, model_id):
+    prompt = "The capital of France is"
+    piece, tid = first_token_id(server, client, model_id, prompt)
+    banned = complete(client, model_id, prompt, max_tokens=1, logprobs=1, logit_bias={str(tid): -100})
+    assert banned.choices[0].logprobs.tokens[0] != piece
+    # The reported logprobs stay the model's own: the banned token still leads the alternatives.
+    assert piece in banned.choices[0].logprobs.top_logprobs[0]
+    forced = chat(client, model_id, "Say hello.", max_tokens=3, logit_bias={str(tid): 100})
+    assert forced.choices[0].message.content.lstrip().startswith(piece.strip())
+    r = post_raw(server, "/v1/completions", json.dumps({"prompt": "x", "logit_bias": {"99999999": 1}}).encode())
+    assert assert_openai_error(r, 400)["param"] == "logit_bias"
+
+
+def test_min_tokens_and_include_stop_str_in_output(server, client, model_id):
+    # A chat answer that ends by itself (end of turn) well before max_tokens...
+    short = chat(client, model_id, "Reply with just the word yes.", max_tokens=64)
+    assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 40
+    n = short.usage.completion_tokens + 8
+    # ...keeps going to min_tokens: end-of-generation tokens cannot be drawn before.
+    longer = chat(client, model_id, "Reply with just the word yes.", max_tokens=64, extra_body={"min_tokens": n})
+    assert longer.usage.completion_tokens >= n
+    ref = complete(client, model_id, "List: apple, banana,", max_tokens=24, extra_body={"ignore_eos": True})
+    text = ref.choices[0].text
+    stop = text[6:9]
+    kept = complete(client, model_id, "List: apple, banana,", max_tokens=24, stop=[stop],
+                    extra_body={"include_stop_str_in_output": True})
+    assert kept.choices[0].text == text[:text.find(stop) + len(stop)]
+    assert kept.choices[0].finish_reason == "stop"
+
+
+def test_no_field_is_silently_ignored(server, client, model_id):
+    base = {"model": model_id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    for extra, param in [({"guided_json": {"type": "object"}}, "guided_json"),
+                         ({"grammar": "root ::= \"a\""}, "grammar"),
+                         ({"structured_outputs": {"choice": ["a", "b"]}}, "structured_outputs"),
+                         ({"response_format": {"type": "json_object"}}, "response_format"),
+                         ({"typical_p": 0.5}, "typical_p"),
+                         ({"prompt_logprobs": 1}, "prompt_logprobs"),
+                         ({"store": True}, "store"),
+                         ({"no_such_option": 1}, "no_such_option")]:
+        r = post_raw(server, "/v1/chat/completions", json.dumps({**base, **extra}).encode())
+        assert assert_openai_error(r, 400)["param"] == param, extra
+    # Harmless fields and chat_template_kwargs are accepted.
+    ok = client.chat.completions.create(**base, user="u-1", metadata={"run": "t"}, store=False,
+                                        extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    assert ok.choices[0].message.content is not None
+
+
+def test_absent_sampling_fields_take_the_servers_defaults(client, model_id):
+    greedy = complete(client, model_id, "The capital of France is", max_tokens=12)  # temperature=0 sent
+    s = ServerProcess("--temp", "0", "-v")
+    try:
+        assert "sampling: greedy;" in s.output()
+        r = requests.post(s.base + "/v1/completions", headers=s.headers(), timeout=120,
+                          json={"prompt": "The capital of France is", "max_tokens": 12})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == greedy.choices[0].text
+    finally:
+        s.stop()
+
+
 def test_seed_determinism(client, model_id):
     kw = {"max_tokens": 16, "temperature": 1.0, "top_p": 0.95}
     a = complete(client, model_id, "My favourite animal is", seed=42, **kw).choices[0].text

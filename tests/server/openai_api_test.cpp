@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "server/api_error.h"
 
 namespace kestrel::server {
@@ -43,6 +45,48 @@ TEST(ServerApi, CompletionRequestFields) {
   EXPECT_FALSE(t.max_tokens.has_value());
   EXPECT_EQ(t.sampling.temperature, 1.f);  // OpenAI's default
   EXPECT_EQ(t.logprobs, -1);
+}
+
+// The fields beyond sampling: vLLM's min_tokens and include_stop_str_in_output, OpenAI's logit_bias,
+// chat_template_kwargs, and the harmless ones accepted for what they are (docs/server.md).
+TEST(ServerApi, ExtensionAndHarmlessFields) {
+  GenerationSpec g = parse_body(
+      R"({"prompt": "x", "max_tokens": 9, "min_tokens": 4, "include_stop_str_in_output": true,
+          "logit_bias": {"17": -100, "3": 2.5}, "typical_p": 1, "user": "u1", "metadata": {"k": "v"},
+          "store": false, "service_tier": "auto", "grammar": null})",
+      Endpoint::Completions);
+  EXPECT_EQ(g.sampling.min_tokens, 4);
+  EXPECT_TRUE(g.include_stop_str);
+  std::vector<std::pair<int32_t, float>> bias = g.sampling.logit_bias;
+  std::sort(bias.begin(), bias.end());
+  EXPECT_EQ(bias, (std::vector<std::pair<int32_t, float>>{{3, 2.5f}, {17, -100.f}}));
+  GenerationSpec c = parse_body(
+      R"({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"enable_thinking": false},
+          "tool_choice": "none", "parallel_tool_calls": true, "tools": []})",
+      Endpoint::Chat);
+  EXPECT_EQ(c.template_kwargs, nlohmann::json({{"enable_thinking", false}}));
+  try {
+    parse_body(R"({"prompt": "x", "frobnicate": 1})", Endpoint::Completions);
+    ADD_FAILURE() << "an unknown field was accepted";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.code(), "unknown_parameter");
+    EXPECT_NE(std::string(e.what()).find("frobnicate"), std::string::npos);
+  }
+}
+
+// Sampling fields a body leaves out take the server's defaults; those it sends win.
+TEST(ServerApi, AbsentSamplingFieldsTakeTheServersDefaults) {
+  const SamplingParams defaults{
+      .temperature = 0.3f, .top_k = 7, .top_p = 0.9f, .min_p = 0.02f, .repetition_penalty = 1.1f, .seed = 99};
+  GenerationSpec g =
+      parse_generation_request(parse_json_body(R"({"prompt": "x", "top_k": -1})"), Endpoint::Completions, defaults);
+  EXPECT_EQ(g.sampling.temperature, 0.3f);
+  EXPECT_EQ(g.sampling.top_k, 0);  // sent: off
+  EXPECT_EQ(g.sampling.top_p, 0.9f);
+  EXPECT_EQ(g.sampling.min_p, 0.02f);
+  EXPECT_EQ(g.sampling.repetition_penalty, 1.1f);
+  EXPECT_FALSE(g.has_seed);  // a server default seed would make every request the same
+  EXPECT_EQ(g.sampling.seed, 0u);
 }
 
 TEST(ServerApi, ChatRequestFields) {
@@ -87,7 +131,36 @@ TEST(ServerApi, BadInputNamesTheParameter) {
       {R"({"prompt": "x", "stream_options": {"include_usage": true}})", Endpoint::Completions, "stream_options"},
       {R"({"prompt": "x", "logprobs": 21})", Endpoint::Completions, "logprobs"},
       {R"({"prompt": "x", "echo": true})", Endpoint::Completions, "echo"},
-      {R"({"prompt": "x", "logit_bias": {"1": 5}})", Endpoint::Completions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"a": 5}})", Endpoint::Completions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"-1": 5}})", Endpoint::Completions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"1": 101}})", Endpoint::Completions, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": [1]})", Endpoint::Completions, "logit_bias"},
+      {R"({"prompt": "x", "min_tokens": -1})", Endpoint::Completions, "min_tokens"},
+      {R"({"prompt": "x", "max_tokens": 2, "min_tokens": 3})", Endpoint::Completions, "min_tokens"},
+      {R"({"prompt": "x", "include_stop_str_in_output": 1})", Endpoint::Completions, "include_stop_str_in_output"},
+      {R"({"prompt": "x", "typical_p": 0.9})", Endpoint::Completions, "typical_p"},
+      {R"({"prompt": "x", "prompt_logprobs": 1})", Endpoint::Completions, "prompt_logprobs"},
+      {R"({"prompt": "x", "store": true})", Endpoint::Completions, "store"},
+      {R"({"prompt": "x", "service_tier": "flex"})", Endpoint::Completions, "service_tier"},
+      {R"({"prompt": "x", "user": 5})", Endpoint::Completions, "user"},
+      {R"({"prompt": "x", "grammar": "root ::= \"a\""})", Endpoint::Completions, "grammar"},
+      {R"({"prompt": "x", "guided_json": {}})", Endpoint::Completions, "guided_json"},
+      {R"({"prompt": "x", "guided_choice": ["a"]})", Endpoint::Completions, "guided_choice"},
+      {R"({"prompt": "x", "structured_outputs": {"json": {}}})", Endpoint::Completions, "structured_outputs"},
+      {R"({"prompt": "x", "json_schema": {}})", Endpoint::Completions, "json_schema"},
+      {R"({"prompt": "x", "frobnicate": true})", Endpoint::Completions, "frobnicate"},
+      {R"({"prompt": "x", "messages": []})", Endpoint::Completions, "messages"},
+      {R"({"prompt": "x", "chat_template_kwargs": {}})", Endpoint::Completions, "chat_template_kwargs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "echo": true})", Endpoint::Chat, "echo"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": 1})", Endpoint::Chat,
+       "chat_template_kwargs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"messages": []}})", Endpoint::Chat,
+       "chat_template_kwargs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", Endpoint::Chat, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]})", Endpoint::Chat,
+       "functions"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
+       Endpoint::Chat, "response_format"},
       {R"({"prompt": "x", "stop_token_ids": [-1]})", Endpoint::Completions, "stop_token_ids"},
       {R"({"prompt": ""})", Endpoint::Completions, "prompt"},
       {R"({"prompt": []})", Endpoint::Completions, "prompt"},

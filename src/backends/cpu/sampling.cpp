@@ -45,6 +45,7 @@ void sample_row(float* l, int64_t V, const SampleRow& p, PenaltyEntry* entries, 
     pe.raw = x;
     if (pe.window && p.repetition_penalty != 1.f) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
     if (pe.count > 0) x -= p.presence_penalty + p.frequency_penalty * static_cast<float>(pe.count);
+    x += pe.bias;
   }
   if (!(p.flags & kSampleRow)) return;
 

@@ -143,7 +143,7 @@ __global__ void penalties_kernel(float* logits, int64_t V, const ops::SampleRow*
     pe.raw = v;
     if (pe.window && p.repetition_penalty != 1.f) v = v > 0 ? v / p.repetition_penalty : v * p.repetition_penalty;
     if (pe.count > 0) v -= p.presence_penalty + p.frequency_penalty * static_cast<float>(pe.count);
-    x[pe.token] = v;
+    x[pe.token] = v + pe.bias;
   }
 }
 
