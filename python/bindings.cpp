@@ -98,13 +98,13 @@ class LLM {
     return chat_->render(messages_json(messages), add_generation_prompt);
   }
 
-  std::vector<Completion> generate(const std::vector<std::string>& prompts, const Sampling& s, bool chat_prompts,
+  // Raw prompts, then conversations (chat template applied), all batched together.
+  std::vector<Completion> generate(const std::vector<std::string>& prompts, const Sampling& s,
                                    const std::vector<py::list>& conversations) {
     std::vector<std::vector<int32_t>> inputs;
     for (const std::string& p : prompts) inputs.push_back(tokenize(p, true));
     for (const py::list& conv : conversations)
       inputs.push_back(model_->tokenizer->encode(apply_chat_template(conv, true), false, true));
-    (void)chat_prompts;
     py::gil_scoped_release unlocked;  // the engine works without Python objects from here
     std::lock_guard lock(mutex_);
     std::vector<std::shared_ptr<Collector>> out;
@@ -281,14 +281,14 @@ PYBIND11_MODULE(_kestrel, m) {
               list.push_back(prompts.cast<std::string>());
             else
               list = prompts.cast<std::vector<std::string>>();
-            return llm.generate(list, s, false, {});
+            return llm.generate(list, s, {});
           },
           py::arg("prompts"), py::arg("sampling") = Sampling{},
           "Completions of one prompt or a list of them, batched together; a list of Completion")
       .def(
           "chat",
           [](LLM& llm, const py::list& conversation, const Sampling& s) {
-            return llm.generate({}, s, true, {conversation}).front();
+            return llm.generate({}, s, {conversation}).front();
           },
           py::arg("messages"), py::arg("sampling") = Sampling{},
           "The assistant's reply to [{'role': ..., 'content': ...}, ...] with the model's chat template")
