@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -43,12 +44,14 @@ Tensor Tensor::empty_host(DType dtype, std::vector<int64_t> shape) {
   t.dtype = dtype;
   t.shape = std::move(shape);
   size_t bytes = t.nbytes();
-  size_t padded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, padded ? padded : 64);
-  KS_CHECK(p != nullptr, "out of host memory allocating {} ({} bytes)", t.describe(), bytes);
-  std::memset(p, 0, padded);
-  t.storage = std::shared_ptr<void>(p, std::free);
-  t.data = p;
+  constexpr size_t kAlign = 64;
+  const size_t padded = (bytes + kAlign - 1) / kAlign * kAlign;
+  // calloc, not aligned_alloc + memset: large blocks come zeroed from the kernel's untouched pages, so a big
+  // buffer (a KV cache sized for the whole context) becomes resident only as it is written.
+  void* raw = std::calloc(padded + kAlign, 1);
+  KS_CHECK(raw != nullptr, "out of host memory allocating {} ({} bytes)", t.describe(), bytes);
+  t.storage = std::shared_ptr<void>(raw, std::free);
+  t.data = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(raw) + kAlign - 1) & ~uintptr_t{kAlign - 1});
   return t;
 }
 

@@ -256,6 +256,19 @@ def test_chat_edits_the_line_and_recalls_history_on_a_terminal():
 
 
 @needs_model
+def test_the_kv_cache_becomes_resident_only_as_it_fills():
+    # An f32 cache for the default model's whole 8192-token context is 377 MB; a short run must not touch it
+    # all (it did: 665 MB resident for a 92 MB model).
+    import sys
+    probe = ("import resource, subprocess, sys; "
+             "r = subprocess.run(sys.argv[1:], capture_output=True); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe, str(kestrel_bin()), "run", "--raw", "Hello", "-n", "4", "-t",
+                          "2"], capture_output=True, text=True, timeout=300).stdout.split()
+    assert out[0] == "0" and int(out[1]) < 400 * 1024, out  # KiB
+
+
+@needs_model
 def test_seed_is_random_by_default_printed_and_repeatable():
     args = ("run", "--raw", "Once upon a time", "-n", "8", "-t", "2", "--temp", "1.0")
     runs = [kestrel(*args) for _ in range(2)]
