@@ -30,9 +30,6 @@ namespace py = pybind11;
 namespace kestrel::python {
 namespace {
 
-constexpr int64_t kKvTokensPerSequence = 1024;  // the server's default KV budget (docs/server.md)
-constexpr int64_t kKvBytes = int64_t{1} << 30;
-
 // Unset fields (None) take the model's defaults; the rest as vLLM's SamplingParams names them.
 struct Sampling {
   std::optional<float> temperature, top_p, min_p, repetition_penalty;
@@ -76,10 +73,7 @@ class LLM {
     kc.head_dim = c.head_dim;
     kc.block_size = 16;
     kc.dtype = DType::F32;
-    const int64_t per_token =
-        2 * int64_t{c.n_layers} * static_cast<int64_t>(row_bytes(kc.dtype, int64_t{c.n_kv_heads} * c.head_dim));
-    const int64_t tokens =
-        std::max<int64_t>(so.n_ctx, std::min<int64_t>(max_running * kKvTokensPerSequence, kKvBytes / per_token));
+    const int64_t tokens = default_kv_tokens(kc, so.n_ctx, so.max_running);
     kc.num_blocks = static_cast<int32_t>((tokens + kc.block_size - 1) / kc.block_size);
     ops::Context ctx = backends::make_context(Device::Cpu);
     cache_ = std::make_unique<KvCache>(kc, ctx);

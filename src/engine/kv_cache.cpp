@@ -1,5 +1,7 @@
 #include "engine/kv_cache.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace kestrel {
@@ -41,6 +43,14 @@ KvCache::KvCache(const KvCacheConfig& cfg, const ops::Context& ctx) : cfg_(cfg),
   const std::vector<int64_t> shape = {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, cfg.head_dim};
   for (int l = 0; l < cfg.n_layers; ++l)
     layers_.push_back({ops::allocate(ctx, cfg.dtype, shape), ops::allocate(ctx, cfg.dtype, shape)});
+}
+
+int64_t default_kv_tokens(const KvCacheConfig& cfg, int n_ctx, int max_running) {
+  constexpr int64_t kTokensPerSequence = 1024, kBytes = int64_t{1} << 30;
+  const int64_t per_token =
+      2 * int64_t{cfg.n_layers} * static_cast<int64_t>(row_bytes(cfg.dtype, int64_t{cfg.n_kv_heads} * cfg.head_dim));
+  return std::max<int64_t>(
+      n_ctx, std::min<int64_t>(int64_t{max_running} * kTokensPerSequence, kBytes / std::max<int64_t>(1, per_token)));
 }
 
 size_t KvCache::bytes_per_token() const {

@@ -38,6 +38,10 @@ struct KvCacheConfig {
   DType dtype = DType::F32;
 };
 
+// The default size of a cache serving up to `max_running` sequences of `n_ctx` positions: 1024 tokens per
+// running sequence within 1 GiB, but always one whole context (the server's and the Python package's).
+int64_t default_kv_tokens(const KvCacheConfig& cfg, int n_ctx, int max_running);
+
 class KvCache {
  public:
   KvCache(const KvCacheConfig& cfg, const ops::Context& ctx);

@@ -25,9 +25,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kClientGone = 499;              // nginx's "client closed request", for the metrics only
 constexpr int kDefaultCompletionTokens = 16;  // OpenAI's default for /v1/completions
-// Default KV cache: 1024 tokens per batch slot, within 1 GiB (but always one full context).
-constexpr int64_t kDefaultKvTokensPerSequence = 1024;
-constexpr int64_t kDefaultKvBytes = int64_t{1} << 30;
 
 double seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -247,13 +244,8 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
   kc.head_dim = c.head_dim;
   kc.block_size = opt_.kv_block_size;
   kc.dtype = opt_.kv_dtype;
-  int64_t kv_tokens = opt_.kv_cache_tokens;
-  if (kv_tokens <= 0) {
-    const int64_t per_token =
-        2 * int64_t{c.n_layers} * static_cast<int64_t>(row_bytes(kc.dtype, int64_t{c.n_kv_heads} * c.head_dim));
-    kv_tokens = std::max<int64_t>(so.n_ctx, std::min<int64_t>(so.max_running * kDefaultKvTokensPerSequence,
-                                                              kDefaultKvBytes / std::max<int64_t>(1, per_token)));
-  }
+  const int64_t kv_tokens =
+      opt_.kv_cache_tokens > 0 ? opt_.kv_cache_tokens : default_kv_tokens(kc, so.n_ctx, so.max_running);
   KS_CHECK(kv_tokens >= so.n_ctx, "--kv-cache-tokens {} is smaller than the context ({}): one sequence must fit",
            kv_tokens, so.n_ctx);
   kc.num_blocks = static_cast<int32_t>((kv_tokens + kc.block_size - 1) / kc.block_size);
