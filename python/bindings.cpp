@@ -97,8 +97,7 @@ class LLM {
                                    const std::vector<py::list>& conversations) {
     std::vector<std::vector<int32_t>> inputs;
     for (const std::string& p : prompts) inputs.push_back(tokenize(p, true));
-    for (const py::list& conv : conversations)
-      inputs.push_back(model_->tokenizer->encode(apply_chat_template(conv, true), false, true));
+    for (const py::list& conv : conversations) inputs.push_back(chat_ids(conv));
     py::gil_scoped_release unlocked;  // the engine works without Python objects from here
     std::lock_guard lock(mutex_);
     std::vector<std::shared_ptr<Collector>> out;
@@ -132,9 +131,7 @@ class LLM {
 
   std::shared_ptr<Collector> start_stream(const std::string& prompt, const Sampling& s, bool chat_prompt,
                                           const py::list& conversation) {
-    std::vector<int32_t> ids = chat_prompt
-                                   ? model_->tokenizer->encode(apply_chat_template(conversation, true), false, true)
-                                   : tokenize(prompt, true);
+    std::vector<int32_t> ids = chat_prompt ? chat_ids(conversation) : tokenize(prompt, true);
     std::lock_guard lock(mutex_);
     auto c = std::make_shared<Collector>();
     auto r = make_request(std::move(ids), s, c);
@@ -143,6 +140,11 @@ class LLM {
   }
 
  private:
+  // A conversation's prompt: the chat template's text, whose special tokens it already spells out.
+  std::vector<int32_t> chat_ids(const py::list& conversation) const {
+    return model_->tokenizer->encode(apply_chat_template(conversation, true), false, true);
+  }
+
   // [{"role": str, "content": str}, ...] from Python dicts.
   static nlohmann::json messages_json(const py::list& messages) {
     nlohmann::json out = nlohmann::json::array();
