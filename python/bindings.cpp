@@ -23,6 +23,7 @@
 #include "engine/kv_cache.h"
 #include "engine/sampling_defaults.h"
 #include "engine/scheduler.h"
+#include "engine/structured_output.h"
 #include "model/model.h"
 
 namespace py = pybind11;
@@ -39,6 +40,9 @@ struct Sampling {
   int max_tokens = 16;
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  // Structured output (at most one): a JSON schema (as JSON text), a regex, a list of choices, a GBNF grammar.
+  std::optional<std::string> json_schema, regex, grammar;
+  std::optional<std::vector<std::string>> choice;
 };
 
 struct Completion {
@@ -63,6 +67,8 @@ class LLM {
     model_ = load_model(model.value_or(default_model_path()));
     defaults_ = sampling_defaults(*model_).params;
     chat_ = std::make_unique<ChatFormatter>(*model_);
+    constraints_ =
+        std::make_unique<ConstraintCompiler>(*model_->tokenizer, static_cast<int32_t>(model_->config().vocab));
     SchedulerOptions so;
     so.n_ctx = model_->config().context_size(n_ctx);
     so.max_running = max_running;
@@ -181,6 +187,16 @@ class LLM {
     r->max_tokens = s.max_tokens;
     r->stop = s.stop;
     r->ignore_eos = s.ignore_eos;
+    std::optional<ConstraintSpec> spec;
+    auto want = [&](ConstraintKind kind, std::string text, std::vector<std::string> choices = {}) {
+      KS_CHECK(!spec, "give at most one of json_schema, regex, choice and grammar");
+      spec = ConstraintSpec{kind, std::move(text), std::move(choices)};
+    };
+    if (s.json_schema) want(ConstraintKind::JsonSchema, *s.json_schema);
+    if (s.regex) want(ConstraintKind::Regex, *s.regex);
+    if (s.grammar) want(ConstraintKind::Grammar, *s.grammar);
+    if (s.choice) want(ConstraintKind::Choice, "", *s.choice);
+    if (spec) r->constraint = constraints_->compile(*spec);
     c->done.prompt_tokens = static_cast<int>(r->prompt.size());
     r->on_output = [c](RequestOutput&& o) {
       c->done.text += o.text;
@@ -197,6 +213,7 @@ class LLM {
   std::unique_ptr<Model> model_;
   SamplingParams defaults_;
   std::unique_ptr<ChatFormatter> chat_;
+  std::unique_ptr<ConstraintCompiler> constraints_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<Scheduler> scheduler_;
   std::mutex mutex_;
@@ -220,14 +237,26 @@ PYBIND11_MODULE(_kestrel, m) {
       .def(py::init([](std::optional<float> temperature, std::optional<float> top_p, std::optional<int> top_k,
                        std::optional<float> min_p, std::optional<float> repetition_penalty, float presence_penalty,
                        float frequency_penalty, std::optional<uint64_t> seed, int max_tokens,
-                       std::vector<std::string> stop, bool ignore_eos) {
-             return Sampling{temperature,       top_p, min_p,      repetition_penalty, top_k,     presence_penalty,
-                             frequency_penalty, seed,  max_tokens, std::move(stop),    ignore_eos};
+                       std::vector<std::string> stop, bool ignore_eos, const py::object& json_schema,
+                       std::optional<std::string> regex, std::optional<std::vector<std::string>> choice,
+                       std::optional<std::string> grammar) {
+             Sampling s{temperature,       top_p, min_p,      repetition_penalty, top_k,     presence_penalty,
+                        frequency_penalty, seed,  max_tokens, std::move(stop),    ignore_eos};
+             if (!json_schema.is_none())  // a dict, or its JSON text
+               s.json_schema = py::isinstance<py::str>(json_schema)
+                                   ? py::cast<std::string>(json_schema)
+                                   : py::cast<std::string>(py::module_::import("json").attr("dumps")(json_schema));
+             s.regex = std::move(regex);
+             s.choice = std::move(choice);
+             s.grammar = std::move(grammar);
+             return s;
            }),
            py::arg("temperature") = py::none(), py::arg("top_p") = py::none(), py::arg("top_k") = py::none(),
            py::arg("min_p") = py::none(), py::arg("repetition_penalty") = py::none(), py::arg("presence_penalty") = 0.f,
            py::arg("frequency_penalty") = 0.f, py::arg("seed") = py::none(), py::arg("max_tokens") = 16,
-           py::arg("stop") = std::vector<std::string>{}, py::arg("ignore_eos") = false)
+           py::arg("stop") = std::vector<std::string>{}, py::arg("ignore_eos") = false,
+           py::arg("json_schema") = py::none(), py::arg("regex") = py::none(), py::arg("choice") = py::none(),
+           py::arg("grammar") = py::none())
       .def_readwrite("temperature", &Sampling::temperature)
       .def_readwrite("top_p", &Sampling::top_p)
       .def_readwrite("top_k", &Sampling::top_k)
@@ -238,7 +267,10 @@ PYBIND11_MODULE(_kestrel, m) {
       .def_readwrite("seed", &Sampling::seed)
       .def_readwrite("max_tokens", &Sampling::max_tokens)
       .def_readwrite("stop", &Sampling::stop)
-      .def_readwrite("ignore_eos", &Sampling::ignore_eos);
+      .def_readwrite("ignore_eos", &Sampling::ignore_eos)
+      .def_readwrite("regex", &Sampling::regex)
+      .def_readwrite("choice", &Sampling::choice)
+      .def_readwrite("grammar", &Sampling::grammar);
 
   py::class_<Completion>(m, "Completion", "One prompt's result")
       .def_readonly("text", &Completion::text)

@@ -43,7 +43,7 @@ std::vector<int> Executor::buckets(int max_seqs) {
 // The staging layout, in i32 words, with fixed offsets so recorded graphs can keep pointing at them: the
 // device buffer dev_in, filled from one of two host buffers (page-locked on CUDA) with one async copy:
 //   tokens[T] positions[T] slots[T] logit_rows[T] from[T] seq_info[S*3] sample_rows[T*kRowWords] tables[S*W]
-//   penalties[P*kEntryWords]
+//   penalties[P*kEntryWords] masks[M*mask_words]
 // Coming back, per slot: sample outputs [T*kOutWords] and the lane's row-error words [T].
 struct Executor::Impl {
   Decoder* model;
@@ -51,8 +51,10 @@ struct Executor::Impl {
   ops::Runtime* lane;
   int T, S, W, bs, vocab;
   int P = 0;  // penalty entry capacity (grows)
+  int M = 0;  // token-mask row capacity (grows)
+  int mask_words = 0;
   int pad_block = -1;
-  size_t off_pos, off_slots, off_rows, off_from, off_info, off_sample, off_tables, off_pen, words;
+  size_t off_pos, off_slots, off_rows, off_from, off_info, off_sample, off_tables, off_pen, off_mask, words;
   Tensor dev_in, dev_out, logits;
   Decoder::Scratch scratch;  // this executor's activations (its lane's own)
   uint64_t buffers_gen = 0;  // bumped when dev_in or logits move
@@ -100,7 +102,8 @@ struct Executor::Impl {
     off_sample = off_info + 3 * size_t(S);
     off_tables = off_sample + size_t(T) * kRowWords;
     off_pen = off_tables + size_t(S) * W;
-    words = off_pen + size_t(P) * kEntryWords;
+    off_mask = off_pen + size_t(P) * kEntryWords;
+    words = off_mask + size_t(M) * mask_words;
   }
 
   // (Re)allocates the staging buffers; nothing may be in flight.
@@ -136,10 +139,11 @@ struct Executor::Impl {
     std::fill(table + 1, table + W, -1);
   }
 
-  // Copies the staged words [0, off_tables + seqs * W) and the used penalty entries.
-  void upload(const int32_t* h, int seqs, int entries) {
+  // Copies the staged words [0, off_tables + seqs * W), the used penalty entries and token masks.
+  void upload(const int32_t* h, int seqs, int entries, int masks) {
     lane->copy_async(dev_in.data, h, (off_tables + size_t(seqs) * W) * 4);
     if (entries > 0) lane->copy_async(dev_in.ptr<int32_t>() + off_pen, h + off_pen, size_t(entries) * kEntryWords * 4);
+    if (masks > 0) lane->copy_async(dev_in.ptr<int32_t>() + off_mask, h + off_mask, size_t(masks) * mask_words * 4);
   }
 
   ops::AttentionBatch attention_batch(const std::vector<ops::AttentionSeq>& seqs, int n_decode, float scale) const {
@@ -169,7 +173,7 @@ struct Executor::Impl {
     Tensor rows = section(off_sample, {r, kRowWords});
     Tensor pen = P > 0 ? section(off_pen, {P, kEntryWords}) : Tensor{};
     Tensor out = dev_out.slice_rows(0, r);
-    ops::sample(ctx, lg, rows, pen, out);
+    ops::sample(ctx, lg, rows, pen, out, M > 0 ? section(off_mask, {M, mask_words}) : Tensor{});
   }
 
   // After the step's work: its outputs and row-error words back to the slot (the words cleared), and the
@@ -200,6 +204,7 @@ Executor::Executor(Decoder& model, KvCache& cache, ops::Context ctx, const Execu
   m.bs = cache.block_size();
   m.W = (opt_.max_kv_len + m.bs - 1) / m.bs;
   m.vocab = static_cast<int>(model.config().vocab);
+  m.mask_words = (m.vocab + 31) / 32;
   m.P = 16 * m.S;
   m.scratch = model.make_scratch(ctx_, m.T);
   m.allocate_inputs(ctx_);
@@ -257,7 +262,7 @@ void Executor::capture_graphs() {
   // read the real lengths on the device).
   auto stage = [&](int b) {
     for (int i = 0; i < b; ++i) m.stage_pad_row(h, i);
-    m.upload(h, b, 0);
+    m.upload(h, b, 0, 0);
     std::vector<ops::AttentionSeq> seqs;
     for (int i = 0; i < b; ++i) seqs.push_back({i, 1, m.W * m.bs, nullptr});
     return m.model->plan_attention(ctx_, m.attention_batch(seqs, b, scale), m.cache->layers(), m.scratch);
@@ -328,6 +333,9 @@ void Executor::submit(std::span<const StepSeq> in) {
     if (s.sampling)
       for (int32_t t : s.history)
         if (t < 0 || t >= m.vocab) failed[i] = fmt::format("penalty history token {} is outside the vocabulary", t);
+    KS_CHECK(s.allowed.empty() || (s.sampling && s.allowed.size() == static_cast<size_t>(m.mask_words)),
+             "a token mask of {} words for a vocabulary of {} (it needs {}, and a sampled row)", s.allowed.size(),
+             m.vocab, m.mask_words);
   }
   KS_CHECK(total <= m.T, "a step of {} tokens; the executor holds {}", total, m.T);
 
@@ -347,18 +355,25 @@ void Executor::submit(std::span<const StepSeq> in) {
   const int n_run = static_cast<int>(order.size());
   const int n_decode = static_cast<int>(decode_end - order.begin());
 
-  // Sampling rows and penalty entries first: the entries may outgrow the staging buffers.
+  // Sampling rows, penalty entries and token masks first: they may outgrow the staging buffers.
   std::vector<ops::PenaltyEntry> entries;
   std::vector<ops::SampleRow> srows(n_run);
+  std::vector<std::span<const uint32_t>> masks;
   for (int k = 0; k < n_run; ++k) {
     const StepSeq& s = in[order[k]];
     if (!s.sampling) continue;
     srows[k] = sample_row(*s.sampling, s.draw, s.top_logprobs);
     add_penalties(*s.sampling, s.history, s.generated, srows[k], entries);
+    if (!s.allowed.empty()) {
+      srows[k].mask_row = static_cast<int32_t>(masks.size());
+      masks.push_back(s.allowed);
+    }
   }
-  if (static_cast<int>(entries.size()) > m.P) {  // grow the staging buffers (graphs are recorded again)
+  const int n_entries = static_cast<int>(entries.size()), n_masks = static_cast<int>(masks.size());
+  if (n_entries > m.P || n_masks > m.M) {  // grow the staging buffers (graphs are recorded again)
     m.lane->synchronize();
-    m.P = std::max<int>(static_cast<int>(entries.size()), 2 * m.P);
+    if (n_entries > m.P) m.P = std::max(n_entries, 2 * m.P);
+    if (n_masks > m.M) m.M = std::max(n_masks, 2 * m.M);
     m.allocate_inputs(ctx_);
   }
 
@@ -431,6 +446,8 @@ void Executor::submit(std::span<const StepSeq> in) {
     row += cnt;
   }
   std::copy(entries.begin(), entries.end(), reinterpret_cast<ops::PenaltyEntry*>(h + m.off_pen));
+  for (int j = 0; j < n_masks; ++j)
+    std::copy(masks[j].begin(), masks[j].end(), h + m.off_mask + size_t(j) * m.mask_words);
   const int R = r;
   slot.rows = R;
   slot.graph = graph;
@@ -441,12 +458,12 @@ void Executor::submit(std::span<const StepSeq> in) {
   if (n_run > 0) {
     if (graph) {
       for (int i = n_run; i < bucket; ++i) m.stage_pad_row(h, i);
-      m.upload(h, bucket, static_cast<int>(entries.size()));
+      m.upload(h, bucket, n_entries, n_masks);
       m.graphs.at(bucket).graph->launch();
       m.enqueue_readback(slot, bucket, bucket);
     } else {
       m.ensure_logit_rows(ctx_, std::max(R, 1));
-      m.upload(h, n_run, static_cast<int>(entries.size()));
+      m.upload(h, n_run, n_entries, n_masks);
       const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
       const ops::AttentionPlan plan =
           m.model->plan_attention(ctx_, m.attention_batch(seqs, n_decode, scale), m.cache->layers(), m.scratch);

@@ -52,6 +52,8 @@ struct StepSeq {
   uint64_t draw = 0;                         // the draw's index (sampler.h); the engine uses the new token's position
   int generated = 0;                         // tokens generated before this draw (SamplingParams::min_tokens)
   int top_logprobs = -1;                     // >= 0: the sampled token's logprob and this many alternatives
+  // Non-empty: the tokens the draw may pick (structured output), ceil(vocab / 32) words of allow-bits.
+  std::span<const uint32_t> allowed;
   // The tokens are (part of) a prompt: they go through the prefill kernel even one at a time, so a prompt
   // token's result does not depend on how its prompt was cut into chunks (batch invariance). Single
   // tokens that are not a prompt's are decode rows.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
+#include "structured/grammar_matcher.h"
 
 namespace kestrel {
 
@@ -37,6 +38,9 @@ struct Request {
   bool ignore_eos = false;
   bool include_stop_str = false;  // the stop string that ended the text stays in it
   int logprobs = -1;              // -1: none; k >= 0: each token's logprob and the k most likely alternatives
+  // Structured output (engine/structured_output.h): every token is one the constraint allows, and
+  // generation stops when the constraint is complete and allows nothing more. Null: free text.
+  std::shared_ptr<structured::TokenConstraint> constraint;
   // Receives every event on the engine thread; must not block. Called at least once, with finish set.
   std::function<void(RequestOutput&&)> on_output;
 

@@ -40,6 +40,7 @@ struct Scheduler::Sequence {
   int32_t pending = 0;
   int last_index = -1;
   uint64_t epoch = 0;
+  uint32_t grammar_state = 0;  // with a constraint: its state after the tokens generated so far
 
   Sequence(std::shared_ptr<Request> r, const Tokenizer& tok)
       : req(std::move(r)), decoder(tok, /*skip_special=*/true), stops(req->stop, req->include_stop_str) {}
@@ -113,7 +114,11 @@ bool Scheduler::submit(std::shared_ptr<Request> r) {
            r->prompt.size(), r->max_tokens, opt_.n_ctx);
   KS_CHECK(r->logprobs <= 20, "at most 20 top logprobs, got {}", r->logprobs);
   r->sampling.validate();
+  KS_CHECK(!r->constraint || r->constraint->vocabulary().size() == vocab,
+           "the output constraint was compiled for {} tokens; the model has {}",
+           r->constraint ? r->constraint->vocabulary().size() : 0, vocab);
   auto s = std::make_unique<Sequence>(r, *tok_);
+  if (r->constraint) s->grammar_state = r->constraint->start();
   s->tokens = r->prompt;
   s->n_prompt = static_cast<int32_t>(r->prompt.size());
   s->out.prompt_tokens = s->n_prompt;
@@ -297,13 +302,30 @@ void Scheduler::accept_token(Sequence& s, const SeqResult& res) {
   s.out.completion_tokens = s.n_generated();
   ++generated_;
 
+  bool constraint_done = false;
+  if (r.constraint) {
+    // The mask only offers allowed tokens; a token outside it means the sampler failed (all logits -inf).
+    s.grammar_state = r.constraint->next(s.grammar_state, tok);
+    if (s.grammar_state == structured::Automaton::kDead) {
+      log::error("request {}: token {} is not allowed by its output constraint", s.order, tok);
+      finish(s, FinishReason::Error);
+      return;
+    }
+    // An end-of-generation token is only offered where the output is complete: it ends it even with
+    // ignore_eos. A complete output that allows nothing more ends here without one.
+    if (tok_->is_eog(tok)) {
+      finish(s, FinishReason::Stop);
+      return;
+    }
+    constraint_done = r.constraint->finished(s.grammar_state);
+  }
   const bool stop_token = std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), tok) != r.stop_token_ids.end();
   if (stop_token || (!r.ignore_eos && tok_->is_eog(tok))) {
     finish(s, FinishReason::Stop);
     return;
   }
   s.out.text += s.stops.push(s.decoder.push(tok));
-  if (s.stops.stopped()) {
+  if (s.stops.stopped() || constraint_done) {
     finish(s, FinishReason::Stop);
     return;
   }
@@ -414,6 +436,7 @@ bool Scheduler::submit(const std::vector<Planned>& plan) {
   // still in flight takes it from the previous step on the device.
   static constexpr int32_t kPlaceholder = 0;
   std::vector<StepSeq> work;
+  std::vector<std::shared_ptr<const structured::TokenMask>> masks;  // alive until the executor staged them
   InFlight st;
   work.reserve(plan.size());
   st.decode_only = true;
@@ -434,6 +457,13 @@ bool Scheduler::submit(const std::vector<Planned>& plan) {
       w.draw = static_cast<uint64_t>(s->kv.length() + chunk);
       w.generated = s->kv.length() + chunk - s->n_prompt;  // pending tokens included
       w.top_logprobs = s->req->logprobs;
+      if (s->req->constraint) {
+        // The state must include every sampled token: step_once() collects a constrained sequence's
+        // pending token before planning it.
+        KS_CHECK(s->pending == 0, "internal error: a constrained sequence was planned with a token in flight");
+        masks.push_back(s->req->constraint->mask(s->grammar_state));
+        w.allowed = *masks.back();
+      }
     }
     work.push_back(w);
     st.entries.push_back({s, chunk, s->epoch, samples});
@@ -505,9 +535,10 @@ void Scheduler::finish_inflight() {
   publish_and_deliver();
 }
 
-bool Scheduler::penalties_pending() const {
-  return std::any_of(running_.begin(), running_.end(),
-                     [](const SeqPtr& s) { return s->pending > 0 && s->req->sampling.penalties(); });
+bool Scheduler::host_state_pending() const {
+  return std::any_of(running_.begin(), running_.end(), [](const SeqPtr& s) {
+    return s->pending > 0 && (s->req->sampling.penalties() || s->req->constraint);
+  });
 }
 
 bool Scheduler::step() {
@@ -522,9 +553,9 @@ bool Scheduler::step() {
 
 bool Scheduler::step_once() {
   take_incoming();
-  // Penalties count the tokens the host knows: a sequence with penalties gets its pending token back
-  // before its next step is planned.
-  if (!inflight_.empty() && penalties_pending()) finish_inflight();
+  // Penalties count the tokens the host knows, and a constraint's mask follows them: such a sequence gets
+  // its pending token back before its next step is planned.
+  if (!inflight_.empty() && host_state_pending()) finish_inflight();
   drop_cancelled();
   std::optional<std::vector<Planned>> plan = schedule(/*may_preempt=*/inflight_.empty());
   if (!plan) {  // preemption needed: not while a step may still use the victim's blocks' contents

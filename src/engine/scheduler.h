@@ -120,7 +120,8 @@ class Scheduler {
   bool submit(const std::vector<Planned>& plan);
   // Collects the oldest step in flight: tokens, events, retirement.
   void finish_inflight();
-  bool penalties_pending() const;
+  // A sequence whose next step needs its pending token on the host (penalties, an output constraint).
+  bool host_state_pending() const;
   bool step_once();
   // Releases a sequence's blocks and drops it once no step in flight points at it.
   void retire(SeqPtr s);

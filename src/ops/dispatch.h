@@ -165,6 +165,7 @@ struct SampleArgs {
   const Tensor& rows;
   Tensor& penalties;
   Tensor& out;
+  const Tensor& masks;
 };
 
 struct FeedSampledArgs {

@@ -180,18 +180,21 @@ void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const 
   }
 }
 
-void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out) {
+void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out,
+            const Tensor& masks) {
   static_assert(sizeof(SampleRow) % 4 == 0 && sizeof(SampleOut) % 4 == 0 && sizeof(PenaltyEntry) == 20);
   const int64_t R = logits.ndim() == 2 ? logits.dim(0) : -1;
   KS_CHECK(R >= 0 && logits.dtype == DType::F32 && rows.dtype == DType::I32 && out.dtype == DType::I32 &&
                rows.numel() == R * int64_t{sizeof(SampleRow) / 4} &&
                out.numel() == R * int64_t{sizeof(SampleOut) / 4} &&
                (penalties.empty() ||
-                (penalties.dtype == DType::I32 && penalties.cols() == int64_t{sizeof(PenaltyEntry) / 4})),
-           "sample shape mismatch: logits {} rows {} penalties {} out {}", logits.describe(), rows.describe(),
-           penalties.describe(), out.describe());
+                (penalties.dtype == DType::I32 && penalties.cols() == int64_t{sizeof(PenaltyEntry) / 4})) &&
+               (masks.empty() ||
+                (masks.dtype == DType::I32 && masks.ndim() == 2 && masks.cols() == (logits.dim(1) + 31) / 32)),
+           "sample shape mismatch: logits {} rows {} penalties {} out {} masks {}", logits.describe(), rows.describe(),
+           penalties.describe(), out.describe(), masks.describe());
   if (skipped(ctx, "sample")) return;
-  registries().sample.run({logits, rows, penalties, out}, ctx);
+  registries().sample.run({logits, rows, penalties, out, masks}, ctx);
 }
 
 void feed_sampled(const Context& ctx, Tensor& tokens, const Tensor& from, const Tensor& prev) {

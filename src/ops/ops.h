@@ -160,6 +160,7 @@ struct SampleRow {
   int32_t top_logprobs = 0;   // alternatives to report with kSampleLogprobs (at most kMaxTopLogprobs)
   int32_t penalty_begin = 0;  // the row's entries in the penalty list: [begin, end)
   int32_t penalty_end = 0;
+  int32_t mask_row = -1;  // >= 0: the row of `masks` naming the tokens allowed (structured output); -1: all
 };
 inline constexpr int32_t kSampleRow = 1, kSampleLogprobs = 2;
 inline constexpr int kMaxTopLogprobs = 20;
@@ -184,8 +185,11 @@ struct SampleOut {
 };
 
 // logits: f32 [R, V] on ctx.device (penalties are applied in place); rows: i32 [R, sizeof(SampleRow)/4];
-// penalties: i32 [P, sizeof(PenaltyEntry)/4] (P may be 0); out: i32 [R, sizeof(SampleOut)/4].
-void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out);
+// penalties: i32 [P, sizeof(PenaltyEntry)/4] (P may be 0); out: i32 [R, sizeof(SampleOut)/4];
+// masks: i32 [M, ceil(V/32)] allow-bits (bit t & 31 of word t >> 5), may be empty: a row with mask_row >= 0
+// has every token whose bit is clear set to -inf after its penalties (the logprobs stay the raw ones).
+void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out,
+            const Tensor& masks = Tensor{});
 
 // Step inputs that are the previous step's sampled tokens, for asynchronous scheduling (the host plans
 // step N+1 before it has read step N's ids): tokens[i] = prev[from[i]].token wherever from[i] >= 0.

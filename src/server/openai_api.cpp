@@ -116,12 +116,32 @@ void parse_messages(const json& body, GenerationSpec& g) {
       bad(param + ".role", fmt::format("unknown role '{}'", r));
     auto content = msg.find("content");
     const bool may_be_empty = r == "assistant";  // an assistant turn may carry only tool calls
+    json out = {{"role", r == "developer" ? "system" : r}, {"content", ""}};
     if (content == msg.end() || content->is_null()) {
       if (!may_be_empty) bad(param + ".content", "each message needs 'content'");
-      g.messages.push_back({{"role", r}, {"content", ""}});
-      continue;
+    } else {
+      out["content"] = message_text(*content, i);
     }
-    g.messages.push_back({{"role", r == "developer" ? "system" : r}, {"content", message_text(*content, i)}});
+    if (auto tc = msg.find("tool_calls"); r == "assistant" && tc != msg.end() && !tc->is_null()) {
+      if (!tc->is_array()) bad(param + ".tool_calls", "'tool_calls' must be a list");
+      json calls = json::array();
+      for (const json& c : *tc) {
+        if (!c.is_object() || !c.contains("function") || !c["function"].is_object() ||
+            !c["function"].contains("name") || !c["function"]["name"].is_string())
+          bad(param + ".tool_calls", "each tool call needs {\"function\": {\"name\": ..., \"arguments\": ...}}");
+        const json& f = c["function"];
+        const json args = f.contains("arguments") ? f["arguments"] : json("{}");
+        calls.push_back(
+            {{"id", c.value("id", "")},
+             {"type", "function"},
+             {"function", {{"name", f["name"]}, {"arguments", args.is_string() ? args : json(args.dump())}}}});
+      }
+      out["tool_calls"] = std::move(calls);
+    }
+    if (auto id = msg.find("tool_call_id"); r == "tool" && id != msg.end() && id->is_string())
+      out["tool_call_id"] = *id;
+    if (auto nm = msg.find("name"); nm != msg.end() && nm->is_string()) out["name"] = *nm;
+    g.messages.push_back(std::move(out));
   }
 }
 
@@ -171,13 +191,20 @@ constexpr KnownField kKnownFields[] = {
     {"tools", Route::Chat},
     {"tool_choice", Route::Chat},
     {"parallel_tool_calls", Route::Chat},
+    {"grammar", Route::Both},
+    {"json_schema", Route::Both},
+    {"regex", Route::Both},
+    {"guided_json", Route::Both},
+    {"guided_regex", Route::Both},
+    {"guided_choice", Route::Both},
+    {"guided_grammar", Route::Both},
+    {"guided_decoding_backend", Route::Both},
+    {"guided_whitespace_pattern", Route::Both},
+    {"structured_outputs", Route::Both},
 };
 
-// Structured output and tool calling as OpenAI, vLLM and llama.cpp spell them: refused until they exist.
-constexpr const char* kNotYet[] = {"grammar",        "json_schema",        "regex",
-                                   "guided_json",    "guided_regex",       "guided_choice",
-                                   "guided_grammar", "structured_outputs", "guided_decoding_backend",
-                                   "functions",      "function_call"};
+// OpenAI's deprecated function-calling fields: refused by name.
+constexpr const char* kNotYet[] = {"functions", "function_call"};
 
 void check_field_names(const json& body, Endpoint endpoint) {
   const Route here = endpoint == Endpoint::Chat ? Route::Chat : Route::Completions;
@@ -187,7 +214,7 @@ void check_field_names(const json& body, Endpoint endpoint) {
     for (const char* name : kNotYet)
       if (key == name) {
         if (!value.is_null())
-          bad(key, fmt::format("'{}' is not supported yet (no structured output or tool calling)", key));
+          bad(key, fmt::format("'{}' is not supported (OpenAI's deprecated spelling: use 'tools')", key));
         known = true;  // null: absent
       }
     for (const KnownField& f : kKnownFields)
@@ -224,26 +251,136 @@ void reject_unsupported(const json& body) {
   if (boolean(body, "echo").value_or(false)) bad("echo", "'echo' is not supported");
   if (const json* s = field(body, "suffix"); s && !(s->is_string() && s->get<std::string>().empty()))
     bad("suffix", "'suffix' is not supported");
-  if (const json* t = field(body, "tools"); t && !(t->is_array() && t->empty()))
-    bad("tools", "'tools' is not supported");
-  if (const json* tc = field(body, "tool_choice"); tc && !(tc->is_string() && (*tc == "none" || *tc == "auto")))
-    bad("tool_choice", "tool calling is not supported: tool_choice may only be \"none\" or \"auto\"");
-  if (const json* rf = field(body, "response_format")) {
-    if (!rf->is_object() || rf->value("type", json()) != "text")
-      bad("response_format", "only response_format {\"type\": \"text\"} is supported (no structured output yet)");
-  }
   if (auto tp = number(body, "typical_p", 0, 1); tp && *tp != 1.0)
     bad("typical_p", "only typical_p=1 (off) is supported");
   if (field(body, "prompt_logprobs")) bad("prompt_logprobs", "'prompt_logprobs' is not supported");
   // Accepted as harmless (docs/server.md): user and metadata label a request for the caller's own records,
-  // one service tier exists, parallel_tool_calls means nothing without tools, and store=false is the only
-  // behaviour there is.
+  // one service tier exists, and store=false is the only behaviour there is.
   if (const json* u = field(body, "user"); u && !u->is_string()) bad("user", "'user' must be a string");
   if (const json* md = field(body, "metadata"); md && !md->is_object()) bad("metadata", "'metadata' must be an object");
   if (boolean(body, "store").value_or(false)) bad("store", "nothing is stored: only store=false is supported");
-  boolean(body, "parallel_tool_calls");
   if (const json* st = field(body, "service_tier"); st && !(st->is_string() && (*st == "auto" || *st == "default")))
     bad("service_tier", "one service tier: 'auto' or 'default'");
+}
+
+// The body again with its keys in their sent order (for schemas), when its text is at hand.
+struct OrderedBody {
+  std::string_view raw;
+  std::optional<nlohmann::ordered_json> doc;
+  // The value at `pointer` as JSON text in sent order; empty when unavailable.
+  std::string at(const std::string& pointer) {
+    if (raw.empty()) return "";
+    if (!doc) {
+      try {
+        doc = nlohmann::ordered_json::parse(raw);
+      } catch (const nlohmann::ordered_json::exception&) {
+        raw = {};
+        return "";
+      }
+    }
+    const nlohmann::ordered_json::json_pointer p(pointer);
+    return doc->contains(p) ? (*doc)[p].dump() : "";
+  }
+};
+// A schema given as an object or as JSON text (vLLM accepts both), as JSON text; `pointer` locates it in
+// the body, to keep its declared key order.
+std::string schema_text(const json& v, const std::string& param, OrderedBody& ordered, const std::string& pointer) {
+  if (v.is_object() || v.is_boolean()) {
+    if (std::string text = ordered.at(pointer); !text.empty()) return text;
+    return v.dump();
+  }
+  if (v.is_string()) {
+    try {
+      const json parsed = json::parse(v.get<std::string>());
+      if (parsed.is_object() || parsed.is_boolean()) return parsed.dump();
+    } catch (const json::exception&) {
+    }
+  }
+  bad(param, fmt::format("'{}' must be a JSON schema (an object, or its JSON text)", param));
+}
+
+std::string string_field(const json& v, const std::string& param) {
+  if (!v.is_string() || v.get<std::string>().empty()) bad(param, fmt::format("'{}' must be a non-empty string", param));
+  return v.get<std::string>();
+}
+
+std::vector<std::string> choice_list(const json& v, const std::string& param) {
+  if (!v.is_array() || v.empty()) bad(param, fmt::format("'{}' must be a non-empty list of strings", param));
+  std::vector<std::string> out;
+  for (const json& c : v) out.push_back(string_field(c, param + "[]"));
+  return out;
+}
+
+// The one output constraint a body asks for, under any of the spellings the peers accept.
+void parse_constraint(const json& body, GenerationSpec& g, OrderedBody& ordered) {
+  auto set = [&](const std::string& param, ConstraintKind kind, std::string text,
+                 std::vector<std::string> choices = {}) {
+    if (g.constraint)
+      bad(param, fmt::format("'{}' and '{}' both constrain the output; give one", g.constraint_field, param));
+    g.constraint = ConstraintSpec{kind, std::move(text), std::move(choices)};
+    g.constraint_field = param;
+  };
+  if (const json* rf = field(body, "response_format")) {
+    if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+      bad("response_format", "'response_format' must be an object with a 'type'");
+    const std::string type = (*rf)["type"];
+    if (type == "json_object") {
+      // llama.cpp also takes a schema here.
+      if (const json* s = field(*rf, "schema"))
+        set("response_format", ConstraintKind::JsonSchema,
+            schema_text(*s, "response_format.schema", ordered, "/response_format/schema"));
+      else
+        set("response_format", ConstraintKind::JsonObject, "");
+    } else if (type == "json_schema") {
+      const json* js = field(*rf, "json_schema");
+      if (!js || !js->is_object()) bad("response_format", "response_format json_schema needs a 'json_schema' object");
+      const json* s = field(*js, "schema");
+      if (!s) bad("response_format", "response_format.json_schema needs a 'schema'");
+      set("response_format", ConstraintKind::JsonSchema,
+          schema_text(*s, "response_format.json_schema.schema", ordered, "/response_format/json_schema/schema"));
+    } else if (type != "text") {
+      bad("response_format", fmt::format("response_format type '{}': expected text, json_object or json_schema", type));
+    }
+  }
+  if (const json* v = field(body, "grammar")) set("grammar", ConstraintKind::Grammar, string_field(*v, "grammar"));
+  if (const json* v = field(body, "json_schema"))
+    set("json_schema", ConstraintKind::JsonSchema, schema_text(*v, "json_schema", ordered, "/json_schema"));
+  if (const json* v = field(body, "regex")) set("regex", ConstraintKind::Regex, string_field(*v, "regex"));
+  if (const json* v = field(body, "guided_json"))
+    set("guided_json", ConstraintKind::JsonSchema, schema_text(*v, "guided_json", ordered, "/guided_json"));
+  if (const json* v = field(body, "guided_regex"))
+    set("guided_regex", ConstraintKind::Regex, string_field(*v, "guided_regex"));
+  if (const json* v = field(body, "guided_choice"))
+    set("guided_choice", ConstraintKind::Choice, "", choice_list(*v, "guided_choice"));
+  if (const json* v = field(body, "guided_grammar"))
+    set("guided_grammar", ConstraintKind::Grammar, string_field(*v, "guided_grammar"));
+  if (const json* so = field(body, "structured_outputs")) {
+    if (!so->is_object()) bad("structured_outputs", "'structured_outputs' must be an object");
+    for (const auto& [key, v] : so->items()) {
+      const std::string param = "structured_outputs." + key;
+      if (v.is_null()) continue;
+      if (key == "json")
+        set(param, ConstraintKind::JsonSchema, schema_text(v, param, ordered, "/structured_outputs/json"));
+      else if (key == "regex")
+        set(param, ConstraintKind::Regex, string_field(v, param));
+      else if (key == "choice")
+        set(param, ConstraintKind::Choice, "", choice_list(v, param));
+      else if (key == "grammar")
+        set(param, ConstraintKind::Grammar, string_field(v, param));
+      else if (key == "json_object") {
+        if (!v.is_boolean()) bad(param, fmt::format("'{}' must be a boolean", param));
+        if (v.get<bool>()) set(param, ConstraintKind::JsonObject, "");
+      } else {
+        bad(param, fmt::format("'{}' is not supported (json, regex, choice, grammar and json_object are)", param));
+      }
+    }
+  }
+  // One implementation exists, so naming a backend changes nothing; a custom whitespace pattern would.
+  if (const json* v = field(body, "guided_decoding_backend"); v && !v->is_string())
+    bad("guided_decoding_backend", "'guided_decoding_backend' must be a string");
+  if (field(body, "guided_whitespace_pattern"))
+    bad("guided_whitespace_pattern",
+        "'guided_whitespace_pattern' is not supported (whitespace is bounded by the JSON grammar)");
 }
 
 }  // namespace
@@ -293,7 +430,9 @@ std::vector<int32_t> parse_token_ids(const json& list, std::string_view param) {
   return out;
 }
 
-GenerationSpec parse_generation_request(const json& body, Endpoint endpoint, const SamplingParams& defaults) {
+GenerationSpec parse_generation_request(const json& body, Endpoint endpoint, const SamplingParams& defaults,
+                                        std::string_view raw) {
+  OrderedBody ordered{raw, std::nullopt};
   GenerationSpec g;
   g.endpoint = endpoint;
   if (const json* m = field(body, "model")) {
@@ -302,6 +441,15 @@ GenerationSpec parse_generation_request(const json& body, Endpoint endpoint, con
   }
   check_field_names(body, endpoint);
   reject_unsupported(body);
+  parse_constraint(body, g, ordered);
+  if (endpoint == Endpoint::Chat) {
+    g.tools = parse_tool_spec(body);
+    if (g.tools)  // the parameters' schemas in their declared order too
+      for (size_t i = 0; i < g.tools->tools.size(); ++i) {
+        const std::string text = ordered.at(fmt::format("/tools/{}/function/parameters", i));
+        if (!text.empty()) g.tools->ordered_parameters[i] = text;
+      }
+  }
   g.stream = boolean(body, "stream").value_or(false);
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");

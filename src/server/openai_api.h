@@ -13,6 +13,8 @@
 
 #include "engine/request.h"
 #include "engine/sampler.h"
+#include "engine/structured_output.h"
+#include "server/tool_calls.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kestrel::server {
@@ -35,11 +37,18 @@ struct GenerationSpec {
   // sampling.logit_bias and sampling.min_tokens are set here; the server checks the ids against the
   // vocabulary and fills sampling.min_tokens_ban.
   nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs: more template variables
+  // Structured output, from whichever spelling the body used (OpenAI's response_format, llama.cpp's
+  // grammar / json_schema, vLLM's guided_* and structured_outputs, SGLang's regex); the server compiles it.
+  std::optional<ConstraintSpec> constraint;
+  std::string constraint_field;  // the field it came from, for error messages
+  std::optional<ToolSpec> tools;  // chat: the request's tools, tool_choice and parallel_tool_calls
   // The prompt: text (completions), token ids (completions), or messages (chat).
   std::string prompt_text;
   std::vector<int32_t> prompt_tokens;
   bool prompt_is_tokens = false;
-  nlohmann::json messages;  // [{"role", "content": string}], content parts already joined
+  // [{"role", "content": string}], content parts already joined; assistant turns may carry "tool_calls"
+  // ([{"id", "type": "function", "function": {"name", "arguments": JSON text}}]), tool turns "tool_call_id".
+  nlohmann::json messages;
 };
 
 // Parses a request body as a JSON object. Throws ApiError (400): invalid_json, or invalid_value naming
@@ -53,8 +62,11 @@ inline SamplingParams openai_sampling_defaults() {
 }
 
 // Sampling fields a body leaves out take `defaults` (a server's policy, engine/sampling_defaults.h).
+// `raw`, the body's text when given, is where JSON schemas are read from in their declared key order
+// (nlohmann::json sorts keys; a schema's property order is the order of the output).
 GenerationSpec parse_generation_request(const nlohmann::json& body, Endpoint endpoint,
-                                        const SamplingParams& defaults = openai_sampling_defaults());
+                                        const SamplingParams& defaults = openai_sampling_defaults(),
+                                        std::string_view raw = {});
 
 // A list of token ids, each checked as the 64-bit integer JSON carries (0 to 2^31 - 1) before it is
 // narrowed. Throws ApiError (400) naming `param`.

@@ -86,6 +86,10 @@ struct Server::Call {
   std::string text;
   std::vector<TokenLogprob> lps;
   size_t text_offset = 0;
+  // With tools (and tool_choice other than none): calls are parsed out of the answer.
+  std::optional<ToolSpec> tools;
+  ToolFormat tool_format = ToolFormat::Hermes;
+  std::optional<ToolCallStream> tool_stream;
   int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
   Clock::time_point first_token{}, last_token{};
 
@@ -97,7 +101,25 @@ struct Server::Call {
         include_usage(g.include_usage),
         logprobs(g.logprobs >= 0),
         id(fmt::format("{}-{:016x}", g.endpoint == Endpoint::Chat ? "chatcmpl" : "cmpl", random_u64())),
-        created(unix_time()) {}
+        created(unix_time()) {
+    if (g.tools && g.tools->choice != ToolSpec::Choice::None) {
+      tools = g.tools;
+      tool_format = s->tool_template_.format;
+      if (stream) tool_stream.emplace(tool_format);
+    }
+  }
+
+  json tool_calls_json(const std::vector<ToolCall>& calls, bool indexed) const {
+    json out = json::array();
+    for (size_t i = 0; i < calls.size(); ++i) {
+      json c = {{"id", fmt::format("call_{:016x}", random_u64())},
+                {"type", "function"},
+                {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+      if (indexed) c["index"] = i;
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
 
   const Tokenizer& tok() const { return *server->model_->tokenizer; }
 
@@ -165,13 +187,25 @@ struct Server::Call {
   }
 
   void stream_event(RequestOutput& o) {
-    if (!o.text.empty() || (logprobs && !o.logprobs.empty())) {
-      json content = endpoint == Endpoint::Chat ? json{{"content", o.text}} : json(o.text);
+    const std::string piece = tool_stream ? tool_stream->push(o.text) : o.text;
+    if (!piece.empty() || (logprobs && !o.logprobs.empty())) {
+      json content = endpoint == Endpoint::Chat ? json{{"content", piece}} : json(piece);
       send_chunk(std::move(content), logprobs_json(o.logprobs), nullptr);
     }
     if (o.finish == FinishReason::None) return;
     if (o.finish == FinishReason::Stop || o.finish == FinishReason::Length) {
-      send_chunk(endpoint == Endpoint::Chat ? json::object() : json(""), nullptr, finish_reason_name(o.finish));
+      json reason = finish_reason_name(o.finish);
+      if (tool_stream && !tool_stream->held().empty()) {
+        // The held-back text is the calls (one delta each, the whole arguments at once), or content after all.
+        if (auto parsed = parse_tool_calls(tool_stream->held(), tool_format, *tools)) {
+          const json calls = tool_calls_json(parsed->calls, true);
+          for (const json& c : calls) send_chunk(json{{"tool_calls", json::array({c})}}, nullptr, nullptr);
+          reason = "tool_calls";
+        } else {
+          send_chunk(json{{"content", tool_stream->held()}}, nullptr, nullptr);
+        }
+      }
+      send_chunk(endpoint == Endpoint::Chat ? json::object() : json(""), nullptr, std::move(reason));
       if (include_usage) {
         json u = envelope();
         u["choices"] = json::array();
@@ -196,10 +230,17 @@ struct Server::Call {
       return;
     }
     json choice = {{"index", 0}, {"logprobs", logprobs_json(lps)}, {"finish_reason", finish_reason_name(o.finish)}};
-    if (endpoint == Endpoint::Chat)
+    if (endpoint == Endpoint::Chat) {
       choice["message"] = {{"role", "assistant"}, {"content", text}};
-    else
+      if (tools)
+        if (auto parsed = parse_tool_calls(text, tool_format, *tools)) {
+          choice["message"]["content"] = parsed->content.empty() ? json(nullptr) : json(parsed->content);
+          choice["message"]["tool_calls"] = tool_calls_json(parsed->calls, false);
+          choice["finish_reason"] = "tool_calls";
+        }
+    } else {
       choice["text"] = text;
+    }
     json body = envelope();
     body["choices"] = json::array({std::move(choice)});
     body["usage"] = usage_json(prompt_tokens, completion_tokens, cached_tokens);
@@ -253,6 +294,8 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
   log::info("KV cache: {} blocks of {} tokens ({:.0f} MiB)", kc.num_blocks, kc.block_size,
             static_cast<double>(cache_->bytes_per_token()) * kc.num_blocks * kc.block_size / (1 << 20));
   chat_ = std::make_unique<ChatFormatter>(model);
+  constraints_ = std::make_unique<ConstraintCompiler>(*model.tokenizer, static_cast<int32_t>(c.vocab));
+  tool_template_ = detect_tool_template(model.chat_template);
   scheduler_ = std::make_unique<Scheduler>(*model.decoder, *model.tokenizer, *cache_, std::move(ctx), so);
   http_ = std::make_unique<HttpServer>(opt_.http, [this](HttpRequest& req, ResponseWriter res) { handle(req, res); });
   http_->on_rejection([this](int status, std::string_view reason) { metrics_.request_finished(status, reason); });
@@ -389,8 +432,8 @@ void Server::prepare(Route route, const std::string& body, ResponseWriter& res) 
     if (cancelling_) throw ApiError(503, "the server is shutting down", "", "shutting_down");
     const json parsed = parse_json_body(body);
     switch (route) {
-      case Route::Completions: handle_generation(parsed, res, Endpoint::Completions); break;
-      case Route::Chat: handle_generation(parsed, res, Endpoint::Chat); break;
+      case Route::Completions: handle_generation(parsed, body, res, Endpoint::Completions); break;
+      case Route::Chat: handle_generation(parsed, body, res, Endpoint::Chat); break;
       case Route::Tokenize: handle_tokenize(parsed, res, true); break;
       case Route::Detokenize: handle_tokenize(parsed, res, false); break;
     }
@@ -412,8 +455,13 @@ void Server::prepare(Route route, const std::string& body, ResponseWriter& res) 
 
 std::vector<int32_t> Server::prompt_tokens(const GenerationSpec& g) const {
   const Tokenizer& tok = *model_->tokenizer;
-  if (g.endpoint == Endpoint::Chat)
-    return tok.encode(chat_->render(g.messages, /*add_generation_prompt=*/true, g.template_kwargs), false, true);
+  if (g.endpoint == Endpoint::Chat) {
+    if (!g.tools)
+      return tok.encode(chat_->render(g.messages, /*add_generation_prompt=*/true, g.template_kwargs), false, true);
+    json kwargs = g.template_kwargs;
+    if (tool_template_.native) kwargs["tools"] = g.tools->tools;
+    return tok.encode(chat_->render(tool_messages(g.messages, *g.tools, tool_template_), true, kwargs), false, true);
+  }
   if (g.prompt_is_tokens) {
     check_vocabulary(g.prompt_tokens, "prompt");
     return g.prompt_tokens;
@@ -444,8 +492,8 @@ void Server::handle_tokenize(const json& body, ResponseWriter& res, bool tokeniz
   respond_json(res, 200, dump({{"prompt", model_->tokenizer->decode(ids)}}));
 }
 
-void Server::handle_generation(const json& body, ResponseWriter& res, Endpoint endpoint) {
-  GenerationSpec g = parse_generation_request(body, endpoint, opt_.sampling);
+void Server::handle_generation(const json& body, std::string_view raw, ResponseWriter& res, Endpoint endpoint) {
+  GenerationSpec g = parse_generation_request(body, endpoint, opt_.sampling, raw);
   if (!g.model.empty() && g.model != opt_.model_name)
     throw ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'", g.model, opt_.model_name),
                    "model", "model_not_found");
@@ -485,6 +533,26 @@ void Server::handle_generation(const json& body, ResponseWriter& res, Endpoint e
     ban.erase(std::unique(ban.begin(), ban.end()), ban.end());
   }
   r->logprobs = g.logprobs;
+  if (g.tools && (g.tools->choice == ToolSpec::Choice::Required || g.tools->choice == ToolSpec::Choice::Named)) {
+    if (g.constraint)
+      throw ApiError(400,
+                     fmt::format("'{}' and tool_choice {} both constrain the output; give one", g.constraint_field,
+                                 g.tools->choice == ToolSpec::Choice::Required ? "required" : "naming a function"),
+                     "tool_choice", "invalid_value");
+    try {  // the answer is the calls themselves, in the template's syntax
+      g.constraint = ConstraintSpec{ConstraintKind::Grammar, tool_call_grammar(*g.tools, tool_template_.format)};
+      g.constraint_field = "tools";
+    } catch (const Error& e) {
+      throw ApiError(400, fmt::format("a tool's parameters: {}", e.what()), "tools", "invalid_value");
+    }
+  }
+  if (g.constraint) {
+    try {
+      r->constraint = constraints_->compile(*g.constraint);
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), g.constraint_field, "invalid_value");
+    }
+  }
   auto call = std::make_shared<Call>(this, res, g);
   r->on_output = [call](RequestOutput&& o) { call->on_output(std::move(o)); };
   std::weak_ptr<Request> weak = r;

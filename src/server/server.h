@@ -14,6 +14,7 @@
 #include "engine/chat_format.h"
 #include "engine/kv_cache.h"
 #include "engine/scheduler.h"
+#include "engine/structured_output.h"
 #include "model/model.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -56,7 +57,8 @@ class Server {
   void handle(HttpRequest& req, ResponseWriter res);
   // The work of the request workers: a POST body for one of the routes above.
   void prepare(Route route, const std::string& body, ResponseWriter& res);
-  void handle_generation(const nlohmann::json& body, ResponseWriter& res, Endpoint endpoint);
+  // raw: the body's text (schemas are read from it again in their declared key order).
+  void handle_generation(const nlohmann::json& body, std::string_view raw, ResponseWriter& res, Endpoint endpoint);
   void handle_tokenize(const nlohmann::json& body, ResponseWriter& res, bool tokenize);
   std::vector<int32_t> prompt_tokens(const GenerationSpec& g) const;
   void check_vocabulary(std::span<const int32_t> ids, const char* param) const;
@@ -73,6 +75,8 @@ class Server {
   const Model* model_;
   ServerOptions opt_;
   std::unique_ptr<ChatFormatter> chat_;
+  std::unique_ptr<ConstraintCompiler> constraints_;  // structured output, compiled on the request workers
+  ToolTemplate tool_template_;                       // the chat template's tool-call syntax
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<HttpServer> http_;

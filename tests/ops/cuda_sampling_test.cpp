@@ -19,11 +19,11 @@ namespace {
 constexpr int kRowWords = sizeof(ops::SampleRow) / 4, kOutWords = sizeof(ops::SampleOut) / 4;
 
 struct Batch {
-  Tensor logits, rows, penalties, out;  // host
+  Tensor logits, rows, penalties, out, masks;  // host
 };
 
 Batch make_batch(const std::vector<std::vector<float>>& logits, const std::vector<ops::SampleRow>& rows,
-                 const std::vector<ops::PenaltyEntry>& entries) {
+                 const std::vector<ops::PenaltyEntry>& entries, const std::vector<std::vector<uint32_t>>& masks = {}) {
   const auto R = static_cast<int64_t>(logits.size()), V = static_cast<int64_t>(logits[0].size());
   Batch b;
   b.logits = Tensor::empty_host(DType::F32, {R, V});
@@ -36,6 +36,11 @@ Batch make_batch(const std::vector<std::vector<float>>& logits, const std::vecto
     std::copy(entries.begin(), entries.end(), static_cast<ops::PenaltyEntry*>(b.penalties.data));
   }
   b.out = Tensor::empty_host(DType::I32, {R, kOutWords});
+  if (!masks.empty()) {
+    b.masks = Tensor::empty_host(DType::I32, {static_cast<int64_t>(masks.size()), (V + 31) / 32});
+    for (size_t m = 0; m < masks.size(); ++m)
+      std::copy(masks[m].begin(), masks[m].end(), b.masks.ptr<int32_t>() + m * b.masks.cols());
+  }
   return b;
 }
 
@@ -50,7 +55,8 @@ Tensor clone(const Tensor& t) {
 std::vector<ops::SampleOut> run(const ops::Context& ctx, const Batch& h) {
   Tensor logits = ops::upload(ctx, clone(h.logits)), rows = ops::upload(ctx, h.rows), out = ops::upload(ctx, h.out);
   Tensor pen = h.penalties.empty() ? Tensor{} : ops::upload(ctx, clone(h.penalties));
-  ops::sample(ctx, logits, rows, pen, out);
+  Tensor masks = h.masks.empty() ? Tensor{} : ops::upload(ctx, h.masks);
+  ops::sample(ctx, logits, rows, pen, out, masks);
   Tensor back = Tensor::empty_host(DType::I32, out.shape);
   ops::download(ctx, out, back);
   const auto* o = static_cast<const ops::SampleOut*>(back.data);
@@ -70,6 +76,7 @@ TEST(CudaSampling, SameTokensAndLogprobsAsTheReference) {
     for (float& x : row) x = nd(rng);
   std::vector<ops::SampleRow> rows;
   std::vector<ops::PenaltyEntry> entries;
+  std::vector<std::vector<uint32_t>> masks;
   const SamplingParams kinds[] = {
       {},
       {.temperature = 1.f, .seed = 1},
@@ -96,13 +103,27 @@ TEST(CudaSampling, SameTokensAndLogprobsAsTheReference) {
     if (r % 4 == 1) q.logit_bias = {{idx[0], -100.f}, {idx[7], 3.f}};
     if (r % 4 == 2) q.min_tokens = 10, q.min_tokens_ban = {idx[0], idx[1]};
     add_penalties(q, history, static_cast<int>(history.size()), row, entries);
+    // A structured-output mask on every fifth row: a random third of the vocabulary, never its top tokens.
+    if (r % 5 == 3) {
+      std::vector<uint32_t> m((V + 31) / 32, 0);
+      for (int t = 0; t < V; ++t)
+        if (rng() % 3 == 0) m[t >> 5] |= 1u << (t & 31);
+      for (int i = 0; i < 6; ++i) m[idx[i] >> 5] &= ~(1u << (idx[i] & 31));
+      row.mask_row = static_cast<int32_t>(masks.size());
+      masks.push_back(std::move(m));
+    }
     rows.push_back(row);
   }
-  const Batch b = make_batch(logits, rows, entries);
+  const Batch b = make_batch(logits, rows, entries, masks);
   const auto cpu = run(ops::Context{}, b), gpu = run(backends::make_context(Device::Cuda), b);
   int same = 0;
   for (int r = 0; r < R; ++r) {
     same += cpu[r].token == gpu[r].token;
+    if (rows[r].mask_row >= 0) {
+      const std::vector<uint32_t>& m = masks[rows[r].mask_row];
+      EXPECT_TRUE((m[gpu[r].token >> 5] >> (gpu[r].token & 31)) & 1) << "row " << r << " drew a masked token";
+      EXPECT_TRUE((m[cpu[r].token >> 5] >> (cpu[r].token & 31)) & 1) << "row " << r << " drew a masked token";
+    }
     if (rows[r].flags & ops::kSampleLogprobs) {
       EXPECT_NEAR(gpu[r].logprob, cpu[r].logprob, 2e-3) << "row " << r;
       ASSERT_EQ(gpu[r].n_top, 5);

@@ -87,3 +87,23 @@ def test_generate_releases_the_gil(kestrel, llm):
         done.set()
         t.join()
     assert len(ticks) > 5, "another Python thread could not run while the engine generated"
+
+
+def test_structured_output(kestrel, llm):
+    import json
+    import re
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 16},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+              "required": ["name", "age"]}
+    conv = [{"role": "user", "content": "Bob is 30. Answer as JSON."}]
+    out = llm.chat(conv, kestrel.SamplingParams(max_tokens=64, json_schema=schema, **GREEDY))
+    value = json.loads(out.text)
+    assert set(value) == {"name", "age"} and 0 <= value["age"] <= 120 and out.finish_reason == "stop"
+    out = llm.generate("My phone number is", kestrel.SamplingParams(max_tokens=20, regex=r" \d{3}-\d{4}", **GREEDY))
+    assert re.fullmatch(r" \d{3}-\d{4}", out[0].text)
+    out = llm.generate("The sky is", kestrel.SamplingParams(max_tokens=5, choice=["blue", "green"], **GREEDY))
+    assert out[0].text in ("blue", "green")
+    with pytest.raises(kestrel.KestrelError, match="at most one"):
+        llm.generate("x", kestrel.SamplingParams(regex="a", grammar='root ::= "a"'))
+    with pytest.raises(kestrel.KestrelError, match="left-recursive"):
+        llm.generate("x", kestrel.SamplingParams(grammar='root ::= root "a"'))

@@ -19,7 +19,7 @@ float clean(float v) {
   return std::isnan(v) ? -INFINITY : v;
 }
 
-void sample_row(float* l, int64_t V, const SampleRow& p, PenaltyEntry* entries, SampleOut& o) {
+void sample_row(float* l, int64_t V, const SampleRow& p, PenaltyEntry* entries, const uint32_t* mask, SampleOut& o) {
   double lse = 0;
   if (p.flags & kSampleLogprobs) {
     float mx = -INFINITY;
@@ -47,6 +47,9 @@ void sample_row(float* l, int64_t V, const SampleRow& p, PenaltyEntry* entries, 
     if (pe.count > 0) x -= p.presence_penalty + p.frequency_penalty * static_cast<float>(pe.count);
     x += pe.bias;
   }
+  if (mask)
+    for (int64_t i = 0; i < V; ++i)
+      if (!((mask[i >> 5] >> (i & 31)) & 1)) l[i] = -INFINITY;
   if (!(p.flags & kSampleRow)) return;
 
   int32_t best = 0;
@@ -112,7 +115,8 @@ bool sample_supports(const SampleArgs& a, std::string* why) {
       if (why) *why = "tensors must be on the host";
       return false;
     }
-  return a.penalties.empty() || a.penalties.device == Device::Cpu;
+  return (a.penalties.empty() || a.penalties.device == Device::Cpu) &&
+         (a.masks.empty() || a.masks.device == Device::Cpu);
 }
 
 void sample(const SampleArgs& a, const Context&) {
@@ -128,8 +132,12 @@ void sample(const SampleArgs& a, const Context&) {
     for (int32_t e = p.penalty_begin; e < p.penalty_end; ++e)
       KS_CHECK(entries[e].token >= 0 && entries[e].token < V, "sample: penalty token {} outside the vocabulary",
                entries[e].token);
+    const int64_t n_masks = a.masks.empty() ? 0 : a.masks.rows();
+    KS_CHECK(p.mask_row < n_masks, "sample: row {} names mask {} of {}", r, p.mask_row, n_masks);
+    const uint32_t* mask =
+        p.mask_row >= 0 ? static_cast<const uint32_t*>(a.masks.data) + p.mask_row * a.masks.cols() : nullptr;
     out[r] = SampleOut{};
-    sample_row(a.logits.ptr<float>() + r * V, V, p, entries, out[r]);
+    sample_row(a.logits.ptr<float>() + r * V, V, p, entries, mask, out[r]);
   }
 }
 

@@ -165,8 +165,9 @@ void launch_gemm_fixed(const void* x, const void* w, const float* bias, DType y_
 
 // sampling.cu: ops::sample over f32 logits [R, V]: three kernels (logprobs, penalties, draw) whose blocks
 // return at once for rows that do not ask for them, so one launch sequence serves every step (graphs).
+// `masks` (n_masks rows of ceil(V/32) allow-bits, or null) are applied with the penalties.
 void launch_sample(float* logits, int64_t R, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries,
-                   ops::SampleOut* out, cudaStream_t stream);
+                   ops::SampleOut* out, const uint32_t* masks, int64_t n_masks, cudaStream_t stream);
 // sampling.cu: ops::feed_sampled.
 void launch_feed_sampled(int32_t* tokens, const int32_t* from, int64_t T, const ops::SampleOut* prev, int64_t R,
                          cudaStream_t stream);

@@ -402,13 +402,16 @@ void register_sampling(Registries& r) {
                 [](const SampleArgs& a, std::string* why) {
                   return on_device({&a.logits, &a.rows, &a.out}, why) &&
                          (a.penalties.empty() || on_device({&a.penalties}, why)) &&
+                         (a.masks.empty() || on_device({&a.masks}, why)) &&
                          (a.logits.dim(1) <= INT32_MAX || reject(why, "vocabulary above 2^31"));
                 },
                 [](const SampleArgs& a, const Context& ctx) {
                   launch_sample(a.logits.ptr<float>(), a.logits.dim(0), a.logits.dim(1),
                                 static_cast<const SampleRow*>(a.rows.data),
                                 a.penalties.empty() ? nullptr : static_cast<PenaltyEntry*>(a.penalties.data),
-                                static_cast<SampleOut*>(a.out.data), stream_of(ctx));
+                                static_cast<SampleOut*>(a.out.data),
+                                a.masks.empty() ? nullptr : static_cast<const uint32_t*>(a.masks.data),
+                                a.masks.empty() ? 0 : a.masks.rows(), stream_of(ctx));
                 }});
   r.feed_sampled.add({"cuda.feed_sampled", Device::Cuda, kPriority,
                       [](const FeedSampledArgs& a, std::string* why) {

@@ -40,7 +40,11 @@ __device__ float logit(const float* x, int64_t i) {
   return v != v ? -INFINITY : v;
 }
 
-// The largest key t with weight(keys >= t, among keys >= floor) >= target.
+// The largest key t with weight(keys >= t, among keys >= floor) >= target. -inf logits (tokens a mask or a
+// bias forbids) are left out: they carry no mass, and a row that is mostly -inf (structured output) would
+// otherwise send all of them to one histogram bin, serialising the block on that bin's shared atomic.
+// Where fewer finite tokens than top-k remain, the select ends at key 0 and keeps them all, as the
+// reference's -inf threshold does.
 template <typename Weight>
 __device__ uint32_t radix_select(const float* x, int64_t V, uint32_t floor, float target, Weight weight) {
   __shared__ float hist[256];
@@ -54,7 +58,7 @@ __device__ uint32_t radix_select(const float* x, int64_t V, uint32_t floor, floa
     for (int64_t i = threadIdx.x; i < V; i += kThreads) {
       const float v = logit(x, i);
       const uint32_t k = order_key(v);
-      if (k < floor || (k & mask) != prefix) continue;
+      if (k < floor || (k & mask) != prefix || v == -INFINITY) continue;
       atomicAdd(&hist[(k >> shift) & 255u], weight(v));
     }
     __syncthreads();
@@ -132,8 +136,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// One block per row: the row's penalty entries, in place, keeping each raw value.
-__global__ void penalties_kernel(float* logits, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries) {
+// One block per row: the row's penalty entries, in place, keeping each raw value; then its mask (tokens a
+// structured-output constraint forbids become -inf).
+__global__ void penalties_kernel(float* logits, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries,
+                                 const uint32_t* masks, int64_t n_masks) {
   const ops::SampleRow p = rows[blockIdx.x];
   float* x = logits + blockIdx.x * V;
   for (int e = p.penalty_begin + threadIdx.x; e < p.penalty_end; e += blockDim.x) {
@@ -145,6 +151,11 @@ __global__ void penalties_kernel(float* logits, int64_t V, const ops::SampleRow*
     if (pe.count > 0) v -= p.presence_penalty + p.frequency_penalty * static_cast<float>(pe.count);
     x[pe.token] = v + pe.bias;
   }
+  if (p.mask_row < 0 || p.mask_row >= n_masks) return;
+  __syncthreads();  // an entry's thread read its raw logit before the mask may overwrite it
+  const uint32_t* m = masks + p.mask_row * ((V + 31) / 32);
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+    if (!((m[i >> 5] >> (i & 31)) & 1)) x[i] = -INFINITY;
 }
 
 __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const float* logits, int64_t V, const ops::SampleRow* rows,
@@ -263,11 +274,11 @@ void launch_feed_sampled(int32_t* tokens, const int32_t* from, int64_t T, const 
 }
 
 void launch_sample(float* logits, int64_t R, int64_t V, const ops::SampleRow* rows, ops::PenaltyEntry* entries,
-                   ops::SampleOut* out, cudaStream_t s) {
+                   ops::SampleOut* out, const uint32_t* masks, int64_t n_masks, cudaStream_t s) {
   if (R == 0) return;
   const auto grid = static_cast<unsigned>(R);
   logprobs_kernel<<<grid, kThreads, 0, s>>>(logits, V, rows, out);
-  penalties_kernel<<<grid, 128, 0, s>>>(logits, V, rows, entries);
+  penalties_kernel<<<grid, 128, 0, s>>>(logits, V, rows, entries, masks, n_masks);
   sample_kernel<<<grid, kThreads, 0, s>>>(logits, V, rows, entries, out);
   CUDA_CHECK_LAUNCH();
 }

@@ -9,12 +9,14 @@
 #include <string_view>
 #include <vector>
 
+#include "core/utf8.h"
+
 namespace kestrel::chat_template::py {
 
 // Decodes the code point at s[i] and advances i; an invalid byte decodes as itself (one code point),
 // so malformed input never reads out of bounds.
 uint32_t next_code_point(std::string_view s, size_t& i);
-void append_utf8(std::string& out, uint32_t cp);
+using kestrel::append_utf8;  // core/utf8.h
 
 bool is_space(uint32_t cp);
 bool is_printable(uint32_t cp);
