@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Structured-output overhead: starts `kestrel serve` on MODEL and runs bench/serving/structured_overhead.py
 # (decode speed with a JSON schema against free text, at concurrency 1 and 16), writing JSON to OUT_JSON.
-#   scripts/structured_bench.sh KESTREL_BINARY MODEL DEVICE OUT_JSON [CONCURRENCY...]
+#   [REQUESTS=16] scripts/structured_bench.sh KESTREL_BINARY MODEL DEVICE OUT_JSON [CONCURRENCY...]
 # e.g. scripts/structured_bench.sh build/kestrel ~/.cache/kestrel/SmolLM2-135M-Instruct.Q4_1.gguf cpu /tmp/so.json 1 4
 set -uo pipefail
 if [ $# -lt 4 ]; then
@@ -23,7 +23,7 @@ for _ in $(seq 1 300); do
   sleep 1
 done
 python3 bench/serving/structured_overhead.py --base-url "http://127.0.0.1:$port" --concurrency "${conc[@]}" \
-  --requests 16 --max-tokens 256 --result-json "$json"
+  --requests "${REQUESTS:-16}" --max-tokens 256 --result-json "$json"
 rc=$?
 kill -TERM "$pid"
 wait "$pid"

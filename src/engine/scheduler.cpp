@@ -489,7 +489,7 @@ bool Scheduler::submit(const std::vector<Planned>& plan) {
   return true;
 }
 
-void Scheduler::finish_inflight() {
+void Scheduler::finish_inflight(bool deliver) {
   InFlight st = std::move(inflight_.front());
   inflight_.pop_front();
   const auto wait0 = std::chrono::steady_clock::now();
@@ -532,7 +532,7 @@ void Scheduler::finish_inflight() {
       ++it;
     }
   }
-  publish_and_deliver();
+  if (deliver) publish_and_deliver();
 }
 
 bool Scheduler::host_state_pending() const {
@@ -554,8 +554,8 @@ bool Scheduler::step() {
 bool Scheduler::step_once() {
   take_incoming();
   // Penalties count the tokens the host knows, and a constraint's mask follows them: such a sequence gets
-  // its pending token back before its next step is planned.
-  if (!inflight_.empty() && host_state_pending()) finish_inflight();
+  // its pending token back before its next step is planned. Its events go out once that step is launched.
+  if (!inflight_.empty() && host_state_pending()) finish_inflight(/*deliver=*/false);
   drop_cancelled();
   std::optional<std::vector<Planned>> plan = schedule(/*may_preempt=*/inflight_.empty());
   if (!plan) {  // preemption needed: not while a step may still use the victim's blocks' contents

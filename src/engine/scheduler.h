@@ -118,8 +118,9 @@ class Scheduler {
   // Plans the next step; nullopt when it would have to preempt and may not (a step is in flight).
   std::optional<std::vector<Planned>> schedule(bool may_preempt);
   bool submit(const std::vector<Planned>& plan);
-  // Collects the oldest step in flight: tokens, events, retirement.
-  void finish_inflight();
+  // Collects the oldest step in flight: tokens, events, retirement. Without `deliver` the events wait for
+  // the next publish_and_deliver() (so the next step can be launched first).
+  void finish_inflight(bool deliver = true);
   // A sequence whose next step needs its pending token on the host (penalties, an output constraint).
   bool host_state_pending() const;
   bool step_once();

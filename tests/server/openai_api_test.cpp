@@ -143,11 +143,16 @@ TEST(ServerApi, BadInputNamesTheParameter) {
       {R"({"prompt": "x", "store": true})", Endpoint::Completions, "store"},
       {R"({"prompt": "x", "service_tier": "flex"})", Endpoint::Completions, "service_tier"},
       {R"({"prompt": "x", "user": 5})", Endpoint::Completions, "user"},
-      {R"({"prompt": "x", "grammar": "root ::= \"a\""})", Endpoint::Completions, "grammar"},
-      {R"({"prompt": "x", "guided_json": {}})", Endpoint::Completions, "guided_json"},
-      {R"({"prompt": "x", "guided_choice": ["a"]})", Endpoint::Completions, "guided_choice"},
-      {R"({"prompt": "x", "structured_outputs": {"json": {}}})", Endpoint::Completions, "structured_outputs"},
-      {R"({"prompt": "x", "json_schema": {}})", Endpoint::Completions, "json_schema"},
+      {R"({"prompt": "x", "grammar": ""})", Endpoint::Completions, "grammar"},
+      {R"({"prompt": "x", "guided_json": 3})", Endpoint::Completions, "guided_json"},
+      {R"({"prompt": "x", "guided_choice": []})", Endpoint::Completions, "guided_choice"},
+      {R"({"prompt": "x", "structured_outputs": {"json": "not json"}})", Endpoint::Completions,
+       "structured_outputs.json"},
+      {R"({"prompt": "x", "structured_outputs": {"structural_tag": {}}})", Endpoint::Completions,
+       "structured_outputs.structural_tag"},
+      {R"({"prompt": "x", "json_schema": "nope"})", Endpoint::Completions, "json_schema"},
+      {R"({"prompt": "x", "regex": "a", "guided_choice": ["a"]})", Endpoint::Completions, "guided_choice"},
+      {R"({"prompt": "x", "guided_whitespace_pattern": " "})", Endpoint::Completions, "guided_whitespace_pattern"},
       {R"({"prompt": "x", "frobnicate": true})", Endpoint::Completions, "frobnicate"},
       {R"({"prompt": "x", "messages": []})", Endpoint::Completions, "messages"},
       {R"({"prompt": "x", "chat_template_kwargs": {}})", Endpoint::Completions, "chat_template_kwargs"},
@@ -159,7 +164,9 @@ TEST(ServerApi, BadInputNamesTheParameter) {
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", Endpoint::Chat, "tool_choice"},
       {R"({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]})", Endpoint::Chat,
        "functions"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}})", Endpoint::Chat,
+       "response_format"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}})",
        Endpoint::Chat, "response_format"},
       {R"({"prompt": "x", "stop_token_ids": [-1]})", Endpoint::Completions, "stop_token_ids"},
       {R"({"prompt": ""})", Endpoint::Completions, "prompt"},
@@ -177,7 +184,9 @@ TEST(ServerApi, BadInputNamesTheParameter) {
        "messages[0].content"},
       {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", Endpoint::Chat, "top_logprobs"},
       {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 1})", Endpoint::Chat, "logprobs"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})", Endpoint::Chat, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})", Endpoint::Chat,
+       "tools[0]"},
+      {R"({"prompt": "x", "tools": []})", Endpoint::Completions, "tools"},
   };
   for (const Case& c : cases) {
     try {
@@ -234,6 +243,50 @@ TEST(ServerApi, ErrorBodyShape) {
   const auto k = nlohmann::json::parse(error_body(400, "bad \xff byte"));
   EXPECT_TRUE(k["error"]["param"].is_null());
   EXPECT_EQ(k["error"]["type"], "invalid_request_error");
+}
+
+}  // namespace
+}  // namespace kestrel::server
+
+namespace kestrel::server {
+namespace {
+
+// Every structured-output spelling lands in one constraint of the right kind; the schema keeps its key order
+// when the body's text is given.
+TEST(ServerApi, StructuredOutputSpellingsBecomeOneConstraint) {
+  struct Case {
+    const char* body;
+    ConstraintKind kind;
+    const char* field;
+  };
+  const Case cases[] = {
+      {R"({"prompt": "x", "grammar": "root ::= \"a\""})", ConstraintKind::Grammar, "grammar"},
+      {R"({"prompt": "x", "guided_grammar": "root ::= \"a\""})", ConstraintKind::Grammar, "guided_grammar"},
+      {R"({"prompt": "x", "json_schema": {"type": "object"}})", ConstraintKind::JsonSchema, "json_schema"},
+      {R"({"prompt": "x", "guided_json": "{\"type\": \"integer\"}"})", ConstraintKind::JsonSchema, "guided_json"},
+      {R"({"prompt": "x", "regex": "[0-9]+"})", ConstraintKind::Regex, "regex"},
+      {R"({"prompt": "x", "guided_regex": "[0-9]+"})", ConstraintKind::Regex, "guided_regex"},
+      {R"({"prompt": "x", "guided_choice": ["a", "b"]})", ConstraintKind::Choice, "guided_choice"},
+      {R"({"prompt": "x", "structured_outputs": {"choice": ["a"]}})", ConstraintKind::Choice,
+       "structured_outputs.choice"},
+      {R"({"prompt": "x", "structured_outputs": {"json_object": true}})", ConstraintKind::JsonObject,
+       "structured_outputs.json_object"},
+      {R"({"prompt": "x", "response_format": {"type": "json_object"}})", ConstraintKind::JsonObject, "response_format"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {}}}})",
+       ConstraintKind::JsonSchema, "response_format"},
+  };
+  for (const Case& c : cases) {
+    const GenerationSpec g = parse_generation_request(parse_json_body(c.body), Endpoint::Completions);
+    ASSERT_TRUE(g.constraint) << c.body;
+    EXPECT_EQ(g.constraint->kind, c.kind) << c.body;
+    EXPECT_EQ(g.constraint_field, c.field) << c.body;
+  }
+  EXPECT_FALSE(parse_generation_request(parse_json_body(R"({"prompt": "x", "response_format": {"type": "text"}})"),
+                                        Endpoint::Completions)
+                   .constraint);
+  const std::string raw = R"({"prompt": "x", "json_schema": {"properties": {"z": {}, "a": {}}, "type": "object"}})";
+  const GenerationSpec g = parse_generation_request(parse_json_body(raw), Endpoint::Completions, {}, raw);
+  EXPECT_EQ(g.constraint->text, R"({"properties":{"z":{},"a":{}},"type":"object"})");
 }
 
 }  // namespace
