@@ -68,6 +68,11 @@ struct Executor::Impl {
     int n = 0, rows = 0;
     std::vector<int> order, sample_row_of, token_row0, first_row, n_rows, n_tokens, tops;
     std::vector<std::string> failed;
+    // Sampling not queued yet: for each StepSeq row with mask_later, in order, the mask row its mask goes
+    // to (-1: the row failed and is left out); then sampling over `sample_rows` rows (the bucket's sampling
+    // graph when graph is set) and the readback of `tokens` error words.
+    std::vector<int> late;
+    int sample_rows = 0, tokens = 0;
     std::vector<LogitRows> want;
     Tensor host_logits;
     bool graph = false;
@@ -80,7 +85,8 @@ struct Executor::Impl {
 
   struct Recorded {
     ops::AttentionPlan plan;
-    std::unique_ptr<ops::Graph> graph;
+    std::unique_ptr<ops::Graph> graph;   // the forward
+    std::unique_ptr<ops::Graph> sample;  // ops::sample of its rows (apart, so masks may arrive in between)
   };
   std::map<int, Recorded> graphs;  // by bucket
   uint64_t graphs_key[2] = {~0ull, ~0ull};
@@ -158,7 +164,8 @@ struct Executor::Impl {
   }
 
   // The device work of a step (eager, or recorded into a graph): the previous step's samples fed in,
-  // forward, the raw logits to `host_logits` (when given, before the penalties change them), sampling.
+  // forward, the raw logits to `host_logits` (when given, before the penalties change them); then, apart,
+  // sampling.
   void enqueue(const ops::Context& ctx, int t, int r, const ops::AttentionPlan& plan, Tensor* host_logits = nullptr) {
     StepInputs in;
     in.tokens = section(0, {t});
@@ -170,10 +177,22 @@ struct Executor::Impl {
     Tensor lg = logits.slice_rows(0, r);
     model->forward(ctx, in, cache->layers(), scratch, lg);
     if (host_logits) lane->copy_async(host_logits->data, lg.data, lg.nbytes());
+  }
+  void enqueue_sample(const ops::Context& ctx, int r) {
+    Tensor lg = logits.slice_rows(0, r);
     Tensor rows = section(off_sample, {r, kRowWords});
     Tensor pen = P > 0 ? section(off_pen, {P, kEntryWords}) : Tensor{};
     Tensor out = dev_out.slice_rows(0, r);
     ops::sample(ctx, lg, rows, pen, out, M > 0 ? section(off_mask, {M, mask_words}) : Tensor{});
+  }
+
+  // The rest of a step once its masks are staged: sampling (the bucket's graph, or eagerly), readback.
+  void finish_step(const ops::Context& ctx, Slot& s) {
+    if (s.graph)
+      graphs.at(s.sample_rows).sample->launch();
+    else
+      enqueue_sample(ctx, s.sample_rows);
+    enqueue_readback(s, s.tokens, s.sample_rows);
   }
 
   // After the step's work: its outputs and row-error words back to the slot (the words cleared), and the
@@ -246,6 +265,7 @@ int Executor::in_flight() const {
 
 void Executor::capture_graphs() {
   if (!graphs_enabled()) return;
+  KS_CHECK(!awaiting_masks(), "capture_graphs(): the last step is still waiting for supply_masks()");
   Impl& m = *impl_;
   // Recording runs steps of padding rows, which overwrite the sample outputs the next step may feed
   // from: steps in flight are waited for (their outputs are already on their way back) and the outputs
@@ -274,6 +294,7 @@ void Executor::capture_graphs() {
     if (m.graphs.count(b)) continue;
     const ops::AttentionPlan plan = stage(b);
     m.enqueue(ctx_, b, b, plan);
+    m.enqueue_sample(ctx_, b);
     m.lane->synchronize();
   }
   const uint64_t key[2] = {m.lane->generation(), m.buffers_gen};
@@ -287,6 +308,7 @@ void Executor::capture_graphs() {
     rec.plan = stage(b);
     m.lane->synchronize();
     rec.graph = m.lane->capture([&] { m.enqueue(ctx_, b, b, rec.plan); });
+    rec.sample = m.lane->capture([&] { m.enqueue_sample(ctx_, b); });
     m.graphs.emplace(b, std::move(rec));
   }
   m.lane->take_row_errors(m.T);  // the padding rows' runs raised nothing; start clean anyway
@@ -300,6 +322,8 @@ void Executor::submit(std::span<const StepSeq> in) {
   Impl& m = *impl_;
   const int n = static_cast<int>(in.size());
   KS_CHECK(n >= 1, "a step with no sequences");
+  // The staged inputs on the device are shared: the last step's sampling must be queued before they change.
+  KS_CHECK(!awaiting_masks(), "submit(): the last step is still waiting for supply_masks()");
   KS_CHECK(n <= m.S, "a step of {} sequences; the executor holds {}", n, m.S);
   KS_CHECK(m.queue.size() < kSlots, "internal error: {} steps already in flight", m.queue.size());
 
@@ -333,6 +357,7 @@ void Executor::submit(std::span<const StepSeq> in) {
     if (s.sampling)
       for (int32_t t : s.history)
         if (t < 0 || t >= m.vocab) failed[i] = fmt::format("penalty history token {} is outside the vocabulary", t);
+    KS_CHECK(!s.mask_later || (s.sampling && s.allowed.empty()), "a row whose mask comes later must sample, unmasked");
     KS_CHECK(s.allowed.empty() || (s.sampling && s.allowed.size() == static_cast<size_t>(m.mask_words)),
              "a token mask of {} words for a vocabulary of {} (it needs {}, and a sampled row)", s.allowed.size(),
              m.vocab, m.mask_words);
@@ -369,11 +394,15 @@ void Executor::submit(std::span<const StepSeq> in) {
       masks.push_back(s.allowed);
     }
   }
+  // Masks that supply_masks() brings take the rows after these, in StepSeq order.
+  int n_late = 0;
+  for (int k = 0; k < n_run; ++k)
+    if (in[order[k]].mask_later) ++n_late;
   const int n_entries = static_cast<int>(entries.size()), n_masks = static_cast<int>(masks.size());
-  if (n_entries > m.P || n_masks > m.M) {  // grow the staging buffers (graphs are recorded again)
+  if (n_entries > m.P || n_masks + n_late > m.M) {  // grow the staging buffers (graphs are recorded again)
     m.lane->synchronize();
     if (n_entries > m.P) m.P = std::max(n_entries, 2 * m.P);
-    if (n_masks > m.M) m.M = std::max(n_masks, 2 * m.M);
+    if (n_masks + n_late > m.M) m.M = std::max(n_masks + n_late, 2 * m.M);
     m.allocate_inputs(ctx_);
   }
 
@@ -404,6 +433,14 @@ void Executor::submit(std::span<const StepSeq> in) {
   slot.n_tokens.assign(n, 0);
   slot.tops.assign(n, -1);
   slot.want.assign(n, LogitRows::None);
+  slot.late.clear();
+  int next_late = n_masks;
+  std::vector<int> late_of(n, -1);  // StepSeq index -> its late mask row
+  for (int i = 0; i < n; ++i)
+    if (in[i].mask_later) {
+      if (failed[i].empty()) late_of[i] = next_late++;
+      slot.late.push_back(late_of[i]);
+    }
   std::vector<ops::AttentionSeq> seqs;
   int row = 0, r = 0;
   for (int k = 0; k < n_run; ++k) {
@@ -440,6 +477,7 @@ void Executor::submit(std::span<const StepSeq> in) {
     slot.n_rows[i] = rows_out;
     if (s.sampling) {
       slot.sample_row_of[i] = r + rows_out - 1;
+      if (late_of[i] >= 0) srows[k].mask_row = late_of[i];
       reinterpret_cast<ops::SampleRow*>(h + m.off_sample)[slot.sample_row_of[i]] = srows[k];
     }
     r += rows_out;
@@ -460,7 +498,7 @@ void Executor::submit(std::span<const StepSeq> in) {
       for (int i = n_run; i < bucket; ++i) m.stage_pad_row(h, i);
       m.upload(h, bucket, n_entries, n_masks);
       m.graphs.at(bucket).graph->launch();
-      m.enqueue_readback(slot, bucket, bucket);
+      slot.sample_rows = slot.tokens = bucket;
     } else {
       m.ensure_logit_rows(ctx_, std::max(R, 1));
       m.upload(h, n_run, n_entries, n_masks);
@@ -469,9 +507,12 @@ void Executor::submit(std::span<const StepSeq> in) {
           m.model->plan_attention(ctx_, m.attention_batch(seqs, n_decode, scale), m.cache->layers(), m.scratch);
       if (host_logits) slot.host_logits = Tensor::empty_host(DType::F32, {R, m.vocab});
       m.enqueue(ctx_, T, R, plan, host_logits ? &slot.host_logits : nullptr);
-      m.enqueue_readback(slot, T, R);
+      slot.sample_rows = R;
+      slot.tokens = T;
     }
+    if (slot.late.empty()) m.finish_step(ctx_, slot);
   } else {
+    slot.late.clear();  // nothing runs: nothing to wait for
     slot.done = m.lane->record(true);
   }
   slot.busy = true;
@@ -480,9 +521,39 @@ void Executor::submit(std::span<const StepSeq> in) {
   for (int i : order) in[i].kv->set_length(in[i].kv->length() + static_cast<int32_t>(in[i].tokens.size()));
 }
 
+void Executor::supply_masks(std::span<const std::span<const uint32_t>> masks) {
+  Impl& m = *impl_;
+  KS_CHECK(!m.queue.empty(), "supply_masks() with no step in flight");
+  Impl::Slot& slot = m.slots[m.queue.back()];
+  KS_CHECK(!slot.late.empty(), "supply_masks(): the last step wants no masks");
+  KS_CHECK(masks.size() == slot.late.size(), "supply_masks(): {} masks for {} rows", masks.size(), slot.late.size());
+  auto* h = static_cast<int32_t*>(slot.in->data());
+  int lo = INT32_MAX, hi = -1;
+  for (size_t j = 0; j < masks.size(); ++j) {
+    KS_CHECK(masks[j].size() == static_cast<size_t>(m.mask_words), "a token mask of {} words; the vocabulary needs {}",
+             masks[j].size(), m.mask_words);
+    if (slot.late[j] < 0) continue;
+    std::copy(masks[j].begin(), masks[j].end(), h + m.off_mask + size_t(slot.late[j]) * m.mask_words);
+    lo = std::min(lo, slot.late[j]);
+    hi = std::max(hi, slot.late[j]);
+  }
+  if (hi >= lo) {
+    const size_t first = m.off_mask + size_t(lo) * m.mask_words;
+    m.lane->copy_async(m.dev_in.ptr<int32_t>() + first, h + first, size_t(hi - lo + 1) * m.mask_words * 4);
+  }
+  slot.late.clear();
+  m.finish_step(ctx_, slot);
+}
+
+bool Executor::awaiting_masks() const {
+  const Impl& m = *impl_;
+  return !m.queue.empty() && !m.slots[m.queue.back()].late.empty();
+}
+
 StepResult Executor::collect() {
   Impl& m = *impl_;
   KS_CHECK(!m.queue.empty(), "collect() with no step in flight");
+  KS_CHECK(m.slots[m.queue.front()].late.empty(), "collect(): the step's masks were never supplied");
   Impl::Slot& slot = m.slots[m.queue.front()];
   m.queue.pop_front();
   slot.done->wait();

@@ -54,6 +54,9 @@ struct StepSeq {
   int top_logprobs = -1;                     // >= 0: the sampled token's logprob and this many alternatives
   // Non-empty: the tokens the draw may pick (structured output), ceil(vocab / 32) words of allow-bits.
   std::span<const uint32_t> allowed;
+  // The mask comes after submit(), through supply_masks() (it depends on a token still in flight): the
+  // forward runs meanwhile and the draw waits for it.
+  bool mask_later = false;
   // The tokens are (part of) a prompt: they go through the prefill kernel even one at a time, so a prompt
   // token's result does not depend on how its prompt was cut into chunks (batch invariance). Single
   // tokens that are not a prompt's are decode rows.
@@ -95,6 +98,10 @@ class Executor {
   // (token ids, KV blocks) or that a kernel rejects comes back with SeqResult::error set, and the others
   // are unaffected. The StepSeq spans are read before submit() returns.
   void submit(std::span<const StepSeq> seqs);
+  // Completes the last submitted step when rows of it were submitted with mask_later: their masks, in
+  // StepSeq order. Until then its sampling is not queued, and neither it nor a later step can be collected.
+  void supply_masks(std::span<const std::span<const uint32_t>> masks);
+  bool awaiting_masks() const;
   // Waits for the oldest submitted step and returns its results.
   StepResult collect();
   int in_flight() const;

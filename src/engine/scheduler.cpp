@@ -61,6 +61,7 @@ struct Scheduler::InFlight {
     int32_t chunk;
     uint64_t epoch;
     bool samples;
+    bool mask_later;  // its mask is supplied once the previous step's token is known (supply_masks())
   };
   std::vector<Entry> entries;
   bool decode_only = false;
@@ -458,15 +459,18 @@ bool Scheduler::submit(const std::vector<Planned>& plan) {
       w.generated = s->kv.length() + chunk - s->n_prompt;  // pending tokens included
       w.top_logprobs = s->req->logprobs;
       if (s->req->constraint) {
-        // The state must include every sampled token: step_once() collects a constrained sequence's
-        // pending token before planning it.
-        KS_CHECK(s->pending == 0, "internal error: a constrained sequence was planned with a token in flight");
-        masks.push_back(s->req->constraint->mask(s->grammar_state));
-        w.allowed = *masks.back();
+        // The mask follows every sampled token: with one still in flight it comes after the previous
+        // step is collected (supply_masks()), while this step's forward runs.
+        if (s->pending > 0) {
+          w.mask_later = true;
+        } else {
+          masks.push_back(s->req->constraint->mask(s->grammar_state));
+          w.allowed = *masks.back();
+        }
       }
     }
     work.push_back(w);
-    st.entries.push_back({s, chunk, s->epoch, samples});
+    st.entries.push_back({s, chunk, s->epoch, samples, w.mask_later});
     st.decode_only &= chunk == 1;
     if (s->kv.length() < s->n_prompt)
       computed_prompt_tokens_ += static_cast<uint64_t>(std::min(chunk, s->n_prompt - s->kv.length()));
@@ -536,9 +540,29 @@ void Scheduler::finish_inflight(bool deliver) {
 }
 
 bool Scheduler::host_state_pending() const {
-  return std::any_of(running_.begin(), running_.end(), [](const SeqPtr& s) {
-    return s->pending > 0 && (s->req->sampling.penalties() || s->req->constraint);
-  });
+  return std::any_of(running_.begin(), running_.end(),
+                     [](const SeqPtr& s) { return s->pending > 0 && s->req->sampling.penalties(); });
+}
+
+void Scheduler::supply_masks() {
+  if (inflight_.empty() || !executor_->awaiting_masks()) return;
+  // The previous step is collected: each constrained sequence's state includes its last token. One that
+  // finished meanwhile gets an empty mask (its draw is dropped).
+  std::vector<std::shared_ptr<const structured::TokenMask>> hold;
+  std::vector<std::span<const uint32_t>> masks;
+  const size_t words = (static_cast<size_t>(model_->config().vocab) + 31) / 32;
+  if (no_tokens_.size() != words) no_tokens_.assign(words, 0u);
+  for (const InFlight::Entry& e : inflight_.back().entries) {
+    if (!e.mask_later) continue;
+    const Sequence& s = *e.s;
+    if (s.epoch != e.epoch || s.finish != FinishReason::None || s.pending != 1) {
+      masks.emplace_back(no_tokens_);
+      continue;
+    }
+    hold.push_back(s.req->constraint->mask(s.grammar_state));
+    masks.emplace_back(*hold.back());
+  }
+  executor_->supply_masks(masks);
 }
 
 bool Scheduler::step() {
@@ -553,8 +577,8 @@ bool Scheduler::step() {
 
 bool Scheduler::step_once() {
   take_incoming();
-  // Penalties count the tokens the host knows, and a constraint's mask follows them: such a sequence gets
-  // its pending token back before its next step is planned. Its events go out once that step is launched.
+  // Penalties count the tokens the host knows: such a sequence gets its pending token back before its next
+  // step is planned. Its events go out once that step is launched.
   if (!inflight_.empty() && host_state_pending()) finish_inflight(/*deliver=*/false);
   drop_cancelled();
   std::optional<std::vector<Planned>> plan = schedule(/*may_preempt=*/inflight_.empty());
@@ -572,11 +596,18 @@ bool Scheduler::step_once() {
     return false;
   }
   submit(*plan);
-  // The previous step's results are handled while this one runs (without overlap: this step's, now).
-  if (inflight_.size() > 1 || !overlap_)
-    finish_inflight();
-  else
-    publish_and_deliver();
+  // The previous step's results are handled while this one runs (without overlap: this step's, now); then
+  // the masks of this step's constrained rows, which needed those results.
+  try {
+    if (inflight_.size() > 1 || !overlap_)
+      finish_inflight();
+    else
+      publish_and_deliver();
+  } catch (...) {
+    supply_masks();
+    throw;
+  }
+  supply_masks();
   return true;
 }
 

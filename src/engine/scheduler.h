@@ -121,8 +121,10 @@ class Scheduler {
   // Collects the oldest step in flight: tokens, events, retirement. Without `deliver` the events wait for
   // the next publish_and_deliver() (so the next step can be launched first).
   void finish_inflight(bool deliver = true);
-  // A sequence whose next step needs its pending token on the host (penalties, an output constraint).
+  // A sequence whose next step needs its pending token on the host (penalties).
   bool host_state_pending() const;
+  // Hands the executor the masks of the last step's constrained rows planned with a token in flight.
+  void supply_masks();
   bool step_once();
   // Releases a sequence's blocks and drops it once no step in flight points at it.
   void retire(SeqPtr s);
@@ -148,7 +150,8 @@ class Scheduler {
   SchedulerOptions opt_;
   PrefixCache prefix_;
   std::unique_ptr<Executor> executor_;
-  std::deque<InFlight> inflight_;  // submitted steps, oldest first (at most two, briefly)
+  std::deque<InFlight> inflight_;    // submitted steps, oldest first (at most two, briefly)
+  std::vector<uint32_t> no_tokens_;  // an all-zero token mask
   bool overlap_ = false;
   std::chrono::steady_clock::time_point last_collect_{};
 

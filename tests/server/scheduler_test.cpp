@@ -8,6 +8,8 @@
 
 #include "../common/test_model.h"
 #include "engine/prefix_cache.h"
+#include "engine/structured_output.h"
+#include "structured/grammar.h"
 
 namespace kestrel {
 namespace {
@@ -298,7 +300,8 @@ TEST(SchedulerSeed, SameSeedSameTokensAcrossBatching) {
 // Asynchronous scheduling (step N+1 planned and submitted before step N's tokens are read back) must not
 // change any result. The CPU lane finishes work at submit, so overlap is forced on here to run the same
 // bookkeeping the GPU uses: pending tokens fed from the previous step, finished sequences whose next
-// step is already in flight, preemption only after draining, penalties waiting for their history.
+// step is already in flight, preemption only after draining, penalties waiting for their history, output
+// constraints whose masks arrive after the step was submitted (Executor::supply_masks).
 TEST(SchedulerOverlap, SameResultsAsWithoutOverlap) {
   std::mt19937 rng(21);
   struct Spec {
@@ -308,6 +311,15 @@ TEST(SchedulerOverlap, SameResultsAsWithoutOverlap) {
     std::vector<std::string> stop;
     bool ignore_eos;
     int logprobs;
+    std::optional<ConstraintSpec> constraint = {};
+  };
+  ConstraintCompiler constraints(*tiny_tokenizer(), testing::kTinyVocab);
+  const ConstraintSpec kinds[] = {
+      {ConstraintKind::Regex, "[a-z]{2,6}-[0-9]{1,4}"},
+      {ConstraintKind::JsonSchema,
+       R"({"type": "object", "properties": {"k": {"type": "integer", "minimum": 0, "maximum": 999},
+           "v": {"type": "string", "maxLength": 6}}, "required": ["k", "v"]})"},
+      {ConstraintKind::Choice, "", {"yes", "no", "maybe"}},
   };
   std::vector<Spec> specs;
   for (int i = 0; i < 24; ++i) {
@@ -322,6 +334,12 @@ TEST(SchedulerOverlap, SameResultsAsWithoutOverlap) {
       sp.sampling = {
           .temperature = 0.7f, .repetition_penalty = 1.3f, .frequency_penalty = 0.2f, .seed = static_cast<uint64_t>(i)};
     if (i % 6 == 3) sp.stop = {"a"};
+    if (i % 7 >= 4) {
+      sp.constraint = kinds[i % 7 - 4];
+      sp.sampling = {.temperature = 1.f, .seed = static_cast<uint64_t>(i)};
+      sp.max_tokens = 30;
+      sp.prompt.resize(std::min<size_t>(sp.prompt.size(), 30));
+    }
     specs.push_back(sp);
   }
   auto serve = [&](int overlap, bool cancel_one) {
@@ -335,6 +353,7 @@ TEST(SchedulerOverlap, SameResultsAsWithoutOverlap) {
       r->stop = specs[i].stop;
       r->ignore_eos = specs[i].ignore_eos;
       r->logprobs = specs[i].logprobs;
+      if (specs[i].constraint) r->constraint = constraints.compile(*specs[i].constraint);
       reqs.push_back(r);
       EXPECT_TRUE(h.sched->submit(r));
     }
@@ -347,11 +366,22 @@ TEST(SchedulerOverlap, SameResultsAsWithoutOverlap) {
     return out;
   };
   const auto sync = serve(0, false), async = serve(1, false);
+  int completed = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
     EXPECT_EQ(async[i].tokens, sync[i].tokens) << "request " << i;
     EXPECT_EQ(async[i].text, sync[i].text) << "request " << i;
     EXPECT_EQ(async[i].finish, sync[i].finish) << "request " << i;
+    if (!specs[i].constraint) continue;
+    // A constrained answer is a complete match when it stopped, a prefix of one when it ran out of tokens.
+    const auto g = structured::compile_gbnf(constraint_grammar(*specs[i].constraint));
+    if (sync[i].finish == FinishReason::Stop) {
+      EXPECT_TRUE(structured::grammar_accepts(*g, sync[i].text)) << "request " << i << ": " << sync[i].text;
+      ++completed;
+    } else {
+      EXPECT_TRUE(structured::grammar_accepts_prefix(*g, sync[i].text)) << "request " << i << ": " << sync[i].text;
+    }
   }
+  EXPECT_GE(completed, 3);
   const auto cancelled = serve(1, true);
   EXPECT_EQ(cancelled[3].finish, FinishReason::Cancelled);
   for (size_t i = 0; i < specs.size(); ++i)
