@@ -63,19 +63,23 @@ void sample_row(float* l, int64_t V, const SampleRow& p, PenaltyEntry* entries, 
     float floor = -INFINITY;  // tokens with a logit >= floor are kept; ties at a threshold all stay
     std::vector<float> sorted;
     if ((p.top_k > 0 && p.top_k < V) || p.top_p < 1.f) {
-      sorted.resize(V);
-      for (int64_t i = 0; i < V; ++i) sorted[i] = clean(l[i]);
+      sorted.reserve(V);
+      for (int64_t i = 0; i < V; ++i)
+        if (clean(l[i]) != -INFINITY) sorted.push_back(clean(l[i]));
       std::sort(sorted.begin(), sorted.end(), std::greater<>());
     }
-    if (p.top_k > 0 && p.top_k < V) floor = sorted[p.top_k - 1];
+    // Fewer finite logits than top_k: the k-th largest is -inf, so the filter keeps them all.
+    if (p.top_k > 0 && p.top_k < static_cast<int64_t>(sorted.size())) floor = sorted[p.top_k - 1];
+    // -inf logits (masked or banned tokens) carry no mass and are never drawn: every loop skips them, so
+    // a mostly masked row (structured output) costs what its allowed tokens cost.
     if (p.top_p < 1.f) {
       double total = 0;
       for (float v : sorted)
-        if (v >= floor) total += mass(v);
+        if (v >= floor && v != -INFINITY) total += mass(v);
       const double target = p.top_p * total;
       double cum = 0;
       for (float v : sorted) {
-        if (v < floor) break;
+        if (v < floor || v == -INFINITY) break;
         cum += mass(v);
         if (cum >= target) {
           floor = v;
@@ -86,14 +90,14 @@ void sample_row(float* l, int64_t V, const SampleRow& p, PenaltyEntry* entries, 
     if (p.min_p > 0.f) floor = std::max(floor, vmax + p.temperature * std::log(p.min_p));
     double total = 0;
     for (int64_t i = 0; i < V; ++i)
-      if (clean(l[i]) >= floor) total += mass(clean(l[i]));
+      if (clean(l[i]) >= floor && clean(l[i]) != -INFINITY) total += mass(clean(l[i]));
     const double u = static_cast<double>(p.uniform) * total;
     double cum = 0;
     int32_t last = best;
     pick = -1;
     for (int64_t i = 0; i < V && pick < 0; ++i) {
       const float v = clean(l[i]);
-      if (v < floor) continue;
+      if (v < floor || v == -INFINITY) continue;
       cum += mass(v);
       last = static_cast<int32_t>(i);
       if (u < cum) pick = last;

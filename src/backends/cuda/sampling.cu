@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const float* logits
   int last_kept = -1;
   for (int64_t i = begin; i < end; ++i) {
     const float v = logit(x, i);
-    if (order_key(v) >= floor) {
+    if (order_key(v) >= floor && v != -INFINITY) {  // -inf: no mass, never drawn (as the reference)
       local += mass(v);
       last_kept = static_cast<int>(i);
     }
@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(kThreads, 1) sample_kernel(const float* logits
     int pick = last_kept;
     for (int64_t i = begin; i < end; ++i) {
       const float v = logit(x, i);
-      if (order_key(v) < floor) continue;
+      if (order_key(v) < floor || v == -INFINITY) continue;
       cum += mass(v);
       if (u < cum) {
         pick = static_cast<int>(i);
