@@ -37,11 +37,13 @@ struct ChatFlags {
   SamplingOptions sampling_set;
   std::string system;
   int n_predict = 1024;
+  ConstraintFlags constraint;  // applies to every reply
 };
 
 void chat(ChatFlags f) {
   auto model = load(f.model);
   fill_sampling_defaults(f.sampling, f.sampling_set, *model);
+  const auto constraint = make_constraint(f.constraint, *model);
   ChatFormatter fmt(*model);
   KS_CHECK(fmt.has_template(), "{} has no chat template; use `kestrel run --raw` for plain completion", model->path);
   Session session(*model->decoder, make_context(f.model), session_options(f.model));
@@ -93,7 +95,8 @@ void chat(ChatFlags f) {
     const int32_t keep = std::min<int32_t>(session.common_prefix(tokens), static_cast<int32_t>(tokens.size()) - 1);
     session.truncate(keep);
     GenerateOptions opt{.max_tokens = std::min(f.n_predict, session.n_ctx() - static_cast<int>(tokens.size())),
-                        .cancel = &g_interrupted};
+                        .cancel = &g_interrupted,
+                        .constraint = constraint};
     GenerateResult r =
         generate(session, *model->tokenizer, f.sampling, std::span(tokens).subspan(keep), opt, [](std::string_view s) {
           std::fwrite(s.data(), 1, s.size(), stdout);
@@ -119,6 +122,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("-n,--n-predict", f->n_predict, "maximum tokens per reply")->check(CLI::Range(1, 1 << 20));
   add_model_flags(*cmd, f->model);
   f->sampling_set = add_sampling_flags(*cmd, f->sampling);
+  add_constraint_flags(*cmd, f->constraint);
   cmd->callback([f] { chat(*f); });
 }
 

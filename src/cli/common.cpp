@@ -4,13 +4,16 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <random>
+#include <sstream>
 
 #include "backends/backends.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "engine/sampling_defaults.h"
+#include "engine/structured_output.h"
 
 namespace kestrel::cli {
 
@@ -52,6 +55,33 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
   app.add_option("--kv-type", f.kv_type, "KV cache element type (default: f32 on the CPU, bf16 on CUDA)")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   app.add_flag("-v,--verbose", f.verbose, "log loading and dispatch details");
+}
+
+void add_constraint_flags(CLI::App& app, ConstraintFlags& f) {
+  app.add_option("--grammar", f.grammar,
+                 "constrain the output to this GBNF grammar (llama.cpp's dialect; start rule root)");
+  app.add_option("--grammar-file", f.grammar_file, "constrain the output to the GBNF grammar in this file");
+  app.add_option("-j,--json-schema", f.json_schema, "constrain the output to JSON valid under this JSON Schema");
+  app.add_option("--json-schema-file", f.json_schema_file, "constrain the output to the JSON Schema in this file");
+}
+
+std::shared_ptr<structured::TokenConstraint> make_constraint(const ConstraintFlags& f, const Model& model) {
+  auto read = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    KS_CHECK(in.good(), "cannot read {}", path);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  std::vector<ConstraintSpec> specs;
+  if (!f.grammar.empty()) specs.push_back({ConstraintKind::Grammar, f.grammar});
+  if (!f.grammar_file.empty()) specs.push_back({ConstraintKind::Grammar, read(f.grammar_file)});
+  if (!f.json_schema.empty()) specs.push_back({ConstraintKind::JsonSchema, f.json_schema});
+  if (!f.json_schema_file.empty()) specs.push_back({ConstraintKind::JsonSchema, read(f.json_schema_file)});
+  if (specs.empty()) return nullptr;
+  KS_CHECK(specs.size() == 1, "give one of --grammar, --grammar-file, --json-schema and --json-schema-file");
+  ConstraintCompiler compiler(*model.tokenizer, static_cast<int32_t>(model.config().vocab));
+  return compiler.compile(specs[0]);
 }
 
 SamplingOptions add_sampling_flags(CLI::App& app, SamplingParams& p, bool with_seed) {

@@ -12,6 +12,7 @@
 #include "engine/session.h"
 #include "model/model.h"
 #include "ops/context.h"
+#include "structured/grammar_matcher.h"
 
 namespace kestrel::cli {
 
@@ -40,6 +41,15 @@ SamplingOptions add_sampling_flags(CLI::App& app, SamplingParams& p, bool with_s
 // Fills what the command line left unset from the model's sampling defaults (engine/sampling_defaults.h);
 // with -v, logs the policy that applied.
 void fill_sampling_defaults(SamplingParams& p, const SamplingOptions& set, const Model& model);
+
+// llama.cpp's grammar flags: --grammar, --grammar-file, -j/--json-schema, --json-schema-file.
+struct ConstraintFlags {
+  std::string grammar, grammar_file, json_schema, json_schema_file;
+};
+void add_constraint_flags(CLI::App& app, ConstraintFlags& f);
+// The constraint the flags ask for over the model's vocabulary (null without one). Throws kestrel::Error
+// for an unreadable file, two constraints at once, or a bad grammar or schema.
+std::shared_ptr<structured::TokenConstraint> make_constraint(const ConstraintFlags& f, const Model& model);
 
 // Applies --threads/--verbose, loads the model, builds the op context.
 std::unique_ptr<Model> load(const ModelFlags& f);

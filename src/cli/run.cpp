@@ -5,10 +5,10 @@
 #include <iterator>
 
 #include "cli/common.h"
-#include "engine/sampling_defaults.h"
 #include "core/error.h"
 #include "engine/chat_format.h"
 #include "engine/generate.h"
+#include "engine/sampling_defaults.h"
 
 namespace kestrel::cli {
 namespace {
@@ -19,6 +19,7 @@ struct RunFlags {
   SamplingOptions sampling_set;
   std::string prompt;
   std::string prompt_file;
+  ConstraintFlags constraint;
   std::string system;
   int n_predict = 256;
   bool raw = false;
@@ -55,6 +56,7 @@ void run(RunFlags f) {
 
   Session session(*model->decoder, make_context(f.model), session_options(f.model));
   GenerateOptions opt{.max_tokens = f.n_predict, .stop = f.stop, .ignore_eos = f.ignore_eos};
+  opt.constraint = make_constraint(f.constraint, *model);
   GenerateResult r = generate(session, *model->tokenizer, f.sampling, tokens, opt, [](std::string_view s) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
@@ -85,6 +87,7 @@ void register_run(CLI::App& app) {
       ->allow_extra_args(false);
   add_model_flags(*cmd, f->model);
   f->sampling_set = add_sampling_flags(*cmd, f->sampling);
+  add_constraint_flags(*cmd, f->constraint);
   cmd->callback([f] { run(*f); });
 }
 

@@ -62,10 +62,18 @@ GenerateResult generate(Session& session, const Tokenizer& tok, const SamplingPa
     if (on_text) on_text(s);
   };
 
+  structured::TokenConstraint* constraint = opt.constraint.get();
+  uint32_t state = constraint ? constraint->start() : 0;
+  std::shared_ptr<const structured::TokenMask> mask;
+  auto allowed = [&]() -> std::span<const uint32_t> {
+    if (!constraint) return {};
+    mask = constraint->mask(state);
+    return *mask;
+  };
   auto t0 = std::chrono::steady_clock::now();
   // feed_and_sample keeps logits on the GPU when the session runs there; the pick after the prompt
   // counts as prompt time.
-  int32_t next = opt.max_tokens > 0 ? session.feed_and_sample(new_tokens, sampling) : -1;
+  int32_t next = opt.max_tokens > 0 ? session.feed_and_sample(new_tokens, sampling, allowed()) : -1;
   if (opt.max_tokens == 0) session.feed(new_tokens);
   r.prompt_seconds = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
@@ -76,18 +84,23 @@ GenerateResult generate(Session& session, const Tokenizer& tok, const SamplingPa
       break;
     }
     r.tokens.push_back(next);
-    if (!opt.ignore_eos && tok.is_eog(next)) {
+    if (constraint) {
+      state = constraint->next(state, next);
+      KS_CHECK(state != structured::Automaton::kDead, "token {} is not allowed by the output constraint", next);
+    }
+    // With a constraint, an end-of-generation token is drawn only where the output is complete.
+    if ((!opt.ignore_eos || constraint) && tok.is_eog(next)) {
       r.finish_reason = "stop";
       break;
     }
     emit(stops.push(decoder.push(next)));
-    if (stops.stopped()) {
+    if (stops.stopped() || (constraint && constraint->finished(state))) {
       r.finish_reason = "stop";
       break;
     }
     if (i + 1 == opt.max_tokens) break;
     if (session.length() + 1 > session.n_ctx()) break;  // context full: stop with "length"
-    next = session.feed_and_sample(std::span(&next, 1), sampling);
+    next = session.feed_and_sample(std::span(&next, 1), sampling, allowed());
   }
   // The last sampled token is not in the cache yet; keep the session's tokens equal to its cache.
   if (!stops.stopped()) emit(stops.push(decoder.flush()) + stops.flush());

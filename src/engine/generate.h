@@ -12,6 +12,7 @@
 
 #include "engine/sampler.h"
 #include "engine/session.h"
+#include "structured/grammar_matcher.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kestrel {
@@ -22,6 +23,9 @@ struct GenerateOptions {
   bool ignore_eos = false;
   // Checked before every token: once true, generation ends with finish_reason "cancelled" (chat's Ctrl-C).
   const std::atomic<bool>* cancel = nullptr;
+  // Structured output (engine/structured_output.h): every token is one it allows; generation stops once
+  // it is complete and allows nothing more, or at an end-of-generation token it allows.
+  std::shared_ptr<structured::TokenConstraint> constraint;
 };
 
 struct GenerateResult {

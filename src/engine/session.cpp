@@ -82,7 +82,8 @@ std::span<const int32_t> Session::feed_prefix(std::span<const int32_t> tokens) {
   return tokens.subspan(last);
 }
 
-int32_t Session::feed_and_sample(std::span<const int32_t> tokens, const SamplingParams& sampling) {
+int32_t Session::feed_and_sample(std::span<const int32_t> tokens, const SamplingParams& sampling,
+                                 std::span<const uint32_t> allowed) {
   check_room(static_cast<int64_t>(tokens.size()));
   KS_CHECK(seq_.reserve(*cache_, static_cast<int32_t>(length() + tokens.size())), "KV cache has no free blocks");
   const std::span<const int32_t> tail = feed_prefix(tokens);
@@ -93,6 +94,7 @@ int32_t Session::feed_and_sample(std::span<const int32_t> tokens, const Sampling
   s.sampling = &sampling;
   s.history = tokens_;
   s.draw = tokens_.size();
+  s.allowed = allowed;
   StepResult r;
   try {
     r = executor_->run(std::span(&s, 1));

@@ -44,7 +44,9 @@ class Session {
               const std::function<void(int64_t)>& progress = {});
   // Feeds tokens and samples the next token from the last position (on the device: only the id comes
   // back). The penalties count every token the session holds; the draw index is the new token's position.
-  int32_t feed_and_sample(std::span<const int32_t> tokens, const SamplingParams& sampling);
+  // allowed: the tokens the draw may pick (structured output; StepSeq::allowed), empty for all.
+  int32_t feed_and_sample(std::span<const int32_t> tokens, const SamplingParams& sampling,
+                          std::span<const uint32_t> allowed = {});
   // Drops cached tokens from position n on (for chat turns that diverge, or to restart).
   void truncate(int32_t n);
   // Longest common prefix of the cached tokens and `tokens`.

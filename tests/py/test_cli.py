@@ -312,3 +312,23 @@ def test_context_past_the_trained_length_warns():
     assert past.returncode == 0 and within.returncode == 0, (past.stderr, within.stderr)
     assert "past the 8192 tokens" in past.stderr, past.stderr
     assert "past the" not in within.stderr, within.stderr
+
+
+@needs_model
+def test_run_and_chat_take_llama_cpp_grammar_flags(tmp_path):
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 99}},
+              "required": ["name", "age"]}
+    r = kestrel("run", "Bob is 30. Answer in JSON.", "-n", "60", "-t", "2", "--temp", "0", "-j", json.dumps(schema))
+    assert r.returncode == 0, r.stderr
+    value = json.loads(r.stdout)
+    assert set(value) == {"name", "age"} and 0 <= value["age"] <= 99
+    grammar = tmp_path / "yn.gbnf"
+    grammar.write_text('root ::= "yes" | "no"\n')
+    r = kestrel("run", "Is the sky blue?", "-n", "8", "-t", "2", "--grammar-file", str(grammar))
+    assert r.returncode == 0 and r.stdout.strip() in ("yes", "no"), (r.stdout, r.stderr)
+    r = kestrel("chat", "-n", "8", "-t", "2", "--grammar", 'root ::= [0-9]{1,3}', input="Pick a number.\n")
+    assert r.returncode == 0 and r.stdout.strip().isdigit(), (r.stdout, r.stderr)
+    assert_clean_error(kestrel("run", "x", "--grammar", "root ::= root \"a\""), "left-recursive")
+    assert_clean_error(kestrel("run", "x", "-j", "{\"type\": \"object\", \"not\": {}}"), "not")
+    assert_clean_error(kestrel("run", "x", "--grammar", "root ::= \"a\"", "-j", "{}"), "give one of")
