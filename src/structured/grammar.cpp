@@ -298,17 +298,9 @@ class Compiler {
         default: fail(at, fmt::format("unknown escape '\\{}'", e));
       }
     }
-    // A UTF-8 sequence.
-    const int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || pos_ + n > src_.size()) fail(at, "the grammar is not valid UTF-8");
-    uint32_t cp = n == 1 ? c : c & (0x7F >> n);
-    for (int i = 1; i < n; ++i) {
-      const auto b = static_cast<unsigned char>(src_[pos_ + i]);
-      if ((b & 0xC0) != 0x80) fail(at, "the grammar is not valid UTF-8");
-      cp = (cp << 6) | (b & 0x3F);
-    }
-    pos_ += n;
-    return cp;
+    const std::optional<uint32_t> cp = next_utf8(src_, pos_);
+    if (!cp) fail(at, "the grammar is not valid UTF-8");
+    return *cp;
   }
 
   uint32_t parse_hex(size_t at, int digits) {

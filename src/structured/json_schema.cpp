@@ -381,12 +381,9 @@ std::vector<std::string> defined_rules(std::string_view text) {
 std::vector<uint32_t> code_points(std::string_view s) {
   std::vector<uint32_t> out;
   for (size_t i = 0; i < s.size();) {
-    auto b = static_cast<unsigned char>(s[i]);
-    int n = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
-    uint32_t cp = n == 1 ? b : n == 2 ? b & 0x1F : n == 3 ? b & 0x0F : b & 0x07;
-    for (int k = 1; k < n && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    out.push_back(cp);
-    i += n;
+    const std::optional<uint32_t> cp = next_utf8(s, i);
+    KS_CHECK(cp, "the schema holds a string that is not valid UTF-8");
+    out.push_back(*cp);
   }
   return out;
 }

@@ -177,21 +177,11 @@ class Parser {
   void decode() {
     size_t p = 0;
     while (p < re_.size()) {
-      auto b = static_cast<unsigned char>(re_[p]);
-      size_t len = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
-      KS_CHECK(len != 0 && p + len <= re_.size(), "regex: invalid UTF-8 at byte {} of the pattern", p);
-      uint32_t cp = len == 1 ? b : b & (0x7F >> len);
-      for (size_t k = 1; k < len; ++k) {
-        auto c = static_cast<unsigned char>(re_[p + k]);
-        KS_CHECK((c & 0xC0) == 0x80, "regex: invalid UTF-8 at byte {} of the pattern", p);
-        cp = (cp << 6) | (c & 0x3F);
-      }
-      static constexpr uint32_t kMinForLength[] = {0, 0, 0x80, 0x800, 0x10000};
-      KS_CHECK(cp >= kMinForLength[len] && cp <= kMaxCodePoint && (cp < kSurrogateLo || cp > kSurrogateHi),
-               "regex: invalid UTF-8 at byte {} of the pattern", p);
-      cps_.push_back(cp);
-      offs_.push_back(p);
-      p += len;
+      const size_t at = p;
+      const std::optional<uint32_t> cp = next_utf8(re_, p);
+      KS_CHECK(cp, "regex: invalid UTF-8 at byte {} of the pattern", at);
+      cps_.push_back(*cp);
+      offs_.push_back(at);
     }
     offs_.push_back(re_.size());
   }
