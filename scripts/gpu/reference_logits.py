@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference logits of a synthetic model from transformers on the GPU, in float32 (the oracle that
+"""Reference logits of a synthetic model from transformers on the GPU (the CPU without one), in float32 (the oracle that
 Kestrel's bf16 GPU path is held to in tests/model/cuda_model_test.cpp).
 
 Writes OUT (raw little-endian f32 logits [T, vocab]) and OUT.json ({"text", "tokens", "vocab"}); the
@@ -28,9 +28,10 @@ def main():
     assert len(ids) >= a.tokens, f"the text gives only {len(ids)} tokens"
     text = tok.decode(ids[: a.tokens], skip_special_tokens=True)
     ids = tok(text)["input_ids"]
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).cuda().eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).to(device).eval()
     with torch.no_grad():
-        logits = model(torch.tensor([ids], device="cuda")).logits[0].float().cpu().numpy()
+        logits = model(torch.tensor([ids], device=device)).logits[0].float().cpu().numpy()
     logits.astype("<f4").tofile(a.out)
     with open(a.out + ".json", "w") as f:
         json.dump({"text": text, "tokens": ids, "vocab": int(logits.shape[1])}, f)

@@ -35,6 +35,15 @@ void info(const InfoFlags& f) {
                                                                        : "");
   std::printf("rms eps       %g\n", c.rms_eps);
   std::printf("tied embed    %s\n", c.tied_embeddings ? "yes" : "no");
+  if (c.has_sliding_layers()) {
+    int n = 0;
+    for (int l = 0; l < c.n_layers; ++l) n += c.is_sliding(l);
+    std::printf("sliding       window %d on %d of %d layers (their RoPE base %g)\n", c.sliding_window, n, c.n_layers,
+                c.rope_local.theta);
+  }
+  if (c.post_norms || c.gelu)
+    std::printf("block         %s MLP%s%s\n", c.gelu ? "GeGLU" : "SwiGLU", c.post_norms ? ", post-norms" : "",
+                c.embed_scale != 1.f ? ", scaled embeddings" : "");
 
   std::map<std::string, std::pair<int, size_t>> by_type;
   size_t total = 0;

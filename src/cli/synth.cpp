@@ -16,6 +16,7 @@ struct SynthFlags {
   std::string dtype = "bf16";
   int threads = 0;
   int layers = 0;
+  int sliding_window = -1;  // -1: the preset's
   bool list = false;
 };
 
@@ -37,6 +38,10 @@ void synth(const SynthFlags& f) {
   SynthPreset p = synth_preset(f.preset);
   // Fewer layers keep every width (and so every kernel shape) of the real model in a fraction of the bytes.
   if (f.layers > 0) p.n_layers = f.layers;
+  if (f.sliding_window >= 0) {
+    KS_CHECK(p.sliding_window > 0, "synth: --sliding-window needs a preset with sliding-window layers (gemma3-*)");
+    p.sliding_window = f.sliding_window;
+  }
   SynthOptions opt;
   opt.seed = f.seed;
   opt.dtype = f.dtype == "f32" ? DType::F32 : f.dtype == "f16" ? DType::F16 : DType::BF16;
@@ -60,7 +65,8 @@ void register_synth(CLI::App& app) {
   auto f = std::make_shared<SynthFlags>();
   CLI::App* cmd = app.add_subcommand(
       "synth", "write a random-weight Hugging Face model with a real model's shapes (for performance work)");
-  cmd->add_option("--preset", f->preset, "llama3-8b, llama3.2-1b, qwen2.5-7b, qwen3-8b, mistral-7b, tiny, small ...");
+  cmd->add_option("--preset", f->preset,
+                  "llama3-8b, llama3.2-1b, qwen2.5-7b, qwen3-8b, mistral-7b, gemma3-270m, tiny, small ... (--list)");
   cmd->add_option("-o,--out", f->out, "output directory");
   cmd->add_option("-s,--seed", f->seed, "random seed: the same seed writes the same weights");
   cmd->add_option("--dtype", f->dtype, "weight type")->check(CLI::IsMember({"bf16", "f16", "f32"}));
@@ -68,6 +74,10 @@ void register_synth(CLI::App& app) {
   cmd->add_option("--layers", f->layers,
                   "decoder layers (default: the preset's); fewer keep the real widths in a smaller model, for tests")
       ->check(CLI::Range(1, 1024));
+  cmd->add_option("--sliding-window", f->sliding_window,
+                  "window of the sliding-window layers (gemma3 presets; default: the preset's); a short one makes a "
+                  "short test prompt reach past it")
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--list", f->list, "list the presets");
   cmd->callback([f] { synth(*f); });
 }

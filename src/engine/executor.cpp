@@ -84,7 +84,7 @@ struct Executor::Impl {
   std::vector<int> last_sample_row_of;  // the previous submitted step's: its StepSeq index -> sample row
 
   struct Recorded {
-    ops::AttentionPlan plan;
+    StepAttention plan;
     std::unique_ptr<ops::Graph> graph;   // the forward
     std::unique_ptr<ops::Graph> sample;  // ops::sample of its rows (apart, so masks may arrive in between)
   };
@@ -152,9 +152,9 @@ struct Executor::Impl {
     if (masks > 0) lane->copy_async(dev_in.ptr<int32_t>() + off_mask, h + off_mask, size_t(masks) * mask_words * 4);
   }
 
-  ops::AttentionBatch attention_batch(const std::vector<ops::AttentionSeq>& seqs, int n_decode, float scale) const {
+  // The model's plan_attention sets the softmax scale and the sliding window.
+  ops::AttentionBatch attention_batch(const std::vector<ops::AttentionSeq>& seqs, int n_decode) const {
     ops::AttentionBatch ab;
-    ab.scale = scale;
     ab.seqs = seqs;
     ab.n_decode = n_decode;
     const auto n = static_cast<int64_t>(seqs.size());
@@ -166,7 +166,7 @@ struct Executor::Impl {
   // The device work of a step (eager, or recorded into a graph): the previous step's samples fed in,
   // forward, the raw logits to `host_logits` (when given, before the penalties change them); then, apart,
   // sampling.
-  void enqueue(const ops::Context& ctx, int t, int r, const ops::AttentionPlan& plan, Tensor* host_logits = nullptr) {
+  void enqueue(const ops::Context& ctx, int t, int r, const StepAttention& plan, Tensor* host_logits = nullptr) {
     StepInputs in;
     in.tokens = section(0, {t});
     in.positions = section(off_pos, {t});
@@ -276,7 +276,6 @@ void Executor::capture_graphs() {
     saved_out = ops::allocate(ctx_, DType::I32, m.dev_out.shape);
     m.lane->copy_async(saved_out.data, m.dev_out.data, m.dev_out.nbytes());
   }
-  const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
   auto* h = static_cast<int32_t*>(m.slots[0].in->data());
   // A step of b padding rows, staged and planned for the longest sequence a graph may see (the kernels
   // read the real lengths on the device).
@@ -285,14 +284,14 @@ void Executor::capture_graphs() {
     m.upload(h, b, 0, 0);
     std::vector<ops::AttentionSeq> seqs;
     for (int i = 0; i < b; ++i) seqs.push_back({i, 1, m.W * m.bs, nullptr});
-    return m.model->plan_attention(ctx_, m.attention_batch(seqs, b, scale), m.cache->layers(), m.scratch);
+    return m.model->plan_attention(ctx_, m.attention_batch(seqs, b), m.cache->layers(), m.scratch);
   };
   // Every bucket still to record runs once eagerly first, all before any recording: the lane's lazily made
   // state (library handles, their plans, workspaces that grow to the largest call) exists by then, and a
   // workspace that grew invalidates the graphs recorded before (the key below).
   for (int b : buckets(m.S)) {
     if (m.graphs.count(b)) continue;
-    const ops::AttentionPlan plan = stage(b);
+    const StepAttention plan = stage(b);
     m.enqueue(ctx_, b, b, plan);
     m.enqueue_sample(ctx_, b);
     m.lane->synchronize();
@@ -502,9 +501,8 @@ void Executor::submit(std::span<const StepSeq> in) {
     } else {
       m.ensure_logit_rows(ctx_, std::max(R, 1));
       m.upload(h, n_run, n_entries, n_masks);
-      const float scale = 1.f / std::sqrt(static_cast<float>(m.model->config().head_dim));
-      const ops::AttentionPlan plan =
-          m.model->plan_attention(ctx_, m.attention_batch(seqs, n_decode, scale), m.cache->layers(), m.scratch);
+      const StepAttention plan =
+          m.model->plan_attention(ctx_, m.attention_batch(seqs, n_decode), m.cache->layers(), m.scratch);
       if (host_logits) slot.host_logits = Tensor::empty_host(DType::F32, {R, m.vocab});
       m.enqueue(ctx_, T, R, plan, host_logits ? &slot.host_logits : nullptr);
       slot.sample_rows = R;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "model/arch/gemma3.h"
 #include "model/arch/llama.h"
 #include "model/arch/qwen2.h"
 #include "model/arch/qwen3.h"
@@ -18,8 +19,7 @@ std::string supported(std::vector<std::string_view> Architecture::*field) {
   return s;
 }
 
-const Architecture& find(std::string_view key, std::vector<std::string_view> Architecture::*field,
-                         const char* what) {
+const Architecture& find(std::string_view key, std::vector<std::string_view> Architecture::*field, const char* what) {
   for (const Architecture* a : architectures()) {
     const auto& names = a->*field;
     if (std::find(names.begin(), names.end(), key) != names.end()) return *a;
@@ -30,7 +30,7 @@ const Architecture& find(std::string_view key, std::vector<std::string_view> Arc
 }  // namespace
 
 const std::vector<const Architecture*>& architectures() {
-  static const std::vector<const Architecture*> all = {&arch::kLlama, &arch::kQwen2, &arch::kQwen3};
+  static const std::vector<const Architecture*> all = {&arch::kLlama, &arch::kQwen2, &arch::kQwen3, &arch::kGemma3};
   return all;
 }
 

@@ -24,6 +24,19 @@ struct Architecture {
   // architecture, loading output.weight as optional with the embedding as fallback (llama, qwen2, qwen3 in
   // llama-model.cpp) or as required (families that always ship their own head). Kestrel does the same.
   bool gguf_output_optional;
+
+  // Gemma 3 and relatives; the defaults are the Llama block's.
+  // "Sandwich" norms: the attention and MLP outputs are RMS-normalised before their residual adds
+  // (post_attention_norm / post_ffw_norm in GGUF; HF calls the pre-MLP norm pre_feedforward_layernorm).
+  bool post_norms = false;
+  bool gelu = false;              // GeGLU MLP (tanh GELU) instead of SwiGLU
+  bool embed_scale = false;       // embeddings are multiplied by sqrt(hidden) before the first block
+  bool hf_norm_plus_one = false;  // HF checkpoints store RMSNorm weights w applied as (1 + w); GGUFs store 1 + w
+  bool hf_tied_default = false;   // what a config.json without tie_word_embeddings means
+  // Sliding-window layers: when a GGUF names no pattern, every layer but each `gguf_swa_period`-th is
+  // windowed (0: no sliding layers); they rotate with this RoPE base (not in the GGUF either).
+  int gguf_swa_period = 0;
+  float swa_rope_theta = 10000.f;
 };
 
 const std::vector<const Architecture*>& architectures();

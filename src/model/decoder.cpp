@@ -35,9 +35,10 @@ Decoder::Scratch Decoder::make_scratch(const ops::Context& ctx, int64_t n) const
 }
 
 // In: h = attn_norm(x). Out: x += attention, h = ffn_norm(x).
-void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
-                              const ops::AttentionPlan& attention, const Tensor& positions, const Tensor& slots,
-                              Scratch& s, int64_t T) const {
+void Decoder::attention_block(const ops::Context& ctx, int layer, ops::KvLayer& kv, const StepAttention& attention,
+                              const Tensor& positions, const Tensor& slots, Scratch& s, int64_t T) const {
+  const LayerWeights& L = w_.layers[layer];
+  const ops::RopeParams& rope = cfg_.rope_of(layer);
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim;
   Tensor x = view(s.x, T, {cfg_.hidden}), h = view(s.h, T, {cfg_.hidden});
   Tensor q3 = view(s.q, T, {H, D});
@@ -46,7 +47,7 @@ void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, op
     ops::matmul(ctx, h, L.wqkv, qkv, L.bqkv.empty() ? nullptr : &L.bqkv);
     const ops::QkNorm norm{L.q_norm.empty() ? nullptr : &L.q_norm, L.k_norm.empty() ? nullptr : &L.k_norm,
                            cfg_.rms_eps};
-    ops::rope_kv_write(ctx, qkv, positions, slots, cfg_.rope, norm, q3, kv);
+    ops::rope_kv_write(ctx, qkv, positions, slots, rope, norm, q3, kv);
   } else {  // q/k/v of different weight types: one projection at a time, q/k/v packed in the same buffer
     Tensor q = at(s.qkv, 0, {T, H * D}), k = at(s.qkv, T * H * D, {T, Hkv * D}),
            v = at(s.qkv, T * (H + Hkv) * D, {T, Hkv * D});
@@ -60,13 +61,14 @@ void Decoder::attention_block(const ops::Context& ctx, const LayerWeights& L, op
     }
     q3 = q.reshaped({T, H, D});
     Tensor k3 = k.reshaped({T, Hkv, D});
-    ops::rope(ctx, q3, positions, cfg_.rope);
-    ops::rope(ctx, k3, positions, cfg_.rope);
+    ops::rope(ctx, q3, positions, rope);
+    ops::rope(ctx, k3, positions, rope);
     ops::kv_write(ctx, k3, v.reshaped({T, Hkv, D}), slots, kv);
   }
   Tensor a = view(s.attn, T, {H, D});
-  ops::attention(ctx, q3, kv, attention, a);
+  ops::attention(ctx, q3, kv, cfg_.is_sliding(layer) ? attention.sliding : attention.full, a);
   ops::matmul(ctx, a.reshaped({T, H * D}), L.wo, h);
+  if (!L.attn_post_norm.empty()) ops::rmsnorm(ctx, h, L.attn_post_norm, cfg_.rms_eps, h);
   ops::add_rmsnorm(ctx, x, h, L.ffn_norm, cfg_.rms_eps, h);
 }
 
@@ -78,14 +80,15 @@ void Decoder::mlp_block(const ops::Context& ctx, const LayerWeights& L, const Te
   if (!L.w_gate_up.empty()) {
     Tensor gu = view(s.ffn, T, {2 * F});
     ops::matmul(ctx, h, L.w_gate_up, gu);
-    ops::swiglu(ctx, gu, act);
+    cfg_.gelu ? ops::geglu(ctx, gu, act) : ops::swiglu(ctx, gu, act);
   } else {
     Tensor g = at(s.ffn, 0, {T, F}), u = at(s.ffn, T * F, {T, F});
     ops::matmul(ctx, h, L.w_gate, g);
     ops::matmul(ctx, h, L.w_up, u);
-    ops::silu_mul(ctx, g, u, act);
+    cfg_.gelu ? ops::gelu_mul(ctx, g, u, act) : ops::silu_mul(ctx, g, u, act);
   }
   ops::matmul(ctx, act, L.w_down, h);
+  if (!L.ffn_post_norm.empty()) ops::rmsnorm(ctx, h, L.ffn_post_norm, cfg_.rms_eps, h);
   if (next_norm)
     ops::add_rmsnorm(ctx, x, h, *next_norm, cfg_.rms_eps, h);
   else
@@ -103,13 +106,23 @@ void Decoder::place_on(const ops::Context& ctx) {
   device_ = ctx.device;
 }
 
-ops::AttentionPlan Decoder::plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch,
-                                           std::span<ops::KvLayer> kv, const Scratch& s) const {
+StepAttention Decoder::plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch,
+                                      std::span<ops::KvLayer> kv, const Scratch& s) const {
   int64_t T = 0;
   for (const ops::AttentionSeq& q : batch.seqs) T = std::max<int64_t>(T, int64_t{q.q_begin} + q.q_len);
   KS_CHECK(!kv.empty() && s.tokens >= T && s.x.device == ctx.device,
            "plan_attention: the scratch holds {} tokens, the step needs {}", s.tokens, T);
-  return ops::plan_attention(ctx, view(s.q, T, {cfg_.n_heads, cfg_.head_dim}), kv[0], batch);
+  const Tensor q = view(s.q, T, {cfg_.n_heads, cfg_.head_dim});
+  ops::AttentionBatch b = batch;
+  b.scale = cfg_.attention_scale();
+  b.window = 0;
+  StepAttention plan;
+  plan.full = ops::plan_attention(ctx, q, kv[0], b);
+  if (cfg_.has_sliding_layers()) {
+    b.window = cfg_.sliding_window;
+    plan.sliding = ops::plan_attention(ctx, q, kv[0], b);
+  }
+  return plan;
 }
 
 void Decoder::forward(const ops::Context& ctx, const StepInputs& in, std::span<ops::KvLayer> kv, Scratch& s,
@@ -126,12 +139,12 @@ void Decoder::forward(const ops::Context& ctx, const StepInputs& in, std::span<o
   KS_CHECK(positions.numel() == T && slots.numel() == T && logits.numel() == R * cfg_.vocab,
            "forward: inputs disagree in size");
   Tensor x = view(s.x, T, {cfg_.hidden});
-  ops::embed(ctx, w_.tok_embd, tokens, x);
+  ops::embed(ctx, w_.tok_embd, tokens, x, cfg_.embed_scale);
   // Each block leaves h normalised for the next one (the residual add and the norm are one op).
   Tensor h = view(s.h, T, {cfg_.hidden});
   ops::rmsnorm(ctx, x, w_.layers[0].attn_norm, cfg_.rms_eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    attention_block(ctx, w_.layers[l], kv[l], *in.attention, positions, slots, s, T);
+    attention_block(ctx, l, kv[l], *in.attention, positions, slots, s, T);
     mlp_block(ctx, w_.layers[l], l + 1 < cfg_.n_layers ? &w_.layers[l + 1].attn_norm : nullptr, s, T);
   }
   if (R == 0) return;

@@ -1,5 +1,6 @@
-// The shared forward pass of decoder-only transformers (Llama, Qwen2, Qwen3 and relatives): embedding,
-// N pre-norm blocks of GQA attention over the paged KV cache and a SwiGLU MLP, final norm, logits.
+// The shared forward pass of decoder-only transformers (Llama, Qwen2, Qwen3, Gemma 3 and relatives):
+// embedding, N pre-norm blocks of GQA attention over the paged KV cache (full or sliding-window per layer)
+// and a gated MLP (SwiGLU or GeGLU), with optional norms of each block's outputs, final norm, logits.
 // Everything goes through ops::, so the same code runs on every backend and variant.
 #pragma once
 
@@ -45,10 +46,10 @@ class Decoder {
   // Activations for steps of up to n_tokens tokens (and as many logit rows) on ctx.device.
   Scratch make_scratch(const ops::Context& ctx, int64_t n_tokens) const;
 
-  // Plans the attention of a step whose sequences are `batch` (device tables included) once, for every
-  // layer (ops::plan_attention).
-  ops::AttentionPlan plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch,
-                                    std::span<ops::KvLayer> kv, const Scratch& s) const;
+  // Plans the attention of a step whose sequences are `batch` (device tables included) once for every layer
+  // of each kind (ops::plan_attention), with the model's softmax scale and sliding window.
+  StepAttention plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch, std::span<ops::KvLayer> kv,
+                               const Scratch& s) const;
   // Runs one step from inputs on ctx.device; writes the K/V of the new tokens into `kv` and f32 logits
   // [R, vocab] of the logit rows into `logits` (on ctx.device). Allocates, copies and synchronises nothing,
   // so a lane can record it into a graph. The engine's executor (engine/executor.h) is the only caller.
@@ -56,9 +57,8 @@ class Decoder {
                Tensor& logits) const;
 
  private:
-  void attention_block(const ops::Context& ctx, const LayerWeights& L, ops::KvLayer& kv,
-                       const ops::AttentionPlan& attention, const Tensor& positions, const Tensor& slots, Scratch& s,
-                       int64_t T) const;
+  void attention_block(const ops::Context& ctx, int layer, ops::KvLayer& kv, const StepAttention& attention,
+                       const Tensor& positions, const Tensor& slots, Scratch& s, int64_t T) const;
   void mlp_block(const ops::Context& ctx, const LayerWeights& L, const Tensor* next_norm, Scratch& s, int64_t T) const;
 
   const Architecture* arch_;

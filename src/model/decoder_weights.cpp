@@ -145,6 +145,10 @@ DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture&
       f32_vector(L.k_norm, n("attn_k_norm.weight"), {c.head_dim});
     }
     f32_vector(L.ffn_norm, n("ffn_norm.weight"), {c.hidden});
+    if (c.post_norms) {
+      f32_vector(L.attn_post_norm, n("post_attention_norm.weight"), {c.hidden});
+      f32_vector(L.ffn_post_norm, n("post_ffw_norm.weight"), {c.hidden});
+    }
     matrix(L.w_gate, n("ffn_gate.weight"), {c.ffn, c.hidden});
     matrix(L.w_up, n("ffn_up.weight"), {c.ffn, c.hidden});
     matrix(L.w_down, n("ffn_down.weight"), {c.hidden, c.ffn});
@@ -171,7 +175,7 @@ size_t DecoderWeights::nbytes() const {
 DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, bool dequantize,
                                          const PlaceProgress& progress) const {
   // Written field by field below: a new LayerWeights field needs a line here too.
-  static_assert(std::tuple_size_v<decltype(LayerWeights{}.fields())> == 17);
+  static_assert(std::tuple_size_v<decltype(LayerWeights{}.fields())> == 19);
   const auto t0 = std::chrono::steady_clock::now();
   WeightUploader up(ctx);
   // Norms and biases (1-D) stay f32; a linear weight keeps a GGUF block type unless told to dequantize;
@@ -216,6 +220,8 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
     D.q_norm = place({&L.q_norm});
     D.k_norm = place({&L.k_norm});
     D.ffn_norm = place({&L.ffn_norm});
+    D.attn_post_norm = place({&L.attn_post_norm});
+    D.ffn_post_norm = place({&L.ffn_post_norm});
     fuse(L.w_gate_up, {&L.w_gate, &L.w_up}, !L.w_gate_up.empty() || one_type({&L.w_gate, &L.w_up}), D.w_gate_up,
          {&D.w_gate, &D.w_up});
     D.w_down = place({&L.w_down});

@@ -19,6 +19,7 @@ struct LayerWeights {
   Tensor bq, bk, bv;      // qkv_bias architectures
   Tensor q_norm, k_norm;  // qk_norm architectures
   Tensor ffn_norm, w_gate, w_up, w_down;
+  Tensor attn_post_norm, ffn_post_norm;  // post_norms architectures: the outputs' norms before the residual adds
   // Fused projections (fuse_projections): wq | wk | wv and w_gate | w_up stacked by rows, so a step runs
   // one matmul instead of three and two. When set, the parts they replace are empty.
   Tensor wqkv, bqkv, w_gate_up;
@@ -26,9 +27,10 @@ struct LayerWeights {
   // Every field, empty or not, for code that treats them alike. Norms and biases are the 1-D ones.
   template <typename Self>
   static auto fields_of(Self& s) {
-    return std::array{&s.attn_norm, &s.wq,     &s.wk,     &s.wv,     &s.wo,       &s.bq,
-                      &s.bk,        &s.bv,     &s.q_norm, &s.k_norm, &s.ffn_norm, &s.w_gate,
-                      &s.w_up,      &s.w_down, &s.wqkv,   &s.bqkv,   &s.w_gate_up};
+    return std::array{&s.attn_norm,    &s.wq,     &s.wk,     &s.wv,     &s.wo,        &s.bq,
+                      &s.bk,           &s.bv,     &s.q_norm, &s.k_norm, &s.ffn_norm,  &s.w_gate,
+                      &s.w_up,         &s.w_down, &s.wqkv,   &s.bqkv,   &s.w_gate_up, &s.attn_post_norm,
+                      &s.ffn_post_norm};
   }
   auto fields() { return fields_of(*this); }
   auto fields() const { return fields_of(*this); }

@@ -1,5 +1,6 @@
 #include "model/gguf_model.h"
 
+#include <cmath>
 #include <limits>
 
 #include "core/dequant.h"
@@ -53,6 +54,28 @@ ModelConfig config_from_gguf(const GgufFile& f, const Architecture& arch) {
              c.rope.rot_dim / 2);
     c.rope.freq_factors.resize(t.numel());
     dequantize_row(t.dtype, t.data, c.rope.freq_factors.data(), t.numel());
+  }
+
+  c.post_norms = arch.post_norms;
+  c.gelu = arch.gelu;
+  if (arch.embed_scale) c.embed_scale = std::sqrt(static_cast<float>(c.hidden));
+  // llama.cpp's rule for Gemma 3: q.k is scaled by 1/sqrt(head_dim) (query_pre_attn_scalar in the HF config),
+  // except in the 27B model (62 layers), whose scalar is hidden / n_heads.
+  if (arch.name == "gemma3" && c.n_layers == 62)
+    c.attn_scale = 1.f / std::sqrt(static_cast<float>(c.hidden / c.n_heads));
+  const int window = f.get_i32(key("attention.sliding_window"), 0);
+  if (window > 0 && arch.gguf_swa_period > 0) {
+    const int period = f.get_i32(key("attention.sliding_window_pattern"), arch.gguf_swa_period);
+    KS_CHECK(period > 0, "{}: {} must be positive", f.path(), key("attention.sliding_window_pattern"));
+    c.sliding_window = window;
+    c.sliding_layers.resize(c.n_layers);
+    for (int l = 0; l < c.n_layers; ++l) c.sliding_layers[l] = (l + 1) % period != 0;
+    // The local layers rotate with the architecture's base and no scaling (llama.cpp's freq_base_swa and
+    // freq_scale_swa = 1): a long-context scaling in the file is the global layers'.
+    c.rope_local = ops::RopeParams{};
+    c.rope_local.style = c.rope.style;
+    c.rope_local.rot_dim = c.rope.rot_dim;
+    c.rope_local.theta = arch.swa_rope_theta;
   }
   c.validate();
   return c;

@@ -1,7 +1,9 @@
 #include "model/hf_model.h"
 
+#include <cmath>
 #include <limits>
 
+#include "core/dequant.h"
 #include "core/error.h"
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
@@ -50,17 +52,84 @@ T field_or(const nlohmann::json& j, const char* name, T def, const std::string& 
   }
 }
 
+// Scaling of one RoPE from a rope_scaling object (transformers < 5) or a rope_parameters entry (5.x).
+void apply_rope_scaling(const nlohmann::json& it, ops::RopeParams& rope, const std::string& where) {
+  KS_CHECK(it.is_object(), "{}: rope_scaling must be an object", where);
+  const std::string type = field_or<std::string>(it, "rope_type", field_or<std::string>(it, "type", "", where), where);
+  if (type == "llama3") {
+    rope.llama3_factor = float_field(it, "factor", where);
+    rope.llama3_low_freq_factor = float_field_or(it, "low_freq_factor", 1.f, where);
+    rope.llama3_high_freq_factor = float_field_or(it, "high_freq_factor", 4.f, where);
+    rope.llama3_original_max_pos = int_field_or(it, "original_max_position_embeddings", 8192, where);
+    KS_CHECK(rope.llama3_factor > 0 && rope.llama3_high_freq_factor > rope.llama3_low_freq_factor,
+             "{}: invalid llama3 rope_scaling", where);
+  } else if (type == "linear") {
+    rope.linear_factor = float_field(it, "factor", where);
+    KS_CHECK(rope.linear_factor > 0, "{}: linear rope_scaling factor must be positive", where);
+  } else {
+    KS_CHECK(type == "default" || type.empty(), "{}: rope_scaling type '{}' is not supported (llama3, linear)", where,
+             type);
+  }
+}
+
+// The sliding-window layers of a Gemma-3-style config: "layer_types" (transformers >= 4.53) or every layer
+// but each sliding_window_pattern-th.
+void read_sliding_layers(const nlohmann::json& j, const Architecture& arch, ModelConfig& c, const std::string& where) {
+  c.sliding_window = int_field_or(j, "sliding_window", 0, where);
+  if (c.sliding_window == 0) return;
+  c.sliding_layers.resize(c.n_layers);
+  if (const nlohmann::json* types = find_field(j, "layer_types")) {
+    KS_CHECK(types->is_array() && types->size() == static_cast<size_t>(c.n_layers),
+             "{}: layer_types must list one type per layer ({})", where, c.n_layers);
+    for (int l = 0; l < c.n_layers; ++l) {
+      const nlohmann::json& t = (*types)[l];
+      KS_CHECK(t == "sliding_attention" || t == "full_attention",
+               "{}: layer_types[{}] must be \"sliding_attention\" or \"full_attention\"", where, l);
+      c.sliding_layers[l] = t == "sliding_attention";
+    }
+    return;
+  }
+  const int period = int_field_or(j, "sliding_window_pattern", arch.gguf_swa_period, where);
+  for (int l = 0; l < c.n_layers; ++l) c.sliding_layers[l] = (l + 1) % period != 0;
+}
+
+// What Gemma 3 adds to the Llama block, from its config.json.
+void read_gemma_fields(const nlohmann::json& j, const Architecture& arch, ModelConfig& c, const std::string& where) {
+  c.post_norms = arch.post_norms;
+  c.gelu = arch.gelu;
+  if (arch.embed_scale) c.embed_scale = std::sqrt(static_cast<float>(c.hidden));
+  if (arch.gelu) {
+    const std::string act = field_or<std::string>(
+        j, "hidden_activation", field_or<std::string>(j, "hidden_act", "gelu_pytorch_tanh", where), where);
+    KS_CHECK(act == "gelu_pytorch_tanh", "{}: hidden_activation '{}' is not supported (gelu_pytorch_tanh)", where, act);
+  }
+  for (const char* cap : {"attn_logit_softcapping", "final_logit_softcapping"})
+    KS_CHECK(!find_field(j, cap), "{}: '{}' is set; logit soft-capping (Gemma 2) is not supported", where, cap);
+  if (find_field(j, "query_pre_attn_scalar")) {
+    const float s = float_field(j, "query_pre_attn_scalar", where);
+    KS_CHECK(s > 0, "{}: query_pre_attn_scalar must be positive", where);
+    c.attn_scale = 1.f / std::sqrt(s);
+  }
+  if (arch.gguf_swa_period > 0) read_sliding_layers(j, arch, c, where);
+}
+
 }  // namespace
 
 bool HfWeights::has(const std::string& name) const {
-  const std::string hf = hf_tensor_name(name);
+  const std::string hf = hf_tensor_name(name, arch_->post_norms);
   return !hf.empty() && st_->has(hf);
 }
 
 Tensor HfWeights::get(const std::string& name) const {
-  const std::string hf = hf_tensor_name(name);
+  const std::string hf = hf_tensor_name(name, arch_->post_norms);
   KS_CHECK(!hf.empty(), "tensor '{}' has no Hugging Face name", name);
-  return st_->tensor(hf);
+  Tensor t = st_->tensor(hf);
+  const bool norm = name.size() > 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0;
+  if (!arch_->hf_norm_plus_one || !norm) return t;
+  Tensor f = Tensor::empty_host(DType::F32, t.shape);
+  dequantize_row(t.dtype, t.data, f.ptr<float>(), t.numel());
+  for (int64_t i = 0; i < f.numel(); ++i) f.ptr<float>()[i] += 1.f;
+  return f;
 }
 
 ModelConfig config_from_hf(const nlohmann::json& j, const Architecture& arch, const std::string& where) {
@@ -77,39 +146,36 @@ ModelConfig config_from_hf(const nlohmann::json& j, const Architecture& arch, co
   c.vocab = int_field(j, "vocab_size", where);
   c.max_ctx = int_field_or(j, "max_position_embeddings", 4096, where);
   c.rms_eps = float_field_or(j, "rms_norm_eps", 1e-6f, where);
-  c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", false, where);
+  // Unset means the config class's default: tied for Gemma (Gemma3TextConfig), untied for the Llama family.
+  c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", arch.hf_tied_default, where);
   c.qkv_bias = arch.qkv_bias || field_or<bool>(j, "attention_bias", false, where);
   c.qk_norm = arch.qk_norm;
 
   c.rope.style = ops::RopeParams::Style::HalfSplit;
-  // transformers < 5 writes rope_theta + rope_scaling; 5.x writes one rope_parameters object.
-  const auto params = j.find("rope_parameters");
-  const bool has_params = params != j.end() && params->is_object();
+  // transformers < 5 writes rope_theta + rope_scaling; 5.x writes one rope_parameters object, or for models
+  // with sliding-window layers (Gemma 3) one per layer type.
+  const nlohmann::json* params = find_field(j, "rope_parameters");
+  if (params && !params->is_object()) params = nullptr;
+  const nlohmann::json* full = params ? find_field(*params, "full_attention") : nullptr;
+  const nlohmann::json* local = params ? find_field(*params, "sliding_attention") : nullptr;
+  if (!full) full = params;
   const float theta = float_field_or(j, "rope_theta", 10000.f, where);
-  c.rope.theta = has_params ? float_field_or(*params, "rope_theta", theta, where) : theta;
+  c.rope.theta = full ? float_field_or(*full, "rope_theta", theta, where) : theta;
   const float rotary = float_field_or(j, "partial_rotary_factor", 1.f, where);
   KS_CHECK(rotary > 0 && rotary <= 1, "{}: 'partial_rotary_factor' must be in (0, 1], got {}", where, rotary);
   c.rope.rot_dim = static_cast<int>(c.head_dim * rotary);
-  auto scaling = j.find("rope_scaling");
-  if (scaling == j.end() || scaling->is_null()) scaling = has_params ? params : j.end();
-  if (auto it = scaling; it != j.end() && !it->is_null()) {
-    KS_CHECK(it->is_object(), "{}: rope_scaling must be an object", where);
-    const std::string type =
-        field_or<std::string>(*it, "rope_type", field_or<std::string>(*it, "type", "", where), where);
-    if (type == "llama3") {
-      c.rope.llama3_factor = float_field(*it, "factor", where);
-      c.rope.llama3_low_freq_factor = float_field_or(*it, "low_freq_factor", 1.f, where);
-      c.rope.llama3_high_freq_factor = float_field_or(*it, "high_freq_factor", 4.f, where);
-      c.rope.llama3_original_max_pos = int_field_or(*it, "original_max_position_embeddings", 8192, where);
-      KS_CHECK(c.rope.llama3_factor > 0 && c.rope.llama3_high_freq_factor > c.rope.llama3_low_freq_factor,
-               "{}: invalid llama3 rope_scaling", where);
-    } else if (type == "linear") {
-      c.rope.linear_factor = float_field(*it, "factor", where);
-      KS_CHECK(c.rope.linear_factor > 0, "{}: linear rope_scaling factor must be positive", where);
-    } else {
-      KS_CHECK(type == "default" || type.empty(), "{}: rope_scaling type '{}' is not supported (llama3, linear)", where,
-               type);
-    }
+  const nlohmann::json* scaling = find_field(j, "rope_scaling");
+  if (!scaling) scaling = full;
+  if (scaling) apply_rope_scaling(*scaling, c.rope, where);
+
+  read_gemma_fields(j, arch, c, where);
+  if (c.has_sliding_layers()) {
+    c.rope_local = ops::RopeParams{};
+    c.rope_local.style = c.rope.style;
+    c.rope_local.rot_dim = c.rope.rot_dim;
+    c.rope_local.theta = local ? float_field_or(*local, "rope_theta", arch.swa_rope_theta, where)
+                               : float_field_or(j, "rope_local_base_freq", arch.swa_rope_theta, where);
+    if (local) apply_rope_scaling(*local, c.rope_local, where);
   }
   c.validate();
   return c;

@@ -37,6 +37,28 @@ void ModelConfig::validate() const {
   positive_finite(rope.linear_factor, "linear RoPE scaling factor");
   for (float f : rope.freq_factors) positive_finite(f, "RoPE frequency factor (rope_freqs.weight)");
   KS_CHECK(rms_eps > 0 && rms_eps < 1, "model config: RMSNorm epsilon {} is out of range", rms_eps);
+  KS_CHECK(std::isfinite(embed_scale) && embed_scale > 0, "model config: embedding scale {} is out of range",
+           embed_scale);
+  KS_CHECK(std::isfinite(attn_scale) && attn_scale >= 0, "model config: attention scale {} is out of range",
+           attn_scale);
+  KS_CHECK(sliding_window >= 0, "model config: sliding window {} is negative", sliding_window);
+  KS_CHECK(sliding_layers.empty() || sliding_layers.size() == static_cast<size_t>(n_layers),
+           "model config: {} sliding-window layer flags for {} layers", sliding_layers.size(), n_layers);
+  if (has_sliding_layers()) {
+    KS_CHECK(rope_local.rot_dim == rope.rot_dim, "model config: local and global RoPE dimensions differ");
+    positive_finite(rope_local.theta, "local RoPE base");
+    positive_finite(rope_local.linear_factor, "local linear RoPE scaling factor");
+  }
+}
+
+bool ModelConfig::has_sliding_layers() const {
+  for (int l = 0; l < n_layers; ++l)
+    if (is_sliding(l)) return true;
+  return false;
+}
+
+float ModelConfig::attention_scale() const {
+  return attn_scale > 0 ? attn_scale : 1.f / std::sqrt(static_cast<float>(head_dim));
 }
 
 int ModelConfig::context_size(int requested) const {

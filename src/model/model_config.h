@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ops/ops.h"
 
@@ -24,6 +25,21 @@ struct ModelConfig {
   bool qkv_bias = false;         // Qwen2: biases on q/k/v projections
   bool qk_norm = false;          // Qwen3: RMSNorm over each q and k head before RoPE
   bool tied_embeddings = false;  // output projection reuses the token embedding
+  // Gemma 3 and relatives (architecture.h); the defaults are the Llama block's.
+  bool post_norms = false;              // RMSNorm of the attention and MLP outputs before their residual adds
+  bool gelu = false;                    // GeGLU MLP instead of SwiGLU
+  float embed_scale = 1.f;              // the embedding rows are multiplied by it (Gemma: sqrt(hidden))
+  float attn_scale = 0.f;               // softmax scale of q.k; 0: 1/sqrt(head_dim)
+  int sliding_window = 0;               // the window of the layers marked in sliding_layers
+  std::vector<uint8_t> sliding_layers;  // per layer, 1: sliding-window attention (empty: none are)
+  ops::RopeParams rope_local;           // the RoPE of the sliding layers
+
+  bool is_sliding(int layer) const {
+    return sliding_window > 0 && static_cast<size_t>(layer) < sliding_layers.size() && sliding_layers[layer];
+  }
+  bool has_sliding_layers() const;
+  const ops::RopeParams& rope_of(int layer) const { return is_sliding(layer) ? rope_local : rope; }
+  float attention_scale() const;
 
   // Checks the numbers are consistent; throws kestrel::Error naming the field otherwise.
   void validate() const;

@@ -9,10 +9,18 @@
 
 namespace kestrel {
 
+// A step's attention planned once for every layer of a kind: full causal, and, for models with
+// sliding-window layers (Gemma 3), windowed (empty otherwise). Keep it alive as long as anything recorded
+// over it (a CUDA graph) may run.
+struct StepAttention {
+  ops::AttentionPlan full;
+  ops::AttentionPlan sliding;
+};
+
 struct StepInputs {
   Tensor tokens, positions, slots;  // i32 [T]
   Tensor logit_rows;                // i32 [R]: rows of [0, T) whose logits are computed, in this order
-  const ops::AttentionPlan* attention = nullptr;
+  const StepAttention* attention = nullptr;
 };
 
 }  // namespace kestrel

@@ -71,10 +71,27 @@ std::vector<SynthPreset> make_presets() {
   v.back().qk_norm = true;
   v.push_back(llama_like("tiny-qwen2", "qwen2", 2, 128, 256, 2, 1, 64, 512, 1024, 1000000.f, 1e-6f));
   v.back().qkv_bias = true;
+  // Gemma-3-270M: head_dim 256, one KV head, 262K vocabulary, sliding window 512 on 5 of every 6 layers.
+  SynthPreset g = llama_like("gemma3-270m", "gemma3_text", 18, 640, 2048, 4, 1, 256, 262144, 32768, 1000000.f, 1e-6f);
+  g.qk_norm = true;
+  g.tied_embeddings = true;
+  g.sliding_window = 512;
+  v.push_back(g);
+  // Its test size: a sliding and a global layer with a window shorter than the test prompts.
+  SynthPreset tg = llama_like("tiny-gemma3", "gemma3_text", 2, 128, 256, 2, 1, 64, 512, 1024, 1000000.f, 1e-6f);
+  tg.qk_norm = true;
+  tg.tied_embeddings = true;
+  tg.sliding_window = 8;
+  tg.sliding_period = 2;
+  v.push_back(tg);
   return v;
 }
 
 enum class Init : uint8_t { Linear, Embedding, Norm, Bias };
+
+bool gemma(const SynthPreset& p) {
+  return p.model_type == "gemma3_text";
+}
 
 struct TensorSpec {
   std::string name;
@@ -112,6 +129,10 @@ std::vector<TensorSpec> tensor_specs(const SynthPreset& p) {
     }
     add(b + "self_attn.o_proj.weight", {p.hidden, q_dim}, Init::Linear);
     add(b + "post_attention_layernorm.weight", {p.hidden}, Init::Norm);
+    if (gemma(p)) {
+      add(b + "pre_feedforward_layernorm.weight", {p.hidden}, Init::Norm);
+      add(b + "post_feedforward_layernorm.weight", {p.hidden}, Init::Norm);
+    }
     add(b + "mlp.gate_proj.weight", {p.ffn, p.hidden}, Init::Linear);
     add(b + "mlp.up_proj.weight", {p.ffn, p.hidden}, Init::Linear);
     add(b + "mlp.down_proj.weight", {p.hidden, p.ffn}, Init::Linear);
@@ -129,7 +150,7 @@ std::pair<float, float> distribution(const TensorSpec& t, const SynthPreset& p) 
   switch (t.init) {
     case Init::Linear: return {0.f, 0.02f};
     case Init::Embedding: return {0.f, std::max(0.02f, 1.f / std::sqrt(static_cast<float>(p.hidden)))};
-    case Init::Norm: return {1.f, 0.02f};
+    case Init::Norm: return {gemma(p) ? 0.f : 1.f, 0.02f};  // Gemma applies its norm weights as 1 + w
     case Init::Bias: return {0.f, 0.02f};
   }
   return {0.f, 0.f};
@@ -222,6 +243,7 @@ json synth_config_json(const SynthPreset& p, DType dtype) {
   const std::string arch = p.model_type == "qwen2"     ? "Qwen2ForCausalLM"
                            : p.model_type == "qwen3"   ? "Qwen3ForCausalLM"
                            : p.model_type == "mistral" ? "MistralForCausalLM"
+                           : gemma(p)                  ? "Gemma3ForCausalLM"
                                                        : "LlamaForCausalLM";
   json c = {{"architectures", json::array({arch})},
             {"model_type", p.model_type},
@@ -262,6 +284,22 @@ json synth_config_json(const SynthPreset& p, DType dtype) {
     c["use_sliding_window"] = false;
   }
   if (p.model_type == "qwen3") c["attention_bias"] = false;
+  if (gemma(p)) {
+    c.erase("hidden_act");
+    c["hidden_activation"] = "gelu_pytorch_tanh";
+    c["query_pre_attn_scalar"] = p.head_dim;
+    c["rope_local_base_freq"] = p.rope_local_theta;
+    c["sliding_window"] = p.sliding_window;
+    // Both spellings of the layer pattern: layer_types (transformers >= 4.53) and the period before it.
+    c["sliding_window_pattern"] = p.sliding_period;
+    json types = json::array();
+    for (int l = 0; l < p.n_layers; ++l)
+      types.push_back((l + 1) % p.sliding_period != 0 ? "sliding_attention" : "full_attention");
+    c["layer_types"] = types;
+    c["final_logit_softcapping"] = nullptr;
+    c["attn_logit_softcapping"] = nullptr;
+    c["attention_bias"] = false;
+  }
   return c;
 }
 

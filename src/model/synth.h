@@ -19,7 +19,7 @@ namespace kestrel {
 
 struct SynthPreset {
   std::string name;        // "llama3-8b"
-  std::string model_type;  // config.json "model_type": llama, mistral, qwen2, qwen3
+  std::string model_type;  // config.json "model_type": llama, mistral, qwen2, qwen3, gemma3_text
   int n_layers = 0, hidden = 0, ffn = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, vocab = 0;
   int max_pos = 0;
   float rope_theta = 10000.f;
@@ -29,6 +29,11 @@ struct SynthPreset {
   bool tied_embeddings = false;
   bool qkv_bias = false;  // Qwen2
   bool qk_norm = false;   // Qwen3
+  // Gemma 3 (model_type gemma3_text; q/k norm, GeGLU and sandwich norms come with the type): every
+  // sliding_period-th layer is global, the others see the last sliding_window positions.
+  int sliding_window = 0;
+  int sliding_period = 6;
+  float rope_local_theta = 10000.f;
 };
 
 // Every preset; the real models' shapes plus `tiny` and `small` for tests.

@@ -90,6 +90,13 @@ Family family_of(const SynthPreset& p) {
             "<|im_end|>",
             "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
             "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"};
+  if (p.model_type == "gemma3_text")
+    return {{"<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"},
+            "<bos>",
+            "<end_of_turn>",
+            "{{ bos_token }}{% for message in messages %}{{ '<start_of_turn>' + (message['role'] == 'assistant' and "
+            "'model' or message['role']) + '\n' + message['content'] + '<end_of_turn>\n' }}{% endfor %}{% if "
+            "add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"};
   if (p.model_type == "mistral")
     return {{"<s>", "</s>", "[INST]", "[/INST]"},
             "<s>",

@@ -6,7 +6,7 @@
 
 namespace kestrel {
 
-std::string hf_tensor_name(const std::string& gguf_name) {
+std::string hf_tensor_name(const std::string& gguf_name, bool post_norms) {
   static constexpr std::array<std::pair<std::string_view, std::string_view>, 3> kGlobal = {{
       {"token_embd.weight", "model.embed_tokens.weight"},
       {"output_norm.weight", "model.norm.weight"},
@@ -37,6 +37,14 @@ std::string hf_tensor_name(const std::string& gguf_name) {
   if (dot == std::string::npos) return {};
   const std::string layer = gguf_name.substr(kBlk.size(), dot - kBlk.size());
   const std::string_view rest = std::string_view(gguf_name).substr(dot + 1);
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 3> kSandwich = {{
+      {"ffn_norm.weight", "pre_feedforward_layernorm.weight"},
+      {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+      {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
+  }};
+  if (post_norms)
+    for (const auto& [g, h] : kSandwich)
+      if (rest == g) return "model.layers." + layer + "." + std::string(h);
   for (const auto& [g, h] : kLayer)
     if (rest == g) return "model.layers." + layer + "." + std::string(h);
   return {};

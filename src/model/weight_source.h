@@ -22,7 +22,10 @@ class WeightSource {
 };
 
 // Maps a GGUF-style tensor name to the Hugging Face transformers name ("blk.3.attn_q.weight" ->
-// "model.layers.3.self_attn.q_proj.weight"); returns empty if the name has no HF counterpart.
-std::string hf_tensor_name(const std::string& gguf_name);
+// "model.layers.3.self_attn.q_proj.weight"); returns empty if the name has no HF counterpart. With
+// `post_norms` (Gemma's sandwich norms) the per-block norms are named as in those models:
+// post_attention_layernorm is then the attention output's norm, and the pre-MLP norm is
+// pre_feedforward_layernorm.
+std::string hf_tensor_name(const std::string& gguf_name, bool post_norms = false);
 
 }  // namespace kestrel

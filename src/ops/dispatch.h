@@ -103,6 +103,7 @@ struct EmbedArgs {
   const Tensor& table;
   const Tensor& ids;
   Tensor& out;
+  float scale = 1.f;
 };
 struct MatmulArgs {
   const Tensor& x;
@@ -136,7 +137,7 @@ struct RopeKvWriteArgs {
   Tensor& q_out;
   KvLayer& cache;
 };
-struct BinaryArgs {  // add, silu_mul
+struct BinaryArgs {  // add, silu_mul, gelu_mul
   const Tensor& a;
   const Tensor& b;
   Tensor& y;
@@ -182,6 +183,8 @@ struct Registries {
   Registry<AddRmsnormArgs> add_rmsnorm{"add_rmsnorm"};
   Registry<BinaryArgs> silu_mul{"silu_mul"};
   Registry<SwigluArgs> swiglu{"swiglu"};
+  Registry<BinaryArgs> gelu_mul{"gelu_mul"};
+  Registry<SwigluArgs> geglu{"geglu"};
   Registry<RopeArgs> rope{"rope"};
   Registry<KvWriteArgs> kv_write{"kv_write"};
   Registry<RopeKvWriteArgs> rope_kv_write{"rope_kv_write"};

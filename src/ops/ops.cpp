@@ -42,9 +42,9 @@ void download(const Context& ctx, const Tensor& src, Tensor& host_dst) {
   ctx.lane().download(src, host_dst);
 }
 
-void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
+void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out, float scale) {
   if (skipped(ctx, "embed")) return;
-  registries().embed.run({table, ids, out}, ctx);
+  registries().embed.run({table, ids, out, scale}, ctx);
 }
 
 void matmul(const Context& ctx, const Tensor& x, const Tensor& w, Tensor& y, const Tensor* bias) {
@@ -87,6 +87,19 @@ void silu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& 
   registries().silu_mul.run({gate, up, y}, ctx);
 }
 
+void geglu(const Context& ctx, const Tensor& gate_up, Tensor& y) {
+  KS_CHECK(gate_up.cols() == 2 * y.cols() && gate_up.rows() == y.rows() && gate_up.data != y.data,
+           "geglu shape mismatch: gate_up {} y {}", gate_up.describe(), y.describe());
+  if (skipped(ctx, "geglu")) return;
+  registries().geglu.run({gate_up, y}, ctx);
+}
+
+void gelu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y) {
+  KS_CHECK(gate.numel() == up.numel() && gate.numel() == y.numel(), "gelu_mul shape mismatch");
+  if (skipped(ctx, "gelu_mul")) return;
+  registries().gelu_mul.run({gate, up, y}, ctx);
+}
+
 void rope(const Context& ctx, Tensor& x, const Tensor& positions, const RopeParams& p) {
   KS_CHECK(x.ndim() == 3 && positions.numel() == x.dim(0) && p.rot_dim % 2 == 0 && p.rot_dim <= x.dim(2),
            "rope shape mismatch: x {} positions {} rot_dim {}", x.describe(), positions.describe(), p.rot_dim);
@@ -127,6 +140,7 @@ AttentionBatch sub_batch(const AttentionBatch& b, size_t begin, size_t end) {
   if (begin == 0 && end == b.seqs.size()) return b;
   AttentionBatch p;
   p.scale = b.scale;
+  p.window = b.window;
   p.seqs.assign(b.seqs.begin() + static_cast<ptrdiff_t>(begin), b.seqs.begin() + static_cast<ptrdiff_t>(end));
   const auto n = static_cast<int64_t>(end - begin);
   if (!b.block_tables.empty()) p.block_tables = b.block_tables.slice_rows(static_cast<int64_t>(begin), n);

@@ -24,8 +24,9 @@ Tensor allocate(const Context& ctx, DType dtype, std::vector<int64_t> shape);
 Tensor upload(const Context& ctx, const Tensor& host);
 void download(const Context& ctx, const Tensor& src, Tensor& host_dst);
 
-// out[t, :] = table[ids[t], :] converted to out.dtype. ids: i32 [T]; table: [V, D] any dtype.
-void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out);
+// out[t, :] = scale * table[ids[t], :] converted to out.dtype. ids: i32 [T]; table: [V, D] any dtype.
+// (Gemma multiplies its embeddings by sqrt(hidden); everything else gathers with scale 1.)
+void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out, float scale = 1.f);
 
 // y[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]). x: [T, K]; w: [N, K] any weight dtype; bias: f32 [N]
 // or null. y: [T, N]; must not alias x.
@@ -47,6 +48,12 @@ void silu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& 
 // silu_mul over the output of a fused gate/up projection: gate_up [T, 2F] holds gate in columns [0, F)
 // and up in [F, 2F); y [T, F] must not alias it.
 void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& y);
+
+// The GeGLU MLP's (Gemma) counterparts of silu_mul and swiglu: gelu(gate) * up with the tanh
+// approximation of GELU (transformers' "gelu_pytorch_tanh"),
+// gelu(g) = g / 2 * (1 + tanh(sqrt(2 / pi) * (g + 0.044715 g^3))).
+void gelu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y);
+void geglu(const Context& ctx, const Tensor& gate_up, Tensor& y);
 
 struct RopeParams {
   enum class Style : uint8_t {
@@ -98,7 +105,8 @@ void rope_kv_write(const Context& ctx, const Tensor& qkv, const Tensor& position
 
 // One sequence's share of a batched attention call. Its q_len new tokens are rows
 // [q_begin, q_begin + q_len) of q and sit at positions kv_len - q_len ... kv_len - 1; their keys and
-// values are already written. Token i attends causally to cache positions [0, kv_len - q_len + i].
+// values are already written. Token i attends causally to cache positions [0, kv_len - q_len + i], or with
+// a sliding window of W (AttentionBatch::window) to the last W of them: [kv_len - q_len + i - W + 1, ...].
 struct AttentionSeq {
   int32_t q_begin = 0;
   int32_t q_len = 0;
@@ -109,6 +117,9 @@ struct AttentionSeq {
 struct AttentionBatch {
   std::vector<AttentionSeq> seqs;
   float scale = 1.f;  // usually 1/sqrt(head_dim)
+  // > 0: each query sees only the `window` most recent positions, itself included (the sliding-window
+  // layers of Gemma 3: a key at distance window or more is masked, as in transformers and llama.cpp).
+  int32_t window = 0;
   // The first n_decode sequences are decode rows (one generated token each; plan_attention gives them the
   // decode kernel, the rest the prefill kernel); -1: every leading single-token sequence is one.
   int n_decode = -1;

@@ -540,7 +540,7 @@ void Server::handle_generation(const json& body, std::string_view raw, ResponseW
                                  g.tools->choice == ToolSpec::Choice::Required ? "required" : "naming a function"),
                      "tool_choice", "invalid_value");
     try {  // the answer is the calls themselves, in the template's syntax
-      g.constraint = ConstraintSpec{ConstraintKind::Grammar, tool_call_grammar(*g.tools, tool_template_.format)};
+      g.constraint = ConstraintSpec{ConstraintKind::Grammar, tool_call_grammar(*g.tools, tool_template_.format), {}};
       g.constraint_field = "tools";
     } catch (const Error& e) {
       throw ApiError(400, fmt::format("a tool's parameters: {}", e.what()), "tools", "invalid_value");

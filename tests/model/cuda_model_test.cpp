@@ -18,6 +18,7 @@
 #include "engine/generate.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
+#include "logit_rows.h"
 #include "model/model.h"
 #include "model/synth.h"
 #include "test_paths.h"
@@ -40,24 +41,8 @@ std::string env(const char* name) {
   return v ? v : "";
 }
 
-struct RowStats {
-  double max_rel = 0;  // max |a - b| / max |b| over a row, worst row
-  int top1_same = 0, rows = 0;
-};
-
-void compare_row(const float* got, const float* ref, int64_t V, RowStats& s) {
-  double max_ref = 0, max_diff = 0;
-  int64_t ag = 0, ar = 0;
-  for (int64_t v = 0; v < V; ++v) {
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[v])));
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[v]) - ref[v]));
-    if (got[v] > got[ag]) ag = v;
-    if (ref[v] > ref[ar]) ar = v;
-  }
-  s.max_rel = std::max(s.max_rel, max_diff / std::max(max_ref, 1e-6));
-  s.top1_same += ag == ar;
-  ++s.rows;
-}
+using test::compare_row;
+using test::RowStats;
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;

@@ -597,6 +597,10 @@ TEST_F(OpsHarness, SiluMul) {
   check_binary(registries().silu_mul, 300, kFloatBound);
 }
 
+TEST_F(OpsHarness, GeluMul) {
+  check_binary(registries().gelu_mul, 320, kFloatBound);
+}
+
 // Two outputs compared as one: a's values then b's.
 Tensor concat_outputs(const Tensor& a, const Tensor& b) {
   Tensor both = Tensor::empty_host(DType::F32, {a.numel() + b.numel()});
@@ -632,8 +636,8 @@ TEST_F(OpsHarness, AddRmsnorm) {
     }
 }
 
-TEST_F(OpsHarness, Swiglu) {
-  uint32_t seed = 350;
+// swiglu and geglu: the gated activations over a fused gate/up output.
+void check_gated(const Registry<SwigluArgs>& reg, uint32_t seed) {
   for (int64_t rows : {1, 3, 40})
     for (int64_t f : {5, 64, 1536}) {
       std::mt19937 rng(seed++);
@@ -646,8 +650,16 @@ TEST_F(OpsHarness, Swiglu) {
         run_maybe_timed([&] { v.run(args, ctx); }, a, us);
         return a.download(dy);
       };
-      check_case(registries().swiglu, dims({rows, f}), kFloatBound, call, rows * f * 12.0, rows * f * 4.0);
+      check_case(reg, dims({rows, f}), kFloatBound, call, rows * f * 12.0, rows * f * 4.0);
     }
+}
+
+TEST_F(OpsHarness, Swiglu) {
+  check_gated(registries().swiglu, 350);
+}
+
+TEST_F(OpsHarness, Geglu) {
+  check_gated(registries().geglu, 370);
 }
 
 // ---- rope --------------------------------------------------------------------------------------------
@@ -693,25 +705,26 @@ TEST_F(OpsHarness, Rope) {
 TEST_F(OpsHarness, Embed) {
   uint32_t seed = 500;
   for (DType wt : kWeightTypes)
-    for (int64_t t : {1, 5, 40}) {
-      std::mt19937 rng(seed++);
-      const int64_t vocab = 50, d = 512;
-      const Tensor table = testing::random_weights(wt, {vocab, d}, rng);
-      Tensor ids = Tensor::empty_host(DType::I32, {t});
-      std::uniform_int_distribution<int32_t> id(0, vocab - 1);
-      for (int64_t i = 0; i < t; ++i) ids.ptr<int32_t>()[i] = id(rng);
-      CaseFn<EmbedArgs> call = [&](const Variant<EmbedArgs>& v, const DeviceAdapter& a, const Context& ctx,
-                                   std::string* why, double* us) -> std::optional<Tensor> {
-        Tensor dt = put(a, table, Role::Table), di = put(a, ids, Role::Index),
-               dout = put(a, poisoned(DType::F32, {t, d}), Role::Activation);
-        EmbedArgs args{dt, di, dout};
-        if (!v.supports(args, why)) return std::nullopt;
-        run_maybe_timed([&] { v.run(args, ctx); }, a, us);
-        return a.download(dout);
-      };
-      check_case(registries().embed, fmt::format("{} {}", dtype_name(wt), dims({t, d})), kFloatBound, call,
-                 t * (table.row_nbytes() + d * 4.0));
-    }
+    for (int64_t t : {1, 5, 40})
+      for (float scale : {1.f, 25.3f}) {  // Gemma scales its embeddings by sqrt(hidden)
+        std::mt19937 rng(seed++);
+        const int64_t vocab = 50, d = 512;
+        const Tensor table = testing::random_weights(wt, {vocab, d}, rng);
+        Tensor ids = Tensor::empty_host(DType::I32, {t});
+        std::uniform_int_distribution<int32_t> id(0, vocab - 1);
+        for (int64_t i = 0; i < t; ++i) ids.ptr<int32_t>()[i] = id(rng);
+        CaseFn<EmbedArgs> call = [&](const Variant<EmbedArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                     std::string* why, double* us) -> std::optional<Tensor> {
+          Tensor dt = put(a, table, Role::Table), di = put(a, ids, Role::Index),
+                 dout = put(a, poisoned(DType::F32, {t, d}), Role::Activation);
+          EmbedArgs args{dt, di, dout, scale};
+          if (!v.supports(args, why)) return std::nullopt;
+          run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+          return a.download(dout);
+        };
+        check_case(registries().embed, fmt::format("{} {} scale {}", dtype_name(wt), dims({t, d}), scale), kFloatBound,
+                   call, t * (table.row_nbytes() + d * 4.0));
+      }
 }
 
 // ---- paged KV cache: kv_write and attention ----------------------------------------------------------
@@ -822,14 +835,16 @@ struct SeqSpec {
 };
 
 // Why a CUDA attention variant declines a batch of this geometry (the register.cpp checks), or null.
-const char* cuda_attention_decline(const std::string& variant, int64_t head_dim, bool decode_only) {
+const char* cuda_attention_decline(const std::string& variant, int64_t head_dim, bool decode_only, int32_t window) {
   const bool tiled = variant == "cuda.decode_splitkv" || variant == "cuda.flash_prefill";
   if (tiled && head_dim != 64 && head_dim != 128) return "the tiled kernels are built for head sizes 64 and 128";
+  if (tiled && window > 0) return "the tiled kernels take no sliding window";
   if (variant == "cuda.decode_splitkv" && !decode_only) return "the decode kernel takes one query per sequence";
   return nullptr;
 }
 
-void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vector<SeqSpec>& specs, uint32_t seed) {
+void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vector<SeqSpec>& specs, uint32_t seed,
+                     int32_t window = 0) {
   std::mt19937 rng(seed);
   int64_t n_tok = 0, blocks_needed = 0, max_blocks = 1;
   bool decode_only = true;
@@ -854,6 +869,7 @@ void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vect
   std::fill_n(tables.ptr<int32_t>(), tables.numel(), -1);
   AttentionBatch batch;
   batch.scale = 1.f / std::sqrt(static_cast<float>(s.head_dim));
+  batch.window = window;
   int32_t next_block = 0, q_begin = 0;
   double kv_bytes = 0;
   for (int64_t i = 0; i < n_seqs; ++i) {
@@ -882,8 +898,8 @@ void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vect
     run_maybe_timed([&] { v.run(args, ctx); }, a, us);
     return a.download(dout);
   };
-  std::string desc =
-      fmt::format("{} h{}/{} d{} bs{} seqs", dtype_name(t), n_heads, s.n_kv_heads, s.head_dim, s.block_size);
+  std::string desc = fmt::format("{} h{}/{} d{} bs{}{} seqs", dtype_name(t), n_heads, s.n_kv_heads, s.head_dim,
+                                 s.block_size, window > 0 ? fmt::format(" window {}", window) : "");
   double flops = 0;
   for (const SeqSpec& sp : specs) {
     desc += fmt::format(" {}/{}", sp.q_len, sp.kv_len);
@@ -893,7 +909,7 @@ void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vect
   // that at 5e-4 on exactly representable inputs).
   const BoundFn bound = [](const std::string& v) { return v.starts_with("cpu.") ? kFloatBound : 5e-4; };
   check_case(registries().attention, desc, bound, call, kv_bytes + 2.0 * q.nbytes(), flops,
-             [&](const std::string& v) { return cuda_attention_decline(v, s.head_dim, decode_only); });
+             [&](const std::string& v) { return cuda_attention_decline(v, s.head_dim, decode_only, window); });
 }
 
 TEST_F(OpsHarness, Attention) {
@@ -919,6 +935,12 @@ TEST_F(OpsHarness, Attention) {
   // Head sizes without a tiled CUDA kernel (tiny test models, Phi-like 80 and 96, Gemma-like 256).
   for (int64_t d : {16, 32, 80, 96, 256})
     for (const auto& specs : {batches[3], batches[5]}) check_attention(DType::BF16, 8, {2, d, 16, 0}, specs, seed++);
+  // Sliding windows (Gemma 3): shorter and longer than the contexts, across kv chunk boundaries (the CPU's
+  // 256-position chunks), one less than the context (a single masked key), and Gemma 3's geometry.
+  for (int32_t window : {1, 7, 256, 299, 512})
+    for (const auto& specs : {batches[1], batches[3], batches[5], std::vector<SeqSpec>{{1, 300}, {40, 300}}})
+      check_attention(DType::F32, 4, {2, 64, 16, 0}, specs, seed++, window);
+  check_attention(DType::BF16, 4, {1, 256, 16, 0}, {{1, 700}, {30, 530}, {1, 20}}, seed++, 512);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@ struct Row {  // one (query token, kv head) pair
   int64_t t;
   int32_t kvh;
   int32_t seq;
+  int32_t first;  // positions [first, n_ctx) are attended (first > 0 under a sliding window)
   int32_t n_ctx;
   int32_t n_chunks;
   int64_t partial;  // index of its first partial slot when split, else -1
@@ -140,8 +141,9 @@ void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context
     for (int32_t i = 0; i < s.q_len; ++i)
       for (int32_t h = 0; h < g.Hkv; ++h) {
         const int32_t n_ctx = s.kv_len - s.q_len + i + 1;
-        rows.push_back({s.q_begin + i, h, si, n_ctx, 1, -1});
-        total += n_ctx;
+        const int32_t first = a.batch.window > 0 ? std::max(0, n_ctx - a.batch.window) : 0;
+        rows.push_back({s.q_begin + i, h, si, first, n_ctx, 1, -1});
+        total += n_ctx - first;
       }
   }
   ThreadPool& pool = ctx.threads();
@@ -152,11 +154,13 @@ void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context
   int64_t n_partials = 0;
   for (int32_t r = 0; r < static_cast<int32_t>(rows.size()); ++r) {
     Row& row = rows[r];
-    row.n_chunks = static_cast<int32_t>((row.n_ctx + chunk - 1) / chunk);
+    // Chunks stay on absolute multiples of kChunk under a window too: the first one starts mid-chunk.
+    const int64_t c0 = row.first / chunk;
+    row.n_chunks = static_cast<int32_t>((row.n_ctx + chunk - 1) / chunk - c0);
     if (row.n_chunks > 1) row.partial = n_partials, n_partials += row.n_chunks;
     for (int32_t c = 0; c < row.n_chunks; ++c)
-      items.push_back(
-          {r, c, static_cast<int32_t>(c * chunk), static_cast<int32_t>(std::min<int64_t>(row.n_ctx, (c + 1) * chunk))});
+      items.push_back({r, c, static_cast<int32_t>(std::max<int64_t>(row.first, (c0 + c) * chunk)),
+                       static_cast<int32_t>(std::min<int64_t>(row.n_ctx, (c0 + c + 1) * chunk))});
   }
   // Partial slot layout: G maxima, G sums, G x D outputs.
   const int64_t slot_floats = g.G * (g.D + 2);

@@ -57,6 +57,15 @@ void silu_mul(const Kernels& k, const ops::BinaryArgs& a, const ops::Context& ct
   });
 }
 
+void gelu_mul(const ops::BinaryArgs& a, const ops::Context& ctx) {
+  const float *g = a.a.ptr<float>(), *u = a.b.ptr<float>();
+  float* y = a.y.ptr<float>();
+  for_rows(ctx, a.y.numel(), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      y[i] = 0.5f * g[i] * (1.f + std::tanh(0.7978845608f * (g[i] + 0.044715f * g[i] * g[i] * g[i]))) * u[i];
+  });
+}
+
 bool rmsnorm_supports(const ops::RmsnormArgs& a, std::string* why) {
   return all_f32({&a.x, &a.w, &a.y}, why);
 }
@@ -141,7 +150,12 @@ void embed(const ops::EmbedArgs& a, const ops::Context& ctx) {
   for (int64_t t = 0; t < n; ++t)
     KS_CHECK(ids[t] >= 0 && ids[t] < vocab, "token id {} outside the vocabulary of {}", ids[t], vocab);
   for_rows(ctx, n, d, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) dequantize_row(a.table.dtype, a.table.row(ids[t]), a.out.ptr<float>() + t * d, d);
+    for (int64_t t = b; t < e; ++t) {
+      float* out = a.out.ptr<float>() + t * d;
+      dequantize_row(a.table.dtype, a.table.row(ids[t]), out, d);
+      if (a.scale != 1.f)
+        for (int64_t i = 0; i < d; ++i) out[i] *= a.scale;
+    }
   });
 }
 

@@ -19,6 +19,8 @@ void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context
 
 bool silu_mul_supports(const ops::BinaryArgs& a, std::string* why);
 void silu_mul(const Kernels& k, const ops::BinaryArgs& a, const ops::Context& ctx);
+// Threaded scalar loop (tanh per element): the GeGLU activation is a sliver of the MLP's matmul time.
+void gelu_mul(const ops::BinaryArgs& a, const ops::Context& ctx);
 
 bool add_supports(const ops::BinaryArgs& a, std::string* why);
 void add(const ops::BinaryArgs& a, const ops::Context& ctx);

@@ -40,10 +40,11 @@ void add_rmsnorm(const AddRmsnormArgs& a, const Context& ctx, Steps step) {
   step(registries().rmsnorm, RmsnormArgs{a.x, a.w, a.eps, a.y}, ctx);
 }
 
-void swiglu(const SwigluArgs& a, const Context& ctx, Steps step) {
+// swiglu and geglu: the activation of gate times up, over the halves of a fused projection's output.
+void gated(const Registry<BinaryArgs>& act_mul, const SwigluArgs& a, const Context& ctx, Steps step) {
   const int64_t F = a.y.cols();
   Tensor gate = columns(a.gate_up, 0, F), up = columns(a.gate_up, F, F);
-  step(registries().silu_mul, BinaryArgs{gate, up, a.y}, ctx);
+  step(act_mul, BinaryArgs{gate, up, a.y}, ctx);
 }
 
 void rope_kv_write(const RopeKvWriteArgs& a, const Context& ctx, Steps step) {
@@ -75,11 +76,11 @@ void register_fused(Registries& r, const char* name, int priority) {
                        return all_f32({&a.x, &a.r, &a.w, &a.y}, why);
                      },
                      [step](const AddRmsnormArgs& a, const Context& ctx) { add_rmsnorm(a, ctx, step); }});
-  r.swiglu.add({name, Device::Cpu, priority,
-                [](const SwigluArgs& a, std::string* why) {
-                  return all_f32({&a.gate_up, &a.y}, why);
-                },
-                [step](const SwigluArgs& a, const Context& ctx) { swiglu(a, ctx, step); }});
+  auto gated_ok = [](const SwigluArgs& a, std::string* why) { return all_f32({&a.gate_up, &a.y}, why); };
+  r.swiglu.add({name, Device::Cpu, priority, gated_ok,
+                [step](const SwigluArgs& a, const Context& ctx) { gated(registries().silu_mul, a, ctx, step); }});
+  r.geglu.add({name, Device::Cpu, priority, gated_ok,
+               [step](const SwigluArgs& a, const Context& ctx) { gated(registries().gelu_mul, a, ctx, step); }});
   r.rope_kv_write.add({name, Device::Cpu, priority,
                        [](const RopeKvWriteArgs& a, std::string* why) {
                          if (!all_f32({&a.qkv, &a.q_out}, why)) return false;

@@ -26,7 +26,9 @@ void ref_embed(const EmbedArgs& a, const Context&) {
   for (int64_t t = 0; t < n; ++t) {
     const int32_t id = a.ids.ptr<int32_t>()[t];
     KS_CHECK(id >= 0 && id < vocab, "token id {} outside the vocabulary of {}", id, vocab);
-    dequantize_row(a.table.dtype, a.table.row(id), a.out.ptr<float>() + t * d, d);
+    float* out = a.out.ptr<float>() + t * d;
+    dequantize_row(a.table.dtype, a.table.row(id), out, d);
+    for (int64_t i = 0; i < d; ++i) out[i] *= a.scale;
   }
 }
 
@@ -65,6 +67,14 @@ void ref_silu_mul(const BinaryArgs& a, const Context&) {
   for (int64_t i = 0; i < a.y.numel(); ++i) {
     const float g = a.a.ptr<float>()[i];
     a.y.ptr<float>()[i] = g / (1.f + std::exp(-g)) * a.b.ptr<float>()[i];
+  }
+}
+
+void ref_gelu_mul(const BinaryArgs& a, const Context&) {
+  for (int64_t i = 0; i < a.y.numel(); ++i) {
+    const double g = a.a.ptr<float>()[i];
+    const double gelu = 0.5 * g * (1 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+    a.y.ptr<float>()[i] = static_cast<float>(gelu * a.b.ptr<float>()[i]);
   }
 }
 
@@ -118,12 +128,13 @@ void ref_attention(const AttentionArgs& a, const Context&) {
     for (int32_t i = 0; i < s.q_len; ++i) {
       const int64_t t = s.q_begin + i;
       const int32_t n_ctx = s.kv_len - s.q_len + i + 1;
+      const int32_t first = a.batch.window > 0 ? std::max(0, n_ctx - a.batch.window) : 0;
       for (int64_t h = 0; h < H; ++h) {
         const float* q = a.q.ptr<float>() + (t * H + h) * D;
         const int64_t kvh = h / group;
-        std::vector<double> w(n_ctx);
+        std::vector<double> w(n_ctx, -INFINITY);  // masked positions (before `first`) weigh exp(-inf) = 0
         double mx = -INFINITY;
-        for (int32_t p = 0; p < n_ctx; ++p) {
+        for (int32_t p = first; p < n_ctx; ++p) {
           double dot = 0;
           for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(q[d]) * keys[p * kv_row + kvh * D + d];
           w[p] = dot * a.batch.scale;
@@ -142,7 +153,9 @@ void ref_attention(const AttentionArgs& a, const Context&) {
   }
 }
 
-bool f32_io(const Tensor& a, const Tensor& b, std::string* why) { return all_f32({&a, &b}, why); }
+bool f32_io(const Tensor& a, const Tensor& b, std::string* why) {
+  return all_f32({&a, &b}, why);
+}
 
 }  // namespace
 
@@ -153,20 +166,31 @@ void register_reference(Registries& r) {
   r.matmul.add({"cpu.ref", Device::Cpu, kRefPriority,
                 [](const MatmulArgs& a, std::string* why) { return f32_io(a.x, a.y, why); }, ref_matmul});
   r.rmsnorm.add({"cpu.ref", Device::Cpu, kRefPriority,
-                 [](const RmsnormArgs& a, std::string* why) { return all_f32({&a.x, &a.w, &a.y}, why); },
+                 [](const RmsnormArgs& a, std::string* why) {
+                   return all_f32({&a.x, &a.w, &a.y}, why);
+                 },
                  ref_rmsnorm});
   r.add.add({"cpu.ref", Device::Cpu, kRefPriority,
-             [](const BinaryArgs& a, std::string* why) { return all_f32({&a.a, &a.b, &a.y}, why); }, ref_add});
+             [](const BinaryArgs& a, std::string* why) {
+               return all_f32({&a.a, &a.b, &a.y}, why);
+             },
+             ref_add});
   r.silu_mul.add({"cpu.ref", Device::Cpu, kRefPriority,
-                  [](const BinaryArgs& a, std::string* why) { return all_f32({&a.a, &a.b, &a.y}, why); },
+                  [](const BinaryArgs& a, std::string* why) {
+                    return all_f32({&a.a, &a.b, &a.y}, why);
+                  },
                   ref_silu_mul});
+  r.gelu_mul.add({"cpu.ref", Device::Cpu, kRefPriority,
+                  [](const BinaryArgs& a, std::string* why) {
+                    return all_f32({&a.a, &a.b, &a.y}, why);
+                  },
+                  ref_gelu_mul});
   r.rope.add({"cpu.ref", Device::Cpu, kRefPriority,
               [](const RopeArgs& a, std::string* why) { return all_f32({&a.x}, why); }, ref_rope});
   r.kv_write.add({"cpu.ref", Device::Cpu, kRefPriority,
                   [](const KvWriteArgs& a, std::string* why) { return f32_io(a.k, a.v, why); }, ref_kv_write});
   r.attention.add({"cpu.ref", Device::Cpu, kRefPriority,
-                   [](const AttentionArgs& a, std::string* why) { return f32_io(a.q, a.out, why); },
-                   ref_attention});
+                   [](const AttentionArgs& a, std::string* why) { return f32_io(a.q, a.out, why); }, ref_attention});
 }
 
 }  // namespace kestrel::backends::cpu

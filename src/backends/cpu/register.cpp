@@ -55,6 +55,7 @@ void register_variants(ops::Registries& r) {
   r.embed.add({"cpu.simd", Device::Cpu, kSimdPriority, embed_supports, embed});
   r.rmsnorm.add({"cpu.simd", Device::Cpu, kSimdPriority, rmsnorm_supports, rmsnorm});
   r.add.add({"cpu.simd", Device::Cpu, kSimdPriority, add_supports, add});
+  r.gelu_mul.add({"cpu.simd", Device::Cpu, kSimdPriority, silu_mul_supports, gelu_mul});
   r.rope.add({"cpu.simd", Device::Cpu, kSimdPriority, rope_supports, rope});
   r.kv_write.add({"cpu.simd", Device::Cpu, kSimdPriority, kv_write_supports, kv_write});
 }

@@ -1,5 +1,5 @@
-// Plain causal attention over the paged bf16 cache for the head sizes the tiled kernels do not cover (any
-// even head_dim up to kGenericMaxHeadDim): one block per (query row, head), keys in chunks of one per
+// Plain causal attention over the paged bf16 cache for what the tiled kernels do not cover (any even head_dim
+// up to kGenericMaxHeadDim, sliding windows): one block per (query row, head), keys in chunks of one per
 // thread with an online softmax. It serves prefill and decode alike and reads each key and value row once
 // per query row, so it is far from the flash/split-KV kernels' speed; the registry ranks it below them.
 #include <cmath>
@@ -21,6 +21,7 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const Atten
   const int D = a.head_dim, tid = threadIdx.x;
   const int kvh = head / (a.n_heads / a.n_kv_heads);
   const int n_keys = kv_len - q_len + row + 1;  // causal: the row sits at position kv_len - q_len + row
+  const int first = a.window > 0 ? max(0, n_keys - a.window) : 0;
   const int* table = a.block_tables + static_cast<size_t>(seq) * a.max_blocks;
   const size_t row_stride = static_cast<size_t>(a.n_kv_heads) * D;
   auto kv_row = [&](const void* cache, int j) {
@@ -35,7 +36,7 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const Atten
   __syncthreads();
 
   float m = -INFINITY, l = 0.f, acc0 = 0.f, acc1 = 0.f;
-  for (int base = 0; base < n_keys; base += kThreads) {
+  for (int base = first; base < n_keys; base += kThreads) {
     const int j = base + tid;
     float s = -INFINITY;
     if (j < n_keys) {

@@ -1,4 +1,5 @@
-// Elementwise kernels: add, silu_mul, swiglu (silu_mul of a fused gate/up output) and the bias epilogue. Memory-bound:
+// Elementwise kernels: add, silu_mul / gelu_mul, swiglu / geglu (the same over a fused gate/up output) and the
+// bias epilogue. Memory-bound:
 // 16-byte vectors per thread when every operand is aligned, a scalar loop otherwise.
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
@@ -13,6 +14,11 @@ struct AddOp {
 };
 struct SiluMulOp {
   __device__ float operator()(float g, float u) const { return g / (1.f + __expf(-g)) * u; }
+};
+struct GeluMulOp {  // GELU, tanh approximation (transformers' gelu_pytorch_tanh)
+  __device__ float operator()(float g, float u) const {
+    return 0.5f * g * (1.f + tanhf(0.7978845608f * fmaf(0.044715f * g * g, g, g))) * u;
+  }
 };
 
 template <typename T, typename Op>
@@ -65,8 +71,8 @@ void dispatch_binary(DType t, const void* a, const void* b, void* y, int64_t n, 
 }
 
 // One thread per 16-byte vector of y (vec) or per element; gate and up sit F columns apart in a row.
-template <typename T>
-__global__ void swiglu_kernel(const T* gu, T* y, int64_t rows, int64_t F, bool vec) {
+template <typename T, typename Op>
+__global__ void gated_kernel(const T* gu, T* y, int64_t rows, int64_t F, bool vec, Op op) {
   pdl_wait();  // a programmatic dependent (launch.cuh): gu is the previous kernel's output
   pdl_launch_dependents();
   constexpr int N = Vec16<T>::N;
@@ -78,21 +84,30 @@ __global__ void swiglu_kernel(const T* gu, T* y, int64_t rows, int64_t F, bool v
       const Vec16<T> vg = load16(g + c * N), vu = load16(g + F + c * N);
       Vec16<T> vy;
 #pragma unroll
-      for (int j = 0; j < N; ++j) vy.v[j] = from_f32<T>(SiluMulOp{}(to_f32(vg.v[j]), to_f32(vu.v[j])));
+      for (int j = 0; j < N; ++j) vy.v[j] = from_f32<T>(op(to_f32(vg.v[j]), to_f32(vu.v[j])));
       store16(y + r * F + c * N, vy);
     } else {
-      y[r * F + c] = from_f32<T>(SiluMulOp{}(to_f32(g[c]), to_f32(g[F + c])));
+      y[r * F + c] = from_f32<T>(op(to_f32(g[c]), to_f32(g[F + c])));
     }
   }
 }
 
-template <typename T>
-void launch_swiglu_typed(const void* gu_, void* y_, int64_t rows, int64_t F, cudaStream_t s) {
+template <typename T, typename Op>
+void launch_gated_typed(const void* gu_, void* y_, int64_t rows, int64_t F, Op op, cudaStream_t s) {
   auto gu = static_cast<const T*>(gu_);
   auto y = static_cast<T*>(y_);
   const bool vec = F % Vec16<T>::N == 0 && aligned16(gu) && aligned16(y);
   const int64_t work = rows * (vec ? F / Vec16<T>::N : F);
-  launch_dependent(swiglu_kernel<T>, dim3(grid_for(work, 256)), dim3(256), 0, s, gu, y, rows, F, vec);
+  launch_dependent(gated_kernel<T, Op>, dim3(grid_for(work, 256)), dim3(256), 0, s, gu, y, rows, F, vec, op);
+}
+
+template <typename Op>
+void dispatch_gated(DType t, const void* gate_up, void* y, int64_t rows, int64_t F, Op op, cudaStream_t s) {
+  if (rows == 0 || F == 0) return;
+  if (t == DType::BF16)
+    launch_gated_typed<bf16>(gate_up, y, rows, F, op, s);
+  else
+    launch_gated_typed<float>(gate_up, y, rows, F, op, s);
 }
 
 template <typename T>
@@ -107,16 +122,18 @@ void launch_add(DType t, const void* a, const void* b, void* y, int64_t n, cudaS
   dispatch_binary(t, a, b, y, n, AddOp{}, s);
 }
 
-void launch_silu_mul(DType t, const void* gate, const void* up, void* y, int64_t n, cudaStream_t s) {
-  dispatch_binary(t, gate, up, y, n, SiluMulOp{}, s);
+void launch_act_mul(DType t, GatedAct act, const void* gate, const void* up, void* y, int64_t n, cudaStream_t s) {
+  if (act == GatedAct::Silu)
+    dispatch_binary(t, gate, up, y, n, SiluMulOp{}, s);
+  else
+    dispatch_binary(t, gate, up, y, n, GeluMulOp{}, s);
 }
 
-void launch_swiglu(DType t, const void* gate_up, void* y, int64_t rows, int64_t F, cudaStream_t s) {
-  if (rows == 0 || F == 0) return;
-  if (t == DType::BF16)
-    launch_swiglu_typed<bf16>(gate_up, y, rows, F, s);
+void launch_gated(DType t, GatedAct act, const void* gate_up, void* y, int64_t rows, int64_t F, cudaStream_t s) {
+  if (act == GatedAct::Silu)
+    dispatch_gated(t, gate_up, y, rows, F, SiluMulOp{}, s);
   else
-    launch_swiglu_typed<float>(gate_up, y, rows, F, s);
+    dispatch_gated(t, gate_up, y, rows, F, GeluMulOp{}, s);
 }
 
 void launch_add_bias(DType t, void* y, const float* bias, int64_t rows, int64_t n, cudaStream_t s) {

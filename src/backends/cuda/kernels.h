@@ -27,10 +27,10 @@ struct ErrorSink {
   int capacity = 0;
 };
 
-// embed.cu: out[t, :] = table[ids[t], :]; table f32/f16/bf16, out f32/bf16. Bad ids give a zero row and
-// raise kErrTokenId on row t.
+// embed.cu: out[t, :] = scale * table[ids[t], :]; table f32/f16/bf16, out f32/bf16. Bad ids give a zero row
+// and raise kErrTokenId on row t.
 void launch_embed(DType table_t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t n,
-                  DType out_t, void* out, ErrorSink errors, cudaStream_t stream);
+                  DType out_t, void* out, float scale, ErrorSink errors, cudaStream_t stream);
 
 // rmsnorm.cu: x, y f32/bf16 (same type); w f32/bf16.
 void launch_rmsnorm(DType t, const void* x, DType w_t, const void* w, float eps, void* y, int64_t rows, int64_t dim,
@@ -41,9 +41,12 @@ void launch_add_rmsnorm(DType t, void* x, const void* r, DType w_t, const void* 
 
 // elementwise.cu: f32/bf16, all operands of type t.
 void launch_add(DType t, const void* a, const void* b, void* y, int64_t n, cudaStream_t stream);
-void launch_silu_mul(DType t, const void* gate, const void* up, void* y, int64_t n, cudaStream_t stream);
-// y[t, i] = silu(gate_up[t, i]) * gate_up[t, F + i]; gate_up [rows, 2F], y [rows, F].
-void launch_swiglu(DType t, const void* gate_up, void* y, int64_t rows, int64_t F, cudaStream_t stream);
+// The activation of a gated MLP: SiLU (SwiGLU: Llama, Qwen) or tanh-approximated GELU (GeGLU: Gemma).
+enum class GatedAct { Silu, GeluTanh };
+// y = act(gate) * up, elementwise.
+void launch_act_mul(DType t, GatedAct act, const void* gate, const void* up, void* y, int64_t n, cudaStream_t stream);
+// y[t, i] = act(gate_up[t, i]) * gate_up[t, F + i]; gate_up [rows, 2F], y [rows, F].
+void launch_gated(DType t, GatedAct act, const void* gate_up, void* y, int64_t rows, int64_t F, cudaStream_t stream);
 // y[r, :] += bias (f32), y f32/bf16 [rows, n].
 void launch_add_bias(DType t, void* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
 
@@ -101,13 +104,14 @@ struct AttentionLaunch {
   int head_dim = 0;
   int block_size = 0;
   float scale = 1.f;
+  int window = 0;  // > 0: sliding window (AttentionBatch::window); only the generic kernel takes one
 };
 
 // attention_prefill.cu: FlashAttention-2 style tiled causal attention, any q_len per sequence.
 void launch_attention_prefill(const AttentionLaunch& a, int max_q_len, cudaStream_t stream);
 
-// attention_generic.cu: plain causal attention for any even head_dim <= kGenericMaxHeadDim (the head sizes
-// the tiled prefill and decode kernels do not cover), prefill and decode alike.
+// attention_generic.cu: plain causal attention for any even head_dim <= kGenericMaxHeadDim, with or without a
+// sliding window (what the tiled prefill and decode kernels do not cover), prefill and decode alike.
 constexpr int kGenericMaxHeadDim = 256;
 void launch_attention_generic(const AttentionLaunch& a, int max_q_len, cudaStream_t stream);
 

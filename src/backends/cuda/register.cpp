@@ -58,7 +58,7 @@ void register_elementwise(Registries& r) {
                },
                [](const EmbedArgs& a, const Context& ctx) {
                  launch_embed(a.table.dtype, a.table.data, a.table.rows(), a.table.cols(), a.ids.ptr<int32_t>(),
-                              a.ids.numel(), a.out.dtype, a.out.data, errors_of(ctx), stream_of(ctx));
+                              a.ids.numel(), a.out.dtype, a.out.data, a.scale, errors_of(ctx), stream_of(ctx));
                }});
   r.rmsnorm.add({"cuda.rmsnorm", Device::Cuda, kPriority,
                  [](const RmsnormArgs& a, std::string* why) {
@@ -75,9 +75,11 @@ void register_elementwise(Registries& r) {
   r.add.add({"cuda.vec", Device::Cuda, kPriority, binary_ok, [](const BinaryArgs& a, const Context& ctx) {
                launch_add(a.y.dtype, a.a.data, a.b.data, a.y.data, a.y.numel(), stream_of(ctx));
              }});
-  r.silu_mul.add({"cuda.vec", Device::Cuda, kPriority, binary_ok, [](const BinaryArgs& a, const Context& ctx) {
-                    launch_silu_mul(a.y.dtype, a.a.data, a.b.data, a.y.data, a.y.numel(), stream_of(ctx));
-                  }});
+  for (const GatedAct act : {GatedAct::Silu, GatedAct::GeluTanh})
+    (act == GatedAct::Silu ? r.silu_mul : r.gelu_mul)
+        .add({"cuda.vec", Device::Cuda, kPriority, binary_ok, [act](const BinaryArgs& a, const Context& ctx) {
+                launch_act_mul(a.y.dtype, act, a.a.data, a.b.data, a.y.data, a.y.numel(), stream_of(ctx));
+              }});
   r.add_rmsnorm.add({"cuda.rmsnorm", Device::Cuda, kPriority,
                      [](const AddRmsnormArgs& a, std::string* why) {
                        return on_device({&a.x, &a.r, &a.w, &a.y}, why) && same_act({&a.x, &a.r, &a.y}, why) &&
@@ -87,13 +89,15 @@ void register_elementwise(Registries& r) {
                        launch_add_rmsnorm(a.x.dtype, a.x.data, a.r.data, a.w.dtype, a.w.data, a.eps, a.y.data,
                                           a.x.rows(), a.x.cols(), stream_of(ctx));
                      }});
-  r.swiglu.add({"cuda.vec", Device::Cuda, kPriority,
-                [](const SwigluArgs& a, std::string* why) {
-                  return on_device({&a.gate_up, &a.y}, why) && same_act({&a.gate_up, &a.y}, why);
-                },
-                [](const SwigluArgs& a, const Context& ctx) {
-                  launch_swiglu(a.y.dtype, a.gate_up.data, a.y.data, a.y.rows(), a.y.cols(), stream_of(ctx));
-                }});
+  for (const GatedAct act : {GatedAct::Silu, GatedAct::GeluTanh})
+    (act == GatedAct::Silu ? r.swiglu : r.geglu)
+        .add({"cuda.vec", Device::Cuda, kPriority,
+              [](const SwigluArgs& a, std::string* why) {
+                return on_device({&a.gate_up, &a.y}, why) && same_act({&a.gate_up, &a.y}, why);
+              },
+              [act](const SwigluArgs& a, const Context& ctx) {
+                launch_gated(a.y.dtype, act, a.gate_up.data, a.y.data, a.y.rows(), a.y.cols(), stream_of(ctx));
+              }});
   r.rope.add({"cuda.rope", Device::Cuda, kPriority,
               [](const RopeArgs& a, std::string* why) {
                 if (!on_device({&a.x, &a.positions}, why) || !same_act({&a.x}, why)) return false;
@@ -326,6 +330,7 @@ bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
 // The tiled kernels are instantiated for the head sizes of the models they were built for.
 bool tiled_attention_ok(const AttentionArgs& a, std::string* why) {
   if (!attention_inputs_ok(a, why)) return false;
+  if (a.batch.window > 0) return reject(why, "no sliding window (cuda.attention_generic takes one)");
   const int64_t d = a.q.dim(2);
   return d == 64 || d == 128 || reject(why, "head_dim must be 64 or 128");
 }
@@ -359,6 +364,7 @@ AttentionLaunch describe(const AttentionArgs& a, int* max_q, int* max_kv) {
   l.head_dim = static_cast<int>(a.q.dim(2));
   l.block_size = static_cast<int>(bs);
   l.scale = a.batch.scale;
+  l.window = a.batch.window;
   return l;
 }
 
@@ -450,11 +456,11 @@ void register_attention(Registries& r) {
                    [](const AttentionArgs& a, const Context& ctx) {
                      int max_q = 0, max_kv = 0;
                      const AttentionLaunch l = describe(a, &max_q, &max_kv);
-                     log::warn_once(
-                         "attention/cuda.attention_generic/" + std::to_string(l.head_dim),
-                         fmt::format("attention: no tiled CUDA kernel for head_dim {} (64 and 128 have one); "
-                                     "using the slower cuda.attention_generic",
-                                     l.head_dim));
+                     log::warn_once("attention/cuda.attention_generic/" + std::to_string(l.head_dim) + "/" +
+                                        std::to_string(l.window > 0),
+                                    fmt::format("attention: no tiled CUDA kernel for head_dim {}{} (they take 64 "
+                                                "and 128, without a window); using the slower cuda.attention_generic",
+                                                l.head_dim, l.window > 0 ? " with a sliding window" : ""));
                      launch_attention_generic(l, max_q, stream_of(ctx));
                    }});
 }

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/smollm2/top1.json: llama.cpp's tokenization and per-position top-1/top-5 for SmolLM2.
+"""Writes tests/fixtures/<set>/top1.json: llama.cpp's tokenization and per-position top-1/top-5 of a GGUF.
 
-For ten fixed prompts (chat-formatted, prose, code, numbers, French, German, Chinese, ...) it records
-the token ids llama.cpp gives, and at EVERY position the argmax next-token id plus the top-5 ids and
-logits, so a mismatch in Kestrel can be told apart from a near-tie. llama.cpp runs through the llama_cpp
-ctypes package of the llama-cpp-python sdist on the libllama.so of build_llama_cpp.sh (run that first).
-Usage: python3 scripts/reference/make_smollm2_top1.py [--model GGUF] [--out PATH]
+For fixed prompts (chat-formatted for the default model, prose, code, numbers, French, German, Chinese, ...;
+for Gemma 3 also a passage longer than its 512-token sliding window) it records the token ids llama.cpp
+gives, and at EVERY position the argmax next-token id plus the top-5 ids and logits, so a mismatch in
+Kestrel can be told apart from a near-tie. llama.cpp runs through the llama_cpp ctypes package of the
+llama-cpp-python sdist on the libllama.so of build_llama_cpp.sh (run that first).
+Usage: python3 scripts/reference/make_top1.py [--set smollm2|gemma3] [--model GGUF] [--out PATH]
+  smollm2 (default): the default model, tests/fixtures/smollm2/top1.json
+  gemma3: Gemma 3 270M Q4_K_M (docs/models.md says where it comes from), tests/fixtures/gemma3/top1.json
 """
 import argparse
 import datetime
@@ -34,9 +37,11 @@ def chatml(user: str) -> str:
             "<|im_start|>assistant\n")
 
 
-PROMPTS = [
+CHAT_PROMPTS = [
     ("chat_capital", chatml("What is the capital of France?"), True),
     ("chat_explain", chatml("Explain in two sentences why the sky is blue."), True),
+]
+TEXT_PROMPTS = [
     ("prose", "Once upon a time, in a small village at the edge of a great forest, there lived an old "
               "woodcutter and his three daughters. Every morning he", False),
     ("code_python", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n"
@@ -55,6 +60,20 @@ PROMPTS = [
 ]
 
 
+def long_passage() -> str:
+    # About 900 tokens of Hamlet: past Gemma 3's 512-token window, so its sliding layers mask keys.
+    text = (REPO / "tests/fixtures/text/hamlet_act1_2.txt").read_text()
+    return text[2000:5600]
+
+
+SETS = {
+    "smollm2": {"model": "SmolLM2-135M-Instruct.Q4_1.gguf", "n_ctx": 512,
+                "prompts": lambda: CHAT_PROMPTS + TEXT_PROMPTS},
+    "gemma3": {"model": "gemma-3-270m-q4_k_m.gguf", "n_ctx": 2048,
+               "prompts": lambda: TEXT_PROMPTS + [("long_hamlet", long_passage(), False)]},
+}
+
+
 def sha256(path: pathlib.Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -65,9 +84,13 @@ def sha256(path: pathlib.Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=pathlib.Path, default=CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    ap.add_argument("--out", type=pathlib.Path, default=REPO / "tests/fixtures/smollm2/top1.json")
+    ap.add_argument("--set", choices=sorted(SETS), default="smollm2")
+    ap.add_argument("--model", type=pathlib.Path)
+    ap.add_argument("--out", type=pathlib.Path)
     args = ap.parse_args()
+    the_set = SETS[args.set]
+    args.model = args.model or CACHE / the_set["model"]
+    args.out = args.out or REPO / f"tests/fixtures/{args.set}/top1.json"
     if not (BUILD / "bin/libllama.so").exists():
         raise SystemExit("libllama.so missing: run scripts/reference/build_llama_cpp.sh first")
     if not args.model.exists():
@@ -76,14 +99,14 @@ def main() -> None:
     sys.path.insert(0, str(SDIST))
     import llama_cpp
 
-    n_ctx = 512
+    n_ctx = the_set["n_ctx"]
     # A float32 KV cache keeps llama.cpp's own rounding (f16 cache by default) out of the reference.
     llm = llama_cpp.Llama(model_path=str(args.model), n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, logits_all=True,
                           type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, verbose=False)
     version = subprocess.run([str(BUILD / "bin/llama-perplexity"), "--version"], capture_output=True,
                              text=True).stderr.strip().splitlines()[0]
     cases = []
-    for name, text, parse_special in PROMPTS:
+    for name, text, parse_special in the_set["prompts"]():
         ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=parse_special)
         assert len(ids) < n_ctx
         llm.reset()

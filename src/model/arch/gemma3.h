@@ -1,0 +1,7 @@
+#pragma once
+
+#include "model/architecture.h"
+
+namespace kestrel::arch {
+extern const Architecture kGemma3;
+}
