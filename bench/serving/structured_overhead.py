@@ -32,7 +32,8 @@ PROMPT = "List as many fruits, vegetables and spices as you can, as JSON."
 
 def one(base, model, max_tokens, constrained, seed):
     body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
-            "temperature": 0.8, "seed": seed, "stream": True, "stream_options": {"include_usage": True}}
+            "temperature": 0.8, "seed": seed, "stream": True, "stream_options": {"include_usage": True},
+            "logprobs": True}
     if constrained:
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "list", "schema": SCHEMA}}
     else:
@@ -48,8 +49,10 @@ def one(base, model, max_tokens, constrained, seed):
                 usage = chunk["usage"]
             for c in chunk.get("choices", []):
                 if c["delta"].get("content"):
-                    stamps.append(time.perf_counter())
                     text.append(c["delta"]["content"])
+                # One stamp per token the chunk carries (its logprobs entries), when it arrived.
+                n = len((c.get("logprobs") or {}).get("content") or [])
+                stamps.extend([time.perf_counter()] * n)
     tokens = usage["completion_tokens"] if usage else len(stamps)
     out = "".join(text)
     valid = None
@@ -67,7 +70,7 @@ def wave(base, model, n, conc, max_tokens, constrained, window):
         t0 = time.perf_counter()
         res = list(pool.map(lambda i: one(base, model, max_tokens, constrained, 100 + i), range(n)))
         wall = time.perf_counter() - t0
-    # Per request: the time per token over the same positions in both modes (chunks 1..window after the
+    # Per request: the time per token over the same positions in both modes (tokens 1..window after the
     # first), so answers of different lengths compare at equal context lengths.
     tpot = [(r["stamps"][window] - r["stamps"][0]) / window for r in res if len(r["stamps"]) > window]
     return {
