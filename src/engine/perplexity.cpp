@@ -130,9 +130,11 @@ PerplexityResult perplexity(Session& session, const Tokenizer& tok, const std::s
     std::vector<int32_t> input(tokens.begin() + w.begin, tokens.begin() + w.end);
     if (bos_first) input[0] = tok.bos_id();
     session.truncate(0);
-    Tensor logits = session.feed(input, /*all_logits=*/true);
+    // Logits of the rows that predict the scored tokens only: the first is row score_from - 1 - begin.
+    const int64_t first = w.score_from - 1 - w.begin;
+    Tensor logits = session.feed_logits_from(input, first);
     for (int64_t t = w.score_from; t < w.score_to; ++t) {
-      float* row = logits.ptr<float>() + (t - 1 - w.begin) * vocab;
+      float* row = logits.ptr<float>() + (t - 1 - w.begin - first) * vocab;
       log_softmax(row, vocab);
       const double lp = row[tokens[t]];
       nll -= lp;

@@ -40,11 +40,20 @@ void Session::check_room(int64_t n) const {
 }
 
 Tensor Session::feed(std::span<const int32_t> tokens, bool all_logits, const std::function<void(int64_t)>& progress) {
+  const auto n = static_cast<int64_t>(tokens.size());
+  return all_logits ? feed_logits_from(tokens, 0, progress)
+                    : feed_logits_from(tokens, std::max<int64_t>(n - 1, 0), progress);
+}
+
+Tensor Session::feed_logits_from(std::span<const int32_t> tokens, int64_t from,
+                                 const std::function<void(int64_t)>& progress) {
   const int64_t n = static_cast<int64_t>(tokens.size());
+  KS_CHECK(from >= 0 && (from < n || n == 0), "feed: logits from row {} of {} tokens", from, n);
   check_room(n);
   KS_CHECK(seq_.reserve(*cache_, static_cast<int32_t>(length() + n)), "KV cache has no free blocks");
   const int64_t vocab = model_->config().vocab;
-  Tensor out = Tensor::empty_host(DType::F32, {all_logits ? n : 1, vocab});
+  const bool last_only = from == n - 1;
+  Tensor out = Tensor::empty_host(DType::F32, {n - from, vocab});
   for (int64_t done = 0; done < n;) {
     const int64_t chunk = std::min<int64_t>(n_batch_, n - done);
     const bool last_chunk = done + chunk == n;
@@ -52,13 +61,17 @@ Tensor Session::feed(std::span<const int32_t> tokens, bool all_logits, const std
     s.kv = &seq_;
     s.prompt = true;
     s.tokens = tokens.subspan(done, chunk);
-    s.logits = all_logits ? LogitRows::All : (last_chunk ? LogitRows::Last : LogitRows::None);
+    // Only the last row wanted: that chunk's last row; else every row of a chunk that reaches `from`.
+    s.logits = last_only ? (last_chunk ? LogitRows::Last : LogitRows::None)
+                         : (done + chunk > from ? LogitRows::All : LogitRows::None);
     const StepResult r = executor_->run(std::span(&s, 1));
     KS_CHECK(r.seqs[0].error.empty(), "the step failed: {}", r.seqs[0].error);
-    if (all_logits)
-      std::memcpy(out.row(done), r.logits.data, r.logits.nbytes());
-    else if (last_chunk)
+    if (s.logits == LogitRows::Last) {
       std::memcpy(out.data, r.logits.data, r.logits.nbytes());
+    } else if (s.logits == LogitRows::All) {
+      const int64_t skip = std::max<int64_t>(from - done, 0);  // rows of this chunk before `from`
+      std::memcpy(out.row(done + skip - from), r.logits.row(skip), (chunk - skip) * vocab * sizeof(float));
+    }
     tokens_.insert(tokens_.end(), s.tokens.begin(), s.tokens.end());
     done += chunk;
     if (progress) progress(done);

@@ -42,6 +42,11 @@ class Session {
   // context would overflow (nothing is changed then).
   Tensor feed(std::span<const int32_t> tokens, bool all_logits = false,
               const std::function<void(int64_t)>& progress = {});
+  // As feed, returning the logits of new tokens [from, n) only ([n - from, vocab]): chunks that end before
+  // `from` compute none (perplexity scores only the second half of a window; with a large vocabulary the
+  // output projection of the rows it skips is most of the work).
+  Tensor feed_logits_from(std::span<const int32_t> tokens, int64_t from,
+                          const std::function<void(int64_t)>& progress = {});
   // Feeds tokens and samples the next token from the last position (on the device: only the id comes
   // back). The penalties count every token the session holds; the draw index is the new token's position.
   // allowed: the tokens the draw may pick (structured output; StepSeq::allowed), empty for all.
