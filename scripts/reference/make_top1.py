@@ -12,7 +12,6 @@ Usage: python3 scripts/reference/make_top1.py [--set smollm2|gemma3] [--model GG
 """
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import pathlib
@@ -21,11 +20,10 @@ import sys
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-CACHE = pathlib.Path(os.environ.get("KESTREL_CACHE", pathlib.Path.home() / ".cache/kestrel"))
+from reference_paths import BUILD, CACHE, REPO, sha256
+
 VERSION = os.environ.get("LLAMA_CPP_PYTHON_VERSION", "0.3.36")
 SDIST = CACHE / f"src/llama_cpp_python-{VERSION}"
-BUILD = CACHE / "llama.cpp-build"
 GGML_TYPE_F32 = 0
 TOP_K = 5
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -73,13 +71,6 @@ SETS = {
                "prompts": lambda: TEXT_PROMPTS + [("long_hamlet", long_passage(), False)]},
 }
 
-
-def sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main() -> None:

@@ -10,30 +10,27 @@ Usage: python3 scripts/reference/make_top1_transformers.py [--set smollm2|gemma3
 """
 import argparse
 import datetime
-import hashlib
 import json
-import os
 import pathlib
 
 import torch
 import transformers
 from transformers import AutoModelForCausalLM
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from reference_paths import CACHE, REPO, sha256
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = pathlib.Path(os.environ.get("KESTREL_CACHE", pathlib.Path.home() / ".cache/kestrel"))
     models = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "gemma3": "gemma-3-270m-q4_k_m.gguf"}
     ap.add_argument("--set", choices=sorted(models), default="smollm2")
     ap.add_argument("--model", type=pathlib.Path)
     ap.add_argument("--inp", type=pathlib.Path)
     ap.add_argument("--out", type=pathlib.Path)
     args = ap.parse_args()
-    args.model = args.model or default / models[args.set]
-    args.inp = args.inp or ROOT / f"tests/fixtures/{args.set}/top1.json"
-    args.out = args.out or ROOT / f"tests/fixtures/{args.set}/top1_transformers.json"
+    args.model = args.model or CACHE / models[args.set]
+    args.inp = args.inp or REPO / f"tests/fixtures/{args.set}/top1.json"
+    args.out = args.out or REPO / f"tests/fixtures/{args.set}/top1_transformers.json"
 
     ref = json.loads(args.inp.read_text())
     torch.manual_seed(0)
@@ -56,7 +53,7 @@ def main():
             })
     out = {
         "model": args.model.name,
-        "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest(),
+        "model_sha256": sha256(args.model),
         "oracle": f"transformers {transformers.__version__}, torch {torch.__version__}, GGUF dequantized to float32",
         "date": datetime.date.today().isoformat(),
         "layout": ref.get("layout"),

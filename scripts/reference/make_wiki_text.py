@@ -8,14 +8,13 @@ Usage: python3 scripts/reference/make_wiki_text.py [--out PATH] [--chars 60000] 
 """
 import argparse
 import json
-import os
 import pathlib
 import subprocess
 import sys
 import tarfile
 import tempfile
 
-CACHE = pathlib.Path(os.environ.get("KESTREL_CACHE", pathlib.Path.home() / ".cache/kestrel"))
+from reference_paths import CACHE
 
 
 def main() -> None:

@@ -9,28 +9,18 @@ Usage: python3 scripts/reference/run_llama_cpp_perplexity.py [--model GGUF] [--c
 """
 import argparse
 import datetime
-import hashlib
 import json
-import os
 import pathlib
 import platform
 import re
 import subprocess
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-CACHE = pathlib.Path(os.environ.get("KESTREL_CACHE", pathlib.Path.home() / ".cache/kestrel"))
-BUILD = CACHE / "llama.cpp-build"
+from reference_paths import BUILD, CACHE, REPO, sha256
+
 DEFAULT_MODEL = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_TEXT = REPO / "tests/fixtures/text/hamlet_act1_2.txt"
 
-
-def sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def display_path(path: pathlib.Path) -> str:

@@ -1,6 +1,7 @@
 #include "model/architecture.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "core/error.h"
@@ -28,6 +29,15 @@ const Architecture& find(std::string_view key, std::vector<std::string_view> Arc
 }
 
 }  // namespace
+
+void apply_architecture(const Architecture& arch, ModelConfig& c) {
+  c.arch = std::string(arch.name);
+  c.qkv_bias = arch.qkv_bias;
+  c.qk_norm = arch.qk_norm;
+  c.post_norms = arch.post_norms;
+  c.gelu = arch.gelu;
+  if (arch.embed_scale) c.embed_scale = std::sqrt(static_cast<float>(c.hidden));
+}
 
 const std::vector<const Architecture*>& architectures() {
   static const std::vector<const Architecture*> all = {&arch::kLlama, &arch::kQwen2, &arch::kQwen3, &arch::kGemma3};

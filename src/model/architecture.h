@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "model/model_config.h"
 #include "ops/ops.h"
 
 namespace kestrel {
@@ -38,6 +39,10 @@ struct Architecture {
   int gguf_swa_period = 0;
   float swa_rope_theta = 10000.f;
 };
+
+// What a config takes from its architecture, whatever the file format: the name and the block's flags
+// (biases, q/k norm, post-norms, GeGLU, the embedding scale; c.hidden must be set).
+void apply_architecture(const Architecture& arch, ModelConfig& c);
 
 const std::vector<const Architecture*>& architectures();
 // Throw kestrel::Error listing the supported names when unknown.

@@ -12,7 +12,6 @@ ModelConfig config_from_gguf(const GgufFile& f, const Architecture& arch) {
   const std::string a = f.get_string("general.architecture");
   auto key = [&](const char* k) { return a + "." + k; };
   ModelConfig c;
-  c.arch = std::string(arch.name);
   c.name = f.get_string("general.name", "");
   // Signed 32-bit reads: a u32 above INT_MAX is an error naming the key, not a negative size.
   c.n_layers = f.get_i32(key("block_count"));
@@ -34,8 +33,7 @@ ModelConfig config_from_gguf(const GgufFile& f, const Architecture& arch) {
   KS_CHECK(!c.tied_embeddings || arch.gguf_output_optional,
            "{}: no output.weight tensor, and {} models do not reuse token_embd.weight as the output projection",
            f.path(), a);
-  c.qkv_bias = arch.qkv_bias;
-  c.qk_norm = arch.qk_norm;
+  apply_architecture(arch, c);
 
   c.rope.style = arch.gguf_rope_style;
   c.rope.rot_dim = f.get_i32(key("rope.dimension_count"), c.head_dim);
@@ -56,9 +54,6 @@ ModelConfig config_from_gguf(const GgufFile& f, const Architecture& arch) {
     dequantize_row(t.dtype, t.data, c.rope.freq_factors.data(), t.numel());
   }
 
-  c.post_norms = arch.post_norms;
-  c.gelu = arch.gelu;
-  if (arch.embed_scale) c.embed_scale = std::sqrt(static_cast<float>(c.hidden));
   // llama.cpp's rule for Gemma 3: q.k is scaled by 1/sqrt(head_dim) (query_pre_attn_scalar in the HF config),
   // except in the 27B model (62 layers), whose scalar is hidden / n_heads.
   if (arch.name == "gemma3" && c.n_layers == 62)
@@ -67,15 +62,9 @@ ModelConfig config_from_gguf(const GgufFile& f, const Architecture& arch) {
   if (window > 0 && arch.gguf_swa_period > 0) {
     const int period = f.get_i32(key("attention.sliding_window_pattern"), arch.gguf_swa_period);
     KS_CHECK(period > 0, "{}: {} must be positive", f.path(), key("attention.sliding_window_pattern"));
-    c.sliding_window = window;
-    c.sliding_layers.resize(c.n_layers);
-    for (int l = 0; l < c.n_layers; ++l) c.sliding_layers[l] = (l + 1) % period != 0;
     // The local layers rotate with the architecture's base and no scaling (llama.cpp's freq_base_swa and
     // freq_scale_swa = 1): a long-context scaling in the file is the global layers'.
-    c.rope_local = ops::RopeParams{};
-    c.rope_local.style = c.rope.style;
-    c.rope_local.rot_dim = c.rope.rot_dim;
-    c.rope_local.theta = arch.swa_rope_theta;
+    c.set_sliding(window, ModelConfig::sliding_period(c.n_layers, period), arch.swa_rope_theta);
   }
   c.validate();
   return c;

@@ -73,11 +73,13 @@ void apply_rope_scaling(const nlohmann::json& it, ops::RopeParams& rope, const s
 }
 
 // The sliding-window layers of a Gemma-3-style config: "layer_types" (transformers >= 4.53) or every layer
-// but each sliding_window_pattern-th.
-void read_sliding_layers(const nlohmann::json& j, const Architecture& arch, ModelConfig& c, const std::string& where) {
-  c.sliding_window = int_field_or(j, "sliding_window", 0, where);
-  if (c.sliding_window == 0) return;
-  c.sliding_layers.resize(c.n_layers);
+// but each sliding_window_pattern-th; their RoPE from 5.x's rope_parameters entry `local`, or
+// rope_local_base_freq.
+void read_sliding_layers(const nlohmann::json& j, const Architecture& arch, const nlohmann::json* local, ModelConfig& c,
+                         const std::string& where) {
+  const int window = int_field_or(j, "sliding_window", 0, where);
+  if (window == 0) return;
+  std::vector<uint8_t> sliding;
   if (const nlohmann::json* types = find_field(j, "layer_types")) {
     KS_CHECK(types->is_array() && types->size() == static_cast<size_t>(c.n_layers),
              "{}: layer_types must list one type per layer ({})", where, c.n_layers);
@@ -85,19 +87,21 @@ void read_sliding_layers(const nlohmann::json& j, const Architecture& arch, Mode
       const nlohmann::json& t = (*types)[l];
       KS_CHECK(t == "sliding_attention" || t == "full_attention",
                "{}: layer_types[{}] must be \"sliding_attention\" or \"full_attention\"", where, l);
-      c.sliding_layers[l] = t == "sliding_attention";
+      sliding.push_back(t == "sliding_attention");
     }
-    return;
+  } else {
+    sliding =
+        ModelConfig::sliding_period(c.n_layers, int_field_or(j, "sliding_window_pattern", arch.gguf_swa_period, where));
   }
-  const int period = int_field_or(j, "sliding_window_pattern", arch.gguf_swa_period, where);
-  for (int l = 0; l < c.n_layers; ++l) c.sliding_layers[l] = (l + 1) % period != 0;
+  c.set_sliding(window, std::move(sliding),
+                local ? float_field_or(*local, "rope_theta", arch.swa_rope_theta, where)
+                      : float_field_or(j, "rope_local_base_freq", arch.swa_rope_theta, where));
+  if (local) apply_rope_scaling(*local, c.rope_local, where);
 }
 
-// What Gemma 3 adds to the Llama block, from its config.json.
-void read_gemma_fields(const nlohmann::json& j, const Architecture& arch, ModelConfig& c, const std::string& where) {
-  c.post_norms = arch.post_norms;
-  c.gelu = arch.gelu;
-  if (arch.embed_scale) c.embed_scale = std::sqrt(static_cast<float>(c.hidden));
+// What Gemma 3 adds to the Llama block, from its config.json (after the global RoPE is read).
+void read_gemma_fields(const nlohmann::json& j, const Architecture& arch, const nlohmann::json* local_rope,
+                       ModelConfig& c, const std::string& where) {
   if (arch.gelu) {
     const std::string act = field_or<std::string>(
         j, "hidden_activation", field_or<std::string>(j, "hidden_act", "gelu_pytorch_tanh", where), where);
@@ -110,7 +114,7 @@ void read_gemma_fields(const nlohmann::json& j, const Architecture& arch, ModelC
     KS_CHECK(s > 0, "{}: query_pre_attn_scalar must be positive", where);
     c.attn_scale = 1.f / std::sqrt(s);
   }
-  if (arch.gguf_swa_period > 0) read_sliding_layers(j, arch, c, where);
+  if (arch.gguf_swa_period > 0) read_sliding_layers(j, arch, local_rope, c, where);
 }
 
 }  // namespace
@@ -124,8 +128,7 @@ Tensor HfWeights::get(const std::string& name) const {
   const std::string hf = hf_tensor_name(name, arch_->post_norms);
   KS_CHECK(!hf.empty(), "tensor '{}' has no Hugging Face name", name);
   Tensor t = st_->tensor(hf);
-  const bool norm = name.size() > 11 && name.compare(name.size() - 11, 11, "norm.weight") == 0;
-  if (!arch_->hf_norm_plus_one || !norm) return t;
+  if (!arch_->hf_norm_plus_one || !std::string_view(name).ends_with("norm.weight")) return t;
   Tensor f = Tensor::empty_host(DType::F32, t.shape);
   dequantize_row(t.dtype, t.data, f.ptr<float>(), t.numel());
   for (int64_t i = 0; i < f.numel(); ++i) f.ptr<float>()[i] += 1.f;
@@ -135,7 +138,6 @@ Tensor HfWeights::get(const std::string& name) const {
 ModelConfig config_from_hf(const nlohmann::json& j, const Architecture& arch, const std::string& where) {
   KS_CHECK(j.is_object(), "{}: config.json is not a JSON object", where);
   ModelConfig c;
-  c.arch = std::string(arch.name);
   c.name = field_or<std::string>(j, "_name_or_path", "", where);
   c.n_layers = int_field(j, "num_hidden_layers", where);
   c.hidden = int_field(j, "hidden_size", where);
@@ -148,8 +150,8 @@ ModelConfig config_from_hf(const nlohmann::json& j, const Architecture& arch, co
   c.rms_eps = float_field_or(j, "rms_norm_eps", 1e-6f, where);
   // Unset means the config class's default: tied for Gemma (Gemma3TextConfig), untied for the Llama family.
   c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", arch.hf_tied_default, where);
-  c.qkv_bias = arch.qkv_bias || field_or<bool>(j, "attention_bias", false, where);
-  c.qk_norm = arch.qk_norm;
+  apply_architecture(arch, c);
+  c.qkv_bias = c.qkv_bias || field_or<bool>(j, "attention_bias", false, where);
 
   c.rope.style = ops::RopeParams::Style::HalfSplit;
   // transformers < 5 writes rope_theta + rope_scaling; 5.x writes one rope_parameters object, or for models
@@ -168,15 +170,7 @@ ModelConfig config_from_hf(const nlohmann::json& j, const Architecture& arch, co
   if (!scaling) scaling = full;
   if (scaling) apply_rope_scaling(*scaling, c.rope, where);
 
-  read_gemma_fields(j, arch, c, where);
-  if (c.has_sliding_layers()) {
-    c.rope_local = ops::RopeParams{};
-    c.rope_local.style = c.rope.style;
-    c.rope_local.rot_dim = c.rope.rot_dim;
-    c.rope_local.theta = local ? float_field_or(*local, "rope_theta", arch.swa_rope_theta, where)
-                               : float_field_or(j, "rope_local_base_freq", arch.swa_rope_theta, where);
-    if (local) apply_rope_scaling(*local, c.rope_local, where);
-  }
+  read_gemma_fields(j, arch, local, c, where);
   c.validate();
   return c;
 }

@@ -57,6 +57,21 @@ bool ModelConfig::has_sliding_layers() const {
   return false;
 }
 
+void ModelConfig::set_sliding(int window, std::vector<uint8_t> sliding, float local_theta) {
+  sliding_window = window;
+  sliding_layers = std::move(sliding);
+  rope_local = ops::RopeParams{};
+  rope_local.style = rope.style;
+  rope_local.rot_dim = rope.rot_dim;
+  rope_local.theta = local_theta;
+}
+
+std::vector<uint8_t> ModelConfig::sliding_period(int n_layers, int period) {
+  std::vector<uint8_t> s(static_cast<size_t>(n_layers));
+  for (int l = 0; l < n_layers; ++l) s[l] = (l + 1) % period != 0;
+  return s;
+}
+
 float ModelConfig::attention_scale() const {
   return attn_scale > 0 ? attn_scale : 1.f / std::sqrt(static_cast<float>(head_dim));
 }

@@ -38,6 +38,11 @@ struct ModelConfig {
     return sliding_window > 0 && static_cast<size_t>(layer) < sliding_layers.size() && sliding_layers[layer];
   }
   bool has_sliding_layers() const;
+  // Windowed attention of `window` on the layers `sliding` marks (1 per layer), the local RoPE sharing the
+  // global one's layout at base `local_theta`, unscaled (loaders add a scaling the file gives).
+  void set_sliding(int window, std::vector<uint8_t> sliding, float local_theta);
+  // Gemma's layer pattern: every layer but each period-th is windowed.
+  static std::vector<uint8_t> sliding_period(int n_layers, int period);
   const ops::RopeParams& rope_of(int layer) const { return is_sliding(layer) ? rope_local : rope; }
   float attention_scale() const;
 

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "model/model_config.h"
 
 namespace kestrel {
 namespace {
@@ -293,8 +294,8 @@ json synth_config_json(const SynthPreset& p, DType dtype) {
     // Both spellings of the layer pattern: layer_types (transformers >= 4.53) and the period before it.
     c["sliding_window_pattern"] = p.sliding_period;
     json types = json::array();
-    for (int l = 0; l < p.n_layers; ++l)
-      types.push_back((l + 1) % p.sliding_period != 0 ? "sliding_attention" : "full_attention");
+    for (uint8_t sliding : ModelConfig::sliding_period(p.n_layers, p.sliding_period))
+      types.push_back(sliding ? "sliding_attention" : "full_attention");
     c["layer_types"] = types;
     c["final_logit_softcapping"] = nullptr;
     c["attn_logit_softcapping"] = nullptr;

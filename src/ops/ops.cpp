@@ -74,30 +74,36 @@ void add_rmsnorm(const Context& ctx, Tensor& x, const Tensor& r, const Tensor& w
   registries().add_rmsnorm.run({x, r, w, eps, y}, ctx);
 }
 
-void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& y) {
+namespace {
+// The gated MLP activations, SwiGLU and GeGLU alike: over a fused gate/up output, or gate and up apart.
+void run_gated(const Context& ctx, const Registry<SwigluArgs>& reg, const Tensor& gate_up, Tensor& y) {
   KS_CHECK(gate_up.cols() == 2 * y.cols() && gate_up.rows() == y.rows() && gate_up.data != y.data,
-           "swiglu shape mismatch: gate_up {} y {}", gate_up.describe(), y.describe());
-  if (skipped(ctx, "swiglu")) return;
-  registries().swiglu.run({gate_up, y}, ctx);
+           "{} shape mismatch: gate_up {} y {}", reg.op(), gate_up.describe(), y.describe());
+  if (skipped(ctx, reg.op().c_str())) return;
+  reg.run({gate_up, y}, ctx);
+}
+
+void run_act_mul(const Context& ctx, const Registry<BinaryArgs>& reg, const Tensor& gate, const Tensor& up, Tensor& y) {
+  KS_CHECK(gate.numel() == up.numel() && gate.numel() == y.numel(), "{} shape mismatch", reg.op());
+  if (skipped(ctx, reg.op().c_str())) return;
+  reg.run({gate, up, y}, ctx);
+}
+}  // namespace
+
+void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& y) {
+  run_gated(ctx, registries().swiglu, gate_up, y);
 }
 
 void silu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y) {
-  KS_CHECK(gate.numel() == up.numel() && gate.numel() == y.numel(), "silu_mul shape mismatch");
-  if (skipped(ctx, "silu_mul")) return;
-  registries().silu_mul.run({gate, up, y}, ctx);
+  run_act_mul(ctx, registries().silu_mul, gate, up, y);
 }
 
 void geglu(const Context& ctx, const Tensor& gate_up, Tensor& y) {
-  KS_CHECK(gate_up.cols() == 2 * y.cols() && gate_up.rows() == y.rows() && gate_up.data != y.data,
-           "geglu shape mismatch: gate_up {} y {}", gate_up.describe(), y.describe());
-  if (skipped(ctx, "geglu")) return;
-  registries().geglu.run({gate_up, y}, ctx);
+  run_gated(ctx, registries().geglu, gate_up, y);
 }
 
 void gelu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y) {
-  KS_CHECK(gate.numel() == up.numel() && gate.numel() == y.numel(), "gelu_mul shape mismatch");
-  if (skipped(ctx, "gelu_mul")) return;
-  registries().gelu_mul.run({gate, up, y}, ctx);
+  run_act_mul(ctx, registries().gelu_mul, gate, up, y);
 }
 
 void rope(const Context& ctx, Tensor& x, const Tensor& positions, const RopeParams& p) {

@@ -43,7 +43,7 @@ void add(const ops::BinaryArgs& a, const ops::Context& ctx) {
   });
 }
 
-bool silu_mul_supports(const ops::BinaryArgs& a, std::string* why) {
+bool act_mul_supports(const ops::BinaryArgs& a, std::string* why) {
   return all_f32({&a.a, &a.b, &a.y}, why);
 }
 

@@ -17,7 +17,7 @@ void matmul(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, const ops::
 bool attention_supports(const Kernels& k, const ops::AttentionArgs& a, std::string* why);
 void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context& ctx);
 
-bool silu_mul_supports(const ops::BinaryArgs& a, std::string* why);
+bool act_mul_supports(const ops::BinaryArgs& a, std::string* why);  // silu_mul, gelu_mul
 void silu_mul(const Kernels& k, const ops::BinaryArgs& a, const ops::Context& ctx);
 // Threaded scalar loop (tanh per element): the GeGLU activation is a sliver of the MLP's matmul time.
 void gelu_mul(const ops::BinaryArgs& a, const ops::Context& ctx);

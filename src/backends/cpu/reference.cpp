@@ -157,6 +157,10 @@ bool f32_io(const Tensor& a, const Tensor& b, std::string* why) {
   return all_f32({&a, &b}, why);
 }
 
+bool f32_binary(const BinaryArgs& a, std::string* why) {
+  return all_f32({&a.a, &a.b, &a.y}, why);
+}
+
 }  // namespace
 
 void register_reference(Registries& r) {
@@ -170,21 +174,9 @@ void register_reference(Registries& r) {
                    return all_f32({&a.x, &a.w, &a.y}, why);
                  },
                  ref_rmsnorm});
-  r.add.add({"cpu.ref", Device::Cpu, kRefPriority,
-             [](const BinaryArgs& a, std::string* why) {
-               return all_f32({&a.a, &a.b, &a.y}, why);
-             },
-             ref_add});
-  r.silu_mul.add({"cpu.ref", Device::Cpu, kRefPriority,
-                  [](const BinaryArgs& a, std::string* why) {
-                    return all_f32({&a.a, &a.b, &a.y}, why);
-                  },
-                  ref_silu_mul});
-  r.gelu_mul.add({"cpu.ref", Device::Cpu, kRefPriority,
-                  [](const BinaryArgs& a, std::string* why) {
-                    return all_f32({&a.a, &a.b, &a.y}, why);
-                  },
-                  ref_gelu_mul});
+  r.add.add({"cpu.ref", Device::Cpu, kRefPriority, f32_binary, ref_add});
+  r.silu_mul.add({"cpu.ref", Device::Cpu, kRefPriority, f32_binary, ref_silu_mul});
+  r.gelu_mul.add({"cpu.ref", Device::Cpu, kRefPriority, f32_binary, ref_gelu_mul});
   r.rope.add({"cpu.ref", Device::Cpu, kRefPriority,
               [](const RopeArgs& a, std::string* why) { return all_f32({&a.x}, why); }, ref_rope});
   r.kv_write.add({"cpu.ref", Device::Cpu, kRefPriority,

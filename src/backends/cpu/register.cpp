@@ -39,7 +39,7 @@ void register_table(Registries& r, const Kernels& k) {
                       if (why) *why = std::string("this CPU lacks the ") + k.name + " instructions";
                       return false;
                     }
-                    return silu_mul_supports(a, why);
+                    return act_mul_supports(a, why);
                   },
                   [&k](const BinaryArgs& a, const Context& c) { silu_mul(k, a, c); }});
 }
@@ -55,7 +55,7 @@ void register_variants(ops::Registries& r) {
   r.embed.add({"cpu.simd", Device::Cpu, kSimdPriority, embed_supports, embed});
   r.rmsnorm.add({"cpu.simd", Device::Cpu, kSimdPriority, rmsnorm_supports, rmsnorm});
   r.add.add({"cpu.simd", Device::Cpu, kSimdPriority, add_supports, add});
-  r.gelu_mul.add({"cpu.simd", Device::Cpu, kSimdPriority, silu_mul_supports, gelu_mul});
+  r.gelu_mul.add({"cpu.simd", Device::Cpu, kSimdPriority, act_mul_supports, gelu_mul});
   r.rope.add({"cpu.simd", Device::Cpu, kSimdPriority, rope_supports, rope});
   r.kv_write.add({"cpu.simd", Device::Cpu, kSimdPriority, kv_write_supports, kv_write});
 }
