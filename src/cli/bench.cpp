@@ -81,7 +81,7 @@ ExecutorOptions executor_options(int tokens, int seqs, int kv_len, bool graphs) 
 // matmuls, running.
 nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, int repeats) {
   const ModelConfig& c = dec.config();
-  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, (p + 15) / 16, DType::BF16};
+  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, (p + 15) / 16, KvFormat::plain(DType::BF16)};
   KvCache cache(kc, ctx);
   SequenceKv seq;
   KS_CHECK(seq.reserve(cache, p), "KV cache too small");
@@ -132,7 +132,7 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, i
 nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, int B, int g, int repeats, double copy_gbps) {
   const ModelConfig& c = dec.config();
   const int per_seq = (g + 1 + 15) / 16;
-  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, B * per_seq + 2, DType::BF16};
+  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, B * per_seq + 2, KvFormat::plain(DType::BF16)};
   KvCache cache(kc, ctx);
   std::vector<SequenceKv> seqs(B);
   for (auto& s : seqs) KS_CHECK(s.reserve(cache, g + 1), "KV cache too small");

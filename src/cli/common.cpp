@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
+#include "engine/kv_format.h"
 #include "engine/sampling_defaults.h"
 #include "engine/structured_output.h"
 
@@ -52,8 +53,10 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
   app.add_flag("--dequantize", f.dequantize,
                "on CUDA, convert a GGUF model's quantized weights to bf16 at load instead of running them in their "
                "own types (about 3.5x the memory of Q4_K; the baseline for A/B runs)");
-  app.add_option("--kv-type", f.kv_type, "KV cache element type (default: f32 on the CPU, bf16 on CUDA)")
-      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  app.add_option("--kv-type", f.kv_type,
+                 "KV cache format: f32, f16, bf16; fp8 (e4m3, a scale per 64 elements: ~1.9x smaller than bf16), "
+                 "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x); llama.cpp's q8_0, q4_0, "
+                 "q4_1, q5_0, q5_1 on the CPU (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
   app.add_flag("-v,--verbose", f.verbose, "log loading and dispatch details");
 }
 
@@ -165,13 +168,12 @@ SessionOptions session_options(const ModelFlags& f) {
   SessionOptions o;
   o.n_ctx = f.ctx_size;
   o.n_batch = f.batch_size;
-  if (f.device == "cuda") {
-    KS_CHECK(f.kv_type.empty() || f.kv_type == "bf16", "--device cuda keeps the KV cache in bf16, not {}", f.kv_type);
-    o.kv_dtype = DType::BF16;
-  } else {
-    KS_CHECK(f.kv_type != "bf16", "the CPU KV cache is f32 or f16");
-    o.kv_dtype = f.kv_type == "f16" ? DType::F16 : DType::F32;
-  }
+  const std::string name = !f.kv_type.empty() ? f.kv_type : f.device == "cuda" ? "bf16" : "f32";
+  const std::optional<KvFormat> kv = kv_format_from_name(name);
+  KS_CHECK(kv.has_value(), "unknown --kv-type '{}'; choose one of {}", name, kv_format_names());
+  KS_CHECK(f.device != "cuda" || kv_format_on_cuda(*kv),
+           "--kv-type {} runs on the CPU only; with --device cuda choose bf16, fp8, int8 or int4", name);
+  o.kv_format = *kv;
   return o;
 }
 

@@ -30,6 +30,8 @@ constexpr std::array<DTypeInfo, static_cast<size_t>(DType::Count)> kInfo = {{
     {"q2_k", kQK_K, kQK_K / 16 + kQK_K / 4 + 2 + 2, true},
     {"q3_k", kQK_K, kQK_K / 8 + kQK_K / 4 + 12 + 2, true},
     {"q5_k", kQK_K, 2 + 2 + 12 + kQK_K / 8 + kQK_K / 2, true},
+    {"kv_fp8", 64, 2 + 64, true},
+    {"kv_int8", 64, 2 + 2 + 64, true},
 }};
 
 struct GgmlId {

@@ -27,6 +27,8 @@ enum class DType : uint8_t {
   Q2_K,
   Q3_K,
   Q5_K,
+  KV_FP8,   // KV cache pages: e4m3 with an f16 scale per 64 elements (core/kv_blocks.h)
+  KV_INT8,  // KV cache pages: u8 with an f16 scale and min per 64 elements (core/kv_blocks.h)
   Count,
 };
 

@@ -39,22 +39,23 @@ int32_t BlockAllocator::ref_count(int32_t block) const {
 KvCache::KvCache(const KvCacheConfig& cfg, const ops::Context& ctx) : cfg_(cfg), blocks_(cfg.num_blocks) {
   KS_CHECK(cfg.n_layers > 0 && cfg.n_kv_heads > 0 && cfg.head_dim > 0 && cfg.block_size > 0,
            "invalid KV cache configuration");
+  check_kv_format(cfg.format, cfg.head_dim);
   layers_.reserve(cfg.n_layers);
   const std::vector<int64_t> shape = {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, cfg.head_dim};
   for (int l = 0; l < cfg.n_layers; ++l)
-    layers_.push_back({ops::allocate(ctx, cfg.dtype, shape), ops::allocate(ctx, cfg.dtype, shape)});
+    layers_.push_back({ops::allocate(ctx, cfg.format.k, shape), ops::allocate(ctx, cfg.format.v, shape)});
 }
 
 int64_t default_kv_tokens(const KvCacheConfig& cfg, int n_ctx, int max_running) {
   constexpr int64_t kTokensPerSequence = 1024, kBytes = int64_t{1} << 30;
   const int64_t per_token =
-      2 * int64_t{cfg.n_layers} * static_cast<int64_t>(row_bytes(cfg.dtype, int64_t{cfg.n_kv_heads} * cfg.head_dim));
+      int64_t{cfg.n_layers} * static_cast<int64_t>(cfg.format.bytes_per_token_layer(cfg.n_kv_heads, cfg.head_dim));
   return std::max<int64_t>(
       n_ctx, std::min<int64_t>(int64_t{max_running} * kTokensPerSequence, kBytes / std::max<int64_t>(1, per_token)));
 }
 
 size_t KvCache::bytes_per_token() const {
-  return 2 * static_cast<size_t>(cfg_.n_layers) * row_bytes(cfg_.dtype, int64_t{cfg_.n_kv_heads} * cfg_.head_dim);
+  return static_cast<size_t>(cfg_.n_layers) * cfg_.format.bytes_per_token_layer(cfg_.n_kv_heads, cfg_.head_dim);
 }
 
 bool SequenceKv::reserve(KvCache& cache, int32_t new_length) {

@@ -1,6 +1,7 @@
 // The paged KV cache: per layer, K and V pools of fixed-size blocks ([num_blocks, block_size,
-// n_kv_heads, head_dim]); one BlockAllocator owns every block (reference-counted so the prefix cache can
-// share full blocks); each sequence owns a block table. See docs/ARCHITECTURE.md ("KV cache").
+// n_kv_heads, head_dim] of the format's page types, quantized blocks carrying their scales); one
+// BlockAllocator owns every block (reference-counted so the prefix cache can share full blocks); each
+// sequence owns a block table. See docs/ARCHITECTURE.md ("KV cache") and docs/kv_cache.md (formats).
 #pragma once
 
 #include <cstdint>
@@ -8,7 +9,7 @@
 #include <span>
 #include <vector>
 
-#include "core/dtype.h"
+#include "engine/kv_format.h"
 #include "ops/ops.h"
 
 namespace kestrel {
@@ -35,11 +36,12 @@ struct KvCacheConfig {
   int head_dim = 0;
   int block_size = 16;
   int32_t num_blocks = 0;
-  DType dtype = DType::F32;
+  KvFormat format;
 };
 
 // The default size of a cache serving up to `max_running` sequences of `n_ctx` positions: 1024 tokens per
-// running sequence within 1 GiB, but always one whole context (the server's and the Python package's).
+// running sequence within 1 GiB (counted in the format's bytes, scales included, so a quantized cache holds
+// more tokens), but always one whole context (the server's and the Python package's).
 int64_t default_kv_tokens(const KvCacheConfig& cfg, int n_ctx, int max_running);
 
 class KvCache {
@@ -51,7 +53,7 @@ class KvCache {
   BlockAllocator& blocks() { return blocks_; }
   const BlockAllocator& blocks() const { return blocks_; }
   int block_size() const { return cfg_.block_size; }
-  size_t bytes_per_token() const;
+  size_t bytes_per_token() const;  // all layers, K and V, scales included
 
  private:
   KvCacheConfig cfg_;

@@ -22,7 +22,7 @@ Session::Session(Decoder& model, ops::Context ctx, const SessionOptions& opt)
   kc.block_size = opt.block_size;
   // One more block where the executor records graphs: their padding rows write there.
   kc.num_blocks = (n_ctx_ + opt.block_size - 1) / opt.block_size + (ctx.runtime->graphs_supported() ? 1 : 0);
-  kc.dtype = opt.kv_dtype;
+  kc.format = opt.kv_format;
   cache_ = std::make_unique<KvCache>(kc, ctx);
   ExecutorOptions eo;
   eo.max_step_tokens = n_batch_;

@@ -23,7 +23,7 @@ struct SessionOptions {
   int n_ctx = 0;                // 0: the model's trained context (capped at 8192 to bound memory)
   int n_batch = 512;            // prompt tokens per forward step
   int block_size = 16;          // KV cache block size in tokens
-  DType kv_dtype = DType::F32;  // CUDA attention reads bf16 pages
+  KvFormat kv_format;  // f32 pages by default (the CPU); CUDA reads bf16 or quantized ones
 };
 
 class Session {

@@ -284,7 +284,7 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
   kc.n_kv_heads = c.n_kv_heads;
   kc.head_dim = c.head_dim;
   kc.block_size = opt_.kv_block_size;
-  kc.dtype = opt_.kv_dtype;
+  kc.format = opt_.kv_format;
   const int64_t kv_tokens =
       opt_.kv_cache_tokens > 0 ? opt_.kv_cache_tokens : default_kv_tokens(kc, so.n_ctx, so.max_running);
   KS_CHECK(kv_tokens >= so.n_ctx, "--kv-cache-tokens {} is smaller than the context ({}): one sequence must fit",

@@ -30,7 +30,7 @@ struct ServerOptions {
   std::string model_name;  // the id clients send and /v1/models lists; empty: the model file's name
   int kv_block_size = 16;
   int64_t kv_cache_tokens = 0;  // 0: default_kv_tokens (engine/kv_cache.h)
-  DType kv_dtype = DType::F32;
+  KvFormat kv_format;
   int request_threads = 2;   // workers that parse, template and tokenize requests
   bool log_requests = true;  // one line on stderr per answered request (method, route, status, tokens, time)
   SamplingParams sampling;   // what requests get for the sampling fields they leave out

@@ -129,7 +129,7 @@ void expect_requests_invariant(Device device) {
                                 .head_dim = c.head_dim,
                                 .block_size = 16,
                                 .num_blocks = blocks,
-                                .dtype = gpu ? DType::BF16 : DType::F32},
+                                .format = KvFormat::plain(gpu ? DType::BF16 : DType::F32)},
                   ctx);
     Scheduler sched(*model, *tok, cache, ctx,
                     SchedulerOptions{.max_batch_tokens = budget, .n_ctx = 512, .overlap = overlap});

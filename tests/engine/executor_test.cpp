@@ -46,7 +46,7 @@ struct Rig {
                                                     .head_dim = c.head_dim,
                                                     .block_size = 8,
                                                     .num_blocks = 128,
-                                                    .dtype = d == Device::Cuda ? DType::BF16 : DType::F32},
+                                                    .format = KvFormat::plain(d == Device::Cuda ? DType::BF16 : DType::F32)},
                                       ctx);
     ex = std::make_unique<Executor>(
         *m, *cache, ctx, ExecutorOptions{.max_step_tokens = 64, .max_seqs = 8, .max_kv_len = 128, .graphs = graphs});
@@ -234,7 +234,7 @@ TEST(ExecutorCuda, GraphsOverQuantizedWeightsRecordAtEveryBucket) {
                                 .head_dim = c.head_dim,
                                 .block_size = 8,
                                 .num_blocks = 256,
-                                .dtype = DType::BF16},
+                                .format = KvFormat::plain(DType::BF16)},
                   ctx);
     Executor ex(*model, cache, ctx,
                 ExecutorOptions{.max_step_tokens = 256, .max_seqs = 96, .max_kv_len = 16, .graphs = graphs});

@@ -72,7 +72,7 @@ void check_logits_vs_transformers(const std::string& dir, const std::string& ref
   // The reference's ids come from transformers' tokenizer: Kestrel's must be the same.
   EXPECT_EQ(model->tokenizer->encode(meta["text"].get<std::string>(), true, false), tokens);
   const int64_t n_prefill = T - 8;
-  Session s(*model->decoder, gpu_context(), SessionOptions{.n_ctx = 256, .kv_dtype = DType::BF16});
+  Session s(*model->decoder, gpu_context(), SessionOptions{.n_ctx = 256, .kv_format = KvFormat::plain(DType::BF16)});
   const Tensor pre = s.feed(std::span(tokens.data(), n_prefill), /*all_logits=*/true);
   RowStats prefill, decode;
   for (int64_t t = 0; t < n_prefill; ++t) compare_row(pre.ptr<float>() + t * V, ref.data() + t * V, V, prefill);
@@ -116,7 +116,7 @@ TEST(CudaModel, GgufFixturesMatchCpu) {
     const int64_t n_prefill = 16;
     auto logits = [&](const ops::Context& ctx, DType kv) {
       auto model = load_model(path);
-      Session s(*model->decoder, ctx, SessionOptions{.n_ctx = 64, .kv_dtype = kv});
+      Session s(*model->decoder, ctx, SessionOptions{.n_ctx = 64, .kv_format = KvFormat::plain(kv)});
       const int64_t V = model->config().vocab;
       std::vector<float> out(ids.size() * V);
       const Tensor pre = s.feed(std::span(ids.data(), n_prefill), /*all_logits=*/true);
@@ -145,7 +145,7 @@ TEST(CudaModel, GgufFixturesMatchCpu) {
 
 // The CPU's greedy path with every step's logits: the f32 oracle the GPU's greedy text is held to.
 std::vector<std::vector<float>> cpu_greedy_logits(const Model& m, const std::vector<int32_t>& prompt, int n) {
-  Session s(*m.decoder, ops::Context{}, SessionOptions{.n_ctx = 256, .kv_dtype = DType::F32});
+  Session s(*m.decoder, ops::Context{}, SessionOptions{.n_ctx = 256, .kv_format = KvFormat::plain(DType::F32)});
   std::vector<std::vector<float>> rows;
   Tensor l = s.feed(prompt);
   for (int i = 0; i < n; ++i) {
@@ -172,7 +172,7 @@ TEST(CudaModel, GreedyTextSameOnCpuAndGpu) {
   const std::vector<int32_t> prompt = model->tokenizer->encode("the quick brown fox", true, false);
   const std::vector<std::vector<float>> cpu = cpu_greedy_logits(*model, prompt, kTokens);
   auto gpu_model = load_model(dir);
-  Session s(*gpu_model->decoder, gpu_context(), SessionOptions{.n_ctx = 256, .kv_dtype = DType::BF16});
+  Session s(*gpu_model->decoder, gpu_context(), SessionOptions{.n_ctx = 256, .kv_format = KvFormat::plain(DType::BF16)});
   const std::vector<int32_t> gpu = generate(s, *gpu_model->tokenizer, SamplingParams{}, prompt,
                                             GenerateOptions{.max_tokens = kTokens, .ignore_eos = true})
                                        .tokens;

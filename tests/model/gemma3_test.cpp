@@ -60,7 +60,7 @@ TEST(Gemma3, TinySynthMatchesTransformers) {
   ASSERT_GT(T, 2 * model->config().sliding_window) << "the reference must reach past the window";
 
   // One prefill of every row but the last 8, which are decoded one at a time (the decode path's window).
-  Session s(*model->decoder, {}, SessionOptions{.n_ctx = 256, .kv_dtype = DType::F32});
+  Session s(*model->decoder, {}, SessionOptions{.n_ctx = 256, .kv_format = KvFormat::plain(DType::F32)});
   const int64_t n_prefill = T - 8;
   test::RowStats st;
   const Tensor pre = s.feed(std::span(tokens.data(), n_prefill), /*all_logits=*/true);
@@ -177,7 +177,7 @@ TEST(Gemma3, CudaMatchesTransformersAndCpu) {
   const auto ids = c["token_ids"].get<std::vector<int32_t>>();
   const int64_t V = model->config().vocab;
   Session cs(*cpu_model->decoder, {}, SessionOptions{.n_ctx = 2048});
-  Session gs(*model->decoder, gpu, SessionOptions{.n_ctx = 2048, .kv_dtype = DType::BF16});
+  Session gs(*model->decoder, gpu, SessionOptions{.n_ctx = 2048, .kv_format = KvFormat::plain(DType::BF16)});
   const Tensor cl = cs.feed(ids, true), gl = gs.feed(ids, true);
   test::RowStats st;
   for (size_t t = 0; t < ids.size(); ++t) test::compare_row(gl.ptr<float>() + t * V, cl.ptr<float>() + t * V, V, st);

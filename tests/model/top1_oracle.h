@@ -36,7 +36,7 @@ inline Agreement compare(const Model& model, const nlohmann::json& ref, bool che
     if (check_tokens)
       EXPECT_EQ(model.tokenizer->encode(c["text"].get<std::string>(), true, c["parse_special"].get<bool>()), ids)
           << "tokenization of case " << c["name"];
-    Session s(*model.decoder, ctx, SessionOptions{.n_ctx = 2048, .kv_dtype = kv});
+    Session s(*model.decoder, ctx, SessionOptions{.n_ctx = 2048, .kv_format = KvFormat::plain(kv)});
     Tensor logits = s.feed(ids, /*all_logits=*/true);
     const auto top1 = c["top1"].get<std::vector<int32_t>>();
     for (size_t i = 0; i < top1.size(); ++i) {

@@ -133,15 +133,20 @@ const DeviceAdapter& cpu_adapter() {
   return a;
 }
 
+// The KV page types the CUDA kernels read and write besides bf16 (backends/cuda/register.cpp).
+bool cuda_quantized_page(DType t) {
+  return t == DType::KV_FP8 || t == DType::KV_INT8 || t == DType::Q4_1;
+}
+
 // The dtypes the CUDA kernels take (their supports() checks in backends/cuda/register.cpp): bf16
-// activations and KV pages, bf16 or GGUF-typed weights (as Decoder::place_on leaves them), f32 norm
-// weights and biases.
+// activations, bf16 or quantized KV pages, bf16 or GGUF-typed weights (as Decoder::place_on leaves them),
+// f32 norm weights and biases.
 DType cuda_dtype(Role role, DType host) {
   switch (role) {
     case Role::Weight: return quant::is_weight_type(host) ? host : DType::BF16;
+    case Role::Cache: return cuda_quantized_page(host) ? host : DType::BF16;
     case Role::Table:
-    case Role::Activation:
-    case Role::Cache: return DType::BF16;
+    case Role::Activation: return DType::BF16;
     case Role::Param: return DType::F32;
     case Role::Index: return host;
   }
@@ -744,9 +749,24 @@ KvLayer random_cache(DType t, const KvShape& s, std::mt19937& rng) {
   return c;
 }
 
+// The cache writes: CUDA writes the float types and its quantized page types; llama.cpp's other cache types
+// (q8_0, q4_0, q5_1, ...) are CPU-only.
+const char* cuda_kv_write_decline(const std::string& variant, DType t) {
+  const bool cuda = variant.starts_with("cuda.");
+  if (cuda && dtype_info(t).quantized && !cuda_quantized_page(t)) return "CUDA writes no llama.cpp cache types";
+  return nullptr;
+}
+
+// Quantized pages are written by one codec (core/kv_blocks.h, dequant.cpp) on every backend: the bytes, and
+// so the decoded pages, must be identical to the reference's.
+double kv_write_bound(DType t) {
+  return dtype_info(t).quantized ? 0.0 : kFloatBound;
+}
+
 TEST_F(OpsHarness, KvWrite) {
   uint32_t seed = 600;
-  for (DType t : {DType::F32, DType::F16, DType::BF16})
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::KV_FP8, DType::KV_INT8, DType::Q4_1, DType::Q8_0,
+                  DType::Q5_1})
     for (KvShape s : {KvShape{1, 64, 16, 4}, KvShape{3, 64, 32, 5}, KvShape{8, 128, 16, 9}})
       for (int64_t n_tok : {1, 13, 40}) {
         std::mt19937 rng(seed++);
@@ -775,7 +795,9 @@ TEST_F(OpsHarness, KvWrite) {
         };
         check_case(registries().kv_write,
                    fmt::format("{} heads{} d{} bs{} T{}", dtype_name(t), s.n_kv_heads, s.head_dim, s.block_size, n_tok),
-                   kFloatBound, call, 2.0 * n_tok * s.n_kv_heads * s.head_dim * (4 + dtype_info(t).block_bytes));
+                   kv_write_bound(t), call,
+                   2.0 * n_tok * (s.n_kv_heads * s.head_dim * 4 + row_bytes(t, s.n_kv_heads * s.head_dim)), 0,
+                   [t](const std::string& v) { return cuda_kv_write_decline(v, t); });
       }
 }
 
@@ -786,7 +808,7 @@ TEST_F(OpsHarness, RopeKvWrite) {
     KvShape kv;
     int rot;
   };
-  for (DType t : {DType::F32, DType::BF16})
+  for (DType t : {DType::F32, DType::BF16, DType::KV_FP8, DType::KV_INT8, DType::Q4_1})
     for (Shape sh : {Shape{4, {2, 64, 16, 4}, 64}, Shape{32, {8, 128, 16, 6}, 128}, Shape{6, {3, 64, 8, 5}, 32}})
       for (int64_t n_tok : {1, 9})
         for (bool qk_norm : {false, true})
@@ -835,8 +857,12 @@ struct SeqSpec {
 };
 
 // Why a CUDA attention variant declines a batch of this geometry (the register.cpp checks), or null.
-const char* cuda_attention_decline(const std::string& variant, int64_t head_dim, bool decode_only, int32_t window) {
+const char* cuda_attention_decline(const std::string& variant, DType t, int64_t head_dim, bool decode_only,
+                                   int32_t window) {
   const bool tiled = variant == "cuda.decode_splitkv" || variant == "cuda.flash_prefill";
+  if (variant.starts_with("cuda.") && dtype_info(t).quantized && !cuda_quantized_page(t))
+    return "CUDA reads no llama.cpp cache types";
+  if (tiled && dtype_info(t).quantized) return "the tiled kernels read bf16 pages";
   if (tiled && head_dim != 64 && head_dim != 128) return "the tiled kernels are built for head sizes 64 and 128";
   if (tiled && window > 0) return "the tiled kernels take no sliding window";
   if (variant == "cuda.decode_splitkv" && !decode_only) return "the decode kernel takes one query per sequence";
@@ -909,7 +935,7 @@ void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vect
   // that at 5e-4 on exactly representable inputs).
   const BoundFn bound = [](const std::string& v) { return v.starts_with("cpu.") ? kFloatBound : 5e-4; };
   check_case(registries().attention, desc, bound, call, kv_bytes + 2.0 * q.nbytes(), flops,
-             [&](const std::string& v) { return cuda_attention_decline(v, s.head_dim, decode_only, window); });
+             [&](const std::string& v) { return cuda_attention_decline(v, t, s.head_dim, decode_only, window); });
 }
 
 TEST_F(OpsHarness, Attention) {
@@ -941,6 +967,14 @@ TEST_F(OpsHarness, Attention) {
     for (const auto& specs : {batches[1], batches[3], batches[5], std::vector<SeqSpec>{{1, 300}, {40, 300}}})
       check_attention(DType::F32, 4, {2, 64, 16, 0}, specs, seed++, window);
   check_attention(DType::BF16, 4, {1, 256, 16, 0}, {{1, 700}, {30, 530}, {1, 20}}, seed++, 512);
+  // Quantized pages (--kv-type fp8, int8, int4 and llama.cpp's q8_0, q5_1): decoded in registers on CUDA, a
+  // tile at a time on the CPU; every variant against the reference on the same pages.
+  for (DType t : {DType::KV_FP8, DType::KV_INT8, DType::Q4_1, DType::Q8_0, DType::Q5_1})
+    for (const auto& specs : {batches[1], batches[3], batches[4]}) {
+      check_attention(t, 8, {2, 128, 16, 0}, specs, seed++);
+      check_attention(t, 9, {3, 64, 16, 0}, specs, seed++);
+    }
+  check_attention(DType::KV_INT8, 4, {1, 256, 16, 0}, {{1, 700}, {30, 530}}, seed++, 512);
 }
 
 }  // namespace

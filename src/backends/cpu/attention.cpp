@@ -5,6 +5,8 @@
 // afterwards. The split depends on the row's own context length only, never on the rest of the batch or
 // the thread count, and tiles follow absolute positions, not blocks, so a query's result is the same bits
 // whatever it is batched with, however its prompt was chunked and whatever the cache's block size.
+// Quantized pages (fp8, int8, int4 and llama.cpp's types) are decoded a tile at a time with the reference
+// codec, once per GQA group, and then read as f32.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -12,7 +14,9 @@
 #include <vector>
 
 #include "backends/cpu/fast_ops.h"
+#include "core/dequant.h"
 #include "core/error.h"
+#include "core/kv_blocks.h"
 #include "core/thread_pool.h"
 
 namespace kestrel::backends::cpu {
@@ -44,13 +48,20 @@ struct Geometry {
   size_t k_row_bytes, v_row_bytes;  // one position's K (V) of one kv head
 };
 
+// Whether the SIMD kernels read this page type directly (else tiles are decoded to f32 first).
+bool direct(const Kernels& k, DType t) {
+  return k.kv_dot[static_cast<size_t>(t)] && k.kv_axpy[static_cast<size_t>(t)];
+}
+
 // Accumulates softmax(scale * q . K) V for the G heads of kv head `kvh` over positions [begin, end)
-// into o (G x D, unnormalised) with running max m and sum l.
+// into o (G x D, unnormalised) with running max m and sum l. tile: 2 * kTile * D floats for decoded pages.
 void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, const Row& row, int32_t begin,
-            int32_t end, float* o, float* m, float* l, float* scores) {
+            int32_t end, float* o, float* m, float* l, float* scores, float* tile) {
   const ops::AttentionSeq& s = a.batch.seqs[row.seq];
-  const KvDotFn dot = k.kv_dot[static_cast<size_t>(a.cache.k.dtype)];
-  const KvAxpyFn axpy = k.kv_axpy[static_cast<size_t>(a.cache.v.dtype)];
+  const DType kt = a.cache.k.dtype, vt = a.cache.v.dtype;
+  const bool k_direct = direct(k, kt), v_direct = direct(k, vt);
+  const KvDotFn dot = k.kv_dot[static_cast<size_t>(k_direct ? kt : DType::F32)];
+  const KvAxpyFn axpy = k.kv_axpy[static_cast<size_t>(v_direct ? vt : DType::F32)];
   const float* q = a.q.ptr<float>() + (row.t * g.H + row.kvh * g.G) * g.D;
   std::fill(o, o + g.G * g.D, 0.f);
   std::fill(m, m + g.G, -std::numeric_limits<float>::infinity());
@@ -67,6 +78,14 @@ void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, co
       const int64_t slot = static_cast<int64_t>(s.block_table[(p + j) / g.bs]) * g.bs + (p + j) % g.bs;
       krow[j] = kc + (slot * g.Hkv + row.kvh) * g.k_row_bytes;
       vrow[j] = vc + (slot * g.Hkv + row.kvh) * g.v_row_bytes;
+      if (!k_direct) {
+        dequantize_row(kt, krow[j], tile + j * g.D, g.D);
+        krow[j] = reinterpret_cast<const char*>(tile + j * g.D);
+      }
+      if (!v_direct) {
+        dequantize_row(vt, vrow[j], tile + (kTile + j) * g.D, g.D);
+        vrow[j] = reinterpret_cast<const char*>(tile + (kTile + j) * g.D);
+      }
     }
     for (int64_t h = 0; h < g.G; ++h) {
       float* sc = scores + h * kTile;
@@ -116,10 +135,11 @@ bool attention_supports(const Kernels& k, const ops::AttentionArgs& a, std::stri
     return false;
   }
   if (!all_f32({&a.q, &a.out}, why)) return false;
-  if (!k.kv_dot[static_cast<size_t>(a.cache.k.dtype)] || !k.kv_axpy[static_cast<size_t>(a.cache.v.dtype)]) {
-    if (why) *why = "cache pages must be f32, f16 or bf16, got " + a.cache.k.describe();
-    return false;
-  }
+  for (const Tensor* c : {&a.cache.k, &a.cache.v})
+    if (!direct(k, c->dtype) && !quant::is_kv_page_type(c->dtype)) {
+      if (why) *why = "cache pages of " + c->describe() + " are not a KV cache type";
+      return false;
+    }
   return true;
 }
 
@@ -168,13 +188,14 @@ void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context
 
   std::atomic<size_t> next{0};
   auto work = [&](int, int) {
-    std::vector<float> scratch(static_cast<size_t>(slot_floats + g.G * kTile));
+    std::vector<float> scratch(static_cast<size_t>(slot_floats + g.G * kTile + 2 * kTile * g.D));
     for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items.size();) {
       const Item& it = items[i];
       const Row& row = rows[it.row];
       float* slot = row.partial >= 0 ? partials.data() + (row.partial + it.chunk) * slot_floats : scratch.data();
       float *m = slot, *l = slot + g.G, *o = slot + 2 * g.G;
-      attend(k, a, g, row, it.begin, it.end, o, m, l, scratch.data() + slot_floats);
+      attend(k, a, g, row, it.begin, it.end, o, m, l, scratch.data() + slot_floats,
+             scratch.data() + slot_floats + g.G * kTile);
       if (row.partial >= 0) continue;
       float* out = a.out.ptr<float>() + (row.t * g.H + row.kvh * g.G) * g.D;
       for (int64_t h = 0; h < g.G; ++h)

@@ -7,6 +7,7 @@
 #include "backends/cpu/fast_ops.h"
 #include "core/dequant.h"
 #include "core/error.h"
+#include "core/kv_blocks.h"
 #include "core/thread_pool.h"
 
 namespace kestrel::backends::cpu {
@@ -22,10 +23,6 @@ void for_rows(const ops::Context& ctx, int64_t n, int64_t item_elems, Fn&& fn) {
     fn(int64_t{0}, n);
   else
     ctx.threads().parallel_for(n, fn);
-}
-
-bool is_kv_dtype(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16;
 }
 
 }  // namespace
@@ -161,8 +158,8 @@ void embed(const ops::EmbedArgs& a, const ops::Context& ctx) {
 
 bool kv_write_supports(const ops::KvWriteArgs& a, std::string* why) {
   if (!all_f32({&a.k, &a.v}, why)) return false;
-  if (!is_kv_dtype(a.cache.k.dtype) || !is_kv_dtype(a.cache.v.dtype)) {
-    if (why) *why = "cache pages must be f32, f16 or bf16, got " + a.cache.k.describe();
+  if (!quant::is_kv_page_type(a.cache.k.dtype) || !quant::is_kv_page_type(a.cache.v.dtype)) {
+    if (why) *why = "cache pages of " + a.cache.k.describe() + " are not a KV cache type";
     return false;
   }
   if (a.slots.dtype != DType::I32) {

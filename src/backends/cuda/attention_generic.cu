@@ -1,12 +1,16 @@
-// Plain causal attention over the paged bf16 cache for what the tiled kernels do not cover (any even head_dim
-// up to kGenericMaxHeadDim, sliding windows): one block per (query row, head), keys in chunks of one per
-// thread with an online softmax. It serves prefill and decode alike and reads each key and value row once
-// per query row, so it is far from the flash/split-KV kernels' speed; the registry ranks it below them.
+// Plain causal attention over the paged cache for what the tiled kernels do not cover (any even head_dim
+// up to kGenericMaxHeadDim, sliding windows, quantized pages): one block per (query row, head), keys in
+// chunks of one per thread with an online softmax. It serves prefill and decode alike and reads each key
+// and value row once per query row, so it is far from the flash/split-KV kernels' speed; the registry ranks
+// it below them. Quantized pages (core/kv_blocks.h) are decoded in registers: keys eight elements at a
+// time, values one element per output dimension.
 #include <cmath>
+#include <type_traits>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
+#include "core/kv_blocks.h"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -14,6 +18,38 @@ namespace {
 constexpr int kThreads = 128;  // keys per chunk; each thread also owns output dims tid and tid + kThreads
 static_assert(kGenericMaxHeadDim <= 2 * kThreads);
 
+// One position's row of one kv head in a page of element type P (bf16 or a quantized block type).
+template <class P>
+struct PageRow {
+  const P* p;
+  __device__ float at(int d) const {
+    if constexpr (std::is_same_v<P, bf16>)
+      return __bfloat162float(p[d]);
+    else
+      return quant::element(p, d);
+  }
+  // q_s . row over D elements (q_s pre-scaled, in shared memory).
+  __device__ float dot(const float* q_s, int D) const {
+    float s = 0.f;
+    if constexpr (std::is_same_v<P, bf16>) {
+      const __nv_bfloat162* k = reinterpret_cast<const __nv_bfloat162*>(p);
+      for (int d = 0; d < D / 2; ++d) {
+        const float2 kk = __bfloat1622float2(k[d]);
+        s += q_s[2 * d] * kk.x + q_s[2 * d + 1] * kk.y;
+      }
+    } else {
+      float w[quant::kGroup];
+      for (int g = 0; g < D / quant::kGroup; ++g) {
+        quant::decode_group(p, g, w);
+#pragma unroll
+        for (int i = 0; i < quant::kGroup; ++i) s += q_s[g * quant::kGroup + i] * w[i];
+      }
+    }
+    return s;
+  }
+};
+
+template <class P>
 __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const AttentionLaunch a) {
   const int row = blockIdx.x, head = blockIdx.y, seq = blockIdx.z;
   const int q_begin = a.seq_info[seq * 3], q_len = a.seq_info[seq * 3 + 1], kv_len = a.seq_info[seq * 3 + 2];
@@ -23,10 +59,11 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const Atten
   const int n_keys = kv_len - q_len + row + 1;  // causal: the row sits at position kv_len - q_len + row
   const int first = a.window > 0 ? max(0, n_keys - a.window) : 0;
   const int* table = a.block_tables + static_cast<size_t>(seq) * a.max_blocks;
-  const size_t row_stride = static_cast<size_t>(a.n_kv_heads) * D;
+  // Page elements (bf16 values or blocks) per kv head row.
+  const int per_head = std::is_same_v<P, bf16> ? D : D / quant::kv_block_elems<P>;
   auto kv_row = [&](const void* cache, int j) {
     const int slot = table[j / a.block_size] * a.block_size + j % a.block_size;
-    return static_cast<const bf16*>(cache) + slot * row_stride + static_cast<size_t>(kvh) * D;
+    return PageRow<P>{static_cast<const P*>(cache) + (static_cast<size_t>(slot) * a.n_kv_heads + kvh) * per_head};
   };
 
   __shared__ float q_s[kGenericMaxHeadDim];
@@ -38,15 +75,7 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const Atten
   float m = -INFINITY, l = 0.f, acc0 = 0.f, acc1 = 0.f;
   for (int base = first; base < n_keys; base += kThreads) {
     const int j = base + tid;
-    float s = -INFINITY;
-    if (j < n_keys) {
-      const __nv_bfloat162* k = reinterpret_cast<const __nv_bfloat162*>(kv_row(a.k_cache, j));
-      s = 0.f;
-      for (int d = 0; d < D / 2; ++d) {
-        const float2 kk = __bfloat1622float2(k[d]);
-        s += q_s[2 * d] * kk.x + q_s[2 * d + 1] * kk.y;
-      }
-    }
+    const float s = j < n_keys ? kv_row(a.k_cache, j).dot(q_s, D) : -INFINITY;
     const float m_new = fmaxf(m, block_reduce<kThreads>(s, MaxOp{}));  // finite: the chunk has a key
     const float p = j < n_keys ? __expf(s - m_new) : 0.f;
     const float corr = __expf(m - m_new);
@@ -57,9 +86,9 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const Atten
     m = m_new;
     const int n = min(kThreads, n_keys - base);
     for (int t = 0; t < n; ++t) {
-      const bf16* v = kv_row(a.v_cache, base + t);
-      if (tid < D) acc0 += p_s[t] * __bfloat162float(v[tid]);
-      if (tid + kThreads < D) acc1 += p_s[t] * __bfloat162float(v[tid + kThreads]);
+      const PageRow<P> v = kv_row(a.v_cache, base + t);
+      if (tid < D) acc0 += p_s[t] * v.at(tid);
+      if (tid + kThreads < D) acc1 += p_s[t] * v.at(tid + kThreads);
     }
     __syncthreads();  // p_s and the reductions' scratch are rewritten by the next chunk
   }
@@ -74,7 +103,12 @@ __global__ void __launch_bounds__(kThreads) attention_generic_kernel(const Atten
 void launch_attention_generic(const AttentionLaunch& a, int max_q_len, cudaStream_t stream) {
   if (max_q_len == 0 || a.n_seqs == 0) return;
   const dim3 grid(static_cast<unsigned>(max_q_len), static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.n_seqs));
-  attention_generic_kernel<<<grid, kThreads, 0, stream>>>(a);
+  switch (a.kv_t) {
+    case DType::KV_FP8: attention_generic_kernel<quant::BlockKvFp8><<<grid, kThreads, 0, stream>>>(a); break;
+    case DType::KV_INT8: attention_generic_kernel<quant::BlockKvInt8><<<grid, kThreads, 0, stream>>>(a); break;
+    case DType::Q4_1: attention_generic_kernel<quant::BlockQ4_1><<<grid, kThreads, 0, stream>>>(a); break;
+    default: attention_generic_kernel<bf16><<<grid, kThreads, 0, stream>>>(a); break;
+  }
   CUDA_CHECK_LAUNCH();
 }
 

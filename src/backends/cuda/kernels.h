@@ -82,8 +82,8 @@ struct RopeKvWriteLaunch {
 constexpr int kMaxFusedHeadDim = 512;
 void launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream);
 
-// kv_write.cu: k, v [T, row] (f32/bf16) into caches [n_slots, row] (f32/bf16/f16). Bad slots are skipped
-// and raise kErrKvSlot on their row.
+// kv_write.cu: k, v [T, row] (f32/bf16) into caches [n_slots, row] (f32/bf16/f16, or kv_fp8/kv_int8/q4_1
+// blocks encoded by core/kv_blocks.h). Bad slots are skipped and raise kErrKvSlot on their row.
 void launch_kv_write(DType src_t, const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row,
                      DType cache_t, void* k_cache, void* v_cache, int64_t n_slots, ErrorSink errors,
                      cudaStream_t stream);
@@ -105,6 +105,7 @@ struct AttentionLaunch {
   int block_size = 0;
   float scale = 1.f;
   int window = 0;  // > 0: sliding window (AttentionBatch::window); only the generic kernel takes one
+  DType kv_t = DType::BF16;  // K and V page type: bf16, or a quantized KV type (generic kernel only)
 };
 
 // attention_prefill.cu: FlashAttention-2 style tiled causal attention, any q_len per sequence.

@@ -47,6 +47,21 @@ bool same_act(std::initializer_list<const Tensor*> ts, std::string* why) {
 
 // ---- elementwise family ----
 
+// Page types the CUDA attention kernels read: bf16, and the quantized KV types (generic kernel only).
+bool readable_page(DType t) {
+  return t == DType::BF16 || t == DType::KV_FP8 || t == DType::KV_INT8 || t == DType::Q4_1;
+}
+
+// What the cache writes produce: f32, f16 and the readable types, one type for K and V, whose blocks tile
+// a head.
+bool writable_pages(const KvLayer& c, int64_t head_dim, std::string* why) {
+  const DType t = c.k.dtype;
+  if (t != c.v.dtype) return reject(why, "K and V pages must share a type");
+  if (!readable_page(t) && t != DType::F16 && t != DType::F32)
+    return reject(why, "cache pages must be bf16, f16, f32, kv_fp8, kv_int8 or q4_1");
+  return head_dim % dtype_info(t).block_size == 0 || reject(why, "head_dim is not a whole number of page blocks");
+}
+
 void register_elementwise(Registries& r) {
   r.embed.add({"cuda.embed", Device::Cuda, kPriority,
                [](const EmbedArgs& a, std::string* why) {
@@ -113,9 +128,7 @@ void register_elementwise(Registries& r) {
                   [](const KvWriteArgs& a, std::string* why) {
                     if (!on_device({&a.k, &a.v, &a.slots, &a.cache.k, &a.cache.v}, why) || !same_act({&a.k, &a.v}, why))
                       return false;
-                    const DType c = a.cache.k.dtype;
-                    if (c != a.cache.v.dtype || !(c == DType::BF16 || c == DType::F16 || c == DType::F32))
-                      return reject(why, "cache pages must be bf16, f16 or f32");
+                    if (!writable_pages(a.cache, a.k.dim(2), why)) return false;
                     return a.slots.dtype == DType::I32 || reject(why, "slots must be i32");
                   },
                   [](const KvWriteArgs& a, const Context& ctx) {
@@ -132,9 +145,7 @@ void register_elementwise(Registries& r) {
                          for (const Tensor* n : {a.norm.q, a.norm.k})
                            if (n && (n->device != Device::Cuda || n->dtype != DType::F32))
                              return reject(why, "q/k norm weights must be f32 on the device");
-                         const DType c = a.cache.k.dtype;
-                         if (c != a.cache.v.dtype || !(c == DType::BF16 || c == DType::F16 || c == DType::F32))
-                           return reject(why, "cache pages must be bf16, f16 or f32");
+                         if (!writable_pages(a.cache, a.q_out.dim(2), why)) return false;
                          if (a.positions.dtype != DType::I32 || a.slots.dtype != DType::I32)
                            return reject(why, "positions and slots must be i32");
                          if (a.q_out.dim(2) > kMaxFusedHeadDim) return reject(why, "head_dim above kMaxFusedHeadDim");
@@ -317,9 +328,9 @@ void register_matmul(Registries& r) {
 // What every CUDA attention variant needs, whatever the head size.
 bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
   if (!on_device({&a.q, &a.out, &a.cache.k, &a.cache.v, &a.batch.block_tables, &a.batch.seq_info}, why)) return false;
-  if (a.q.dtype != DType::BF16 || a.out.dtype != DType::BF16 || a.cache.k.dtype != DType::BF16 ||
-      a.cache.v.dtype != DType::BF16)
-    return reject(why, "CUDA attention takes bf16 q, out and KV pages");
+  if (a.q.dtype != DType::BF16 || a.out.dtype != DType::BF16) return reject(why, "CUDA attention takes bf16 q and out");
+  if (a.cache.k.dtype != a.cache.v.dtype || !readable_page(a.cache.k.dtype))
+    return reject(why, "CUDA attention reads bf16, kv_fp8, kv_int8 or q4_1 pages, the same for K and V");
   const int64_t n = static_cast<int64_t>(a.batch.seqs.size());
   if (a.batch.block_tables.dtype != DType::I32 || a.batch.block_tables.ndim() != 2 ||
       a.batch.block_tables.dim(0) != n || a.batch.seq_info.dtype != DType::I32 || a.batch.seq_info.numel() != 3 * n)
@@ -331,6 +342,7 @@ bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
 bool tiled_attention_ok(const AttentionArgs& a, std::string* why) {
   if (!attention_inputs_ok(a, why)) return false;
   if (a.batch.window > 0) return reject(why, "no sliding window (cuda.attention_generic takes one)");
+  if (a.cache.k.dtype != DType::BF16) return reject(why, "bf16 pages only (cuda.attention_generic reads quantized ones)");
   const int64_t d = a.q.dim(2);
   return d == 64 || d == 128 || reject(why, "head_dim must be 64 or 128");
 }
@@ -365,6 +377,7 @@ AttentionLaunch describe(const AttentionArgs& a, int* max_q, int* max_kv) {
   l.block_size = static_cast<int>(bs);
   l.scale = a.batch.scale;
   l.window = a.batch.window;
+  l.kv_t = a.cache.k.dtype;
   return l;
 }
 
@@ -456,11 +469,15 @@ void register_attention(Registries& r) {
                    [](const AttentionArgs& a, const Context& ctx) {
                      int max_q = 0, max_kv = 0;
                      const AttentionLaunch l = describe(a, &max_q, &max_kv);
-                     log::warn_once("attention/cuda.attention_generic/" + std::to_string(l.head_dim) + "/" +
-                                        std::to_string(l.window > 0),
-                                    fmt::format("attention: no tiled CUDA kernel for head_dim {}{} (they take 64 "
-                                                "and 128, without a window); using the slower cuda.attention_generic",
-                                                l.head_dim, l.window > 0 ? " with a sliding window" : ""));
+                     log::warn_once(fmt::format("attention/cuda.attention_generic/{}/{}/{}", l.head_dim,
+                                                l.window > 0, dtype_name(l.kv_t)),
+                                    fmt::format("attention: no tiled CUDA kernel for head_dim {}{}{} (they take 64 "
+                                                "and 128 over bf16 pages, without a window); using the slower "
+                                                "cuda.attention_generic",
+                                                l.head_dim, l.window > 0 ? " with a sliding window" : "",
+                                                l.kv_t != DType::BF16 ? " over " + std::string(dtype_name(l.kv_t)) +
+                                                                            " KV pages"
+                                                                      : ""));
                      launch_attention_generic(l, max_q, stream_of(ctx));
                    }});
 }

@@ -1,11 +1,15 @@
 // Rotary position embedding: in place (one thread per rotated pair), and fused with the per-head q/k
 // norm and the cache write after a fused q/k/v projection (one block per token and head). The inverse
 // frequencies (with any llama3/linear scaling already applied on the host by RopeParams::inv_freq) travel
-// in the kernel's parameters, so the launch needs no upload and can be captured in a CUDA graph.
+// in the kernel's parameters, so the launch needs no upload and can be captured in a CUDA graph. Quantized
+// cache pages are encoded from the f32 head in shared memory (core/kv_blocks.h), one thread per group.
+#include <type_traits>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "core/kv_blocks.h"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -35,6 +39,9 @@ __global__ void rope_kernel(T* x, const int32_t* positions, int64_t T_, int64_t 
 }
 
 constexpr int kFusedThreads = 128;
+
+template <typename C>
+inline constexpr bool kQuantizedPage = !std::is_same_v<C, float> && !std::is_same_v<C, bf16> && !std::is_same_v<C, __half>;
 
 // Block b handles head b % heads of token b / heads, heads = H + 2 Hkv in q | k | v order. The head is
 // staged in shared memory as f32 so the norm and the rotation round once, on the final store.
@@ -86,6 +93,11 @@ __global__ void __launch_bounds__(kFusedThreads)
   if (is_q) {
     T* dst = q_out + (t * l.H + h) * D;
     for (int i = threadIdx.x; i < D; i += kFusedThreads) dst[i] = from_f32<T>(row[i]);
+  } else if constexpr (kQuantizedPage<C>) {
+    constexpr int kN = quant::kv_block_elems<C>;
+    const int groups = D / kN;
+    C* dst = (is_k ? kc : vc) + (static_cast<int64_t>(slot) * l.Hkv + (h - l.H - (is_k ? 0 : l.Hkv))) * groups;
+    for (int g = threadIdx.x; g < groups; g += kFusedThreads) quant::encode_block(row + g * kN, dst[g]);
   } else {
     C* dst = (is_k ? kc : vc) + (static_cast<int64_t>(slot) * l.Hkv + (h - l.H - (is_k ? 0 : l.Hkv))) * D;
     for (int i = threadIdx.x; i < D; i += kFusedThreads) dst[i] = from_f32<C>(row[i]);
@@ -105,6 +117,9 @@ void launch_fused_from(const RopeKvWriteLaunch& l, const RopeFreqs& f, cudaStrea
   switch (l.cache_t) {
     case DType::BF16: launch_fused<T, bf16>(l, f, s); break;
     case DType::F16: launch_fused<T, __half>(l, f, s); break;
+    case DType::KV_FP8: launch_fused<T, quant::BlockKvFp8>(l, f, s); break;
+    case DType::KV_INT8: launch_fused<T, quant::BlockKvInt8>(l, f, s); break;
+    case DType::Q4_1: launch_fused<T, quant::BlockQ4_1>(l, f, s); break;
     default: launch_fused<T, float>(l, f, s); break;
   }
 }
