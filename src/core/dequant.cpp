@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
-#include "core/kv_blocks.h"
+#include "core/kv_codec.h"
 #include "core/quant_blocks.h"
 #include "core/quant_groups.h"
 #include "core/quantize_k.h"
@@ -23,17 +23,11 @@ void dequant_q8_1(const BlockQ8_1* b, float* y, int64_t nb) {
   }
 }
 
-// The weight and KV page types, through their shared group decoders (quant_groups.h, kv_blocks.h).
+// The weight types, through their shared group decoders (quant_groups.h).
 template <class Block>
 void dequant_groups(const void* src, float* y, int64_t n) {
   const auto* row = static_cast<const Block*>(src);
   for (int64_t g = 0; g < n / kGroup; ++g) decode_group(row, g, y + kGroup * g);
-}
-
-// The KV page types, through the codec the CUDA cache writes share (kv_blocks.h).
-template <class Block>
-void encode_blocks(const float* x, Block* b, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i) encode_block(x + i * kv_block_elems<Block>, b[i]);
 }
 
 void dequant_q8_k(const BlockQ8_K* b, float* y, int64_t nb) {
@@ -148,7 +142,11 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   const int64_t nb = n / dtype_info(t).block_size;
   KS_CHECK(nb * dtype_info(t).block_size == n, "row of {} {} elements is not whole blocks", n, dtype_name(t));
   if (visit_weight_block(t, [&]<class Block>(const Block*) { dequant_groups<Block>(src, dst, n); })) return;
-  if (visit_kv_block(t, [&]<class Block>(const Block*) { dequant_groups<Block>(src, dst, n); })) return;
+  // The KV code types hold codes: their values here, without a page's scales (kv_codec.h decodes those).
+  if (visit_kv_code(t, [&](auto c) {
+        for (int64_t i = 0; i < n; ++i) dst[i] = kv_code_value<decltype(c)::value>(static_cast<const uint8_t*>(src), i);
+      }))
+    return;
   switch (t) {
     case DType::F32: std::memcpy(dst, src, n * sizeof(float)); return;
     case DType::F16:
@@ -176,8 +174,9 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
       return;
     case DType::Q4_0: quant_legacy(src, static_cast<BlockQ4_0*>(dst), nb); return;
     case DType::Q4_1: quant_legacy(src, static_cast<BlockQ4_1*>(dst), nb); return;
-    case DType::KV_FP8: encode_blocks(src, static_cast<BlockKvFp8*>(dst), nb); return;
-    case DType::KV_INT8: encode_blocks(src, static_cast<BlockKvInt8*>(dst), nb); return;
+    case DType::F8E4M3:
+      for (int64_t i = 0; i < n; ++i) static_cast<uint8_t*>(dst)[i] = e4m3_code(src[i]);
+      return;
     case DType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), nb); return;
     case DType::Q8_1: quant_q8_1(src, static_cast<BlockQ8_1*>(dst), nb); return;
     case DType::Q8_K: quant_q8_k(src, static_cast<BlockQ8_K*>(dst), nb); return;

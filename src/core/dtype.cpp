@@ -30,8 +30,9 @@ constexpr std::array<DTypeInfo, static_cast<size_t>(DType::Count)> kInfo = {{
     {"q2_k", kQK_K, kQK_K / 16 + kQK_K / 4 + 2 + 2, true},
     {"q3_k", kQK_K, kQK_K / 8 + kQK_K / 4 + 12 + 2, true},
     {"q5_k", kQK_K, 2 + 2 + 12 + kQK_K / 8 + kQK_K / 2, true},
-    {"kv_fp8", 64, 2 + 64, true},
-    {"kv_int8", 64, 2 + 2 + 64, true},
+    {"f8_e4m3", 1, 1, false},
+    {"u8", 1, 1, false},
+    {"u4", 2, 1, false},
 }};
 
 struct GgmlId {

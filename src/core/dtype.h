@@ -27,8 +27,9 @@ enum class DType : uint8_t {
   Q2_K,
   Q3_K,
   Q5_K,
-  KV_FP8,   // KV cache pages: e4m3 with an f16 scale per 64 elements (core/kv_blocks.h)
-  KV_INT8,  // KV cache pages: u8 with an f16 scale and min per 64 elements (core/kv_blocks.h)
+  F8E4M3,  // OCP fp8 e4m3 ("fn": finite, +-448): quantized KV pages' codes (core/kv_codec.h)
+  U8,      // unsigned 8-bit codes (quantized KV pages)
+  U4,      // unsigned 4-bit codes, two per byte, element 2j in the low nibble of byte j
   Count,
 };
 

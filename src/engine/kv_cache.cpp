@@ -42,8 +42,18 @@ KvCache::KvCache(const KvCacheConfig& cfg, const ops::Context& ctx) : cfg_(cfg),
   check_kv_format(cfg.format, cfg.head_dim);
   layers_.reserve(cfg.n_layers);
   const std::vector<int64_t> shape = {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, cfg.head_dim};
-  for (int l = 0; l < cfg.n_layers; ++l)
-    layers_.push_back({ops::allocate(ctx, cfg.format.k, shape), ops::allocate(ctx, cfg.format.v, shape)});
+  const KvFormat& f = cfg.format;
+  const int64_t groups = f.group > 0 ? cfg.head_dim / f.group : 0;
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    ops::KvLayer layer{ops::allocate(ctx, f.k, shape), ops::allocate(ctx, f.v, shape), {}, {}};
+    if (groups > 0) {
+      layer.k_params =
+          ops::allocate(ctx, DType::F16, {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, groups, f.k_params()});
+      layer.v_params =
+          ops::allocate(ctx, DType::F16, {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, groups, f.v_params()});
+    }
+    layers_.push_back(std::move(layer));
+  }
 }
 
 int64_t default_kv_tokens(const KvCacheConfig& cfg, int n_ctx, int max_running) {

@@ -80,12 +80,30 @@ struct RopeParams {
 // Rotates x in place. x: [T, H, head_dim]; positions: i32 [T].
 void rope(const Context& ctx, Tensor& x, const Tensor& positions, const RopeParams& p);
 
-// One layer of the paged KV cache: k and v are [num_blocks, block_size, n_kv_heads, head_dim].
+// One layer of the paged KV cache: k and v are [num_blocks, block_size, n_kv_heads, head_dim] of a float
+// type, of ggml's block types (llama.cpp's cache types, CPU only), or of codes (F8E4M3, U8, U4) whose scales
+// sit in k_params / v_params: f16 [num_blocks, block_size, n_kv_heads, groups, P] (core/kv_codec.h: one
+// group of head_dim / groups elements per scale; P = 1 for fp8, 2 for the integer codes). Empty params:
+// the pages need none.
 struct KvLayer {
   Tensor k;
   Tensor v;
+  Tensor k_params;
+  Tensor v_params;
   int64_t block_size() const { return k.dim(1); }
+  bool has_params() const { return !k_params.empty(); }
+  int64_t group() const { return has_params() ? k.dim(3) / k_params.dim(3) : 0; }  // elements per scale
 };
+
+// Whole rows of a KV page through its format (kv_pages.cpp): one token's keys (values: `v`) of every kv
+// head at cache slot `slot`, encoded from or decoded to f32 [n_kv_heads * head_dim]. The reference of
+// what the cache writes store and attention reads; host pages only.
+void kv_store(const KvLayer& c, bool v, int64_t slot, const float* x);
+void kv_load(const KvLayer& c, bool v, int64_t slot, float* x);
+// One kv head of one token: f32 [head_dim].
+void kv_load_head(const KvLayer& c, bool v, int64_t slot, int64_t head, float* x);
+// Whether a page of type t with these params is a KV format the ops know.
+bool is_kv_page(const Tensor& pages, const Tensor& params);
 
 // Writes new keys/values into the cache. k, v: [T, n_kv_heads, head_dim]; slots: i32 [T], slot =
 // block_id * block_size + offset_in_block.

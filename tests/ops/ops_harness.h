@@ -22,7 +22,8 @@ enum class Role {
   Table,       // embedding tables: the file's type on the CPU; CUDA converts them to bf16 at load
   Param,       // norm weights, biases: f32 everywhere
   Index,       // token ids, positions, slots, block tables: i32 as they are
-  Cache,       // KV pages: the case's dtype on the CPU, bf16 on CUDA (its attention reads nothing else)
+  Cache,       // KV pages: the case's dtype on the CPU; on CUDA bf16, or the code types as they are
+  KvParams,    // the f16 scales of code pages: as they are everywhere
 };
 
 struct DeviceAdapter {

@@ -63,6 +63,11 @@ constexpr double kQuantBound = 1e-3;
 // lost precision to 8-bit level (NMSE ~1e-5..1e-3) fails; on a 16-bit grid they are exact and held
 // to kFloatBound.
 constexpr double kQuant16Bound = 1e-6;
+// Code pages written from a rotation that a variant rounds differently (sin/cos, fused order): a value on a
+// rounding boundary moves by one code step, at most a 4-bit step (a fifteenth of a group's range, NMSE
+// ~0.11 per element of unit variance). The cases hold >= 8K cached elements, so a few such moves stay below
+// 1e-4, while a wrong layout, scale or nibble order gives NMSE ~1.
+constexpr double kCodeStepBound = 1e-4;
 // A case's bound for a variant it cannot judge (matmul_bound): the run happens, the comparison does not.
 constexpr double kNotJudged = -1;
 
@@ -133,9 +138,9 @@ const DeviceAdapter& cpu_adapter() {
   return a;
 }
 
-// The KV page types the CUDA kernels read and write besides bf16 (backends/cuda/register.cpp).
-bool cuda_quantized_page(DType t) {
-  return t == DType::KV_FP8 || t == DType::KV_INT8 || t == DType::Q4_1;
+// The KV code types (pages with a parameter pool), which CUDA reads and writes besides bf16.
+bool is_code_type(DType t) {
+  return t == DType::F8E4M3 || t == DType::U8 || t == DType::U4;
 }
 
 // The dtypes the CUDA kernels take (their supports() checks in backends/cuda/register.cpp): bf16
@@ -144,7 +149,8 @@ bool cuda_quantized_page(DType t) {
 DType cuda_dtype(Role role, DType host) {
   switch (role) {
     case Role::Weight: return quant::is_weight_type(host) ? host : DType::BF16;
-    case Role::Cache: return cuda_quantized_page(host) ? host : DType::BF16;
+    case Role::Cache: return is_code_type(host) ? host : DType::BF16;
+    case Role::KvParams: return host;
     case Role::Table:
     case Role::Activation: return DType::BF16;
     case Role::Param: return DType::F32;
@@ -210,7 +216,9 @@ const DeviceAdapter& host_view(const DeviceAdapter& dev) {
   DeviceAdapter v = cpu_adapter();
   v.name = "cpu view of " + dev.name;
   v.dtype_for = [&dev](Role role, DType host) {
-    return role == Role::Weight || role == Role::Table || role == Role::Cache ? dev.dtype_for(role, host) : host;
+    return role == Role::Weight || role == Role::Table || role == Role::Cache || role == Role::KvParams
+               ? dev.dtype_for(role, host)
+               : host;
   };
   v.rounds_to = [&dev](Role role, DType host) {
     return role == Role::Activation || role == Role::Param ? dev.dtype_for(role, host) : host;
@@ -738,35 +746,95 @@ struct KvShape {
   int64_t n_kv_heads, head_dim, block_size, n_blocks;
 };
 
+// A KV page format as the ops see it: the element or code type and, for code types, the scale group.
+struct PageType {
+  PageType(DType type, int g = 0) : t(type), group(g) {}  // NOLINT: a plain type converts implicitly
+  DType t;
+  int group;
+  int n_params() const { return group == 0 ? 0 : t == DType::F8E4M3 ? 1 : 2; }
+  std::string name() const { return group ? fmt::format("{}/g{}", dtype_name(t), group) : std::string(dtype_name(t)); }
+};
+
 // A cache layer filled with random values, so that kv_write must leave the slots it does not own alone.
-KvLayer random_cache(DType t, const KvShape& s, std::mt19937& rng) {
-  KvLayer c{Tensor::empty_host(t, {s.n_blocks, s.block_size, s.n_kv_heads, s.head_dim}),
-            Tensor::empty_host(t, {s.n_blocks, s.block_size, s.n_kv_heads, s.head_dim})};
-  for (Tensor* p : {&c.k, &c.v}) {
-    const Tensor f = rand_f32({p->rows(), p->cols()}, rng);
-    for (int64_t r = 0; r < p->rows(); ++r) quantize_row(t, f.ptr<float>() + r * p->cols(), p->row(r), p->cols());
+KvLayer random_cache(const PageType& p, const KvShape& s, std::mt19937& rng) {
+  const std::vector<int64_t> shape = {s.n_blocks, s.block_size, s.n_kv_heads, s.head_dim};
+  KvLayer c{Tensor::empty_host(p.t, shape), Tensor::empty_host(p.t, shape), {}, {}};
+  if (p.group)
+    for (Tensor* t : {&c.k_params, &c.v_params})
+      *t = Tensor::empty_host(DType::F16, {s.n_blocks, s.block_size, s.n_kv_heads, s.head_dim / p.group, p.n_params()});
+  const int64_t row = s.n_kv_heads * s.head_dim;
+  for (int64_t slot = 0; slot < s.n_blocks * s.block_size; ++slot) {
+    const Tensor r = rand_f32({2, row}, rng);
+    kv_store(c, false, slot, r.ptr<float>());
+    kv_store(c, true, slot, r.ptr<float>() + row);
   }
   return c;
 }
 
-// The cache writes: CUDA writes the float types and its quantized page types; llama.cpp's other cache types
-// (q8_0, q4_0, q5_1, ...) are CPU-only.
-const char* cuda_kv_write_decline(const std::string& variant, DType t) {
-  const bool cuda = variant.starts_with("cuda.");
-  if (cuda && dtype_info(t).quantized && !cuda_quantized_page(t)) return "CUDA writes no llama.cpp cache types";
+// The layer on an adapter's device: pages as the device takes them, params as they are.
+KvLayer put_cache(const DeviceAdapter& a, const KvLayer& c) {
+  KvLayer d{put(a, c.k, Role::Cache), put(a, c.v, Role::Cache), {}, {}};
+  if (c.has_params()) {
+    d.k_params = put(a, c.k_params, Role::KvParams);
+    d.v_params = put(a, c.v_params, Role::KvParams);
+  }
+  return d;
+}
+
+// Everything a cache write stored, as f32: K and V pages (code values for code pages) and their params.
+Tensor stored(const DeviceAdapter& a, const KvLayer& d) {
+  Tensor all = concat_outputs(a.download(d.k), a.download(d.v));
+  if (d.has_params()) all = concat_outputs(all, concat_outputs(a.download(d.k_params), a.download(d.v_params)));
+  return all;
+}
+
+// The values a layer's code pages hold, decoded on the host from the downloaded code values and params
+// (x = code * scale, + min for the integer codes): f32 [2, slots * row], K then V.
+Tensor decoded(const DeviceAdapter& a, const KvLayer& d) {
+  const int64_t n = d.k.numel(), group = d.group();
+  Tensor out = Tensor::empty_host(DType::F32, {2, n});
+  for (int v = 0; v < 2; ++v) {
+    const Tensor codes = a.download(v ? d.v : d.k), params = a.download(v ? d.v_params : d.k_params);
+    const int64_t np = params.dim(4);
+    for (int64_t i = 0; i < n; ++i) {
+      const float* p = params.ptr<float>() + i / group * np;
+      const float x = codes.ptr<float>()[i] * p[0];
+      out.ptr<float>()[v * n + i] = np == 2 ? x + p[1] : x;
+    }
+  }
+  return out;
+}
+
+// Bytes of one token's K or V in pages of this type, params included.
+double page_bytes(const PageType& p, int64_t n_kv_heads, int64_t head_dim) {
+  return static_cast<double>(row_bytes(p.t, n_kv_heads * head_dim)) +
+         (p.group ? 2.0 * p.n_params() * n_kv_heads * head_dim / p.group : 0.0);
+}
+
+// CUDA writes and reads float and code pages; llama.cpp's cache types (q8_0, q5_1, ...) are CPU-only.
+const char* cuda_page_decline(const std::string& variant, const PageType& p) {
+  if (variant.starts_with("cuda.") && dtype_info(p.t).quantized) return "CUDA takes no llama.cpp cache types";
   return nullptr;
 }
 
-// Quantized pages are written by one codec (core/kv_blocks.h, dequant.cpp) on every backend: the bytes, and
-// so the decoded pages, must be identical to the reference's.
-double kv_write_bound(DType t) {
-  return dtype_info(t).quantized ? 0.0 : kFloatBound;
+// Quantized pages are written by one codec (core/kv_codec.h, dequant.cpp) on every backend: the bytes, and
+// so the stored code values and params, must be identical to the reference's.
+double kv_write_bound(const PageType& p) {
+  return p.group || dtype_info(p.t).quantized ? 0.0 : kFloatBound;
+}
+
+// The quantized formats --kv-type offers (engine/kv_format.cpp), and U4 with int8's group size.
+const std::vector<PageType>& quantized_pages() {
+  static const std::vector<PageType> p = {{DType::F8E4M3, 64}, {DType::U8, 64}, {DType::U4, 32},
+                                          {DType::U4, 64},     {DType::Q8_0},   {DType::Q5_1}};
+  return p;
 }
 
 TEST_F(OpsHarness, KvWrite) {
   uint32_t seed = 600;
-  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::KV_FP8, DType::KV_INT8, DType::Q4_1, DType::Q8_0,
-                  DType::Q5_1})
+  std::vector<PageType> types = {DType::F32, DType::F16, DType::BF16};
+  types.insert(types.end(), quantized_pages().begin(), quantized_pages().end());
+  for (const PageType& t : types)
     for (KvShape s : {KvShape{1, 64, 16, 4}, KvShape{3, 64, 32, 5}, KvShape{8, 128, 16, 9}})
       for (int64_t n_tok : {1, 13, 40}) {
         std::mt19937 rng(seed++);
@@ -781,23 +849,18 @@ TEST_F(OpsHarness, KvWrite) {
         std::copy_n(all.begin(), n_tok, slots.ptr<int32_t>());
         CaseFn<KvWriteArgs> call = [&](const Variant<KvWriteArgs>& var, const DeviceAdapter& a, const Context& ctx,
                                        std::string* why, double* us) -> std::optional<Tensor> {
-          KvLayer dc{put(a, cache.k, Role::Cache), put(a, cache.v, Role::Cache)};
+          KvLayer dc = put_cache(a, cache);
           Tensor dk = put(a, k, Role::Activation), dv = put(a, v, Role::Activation), ds = put(a, slots, Role::Index);
           KvWriteArgs args{dk, dv, ds, dc};
           if (!var.supports(args, why)) return std::nullopt;
           run_maybe_timed([&] { var.run(args, ctx); }, a, us);
-          // Compare K and V pages together.
-          const Tensor hk = a.download(dc.k), hv = a.download(dc.v);
-          Tensor both = Tensor::empty_host(DType::F32, {2, hk.numel()});
-          std::memcpy(both.ptr<float>(), hk.data, hk.nbytes());
-          std::memcpy(both.ptr<float>() + hk.numel(), hv.data, hv.nbytes());
-          return both;
+          return stored(a, dc);
         };
         check_case(registries().kv_write,
-                   fmt::format("{} heads{} d{} bs{} T{}", dtype_name(t), s.n_kv_heads, s.head_dim, s.block_size, n_tok),
+                   fmt::format("{} heads{} d{} bs{} T{}", t.name(), s.n_kv_heads, s.head_dim, s.block_size, n_tok),
                    kv_write_bound(t), call,
-                   2.0 * n_tok * (s.n_kv_heads * s.head_dim * 4 + row_bytes(t, s.n_kv_heads * s.head_dim)), 0,
-                   [t](const std::string& v) { return cuda_kv_write_decline(v, t); });
+                   2.0 * n_tok * (s.n_kv_heads * s.head_dim * 4 + page_bytes(t, s.n_kv_heads, s.head_dim)), 0,
+                   [t](const std::string& v) { return cuda_page_decline(v, t); });
       }
 }
 
@@ -808,7 +871,8 @@ TEST_F(OpsHarness, RopeKvWrite) {
     KvShape kv;
     int rot;
   };
-  for (DType t : {DType::F32, DType::BF16, DType::KV_FP8, DType::KV_INT8, DType::Q4_1})
+  for (const PageType& t :
+       std::vector<PageType>{DType::F32, DType::BF16, {DType::F8E4M3, 64}, {DType::U8, 64}, {DType::U4, 32}})
     for (Shape sh : {Shape{4, {2, 64, 16, 4}, 64}, Shape{32, {8, 128, 16, 6}, 128}, Shape{6, {3, 64, 8, 5}, 32}})
       for (int64_t n_tok : {1, 9})
         for (bool qk_norm : {false, true})
@@ -834,7 +898,7 @@ TEST_F(OpsHarness, RopeKvWrite) {
             CaseFn<RopeKvWriteArgs> call = [&](const Variant<RopeKvWriteArgs>& var, const DeviceAdapter& a,
                                                const Context& ctx, std::string* why,
                                                double* us) -> std::optional<Tensor> {
-              KvLayer dc{put(a, cache.k, Role::Cache), put(a, cache.v, Role::Cache)};
+              KvLayer dc = put_cache(a, cache);
               Tensor dqkv = put(a, qkv, Role::Activation), dpos = put(a, pos, Role::Index),
                      ds = put(a, slots, Role::Index), dqn = put(a, qn, Role::Param), dkn = put(a, kn, Role::Param),
                      dq = put(a, poisoned(DType::F32, {n_tok, H, D}), Role::Activation);
@@ -842,13 +906,15 @@ TEST_F(OpsHarness, RopeKvWrite) {
               RopeKvWriteArgs args{dqkv, dpos, ds, rp, norm, dq, dc};
               if (!var.supports(args, why)) return std::nullopt;
               run_maybe_timed([&] { var.run(args, ctx); }, a, us);
-              return concat_outputs(a.download(dq), concat_outputs(a.download(dc.k), a.download(dc.v)));
+              // Code pages are judged on the values they decode to: a rotation rounded differently may move
+              // a code by one step, which the code-page bound below allows.
+              return concat_outputs(a.download(dq), cache.has_params() ? decoded(a, dc) : stored(a, dc));
             };
             check_case(
                 registries().rope_kv_write,
-                fmt::format("{} h{}/{} d{} rot{} T{}{}{}", dtype_name(t), H, Hkv, D, sh.rot, n_tok,
+                fmt::format("{} h{}/{} d{} rot{} T{}{}{}", t.name(), H, Hkv, D, sh.rot, n_tok,
                             qk_norm ? " qk-norm" : "", style == RopeParams::Style::Adjacent ? " adjacent" : " half"),
-                kFloatBound, call, n_tok * (H + 2 * Hkv) * D * (4.0 + 4.0));
+                t.group ? kCodeStepBound : kFloatBound, call, n_tok * (H + 2 * Hkv) * D * (4.0 + 4.0));
           }
 }
 
@@ -857,20 +923,19 @@ struct SeqSpec {
 };
 
 // Why a CUDA attention variant declines a batch of this geometry (the register.cpp checks), or null.
-const char* cuda_attention_decline(const std::string& variant, DType t, int64_t head_dim, bool decode_only,
+const char* cuda_attention_decline(const std::string& variant, const PageType& t, int64_t head_dim, bool decode_only,
                                    int32_t window) {
   const bool tiled = variant == "cuda.decode_splitkv" || variant == "cuda.flash_prefill";
-  if (variant.starts_with("cuda.") && dtype_info(t).quantized && !cuda_quantized_page(t))
-    return "CUDA reads no llama.cpp cache types";
-  if (tiled && dtype_info(t).quantized) return "the tiled kernels read bf16 pages";
+  if (const char* why = cuda_page_decline(variant, t)) return why;
+  if (tiled && t.group) return "the tiled kernels read bf16 pages";
   if (tiled && head_dim != 64 && head_dim != 128) return "the tiled kernels are built for head sizes 64 and 128";
   if (tiled && window > 0) return "the tiled kernels take no sliding window";
   if (variant == "cuda.decode_splitkv" && !decode_only) return "the decode kernel takes one query per sequence";
   return nullptr;
 }
 
-void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vector<SeqSpec>& specs, uint32_t seed,
-                     int32_t window = 0) {
+void check_attention(const PageType& t, int64_t n_heads, const KvShape& s, const std::vector<SeqSpec>& specs,
+                     uint32_t seed, int32_t window = 0) {
   std::mt19937 rng(seed);
   int64_t n_tok = 0, blocks_needed = 0, max_blocks = 1;
   bool decode_only = true;
@@ -908,12 +973,12 @@ void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vect
     seq_info[1] = sp.q_len;
     seq_info[2] = sp.kv_len;
     q_begin += sp.q_len;
-    kv_bytes += 2.0 * sp.kv_len * s.n_kv_heads * row_bytes(t, s.head_dim);
+    kv_bytes += 2.0 * sp.kv_len * page_bytes(t, s.n_kv_heads, s.head_dim);
   }
   const Tensor q = rand_f32({n_tok, n_heads, s.head_dim}, rng, 2.f);
   CaseFn<AttentionArgs> call = [&](const Variant<AttentionArgs>& v, const DeviceAdapter& a, const Context& ctx,
                                    std::string* why, double* us) -> std::optional<Tensor> {
-    KvLayer dc{put(a, cache.k, Role::Cache), put(a, cache.v, Role::Cache)};
+    KvLayer dc = put_cache(a, cache);
     Tensor dq = put(a, q, Role::Activation),
            dout = put(a, poisoned(DType::F32, {n_tok, n_heads, s.head_dim}), Role::Activation);
     AttentionBatch b = batch;
@@ -924,8 +989,8 @@ void check_attention(DType t, int64_t n_heads, const KvShape& s, const std::vect
     run_maybe_timed([&] { v.run(args, ctx); }, a, us);
     return a.download(dout);
   };
-  std::string desc = fmt::format("{} h{}/{} d{} bs{}{} seqs", dtype_name(t), n_heads, s.n_kv_heads, s.head_dim,
-                                 s.block_size, window > 0 ? fmt::format(" window {}", window) : "");
+  std::string desc = fmt::format("{} h{}/{} d{} bs{}{} seqs", t.name(), n_heads, s.n_kv_heads, s.head_dim, s.block_size,
+                                 window > 0 ? fmt::format(" window {}", window) : "");
   double flops = 0;
   for (const SeqSpec& sp : specs) {
     desc += fmt::format(" {}/{}", sp.q_len, sp.kv_len);
@@ -969,12 +1034,12 @@ TEST_F(OpsHarness, Attention) {
   check_attention(DType::BF16, 4, {1, 256, 16, 0}, {{1, 700}, {30, 530}, {1, 20}}, seed++, 512);
   // Quantized pages (--kv-type fp8, int8, int4 and llama.cpp's q8_0, q5_1): decoded in registers on CUDA, a
   // tile at a time on the CPU; every variant against the reference on the same pages.
-  for (DType t : {DType::KV_FP8, DType::KV_INT8, DType::Q4_1, DType::Q8_0, DType::Q5_1})
+  for (const PageType& t : quantized_pages())
     for (const auto& specs : {batches[1], batches[3], batches[4]}) {
       check_attention(t, 8, {2, 128, 16, 0}, specs, seed++);
       check_attention(t, 9, {3, 64, 16, 0}, specs, seed++);
     }
-  check_attention(DType::KV_INT8, 4, {1, 256, 16, 0}, {{1, 700}, {30, 530}}, seed++, 512);
+  check_attention(PageType{DType::U8, 64}, 4, {1, 256, 16, 0}, {{1, 700}, {30, 530}}, seed++, 512);
 }
 
 }  // namespace

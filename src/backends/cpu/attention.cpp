@@ -5,8 +5,8 @@
 // afterwards. The split depends on the row's own context length only, never on the rest of the batch or
 // the thread count, and tiles follow absolute positions, not blocks, so a query's result is the same bits
 // whatever it is batched with, however its prompt was chunked and whatever the cache's block size.
-// Quantized pages (fp8, int8, int4 and llama.cpp's types) are decoded a tile at a time with the reference
-// codec, once per GQA group, and then read as f32.
+// Quantized pages (fp8, int8, int4 and llama.cpp's types) are decoded a tile at a time by the reference
+// codec (ops::kv_load_head), once per GQA group, and then read as f32.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -14,9 +14,7 @@
 #include <vector>
 
 #include "backends/cpu/fast_ops.h"
-#include "core/dequant.h"
 #include "core/error.h"
-#include "core/kv_blocks.h"
 #include "core/thread_pool.h"
 
 namespace kestrel::backends::cpu {
@@ -48,9 +46,9 @@ struct Geometry {
   size_t k_row_bytes, v_row_bytes;  // one position's K (V) of one kv head
 };
 
-// Whether the SIMD kernels read this page type directly (else tiles are decoded to f32 first).
-bool direct(const Kernels& k, DType t) {
-  return k.kv_dot[static_cast<size_t>(t)] && k.kv_axpy[static_cast<size_t>(t)];
+// Whether the SIMD kernels read these pages directly (else tiles are decoded to f32 first).
+bool direct(const Kernels& k, const Tensor& pages, const Tensor& params) {
+  return params.empty() && k.kv_dot[static_cast<size_t>(pages.dtype)] && k.kv_axpy[static_cast<size_t>(pages.dtype)];
 }
 
 // Accumulates softmax(scale * q . K) V for the G heads of kv head `kvh` over positions [begin, end)
@@ -58,10 +56,9 @@ bool direct(const Kernels& k, DType t) {
 void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, const Row& row, int32_t begin,
             int32_t end, float* o, float* m, float* l, float* scores, float* tile) {
   const ops::AttentionSeq& s = a.batch.seqs[row.seq];
-  const DType kt = a.cache.k.dtype, vt = a.cache.v.dtype;
-  const bool k_direct = direct(k, kt), v_direct = direct(k, vt);
-  const KvDotFn dot = k.kv_dot[static_cast<size_t>(k_direct ? kt : DType::F32)];
-  const KvAxpyFn axpy = k.kv_axpy[static_cast<size_t>(v_direct ? vt : DType::F32)];
+  const bool k_direct = direct(k, a.cache.k, a.cache.k_params), v_direct = direct(k, a.cache.v, a.cache.v_params);
+  const KvDotFn dot = k.kv_dot[static_cast<size_t>(k_direct ? a.cache.k.dtype : DType::F32)];
+  const KvAxpyFn axpy = k.kv_axpy[static_cast<size_t>(v_direct ? a.cache.v.dtype : DType::F32)];
   const float* q = a.q.ptr<float>() + (row.t * g.H + row.kvh * g.G) * g.D;
   std::fill(o, o + g.G * g.D, 0.f);
   std::fill(m, m + g.G, -std::numeric_limits<float>::infinity());
@@ -79,11 +76,11 @@ void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, co
       krow[j] = kc + (slot * g.Hkv + row.kvh) * g.k_row_bytes;
       vrow[j] = vc + (slot * g.Hkv + row.kvh) * g.v_row_bytes;
       if (!k_direct) {
-        dequantize_row(kt, krow[j], tile + j * g.D, g.D);
+        ops::kv_load_head(a.cache, false, slot, row.kvh, tile + j * g.D);
         krow[j] = reinterpret_cast<const char*>(tile + j * g.D);
       }
       if (!v_direct) {
-        dequantize_row(vt, vrow[j], tile + (kTile + j) * g.D, g.D);
+        ops::kv_load_head(a.cache, true, slot, row.kvh, tile + (kTile + j) * g.D);
         vrow[j] = reinterpret_cast<const char*>(tile + (kTile + j) * g.D);
       }
     }
@@ -135,11 +132,10 @@ bool attention_supports(const Kernels& k, const ops::AttentionArgs& a, std::stri
     return false;
   }
   if (!all_f32({&a.q, &a.out}, why)) return false;
-  for (const Tensor* c : {&a.cache.k, &a.cache.v})
-    if (!direct(k, c->dtype) && !quant::is_kv_page_type(c->dtype)) {
-      if (why) *why = "cache pages of " + c->describe() + " are not a KV cache type";
-      return false;
-    }
+  if (!ops::is_kv_page(a.cache.k, a.cache.k_params) || !ops::is_kv_page(a.cache.v, a.cache.v_params)) {
+    if (why) *why = "cache pages of " + a.cache.k.describe() + " are not a KV cache format";
+    return false;
+  }
   return true;
 }
 

@@ -7,7 +7,6 @@
 #include "backends/cpu/fast_ops.h"
 #include "core/dequant.h"
 #include "core/error.h"
-#include "core/kv_blocks.h"
 #include "core/thread_pool.h"
 
 namespace kestrel::backends::cpu {
@@ -158,8 +157,8 @@ void embed(const ops::EmbedArgs& a, const ops::Context& ctx) {
 
 bool kv_write_supports(const ops::KvWriteArgs& a, std::string* why) {
   if (!all_f32({&a.k, &a.v}, why)) return false;
-  if (!quant::is_kv_page_type(a.cache.k.dtype) || !quant::is_kv_page_type(a.cache.v.dtype)) {
-    if (why) *why = "cache pages of " + a.cache.k.describe() + " are not a KV cache type";
+  if (!ops::is_kv_page(a.cache.k, a.cache.k_params) || !ops::is_kv_page(a.cache.v, a.cache.v_params)) {
+    if (why) *why = "cache pages of " + a.cache.k.describe() + " are not a KV cache format";
     return false;
   }
   if (a.slots.dtype != DType::I32) {
@@ -179,13 +178,10 @@ void kv_write(const ops::KvWriteArgs& a, const ops::Context& ctx) {
   const int32_t* slots = a.slots.ptr<int32_t>();
   for (int64_t t = 0; t < T; ++t)
     KS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "kv slot {} outside the cache of {} slots", slots[t], n_slots);
-  const size_t kb = row_bytes(a.cache.k.dtype, row), vb = row_bytes(a.cache.v.dtype, row);
   for_rows(ctx, T, 2 * row, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      quantize_row(a.cache.k.dtype, a.k.ptr<float>() + t * row, static_cast<char*>(a.cache.k.data) + slots[t] * kb,
-                   row);
-      quantize_row(a.cache.v.dtype, a.v.ptr<float>() + t * row, static_cast<char*>(a.cache.v.data) + slots[t] * vb,
-                   row);
+      ops::kv_store(a.cache, false, slots[t], a.k.ptr<float>() + t * row);
+      ops::kv_store(a.cache, true, slots[t], a.v.ptr<float>() + t * row);
     }
   });
 }

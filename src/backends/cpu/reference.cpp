@@ -105,10 +105,8 @@ void ref_kv_write(const KvWriteArgs& a, const Context&) {
   for (int64_t t = 0; t < T; ++t) {
     const int32_t slot = a.slots.ptr<int32_t>()[t];
     KS_CHECK(slot >= 0 && slot < n_slots, "kv slot {} outside the cache of {} slots", slot, n_slots);
-    quantize_row(a.cache.k.dtype, a.k.ptr<float>() + t * row,
-                 static_cast<char*>(a.cache.k.data) + slot * row_bytes(a.cache.k.dtype, row), row);
-    quantize_row(a.cache.v.dtype, a.v.ptr<float>() + t * row,
-                 static_cast<char*>(a.cache.v.data) + slot * row_bytes(a.cache.v.dtype, row), row);
+    kv_store(a.cache, false, slot, a.k.ptr<float>() + t * row);
+    kv_store(a.cache, true, slot, a.v.ptr<float>() + t * row);
   }
 }
 
@@ -120,10 +118,8 @@ void ref_attention(const AttentionArgs& a, const Context&) {
     std::vector<float> keys(static_cast<size_t>(s.kv_len) * kv_row), vals(keys.size());
     for (int32_t p = 0; p < s.kv_len; ++p) {
       const int64_t slot = static_cast<int64_t>(s.block_table[p / bs]) * bs + p % bs;
-      dequantize_row(a.cache.k.dtype, static_cast<char*>(a.cache.k.data) + slot * row_bytes(a.cache.k.dtype, kv_row),
-                     keys.data() + p * kv_row, kv_row);
-      dequantize_row(a.cache.v.dtype, static_cast<char*>(a.cache.v.data) + slot * row_bytes(a.cache.v.dtype, kv_row),
-                     vals.data() + p * kv_row, kv_row);
+      kv_load(a.cache, false, slot, keys.data() + p * kv_row);
+      kv_load(a.cache, true, slot, vals.data() + p * kv_row);
     }
     for (int32_t i = 0; i < s.q_len; ++i) {
       const int64_t t = s.q_begin + i;

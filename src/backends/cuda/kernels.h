@@ -56,6 +56,18 @@ constexpr int kMaxRopePairs = 256;
 void launch_rope(DType t, void* x, const int32_t* positions, int64_t T, int64_t H, int64_t D, bool adjacent,
                  int rot_dim, const float* inv_freq, cudaStream_t stream);
 
+// Where a cache write stores: pages of cache_t [n_slots, row]; for code pages (F8E4M3, U8, U4) also f16
+// params [n_slots, row / group, P] (core/kv_codec.h).
+struct KvPages {
+  DType cache_t = DType::BF16;
+  void* k = nullptr;
+  void* v = nullptr;
+  void* k_params = nullptr;
+  void* v_params = nullptr;
+  int group = 0;
+  int64_t n_slots = 0;
+};
+
 // rope.cu: the fused q/k/v stage (ops::rope_kv_write): qkv [T, (H + 2 Hkv) * D] (act_t) -> optional per-head
 // RMSNorm of q and k, rotation, q into q_out [T, H, D], k and v into the caches at slots (bad slots are
 // skipped and raise kErrKvSlot).
@@ -73,20 +85,16 @@ struct RopeKvWriteLaunch {
   const float* k_norm = nullptr;
   float eps = 0.f;
   void* q_out = nullptr;
-  DType cache_t = DType::BF16;
-  void* k_cache = nullptr;
-  void* v_cache = nullptr;
-  int64_t n_slots = 0;
+  KvPages pages;
   ErrorSink errors;
 };
 constexpr int kMaxFusedHeadDim = 512;
 void launch_rope_kv_write(const RopeKvWriteLaunch& l, cudaStream_t stream);
 
-// kv_write.cu: k, v [T, row] (f32/bf16) into caches [n_slots, row] (f32/bf16/f16, or kv_fp8/kv_int8/q4_1
-// blocks encoded by core/kv_blocks.h). Bad slots are skipped and raise kErrKvSlot on their row.
+// kv_write.cu: k, v [T, row] (f32/bf16) into the pages (f32/bf16/f16 values, or codes encoded by
+// core/kv_codec.h). Bad slots are skipped and raise kErrKvSlot on their row.
 void launch_kv_write(DType src_t, const void* k, const void* v, const int32_t* slots, int64_t T, int64_t row,
-                     DType cache_t, void* k_cache, void* v_cache, int64_t n_slots, ErrorSink errors,
-                     cudaStream_t stream);
+                     const KvPages& pages, ErrorSink errors, cudaStream_t stream);
 
 // Attention over the paged bf16 cache ([num_blocks, block_size, n_kv_heads, head_dim]); q/out bf16
 // [T, n_heads, head_dim]; block_tables i32 [n_seqs, max_blocks]; seq_info i32 [n_seqs, 3].
@@ -105,7 +113,12 @@ struct AttentionLaunch {
   int block_size = 0;
   float scale = 1.f;
   int window = 0;  // > 0: sliding window (AttentionBatch::window); only the generic kernel takes one
-  DType kv_t = DType::BF16;  // K and V page type: bf16, or a quantized KV type (generic kernel only)
+  // K and V pages: bf16 values, or codes (F8E4M3, U8, U4; generic kernel only) with f16 params per group of
+  // kv_group elements ([.., n_kv_heads, head_dim / kv_group, P], core/kv_codec.h).
+  DType kv_t = DType::BF16;
+  const void* k_params = nullptr;
+  const void* v_params = nullptr;
+  int kv_group = 0;
 };
 
 // attention_prefill.cu: FlashAttention-2 style tiled causal attention, any q_len per sequence.

@@ -8,6 +8,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/runtime.h"
 #include "core/error.h"
+#include "core/kv_codec.h"
 #include "core/log.h"
 #include "core/quant_groups.h"
 #include "ops/dispatch.h"
@@ -47,19 +48,31 @@ bool same_act(std::initializer_list<const Tensor*> ts, std::string* why) {
 
 // ---- elementwise family ----
 
-// Page types the CUDA attention kernels read: bf16, and the quantized KV types (generic kernel only).
-bool readable_page(DType t) {
-  return t == DType::BF16 || t == DType::KV_FP8 || t == DType::KV_INT8 || t == DType::Q4_1;
+// Pages the CUDA attention kernels read: bf16 values, or codes with their params (generic kernel only).
+bool readable_pages(const KvLayer& c) {
+  if (c.k.dtype != c.v.dtype || !is_kv_page(c.k, c.k_params) || !is_kv_page(c.v, c.v_params)) return false;
+  if (c.k.dtype == DType::BF16) return true;
+  return c.has_params() && c.group() <= quant::kKvMaxGroup && c.v_params.dim(3) == c.k_params.dim(3);
 }
 
-// What the cache writes produce: f32, f16 and the readable types, one type for K and V, whose blocks tile
-// a head.
-bool writable_pages(const KvLayer& c, int64_t head_dim, std::string* why) {
-  const DType t = c.k.dtype;
-  if (t != c.v.dtype) return reject(why, "K and V pages must share a type");
-  if (!readable_page(t) && t != DType::F16 && t != DType::F32)
-    return reject(why, "cache pages must be bf16, f16, f32, kv_fp8, kv_int8 or q4_1");
-  return head_dim % dtype_info(t).block_size == 0 || reject(why, "head_dim is not a whole number of page blocks");
+// What the cache writes produce: f32, f16 and the readable pages, one type for K and V.
+bool writable_pages(const KvLayer& c, std::string* why) {
+  const bool plain = !c.has_params() && (c.k.dtype == DType::F16 || c.k.dtype == DType::F32) && c.v.dtype == c.k.dtype;
+  return plain || readable_pages(c) ||
+         reject(why, "cache pages must be bf16, f16, f32 or fp8/u8/u4 codes with params, the same for K and V");
+}
+
+// The pages as the cache-write launches take them.
+KvPages pages_of(const KvLayer& c) {
+  KvPages p;
+  p.cache_t = c.k.dtype;
+  p.k = c.k.data;
+  p.v = c.v.data;
+  p.k_params = c.k_params.data;
+  p.v_params = c.v_params.data;
+  p.group = static_cast<int>(c.group());
+  p.n_slots = c.k.dim(0) * c.k.dim(1);
+  return p;
 }
 
 void register_elementwise(Registries& r) {
@@ -128,14 +141,14 @@ void register_elementwise(Registries& r) {
                   [](const KvWriteArgs& a, std::string* why) {
                     if (!on_device({&a.k, &a.v, &a.slots, &a.cache.k, &a.cache.v}, why) || !same_act({&a.k, &a.v}, why))
                       return false;
-                    if (!writable_pages(a.cache, a.k.dim(2), why)) return false;
+                    if (a.cache.has_params() && !on_device({&a.cache.k_params, &a.cache.v_params}, why)) return false;
+                    if (!writable_pages(a.cache, why)) return false;
                     return a.slots.dtype == DType::I32 || reject(why, "slots must be i32");
                   },
                   [](const KvWriteArgs& a, const Context& ctx) {
                     const int64_t row = a.k.dim(1) * a.k.dim(2);
                     launch_kv_write(a.k.dtype, a.k.data, a.v.data, a.slots.ptr<int32_t>(), a.k.dim(0), row,
-                                    a.cache.k.dtype, a.cache.k.data, a.cache.v.data,
-                                    a.cache.k.dim(0) * a.cache.k.dim(1), errors_of(ctx), stream_of(ctx));
+                                    pages_of(a.cache), errors_of(ctx), stream_of(ctx));
                   }});
   r.rope_kv_write.add({"cuda.rope_kv_write", Device::Cuda, kPriority,
                        [](const RopeKvWriteArgs& a, std::string* why) {
@@ -145,7 +158,9 @@ void register_elementwise(Registries& r) {
                          for (const Tensor* n : {a.norm.q, a.norm.k})
                            if (n && (n->device != Device::Cuda || n->dtype != DType::F32))
                              return reject(why, "q/k norm weights must be f32 on the device");
-                         if (!writable_pages(a.cache, a.q_out.dim(2), why)) return false;
+                         if (a.cache.has_params() && !on_device({&a.cache.k_params, &a.cache.v_params}, why))
+                           return false;
+                         if (!writable_pages(a.cache, why)) return false;
                          if (a.positions.dtype != DType::I32 || a.slots.dtype != DType::I32)
                            return reject(why, "positions and slots must be i32");
                          if (a.q_out.dim(2) > kMaxFusedHeadDim) return reject(why, "head_dim above kMaxFusedHeadDim");
@@ -169,10 +184,7 @@ void register_elementwise(Registries& r) {
                          l.k_norm = a.norm.k ? a.norm.k->ptr<float>() : nullptr;
                          l.eps = a.norm.eps;
                          l.q_out = a.q_out.data;
-                         l.cache_t = a.cache.k.dtype;
-                         l.k_cache = a.cache.k.data;
-                         l.v_cache = a.cache.v.data;
-                         l.n_slots = a.cache.k.dim(0) * a.cache.k.dim(1);
+                         l.pages = pages_of(a.cache);
                          l.errors = errors_of(ctx);
                          launch_rope_kv_write(l, stream_of(ctx));
                        }});
@@ -329,8 +341,9 @@ void register_matmul(Registries& r) {
 bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
   if (!on_device({&a.q, &a.out, &a.cache.k, &a.cache.v, &a.batch.block_tables, &a.batch.seq_info}, why)) return false;
   if (a.q.dtype != DType::BF16 || a.out.dtype != DType::BF16) return reject(why, "CUDA attention takes bf16 q and out");
-  if (a.cache.k.dtype != a.cache.v.dtype || !readable_page(a.cache.k.dtype))
-    return reject(why, "CUDA attention reads bf16, kv_fp8, kv_int8 or q4_1 pages, the same for K and V");
+  if (a.cache.has_params() && !on_device({&a.cache.k_params, &a.cache.v_params}, why)) return false;
+  if (!readable_pages(a.cache))
+    return reject(why, "CUDA attention reads bf16 pages or fp8/u8/u4 codes with params, the same for K and V");
   const int64_t n = static_cast<int64_t>(a.batch.seqs.size());
   if (a.batch.block_tables.dtype != DType::I32 || a.batch.block_tables.ndim() != 2 ||
       a.batch.block_tables.dim(0) != n || a.batch.seq_info.dtype != DType::I32 || a.batch.seq_info.numel() != 3 * n)
@@ -342,7 +355,7 @@ bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
 bool tiled_attention_ok(const AttentionArgs& a, std::string* why) {
   if (!attention_inputs_ok(a, why)) return false;
   if (a.batch.window > 0) return reject(why, "no sliding window (cuda.attention_generic takes one)");
-  if (a.cache.k.dtype != DType::BF16) return reject(why, "bf16 pages only (cuda.attention_generic reads quantized ones)");
+  if (a.cache.k.dtype != DType::BF16) return reject(why, "bf16 pages only (cuda.attention_generic reads code pages)");
   const int64_t d = a.q.dim(2);
   return d == 64 || d == 128 || reject(why, "head_dim must be 64 or 128");
 }
@@ -378,6 +391,9 @@ AttentionLaunch describe(const AttentionArgs& a, int* max_q, int* max_kv) {
   l.scale = a.batch.scale;
   l.window = a.batch.window;
   l.kv_t = a.cache.k.dtype;
+  l.k_params = a.cache.k_params.data;
+  l.v_params = a.cache.v_params.data;
+  l.kv_group = static_cast<int>(a.cache.group());
   return l;
 }
 
@@ -459,27 +475,26 @@ void register_attention(Registries& r) {
                      const AttentionLaunch l = describe(a, &max_q, &max_kv);
                      launch_attention_prefill(l, max_q, stream_of(ctx));
                    }});
-  r.attention.add({"cuda.attention_generic", Device::Cuda, kFallbackPriority,
-                   [](const AttentionArgs& a, std::string* why) {
-                     if (!attention_inputs_ok(a, why)) return false;
-                     const int64_t d = a.q.dim(2);
-                     return (d % 2 == 0 && d <= kGenericMaxHeadDim) ||
-                            reject(why, fmt::format("head_dim must be even and at most {}", kGenericMaxHeadDim));
-                   },
-                   [](const AttentionArgs& a, const Context& ctx) {
-                     int max_q = 0, max_kv = 0;
-                     const AttentionLaunch l = describe(a, &max_q, &max_kv);
-                     log::warn_once(fmt::format("attention/cuda.attention_generic/{}/{}/{}", l.head_dim,
-                                                l.window > 0, dtype_name(l.kv_t)),
-                                    fmt::format("attention: no tiled CUDA kernel for head_dim {}{}{} (they take 64 "
-                                                "and 128 over bf16 pages, without a window); using the slower "
-                                                "cuda.attention_generic",
-                                                l.head_dim, l.window > 0 ? " with a sliding window" : "",
-                                                l.kv_t != DType::BF16 ? " over " + std::string(dtype_name(l.kv_t)) +
-                                                                            " KV pages"
-                                                                      : ""));
-                     launch_attention_generic(l, max_q, stream_of(ctx));
-                   }});
+  r.attention.add(
+      {"cuda.attention_generic", Device::Cuda, kFallbackPriority,
+       [](const AttentionArgs& a, std::string* why) {
+         if (!attention_inputs_ok(a, why)) return false;
+         const int64_t d = a.q.dim(2);
+         return (d % 2 == 0 && d <= kGenericMaxHeadDim) ||
+                reject(why, fmt::format("head_dim must be even and at most {}", kGenericMaxHeadDim));
+       },
+       [](const AttentionArgs& a, const Context& ctx) {
+         int max_q = 0, max_kv = 0;
+         const AttentionLaunch l = describe(a, &max_q, &max_kv);
+         log::warn_once(
+             fmt::format("attention/cuda.attention_generic/{}/{}/{}", l.head_dim, l.window > 0, dtype_name(l.kv_t)),
+             fmt::format("attention: no tiled CUDA kernel for head_dim {}{}{} (they take 64 "
+                         "and 128 over bf16 pages, without a window); using the slower "
+                         "cuda.attention_generic",
+                         l.head_dim, l.window > 0 ? " with a sliding window" : "",
+                         l.kv_t != DType::BF16 ? " over " + std::string(dtype_name(l.kv_t)) + " KV pages" : ""));
+         launch_attention_generic(l, max_q, stream_of(ctx));
+       }});
 }
 
 }  // namespace

@@ -1,15 +1,15 @@
 // Rotary position embedding: in place (one thread per rotated pair), and fused with the per-head q/k
 // norm and the cache write after a fused q/k/v projection (one block per token and head). The inverse
 // frequencies (with any llama3/linear scaling already applied on the host by RopeParams::inv_freq) travel
-// in the kernel's parameters, so the launch needs no upload and can be captured in a CUDA graph. Quantized
-// cache pages are encoded from the f32 head in shared memory (core/kv_blocks.h), one thread per group.
+// in the kernel's parameters, so the launch needs no upload and can be captured in a CUDA graph. Code pages
+// (fp8, int8, int4) are encoded from the f32 head in shared memory (core/kv_codec.h), one thread per group.
 #include <type_traits>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
-#include "core/kv_blocks.h"
+#include "core/kv_codec.h"
 
 namespace kestrel::backends::cuda {
 namespace {
@@ -40,15 +40,19 @@ __global__ void rope_kernel(T* x, const int32_t* positions, int64_t T_, int64_t 
 
 constexpr int kFusedThreads = 128;
 
+// The page type parameter of the fused kernel for code pages.
+template <quant::KvCode K>
+struct Coded {
+  static constexpr quant::KvCode code = K;
+};
 template <typename C>
-inline constexpr bool kQuantizedPage = !std::is_same_v<C, float> && !std::is_same_v<C, bf16> && !std::is_same_v<C, __half>;
+inline constexpr bool kCoded = !std::is_same_v<C, float> && !std::is_same_v<C, bf16> && !std::is_same_v<C, __half>;
 
 // Block b handles head b % heads of token b / heads, heads = H + 2 Hkv in q | k | v order. The head is
 // staged in shared memory as f32 so the norm and the rotation round once, on the final store.
 template <typename T, typename C>
 __global__ void __launch_bounds__(kFusedThreads)
-    rope_kv_write_kernel(const RopeKvWriteLaunch l, const T* qkv, T* q_out, C* kc, C* vc,
-                         const __grid_constant__ RopeFreqs f) {
+    rope_kv_write_kernel(const RopeKvWriteLaunch l, const T* qkv, T* q_out, const __grid_constant__ RopeFreqs f) {
   __shared__ float row[kMaxFusedHeadDim];
   pdl_wait();               // a programmatic dependent (launch.cuh): qkv is the projection's output
   pdl_launch_dependents();  // decode attention may start its prologue now
@@ -59,7 +63,7 @@ __global__ void __launch_bounds__(kFusedThreads)
   int32_t slot = 0;
   if (!is_q) {
     slot = l.slots[t];
-    if (slot < 0 || slot >= l.n_slots) {
+    if (slot < 0 || slot >= l.pages.n_slots) {
       if (threadIdx.x == 0) raise_row_error(l.errors.words, l.errors.capacity, t, kErrKvSlot);
       return;
     }
@@ -93,14 +97,22 @@ __global__ void __launch_bounds__(kFusedThreads)
   if (is_q) {
     T* dst = q_out + (t * l.H + h) * D;
     for (int i = threadIdx.x; i < D; i += kFusedThreads) dst[i] = from_f32<T>(row[i]);
-  } else if constexpr (kQuantizedPage<C>) {
-    constexpr int kN = quant::kv_block_elems<C>;
-    const int groups = D / kN;
-    C* dst = (is_k ? kc : vc) + (static_cast<int64_t>(slot) * l.Hkv + (h - l.H - (is_k ? 0 : l.Hkv))) * groups;
-    for (int g = threadIdx.x; g < groups; g += kFusedThreads) quant::encode_block(row + g * kN, dst[g]);
   } else {
-    C* dst = (is_k ? kc : vc) + (static_cast<int64_t>(slot) * l.Hkv + (h - l.H - (is_k ? 0 : l.Hkv))) * D;
-    for (int i = threadIdx.x; i < D; i += kFusedThreads) dst[i] = from_f32<C>(row[i]);
+    const int64_t e0 =
+        (static_cast<int64_t>(slot) * l.Hkv + (h - l.H - (is_k ? 0 : l.Hkv))) * D;  // row's first element
+    if constexpr (kCoded<C>) {
+      constexpr quant::KvCode K = C::code;
+      const int group = l.pages.group;
+      auto* codes = static_cast<uint8_t*>(is_k ? l.pages.k : l.pages.v) + quant::kv_row_bytes(K, e0);
+      auto* params =
+          static_cast<uint16_t*>(is_k ? l.pages.k_params : l.pages.v_params) + e0 / group * quant::kv_params(K);
+      for (int g = threadIdx.x; g < D / group; g += kFusedThreads)
+        quant::kv_encode_group<K>(row + g * group, group, codes + quant::kv_row_bytes(K, g * group),
+                                  params + g * quant::kv_params(K));
+    } else {
+      C* dst = static_cast<C*>(is_k ? l.pages.k : l.pages.v) + e0;
+      for (int i = threadIdx.x; i < D; i += kFusedThreads) dst[i] = from_f32<C>(row[i]);
+    }
   }
 }
 
@@ -108,18 +120,17 @@ template <typename T, typename C>
 void launch_fused(const RopeKvWriteLaunch& l, const RopeFreqs& f, cudaStream_t s) {
   const int64_t blocks = l.T * (l.H + 2 * l.Hkv);
   launch_dependent(rope_kv_write_kernel<T, C>, dim3(static_cast<unsigned>(blocks)), dim3(kFusedThreads), 0, s, l,
-                   static_cast<const T*>(l.qkv), static_cast<T*>(l.q_out), static_cast<C*>(l.k_cache),
-                   static_cast<C*>(l.v_cache), f);
+                   static_cast<const T*>(l.qkv), static_cast<T*>(l.q_out), f);
 }
 
 template <typename T>
 void launch_fused_from(const RopeKvWriteLaunch& l, const RopeFreqs& f, cudaStream_t s) {
-  switch (l.cache_t) {
+  switch (l.pages.cache_t) {
     case DType::BF16: launch_fused<T, bf16>(l, f, s); break;
     case DType::F16: launch_fused<T, __half>(l, f, s); break;
-    case DType::KV_FP8: launch_fused<T, quant::BlockKvFp8>(l, f, s); break;
-    case DType::KV_INT8: launch_fused<T, quant::BlockKvInt8>(l, f, s); break;
-    case DType::Q4_1: launch_fused<T, quant::BlockQ4_1>(l, f, s); break;
+    case DType::F8E4M3: launch_fused<T, Coded<quant::KvCode::Fp8>>(l, f, s); break;
+    case DType::U8: launch_fused<T, Coded<quant::KvCode::U8>>(l, f, s); break;
+    case DType::U4: launch_fused<T, Coded<quant::KvCode::U4>>(l, f, s); break;
     default: launch_fused<T, float>(l, f, s); break;
   }
 }

@@ -1,0 +1,209 @@
+// The codecs of the quantized KV-cache formats, one source for the CPU reference and the CUDA kernels (the
+// cache writes encode, attention decodes in registers), so a cached key means the same bits on every
+// backend. A quantized page holds codes ([blocks, block_size, n_kv_heads, head_dim] of F8E4M3, U8 or packed
+// U4) and a parameter pool beside it (f16 [blocks, block_size, n_kv_heads, groups, P]): each group of
+// `group` consecutive elements of one token's head row has its own scale (and, for the integer codes, its
+// min). Every product and sum is rounded on its own (quant_groups.h's mul/add), never fused into an fma, so
+// the host and the device encode to identical bytes.
+//   F8E4M3: x = e4m3(c) * d,  d = amax / 448            P = 1 (d)
+//   U8:     x = c * d + m,    c in 0..255, d = range/255 P = 2 (d, m)
+//   U4:     x = c * d + m,    c in 0..15,  d = range/15; element 2j in the low nibble of byte j
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "core/dtype.h"
+#include "core/host_device.h"
+#include "core/quant_groups.h"
+
+namespace kestrel::quant {
+
+// The code types; a kernel is instantiated per code.
+enum class KvCode : uint8_t { Fp8, U8, U4 };
+
+// The largest scale group the kernels encode (a thread holds one group in registers).
+constexpr int kKvMaxGroup = 64;
+
+// f16 parameters per group: a scale, and a min for the integer codes.
+KS_HD constexpr int kv_params(KvCode c) {
+  return c == KvCode::Fp8 ? 1 : 2;
+}
+
+KS_HD uint32_t float_bits(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+
+KS_HD float bits_float(uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+KS_HD float div(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// f32 -> IEEE half bits, round to nearest even (as _Float16 and __float2half_rn).
+KS_HD uint16_t half_bits(float f) {
+#ifdef __CUDA_ARCH__
+  return __half_as_ushort(__float2half_rn(f));
+#else
+  uint32_t u = float_bits(f);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (u >= 0x477ff000u) return sign | 0x7c00u;  // rounds to infinity (>= 65520)
+  if (u < 0x38800000u)                          // below 2^-14: a subnormal half, x * 2^24 rounded to an integer
+    return sign | static_cast<uint16_t>(std::nearbyint(bits_float(u) * 16777216.f));
+  const uint32_t r = u + 0xfffu + ((u >> 13) & 1u);
+  return sign | static_cast<uint16_t>((r - 0x38000000u) >> 13);
+#endif
+}
+
+// OCP FP8 E4M3 (the "fn" variant: no infinities, 0x7f/0xff NaN, largest finite 448): f32 -> code with round
+// to nearest even and saturation to +-448 (as __NV_SATFINITE), and code -> f32 (exact).
+KS_HD uint8_t e4m3_code(float f) {
+  uint32_t u = float_bits(f);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return sign | 0x7fu;
+  if (u >= 0x43e00000u) return sign | 0x7eu;  // >= 448 saturates
+  if (u < 0x3c800000u) {                      // below 2^-6: subnormal codes m * 2^-9 (m = 8 is 2^-6, code 8)
+#ifdef __CUDA_ARCH__
+    return sign | static_cast<uint8_t>(rintf(bits_float(u) * 512.f));
+#else
+    return sign | static_cast<uint8_t>(std::nearbyint(bits_float(u) * 512.f));
+#endif
+  }
+  const uint32_t mant = u & 0x7fffffu, exp = (u >> 23) - 120u;  // rebias 127 -> 7
+  uint32_t code = (exp << 3) | (mant >> 20);
+  const uint32_t rest = mant & 0xfffffu;
+  if (rest > 0x80000u || (rest == 0x80000u && (code & 1u))) ++code;  // a carry moves into the exponent
+  return sign | static_cast<uint8_t>(code > 0x7eu ? 0x7eu : code);
+}
+
+KS_HD float e4m3_value(uint8_t c) {
+  const uint32_t e = (c >> 3) & 0xfu, m = c & 7u;
+  float v;
+  if (e == 0)
+    v = mul(static_cast<float>(m), 1.f / 512.f);
+  else if (e == 15 && m == 7)
+    v = bits_float(0x7fc00000u);
+  else
+    v = bits_float(((e + 120u) << 23) | (m << 20));
+  return (c & 0x80u) ? -v : v;
+}
+
+// ---- encoder: n floats (one group, n even) into codes (the group's first byte) and params ----
+
+template <KvCode C>
+KS_HD void kv_encode_group(const float* x, int n, uint8_t* codes, uint16_t* params) {
+  if constexpr (C == KvCode::Fp8) {
+    float amax = 0.f;
+    for (int i = 0; i < n; ++i) amax = fmaxf(amax, fabsf(x[i]));
+    params[0] = half_bits(div(amax, 448.f));
+    const float d = half_value(params[0]), id = d > 0.f ? div(1.f, d) : 0.f;
+    for (int i = 0; i < n; ++i) codes[i] = e4m3_code(mul(x[i], id));
+  } else {
+    constexpr float kMax = C == KvCode::U8 ? 255.f : 15.f;
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < n; ++i) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
+    params[0] = half_bits(div(sub(hi, lo), kMax));
+    params[1] = half_bits(lo);
+    // Codes are taken against the stored (rounded) scale and min, so the decoder's error is the rounding alone.
+    const float d = half_value(params[0]), m = half_value(params[1]), id = d > 0.f ? div(1.f, d) : 0.f;
+    for (int i = 0; i < n; ++i) {
+#ifdef __CUDA_ARCH__
+      float q = rintf(mul(sub(x[i], m), id));
+#else
+      float q = std::nearbyint(mul(sub(x[i], m), id));
+#endif
+      q = q < 0.f ? 0.f : q > kMax ? kMax : q;
+      if constexpr (C == KvCode::U8) {
+        codes[i] = static_cast<uint8_t>(q);
+      } else if (i % 2 == 0) {
+        codes[i / 2] = static_cast<uint8_t>(q);
+      } else {
+        codes[i / 2] |= static_cast<uint8_t>(static_cast<int>(q) << 4);
+      }
+    }
+  }
+}
+
+// ---- decoders: element i of a head row (codes: the row's first byte; params: the group holding i) ----
+
+// The code of element i as a float (exact).
+template <KvCode C>
+KS_HD float kv_code_value(const uint8_t* codes, int i) {
+  if constexpr (C == KvCode::Fp8)
+    return e4m3_value(codes[i]);
+  else if constexpr (C == KvCode::U8)
+    return static_cast<float>(codes[i]);
+  else
+    return static_cast<float>((codes[i / 2] >> (4 * (i % 2))) & 0xF);
+}
+
+template <KvCode C>
+KS_HD float kv_decode(const uint8_t* codes, const uint16_t* params, int i) {
+  const float v = mul(kv_code_value<C>(codes, i), half_value(params[0]));
+  if constexpr (C == KvCode::Fp8)
+    return v;
+  else
+    return add(v, half_value(params[1]));
+}
+
+// Elements i0 .. i0 + 7 (i0 a multiple of 8, inside one group).
+template <KvCode C>
+KS_HD void kv_decode8(const uint8_t* codes, const uint16_t* params, int i0, float* w) {
+  const float d = half_value(params[0]);
+  const float m = C == KvCode::Fp8 ? 0.f : half_value(params[1]);
+  for (int i = 0; i < kGroup; ++i) {
+    const float v = mul(kv_code_value<C>(codes, i0 + i), d);
+    w[i] = C == KvCode::Fp8 ? v : add(v, m);
+  }
+}
+
+// Bytes of the codes of n elements (n even for U4): also the byte offset of element n of a page.
+KS_HD constexpr int64_t kv_row_bytes(KvCode c, int64_t n) {
+  return c == KvCode::U4 ? n / 2 : n;
+}
+
+// The code of a page dtype (F8E4M3, U8, U4); false for other types.
+inline bool kv_code_of(DType t, KvCode* c) {
+  switch (t) {
+    case DType::F8E4M3: *c = KvCode::Fp8; return true;
+    case DType::U8: *c = KvCode::U8; return true;
+    case DType::U4: *c = KvCode::U4; return true;
+    default: return false;
+  }
+}
+
+// Calls f with std::integral_constant<KvCode, c> for the code of page type t; false for other types.
+template <class F>
+bool visit_kv_code(DType t, F&& f) {
+  switch (t) {
+    case DType::F8E4M3: f(std::integral_constant<KvCode, KvCode::Fp8>{}); return true;
+    case DType::U8: f(std::integral_constant<KvCode, KvCode::U8>{}); return true;
+    case DType::U4: f(std::integral_constant<KvCode, KvCode::U4>{}); return true;
+    default: return false;
+  }
+}
+
+}  // namespace kestrel::quant

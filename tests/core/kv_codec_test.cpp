@@ -1,0 +1,154 @@
+#include "core/kv_codec.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/dequant.h"
+#include "core/half.h"
+
+namespace kestrel::quant {
+namespace {
+
+// The finite E4M3 value nearest to x with ties to the even code, found by walking every code.
+uint8_t nearest_e4m3(float x) {
+  const float ax = std::min(std::fabs(x), 448.f);
+  int best = 0;
+  for (int c = 1; c <= 0x7e; ++c) {
+    const float dc = std::fabs(e4m3_value(static_cast<uint8_t>(c)) - ax), db = std::fabs(e4m3_value(best) - ax);
+    if (dc < db || (dc == db && c % 2 == 0)) best = c;
+  }
+  return static_cast<uint8_t>(best | (std::signbit(x) ? 0x80 : 0));
+}
+
+TEST(KvCodec, E4m3DecodesEveryCodeAndRoundTrips) {
+  EXPECT_EQ(e4m3_value(0x7e), 448.f);
+  EXPECT_EQ(e4m3_value(0x01), std::ldexp(1.f, -9));  // smallest subnormal
+  EXPECT_EQ(e4m3_value(0x08), std::ldexp(1.f, -6));  // smallest normal
+  EXPECT_EQ(e4m3_value(0xb8), -1.f);
+  EXPECT_TRUE(std::isnan(e4m3_value(0x7f)));
+  EXPECT_TRUE(std::isnan(e4m3_value(0xff)));
+  for (int c = 0; c < 256; ++c) {
+    if ((c & 0x7f) == 0x7f) continue;
+    EXPECT_EQ(e4m3_code(e4m3_value(static_cast<uint8_t>(c))), c) << c;
+  }
+}
+
+TEST(KvCodec, E4m3EncodeIsRoundToNearestEvenWithSaturation) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> exponent(-14.f, 10.f);
+  for (int i = 0; i < 20000; ++i) {
+    const float x = (i % 2 ? -1.f : 1.f) * std::exp2(exponent(rng));
+    ASSERT_EQ(e4m3_code(x), nearest_e4m3(x)) << x;
+  }
+  // Exact ties between neighbours go to the even code: 1 + 1/16 lies between 1 (0x38) and 1.125 (0x39).
+  EXPECT_EQ(e4m3_code(1.0625f), 0x38);
+  EXPECT_EQ(e4m3_code(1.1875f), 0x3a);  // between 1.125 (0x39) and 1.25 (0x3a)
+  EXPECT_EQ(e4m3_code(1e6f), 0x7e);
+  EXPECT_EQ(e4m3_code(-std::numeric_limits<float>::infinity()), 0xfe);
+  EXPECT_EQ(e4m3_code(std::nanf("")) & 0x7f, 0x7f);
+}
+
+TEST(KvCodec, HalfBitsMatchesTheCompilersConversion) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> exponent(-30.f, 17.f);
+  for (int i = 0; i < 100000; ++i) {
+    const float x = (i % 2 ? -1.f : 1.f) * std::exp2(exponent(rng));
+    ASSERT_EQ(half_bits(x), f32_to_f16(x)) << x;
+  }
+  for (float x : {0.f, -0.f, 65504.f, 65519.f, 65520.f, 1e-8f, 5.96e-8f, 2.98e-8f, 6.1e-5f})
+    EXPECT_EQ(half_bits(x), f32_to_f16(x)) << x;
+}
+
+std::vector<float> random_row(int n, float spread, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.3f, spread);
+  std::vector<float> x(n);
+  for (float& v : x) v = nd(rng);
+  return x;
+}
+
+// Encodes one group of n and checks every decoded element against the input (within `tol(x, scale)`),
+// and that kv_decode8 and kv_decode agree.
+template <KvCode C, class Tol>
+void check_group(const std::vector<float>& x, Tol tol) {
+  const int n = static_cast<int>(x.size());
+  std::vector<uint8_t> codes(kv_row_bytes(C, n));
+  uint16_t params[2];
+  kv_encode_group<C>(x.data(), n, codes.data(), params);
+  const float d = half_value(params[0]);
+  float w[kGroup];
+  for (int i0 = 0; i0 < n; i0 += kGroup) {
+    kv_decode8<C>(codes.data(), params, i0, w);
+    for (int i = 0; i < kGroup; ++i) {
+      EXPECT_LE(std::fabs(w[i] - x[i0 + i]), tol(x[i0 + i], d)) << i0 + i;
+      EXPECT_EQ(w[i], kv_decode<C>(codes.data(), params, i0 + i));
+    }
+  }
+}
+
+TEST(KvCodec, U8ErrorIsHalfAStep) {
+  for (int n : {32, 64})
+    check_group<KvCode::U8>(random_row(n, 2.f, n), [](float, float d) { return 0.5f * d + 2e-3f; });
+}
+
+TEST(KvCodec, U4ErrorIsHalfAStep) {
+  for (int n : {32, 64})
+    check_group<KvCode::U4>(random_row(n, 2.f, n + 1), [](float, float d) { return 0.5f * d + 2e-2f; });
+}
+
+TEST(KvCodec, Fp8ErrorIsRelative) {
+  // 3 mantissa bits: half an ulp is 1/16 relative; below 2^-6 * d the subnormal step 2^-9 * d rules.
+  check_group<KvCode::Fp8>(random_row(64, 3.f, 2), [](float v, float d) {
+    return std::max(std::fabs(v) / 16.f, d * std::ldexp(1.f, -10)) * 1.01f;
+  });
+}
+
+TEST(KvCodec, ConstantAndZeroGroupsDecodeExactly) {
+  const std::vector<float> zeros(64, 0.f), same(64, 1.5f);
+  uint8_t codes[64];
+  uint16_t params[2];
+  for (int i = 0; i < 2; ++i) {
+    const std::vector<float>& x = i ? same : zeros;
+    kv_encode_group<KvCode::U8>(x.data(), 64, codes, params);
+    for (int j = 0; j < 64; ++j) EXPECT_EQ(kv_decode<KvCode::U8>(codes, params, j), x[j]);
+    kv_encode_group<KvCode::U4>(x.data(), 64, codes, params);
+    for (int j = 0; j < 64; ++j) EXPECT_EQ(kv_decode<KvCode::U4>(codes, params, j), x[j]);
+    kv_encode_group<KvCode::Fp8>(x.data(), 64, codes, params);
+    for (int j = 0; j < 64; ++j) EXPECT_NEAR(kv_decode<KvCode::Fp8>(codes, params, j), x[j], x[j] / 16);
+  }
+}
+
+TEST(KvCodec, U4PacksElementPairsLowNibbleFirst) {
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[i] = static_cast<float>(i % 16);  // codes equal the values: d = 1, m = 0
+  uint8_t codes[16];
+  uint16_t params[2];
+  kv_encode_group<KvCode::U4>(x.data(), 32, codes, params);
+  EXPECT_EQ(half_value(params[0]), 1.f);
+  EXPECT_EQ(half_value(params[1]), 0.f);
+  EXPECT_EQ(codes[0], 0x10);
+  EXPECT_EQ(codes[7], 0xfe);
+  EXPECT_EQ(codes[8], 0x10);
+}
+
+TEST(KvCodec, CodeTypesDequantizeToTheirCodes) {
+  const uint8_t bytes[4] = {0x38, 0x00, 0xff, 0x21};
+  float y[8];
+  dequantize_row(DType::U8, bytes, y, 4);
+  EXPECT_EQ(y[2], 255.f);
+  dequantize_row(DType::U4, bytes, y, 8);
+  EXPECT_EQ(y[0], 8.f);
+  EXPECT_EQ(y[1], 3.f);
+  EXPECT_EQ(y[6], 1.f);
+  EXPECT_EQ(y[7], 2.f);
+  dequantize_row(DType::F8E4M3, bytes, y, 4);
+  EXPECT_EQ(y[0], 1.f);
+  EXPECT_EQ(row_bytes(DType::U4, 128), 64u);
+}
+
+}  // namespace
+}  // namespace kestrel::quant
