@@ -10,6 +10,7 @@
 //   U4:     x = c * d + m,    c in 0..15,  d = range/15; element 2j in the low nibble of byte j
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -111,6 +112,18 @@ KS_HD float e4m3_value(uint8_t c) {
   return (c & 0x80u) ? -v : v;
 }
 
+#ifndef __CUDA_ARCH__
+// Every code's value, for the host's decoders (a load instead of e4m3_value's branches).
+inline const std::array<float, 256>& e4m3_table() {
+  static const std::array<float, 256> t = [] {
+    std::array<float, 256> a{};
+    for (int c = 0; c < 256; ++c) a[c] = e4m3_value(static_cast<uint8_t>(c));
+    return a;
+  }();
+  return t;
+}
+#endif
+
 // ---- encoder: n floats (one group, n even) into codes (the group's first byte) and params ----
 
 template <KvCode C>
@@ -152,12 +165,17 @@ KS_HD void kv_encode_group(const float* x, int n, uint8_t* codes, uint16_t* para
 // The code of element i as a float (exact).
 template <KvCode C>
 KS_HD float kv_code_value(const uint8_t* codes, int i) {
-  if constexpr (C == KvCode::Fp8)
+  if constexpr (C == KvCode::Fp8) {
+#ifdef __CUDA_ARCH__
     return e4m3_value(codes[i]);
-  else if constexpr (C == KvCode::U8)
+#else
+    return e4m3_table()[codes[i]];
+#endif
+  } else if constexpr (C == KvCode::U8) {
     return static_cast<float>(codes[i]);
-  else
+  } else {
     return static_cast<float>((codes[i / 2] >> (4 * (i % 2))) & 0xF);
+  }
 }
 
 template <KvCode C>

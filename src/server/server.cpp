@@ -291,7 +291,8 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
            kv_tokens, so.n_ctx);
   kc.num_blocks = static_cast<int32_t>((kv_tokens + kc.block_size - 1) / kc.block_size);
   cache_ = std::make_unique<KvCache>(kc, ctx);
-  log::info("KV cache: {} blocks of {} tokens ({:.0f} MiB)", kc.num_blocks, kc.block_size,
+  log::info("KV cache: {} blocks of {} tokens, {} ({} bytes a token, {:.0f} MiB)", kc.num_blocks, kc.block_size,
+            kc.format.name, cache_->bytes_per_token(),
             static_cast<double>(cache_->bytes_per_token()) * kc.num_blocks * kc.block_size / (1 << 20));
   chat_ = std::make_unique<ChatFormatter>(model);
   constraints_ = std::make_unique<ConstraintCompiler>(*model.tokenizer, static_cast<int32_t>(c.vocab));

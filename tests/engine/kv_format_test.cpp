@@ -1,0 +1,72 @@
+#include "engine/kv_format.h"
+
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "engine/kv_cache.h"
+
+namespace kestrel {
+namespace {
+
+TEST(KvFormat, NamesSelectTypesAndGroups) {
+  const KvFormat fp8 = *kv_format_from_name("fp8"), int8 = *kv_format_from_name("INT8"),
+                 int4 = *kv_format_from_name("int4"), q80 = *kv_format_from_name("q8_0");
+  EXPECT_EQ(fp8.k, DType::F8E4M3);
+  EXPECT_EQ(fp8.group, 64);
+  EXPECT_EQ(fp8.k_params(), 1);
+  EXPECT_EQ(int8.v, DType::U8);
+  EXPECT_EQ(int8.v_params(), 2);
+  EXPECT_EQ(int4.k, DType::U4);
+  EXPECT_EQ(int4.group, 32);
+  EXPECT_EQ(q80.k, DType::Q8_0);
+  EXPECT_EQ(q80.group, 0);
+  EXPECT_TRUE(q80.quantized() && int4.quantized() && !kv_format_from_name("bf16")->quantized());
+  EXPECT_FALSE(kv_format_from_name("int3").has_value());
+  EXPECT_NE(kv_format_names().find("int4"), std::string::npos);
+}
+
+TEST(KvFormat, BytesPerTokenCountScales) {
+  // The llama3-8b shape: 8 kv heads of 128 (a 1024-element row), K and V.
+  EXPECT_EQ(KvFormat::plain(DType::BF16).bytes_per_token_layer(8, 128), 4096u);
+  EXPECT_EQ(kv_format_from_name("fp8")->bytes_per_token_layer(8, 128), 2048u + 16 * 2 * 2);
+  EXPECT_EQ(kv_format_from_name("int8")->bytes_per_token_layer(8, 128), 2048u + 16 * 4 * 2);
+  EXPECT_EQ(kv_format_from_name("int4")->bytes_per_token_layer(8, 128), 1024u + 32 * 4 * 2);
+  EXPECT_EQ(kv_format_from_name("q4_0")->bytes_per_token_layer(8, 128), 2 * 1024u / 32 * 18);
+}
+
+TEST(KvFormat, DevicesAndHeadSizes) {
+  EXPECT_TRUE(kv_format_on_cuda(*kv_format_from_name("bf16")));
+  EXPECT_TRUE(kv_format_on_cuda(*kv_format_from_name("int4")));
+  EXPECT_FALSE(kv_format_on_cuda(*kv_format_from_name("q8_0")));
+  EXPECT_FALSE(kv_format_on_cuda(*kv_format_from_name("f32")));
+  EXPECT_NO_THROW(check_kv_format(*kv_format_from_name("int8"), 128));
+  EXPECT_THROW(check_kv_format(*kv_format_from_name("int8"), 96), Error);  // 64-element groups
+  EXPECT_NO_THROW(check_kv_format(*kv_format_from_name("int4"), 96));
+}
+
+TEST(KvFormat, CacheAllocatesParamsAndHoldsMoreTokens) {
+  const KvCacheConfig bf16{.n_layers = 2,
+                           .n_kv_heads = 2,
+                           .head_dim = 64,
+                           .block_size = 4,
+                           .num_blocks = 3,
+                           .format = KvFormat::plain(DType::BF16)};
+  KvCacheConfig int8 = bf16;
+  int8.format = *kv_format_from_name("int8");
+  KvCache cache(int8, {});
+  const ops::KvLayer& l = cache.layer(1);
+  EXPECT_EQ(l.k.dtype, DType::U8);
+  ASSERT_TRUE(l.has_params());
+  EXPECT_EQ(l.k_params.shape, (std::vector<int64_t>{3, 4, 2, 1, 2}));
+  EXPECT_EQ(l.group(), 64);
+  EXPECT_EQ(cache.bytes_per_token(), 2 * int8.format.bytes_per_token_layer(2, 64));
+  EXPECT_FALSE(KvCache(bf16, {}).layer(0).has_params());
+  // The default budget is bytes: a smaller format holds more tokens (up to the per-sequence cap).
+  EXPECT_GT(default_kv_tokens(int8, 256, 1 << 20), default_kv_tokens(bf16, 256, 1 << 20));
+  KvCacheConfig bad = int8;
+  bad.head_dim = 32;
+  EXPECT_THROW(KvCache(bad, {}), Error);
+}
+
+}  // namespace
+}  // namespace kestrel
