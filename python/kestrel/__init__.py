@@ -9,7 +9,8 @@
     print(llm.chat([{"role": "user", "content": "Hi!"}]).text)
 
 SamplingParams fields left as None take the model's defaults (its generation_config.json, else
-llama.cpp's), the same policy as `kestrel run`, `chat` and `serve`. The bindings run on the CPU.
+llama.cpp's), the same policy as `kestrel run`, `chat` and `serve`. The bindings run on the CPU;
+`LLM(kv_type="int8")` picks the KV-cache format as `--kv-type` does (docs/kv_cache.md).
 """
 from ._kestrel import LLM, Completion, KestrelError, SamplingParams, Stream
 

@@ -811,19 +811,15 @@ double page_bytes(const PageType& p, int64_t n_kv_heads, int64_t head_dim) {
          (p.group ? 2.0 * p.n_params() * n_kv_heads * head_dim / p.group : 0.0);
 }
 
-// CUDA writes and reads float and code pages; llama.cpp's cache types (q8_0, q5_1, ...) are CPU-only.
-const char* cuda_page_decline(const std::string& variant, const PageType& p) {
-  if (variant.starts_with("cuda.") && dtype_info(p.t).quantized) return "CUDA takes no llama.cpp cache types";
-  return nullptr;
-}
-
 // Quantized pages are written by one codec (core/kv_codec.h, dequant.cpp) on every backend: the bytes, and
 // so the stored code values and params, must be identical to the reference's.
 double kv_write_bound(const PageType& p) {
   return p.group || dtype_info(p.t).quantized ? 0.0 : kFloatBound;
 }
 
-// The quantized formats --kv-type offers (engine/kv_format.cpp), and U4 with int8's group size.
+// The quantized formats --kv-type offers (engine/kv_format.cpp), and U4 with int8's group size. llama.cpp's
+// cache types (q8_0, q5_1) are CPU formats: the CUDA adapter hands its variants bf16 pages for them
+// (cuda_dtype), so there they run as bf16 cases.
 const std::vector<PageType>& quantized_pages() {
   static const std::vector<PageType> p = {{DType::F8E4M3, 64}, {DType::U8, 64}, {DType::U4, 32},
                                           {DType::U4, 64},     {DType::Q8_0},   {DType::Q5_1}};
@@ -859,8 +855,7 @@ TEST_F(OpsHarness, KvWrite) {
         check_case(registries().kv_write,
                    fmt::format("{} heads{} d{} bs{} T{}", t.name(), s.n_kv_heads, s.head_dim, s.block_size, n_tok),
                    kv_write_bound(t), call,
-                   2.0 * n_tok * (s.n_kv_heads * s.head_dim * 4 + page_bytes(t, s.n_kv_heads, s.head_dim)), 0,
-                   [t](const std::string& v) { return cuda_page_decline(v, t); });
+                   2.0 * n_tok * (s.n_kv_heads * s.head_dim * 4 + page_bytes(t, s.n_kv_heads, s.head_dim)));
       }
 }
 
@@ -926,7 +921,6 @@ struct SeqSpec {
 const char* cuda_attention_decline(const std::string& variant, const PageType& t, int64_t head_dim, bool decode_only,
                                    int32_t window) {
   const bool tiled = variant == "cuda.decode_splitkv" || variant == "cuda.flash_prefill";
-  if (const char* why = cuda_page_decline(variant, t)) return why;
   if (tiled && t.group) return "the tiled kernels read bf16 pages";
   if (tiled && head_dim != 64 && head_dim != 128) return "the tiled kernels are built for head sizes 64 and 128";
   if (tiled && window > 0) return "the tiled kernels take no sliding window";

@@ -107,3 +107,16 @@ def test_structured_output(kestrel, llm):
         llm.generate("x", kestrel.SamplingParams(regex="a", grammar='root ::= "a"'))
     with pytest.raises(kestrel.KestrelError, match="left-recursive"):
         llm.generate("x", kestrel.SamplingParams(grammar='root ::= root "a"'))
+
+
+def test_kv_type_selects_the_cache_format(kestrel):
+    # A quantized cache through the package: the same greedy text as the binary with the same --kv-type.
+    require_binary()
+    prompt = "The capital of France is"
+    cli = subprocess.run([str(kestrel_bin()), "run", "--raw", prompt, "-n", "12", "-t", "2", "--temp", "0", "--kv-type",
+                          "int8"], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    llm = kestrel.LLM(str(require_model()), threads=2, n_ctx=512, max_running=2, kv_type="int8")
+    assert llm.generate(prompt, kestrel.SamplingParams(max_tokens=12, **GREEDY))[0].text == cli.stdout.rstrip("\n")
+    with pytest.raises(kestrel.KestrelError, match="kv_type"):
+        kestrel.LLM(str(require_model()), kv_type="int3")
