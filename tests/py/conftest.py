@@ -174,6 +174,18 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def stream_one(server, model_id, i, max_tokens):
+    """One sampled, streamed chat request (seed i); asserts it ends with [DONE] and returns its event count."""
+    body = {"model": model_id, "stream": True, "max_tokens": max_tokens, "temperature": 0.8, "seed": i,
+            "messages": [{"role": "user", "content": f"Tell me about topic number {i}."}]}
+    with requests.post(server.base + "/v1/chat/completions", json=body, headers=server.headers(), stream=True,
+                       timeout=300) as r:
+        assert r.status_code == 200, r.text
+        events = [line for line in r.iter_lines() if line]
+    assert events[-1] == b"data: [DONE]"
+    return len(events)
+
+
 def post_raw(server, path, data, headers=None):
     h = {"Content-Type": "application/json", **server.headers(), **(headers or {})}
     return requests.post(server.base + path, data=data, headers=h, timeout=60)

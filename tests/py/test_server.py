@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import ServerProcess, assert_openai_error, post_raw, skip_or_fail
+from conftest import ServerProcess, assert_openai_error, post_raw, skip_or_fail, stream_one
 
 GREEDY = {"temperature": 0}
 
@@ -288,17 +288,6 @@ def test_32_concurrent_greedy_requests_equal_each_alone(client, model_id):
         together = list(pool.map(lambda p: chat(client, model_id, p, max_tokens=10).choices[0].message.content,
                                  prompts))
     assert together == alone
-
-
-def stream_one(server, model_id, i, max_tokens):
-    body = {"model": model_id, "stream": True, "max_tokens": max_tokens, "temperature": 0.8, "seed": i,
-            "messages": [{"role": "user", "content": f"Tell me about topic number {i}."}]}
-    with requests.post(server.base + "/v1/chat/completions", json=body, headers=server.headers(), stream=True,
-                       timeout=300) as r:
-        assert r.status_code == 200, r.text
-        events = [line for line in r.iter_lines() if line]
-    assert events[-1] == b"data: [DONE]"
-    return len(events)
 
 
 def test_load_64_concurrent_streams_no_failures_no_leaks(server, model_id):

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import ServerProcess
+from conftest import ServerProcess, stream_one
 
 
 @pytest.fixture(scope="module", params=["fp8", "int8", "int4"])
@@ -27,20 +27,10 @@ def chat(server, messages, **kw):
     return r.json()
 
 
-def stream(server, i):
-    body = {"model": model_id(server), "stream": True, "max_tokens": 4 + i % 13, "temperature": 0.8, "seed": i,
-            "messages": [{"role": "user", "content": f"Tell me about topic number {i}."}]}
-    with requests.post(server.base + "/v1/chat/completions", json=body, headers=server.headers(), stream=True,
-                       timeout=300) as r:
-        assert r.status_code == 200, r.text
-        events = [line for line in r.iter_lines() if line]
-    assert events[-1] == b"data: [DONE]"
-    return len(events)
-
-
 def test_load_on_a_quantized_cache_frees_every_block(kv_server):
     with ThreadPoolExecutor(64) as pool:
-        results = list(pool.map(lambda i: stream(kv_server, i), range(96)))
+        model = model_id(kv_server)
+        results = list(pool.map(lambda i: stream_one(kv_server, model, i, 4 + i % 13), range(96)))
     assert all(n >= 2 for n in results)
     m = kv_server.metrics()
     assert m["kestrel_num_requests_running"] == 0 and m["kestrel_num_requests_waiting"] == 0
