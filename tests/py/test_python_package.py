@@ -71,22 +71,30 @@ def test_seeds_tokenizer_and_errors(kestrel, llm):
 
 
 def test_generate_releases_the_gil(kestrel, llm):
+    # Counts the ticks that land inside the generate call and compares them with its length, so a fast
+    # machine (or a story that ends early) cannot make the check pass or fail by timing alone.
     ticks = []
     done = threading.Event()
 
     def ticker():
         while not done.is_set():
-            ticks.append(time.time())
+            ticks.append(time.monotonic())
             time.sleep(0.01)
 
     t = threading.Thread(target=ticker)
     t.start()
     try:
-        llm.generate(["Tell me a story."] * 4, kestrel.SamplingParams(max_tokens=48, **GREEDY))
+        time.sleep(0.02)
+        start = time.monotonic()
+        llm.generate(["Tell me a story."] * 4, kestrel.SamplingParams(max_tokens=64, ignore_eos=True, **GREEDY))
+        end = time.monotonic()
     finally:
         done.set()
         t.join()
-    assert len(ticks) > 5, "another Python thread could not run while the engine generated"
+    inside = sum(start < tick < end for tick in ticks)
+    assert end - start > 0.05, "generating 4 x 64 tokens should take longer than 50 ms on a CPU"
+    assert inside >= max(3, 0.25 * (end - start) / 0.01), \
+        f"another Python thread ran only {inside} times in {end - start:.2f} s of generation"
 
 
 def test_structured_output(kestrel, llm):
