@@ -21,6 +21,7 @@
 #include "core/thread_pool.h"
 #include "engine/chat_format.h"
 #include "engine/kv_cache.h"
+#include "engine/kv_calibration.h"
 #include "engine/kv_format.h"
 #include "engine/sampling_defaults.h"
 #include "engine/scheduler.h"
@@ -63,7 +64,8 @@ struct Collector {
 
 class LLM {
  public:
-  LLM(const std::optional<std::string>& model, int threads, int n_ctx, int max_running, const std::string& kv_type) {
+  LLM(const std::optional<std::string>& model, int threads, int n_ctx, int max_running, const std::string& kv_type,
+      const std::string& kv_calib) {
     if (threads > 0) ThreadPool::set_default_threads(threads);
     model_ = load_model(model.value_or(default_model_path()));
     defaults_ = sampling_defaults(*model_).params;
@@ -81,7 +83,8 @@ class LLM {
     kc.block_size = 16;
     const std::optional<KvFormat> kv = kv_format_from_name(kv_type);
     KS_CHECK(kv.has_value(), "unknown kv_type '{}'; choose one of {}", kv_type, kv_format_names());
-    kc.format = *kv;
+    kc.format = with_kv_calibration(*kv, model_->config(), model_->path, kv_calib);
+    kc.max_sequences = so.max_running;
     const int64_t tokens = default_kv_tokens(kc, so.n_ctx, so.max_running);
     kc.num_blocks = static_cast<int32_t>((tokens + kc.block_size - 1) / kc.block_size);
     ops::Context ctx = backends::make_context(Device::Cpu);
@@ -296,9 +299,9 @@ PYBIND11_MODULE(_kestrel, m) {
       .def_property_readonly("finish_reason", [](const Stream& s) { return s.c->done.finish_reason; });
 
   py::class_<LLM>(m, "LLM", "A model loaded for generation (CPU); the default model when `model` is None")
-      .def(py::init<const std::optional<std::string>&, int, int, int, const std::string&>(),
+      .def(py::init<const std::optional<std::string>&, int, int, int, const std::string&, const std::string&>(),
            py::arg("model") = py::none(), py::arg("threads") = 0, py::arg("n_ctx") = 0, py::arg("max_running") = 64,
-           py::arg("kv_type") = "f32")
+           py::arg("kv_type") = "f32", py::arg("kv_calib") = "")
       .def_property_readonly("n_ctx", &LLM::n_ctx)
       .def_property_readonly("model_path", &LLM::model_path)
       .def("tokenize", &LLM::tokenize, py::arg("text"), py::arg("add_special") = true)

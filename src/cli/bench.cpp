@@ -93,7 +93,7 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, i
   s.prompt = true;
   s.sampling = &greedy;
   auto step = [&](Executor& ex) {
-    seq.set_length(0);
+    seq.set_length(cache, 0);
     ex.run(std::span(&s, 1));
   };
   Executor ex(dec, cache, ctx, executor_options(p, 1, p, false));
@@ -143,7 +143,7 @@ nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, int B, in
   std::vector<StepSeq> work(B);
   auto pass = [&](int steps, bool sample, Executor& e, double* step_gpu_ms) {
     for (int b = 0; b < B; ++b) {
-      seqs[b].set_length(0);
+      seqs[b].set_length(cache, 0);
       tok[b] = static_cast<int32_t>((b * 7919 + 13) % c.vocab);
     }
     for (int j = 0; j < steps; ++j) {
@@ -260,7 +260,7 @@ void bench(const BenchFlags& f) {
   ModelFlags mf = f.model;
   mf.ctx_size = std::max({mf.ctx_size, max_p + 1, max_g + 1, 16});
   mf.batch_size = std::max(mf.batch_size, max_p);
-  Session session(*model->decoder, make_context(mf), session_options(mf));
+  Session session(*model->decoder, make_context(mf), session_options(mf, *model));
   std::vector<Row> rows;
   // One untimed warm-up pass pages the weights in and settles the thread pool.
   session.feed(bench_tokens(std::min(max_p > 0 ? max_p : 16, 64), c.vocab));

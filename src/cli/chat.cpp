@@ -46,7 +46,7 @@ void chat(ChatFlags f) {
   const auto constraint = make_constraint(f.constraint, *model);
   ChatFormatter fmt(*model);
   KS_CHECK(fmt.has_template(), "{} has no chat template; use `kestrel run --raw` for plain completion", model->path);
-  Session session(*model->decoder, make_context(f.model), session_options(f.model));
+  Session session(*model->decoder, make_context(f.model), session_options(f.model, *model));
   nlohmann::json messages = nlohmann::json::array();
   if (!f.system.empty()) messages.push_back({{"role", "system"}, {"content", f.system}});
 

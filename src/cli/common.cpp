@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
+#include "engine/kv_calibration.h"
 #include "engine/kv_format.h"
 #include "engine/sampling_defaults.h"
 #include "engine/structured_output.h"
@@ -55,8 +56,13 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
                "own types (about 3.5x the memory of Q4_K; the baseline for A/B runs)");
   app.add_option("--kv-type", f.kv_type,
                  "KV cache format: f32, f16, bf16; fp8 (e4m3, a scale per 64 elements: ~1.9x smaller than bf16), "
-                 "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x); llama.cpp's q8_0, q4_0, "
-                 "q4_1, q5_0, q5_1 on the CPU (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
+                 "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x); on the CPU also int2 (per "
+                 "32), skvq (= skvq-k2v1.5: 2-bit keys, ternary values, per 64, reordered and clipped channels, "
+                 "5 sink and 128 recent tokens in f32: ~6.4x), skvq-k2v2, and llama.cpp's q8_0, q4_0, q4_1, "
+                 "q5_0, q5_1 (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
+  app.add_option("--kv-calib", f.kv_calib,
+                 "the SKVQ calibration to use (default: MODEL.kv-calib.json when it exists; make one with "
+                 "`kestrel quantize --kv skvq --calib TEXT -m MODEL`)");
   app.add_flag("-v,--verbose", f.verbose, "log loading and dispatch details");
 }
 
@@ -164,7 +170,7 @@ ops::Context make_context(const ModelFlags& f) {
   return ctx;
 }
 
-SessionOptions session_options(const ModelFlags& f) {
+SessionOptions session_options(const ModelFlags& f, const Model& model) {
   SessionOptions o;
   o.n_ctx = f.ctx_size;
   o.n_batch = f.batch_size;
@@ -173,7 +179,7 @@ SessionOptions session_options(const ModelFlags& f) {
   KS_CHECK(kv.has_value(), "unknown --kv-type '{}'; choose one of {}", name, kv_format_names());
   KS_CHECK(f.device != "cuda" || kv_format_on_cuda(*kv),
            "--kv-type {} runs on the CPU only; with --device cuda choose bf16, fp8, int8 or int4", name);
-  o.kv_format = *kv;
+  o.kv_format = with_kv_calibration(*kv, model.config(), model.path, f.kv_calib);
   return o;
 }
 

@@ -27,6 +27,7 @@ struct ModelFlags {
   bool batch_invariant = false;       // ops::Context::batch_invariant
   bool dequantize = false;            // Decoder::set_dequantize_on_place
   std::string kv_type;                // empty: f32 on the CPU, bf16 on CUDA
+  std::string kv_calib;               // empty: the model's own SKVQ calibration file, when there is one
   bool verbose = false;
 };
 
@@ -54,7 +55,7 @@ std::shared_ptr<structured::TokenConstraint> make_constraint(const ConstraintFla
 // Applies --threads/--verbose, loads the model, builds the op context.
 std::unique_ptr<Model> load(const ModelFlags& f);
 ops::Context make_context(const ModelFlags& f);
-SessionOptions session_options(const ModelFlags& f);
+SessionOptions session_options(const ModelFlags& f, const Model& model);
 
 // A one-line progress bar on stderr (only when stderr is a terminal, or forced).
 class ProgressBar {

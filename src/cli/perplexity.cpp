@@ -26,7 +26,7 @@ void run_perplexity(PplFlags f) {
   ModelFlags mf = f.model;
   mf.ctx_size = f.opt.n_ctx;
   mf.batch_size = std::max(mf.batch_size, f.opt.n_ctx);  // one forward step per window
-  Session session(*model->decoder, make_context(mf), session_options(mf));
+  Session session(*model->decoder, make_context(mf), session_options(mf, *model));
   ProgressBar bar("perplexity", 1);
   const double t0 = now_seconds();
   PerplexityResult r = perplexity(session, *model->tokenizer, text, f.opt, [&](int c, int n, double ppl) {

@@ -54,7 +54,7 @@ void run(RunFlags f) {
   // tokenizer's usual additions.
   const std::vector<int32_t> tokens = model->tokenizer->encode(text, !templated, /*parse_special=*/templated);
 
-  Session session(*model->decoder, make_context(f.model), session_options(f.model));
+  Session session(*model->decoder, make_context(f.model), session_options(f.model, *model));
   GenerateOptions opt{.max_tokens = f.n_predict, .stop = f.stop, .ignore_eos = f.ignore_eos};
   opt.constraint = make_constraint(f.constraint, *model);
   GenerateResult r = generate(session, *model->tokenizer, f.sampling, tokens, opt, [](std::string_view s) {

@@ -43,7 +43,7 @@ void serve(ServeFlags& f) {
   opt.scheduler.prefill_chunk_max_wait_ms = f.chunk_max_wait_ms.value_or(f.model.device == "cuda" ? 100 : -1);
   opt.scheduler.prefix_cache = !f.no_prefix_cache;
   opt.log_requests = !f.no_log_requests;
-  opt.kv_format = session_options(f.model).kv_format;
+  opt.kv_format = session_options(f.model, *model).kv_format;
   fill_sampling_defaults(opt.sampling, f.sampling_set, *model);
   const ops::Context ctx = make_context(f.model);
   model->decoder->place_on(ctx);  // weights to the GPU once for --device cuda; a no-op on the CPU

@@ -33,6 +33,7 @@ constexpr std::array<DTypeInfo, static_cast<size_t>(DType::Count)> kInfo = {{
     {"f8_e4m3", 1, 1, false},
     {"u8", 1, 1, false},
     {"u4", 2, 1, false},
+    {"u2", 4, 1, false},
 }};
 
 struct GgmlId {

@@ -30,6 +30,7 @@ enum class DType : uint8_t {
   F8E4M3,  // OCP fp8 e4m3 ("fn": finite, +-448): quantized KV pages' codes (core/kv_codec.h)
   U8,      // unsigned 8-bit codes (quantized KV pages)
   U4,      // unsigned 4-bit codes, two per byte, element 2j in the low nibble of byte j
+  U2,      // unsigned 2-bit codes, four per byte, element 4j + i in bits 2i..2i+1 of byte j
   Count,
 };
 

@@ -8,6 +8,10 @@
 //   F8E4M3: x = e4m3(c) * d,  d = amax / 448            P = 1 (d)
 //   U8:     x = c * d + m,    c in 0..255, d = range/255 P = 2 (d, m)
 //   U4:     x = c * d + m,    c in 0..15,  d = range/15; element 2j in the low nibble of byte j
+//   U2:     x = c * d + m,    c in 0..3,   d = range/3; element 4j + i in bits 2i..2i+1 of byte j. SKVQ's
+//           ternary values use the same slots with c in 0..2 (`qmax` 2): the decoder does not care.
+// The integer encoders take the group's range [min, max] or, with a clip ratio a < 1 (SKVQ's clipped
+// dynamic quantization), the range a times as wide about its centre; elements outside saturate.
 #pragma once
 
 #include <array>
@@ -23,7 +27,7 @@
 namespace kestrel::quant {
 
 // The code types; a kernel is instantiated per code.
-enum class KvCode : uint8_t { Fp8, U8, U4 };
+enum class KvCode : uint8_t { Fp8, U8, U4, U2 };
 
 // The largest scale group the kernels encode (a thread holds one group in registers).
 constexpr int kKvMaxGroup = 64;
@@ -50,14 +54,6 @@ KS_HD float bits_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
-#endif
-}
-
-KS_HD float div(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
 #endif
 }
 
@@ -124,10 +120,21 @@ inline const std::array<float, 256>& e4m3_table() {
 }
 #endif
 
-// ---- encoder: n floats (one group, n even) into codes (the group's first byte) and params ----
+// The largest code of an integer code type.
+KS_HD constexpr int kv_code_max(KvCode c) {
+  return c == KvCode::U8 ? 255 : c == KvCode::U4 ? 15 : 3;
+}
+
+// Codes per byte.
+KS_HD constexpr int kv_codes_per_byte(KvCode c) {
+  return c == KvCode::U4 ? 2 : c == KvCode::U2 ? 4 : 1;
+}
+
+// ---- encoder: n floats (one group, n a multiple of 4) into codes (the group's first byte) and params ----
+// qmax: the largest code to use (0: the type's; 2 with U2 for ternary); clip: the range's clip ratio.
 
 template <KvCode C>
-KS_HD void kv_encode_group(const float* x, int n, uint8_t* codes, uint16_t* params) {
+KS_HD void kv_encode_group(const float* x, int n, uint8_t* codes, uint16_t* params, int qmax = 0, float clip = 1.f) {
   if constexpr (C == KvCode::Fp8) {
     float amax = 0.f;
     for (int i = 0; i < n; ++i) amax = fmaxf(amax, fabsf(x[i]));
@@ -135,9 +142,14 @@ KS_HD void kv_encode_group(const float* x, int n, uint8_t* codes, uint16_t* para
     const float d = half_value(params[0]), id = d > 0.f ? div(1.f, d) : 0.f;
     for (int i = 0; i < n; ++i) codes[i] = e4m3_code(mul(x[i], id));
   } else {
-    constexpr float kMax = C == KvCode::U8 ? 255.f : 15.f;
+    const float kMax = static_cast<float>(qmax > 0 ? qmax : kv_code_max(C));
     float lo = x[0], hi = x[0];
     for (int i = 1; i < n; ++i) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
+    if (clip < 1.f) {
+      const float c = mul(add(lo, hi), 0.5f), r = mul(mul(sub(hi, lo), 0.5f), clip);
+      lo = sub(c, r);
+      hi = add(c, r);
+    }
     params[0] = half_bits(div(sub(hi, lo), kMax));
     params[1] = half_bits(lo);
     // Codes are taken against the stored (rounded) scale and min, so the decoder's error is the rounding alone.
@@ -149,13 +161,12 @@ KS_HD void kv_encode_group(const float* x, int n, uint8_t* codes, uint16_t* para
       float q = std::nearbyint(mul(sub(x[i], m), id));
 #endif
       q = q < 0.f ? 0.f : q > kMax ? kMax : q;
-      if constexpr (C == KvCode::U8) {
-        codes[i] = static_cast<uint8_t>(q);
-      } else if (i % 2 == 0) {
-        codes[i / 2] = static_cast<uint8_t>(q);
-      } else {
-        codes[i / 2] |= static_cast<uint8_t>(static_cast<int>(q) << 4);
-      }
+      constexpr int kPer = kv_codes_per_byte(C), kBits = 8 / kPer;
+      const auto code = static_cast<uint8_t>(static_cast<int>(q) << (kBits * (i % kPer)));
+      if (i % kPer == 0)
+        codes[i / kPer] = code;
+      else
+        codes[i / kPer] |= code;
     }
   }
 }
@@ -173,8 +184,10 @@ KS_HD float kv_code_value(const uint8_t* codes, int i) {
 #endif
   } else if constexpr (C == KvCode::U8) {
     return static_cast<float>(codes[i]);
-  } else {
+  } else if constexpr (C == KvCode::U4) {
     return static_cast<float>((codes[i / 2] >> (4 * (i % 2))) & 0xF);
+  } else {
+    return static_cast<float>((codes[i / 4] >> (2 * (i % 4))) & 0x3);
   }
 }
 
@@ -198,19 +211,9 @@ KS_HD void kv_decode8(const uint8_t* codes, const uint16_t* params, int i0, floa
   }
 }
 
-// Bytes of the codes of n elements (n even for U4): also the byte offset of element n of a page.
+// Bytes of the codes of n elements (n a multiple of the codes per byte): also the byte offset of element n.
 KS_HD constexpr int64_t kv_row_bytes(KvCode c, int64_t n) {
-  return c == KvCode::U4 ? n / 2 : n;
-}
-
-// The code of a page dtype (F8E4M3, U8, U4); false for other types.
-inline bool kv_code_of(DType t, KvCode* c) {
-  switch (t) {
-    case DType::F8E4M3: *c = KvCode::Fp8; return true;
-    case DType::U8: *c = KvCode::U8; return true;
-    case DType::U4: *c = KvCode::U4; return true;
-    default: return false;
-  }
+  return n / kv_codes_per_byte(c);
 }
 
 // Calls f with std::integral_constant<KvCode, c> for the code of page type t; false for other types.
@@ -220,8 +223,14 @@ bool visit_kv_code(DType t, F&& f) {
     case DType::F8E4M3: f(std::integral_constant<KvCode, KvCode::Fp8>{}); return true;
     case DType::U8: f(std::integral_constant<KvCode, KvCode::U8>{}); return true;
     case DType::U4: f(std::integral_constant<KvCode, KvCode::U4>{}); return true;
+    case DType::U2: f(std::integral_constant<KvCode, KvCode::U2>{}); return true;
     default: return false;
   }
+}
+
+// The code of a page dtype (F8E4M3, U8, U4, U2); false for other types.
+inline bool kv_code_of(DType t, KvCode* c) {
+  return visit_kv_code(t, [&](auto code) { *c = decltype(code)::value; });
 }
 
 }  // namespace kestrel::quant

@@ -77,6 +77,13 @@ KS_HD float sub(float a, float b) {
   return a - b;
 #endif
 }
+KS_HD float div(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
 
 // Eight consecutive bytes as two little-endian words, read with the widest loads their alignment (in
 // bytes, a power of two) allows: the device then issues one or two loads instead of eight.

@@ -75,6 +75,8 @@ struct Executor::Impl {
     int sample_rows = 0, tokens = 0;
     std::vector<LogitRows> want;
     Tensor host_logits;
+    // Windowed KV formats: the blocks the step seals ({open id, code id} rows; host, CPU caches only).
+    Tensor seals;
     bool graph = false;
     Clock::time_point t0;
   };
@@ -166,8 +168,10 @@ struct Executor::Impl {
   // The device work of a step (eager, or recorded into a graph): the previous step's samples fed in,
   // forward, the raw logits to `host_logits` (when given, before the penalties change them); then, apart,
   // sampling.
-  void enqueue(const ops::Context& ctx, int t, int r, const StepAttention& plan, Tensor* host_logits = nullptr) {
+  void enqueue(const ops::Context& ctx, int t, int r, const StepAttention& plan, Tensor* host_logits = nullptr,
+               const Tensor& seals = {}) {
     StepInputs in;
+    in.seals = seals;
     in.tokens = section(0, {t});
     in.positions = section(off_pos, {t});
     in.slots = section(off_slots, {t});
@@ -348,7 +352,7 @@ void Executor::submit(std::span<const StepSeq> in) {
     if (s.prev_index >= 0 &&
         (s.prev_index >= static_cast<int>(m.last_sample_row_of.size()) || m.last_sample_row_of[s.prev_index] < 0))
       failed[i] = "its input token was to come from a previous step that did not sample it";
-    const int32_t blocks = m.cache->blocks().num_total();
+    const int32_t blocks = m.cache->blocks().num_ids();
     for (size_t b = 0; b < static_cast<size_t>((need + m.bs - 1) / m.bs); ++b)
       if (s.kv->block_table()[b] < 0 || s.kv->block_table()[b] >= blocks)
         failed[i] =
@@ -441,11 +445,13 @@ void Executor::submit(std::span<const StepSeq> in) {
       slot.late.push_back(late_of[i]);
     }
   std::vector<ops::AttentionSeq> seqs;
+  std::vector<std::array<int32_t, 2>> seals;
   int row = 0, r = 0;
   for (int k = 0; k < n_run; ++k) {
     const int i = order[k];
     const StepSeq& s = in[i];
     const int32_t len = s.kv->length(), cnt = static_cast<int32_t>(s.tokens.size());
+    for (const auto& seal : s.kv->begin_step(*m.cache, len + cnt)) seals.push_back(seal);
     slot.token_row0[i] = row;
     slot.n_tokens[i] = cnt;
     slot.tops[i] = s.top_logprobs;
@@ -490,6 +496,12 @@ void Executor::submit(std::span<const StepSeq> in) {
   slot.graph = graph;
   slot.t0 = t0;
   slot.host_logits = Tensor{};
+  slot.seals = Tensor{};
+  if (!seals.empty()) {
+    KS_CHECK(!graph && ctx_.device == Device::Cpu, "internal error: KV seals in a CUDA step");
+    slot.seals = Tensor::empty_host(DType::I32, {static_cast<int64_t>(seals.size()), int64_t{2}});
+    std::copy_n(seals.front().data(), 2 * seals.size(), slot.seals.ptr<int32_t>());
+  }
 
   slot.start = m.lane->record(true);
   if (n_run > 0) {
@@ -504,7 +516,7 @@ void Executor::submit(std::span<const StepSeq> in) {
       const StepAttention plan =
           m.model->plan_attention(ctx_, m.attention_batch(seqs, n_decode), m.cache->layers(), m.scratch);
       if (host_logits) slot.host_logits = Tensor::empty_host(DType::F32, {R, m.vocab});
-      m.enqueue(ctx_, T, R, plan, host_logits ? &slot.host_logits : nullptr);
+      m.enqueue(ctx_, T, R, plan, host_logits ? &slot.host_logits : nullptr, slot.seals);
       slot.sample_rows = R;
       slot.tokens = T;
     }
@@ -516,7 +528,7 @@ void Executor::submit(std::span<const StepSeq> in) {
   slot.busy = true;
   m.queue.push_back(si);
   m.last_sample_row_of = slot.sample_row_of;
-  for (int i : order) in[i].kv->set_length(in[i].kv->length() + static_cast<int32_t>(in[i].tokens.size()));
+  for (int i : order) in[i].kv->set_length(*m.cache, in[i].kv->length() + static_cast<int32_t>(in[i].tokens.size()));
 }
 
 void Executor::supply_masks(std::span<const std::span<const uint32_t>> masks) {
@@ -589,6 +601,7 @@ StepResult Executor::collect() {
     }
     slot.host_logits = Tensor{};
   }
+  slot.seals = Tensor{};
   res.ms = std::chrono::duration<double, std::milli>(Clock::now() - slot.t0).count();
   res.device_ms = slot.done->ms_since(*slot.start);
   return res;

@@ -86,7 +86,7 @@ void PrefixCache::clear() {
 
 int32_t PrefixCache::evictable() const {
   int32_t n = 0;
-  for (const auto& [h, e] : entries_) n += blocks_->ref_count(e.block) == 1;
+  for (const auto& [h, e] : entries_) n += !blocks_->is_open(e.block) && blocks_->ref_count(e.block) == 1;
   return n;
 }
 

@@ -40,7 +40,8 @@ class PrefixCache {
   void clear();
 
   int32_t size() const { return static_cast<int32_t>(entries_.size()); }
-  // Blocks held by the cache alone (free for the taking by evict()).
+  // Code blocks held by the cache alone (free for the taking by evict()); a windowed format's open sink
+  // blocks are not counted (they come from the open pool, not the budget the metrics show).
   int32_t evictable() const;
 
  private:

@@ -231,7 +231,11 @@ bool Scheduler::reserve(Sequence& s, int32_t length) {
   const int32_t need = (length + bs - 1) / bs - static_cast<int32_t>(s.kv.block_table().size());
   const int32_t short_by = need - cache_->blocks().num_free();
   if (short_by > 0) prefix_.evict(short_by);
-  return s.kv.reserve(*cache_, length);
+  if (s.kv.reserve(*cache_, length)) return true;
+  // Windowed formats: the open pool may be what ran short (sink blocks the prefix cache keeps).
+  while (cache_->blocks().num_ids() > cache_->blocks().num_total() && prefix_.evict(1) > 0)
+    if (s.kv.reserve(*cache_, length)) return true;
+  return false;
 }
 
 void Scheduler::release(Sequence& s) {
@@ -256,7 +260,9 @@ void Scheduler::preempt(SeqPtr s) {
 void Scheduler::admit_prefix(Sequence& s) {
   if (!opt_.prefix_cache || s.kv.length() > 0) return;
   // Keep at least one token to compute: its logits are where sampling starts.
-  const int32_t max_blocks = (static_cast<int32_t>(s.tokens.size()) - 1) / cache_->block_size();
+  // Windowed KV formats share only blocks a fresh prefill of this prompt would not hold in full precision.
+  const int32_t max_blocks = std::min((static_cast<int32_t>(s.tokens.size()) - 1) / cache_->block_size(),
+                                      cache_->shareable_prefix_blocks(static_cast<int32_t>(s.tokens.size())));
   std::vector<int32_t> hit = prefix_.match(s.tokens, max_blocks);
   if (hit.empty()) return;
   const int32_t n = static_cast<int32_t>(hit.size());
@@ -285,6 +291,7 @@ void Scheduler::register_full_blocks(Sequence& s) {
   // Batch-invariant mode shares prompt blocks only: a generated token's K/V came from the decode kernel,
   // and a later request whose prompt holds that text must get what the prefill kernel gives it.
   if (ctx_.batch_invariant) full = std::min(full, s.n_prompt / bs);
+  full = std::min(full, s.kv.shareable_blocks());  // no open window block: its sealed form comes later
   extend_hashes(s, full);
   if (!opt_.prefix_cache) return;
   for (; s.n_registered < full; ++s.n_registered) {

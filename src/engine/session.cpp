@@ -119,6 +119,16 @@ int32_t Session::feed_and_sample(std::span<const int32_t> tokens, const Sampling
   return r.seqs[0].token;
 }
 
+void Session::read_kv(int layer, int32_t p, float* k, float* v) const {
+  KS_CHECK(context().device == Device::Cpu, "reading the KV cache back needs a CPU session");
+  KS_CHECK(layer >= 0 && layer < cache_->config().n_layers && p >= 0 && p < length(),
+           "read_kv: layer {} position {} outside {} layers x {} positions", layer, p, cache_->config().n_layers,
+           length());
+  const int64_t slot = seq_.slot(*cache_, p);
+  ops::kv_load(cache_->layer(layer), false, slot, k);
+  ops::kv_load(cache_->layer(layer), true, slot, v);
+}
+
 void Session::truncate(int32_t n) {
   KS_CHECK(n >= 0, "negative truncation");
   if (n >= length()) return;

@@ -20,10 +20,10 @@
 namespace kestrel {
 
 struct SessionOptions {
-  int n_ctx = 0;                // 0: the model's trained context (capped at 8192 to bound memory)
-  int n_batch = 512;            // prompt tokens per forward step
-  int block_size = 16;          // KV cache block size in tokens
-  KvFormat kv_format;  // f32 pages by default (the CPU); CUDA reads bf16 or quantized ones
+  int n_ctx = 0;        // 0: the model's trained context (capped at 8192 to bound memory)
+  int n_batch = 512;    // prompt tokens per forward step
+  int block_size = 16;  // KV cache block size in tokens
+  KvFormat kv_format;   // f32 pages by default (the CPU); CUDA reads bf16 or quantized ones
 };
 
 class Session {
@@ -54,6 +54,9 @@ class Session {
                           std::span<const uint32_t> allowed = {});
   // Drops cached tokens from position n on (for chat turns that diverge, or to restart).
   void truncate(int32_t n);
+  // The keys and values the cache holds for position p of layer `layer`, decoded to f32 [n_kv_heads *
+  // head_dim] each (a CPU session: calibration reads them).
+  void read_kv(int layer, int32_t p, float* k, float* v) const;
   // Longest common prefix of the cached tokens and `tokens`.
   int32_t common_prefix(std::span<const int32_t> tokens) const;
 

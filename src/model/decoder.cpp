@@ -36,7 +36,8 @@ Decoder::Scratch Decoder::make_scratch(const ops::Context& ctx, int64_t n) const
 
 // In: h = attn_norm(x). Out: x += attention, h = ffn_norm(x).
 void Decoder::attention_block(const ops::Context& ctx, int layer, ops::KvLayer& kv, const StepAttention& attention,
-                              const Tensor& positions, const Tensor& slots, Scratch& s, int64_t T) const {
+                              const Tensor& positions, const Tensor& slots, const Tensor& seals, Scratch& s,
+                              int64_t T) const {
   const LayerWeights& L = w_.layers[layer];
   const ops::RopeParams& rope = cfg_.rope_of(layer);
   const int64_t H = cfg_.n_heads, Hkv = cfg_.n_kv_heads, D = cfg_.head_dim;
@@ -65,6 +66,7 @@ void Decoder::attention_block(const ops::Context& ctx, int layer, ops::KvLayer& 
     ops::rope(ctx, k3, positions, rope);
     ops::kv_write(ctx, k3, v.reshaped({T, Hkv, D}), slots, kv);
   }
+  ops::kv_seal(ctx, seals, kv);  // windowed KV formats: blocks this step moves out of the window
   Tensor a = view(s.attn, T, {H, D});
   ops::attention(ctx, q3, kv, cfg_.is_sliding(layer) ? attention.sliding : attention.full, a);
   ops::matmul(ctx, a.reshaped({T, H * D}), L.wo, h);
@@ -144,7 +146,7 @@ void Decoder::forward(const ops::Context& ctx, const StepInputs& in, std::span<o
   Tensor h = view(s.h, T, {cfg_.hidden});
   ops::rmsnorm(ctx, x, w_.layers[0].attn_norm, cfg_.rms_eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    attention_block(ctx, l, kv[l], *in.attention, positions, slots, s, T);
+    attention_block(ctx, l, kv[l], *in.attention, positions, slots, in.seals, s, T);
     mlp_block(ctx, w_.layers[l], l + 1 < cfg_.n_layers ? &w_.layers[l + 1].attn_norm : nullptr, s, T);
   }
   if (R == 0) return;

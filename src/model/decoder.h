@@ -58,7 +58,7 @@ class Decoder {
 
  private:
   void attention_block(const ops::Context& ctx, int layer, ops::KvLayer& kv, const StepAttention& attention,
-                       const Tensor& positions, const Tensor& slots, Scratch& s, int64_t T) const;
+                       const Tensor& positions, const Tensor& slots, const Tensor& seals, Scratch& s, int64_t T) const;
   void mlp_block(const ops::Context& ctx, const LayerWeights& L, const Tensor* next_norm, Scratch& s, int64_t T) const;
 
   const Architecture* arch_;

@@ -20,6 +20,7 @@ struct StepAttention {
 struct StepInputs {
   Tensor tokens, positions, slots;  // i32 [T]
   Tensor logit_rows;                // i32 [R]: rows of [0, T) whose logits are computed, in this order
+  Tensor seals;                     // i32 [S, 2] or empty: KV blocks every layer seals (ops::kv_seal)
   const StepAttention* attention = nullptr;
 };
 

@@ -81,18 +81,37 @@ struct RopeParams {
 void rope(const Context& ctx, Tensor& x, const Tensor& positions, const RopeParams& p);
 
 // One layer of the paged KV cache: k and v are [num_blocks, block_size, n_kv_heads, head_dim] of a float
-// type, of ggml's block types (llama.cpp's cache types, CPU only), or of codes (F8E4M3, U8, U4) whose scales
-// sit in k_params / v_params: f16 [num_blocks, block_size, n_kv_heads, groups, P] (core/kv_codec.h: one
-// group of head_dim / groups elements per scale; P = 1 for fp8, 2 for the integer codes). Empty params:
+// type, of ggml's block types (llama.cpp's cache types, CPU only), or of codes (F8E4M3, U8, U4, U2) whose
+// scales sit in k_params / v_params: f16 [num_blocks, block_size, n_kv_heads, groups, P] (core/kv_codec.h:
+// one group of head_dim / groups elements per scale; P = 1 for fp8, 2 for the integer codes). Empty params:
 // the pages need none.
+//
+// How the codes are taken beyond type and group (SKVQ, docs/kv_cache.md): a head row is grouped in the
+// channel order `perm` (i32 [n_kv_heads, head_dim], host; empty: in order), each group's range clipped by
+// `clip`, and codes limited to `qmax` (0: the type's largest; 2: ternary values in U2 slots).
+struct KvCoding {
+  Tensor perm;
+  float clip = 1.f;
+  int qmax = 0;
+};
+
+// Windowed formats also keep open blocks in full precision: k_open / v_open [open_blocks, block_size,
+// n_kv_heads, head_dim] (a float type: the cache uses f16, as SKVQ does). A block id b >= k.dim(0) in a block table or
+// slot names open block b - k.dim(0): attention reads it as it is, and kv_seal encodes a full one into a code block.
 struct KvLayer {
   Tensor k;
   Tensor v;
   Tensor k_params;
   Tensor v_params;
+  KvCoding k_coding;
+  KvCoding v_coding;
+  Tensor k_open;
+  Tensor v_open;
   int64_t block_size() const { return k.dim(1); }
   bool has_params() const { return !k_params.empty(); }
   int64_t group() const { return has_params() ? k.dim(3) / k_params.dim(3) : 0; }  // elements per scale
+  // Code blocks and open blocks: the ids a block table may hold.
+  int64_t num_blocks() const { return k.dim(0) + (k_open.empty() ? 0 : k_open.dim(0)); }
 };
 
 // Whole rows of a KV page through its format (kv_pages.cpp): one token's keys (values: `v`) of every kv
@@ -104,6 +123,11 @@ void kv_load(const KvLayer& c, bool v, int64_t slot, float* x);
 void kv_load_head(const KvLayer& c, bool v, int64_t slot, int64_t head, float* x);
 // Whether a page of type t with these params is a KV format the ops know.
 bool is_kv_page(const Tensor& pages, const Tensor& params);
+
+// Seals open blocks: each row of seals (i32 [S, 2]: open block id, code block id; a row with a negative id
+// is skipped) has its full open block's K/V encoded into the code block, every layer's blocks by its own
+// coding. Runs after a step's cache writes and before its attention reads the code block. Host caches.
+void kv_seal(const Context& ctx, const Tensor& seals, KvLayer& cache);
 
 // Writes new keys/values into the cache. k, v: [T, n_kv_heads, head_dim]; slots: i32 [T], slot =
 // block_id * block_size + offset_in_block.

@@ -285,6 +285,7 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
   kc.head_dim = c.head_dim;
   kc.block_size = opt_.kv_block_size;
   kc.format = opt_.kv_format;
+  kc.max_sequences = so.max_running;
   const int64_t kv_tokens =
       opt_.kv_cache_tokens > 0 ? opt_.kv_cache_tokens : default_kv_tokens(kc, so.n_ctx, so.max_running);
   KS_CHECK(kv_tokens >= so.n_ctx, "--kv-cache-tokens {} is smaller than the context ({}): one sequence must fit",

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -135,6 +136,50 @@ TEST(KvCodec, U4PacksElementPairsLowNibbleFirst) {
   EXPECT_EQ(codes[8], 0x10);
 }
 
+TEST(KvCodec, U2ErrorIsHalfAStepAndTernaryUsesThreeCodes) {
+  check_group<KvCode::U2>(random_row(64, 2.f, 5), [](float, float d) { return 0.5f * d + 2e-2f; });
+  // SKVQ's ternary values: the same 2-bit slots, codes 0..2 only, the step half the range.
+  const std::vector<float> x = random_row(64, 2.f, 6);
+  std::vector<uint8_t> codes(16);
+  uint16_t params[2];
+  kv_encode_group<KvCode::U2>(x.data(), 64, codes.data(), params, /*qmax=*/2);
+  const float lo = *std::min_element(x.begin(), x.end()), hi = *std::max_element(x.begin(), x.end());
+  EXPECT_NEAR(half_value(params[0]), (hi - lo) / 2, (hi - lo) * 1e-3f);
+  for (int i = 0; i < 64; ++i) {
+    EXPECT_LE(kv_code_value<KvCode::U2>(codes.data(), i), 2.f);
+    EXPECT_LE(std::fabs(kv_decode<KvCode::U2>(codes.data(), params, i) - x[i]), 0.5f * half_value(params[0]) + 2e-2f);
+  }
+}
+
+TEST(KvCodec, U2PacksFourElementsLowBitsFirst) {
+  std::vector<float> x(32);
+  for (int i = 0; i < 32; ++i) x[i] = static_cast<float>(i % 4);  // d = 1, m = 0
+  uint8_t codes[8];
+  uint16_t params[2];
+  kv_encode_group<KvCode::U2>(x.data(), 32, codes, params);
+  EXPECT_EQ(codes[0], 0xe4);  // 3 2 1 0 from the high bits down
+  EXPECT_EQ(kv_row_bytes(KvCode::U2, 32), 8);
+}
+
+TEST(KvCodec, ClipNarrowsTheRangeAboutItsCentreAndSaturates) {
+  std::vector<float> x(32, 0.f);
+  x[0] = -1.f;
+  x[1] = 3.f;  // range [-1, 3], centre 1: clip 0.5 gives [0, 2]
+  uint8_t codes[16];
+  uint16_t params[2];
+  kv_encode_group<KvCode::U4>(x.data(), 32, codes, params, 0, 0.5f);
+  EXPECT_FLOAT_EQ(half_value(params[1]), 0.f);
+  EXPECT_NEAR(half_value(params[0]), 2.f / 15, 1e-3);
+  EXPECT_EQ(kv_decode<KvCode::U4>(codes, params, 0), 0.f);          // -1 saturates at the min
+  EXPECT_NEAR(kv_decode<KvCode::U4>(codes, params, 1), 2.f, 2e-3);  // 3 at the max
+  // Without a clip the codes are the plain ones.
+  uint8_t plain[16], same[16];
+  uint16_t p1[2], p2[2];
+  kv_encode_group<KvCode::U4>(x.data(), 32, plain, p1);
+  kv_encode_group<KvCode::U4>(x.data(), 32, same, p2, 15, 1.f);
+  EXPECT_EQ(std::vector<uint8_t>(plain, plain + 16), std::vector<uint8_t>(same, same + 16));
+}
+
 TEST(KvCodec, CodeTypesDequantizeToTheirCodes) {
   const uint8_t bytes[4] = {0x38, 0x00, 0xff, 0x21};
   float y[8];
@@ -148,6 +193,10 @@ TEST(KvCodec, CodeTypesDequantizeToTheirCodes) {
   dequantize_row(DType::F8E4M3, bytes, y, 4);
   EXPECT_EQ(y[0], 1.f);
   EXPECT_EQ(row_bytes(DType::U4, 128), 64u);
+  dequantize_row(DType::U2, bytes, y, 8);  // 0x38: 0, 2, 3, 0
+  EXPECT_EQ(y[1], 2.f);
+  EXPECT_EQ(y[2], 3.f);
+  EXPECT_EQ(row_bytes(DType::U2, 128), 32u);
 }
 
 }  // namespace

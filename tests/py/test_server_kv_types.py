@@ -1,5 +1,7 @@
 """`kestrel serve --kv-type`: a quantized KV cache under concurrent streaming load (no failures, no leaked
-blocks) and prefix-cache hits on quantized blocks that answer exactly as a fresh computation does."""
+blocks) and prefix-cache hits on quantized blocks that answer exactly as a fresh computation does. SKVQ's
+windowed format shares only blocks that a fresh prefill would already hold as codes (not the last 128
+tokens' open blocks), so its prompt is long enough to leave shareable blocks behind the window."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,7 +11,7 @@ import requests
 from conftest import ServerProcess, stream_one
 
 
-@pytest.fixture(scope="module", params=["fp8", "int8", "int4"])
+@pytest.fixture(scope="module", params=["fp8", "int8", "int4", "skvq"])
 def kv_server(request):
     s = ServerProcess("--kv-type", request.param)
     yield s
@@ -42,7 +44,7 @@ def test_load_on_a_quantized_cache_frees_every_block(kv_server):
 def test_prefix_hits_on_quantized_blocks_answer_as_fresh(kv_server):
     # Prefill writes quantized pages and attends over them, so a request whose prefix comes from the cache
     # reads exactly what its own prefill would have written: greedy answers must be identical.
-    system = "You are a terse assistant who answers questions about birds of prey. " * 8
+    system = "You are a terse assistant who answers questions about birds of prey. " * 20
     msgs = [{"role": "system", "content": system}, {"role": "user", "content": "What does a kestrel eat?"}]
     fresh = chat(kv_server, msgs, max_tokens=24)
     again = chat(kv_server, msgs, max_tokens=24)

@@ -5,8 +5,9 @@
 // afterwards. The split depends on the row's own context length only, never on the rest of the batch or
 // the thread count, and tiles follow absolute positions, not blocks, so a query's result is the same bits
 // whatever it is batched with, however its prompt was chunked and whatever the cache's block size.
-// Quantized pages (fp8, int8, int4 and llama.cpp's types) are decoded a tile at a time by the reference
-// codec (ops::kv_load_head), once per GQA group, and then read as f32.
+// Quantized pages (fp8, int8, int4, int2, SKVQ and llama.cpp's types) are decoded by the reference codec
+// (ops::kv_load_head) and then read as f32: a tile at a time, once per GQA group, for decode rows; once per
+// position for a prefill sequence (all its query rows share them).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -53,10 +54,17 @@ bool direct(const Kernels& k, const Tensor& pages, const Tensor& params) {
 
 // Accumulates softmax(scale * q . K) V for the G heads of kv head `kvh` over positions [begin, end)
 // into o (G x D, unnormalised) with running max m and sum l. tile: 2 * kTile * D floats for decoded pages.
+// A prefill sequence's K and V of pages the kernels cannot read directly, decoded once for all its query
+// rows (each row would otherwise decode every tile again): [kv_len, Hkv, D] each; empty when not decoded.
+struct Decoded {
+  std::vector<float> k, v;
+};
+
 void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, const Row& row, int32_t begin,
-            int32_t end, float* o, float* m, float* l, float* scores, float* tile) {
+            int32_t end, float* o, float* m, float* l, float* scores, float* tile, const Decoded& decoded) {
   const ops::AttentionSeq& s = a.batch.seqs[row.seq];
   const bool k_direct = direct(k, a.cache.k, a.cache.k_params), v_direct = direct(k, a.cache.v, a.cache.v_params);
+  const bool pre = !decoded.k.empty();
   const KvDotFn dot = k.kv_dot[static_cast<size_t>(k_direct ? a.cache.k.dtype : DType::F32)];
   const KvAxpyFn axpy = k.kv_axpy[static_cast<size_t>(v_direct ? a.cache.v.dtype : DType::F32)];
   const float* q = a.q.ptr<float>() + (row.t * g.H + row.kvh * g.G) * g.D;
@@ -75,6 +83,12 @@ void attend(const Kernels& k, const ops::AttentionArgs& a, const Geometry& g, co
       const int64_t slot = static_cast<int64_t>(s.block_table[(p + j) / g.bs]) * g.bs + (p + j) % g.bs;
       krow[j] = kc + (slot * g.Hkv + row.kvh) * g.k_row_bytes;
       vrow[j] = vc + (slot * g.Hkv + row.kvh) * g.v_row_bytes;
+      if (pre) {
+        const int64_t at = ((p + j) * g.Hkv + row.kvh) * g.D;
+        if (!k_direct) krow[j] = reinterpret_cast<const char*>(decoded.k.data() + at);
+        if (!v_direct) vrow[j] = reinterpret_cast<const char*>(decoded.v.data() + at);
+        continue;
+      }
       if (!k_direct) {
         ops::kv_load_head(a.cache, false, slot, row.kvh, tile + j * g.D);
         krow[j] = reinterpret_cast<const char*>(tile + j * g.D);
@@ -111,7 +125,7 @@ void validate(const ops::AttentionArgs& a) {
                q.dim(1) % kc.dim(2) == 0 && a.out.numel() == q.numel(),
            "attention shape mismatch: q {} cache k {} v {} out {}", q.describe(), kc.describe(), vc.describe(),
            a.out.describe());
-  const int64_t T = q.dim(0), n_blocks = kc.dim(0), bs = kc.dim(1);
+  const int64_t T = q.dim(0), n_blocks = a.cache.num_blocks(), bs = kc.dim(1);
   for (const ops::AttentionSeq& s : a.batch.seqs) {
     KS_CHECK(s.q_begin >= 0 && s.q_len >= 0 && s.q_begin + s.q_len <= T && s.q_len <= s.kv_len,
              "attention sequence (q_begin {}, q_len {}, kv_len {}) does not fit {} query rows", s.q_begin, s.q_len,
@@ -178,6 +192,34 @@ void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context
       items.push_back({r, c, static_cast<int32_t>(std::max<int64_t>(row.first, (c0 + c) * chunk)),
                        static_cast<int32_t>(std::min<int64_t>(row.n_ctx, (c0 + c + 1) * chunk))});
   }
+  // Prefill sequences over pages decoded on the fly: decode each position once, in parallel, within a
+  // memory budget (a decode row has nothing to share: its group reads each position once anyway).
+  std::vector<Decoded> decoded(a.batch.seqs.size());
+  if (!direct(k, a.cache.k, a.cache.k_params) || !direct(k, a.cache.v, a.cache.v_params)) {
+    constexpr int64_t kBudgetFloats = int64_t{1} << 28;  // 1 GiB of f32
+    int64_t used = 0;
+    for (size_t si = 0; si < a.batch.seqs.size(); ++si) {
+      const ops::AttentionSeq& s = a.batch.seqs[si];
+      const int64_t n = int64_t{s.kv_len} * g.Hkv * g.D;
+      if (s.q_len < 2 || used + 2 * n > kBudgetFloats) continue;
+      used += 2 * n;
+      Decoded& d = decoded[si];
+      d.k.resize(static_cast<size_t>(n));
+      d.v.resize(static_cast<size_t>(n));
+      auto decode = [&](int tid, int nt) {
+        for (int32_t p = tid; p < s.kv_len; p += nt) {
+          const int64_t slot = static_cast<int64_t>(s.block_table[p / g.bs]) * g.bs + p % g.bs;
+          ops::kv_load(a.cache, false, slot, d.k.data() + int64_t{p} * g.Hkv * g.D);
+          ops::kv_load(a.cache, true, slot, d.v.data() + int64_t{p} * g.Hkv * g.D);
+        }
+      };
+      if (parallel)
+        pool.run(decode);
+      else
+        decode(0, 1);
+    }
+  }
+
   // Partial slot layout: G maxima, G sums, G x D outputs.
   const int64_t slot_floats = g.G * (g.D + 2);
   std::vector<float> partials(static_cast<size_t>(n_partials * slot_floats));
@@ -191,7 +233,7 @@ void attention(const Kernels& k, const ops::AttentionArgs& a, const ops::Context
       float* slot = row.partial >= 0 ? partials.data() + (row.partial + it.chunk) * slot_floats : scratch.data();
       float *m = slot, *l = slot + g.G, *o = slot + 2 * g.G;
       attend(k, a, g, row, it.begin, it.end, o, m, l, scratch.data() + slot_floats,
-             scratch.data() + slot_floats + g.G * kTile);
+             scratch.data() + slot_floats + g.G * kTile, decoded[row.seq]);
       if (row.partial >= 0) continue;
       float* out = a.out.ptr<float>() + (row.t * g.H + row.kvh * g.G) * g.D;
       for (int64_t h = 0; h < g.G; ++h)

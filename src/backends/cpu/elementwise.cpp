@@ -170,7 +170,7 @@ bool kv_write_supports(const ops::KvWriteArgs& a, std::string* why) {
 
 void kv_write(const ops::KvWriteArgs& a, const ops::Context& ctx) {
   const int64_t T = a.k.dim(0), row = a.k.dim(1) * a.k.dim(2);
-  const int64_t n_slots = a.cache.k.dim(0) * a.cache.k.dim(1);
+  const int64_t n_slots = a.cache.num_blocks() * a.cache.k.dim(1);
   KS_CHECK(
       a.v.numel() == T * row && a.cache.v.numel() == a.cache.k.numel() && a.cache.k.dim(2) * a.cache.k.dim(3) == row,
       "kv_write shape mismatch: k {} v {} cache k {} v {}", a.k.describe(), a.v.describe(), a.cache.k.describe(),

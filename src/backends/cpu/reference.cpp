@@ -101,7 +101,7 @@ void ref_rope(const RopeArgs& a, const Context&) {
 
 void ref_kv_write(const KvWriteArgs& a, const Context&) {
   const int64_t T = a.k.dim(0), row = a.k.dim(1) * a.k.dim(2);
-  const int64_t n_slots = a.cache.k.dim(0) * a.cache.k.dim(1);
+  const int64_t n_slots = a.cache.num_blocks() * a.cache.k.dim(1);
   for (int64_t t = 0; t < T; ++t) {
     const int32_t slot = a.slots.ptr<int32_t>()[t];
     KS_CHECK(slot >= 0 && slot < n_slots, "kv slot {} outside the cache of {} slots", slot, n_slots);
