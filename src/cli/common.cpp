@@ -58,7 +58,7 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
                  "KV cache format: f32, f16, bf16; fp8 (e4m3, a scale per 64 elements: ~1.9x smaller than bf16), "
                  "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x); on the CPU also int2 (per "
                  "32), skvq (= skvq-k2v1.5: 2-bit keys, ternary values, per 64, reordered and clipped channels, "
-                 "5 sink and 128 recent tokens in f32: ~6.4x), skvq-k2v2, and llama.cpp's q8_0, q4_0, q4_1, "
+                 "5 sink and 128 recent tokens in f16: ~6.4x), skvq-k2v2, skvq-k4v4, and llama.cpp's q8_0, q4_0, q4_1, "
                  "q5_0, q5_1 (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
   app.add_option("--kv-calib", f.kv_calib,
                  "the SKVQ calibration to use (default: MODEL.kv-calib.json when it exists; make one with "

@@ -18,7 +18,7 @@ namespace kestrel {
 namespace {
 
 // The formats a calibration serves: their clip ratios are searched for their own code limits.
-constexpr std::array<std::string_view, 2> kReorderingFormats = {"skvq-k2v1.5", "skvq-k2v2"};
+constexpr std::array<std::string_view, 3> kReorderingFormats = {"skvq-k2v1.5", "skvq-k2v2", "skvq-k4v4"};
 // Clip ratios tried: a coarse sweep, then the two halfway points beside the best of it.
 constexpr std::array<float, 6> kClipSweep = {1.f, .9f, .8f, .7f, .6f, .5f};
 constexpr float kClipRefine = .05f;

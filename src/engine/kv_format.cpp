@@ -22,7 +22,7 @@ struct Named {
 // 128-token window in full precision; groups of 64 fit every head size the engine runs (64, 128, 256).
 constexpr float kSkvqClip = 0.96f;
 constexpr int kSkvqSinks = 5, kSkvqWindow = 128;
-constexpr std::array<Named, 15> kFormats = {{
+constexpr std::array<Named, 16> kFormats = {{
     {"f32", DType::F32, DType::F32, 0},
     {"f16", DType::F16, DType::F16, 0},
     {"bf16", DType::BF16, DType::BF16, 0},
@@ -33,6 +33,7 @@ constexpr std::array<Named, 15> kFormats = {{
     {"skvq-k2v1.5", DType::U2, DType::U2, 64, 0, 2, kSkvqClip, kSkvqSinks, kSkvqWindow},
     {"skvq", DType::U2, DType::U2, 64, 0, 2, kSkvqClip, kSkvqSinks, kSkvqWindow},
     {"skvq-k2v2", DType::U2, DType::U2, 64, 0, 0, kSkvqClip, kSkvqSinks, kSkvqWindow},
+    {"skvq-k4v4", DType::U4, DType::U4, 32, 0, 0, kSkvqClip, kSkvqSinks, kSkvqWindow},
     {"q8_0", DType::Q8_0, DType::Q8_0, 0},
     {"q4_0", DType::Q4_0, DType::Q4_0, 0},
     {"q4_1", DType::Q4_1, DType::Q4_1, 0},

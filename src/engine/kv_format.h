@@ -47,7 +47,8 @@ struct KvFormat {
 
 // The format --kv-type NAME selects: f32, f16, bf16, fp8 (e4m3, a scale per 64), int8 (a scale and min per
 // 64), int4 (per 32), int2 (per 32, for comparisons), skvq-k2v1.5 (alias skvq: 2-bit keys, ternary values,
-// per 64, clip 0.96, 5 sinks, a 128-token window), skvq-k2v2, or one of llama.cpp's cache types q8_0,
+// per 64, clip 0.96, 5 sinks, a 128-token window), skvq-k2v2, skvq-k4v4 (per 32), or one of llama.cpp's
+// cache types q8_0,
 // q4_0, q4_1, q5_0, q5_1. nullopt for an unknown name.
 std::optional<KvFormat> kv_format_from_name(std::string_view name);
 // The names above, comma-separated, for help texts and errors.

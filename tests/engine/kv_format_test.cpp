@@ -32,6 +32,25 @@ TEST(KvFormat, BytesPerTokenCountScales) {
   EXPECT_EQ(kv_format_from_name("int8")->bytes_per_token_layer(8, 128), 2048u + 16 * 4 * 2);
   EXPECT_EQ(kv_format_from_name("int4")->bytes_per_token_layer(8, 128), 1024u + 32 * 4 * 2);
   EXPECT_EQ(kv_format_from_name("q4_0")->bytes_per_token_layer(8, 128), 2 * 1024u / 32 * 18);
+  EXPECT_EQ(kv_format_from_name("int2")->bytes_per_token_layer(8, 128), 512u + 32 * 4 * 2);
+  // SKVQ K2/V1.5 outside the window: 2-bit slots and a scale and min per 64, at most 1/6 of bf16 (the goal).
+  const size_t skvq = kv_format_from_name("skvq")->bytes_per_token_layer(8, 128);
+  EXPECT_EQ(skvq, 512u + 16 * 4 * 2);
+  EXPECT_LE(6 * skvq, 4096u);
+}
+
+TEST(KvFormat, SkvqKeepsSinksAndAWindowAndTernaryValues) {
+  const KvFormat f = *kv_format_from_name("skvq");
+  EXPECT_EQ(f.name, "skvq-k2v1.5");
+  EXPECT_EQ(f.k, DType::U2);
+  EXPECT_EQ(f.v_qmax, 2);
+  EXPECT_EQ(f.k_qmax, 0);
+  EXPECT_EQ(f.sinks, 5);
+  EXPECT_EQ(f.window, 128);
+  EXPECT_TRUE(f.windowed() && f.reorders());
+  EXPECT_EQ(kv_format_from_name("skvq-k2v2")->v_qmax, 0);
+  EXPECT_FALSE(kv_format_from_name("int2")->windowed());
+  EXPECT_FALSE(kv_format_on_cuda(f));  // CPU only so far
 }
 
 TEST(KvFormat, DevicesAndHeadSizes) {
