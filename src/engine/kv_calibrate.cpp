@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "engine/perplexity.h"
 #include "engine/session.h"
 #include "model/decoder.h"
 #include "ops/context.h"
@@ -46,14 +47,12 @@ double mean_nll(Decoder& model, const ops::Context& ctx, const KvFormat& f, std:
   for (size_t at = 0; at < tokens.size(); at += static_cast<size_t>(n_ctx)) {
     const auto part = tokens.subspan(at, std::min<size_t>(n_ctx, tokens.size() - at));
     session.truncate(0);
-    const Tensor logits = session.feed(part, /*all_logits=*/true);
+    Tensor logits = session.feed(part, /*all_logits=*/true);
     const int64_t vocab = logits.dim(1);
     for (size_t i = 0; i + 1 < part.size(); ++i) {
-      const float* row = logits.ptr<float>() + static_cast<int64_t>(i) * vocab;
-      const float mx = *std::max_element(row, row + vocab);
-      double sum = 0;
-      for (int64_t j = 0; j < vocab; ++j) sum += std::exp(double(row[j]) - mx);
-      nll += std::log(sum) + mx - row[part[i + 1]];
+      float* row = logits.ptr<float>() + static_cast<int64_t>(i) * vocab;
+      log_softmax(row, vocab);
+      nll -= row[part[i + 1]];
       ++scored;
     }
   }

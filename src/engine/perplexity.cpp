@@ -33,15 +33,6 @@ uint64_t fnv1a(const std::vector<int32_t>& v) {
   return h;
 }
 
-// log-softmax of one row, in place.
-void log_softmax(float* x, int64_t n) {
-  const float mx = *std::max_element(x, x + n);
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i] - mx));
-  const float lse = mx + static_cast<float>(std::log(sum));
-  for (int64_t i = 0; i < n; ++i) x[i] -= lse;
-}
-
 // One window to evaluate and the range of positions in it to score (targets are tokens[t], predicted by
 // logits at t - 1).
 struct Window {
@@ -75,6 +66,14 @@ std::vector<Window> plan_windows(int64_t n_tokens, const PerplexityOptions& o) {
 }
 
 }  // namespace
+
+void log_softmax(float* x, int64_t n) {
+  const float mx = *std::max_element(x, x + n);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i] - mx));
+  const float lse = mx + static_cast<float>(std::log(sum));
+  for (int64_t i = 0; i < n; ++i) x[i] -= lse;
+}
 
 PerplexityResult perplexity(Session& session, const Tokenizer& tok, const std::string& text,
                             const PerplexityOptions& opt, const std::function<void(int, int, double)>& progress) {

@@ -37,6 +37,9 @@ struct PerplexityResult {
   std::optional<double> reference_ppl, kl_mean, kl_max, top1_agreement;
 };
 
+// log-softmax of one row of logits, in place (perplexity and the KV calibration's NLL share it).
+void log_softmax(float* x, int64_t n);
+
 PerplexityResult perplexity(Session& session, const Tokenizer& tok, const std::string& text,
                             const PerplexityOptions& opt,
                             const std::function<void(int chunk, int n_chunks, double running_ppl)>& progress = {});
