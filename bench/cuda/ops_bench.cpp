@@ -27,6 +27,7 @@
 #include "backends/cuda/gemm_cublaslt.h"
 #include "backends/cuda/runtime.h"
 #include "core/error.h"
+#include "engine/kv_format.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -198,13 +199,29 @@ void bench_matmul(std::mt19937& rng, bool quick) {
 struct AttnCase {
   std::string name;
   int batch, q_len, kv_len;
+  bool formats = false;  // also over the quantized --kv-type formats (issue 14's decode shapes)
 };
+
+// The cache a format stores for the bf16 pages `src`: the pages themselves, or codes written from them by
+// the format's cache write (so scales and codes are what a run would hold).
+ops::KvLayer coded_cache(const KvFormat& f, const ops::KvLayer& src) {
+  if (f.k == DType::BF16) return src;
+  const int64_t blocks = src.k.dim(0), bs = src.k.dim(1), hkv = src.k.dim(2), d = src.k.dim(3), n = blocks * bs;
+  ops::KvLayer c{ops::allocate(ctx(), f.k, src.k.shape), ops::allocate(ctx(), f.v, src.k.shape)};
+  c.k_params = ops::allocate(ctx(), DType::F16, {blocks, bs, hkv, d / f.group, f.k_params()});
+  c.v_params = ops::allocate(ctx(), DType::F16, {blocks, bs, hkv, d / f.group, f.v_params()});
+  Tensor slots = Tensor::empty_host(DType::I32, {n});
+  std::iota(slots.ptr<int32_t>(), slots.ptr<int32_t>() + n, 0);
+  ops::kv_write(ctx(), src.k.reshaped({n, hkv, d}), src.v.reshaped({n, hkv, d}), to_device(slots, DType::I32, g_stream),
+                c);
+  return c;
+}
 
 void bench_attention(std::mt19937& rng, const AttnCase& c) {
   const int64_t H = 32, Hkv = 8, D = 128, bs = 16;
   const int64_t blocks_per_seq = (c.kv_len + bs - 1) / bs;
-  const double kv_bytes = 2.0 * c.batch * c.kv_len * Hkv * D * 2;
-  const int copies = c.q_len == 1 ? copies_for(kv_bytes) : 1;
+  const double bf16_bytes = 2.0 * c.batch * c.kv_len * Hkv * D * 2;
+  const int copies = c.q_len == 1 ? copies_for(bf16_bytes) : 1;
   std::vector<ops::KvLayer> caches;
   for (int i = 0; i < copies; ++i)
     caches.push_back({random_device(DType::BF16, {c.batch * blocks_per_seq, bs, Hkv, D}, rng),
@@ -228,14 +245,24 @@ void bench_attention(std::mt19937& rng, const AttnCase& c) {
   Tensor q = random_device(DType::BF16, {int64_t{c.batch} * c.q_len, H, D}, rng);
   Tensor out = empty_device(DType::BF16, q.shape);
   const std::string variant = c.q_len == 1 ? "cuda.decode_splitkv" : "cuda.flash_prefill";
-  const double us = time_graph(copies, [&](int i) {
-    ops::registries().attention.run_variant(variant, {q, caches[i], batch, out}, ctx());
-  });
   // Causal FLOPs as FlashAttention counts them: 4 * q_len * kv_len * D * H, halved on the diagonal part.
   const double flops = c.q_len == 1
                            ? 4.0 * c.batch * c.kv_len * D * H
                            : 4.0 * c.batch * (double(c.q_len) * c.kv_len - double(c.q_len) * c.q_len / 2) * D * H;
-  record("attention", c.name, variant, us, kv_bytes + 2.0 * q.nbytes(), c.q_len == 1 ? 0 : flops);
+  std::vector<std::string> formats = {"bf16"};
+  if (c.formats) formats.insert(formats.end(), {"fp8", "int8", "int4", "int2"});
+  for (const std::string& name : formats) {
+    const KvFormat f = *kv_format_from_name(name);
+    std::vector<ops::KvLayer> coded;
+    for (const ops::KvLayer& src : caches) coded.push_back(coded_cache(f, src));
+    const double us = time_graph(copies, [&](int i) {
+      ops::registries().attention.run_variant(variant, {q, coded[i], batch, out}, ctx());
+    });
+    // Bytes are the format's own (codes and scales): the GB/s and % of copy say how near the stream runs.
+    const double kv_bytes = double(c.batch) * c.kv_len * f.bytes_per_token_layer(Hkv, D);
+    record("attention", c.formats ? c.name + " " + name : c.name, variant, us, kv_bytes + 2.0 * q.nbytes(),
+           c.q_len == 1 ? 0 : flops);
+  }
 }
 
 void bench_elementwise(std::mt19937& rng) {
@@ -274,10 +301,12 @@ int main(int argc, char** argv) {
     std::mt19937 rng(42);
     g_ceil = measure_ceilings(rng);
     if (wanted("elementwise")) bench_elementwise(rng);
-    for (const AttnCase& c : std::vector<AttnCase>{{"prefill 1x8K causal h32/8 d128", 1, 8192, 8192},
+    for (const AttnCase& c : std::vector<AttnCase>{{"prefill 1x8K causal h32/8 d128", 1, 8192, 8192, true},
                                                    {"prefill 1x32K causal h32/8 d128", 1, 32768, 32768},
                                                    {"decode 1x8K h32/8 d128", 1, 1, 8192},
-                                                   {"decode 1x128K h32/8 d128", 1, 1, 131072},
+                                                   {"decode 1x32K h32/8 d128", 1, 1, 32768, true},
+                                                   {"decode 1x128K h32/8 d128", 1, 1, 131072, true},
+                                                   {"decode 32x8K h32/8 d128", 32, 1, 8192, true},
                                                    {"decode 16x8K h32/8 d128", 16, 1, 8192},
                                                    {"decode 64x4K h32/8 d128", 64, 1, 4096}})
       if ((!quick || c.kv_len <= 8192) && (wanted("attention") || wanted(c.name))) bench_attention(rng, c);

@@ -75,7 +75,7 @@ def main():
             except RuntimeError as e:
                 print(f"{name} unavailable: {e}")
 
-    for batch, ctx in [(1, 8192), (1, 131072), (16, 8192), (64, 4096)]:
+    for batch, ctx in [(1, 8192), (1, 32768), (1, 131072), (32, 8192), (16, 8192), (64, 4096)]:
         q = torch.randn(batch, H, 1, D, device=dev, dtype=torch.bfloat16)
         k = torch.randn(batch, HKV, ctx, D, device=dev, dtype=torch.bfloat16)
         v = torch.randn(batch, HKV, ctx, D, device=dev, dtype=torch.bfloat16)

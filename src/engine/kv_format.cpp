@@ -101,7 +101,8 @@ std::string kv_format_names() {
 
 bool kv_format_on_cuda(const KvFormat& f) {
   auto ok = [&](DType t) {
-    return t == DType::BF16 || (f.group > 0 && (t == DType::F8E4M3 || t == DType::U8 || t == DType::U4));
+    return t == DType::BF16 ||
+           (f.group > 0 && (t == DType::F8E4M3 || t == DType::U8 || t == DType::U4 || t == DType::U2));
   };
   return ok(f.k) && ok(f.v) && !f.windowed() && f.k_qmax == 0 && f.v_qmax == 0 && f.k_clip == 1.f && f.v_clip == 1.f;
 }

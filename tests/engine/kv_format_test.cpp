@@ -56,6 +56,7 @@ TEST(KvFormat, SkvqKeepsSinksAndAWindowAndTernaryValues) {
 TEST(KvFormat, DevicesAndHeadSizes) {
   EXPECT_TRUE(kv_format_on_cuda(*kv_format_from_name("bf16")));
   EXPECT_TRUE(kv_format_on_cuda(*kv_format_from_name("int4")));
+  EXPECT_TRUE(kv_format_on_cuda(*kv_format_from_name("int2")));
   EXPECT_FALSE(kv_format_on_cuda(*kv_format_from_name("q8_0")));
   EXPECT_FALSE(kv_format_on_cuda(*kv_format_from_name("f32")));
   EXPECT_NO_THROW(check_kv_format(*kv_format_from_name("int8"), 128));

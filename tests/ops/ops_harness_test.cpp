@@ -140,7 +140,7 @@ const DeviceAdapter& cpu_adapter() {
 
 // The KV code types (pages with a parameter pool), which CUDA reads and writes besides bf16.
 bool is_code_type(DType t) {
-  return t == DType::F8E4M3 || t == DType::U8 || t == DType::U4;
+  return t == DType::F8E4M3 || t == DType::U8 || t == DType::U4 || t == DType::U2;
 }
 
 // The dtypes the CUDA kernels take (their supports() checks in backends/cuda/register.cpp): bf16
@@ -821,8 +821,8 @@ double kv_write_bound(const PageType& p) {
 // cache types (q8_0, q5_1) are CPU formats: the CUDA adapter hands its variants bf16 pages for them
 // (cuda_dtype), so there they run as bf16 cases.
 const std::vector<PageType>& quantized_pages() {
-  static const std::vector<PageType> p = {{DType::F8E4M3, 64}, {DType::U8, 64}, {DType::U4, 32},
-                                          {DType::U4, 64},     {DType::Q8_0},   {DType::Q5_1}};
+  static const std::vector<PageType> p = {{DType::F8E4M3, 64}, {DType::U8, 64}, {DType::U4, 32}, {DType::U4, 64},
+                                          {DType::U2, 32},     {DType::Q8_0},   {DType::Q5_1}};
   return p;
 }
 
@@ -866,8 +866,8 @@ TEST_F(OpsHarness, RopeKvWrite) {
     KvShape kv;
     int rot;
   };
-  for (const PageType& t :
-       std::vector<PageType>{DType::F32, DType::BF16, {DType::F8E4M3, 64}, {DType::U8, 64}, {DType::U4, 32}})
+  for (const PageType& t : std::vector<PageType>{
+           DType::F32, DType::BF16, {DType::F8E4M3, 64}, {DType::U8, 64}, {DType::U4, 32}, {DType::U2, 32}})
     for (Shape sh : {Shape{4, {2, 64, 16, 4}, 64}, Shape{32, {8, 128, 16, 6}, 128}, Shape{6, {3, 64, 8, 5}, 32}})
       for (int64_t n_tok : {1, 9})
         for (bool qk_norm : {false, true})
@@ -921,7 +921,9 @@ struct SeqSpec {
 const char* cuda_attention_decline(const std::string& variant, const PageType& t, int64_t head_dim, bool decode_only,
                                    int32_t window) {
   const bool tiled = variant == "cuda.decode_splitkv" || variant == "cuda.flash_prefill";
-  if (tiled && t.group) return "the tiled kernels read bf16 pages";
+  // fp8 at head_dim 64 has one 2-byte scale per row, below the decode kernel's 4-byte param copies.
+  if (variant == "cuda.decode_splitkv" && t.t == DType::F8E4M3 && head_dim / t.group < 2)
+    return "fp8 pages need two scales per row";
   if (tiled && head_dim != 64 && head_dim != 128) return "the tiled kernels are built for head sizes 64 and 128";
   if (tiled && window > 0) return "the tiled kernels take no sliding window";
   if (variant == "cuda.decode_splitkv" && !decode_only) return "the decode kernel takes one query per sequence";

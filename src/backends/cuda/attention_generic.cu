@@ -2,7 +2,7 @@
 // up to kGenericMaxHeadDim, sliding windows, quantized pages): one block per (query row, head), keys in
 // chunks of one per thread with an online softmax. It serves prefill and decode alike and reads each key
 // and value row once per query row, so it is far from the flash/split-KV kernels' speed; the registry ranks
-// it below them. Code pages (fp8, int8, int4: core/kv_codec.h) are decoded in registers: keys eight elements
+// it below them. Code pages (fp8, int8, int4, int2: core/kv_codec.h) are decoded in registers: keys eight elements
 // at a time, values one element per output dimension.
 #include <cmath>
 #include <type_traits>
@@ -113,11 +113,12 @@ void launch_attention_generic(const AttentionLaunch& a, int max_q_len, cudaStrea
   if (max_q_len == 0 || a.n_seqs == 0) return;
   const dim3 grid(static_cast<unsigned>(max_q_len), static_cast<unsigned>(a.n_heads), static_cast<unsigned>(a.n_seqs));
   constexpr int kFp8 = static_cast<int>(quant::KvCode::Fp8), kU8 = static_cast<int>(quant::KvCode::U8),
-                kU4 = static_cast<int>(quant::KvCode::U4);
+                kU4 = static_cast<int>(quant::KvCode::U4), kU2 = static_cast<int>(quant::KvCode::U2);
   switch (a.kv_t) {
     case DType::F8E4M3: attention_generic_kernel<kFp8><<<grid, kThreads, 0, stream>>>(a); break;
     case DType::U8: attention_generic_kernel<kU8><<<grid, kThreads, 0, stream>>>(a); break;
     case DType::U4: attention_generic_kernel<kU4><<<grid, kThreads, 0, stream>>>(a); break;
+    case DType::U2: attention_generic_kernel<kU2><<<grid, kThreads, 0, stream>>>(a); break;
     default: attention_generic_kernel<-1><<<grid, kThreads, 0, stream>>>(a); break;
   }
   CUDA_CHECK_LAUNCH();

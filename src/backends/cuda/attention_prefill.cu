@@ -20,6 +20,7 @@
 //   share its tile (batch invariance).
 #include <cmath>
 
+#include "backends/cuda/attention_codes.cuh"
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
@@ -60,9 +61,24 @@ __device__ __forceinline__ float tree_reduce(float (&v)[N], Op op) {
   return v[0];
 }
 
-template <int D>
+// Code pages (kCode >= 0, a quant::KvCode): thread t stages half t % 2 of key row t / 2 of a tile's K and V
+// codes in shared memory (kThreads pieces per slice, so a warp's reads of one piece are contiguous) and
+// decodes them into the f16 tiles the MMAs read.
+template <int D, int kCode>
+struct CodeTile {
+  static constexpr quant::KvCode C = static_cast<quant::KvCode>(kCode < 0 ? 0 : kCode);
+  static constexpr int E = D / 2;                                        // elements of a row a thread decodes
+  static constexpr int CB = E * code_bits(C) / 8;                        // their code bytes (K or V)
+  static constexpr int PS = CB < 16 ? CB : 16;                           // bytes per staged piece
+  static constexpr int NP = CB / PS;                                     // pieces per row half
+  static constexpr int kBytes = kCode < 0 ? 0 : 2 * NP * PS * kThreads;  // K and V staging
+  static_assert(kThreads == 2 * kBN, "two threads per key row");
+};
+
+template <int D, int kCode>
 constexpr size_t prefill_smem_bytes() {
-  return sizeof(bf16) * (kBM * D + 4 * kBN * D);  // Q + 2 stages of K and V
+  // Q + 2 stages of K and V (bf16, or the f16 that code pages decode to) + the code staging
+  return sizeof(bf16) * (kBM * D + 4 * kBN * D) + CodeTile<D, kCode>::kBytes;
 }
 
 __device__ __forceinline__ float fast_exp2(float x) {  // MUFU.EX2; exp2(-inf) = 0
@@ -71,8 +87,10 @@ __device__ __forceinline__ float fast_exp2(float x) {  // MUFU.EX2; exp2(-inf) =
   return y;
 }
 
-template <int D>
+template <int D, int kCode>  // kCode < 0: bf16 pages; else the quant::KvCode of the code pages
 __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLaunch a) {
+  constexpr bool kCodes = kCode >= 0;
+  using CT = CodeTile<D, kCode>;
   constexpr int CH = D / 8;  // 16-byte chunks per row
   constexpr int kRowBytes = D * 2;
   constexpr int kTileBytes = kBN * kRowBytes;
@@ -83,6 +101,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
   const uint32_t q_s = smem_addr(smem);
   const uint32_t k_s = q_s + kBM * kRowBytes;
   const uint32_t v_s = k_s + 2 * kTileBytes;
+  const uint32_t code_s = v_s + 2 * kTileBytes;         // code pages' staging (CodeTile)
+  unsigned char* const tiles = smem + kBM * kRowBytes;  // the generic view of k_s for the decoded tiles
 
   const int tile = static_cast<int>(gridDim.x - 1 - blockIdx.x);
   const int head = blockIdx.y, seq = blockIdx.z;
@@ -101,12 +121,17 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
   const uint32_t copy_dst = swizzle<D>(copy_row, copy_ch);
   {
     const bf16* q = static_cast<const bf16*>(a.q);
+    const float qs = a.scale * 1.4426950408889634f;
 #pragma unroll
     for (int i = 0; i < kBM / RP; ++i) {
       const int row = m0 + copy_row + i * RP;
       const bool valid = row < q_len;
       const bf16* src = q + (static_cast<size_t>(q_begin + (valid ? row : 0)) * a.n_heads + head) * D + copy_ch * 8;
-      cp_async16(q_s + copy_dst + i * RP * kRowBytes, src, valid);
+      if constexpr (kCodes) {  // f16 Q carrying the softmax scale (code pages decode to f16)
+        *reinterpret_cast<uint4*>(smem + copy_dst + i * RP * kRowBytes) = valid ? scaled_f16x8(src, qs) : uint4{};
+      } else {
+        cp_async16(q_s + copy_dst + i * RP * kRowBytes, src, valid);
+      }
     }
   }
 
@@ -141,9 +166,61 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
     cp_async_commit();
   };
 
-  fetch_page(0);
-  issue_kv(0);  // the same group carries Q
-  fetch_page(1);
+  // Code pages: this thread's key row of tile j, as a cache row (slot * n_kv_heads + kvh), or -1 past kv_end.
+  const int code_row = tid / 2, code_half = tid % 2;
+  auto code_slot = [&](int j) {
+    const unsigned p = static_cast<unsigned>(j * kBN + code_row);
+    return p < static_cast<unsigned>(kv_end) ? (table[p / bs] * a.block_size + static_cast<int>(p % bs)) : -1;
+  };
+  constexpr int kCodeRowBytes = D * code_bits(CT::C) / 8;
+  auto issue_codes = [&](int slot) {
+    const bool valid = slot >= 0;
+    const size_t off =
+        (static_cast<size_t>(valid ? slot : 0) * a.n_kv_heads + kvh) * kCodeRowBytes + code_half * CT::CB;
+#pragma unroll
+    for (int i = 0; i < CT::NP; ++i) {
+      cp_async_n(code_s + (i * kThreads + tid) * CT::PS, static_cast<const char*>(a.k_cache) + off + i * CT::PS, CT::PS,
+                 valid);
+      cp_async_n(code_s + ((CT::NP + i) * kThreads + tid) * CT::PS,
+                 static_cast<const char*>(a.v_cache) + off + i * CT::PS, CT::PS, valid);
+    }
+    cp_async_commit();
+  };
+  // Decodes the staged codes of cache row `slot` into stage `stage` (zeros past kv_end: masked keys).
+  auto decode_codes = [&](int stage, int slot) {
+    constexpr int P = quant::kv_params(CT::C);
+    const int pb = D / a.kv_group * P * 2;  // param bytes per cache row
+    const size_t prow = (static_cast<size_t>(slot < 0 ? 0 : slot) * a.n_kv_heads + kvh) * pb;
+#pragma unroll
+    for (int kv = 0; kv < 2; ++kv) {
+      const unsigned char* par = static_cast<const unsigned char*>(kv ? a.v_params : a.k_params) + prow;
+      unsigned char* dst = tiles + (2 * kv + stage) * kTileBytes;
+#pragma unroll
+      for (int c = 0; c < CT::E / 8; ++c) {
+        constexpr int kChunkBytes = code_bits(CT::C);  // 8 elements
+        const int byte = c * kChunkBytes;
+        const unsigned char* codes =
+            smem + (code_s - q_s) + ((kv * CT::NP + byte / CT::PS) * kThreads + tid) * CT::PS + byte % CT::PS;
+        const int e0 = code_half * CT::E + 8 * c;
+        const __half2 dm = slot < 0 ? __half2half2(__float2half(0.f)) : load_dm<CT::C>(par + e0 / a.kv_group * P * 2);
+        *reinterpret_cast<uint4*>(dst + swizzle<D>(code_row, e0 / 8)) = decode8<CT::C>(load_codes8<CT::C>(codes), dm);
+      }
+    }
+  };
+  int code_pending = -1, code_next = -1;  // rows of the tile staged and of the next to stage
+  if constexpr (kCodes) {
+    const int first = code_slot(0);
+    issue_codes(first);
+    code_pending = code_slot(1);
+    cp_async_wait<0>();
+    decode_codes(0, first);
+    if (n_kv_tiles > 1) issue_codes(code_pending);
+    code_next = code_slot(2);
+  } else {
+    fetch_page(0);
+    issue_kv(0);  // the same group carries Q
+    fetch_page(1);
+  }
 
   float o[kMT][D / 8][4];
   float m_run[kMT][2], l_run[kMT][2];
@@ -157,7 +234,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
       l_run[mt][h] = 0.f;
     }
   }
-  const float scale_log2 = a.scale * 1.4426950408889634f;
+  const float scale_log2 = kCodes ? 1.f : a.scale * 1.4426950408889634f;  // code pages: Q carries it
   // Last visible key of accumulator row (mt, h): row warp*32 + mt*16 + lane/4 + 8h of the tile.
   const int lim0 = past + m0 + warp * 16 * kMT + lane / 4;
   const int warp_first_lim = past + m0 + warp * 16 * kMT, warp_last_lim = warp_first_lim + 16 * kMT - 1;
@@ -170,11 +247,22 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
   const uint32_t k_lo = swizzle<D>(lane % 8 + (lane / 16) * 8, (lane / 8) % 2);
 
   for (int j = 0; j < n_kv_tiles; ++j) {
-    cp_async_wait<0>();
-    __syncthreads();  // tile j is visible to all, and nobody still reads stage (j + 1) & 1
-    if (j + 1 < n_kv_tiles) {
-      issue_kv((j + 1) & 1);
-      fetch_page(j + 2);
+    if constexpr (kCodes) {
+      __syncthreads();           // tile j is decoded, and nobody still reads stage (j + 1) & 1
+      if (j + 1 < n_kv_tiles) {  // tile j + 1's codes landed while tile j - 1 was computed
+        cp_async_wait<0>();
+        decode_codes((j + 1) & 1, code_pending);
+        if (j + 2 < n_kv_tiles) issue_codes(code_next);
+        code_pending = code_next;
+        code_next = code_slot(j + 3);
+      }
+    } else {
+      cp_async_wait<0>();
+      __syncthreads();  // tile j is visible to all, and nobody still reads stage (j + 1) & 1
+      if (j + 1 < n_kv_tiles) {
+        issue_kv((j + 1) & 1);
+        fetch_page(j + 2);
+      }
     }
     const int k0 = j * kBN;
     if (!warp_has_rows || k0 > warp_last_lim) continue;  // no rows, or every key is in the warp's future
@@ -196,8 +284,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
         ldmatrix_x4(b, ks + np * 16 * kRowBytes + kstep(k_lo, kk));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          mma_bf16_16816(s[mt][2 * np], qf[mt], b[0], b[1]);
-          mma_bf16_16816(s[mt][2 * np + 1], qf[mt], b[2], b[3]);
+          mma_16816<kCodes>(s[mt][2 * np], qf[mt], b[0], b[1]);
+          mma_16816<kCodes>(s[mt][2 * np + 1], qf[mt], b[2], b[3]);
         }
       }
     }
@@ -266,10 +354,10 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
       uint32_t p[kMT][4];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        p[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        p[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        p[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        p[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        p[mt][0] = pack2<kCodes>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        p[mt][1] = pack2<kCodes>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        p[mt][2] = pack2<kCodes>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        p[mt][3] = pack2<kCodes>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
       }
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
@@ -277,8 +365,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
         ldmatrix_x4_trans(b, vs + kk * 16 * kRowBytes + kstep(qv_lo, dp));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          mma_bf16_16816(o[mt][2 * dp], p[mt], b[0], b[1]);
-          mma_bf16_16816(o[mt][2 * dp + 1], p[mt], b[2], b[3]);
+          mma_16816<kCodes>(o[mt][2 * dp], p[mt], b[0], b[1]);
+          mma_16816<kCodes>(o[mt][2 * dp + 1], p[mt], b[2], b[3]);
         }
       }
     }
@@ -302,29 +390,48 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
     }
 }
 
-template <int D>
+template <int D, int kCode>
 void launch_typed(const AttentionLaunch& a, int max_q_len, cudaStream_t s) {
-  constexpr size_t smem = prefill_smem_bytes<D>();
+  constexpr size_t smem = prefill_smem_bytes<D, kCode>();
   static const bool configured = [] {
-    CUDA_CHECK(cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    CUDA_CHECK(cudaFuncSetAttribute(prefill_kernel<D, kCode>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     return true;
   }();
   (void)configured;
   // x fastest: the hardware starts blocks in linear order, so all query tiles of a head (longest first)
   // run before the next head's.
   const dim3 grid((max_q_len + kBM - 1) / kBM, a.n_heads, a.n_seqs);
-  prefill_kernel<D><<<grid, kThreads, smem, s>>>(a);
+  prefill_kernel<D, kCode><<<grid, kThreads, smem, s>>>(a);
   CUDA_CHECK_LAUNCH();
+}
+
+template <int D>
+void launch_for(const AttentionLaunch& a, int max_q_len, cudaStream_t s) {
+  constexpr int kFp8 = static_cast<int>(quant::KvCode::Fp8), kU8 = static_cast<int>(quant::KvCode::U8),
+                kU4 = static_cast<int>(quant::KvCode::U4), kU2 = static_cast<int>(quant::KvCode::U2);
+  switch (a.kv_t) {
+    case DType::F8E4M3: return launch_typed<D, kFp8>(a, max_q_len, s);
+    case DType::U8: return launch_typed<D, kU8>(a, max_q_len, s);
+    case DType::U4: return launch_typed<D, kU4>(a, max_q_len, s);
+    case DType::U2: return launch_typed<D, kU2>(a, max_q_len, s);
+    default: return launch_typed<D, -1>(a, max_q_len, s);
+  }
 }
 
 }  // namespace
 
+const char* prefill_codes_decline(DType kv_t, int group) {
+  quant::KvCode code;
+  if (!quant::kv_code_of(kv_t, &code)) return "code pages of fp8, u8, u4 or u2";
+  return group > 0 && group % 8 == 0 ? nullptr : "scale groups must be multiples of 8";
+}
+
 void launch_attention_prefill(const AttentionLaunch& a, int max_q_len, cudaStream_t s) {
   if (a.n_seqs == 0 || max_q_len == 0) return;
   if (a.head_dim == 128)
-    launch_typed<128>(a, max_q_len, s);
+    launch_for<128>(a, max_q_len, s);
   else
-    launch_typed<64>(a, max_q_len, s);
+    launch_for<64>(a, max_q_len, s);
 }
 
 }  // namespace kestrel::backends::cuda

@@ -113,7 +113,7 @@ struct AttentionLaunch {
   int block_size = 0;
   float scale = 1.f;
   int window = 0;  // > 0: sliding window (AttentionBatch::window); only the generic kernel takes one
-  // K and V pages: bf16 values, or codes (F8E4M3, U8, U4; generic kernel only) with f16 params per group of
+  // K and V pages: bf16 values, or codes (F8E4M3, U8, U4, U2) with f16 params per group of
   // kv_group elements ([.., n_kv_heads, head_dim / kv_group, P], core/kv_codec.h).
   DType kv_t = DType::BF16;
   const void* k_params = nullptr;
@@ -121,8 +121,10 @@ struct AttentionLaunch {
   int kv_group = 0;
 };
 
-// attention_prefill.cu: FlashAttention-2 style tiled causal attention, any q_len per sequence.
+// attention_prefill.cu: FlashAttention-2 style tiled causal attention, any q_len per sequence, over bf16
+// pages or code pages (decoded to f16 tiles). Why it cannot read code pages of this type, or null.
 void launch_attention_prefill(const AttentionLaunch& a, int max_q_len, cudaStream_t stream);
+const char* prefill_codes_decline(DType kv_t, int group);
 
 // attention_generic.cu: plain causal attention for any even head_dim <= kGenericMaxHeadDim, with or without a
 // sliding window (what the tiled prefill and decode kernels do not cover), prefill and decode alike.
@@ -136,6 +138,7 @@ struct DecodePlan {
   bool fixed_chunk = false;  // every sequence splits at `chunk` keys (batch-invariant mode)
   int head_chunks = 1;       // groups of up to 16 query heads per KV head handled by separate blocks
   int warps = 8;             // block shape: 8 (one block per SM, long contexts) or 2 (many short sequences)
+  int keys_per_warp = 0;     // code pages: keys a warp copies per stage (code_keys_per_warp)
   size_t workspace = 0;      // bytes of scratch for the split partials
   int counters = 0;          // i32 merge tickets: zero before the first launch; every launch leaves them zero
 };
@@ -146,6 +149,15 @@ constexpr int kFixedSplitKeys = 256;
 DecodePlan plan_attention_decode_fixed(const AttentionLaunch& a, int max_kv_len);
 void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters,
                              cudaStream_t stream);
+// attention_decode_codes.cu: the same over code pages (F8E4M3, U8, U4, U2 with their params). Why it cannot
+// read pages of this type and geometry, or null.
+const char* decode_codes_decline(DType kv_t, int head_dim, int group, int block_size);
+// Compressed K + V bytes per key and KV head, params included.
+double code_bytes_per_key(const AttentionLaunch& a);
+// Keys a warp copies per stage: a multiple of 16 that fills its ring slot, dividing `cap` when cap > 0.
+int code_keys_per_warp(const AttentionLaunch& a, int cap);
+void launch_decode_codes(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters,
+                         cudaStream_t stream);
 
 // gemv.cu: y[M, N] = x[M, K] . w[N, K]^T (+ bias) for 1 <= M <= kFlatMaxM on tensor cores; x bf16, w bf16
 // or a GGUF weight type (decoded on the fly to bf16, weight_rows.cuh); y bf16/f32. Needs K % 32 == 0 and

@@ -1,5 +1,5 @@
 // Scatter of new keys/values into the paged cache: one block per token, 16-byte vectors when the row
-// allows (the common bf16 -> bf16 case is a plain copy). Code pages (fp8, int8, int4) are encoded here, one
+// allows (the common bf16 -> bf16 case is a plain copy). Code pages (fp8, int8, int4, int2) are encoded here, one
 // thread per scale group, with the codec the CPU reference uses (core/kv_codec.h).
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
@@ -96,6 +96,7 @@ void launch_from(const void* k, const void* v, const int32_t* slots, int64_t T, 
     case DType::F8E4M3: launch_quantize<Tin, quant::KvCode::Fp8>(k, v, slots, T, row, p, err, s); break;
     case DType::U8: launch_quantize<Tin, quant::KvCode::U8>(k, v, slots, T, row, p, err, s); break;
     case DType::U4: launch_quantize<Tin, quant::KvCode::U4>(k, v, slots, T, row, p, err, s); break;
+    case DType::U2: launch_quantize<Tin, quant::KvCode::U2>(k, v, slots, T, row, p, err, s); break;
     default: launch_typed<Tin, float>(k, v, slots, T, row, p.k, p.v, p.n_slots, err, s); break;
   }
 }

@@ -48,7 +48,8 @@ bool same_act(std::initializer_list<const Tensor*> ts, std::string* why) {
 
 // ---- elementwise family ----
 
-// Pages the CUDA attention kernels read: bf16 values, or codes with their params (generic kernel only).
+// Pages the CUDA attention kernels read: bf16 values, or codes with their params (the generic and decode
+// kernels).
 bool readable_pages(const KvLayer& c) {
   if (c.k.dtype != c.v.dtype || !is_kv_page(c.k, c.k_params) || !is_kv_page(c.v, c.v_params)) return false;
   if (c.k.dtype == DType::BF16) return true;
@@ -59,7 +60,7 @@ bool readable_pages(const KvLayer& c) {
 bool writable_pages(const KvLayer& c, std::string* why) {
   const bool plain = !c.has_params() && (c.k.dtype == DType::F16 || c.k.dtype == DType::F32) && c.v.dtype == c.k.dtype;
   return plain || readable_pages(c) ||
-         reject(why, "cache pages must be bf16, f16, f32 or fp8/u8/u4 codes with params, the same for K and V");
+         reject(why, "cache pages must be bf16, f16, f32 or fp8/u8/u4/u2 codes with params, the same for K and V");
 }
 
 // The pages as the cache-write launches take them.
@@ -343,7 +344,7 @@ bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
   if (a.q.dtype != DType::BF16 || a.out.dtype != DType::BF16) return reject(why, "CUDA attention takes bf16 q and out");
   if (a.cache.has_params() && !on_device({&a.cache.k_params, &a.cache.v_params}, why)) return false;
   if (!readable_pages(a.cache))
-    return reject(why, "CUDA attention reads bf16 pages or fp8/u8/u4 codes with params, the same for K and V");
+    return reject(why, "CUDA attention reads bf16 pages or fp8/u8/u4/u2 codes with params, the same for K and V");
   const int64_t n = static_cast<int64_t>(a.batch.seqs.size());
   if (a.batch.block_tables.dtype != DType::I32 || a.batch.block_tables.ndim() != 2 ||
       a.batch.block_tables.dim(0) != n || a.batch.seq_info.dtype != DType::I32 || a.batch.seq_info.numel() != 3 * n)
@@ -355,9 +356,16 @@ bool attention_inputs_ok(const AttentionArgs& a, std::string* why) {
 bool tiled_attention_ok(const AttentionArgs& a, std::string* why) {
   if (!attention_inputs_ok(a, why)) return false;
   if (a.batch.window > 0) return reject(why, "no sliding window (cuda.attention_generic takes one)");
-  if (a.cache.k.dtype != DType::BF16) return reject(why, "bf16 pages only (cuda.attention_generic reads code pages)");
   const int64_t d = a.q.dim(2);
   return d == 64 || d == 128 || reject(why, "head_dim must be 64 or 128");
+}
+
+// The decode kernel reads bf16 pages and the code pages attention_decode_codes.cu is built for.
+bool decode_pages_ok(const AttentionArgs& a, std::string* why) {
+  if (a.cache.k.dtype == DType::BF16) return true;
+  const char* no = decode_codes_decline(a.cache.k.dtype, static_cast<int>(a.q.dim(2)),
+                                        static_cast<int>(a.cache.group()), static_cast<int>(a.cache.block_size()));
+  return !no || reject(why, no);
 }
 
 // Validates the host view of the batch (the kernels trust it) and fills the launch description.
@@ -461,7 +469,7 @@ void register_sampling(Registries& r) {
 void register_attention(Registries& r) {
   r.attention.add({"cuda.decode_splitkv", Device::Cuda, kFastPriority,
                    [](const AttentionArgs& a, std::string* why) {
-                     if (!tiled_attention_ok(a, why)) return false;
+                     if (!tiled_attention_ok(a, why) || !decode_pages_ok(a, why)) return false;
                      for (const AttentionSeq& s : a.batch.seqs)
                        if (s.q_len != 1) return reject(why, "decode kernel needs q_len == 1 for every sequence");
                      if (a.batch.n_decode >= 0 && a.batch.n_decode < static_cast<int>(a.batch.seqs.size()))
@@ -469,7 +477,13 @@ void register_attention(Registries& r) {
                      return true;
                    },
                    run_decode, plan_decode});
-  r.attention.add({"cuda.flash_prefill", Device::Cuda, kPriority, tiled_attention_ok,
+  r.attention.add({"cuda.flash_prefill", Device::Cuda, kPriority,
+                   [](const AttentionArgs& a, std::string* why) {
+                     if (!tiled_attention_ok(a, why)) return false;
+                     if (a.cache.k.dtype == DType::BF16) return true;
+                     const char* no = prefill_codes_decline(a.cache.k.dtype, static_cast<int>(a.cache.group()));
+                     return !no || reject(why, no);
+                   },
                    [](const AttentionArgs& a, const Context& ctx) {
                      int max_q = 0, max_kv = 0;
                      const AttentionLaunch l = describe(a, &max_q, &max_kv);
@@ -488,9 +502,8 @@ void register_attention(Registries& r) {
          const AttentionLaunch l = describe(a, &max_q, &max_kv);
          log::warn_once(
              fmt::format("attention/cuda.attention_generic/{}/{}/{}", l.head_dim, l.window > 0, dtype_name(l.kv_t)),
-             fmt::format("attention: no tiled CUDA kernel for head_dim {}{}{} (they take 64 "
-                         "and 128 over bf16 pages, without a window); using the slower "
-                         "cuda.attention_generic",
+             fmt::format("attention: no tiled CUDA kernel for head_dim {}{}{} (they take 64 and 128 "
+                         "without a window); using the slower cuda.attention_generic",
                          l.head_dim, l.window > 0 ? " with a sliding window" : "",
                          l.kv_t != DType::BF16 ? " over " + std::string(dtype_name(l.kv_t)) + " KV pages" : ""));
          launch_attention_generic(l, max_q, stream_of(ctx));

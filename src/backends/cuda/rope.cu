@@ -131,6 +131,7 @@ void launch_fused_from(const RopeKvWriteLaunch& l, const RopeFreqs& f, cudaStrea
     case DType::F8E4M3: launch_fused<T, Coded<quant::KvCode::Fp8>>(l, f, s); break;
     case DType::U8: launch_fused<T, Coded<quant::KvCode::U8>>(l, f, s); break;
     case DType::U4: launch_fused<T, Coded<quant::KvCode::U4>>(l, f, s); break;
+    case DType::U2: launch_fused<T, Coded<quant::KvCode::U2>>(l, f, s); break;
     default: launch_fused<T, float>(l, f, s); break;
   }
 }

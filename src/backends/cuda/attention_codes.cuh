@@ -1,0 +1,120 @@
+// Decoding code pages (core/kv_codec.h) into f16 tiles for the tensor-core attention kernels
+// (attention_decode_codes.cu, attention_prefill.cu): eight elements at a time from their code bits and
+// their group's params, with the magic-number conversion — an integer code c becomes the half 1024 + c by
+// one byte permute or mask, for every code width — and one half2 FMA per pair. f16 rather than bf16: the
+// conversion is exact for codes up to 1023, and f16's 11-bit mantissa holds c * d + m more finely.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "core/kv_codec.h"
+
+namespace kestrel::backends::cuda {
+
+constexpr int code_bits(quant::KvCode c) {
+  return c == quant::KvCode::U4 ? 4 : c == quant::KvCode::U2 ? 2 : 8;
+}
+
+__device__ __forceinline__ uint32_t h2_bits(__half2 h) {
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+__device__ __forceinline__ __half2 bits_h2(uint32_t u) {
+  return *reinterpret_cast<__half2*>(&u);
+}
+
+// 8 bf16 values (16 bytes at src) times `scale` as f16, clamped to its finite range: the Q operand of the
+// f16 MMAs, carrying the softmax scale.
+__device__ __forceinline__ uint4 scaled_f16x8(const __nv_bfloat16* src, float scale) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(src);
+  const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&raw);
+  uint4 v;
+  uint32_t* w = &v.x;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(b[i]);
+    const __half2 h =
+        __floats2half2_rn(fminf(fmaxf(f.x * scale, -65504.f), 65504.f), fminf(fmaxf(f.y * scale, -65504.f), 65504.f));
+    w[i] = h2_bits(h);
+  }
+  return v;
+}
+
+constexpr uint32_t kMagicHalves = 0x64006400u;  // (1024, 1024): 0x6400 | c is 1024 + c for c < 1024
+
+// The code bits of 8 consecutive elements (8 bytes for fp8 and u8, 4 for u4, 2 for u2) from `codes`,
+// aligned to their size.
+template <quant::KvCode C>
+__device__ __forceinline__ uint2 load_codes8(const unsigned char* codes) {
+  if constexpr (code_bits(C) == 8)
+    return *reinterpret_cast<const uint2*>(codes);
+  else if constexpr (code_bits(C) == 4)
+    return make_uint2(*reinterpret_cast<const uint32_t*>(codes), 0);
+  else
+    return make_uint2(*reinterpret_cast<const uint16_t*>(codes), 0);
+}
+
+// A group's params as a half pair: (scale, min) for the integer codes, (scale, scale) for fp8.
+template <quant::KvCode C>
+__device__ __forceinline__ __half2 load_dm(const unsigned char* params) {
+  if constexpr (C == quant::KvCode::Fp8)
+    return __half2half2(*reinterpret_cast<const __half*>(params));
+  else
+    return *reinterpret_cast<const __half2*>(params);
+}
+
+// c * d + m of two integer codes given as the halves 1024 + c: exact until the final rounding.
+__device__ __forceinline__ uint32_t affine2(uint32_t magic_codes, __half2 d, __half2 m) {
+  return h2_bits(__hfma2(__hsub2(bits_h2(magic_codes), bits_h2(kMagicHalves)), d, m));
+}
+
+// 8 elements (in order, as 4 half pairs) from their code bits (load_codes8) and params (load_dm).
+template <quant::KvCode C>
+__device__ __forceinline__ uint4 decode8(uint2 w, __half2 dm) {
+  if constexpr (C == quant::KvCode::Fp8) {
+    auto pair = [&](uint32_t word, int half) {
+      const __half2_raw r =
+          __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> (16 * half)), __NV_E4M3);
+      return h2_bits(__hmul2(__half2(r), dm));
+    };
+    return make_uint4(pair(w.x, 0), pair(w.x, 1), pair(w.y, 0), pair(w.y, 1));
+  } else {
+    const __half2 d = __low2half2(dm), m = __high2half2(dm);
+    uint32_t c[4];  // halves 1024 + code of elements (0, 1), (2, 3), (4, 5), (6, 7)
+    if constexpr (C == quant::KvCode::U8) {
+      c[0] = __byte_perm(w.x, 0x64646464u, 0x4140);
+      c[1] = __byte_perm(w.x, 0x64646464u, 0x4342);
+      c[2] = __byte_perm(w.y, 0x64646464u, 0x4140);
+      c[3] = __byte_perm(w.y, 0x64646464u, 0x4342);
+    } else if constexpr (C == quant::KvCode::U4) {  // element 2j in the low nibble of byte j
+      uint32_t a[4];                                // (e_i, e_i+4) for i = 0..3
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = ((w.x >> (4 * i)) & 0x000F000Fu) | kMagicHalves;
+      c[0] = __byte_perm(a[0], a[1], 0x5410);
+      c[1] = __byte_perm(a[2], a[3], 0x5410);
+      c[2] = __byte_perm(a[0], a[1], 0x7632);
+      c[3] = __byte_perm(a[2], a[3], 0x7632);
+    } else {  // U2: element 4j + i in bits 2i of byte j; y's bits 16 + 4i hold element 2i + 1
+      const uint32_t y = w.x | (w.x << 14);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) c[i] = ((y >> (4 * i)) & 0x00030003u) | kMagicHalves;
+    }
+    return make_uint4(affine2(c[0], d, m), affine2(c[1], d, m), affine2(c[2], d, m), affine2(c[3], d, m));
+  }
+}
+
+// 4-, 8- or 16-byte global -> shared copy (cp.async.ca takes the sizes below 16); invalid: zero-filled.
+__device__ __forceinline__ void cp_async_n(uint32_t dst, const void* src, int bytes, bool valid) {
+  const int n = valid ? bytes : 0;
+  if (bytes == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+  else if (bytes == 8)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+
+}  // namespace kestrel::backends::cuda
