@@ -56,8 +56,8 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
                "own types (about 3.5x the memory of Q4_K; the baseline for A/B runs)");
   app.add_option("--kv-type", f.kv_type,
                  "KV cache format: f32, f16, bf16; fp8 (e4m3, a scale per 64 elements: ~1.9x smaller than bf16), "
-                 "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x); on the CPU also int2 (per "
-                 "32), skvq (= skvq-k2v1.5: 2-bit keys, ternary values, per 64, reordered and clipped channels, "
+                 "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x), int2 (asymmetric, per 32: "
+                 "5.3x); on the CPU also skvq (= skvq-k2v1.5: 2-bit keys, ternary values, per 64, reordered and clipped channels, "
                  "5 sink and 128 recent tokens in f16: ~6.4x), skvq-k2v2, skvq-k4v4, and llama.cpp's q8_0, q4_0, q4_1, "
                  "q5_0, q5_1 (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
   app.add_option("--kv-calib", f.kv_calib,
