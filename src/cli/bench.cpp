@@ -1,5 +1,6 @@
 // `kestrel bench`: prefill and decode speed, llama-bench style (pp = prompt tokens in one go from an
-// empty cache, tg = tokens generated one at a time from an empty cache), mean and spread over repeats,
+// empty cache, tg = tokens generated one at a time after -d context tokens, 0 by default), mean and spread
+// over repeats, in the run's KV cache format (--kv-type),
 // with the weight bytes streamed per decoded token so the number can be held against memory bandwidth.
 // On CUDA it also runs batched decode (B independent sequences stepping together through the executor, the
 // same step path the server uses: decode graphs, GPU greedy sampling), measures the device-to-device copy
@@ -25,6 +26,7 @@ struct BenchFlags {
   std::vector<int> prompt = {512};
   std::vector<int> gen = {128};
   std::vector<int> batches = {1};  // decode batch sizes (CUDA)
+  std::vector<int> depths = {0};   // context tokens already cached when a tg test starts
   int repeats = 3;
   std::string json;
 };
@@ -79,9 +81,9 @@ ExecutorOptions executor_options(int tokens, int seqs, int kv_len, bool graphs) 
 // Prefill of p tokens from an empty cache through the executor: wall-clock TTFT (staging, forward, the
 // first token sampled on the device) and the GPU time of the same step with only attention, and only the
 // matmuls, running.
-nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, int repeats) {
+nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, const KvFormat& kv, int p, int repeats) {
   const ModelConfig& c = dec.config();
-  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, (p + 15) / 16, KvFormat::plain(DType::BF16)};
+  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, (p + 15) / 16, kv};
   KvCache cache(kc, ctx);
   SequenceKv seq;
   KS_CHECK(seq.reserve(cache, p), "KV cache too small");
@@ -127,23 +129,41 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, int p, i
           {"gemm_tflops", flops / (gemm * 1e-3) / 1e12}};
 }
 
-// B sequences decode g tokens each from an empty cache, stepping together through the executor (decode
-// graphs, GPU greedy sampling feeding the next tokens: the server's step path, host planning included).
-nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, int B, int g, int repeats, double copy_gbps) {
+// The prompt chunk a depth's context is prefilled in.
+constexpr int kDepthChunk = 4096;
+
+// B sequences decode g tokens each after d context tokens (prefilled once, untimed), stepping together
+// through the executor (decode graphs, GPU greedy sampling feeding the next tokens: the server's step
+// path, host planning included).
+nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, const KvFormat& kv, int B, int g, int d,
+                                int repeats, double copy_gbps) {
   const ModelConfig& c = dec.config();
-  const int per_seq = (g + 1 + 15) / 16;
-  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, B * per_seq + 2, KvFormat::plain(DType::BF16)};
+  const int len = d + g + 1;
+  const int per_seq = (len + 15) / 16;
+  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, B * per_seq + 2, kv};
   KvCache cache(kc, ctx);
   std::vector<SequenceKv> seqs(B);
-  for (auto& s : seqs) KS_CHECK(s.reserve(cache, g + 1), "KV cache too small");
-  Executor ex(dec, cache, ctx, executor_options(B, B, g + 1, true));
+  for (auto& s : seqs) KS_CHECK(s.reserve(cache, len), "KV cache too small");
+  if (d > 0) {
+    const auto context = bench_tokens(d, c.vocab);
+    Executor pre(dec, cache, ctx, executor_options(std::min(d, kDepthChunk), 1, len, false));
+    for (auto& sq : seqs)
+      for (int i = 0; i < d; i += kDepthChunk) {
+        StepSeq s;
+        s.kv = &sq;
+        s.tokens = std::span(context).subspan(i, std::min(kDepthChunk, d - i));
+        s.prompt = true;
+        pre.run(std::span(&s, 1));
+      }
+  }
+  Executor ex(dec, cache, ctx, executor_options(B, B, len, true));
   ex.capture_graphs();
   const SamplingParams greedy;
   std::vector<int32_t> tok(B);
   std::vector<StepSeq> work(B);
   auto pass = [&](int steps, bool sample, Executor& e, double* step_gpu_ms) {
     for (int b = 0; b < B; ++b) {
-      seqs[b].set_length(cache, 0);
+      seqs[b].set_length(cache, d);
       tok[b] = static_cast<int32_t>((b * 7919 + 13) % c.vocab);
     }
     for (int j = 0; j < steps; ++j) {
@@ -171,15 +191,17 @@ nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, int B, in
   // The same steps with only the matmuls running: the GEMM share of the step's GPU time.
   ops::Context mm = ctx;
   mm.profile_only = "matmul";
-  Executor gemm_ex(dec, cache, mm, executor_options(B, B, g + 1, true));
+  Executor gemm_ex(dec, cache, mm, executor_options(B, B, len, true));
   double gpu_gemm = 0;
   pass(g, false, gemm_ex, &gpu_gemm);
 
   const double tps = mean_of(tok_s), step_s = B / tps;
-  const double kv_token = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // K and V, bf16
-  const double bytes = static_cast<double>(dec.weights().nbytes()) + B * kv_token * (g + 1) / 2.0;
+  // Bytes a step streams: the weights and the cache at its mean length, in the format's bytes.
+  const double kv_token = static_cast<double>(c.n_layers) * kv.bytes_per_token_layer(c.n_kv_heads, c.head_dim);
+  const double bytes = static_cast<double>(dec.weights().nbytes()) + B * kv_token * (d + (g + 1) / 2.0);
   const double gbs = bytes / step_s / 1e9;
-  return {{"test", fmt::format("tg{}", g)},
+  return {{"test", d > 0 ? fmt::format("tg{} @ d{}", g, d) : fmt::format("tg{}", g)},
+          {"depth", d},
           {"batch", B},
           {"tok_s", tps},
           {"tok_s_samples", tok_s},
@@ -195,6 +217,7 @@ void bench_gpu(const BenchFlags& f) {
   const double t_load = now_seconds();
   auto model = load(f.model);
   const ops::Context ctx = make_context(f.model);
+  const KvFormat kv = session_options(f.model, *model).kv_format;
   Decoder& dec = *model->decoder;
   dec.place_on(ctx);
   const double load_s = now_seconds() - t_load;
@@ -217,34 +240,36 @@ void bench_gpu(const BenchFlags& f) {
                         {"weight_bytes", weight_bytes},
                         {"load_seconds", load_s},
                         {"copy_gbps", copy_gbps},
+                        {"kv_type", kv.name},
                         {"roofline_tok_s_batch1", copy_gbps * 1e9 / weight_bytes},
                         {"results", nlohmann::json::array()}};
   out["weight_bytes_by_type"] = by_type;
   std::printf(
       "device: %s; weights on the device %.2f GB (%s), %.2f GB streamed per decode step; copy ceiling "
-      "(cudaMemcpy D2D, read+write) %.0f GB/s => batch-1 roofline %.1f tok/s; load + place %.1f s\n",
+      "(cudaMemcpy D2D, read+write) %.0f GB/s => batch-1 roofline %.1f tok/s; load + place %.1f s; KV cache %s\n",
       out["device"].get<std::string>().c_str(), static_cast<double>(w.nbytes()) / 1e9, types.c_str(),
-      weight_bytes / 1e9, copy_gbps, copy_gbps * 1e9 / weight_bytes, load_s);
+      weight_bytes / 1e9, copy_gbps, copy_gbps * 1e9 / weight_bytes, load_s, kv.name.c_str());
   std::printf(
       "| test | batch | tok/s | TTFT / step ms | GB/s | %% of copy | GEMM share | attention ms |\n"
       "|---|---|---|---|---|---|---|---|\n");
   for (int p : f.prompt) {
-    nlohmann::json r = bench_prefill_gpu(dec, ctx, p, f.repeats);
+    nlohmann::json r = bench_prefill_gpu(dec, ctx, kv, p, f.repeats);
     std::printf("| pp%d | 1 | %.0f | %.2f | - | - | %.0f%% | %.3f |\n", p, r["tok_s"].get<double>(),
                 r["ttft_ms"].get<double>(), 100 * r["gemm_ms"].get<double>() / r["ttft_ms"].get<double>(),
                 r["attention_ms"].get<double>());
     std::fflush(stdout);
     out["results"].push_back(r);
   }
-  for (int g : f.gen)
-    for (int B : f.batches) {
-      nlohmann::json r = bench_decode_gpu(dec, ctx, B, g, f.repeats, copy_gbps);
-      std::printf("| tg%d | %d | %.1f | %.3f | %.0f | %.1f%% | %.0f%% | - |\n", g, B, r["tok_s"].get<double>(),
-                  r["step_ms"].get<double>(), r["gb_s"].get<double>(), r["pct_of_copy"].get<double>(),
-                  100 * r["gemm_share"].get<double>());
-      std::fflush(stdout);
-      out["results"].push_back(r);
-    }
+  for (int d : f.depths)
+    for (int g : f.gen)
+      for (int B : f.batches) {
+        nlohmann::json r = bench_decode_gpu(dec, ctx, kv, B, g, d, f.repeats, copy_gbps);
+        std::printf("| %s | %d | %.1f | %.3f | %.0f | %.1f%% | %.0f%% | - |\n", r["test"].get<std::string>().c_str(), B,
+                    r["tok_s"].get<double>(), r["step_ms"].get<double>(), r["gb_s"].get<double>(),
+                    r["pct_of_copy"].get<double>(), 100 * r["gemm_share"].get<double>());
+        std::fflush(stdout);
+        out["results"].push_back(r);
+      }
   write_json(f.json, out);
 }
 
@@ -257,8 +282,9 @@ void bench(const BenchFlags& f) {
   const ModelConfig& c = model->config();
   const int max_p = f.prompt.empty() ? 0 : *std::max_element(f.prompt.begin(), f.prompt.end());
   const int max_g = f.gen.empty() ? 0 : *std::max_element(f.gen.begin(), f.gen.end());
+  const int max_d = *std::max_element(f.depths.begin(), f.depths.end());
   ModelFlags mf = f.model;
-  mf.ctx_size = std::max({mf.ctx_size, max_p + 1, max_g + 1, 16});
+  mf.ctx_size = std::max({mf.ctx_size, max_p + 1, max_d + max_g + 1, 16});
   mf.batch_size = std::max(mf.batch_size, max_p);
   Session session(*model->decoder, make_context(mf), session_options(mf, *model));
   std::vector<Row> rows;
@@ -276,16 +302,20 @@ void bench(const BenchFlags& f) {
     }
     rows.push_back(r);
   }
-  for (int g : f.gen) {
-    Row r{fmt::format("tg{}", g), {}};
-    const auto toks = bench_tokens(g, c.vocab);
-    for (int i = 0; i < f.repeats; ++i) {
-      session.truncate(0);
-      const double t0 = now_seconds();
-      for (int j = 0; j < g; ++j) session.feed(std::span(&toks[j], 1));
-      r.tok_s.push_back(g / (now_seconds() - t0));
+  for (int d : f.depths) {
+    session.truncate(0);
+    if (d > 0) session.feed(bench_tokens(d, c.vocab));  // the context, once per depth
+    for (int g : f.gen) {
+      Row r{d > 0 ? fmt::format("tg{} @ d{}", g, d) : fmt::format("tg{}", g), {}};
+      const auto toks = bench_tokens(g, c.vocab);
+      for (int i = 0; i < f.repeats; ++i) {
+        session.truncate(d);
+        const double t0 = now_seconds();
+        for (int j = 0; j < g; ++j) session.feed(std::span(&toks[j], 1));
+        r.tok_s.push_back(g / (now_seconds() - t0));
+      }
+      rows.push_back(r);
     }
-    rows.push_back(r);
   }
   session.truncate(0);
 
@@ -320,6 +350,10 @@ void register_bench(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "measure prefill and decode speed (tok/s) like llama-bench");
   cmd->add_option("-p,--n-prompt", f->prompt, "prompt lengths to time (repeatable)")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("-n,--n-gen", f->gen, "generation lengths to time (repeatable)")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("-d,--n-depth", f->depths,
+                  "context tokens cached before each generation test (llama-bench's -d; repeatable): decode speed "
+                  "at that context length, in the --kv-type format")
+      ->check(CLI::Range(0, 1 << 22));
   cmd->add_option("-B,--batch", f->batches, "decode batch sizes, B sequences stepping together (CUDA; repeatable)")
       ->check(CLI::Range(1, 128));
   cmd->add_option("-r,--repetitions", f->repeats, "repeats per test")->check(CLI::Range(1, 1000));

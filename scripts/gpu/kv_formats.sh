@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Issue 14's GPU runs in one device call, with prebuilt binaries (carried under DIR: kestrel, kestrel_tests,
+# kestrel_cuda_bench, built here with the default sm_90a target): the ops harness's attention and cache-write
+# cases (every CUDA variant over every page format against the CPU reference), the attention kernels over
+# each --kv-type at the issue's decode shapes (1x32K, 1x128K, 32x8K) beside torch SDPA and the copy ceiling
+# measured in the same call, and `kestrel bench` decode speed of the llama3-8b shape after 32K and 128K
+# context tokens per format. Logs and JSON go under $OUT (default ./gpu-out).
+#   scripts/gpu/kv_formats.sh DIR [--commit HASH] [--formats "bf16 fp8 int8 int4 int2"] [--depths "32768 131072"]
+#                                 [--no-tests] [--no-kernels] [--no-e2e]
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bin="$(cd "$1" && pwd)"
+shift
+out="${OUT:-$PWD/gpu-out}"
+mkdir -p "$out"
+commit=unknown
+formats="bf16 fp8 int8 int4 int2"
+depths="32768 131072"
+tests=1
+kernels=1
+e2e=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --commit) commit="$2"; shift ;;
+    --formats) formats="$2"; shift ;;
+    --depths) depths="$2"; shift ;;
+    --no-tests) tests=0 ;;
+    --no-kernels) kernels=0 ;;
+    --no-e2e) e2e=0 ;;
+  esac
+  shift
+done
+export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
+echo "commit: $commit; date: $(date -u +%F)" | tee -a "$out/device.txt"
+
+if [ "$tests" = 1 ]; then
+  "$bin/kestrel_tests" --gtest_filter='OpsHarness.Attention:OpsHarness.KvWrite:OpsHarness.RopeKvWrite:Cuda*' \
+    >"$out/tests.log" 2>&1
+  echo "tests: exit $?"
+  grep -E "Failure|FAILED|PASSED|tests ran" "$out/tests.log" | head -30
+fi
+
+if [ "$kernels" = 1 ]; then
+  "$bin/kestrel_cuda_bench" --filter attention --json "$out/kernels.json" 2>&1 | tee "$out/kernels.log"
+  timeout 300 python3 bench/peers/torch_attention.py --json "$out/torch.json" 2>&1 |
+    grep -E "copy|attention" | tee "$out/torch.log"
+fi
+
+if [ "$e2e" = 1 ]; then
+  models=/tmp/kestrel-synth
+  mkdir -p "$models"
+  "$bin/kestrel" synth --preset llama3-8b --seed 1 --out "$models/llama3-8b" | tail -1
+  dflags=""
+  for d in $depths; do dflags="$dflags -d $d"; done
+  for f in $formats; do
+    "$bin/kestrel" bench --device cuda -m "$models/llama3-8b" --kv-type "$f" -p 4096 -n 64 $dflags -B 1 -r 2 \
+      --json "$out/bench-$f.json" 2>&1 | tee "$out/bench-$f.log"
+  done
+fi
