@@ -33,6 +33,13 @@ std::vector<int32_t> order_by_range(std::span<const float> lo, std::span<const f
   return order;
 }
 
+// Calls fn(window) for the consecutive windows of n_ctx tokens (the last may be shorter).
+template <typename Fn>
+void for_each_window(std::span<const int32_t> tokens, int n_ctx, Fn&& fn) {
+  for (size_t at = 0; at < tokens.size(); at += static_cast<size_t>(n_ctx))
+    fn(tokens.subspan(at, std::min<size_t>(n_ctx, tokens.size() - at)));
+}
+
 // Mean negative log-likelihood of `tokens` (windows of n_ctx, every position after the first scored) with
 // the KV cache in format f: the clip search's objective, on the calibration text.
 double mean_nll(Decoder& model, const ops::Context& ctx, const KvFormat& f, std::span<const int32_t> tokens,
@@ -44,8 +51,7 @@ double mean_nll(Decoder& model, const ops::Context& ctx, const KvFormat& f, std:
   Session session(model, ctx, so);
   double nll = 0;
   int64_t scored = 0;
-  for (size_t at = 0; at < tokens.size(); at += static_cast<size_t>(n_ctx)) {
-    const auto part = tokens.subspan(at, std::min<size_t>(n_ctx, tokens.size() - at));
+  for_each_window(tokens, n_ctx, [&](std::span<const int32_t> part) {
     session.truncate(0);
     Tensor logits = session.feed(part, /*all_logits=*/true);
     const int64_t vocab = logits.dim(1);
@@ -55,7 +61,7 @@ double mean_nll(Decoder& model, const ops::Context& ctx, const KvFormat& f, std:
       nll -= row[part[i + 1]];
       ++scored;
     }
-  }
+  });
   return scored > 0 ? nll / static_cast<double>(scored) : 0.0;
 }
 
@@ -84,8 +90,7 @@ KvCalibration calibrate_kv(Decoder& model, const ops::Context& ctx, std::span<co
       hi(2 * L, std::vector<float>(row, -INFINITY));
   std::vector<float> k(row), v(row);
   KvCalibration c;
-  for (int w = 0; w < windows; ++w) {
-    const auto part = tokens.subspan(size_t(w) * n_ctx, std::min<size_t>(n_ctx, tokens.size() - size_t(w) * n_ctx));
+  for_each_window(tokens, n_ctx, [&](std::span<const int32_t> part) {
     session.truncate(0);
     session.feed(part);
     for (int32_t p = 0; p < static_cast<int32_t>(part.size()); ++p)
@@ -99,7 +104,7 @@ KvCalibration calibrate_kv(Decoder& model, const ops::Context& ctx, std::span<co
       }
     c.tokens += static_cast<int64_t>(part.size());
     if (progress) progress(++done, total);
-  }
+  });
   session.truncate(0);
   c.n_layers = L;
   c.n_kv_heads = hkv;
