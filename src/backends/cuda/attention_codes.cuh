@@ -16,7 +16,12 @@
 namespace kestrel::backends::cuda {
 
 constexpr int code_bits(quant::KvCode c) {
-  return c == quant::KvCode::U4 ? 4 : c == quant::KvCode::U2 ? 2 : 8;
+  return 8 / quant::kv_codes_per_byte(c);
+}
+
+// Bytes of the f16 params of one head row of head_dim elements in groups of `group`.
+__host__ __device__ constexpr int param_row_bytes(quant::KvCode c, int head_dim, int group) {
+  return head_dim / group * quant::kv_params(c) * 2;
 }
 
 __device__ __forceinline__ uint32_t h2_bits(__half2 h) {

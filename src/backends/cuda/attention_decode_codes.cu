@@ -54,9 +54,9 @@ __global__ void __launch_bounds__(kWideWarps * 32)
     decode_codes_kernel(const AttentionLaunch a, const DecodeDims dd, const CodeDims cd, float* part_o, float* part_lse,
                         int* counters) {
   constexpr int W = kWideWarps, S = kWideStages;
-  constexpr int CH = D / 8;                 // 8-element chunks per row
-  constexpr int RB = D * code_bits(C) / 8;  // code bytes per row
-  constexpr int CPR = RB / 16;              // 16-byte copies per code row
+  constexpr int CH = D / 8;                      // 8-element chunks per row
+  constexpr int RB = quant::kv_row_bytes(C, D);  // code bytes per row
+  constexpr int CPR = RB / 16;                   // 16-byte copies per code row
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* ring = smem;
   __half* tiles = reinterpret_cast<__half*>(smem + size_t{S} * W * kSlotBytes);
@@ -205,18 +205,11 @@ __global__ void __launch_bounds__(kWideWarps * 32)
                         part_lse, counters);
 }
 
+// Param bytes per head row of a's code pages (a.kv_t is a code type: decode_codes_decline checked it).
 int param_bytes(const AttentionLaunch& a) {
-  return a.head_dim / a.kv_group * (a.kv_t == DType::F8E4M3 ? 1 : 2) * 2;
-}
-
-int page_bits(DType t) {
-  switch (t) {
-    case DType::F8E4M3:
-    case DType::U8: return 8;
-    case DType::U4: return 4;
-    case DType::U2: return 2;
-    default: return 0;
-  }
+  KvCode c{};
+  quant::kv_code_of(a.kv_t, &c);
+  return param_row_bytes(c, a.head_dim, a.kv_group);
 }
 
 template <int D, KvCode C>
@@ -249,21 +242,20 @@ void launch_for(const AttentionLaunch& a, const DecodePlan& plan, void* workspac
 }  // namespace
 
 const char* decode_codes_decline(DType kv_t, int head_dim, int group, int block_size) {
-  if (page_bits(kv_t) == 0) return "code pages of fp8, u8, u4 or u2";
+  KvCode code;
+  if (!quant::kv_code_of(kv_t, &code)) return "code pages of fp8, u8, u4 or u2";
   if (head_dim != 64 && head_dim != 128) return "head_dim must be 64 or 128";
   if (group <= 0 || group % 8 || head_dim % group) return "scale groups must be multiples of 8 that divide head_dim";
-  AttentionLaunch a;
-  a.kv_t = kv_t;
-  a.head_dim = head_dim;
-  a.kv_group = group;
-  const int pb = param_bytes(a);
+  const int pb = param_row_bytes(code, head_dim, group);
   if (pb % 4 || pb > 32) return "a row's params must take 4 to 32 bytes (fp8 at head_dim 64 has one 2-byte scale)";
   if (block_size < 1) return "block_size must be positive";
   return nullptr;
 }
 
 double code_bytes_per_key(const AttentionLaunch& a) {
-  return 2.0 * (a.head_dim * page_bits(a.kv_t) / 8 + param_bytes(a));
+  KvCode c{};
+  quant::kv_code_of(a.kv_t, &c);
+  return 2.0 * (quant::kv_row_bytes(c, a.head_dim) + param_bytes(a));
 }
 
 int code_keys_per_warp(const AttentionLaunch& a, int cap) {

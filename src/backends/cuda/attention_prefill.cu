@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
     const unsigned p = static_cast<unsigned>(j * kBN + code_row);
     return p < static_cast<unsigned>(kv_end) ? (table[p / bs] * a.block_size + static_cast<int>(p % bs)) : -1;
   };
-  constexpr int kCodeRowBytes = D * code_bits(CT::C) / 8;
+  constexpr int kCodeRowBytes = quant::kv_row_bytes(CT::C, D);
   auto issue_codes = [&](int slot) {
     const bool valid = slot >= 0;
     const size_t off =
@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttentionLau
   // Decodes the staged codes of cache row `slot` into stage `stage` (zeros past kv_end: masked keys).
   auto decode_codes = [&](int stage, int slot) {
     constexpr int P = quant::kv_params(CT::C);
-    const int pb = D / a.kv_group * P * 2;  // param bytes per cache row
+    const int pb = param_row_bytes(CT::C, D, a.kv_group);
     const size_t prow = (static_cast<size_t>(slot < 0 ? 0 : slot) * a.n_kv_heads + kvh) * pb;
 #pragma unroll
     for (int kv = 0; kv < 2; ++kv) {
