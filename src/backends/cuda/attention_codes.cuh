@@ -111,6 +111,109 @@ __device__ __forceinline__ uint4 decode8(uint2 w, __half2 dm) {
   }
 }
 
+// ---- decoding straight into MMA fragments (the decode kernel: no f16 tile, no ldmatrix) ----
+//
+// A 32-bit word of codes holds kWordElems<C> elements. As the B operand of S = Q K^T its elements may go
+// into the half pairs in any order, since the same order is applied to Q's dims (the dot product does not
+// care): word_pair_elems says which two elements pair p holds, picked so the unpack is a shift and one
+// LOP3 per pair. As the B operand of O += P V a pair must hold one dim of two keys: key_pairs below.
+template <quant::KvCode C>
+constexpr int kWordElems = 32 / code_bits(C);
+
+// Element index (within its word) of the low (half 0) or high (half 1) member of pair p.
+template <quant::KvCode C>
+__host__ __device__ constexpr int word_pair_elem(int p, int half) {
+  if constexpr (code_bits(C) == 8)
+    return 2 * p + half;  // (0, 1), (2, 3)
+  else
+    return p + half * kWordElems<C> / 2;  // u4: (i, i + 4); u2: (i, i + 8)
+}
+
+// The kWordElems<C> / 2 pairs of one word of codes of one group (params dm, load_dm), in word_pair_elem order.
+template <quant::KvCode C>
+__device__ __forceinline__ void decode_word(uint32_t w, __half2 dm, uint32_t* out) {
+  if constexpr (C == quant::KvCode::Fp8) {
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+      const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> (16 * p)), __NV_E4M3);
+      out[p] = h2_bits(__hmul2(__half2(r), dm));
+    }
+  } else {
+    const __half2 d = __low2half2(dm), m = __high2half2(dm);
+    constexpr int kPairs = kWordElems<C> / 2, kBits = code_bits(C);
+    constexpr uint32_t kMask = ((1u << kBits) - 1) * 0x00010001u;
+#pragma unroll
+    for (int p = 0; p < kPairs; ++p) {
+      uint32_t c;
+      if constexpr (kBits == 8)
+        c = __byte_perm(w, 0x64646464u, p == 0 ? 0x4140 : 0x4342);
+      else
+        c = ((w >> (kBits * p)) & kMask) | kMagicHalves;
+      out[p] = affine2(c, d, m);
+    }
+  }
+}
+
+// One dim of two keys per pair: the kWordElems<C> elements of word wa (key a) and wb (key b), as pairs
+// (a_x, b_x) in element order x, each key with its own group params (dma, dmb).
+template <quant::KvCode C>
+__device__ __forceinline__ void decode_key_pair(uint32_t wa, uint32_t wb, __half2 dma, __half2 dmb, uint32_t* out) {
+  constexpr int kBits = code_bits(C), kE = kWordElems<C>;
+  uint32_t c[kE];  // f16 bits: 1024 + code for the integer codes, the value for fp8
+  if constexpr (kBits == 8) {
+    const uint32_t u[2] = {__byte_perm(wa, wb, 0x5140), __byte_perm(wa, wb, 0x7362)};  // a0 b0 a1 b1 | a2 b2 a3 b3
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t v = u[i / 2];
+      if constexpr (C == quant::KvCode::Fp8)
+        c[i] = h2_bits(
+            __half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(v >> (16 * (i % 2))), __NV_E4M3)));
+      else
+        c[i] = __byte_perm(v, 0x64646464u, i % 2 ? 0x4342 : 0x4140);
+    }
+  } else {
+    // Halves 0 and 1 of u hold the first (then last) 16 code bits of a and of b: element x of both sits at
+    // the same shift.
+    const uint32_t u[2] = {__byte_perm(wa, wb, 0x5410), __byte_perm(wa, wb, 0x7632)};
+    constexpr uint32_t kMask = ((1u << kBits) - 1) * 0x00010001u;
+#pragma unroll
+    for (int x = 0; x < kE; ++x) c[x] = ((u[x / (kE / 2)] >> (kBits * (x % (kE / 2)))) & kMask) | kMagicHalves;
+  }
+  if constexpr (C == quant::KvCode::Fp8) {
+    const __half2 s = __lows2half2(dma, dmb);
+#pragma unroll
+    for (int x = 0; x < kE; ++x) out[x] = h2_bits(__hmul2(bits_h2(c[x]), s));
+  } else {
+    const __half2 d = __lows2half2(dma, dmb), m = __highs2half2(dma, dmb);
+#pragma unroll
+    for (int x = 0; x < kE; ++x) out[x] = affine2(c[x], d, m);
+  }
+}
+
+// N bytes (2, 4, 8, 16 or 32; aligned to min(N, 16)) of shared memory as 32-bit words; 2 bytes fill the
+// low half of one word.
+template <int N>
+__device__ __forceinline__ void load_words(const unsigned char* p, uint32_t (&w)[N < 4 ? 1 : N / 4]) {
+  if constexpr (N == 2) {
+    w[0] = *reinterpret_cast<const uint16_t*>(p);
+  } else if constexpr (N == 4) {
+    w[0] = *reinterpret_cast<const uint32_t*>(p);
+  } else if constexpr (N == 8) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    w[0] = v.x;
+    w[1] = v.y;
+  } else {
+#pragma unroll
+    for (int i = 0; i < N / 16; ++i) {
+      const uint4 v = reinterpret_cast<const uint4*>(p)[i];
+      w[4 * i] = v.x;
+      w[4 * i + 1] = v.y;
+      w[4 * i + 2] = v.z;
+      w[4 * i + 3] = v.w;
+    }
+  }
+}
+
 // 4-, 8- or 16-byte global -> shared copy (cp.async.ca takes the sizes below 16); invalid: zero-filled.
 __device__ __forceinline__ void cp_async_n(uint32_t dst, const void* src, int bytes, bool valid) {
   const int n = valid ? bytes : 0;

@@ -161,7 +161,9 @@ struct MergeTarget {
 // Merges the block's W warps — each holds (m, l, O) for 16 rows over its own keys — through `smem` (at
 // least W * kRows * (D + kPad + 4) floats, free for reuse: the caller has drained its copies and passed a
 // barrier-free point) and writes the output, or a split partial whose last block to arrive merges them all.
-template <int D, int W>
+// kSpanCols: column n of output tile j is dim n * D / 8 + j (attention_decode_codes.cu's V fragments), not
+// dim 8 j + n.
+template <int D, int W, bool kSpanCols = false>
 __device__ __forceinline__ void merge_and_store(const AttentionLaunch& a, const DecodeDims& dd, const MergeTarget& t,
                                                 float (&o)[D / 8][4], const float (&m_run)[2], float (&l_run)[2],
                                                 unsigned char* smem, float* part_o, float* part_lse, int* counters) {
@@ -186,8 +188,15 @@ __device__ __forceinline__ void merge_and_store(const AttentionLaunch& a, const 
     if (lane / 4 + 8 * h >= nh) continue;  // padding rows of a small GQA group: skip their smem traffic
     const int r = warp * kRows + lane / 4 + 8 * h;
 #pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt)
-      *reinterpret_cast<float2*>(sc_o + r * OS + dt * 8 + 2 * (lane % 4)) = make_float2(o[dt][2 * h], o[dt][2 * h + 1]);
+    for (int dt = 0; dt < D / 8; ++dt) {
+      if constexpr (kSpanCols) {
+        sc_o[r * OS + 2 * (lane % 4) * (D / 8) + dt] = o[dt][2 * h];
+        sc_o[r * OS + (2 * (lane % 4) + 1) * (D / 8) + dt] = o[dt][2 * h + 1];
+      } else {
+        *reinterpret_cast<float2*>(sc_o + r * OS + dt * 8 + 2 * (lane % 4)) =
+            make_float2(o[dt][2 * h], o[dt][2 * h + 1]);
+      }
+    }
     if (lane % 4 == 0) {
       sc_m[r] = m_run[h];
       sc_l[r] = l_run[h];
