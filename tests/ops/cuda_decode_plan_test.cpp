@@ -44,13 +44,14 @@ TEST(CudaDecodePlan, StagesFitTheRingAndTheTableShuffle) {
         const AttentionLaunch a = launch_for(f, 1, 128, bs);
         const int kw = code_keys_per_warp(a, cap);
         EXPECT_EQ(kw % 16, 0) << name;
-        EXPECT_LE(kw * code_bytes_per_key(a), 6144.0) << name;    // one warp's ring slot
+        EXPECT_LE(kw * code_bytes_per_key(a), kCodeSlotBytes) << name;  // one warp's ring slot
+        EXPECT_LE(kw, kCodeMaxKeysPerWarp) << name;
         EXPECT_LE((kw - 1) / bs + 2, 32) << name << " bs" << bs;  // blocks a stage touches
         if (cap) EXPECT_EQ(cap % kw, 0) << name;
       }
   }
   // Larger stages for narrower codes: the same bytes in flight per warp.
-  EXPECT_EQ(code_keys_per_warp(launch_for(*kv_format_from_name("int8"), 1, 128), 0), 16);
+  EXPECT_EQ(code_keys_per_warp(launch_for(*kv_format_from_name("int8"), 1, 128), 0), 32);
   EXPECT_EQ(code_keys_per_warp(launch_for(*kv_format_from_name("int4"), 1, 128), 0), 32);
   EXPECT_EQ(code_keys_per_warp(launch_for(*kv_format_from_name("int2"), 1, 128), 0), 64);
 }

@@ -48,6 +48,13 @@ __device__ __forceinline__ uint4 scaled_f16x8(const __nv_bfloat16* src, float sc
   return v;
 }
 
+// (a & mask) | bits in one LOP3 (the compiler emits two when both constants are immediates).
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t mask, uint32_t bits) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(mask), "r"(bits));
+  return d;
+}
+
 constexpr uint32_t kMagicHalves = 0x64006400u;  // (1024, 1024): 0x6400 | c is 1024 + c for c < 1024
 
 // The code bits of 8 consecutive elements (8 bytes for fp8 and u8, 4 for u4, 2 for u2) from `codes`,
@@ -97,7 +104,7 @@ __device__ __forceinline__ uint4 decode8(uint2 w, __half2 dm) {
     } else if constexpr (C == quant::KvCode::U4) {  // element 2j in the low nibble of byte j
       uint32_t a[4];                                // (e_i, e_i+4) for i = 0..3
 #pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = ((w.x >> (4 * i)) & 0x000F000Fu) | kMagicHalves;
+      for (int i = 0; i < 4; ++i) a[i] = and_or(w.x >> (4 * i), 0x000F000Fu, kMagicHalves);
       c[0] = __byte_perm(a[0], a[1], 0x5410);
       c[1] = __byte_perm(a[2], a[3], 0x5410);
       c[2] = __byte_perm(a[0], a[1], 0x7632);
@@ -105,7 +112,7 @@ __device__ __forceinline__ uint4 decode8(uint2 w, __half2 dm) {
     } else {  // U2: element 4j + i in bits 2i of byte j; y's bits 16 + 4i hold element 2i + 1
       const uint32_t y = w.x | (w.x << 14);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) c[i] = ((y >> (4 * i)) & 0x00030003u) | kMagicHalves;
+      for (int i = 0; i < 4; ++i) c[i] = and_or(y >> (4 * i), 0x00030003u, kMagicHalves);
     }
     return make_uint4(affine2(c[0], d, m), affine2(c[1], d, m), affine2(c[2], d, m), affine2(c[3], d, m));
   }
@@ -148,7 +155,7 @@ __device__ __forceinline__ void decode_word(uint32_t w, __half2 dm, uint32_t* ou
       if constexpr (kBits == 8)
         c = __byte_perm(w, 0x64646464u, p == 0 ? 0x4140 : 0x4342);
       else
-        c = ((w >> (kBits * p)) & kMask) | kMagicHalves;
+        c = and_or(w >> (kBits * p), kMask, kMagicHalves);
       out[p] = affine2(c, d, m);
     }
   }
@@ -177,7 +184,7 @@ __device__ __forceinline__ void decode_key_pair(uint32_t wa, uint32_t wb, __half
     const uint32_t u[2] = {__byte_perm(wa, wb, 0x5410), __byte_perm(wa, wb, 0x7632)};
     constexpr uint32_t kMask = ((1u << kBits) - 1) * 0x00010001u;
 #pragma unroll
-    for (int x = 0; x < kE; ++x) c[x] = ((u[x / (kE / 2)] >> (kBits * (x % (kE / 2)))) & kMask) | kMagicHalves;
+    for (int x = 0; x < kE; ++x) c[x] = and_or(u[x / (kE / 2)] >> (kBits * (x % (kE / 2))), kMask, kMagicHalves);
   }
   if constexpr (C == quant::KvCode::Fp8) {
     const __half2 s = __lows2half2(dma, dmb);

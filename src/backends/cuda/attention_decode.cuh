@@ -123,9 +123,13 @@ __device__ __forceinline__ void clear_running(float (&o)[D / 8][4], float (&m_ru
 // One online-softmax step of a warp over NT tiles of 8 keys (S accumulators of rows lane/4 and lane/4 + 8):
 // scales the scores by scale_log2 into base-2 exponents, rescales the running sum and output, and leaves
 // the probabilities in s. The caller masks keys past the sequence to -inf first; the tile has a real key.
+// The output rescale (D / 4 multiplies per lane, as many as the P V MMAs' accumulators) is skipped when no
+// row's max grew anywhere in the warp, which after the first tiles is most of them: the factor would be
+// exactly 1.
 template <int NT, int DT>
 __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&m_run)[2], float (&l_run)[2], float (&o)[DT][4],
                                              float scale_log2) {
+  float m_new[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float mx = -INFINITY;
@@ -133,22 +137,31 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&m_run)[2
     for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * h], s[nt][2 * h + 1]));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    const float m_new = fmaxf(m_run[h], mx * scale_log2);  // finite: the tile has a key
-    const float corr = fast_exp2(m_run[h] - m_new);
+    m_new[h] = fmaxf(m_run[h], mx * scale_log2);  // finite: the tile has a key
+  }
+  if (__any_sync(0xffffffffu, m_new[0] > m_run[0] || m_new[1] > m_run[1])) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float corr = fast_exp2(m_run[h] - m_new[h]);
+      l_run[h] *= corr;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        o[dt][2 * h] *= corr;
+        o[dt][2 * h + 1] *= corr;
+      }
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
     float sum = 0.f;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      s[nt][2 * h] = fast_exp2(fmaf(s[nt][2 * h], scale_log2, -m_new));
-      s[nt][2 * h + 1] = fast_exp2(fmaf(s[nt][2 * h + 1], scale_log2, -m_new));
+      s[nt][2 * h] = fast_exp2(fmaf(s[nt][2 * h], scale_log2, -m_new[h]));
+      s[nt][2 * h + 1] = fast_exp2(fmaf(s[nt][2 * h + 1], scale_log2, -m_new[h]));
       sum += s[nt][2 * h] + s[nt][2 * h + 1];
     }
-    l_run[h] = l_run[h] * corr + sum;
-    m_run[h] = m_new;
-#pragma unroll
-    for (int dt = 0; dt < DT; ++dt) {
-      o[dt][2 * h] *= corr;
-      o[dt][2 * h + 1] *= corr;
-    }
+    l_run[h] += sum;
+    m_run[h] = m_new[h];
   }
 }
 

@@ -24,8 +24,9 @@ namespace {
 using namespace decode;
 using quant::KvCode;
 
-constexpr int kSlotBytes = 6144;  // codes + params of one warp's stage: 2 of them in flight per warp
-constexpr int kTileKeys = 16;     // keys multiplied at once: the k of the P V MMA
+constexpr int kSlotBytes = kCodeSlotBytes;            // 2 stages in flight per warp
+constexpr int kMaxKeysPerWarp = kCodeMaxKeysPerWarp;  // the copies' row table holds 4 per lane
+constexpr int kTileKeys = 16;                         // keys multiplied at once: the k of the P V MMA
 
 constexpr size_t codes_smem_bytes() {
   return size_t{kWideStages} * kWideWarps * kSlotBytes;
@@ -33,8 +34,7 @@ constexpr size_t codes_smem_bytes() {
 
 struct CodeDims {
   int kw;     // keys per warp stage (a multiple of kTileKeys)
-  int pb;     // param bytes per row (one token, one KV head): groups * P halves
-  int unit;   // bytes per param copy: pb up to 16
+  int pb;     // param bytes per row (one token, one KV head): groups * P halves; 4, 8 or 16, one copy
   int group;  // elements per scale group: at least head_dim / 4 (decode_codes_decline)
 };
 
@@ -127,36 +127,40 @@ __global__ void __launch_bounds__(kWideWarps * 32)
   const unsigned char* vc = static_cast<const unsigned char*>(a.v_cache);
   const unsigned char* kp = static_cast<const unsigned char*>(a.k_params);
   const unsigned char* vp = static_cast<const unsigned char*>(a.v_params);
-  const int n_code = KW * CPR, upr = cd.pb / cd.unit, n_par = KW * upr;
-  // Slot layout: K codes [KW][RB], V codes, K params [KW][pb], V params. The loops below run the same
-  // number of times in every lane (2 * KW * CPR and 2 * KW * upr are multiples of 32), so the shuffles
-  // are converged.
+  const int n_code = KW * CPR;
+  // Slot layout: K codes [KW][RB], V codes, K params [KW][pb], V params. Lane l finds the cache row of
+  // stage rows l, l + 32, ... once; the code copies then run chunk-major (consecutive lanes copy consecutive
+  // 16 bytes of a row, so a warp's copies cover whole rows) and take their row from its lane by a shuffle.
+  // Every loop runs as often in every lane, so the shuffles are converged.
   auto issue = [&](int stage, int ent) {
     unsigned char* slot = ring + ((stage % S) * W + warp) * kSlotBytes;
     const int key0 = k_begin + stage * KS + warp * KW;
     const int blk0 = fast_div(dd.bs, key0);
-    auto slot_of = [&](int r, bool* valid) {  // cache slot of row r of this stage
-      const int p = key0 + r, b = fast_div(dd.bs, p);
+    int rows[kMaxKeysPerWarp / 32];  // cache row of stage row lane + 32 i; -1 past the split
+#pragma unroll
+    for (int i = 0; i < kMaxKeysPerWarp / 32; ++i) {
+      const int p = key0 + lane + 32 * i, b = fast_div(dd.bs, p);
       const int e = __shfl_sync(0xffffffffu, ent, (b - blk0) & 31);
-      *valid = p < k_end;
-      return (static_cast<size_t>(e) * dd.bs.d + (p - b * dd.bs.d)) * a.n_kv_heads + kvh;
-    };
-    for (int c = lane; c < 2 * n_code; c += 32) {
-      const bool is_v = c >= n_code;
-      const int cc = is_v ? c - n_code : c;
-      bool valid;
-      const size_t row = slot_of(cc / CPR, &valid);
-      const unsigned char* src = (is_v ? vc : kc) + (valid ? row * RB + (cc % CPR) * 16 : 0);
-      cp_async16(smem_addr(slot + (is_v ? n_code * 16 : 0) + cc * 16), src, valid);
+      rows[i] = lane + 32 * i < KW && p < k_end ? (e * dd.bs.d + (p - b * dd.bs.d)) * a.n_kv_heads + kvh : -1;
     }
-    unsigned char* par = slot + 2 * n_code * 16;
-    for (int c = lane; c < 2 * n_par; c += 32) {
-      const bool is_v = c >= n_par;
-      const int cc = is_v ? c - n_par : c;
-      bool valid;
-      const size_t row = slot_of(cc / upr, &valid);
-      const unsigned char* src = (is_v ? vp : kp) + (valid ? row * cd.pb + (cc % upr) * cd.unit : 0);
-      cp_async_n(smem_addr(par + (is_v ? n_par * cd.unit : 0) + cc * cd.unit), src, cd.unit, valid);
+#pragma unroll
+    for (int i = 0; i < kMaxKeysPerWarp * CPR / 32; ++i) {
+      if (32 * i >= n_code) break;
+      const int c = lane + 32 * i;
+      const int row = __shfl_sync(0xffffffffu, rows[i / CPR], c / CPR % 32);
+      const size_t off = row < 0 ? 0 : static_cast<size_t>(row) * RB + c % CPR * 16;
+      const uint32_t dst = smem_addr(slot + c * 16);
+      cp_async16(dst, kc + off, row >= 0);
+      cp_async16(dst + n_code * 16, vc + off, row >= 0);
+    }
+    const uint32_t par = smem_addr(slot + 2 * n_code * 16);
+#pragma unroll
+    for (int i = 0; i < kMaxKeysPerWarp / 32; ++i) {
+      const int r = lane + 32 * i;
+      if (r >= KW) break;
+      const size_t off = rows[i] < 0 ? 0 : static_cast<size_t>(rows[i]) * cd.pb;
+      cp_async_n(par + r * cd.pb, kp + off, cd.pb, rows[i] >= 0);
+      cp_async_n(par + (KW + r) * cd.pb, vp + off, cd.pb, rows[i] >= 0);
     }
   };
   int ent_pro[S];
@@ -195,7 +199,7 @@ __global__ void __launch_bounds__(kWideWarps * 32)
     const unsigned char* slot = ring + ((j % S) * W + warp) * kSlotBytes;
     const unsigned char* v_codes = slot + n_code * 16;
     const unsigned char* k_par = slot + 2 * n_code * 16;
-    const unsigned char* v_par = k_par + n_par * cd.unit;
+    const unsigned char* v_par = k_par + KW * cd.pb;
     for (int t0 = 0; t0 < KW && key0 + t0 < k_end; t0 += kTileKeys) {
       float s[2][4] = {};
 #pragma unroll
@@ -266,7 +270,7 @@ void launch_typed(const AttentionLaunch& a, const DecodePlan& plan, void* worksp
   (void)configured;
   const DecodeDims dd = decode_dims(a, plan);
   const int pb = param_bytes(a);
-  const CodeDims cd{plan.keys_per_warp, pb, std::min(pb, 16), a.kv_group};
+  const CodeDims cd{plan.keys_per_warp, pb, a.kv_group};
   const dim3 grid(plan.splits, a.n_kv_heads * plan.head_chunks, a.n_seqs);
   launch_dependent(decode_codes_kernel<D, C>, grid, dim3(kWideWarps * 32), smem, s, a, dd, cd,
                    static_cast<float*>(workspace), partial_lse(a, plan.splits, workspace), counters);
@@ -291,7 +295,8 @@ const char* decode_codes_decline(DType kv_t, int head_dim, int group, int block_
   if (group <= 0 || group % 8 || head_dim % group) return "scale groups must be multiples of 8 that divide head_dim";
   if (group < head_dim / 4) return "scale groups must span at least a quarter of head_dim (a lane holds one group)";
   const int pb = param_row_bytes(code, head_dim, group);
-  if (pb % 4 || pb > 32) return "a row's params must take 4 to 32 bytes (fp8 at head_dim 64 has one 2-byte scale)";
+  if (pb != 4 && pb != 8 && pb != 16)
+    return "a row's params must take 4, 8 or 16 bytes (fp8 at head_dim 64 has one 2-byte scale)";
   if (block_size < 1) return "block_size must be positive";
   return nullptr;
 }
@@ -305,7 +310,8 @@ double code_bytes_per_key(const AttentionLaunch& a) {
 int code_keys_per_warp(const AttentionLaunch& a, int cap) {
   const double per_key = code_bytes_per_key(a);
   auto fits = [&](int kw) {
-    return kw * per_key <= kSlotBytes && (kw - 1) / a.block_size + 2 <= 32 && (cap == 0 || cap % kw == 0);
+    return kw * per_key <= kSlotBytes && kw <= kMaxKeysPerWarp && (kw - 1) / a.block_size + 2 <= 32 &&
+           (cap == 0 || cap % kw == 0);
   };
   int kw = kTileKeys;
   while (fits(2 * kw)) kw *= 2;

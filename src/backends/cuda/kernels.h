@@ -154,6 +154,8 @@ void launch_attention_decode(const AttentionLaunch& a, const DecodePlan& plan, v
 const char* decode_codes_decline(DType kv_t, int head_dim, int group, int block_size);
 // Compressed K + V bytes per key and KV head, params included.
 double code_bytes_per_key(const AttentionLaunch& a);
+// A warp's ring slot (codes + params of one stage) and the most keys a stage holds.
+constexpr int kCodeSlotBytes = 9216, kCodeMaxKeysPerWarp = 128;
 // Keys a warp copies per stage: a multiple of 16 that fills its ring slot, dividing `cap` when cap > 0.
 int code_keys_per_warp(const AttentionLaunch& a, int cap);
 void launch_decode_codes(const AttentionLaunch& a, const DecodePlan& plan, void* workspace, int* counters,
