@@ -4,7 +4,8 @@
 # cases (every CUDA variant over every page format against the CPU reference), the attention kernels over
 # each --kv-type at the issue's decode shapes (1x32K, 1x128K, 32x8K) beside torch SDPA and the copy ceiling
 # measured in the same call, and `kestrel bench` decode speed of the llama3-8b shape after 128K
-# context tokens per format. Logs and JSON go under $OUT (default ./gpu-out).
+# context tokens per format. Logs and JSON go under $OUT (default ./gpu-out), in at most 6 files (the device
+# tool returns only a few): run.log (everything printed), tests.log, kernels.json, torch.json, e2e.json.
 #   scripts/gpu/kv_formats.sh DIR [--commit HASH] [--formats "bf16 fp8 int8 int4 int2"] [--depths "131072"]
 #                                 [--no-tests] [--no-kernels] [--no-e2e]
 set -uo pipefail
@@ -32,8 +33,9 @@ while [ $# -gt 0 ]; do
 done
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
-echo "commit: $commit; date: $(date -u +%F)" | tee -a "$out/device.txt"
+exec > >(tee "$out/run.log") 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+echo "commit: $commit; date: $(date -u +%F)"
 
 if [ "$tests" = 1 ]; then
   "$bin/kestrel_tests" --gtest_filter='OpsHarness.Attention:OpsHarness.KvWrite:OpsHarness.RopeKvWrite:CudaOps.Attention*' \
@@ -43,9 +45,8 @@ if [ "$tests" = 1 ]; then
 fi
 
 if [ "$kernels" = 1 ]; then
-  "$bin/kestrel_cuda_bench" --filter attention --json "$out/kernels.json" 2>&1 | tee "$out/kernels.log"
-  timeout 300 python3 bench/peers/torch_attention.py --json "$out/torch.json" 2>&1 |
-    grep -E "copy|attention" | tee "$out/torch.log"
+  "$bin/kestrel_cuda_bench" --filter attention --json "$out/kernels.json" 2>&1
+  timeout 300 python3 bench/peers/torch_attention.py --json "$out/torch.json" 2>&1 | grep -E "copy|attention"
 fi
 
 if [ "$e2e" = 1 ]; then
@@ -54,8 +55,12 @@ if [ "$e2e" = 1 ]; then
   "$bin/kestrel" synth --preset llama3-8b --seed 1 --out "$models/llama3-8b" | tail -1
   dflags=""
   for d in $depths; do dflags="$dflags -d $d"; done
+  runs=$(mktemp -d)
   for f in $formats; do
     "$bin/kestrel" bench --device cuda -m "$models/llama3-8b" --kv-type "$f" -p 512 -n 64 $dflags -B 1 -r 2 \
-      --json "$out/bench-$f.json" 2>&1 | tee "$out/bench-$f.log"
+      --json "$runs/$f.json" 2>&1
   done
+  python3 -c 'import json, pathlib, sys; d = pathlib.Path(sys.argv[1])
+print(json.dumps({p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}, indent=1))' "$runs" \
+    >"$out/e2e.json"
 fi

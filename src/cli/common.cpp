@@ -54,12 +54,13 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
   app.add_flag("--dequantize", f.dequantize,
                "on CUDA, convert a GGUF model's quantized weights to bf16 at load instead of running them in their "
                "own types (about 3.5x the memory of Q4_K; the baseline for A/B runs)");
-  app.add_option("--kv-type", f.kv_type,
-                 "KV cache format: f32, f16, bf16; fp8 (e4m3, a scale per 64 elements: ~1.9x smaller than bf16), "
-                 "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x), int2 (asymmetric, per 32: "
-                 "5.3x); on the CPU also skvq (= skvq-k2v1.5: 2-bit keys, ternary values, per 64, reordered and clipped channels, "
-                 "5 sink and 128 recent tokens in f16: ~6.4x), skvq-k2v2, skvq-k4v4, and llama.cpp's q8_0, q4_0, q4_1, "
-                 "q5_0, q5_1 (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
+  app.add_option(
+      "--kv-type", f.kv_type,
+      "KV cache format: f32, f16, bf16; fp8 (e4m3, a scale per 64 elements: ~1.9x smaller than bf16), "
+      "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x), int2 (asymmetric, per 32: "
+      "5.3x); on the CPU also skvq (= skvq-k2v1.5: 2-bit keys, ternary values, per 64, reordered and clipped channels, "
+      "5 sink and 128 recent tokens in f16: ~6.4x), skvq-k2v2, skvq-k4v4, and llama.cpp's q8_0, q4_0, q4_1, "
+      "q5_0, q5_1 (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
   app.add_option("--kv-calib", f.kv_calib,
                  "the SKVQ calibration to use (default: MODEL.kv-calib.json when it exists; make one with "
                  "`kestrel quantize --kv skvq --calib TEXT -m MODEL`)");
@@ -178,7 +179,7 @@ SessionOptions session_options(const ModelFlags& f, const Model& model) {
   const std::optional<KvFormat> kv = kv_format_from_name(name);
   KS_CHECK(kv.has_value(), "unknown --kv-type '{}'; choose one of {}", name, kv_format_names());
   KS_CHECK(f.device != "cuda" || kv_format_on_cuda(*kv),
-           "--kv-type {} runs on the CPU only; with --device cuda choose bf16, fp8, int8 or int4", name);
+           "--kv-type {} runs on the CPU only; with --device cuda choose bf16, fp8, int8, int4 or int2", name);
   o.kv_format = with_kv_calibration(*kv, model.config(), model.path, f.kv_calib);
   return o;
 }
