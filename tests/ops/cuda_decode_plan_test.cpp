@@ -74,6 +74,19 @@ TEST(CudaDecodePlan, SplitsCoverTheSequenceInWholeStages) {
     }
 }
 
+// The code-page kernels are bound by their decode instructions, not only by HBM: a single long sequence
+// must keep (nearly) every SM busy in every wave, whatever the planned length (a graph plans for the cache's capacity).
+// An earlier model let 80 of 132 SMs run 1x128K int2 (1.5x slower in `kestrel bench` than in the kernel bench).
+TEST(CudaDecodePlan, CodePagesFillTheSms) {
+  for (const char* name : {"fp8", "int8", "int4", "int2"})
+    for (int max_len : {131072, 131072 + 576, 140000, 32768 + 100}) {
+      const AttentionLaunch a = launch_for(*kv_format_from_name(name), 1, 128);
+      const DecodePlan p = plan_attention_decode(a, max_len, 132);
+      const int blocks = p.splits * a.n_kv_heads, last_wave = blocks - (blocks - 1) / 132 * 132;
+      EXPECT_GE(last_wave, 120) << name << " " << max_len << ": " << blocks << " blocks";
+    }
+}
+
 TEST(CudaDecodePlan, DeclinesWhatTheKernelsAreNotBuiltFor) {
   EXPECT_EQ(decode_codes_decline(DType::U2, 128, 32, 16), nullptr);
   EXPECT_EQ(decode_codes_decline(DType::F8E4M3, 128, 64, 16), nullptr);

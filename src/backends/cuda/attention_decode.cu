@@ -258,11 +258,12 @@ DecodePlan plan_attention_decode(const AttentionLaunch& a, int max_kv_len, int s
   const int per_sm = narrow ? static_cast<int>(kSmemPerSm / (ring + sizeof(bf16) * kRows * a.head_dim)) : 1;
   const int cap = std::max(sms, 1) * std::max(per_sm, 1);
   // Blocks run in waves of `cap`. Time model per split count: a full wave streams at the HBM rate; a
-  // short last wave is capped by its blocks' own rate (a block pulls at most ~kSmRate times its fair
-  // share: 2 stages in flight over the loaded latency); every wave pays a start-up bubble and a split
-  // merge one more. Usually this picks one wave (cap / units splits), but it also avoids a last wave of
-  // a few lone blocks when units is just above a multiple of cap.
-  constexpr double kSmRate = 2.0;
+  // short last wave is capped by its blocks' own rate (a bf16 block pulls at most ~2x its fair share: 2
+  // stages in flight over the loaded latency; a code-page block, bound by its decode instructions, no more
+  // than its share, so idle SMs are lost time); every wave pays a start-up bubble and a split merge one
+  // more. Usually this picks one wave (cap / units splits), but it also avoids a last wave of a few lone
+  // blocks when units is just above a multiple of cap.
+  const double kSmRate = codes ? 1.0 : 2.0;
   constexpr double kBubbleBytes = 32 << 10;  // ~1.4 us at an SM's fair share of HBM
   double best = 0;
   for (int s = 1; s <= std::min(stages, cap); ++s) {
