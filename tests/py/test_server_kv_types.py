@@ -11,7 +11,7 @@ import requests
 from conftest import ServerProcess, stream_one
 
 
-@pytest.fixture(scope="module", params=["fp8", "int8", "int4", "skvq"])
+@pytest.fixture(scope="module", params=["fp8", "int8", "int4", "int2", "skvq"])
 def kv_server(request):
     s = ServerProcess("--kv-type", request.param)
     yield s
