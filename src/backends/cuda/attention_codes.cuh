@@ -83,47 +83,12 @@ __device__ __forceinline__ uint32_t affine2(uint32_t magic_codes, __half2 d, __h
   return h2_bits(__hfma2(__hsub2(bits_h2(magic_codes), bits_h2(kMagicHalves)), d, m));
 }
 
-// 8 elements (in order, as 4 half pairs) from their code bits (load_codes8) and params (load_dm).
-template <quant::KvCode C>
-__device__ __forceinline__ uint4 decode8(uint2 w, __half2 dm) {
-  if constexpr (C == quant::KvCode::Fp8) {
-    auto pair = [&](uint32_t word, int half) {
-      const __half2_raw r =
-          __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> (16 * half)), __NV_E4M3);
-      return h2_bits(__hmul2(__half2(r), dm));
-    };
-    return make_uint4(pair(w.x, 0), pair(w.x, 1), pair(w.y, 0), pair(w.y, 1));
-  } else {
-    const __half2 d = __low2half2(dm), m = __high2half2(dm);
-    uint32_t c[4];  // halves 1024 + code of elements (0, 1), (2, 3), (4, 5), (6, 7)
-    if constexpr (C == quant::KvCode::U8) {
-      c[0] = __byte_perm(w.x, 0x64646464u, 0x4140);
-      c[1] = __byte_perm(w.x, 0x64646464u, 0x4342);
-      c[2] = __byte_perm(w.y, 0x64646464u, 0x4140);
-      c[3] = __byte_perm(w.y, 0x64646464u, 0x4342);
-    } else if constexpr (C == quant::KvCode::U4) {  // element 2j in the low nibble of byte j
-      uint32_t a[4];                                // (e_i, e_i+4) for i = 0..3
-#pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = and_or(w.x >> (4 * i), 0x000F000Fu, kMagicHalves);
-      c[0] = __byte_perm(a[0], a[1], 0x5410);
-      c[1] = __byte_perm(a[2], a[3], 0x5410);
-      c[2] = __byte_perm(a[0], a[1], 0x7632);
-      c[3] = __byte_perm(a[2], a[3], 0x7632);
-    } else {  // U2: element 4j + i in bits 2i of byte j; y's bits 16 + 4i hold element 2i + 1
-      const uint32_t y = w.x | (w.x << 14);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) c[i] = and_or(y >> (4 * i), 0x00030003u, kMagicHalves);
-    }
-    return make_uint4(affine2(c[0], d, m), affine2(c[1], d, m), affine2(c[2], d, m), affine2(c[3], d, m));
-  }
-}
-
 // ---- decoding straight into MMA fragments (the decode kernel: no f16 tile, no ldmatrix) ----
 //
 // A 32-bit word of codes holds kWordElems<C> elements. As the B operand of S = Q K^T its elements may go
 // into the half pairs in any order, since the same order is applied to Q's dims (the dot product does not
-// care): word_pair_elems says which two elements pair p holds, picked so the unpack is a shift and one
-// LOP3 per pair. As the B operand of O += P V a pair must hold one dim of two keys: key_pairs below.
+// care): word_pair_elem says which two elements pair p holds, picked so the unpack is a shift and one
+// LOP3 per pair. As the B operand of O += P V a pair must hold one dim of two keys: decode_key_pair below.
 template <quant::KvCode C>
 constexpr int kWordElems = 32 / code_bits(C);
 
@@ -159,6 +124,29 @@ __device__ __forceinline__ void decode_word(uint32_t w, __half2 dm, uint32_t* ou
       out[p] = affine2(c, d, m);
     }
   }
+}
+
+// 8 elements (in order, as 4 half pairs) from their code bits (load_codes8) and params (load_dm): the
+// prefill kernel's f16 tiles. The 8- and 4-bit codes reuse decode_word (u4 then restores the order).
+template <quant::KvCode C>
+__device__ __forceinline__ uint4 decode8(uint2 w, __half2 dm) {
+  uint4 v;
+  uint32_t* out = &v.x;
+  if constexpr (code_bits(C) == 8) {
+    decode_word<C>(w.x, dm, out);
+    decode_word<C>(w.y, dm, out + 2);
+  } else if constexpr (C == quant::KvCode::U4) {  // (e_i, e_i+4) for i = 0..3, then in order
+    uint32_t a[4];
+    decode_word<C>(w.x, dm, a);
+    v = make_uint4(__byte_perm(a[0], a[1], 0x5410), __byte_perm(a[2], a[3], 0x5410), __byte_perm(a[0], a[1], 0x7632),
+                   __byte_perm(a[2], a[3], 0x7632));
+  } else {  // U2: element 4j + i in bits 2i of byte j; y's bits 16 + 4i hold element 2i + 1
+    const __half2 d = __low2half2(dm), m = __high2half2(dm);
+    const uint32_t y = w.x | (w.x << 14);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) out[i] = affine2(and_or(y >> (4 * i), 0x00030003u, kMagicHalves), d, m);
+  }
+  return v;
 }
 
 // One dim of two keys per pair: the kWordElems<C> elements of word wa (key a) and wb (key b), as pairs
