@@ -5,6 +5,7 @@
 //   kestrel_cuda_bench [--json FILE] [--quick] [--copy-ceiling GB/s from the peer script's copy]
 //                      [--filter TEXT: only the groups (attention, matmul, elementwise), the attention cases
 //                      whose name contains TEXT, or the matmuls of one weight type (bf16, q4_k, q6_k, q8_0)]
+//                      [--m 356,384,512: the matmuls' activation rows instead of the decode/prefill list]
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
@@ -98,6 +99,7 @@ struct Ceilings {
 json g_results = json::array();
 double g_peer_copy_gbs = 0;  // --copy-ceiling: the torch peer's copy rate from the same call
 std::string g_filter;        // --filter
+std::vector<int64_t> g_ms;   // --m: activation rows of the matmul cases (empty: the default list)
 bool wanted(const std::string& name) {
   return g_filter.empty() || name.find(g_filter) != std::string::npos;
 }
@@ -174,8 +176,10 @@ void bench_matmul(std::mt19937& rng, bool quick) {
       const int copies = copies_for(wbytes);
       std::vector<Tensor> ws;
       for (int i = 0; i < copies; ++i) ws.push_back(random_weight(wt, s.n, s.k, rng));
-      for (int64_t m :
-           quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 2048}) {
+      const std::vector<int64_t> ms = !g_ms.empty() ? g_ms
+                                      : quick       ? std::vector<int64_t>{1, 8}
+                                                    : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 2048};
+      for (int64_t m : ms) {
         Tensor x = random_device(DType::BF16, {m, s.k}, rng);
         Tensor y = empty_device(DType::BF16, {m, s.n});
         const double bytes = wbytes + 2.0 * m * (s.k + s.n), flops = 2.0 * m * s.n * s.k;
@@ -287,6 +291,17 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) g_filter = argv[++i];
     if (!std::strcmp(argv[i], "--copy-ceiling") && i + 1 < argc) g_peer_copy_gbs = std::atof(argv[++i]);
+    if (!std::strcmp(argv[i], "--m") && i + 1 < argc)
+      for (const char* p = argv[++i]; *p;) {
+        char* end = nullptr;
+        const long m = std::strtol(p, &end, 10);
+        if (end == p || m < 1) {
+          std::fprintf(stderr, "kestrel_cuda_bench: --m takes positive row counts separated by commas\n");
+          return 2;
+        }
+        g_ms.push_back(m);
+        p = *end == ',' ? end + 1 : end;
+      }
   }
   try {
     if (!cuda_available()) {

@@ -5,6 +5,7 @@
 // On CUDA it also runs batched decode (B independent sequences stepping together through the executor, the
 // same step path the server uses: decode graphs, GPU greedy sampling), measures the device-to-device copy
 // ceiling in the same run and splits step time into GEMM and attention shares (ops::Context::profile_only).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -27,6 +28,8 @@ struct BenchFlags {
   std::vector<int> gen = {128};
   std::vector<int> batches = {1};  // decode batch sizes (CUDA)
   std::vector<int> depths = {0};   // context tokens already cached when a tg test starts
+  std::vector<int> mixed;          // prompt tokens of a mixed step (CUDA): B decode rows + prompt chunks
+  int mixed_chunk = 256;           // the server's --prefill-chunk: a mixed step's prompts are this long
   int repeats = 3;
   std::string json;
 };
@@ -213,6 +216,98 @@ nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, const KvF
           {"pct_of_copy", 100 * gbs / copy_gbps}};
 }
 
+// One mixed step as the server runs it under load: B decode rows (contexts of d tokens) and p prompt tokens
+// in chunks of `chunk` tokens from separate prompts, every row sampling greedily on the device. Times the
+// mixed step and, on the same cache, its two halves alone (the decode rows eagerly as in the mixed step and
+// from their graph, the prompt chunks alone), plus the mixed step's GPU time with only the matmuls and only
+// attention running: where a mixed step's time goes that prefill and decode rates do not explain.
+nlohmann::json bench_mixed_gpu(Decoder& dec, const ops::Context& ctx, const KvFormat& kv, int B, int p, int chunk,
+                               int d, int repeats) {
+  const ModelConfig& c = dec.config();
+  const int n_prompts = (p + chunk - 1) / chunk;
+  const int len = std::max(d + 2, chunk);
+  const int per_seq = (len + 15) / 16;
+  KvCacheConfig kc{c.n_layers, c.n_kv_heads, c.head_dim, 16, (B + n_prompts) * per_seq + 2, kv};
+  KvCache cache(kc, ctx);
+  std::vector<SequenceKv> seqs(B + n_prompts);
+  for (auto& s : seqs) KS_CHECK(s.reserve(cache, len), "KV cache too small");
+  const auto context = bench_tokens(std::max(d, chunk), c.vocab);
+  if (d > 0) {
+    Executor pre(dec, cache, ctx, executor_options(std::min(d, kDepthChunk), 1, len, false));
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < d; i += kDepthChunk) {
+        StepSeq s;
+        s.kv = &seqs[b];
+        s.tokens = std::span(context).subspan(i, std::min(kDepthChunk, d - i));
+        s.prompt = true;
+        pre.run(std::span(&s, 1));
+      }
+  }
+  const SamplingParams greedy;
+  std::vector<int32_t> tok(B);
+  for (int b = 0; b < B; ++b) tok[b] = static_cast<int32_t>((b * 7919 + 13) % c.vocab);
+  // The step's rows: decode rows first (if any), then the prompt chunks (if any).
+  auto rows = [&](bool decode, bool prompts) {
+    std::vector<StepSeq> work;
+    for (int b = 0; decode && b < B; ++b) {
+      seqs[b].set_length(cache, d);
+      StepSeq s;
+      s.kv = &seqs[b];
+      s.tokens = std::span(&tok[b], 1);
+      s.sampling = &greedy;
+      work.push_back(s);
+    }
+    for (int i = 0; prompts && i < n_prompts; ++i) {
+      SequenceKv& sq = seqs[B + i];
+      sq.set_length(cache, 0);
+      StepSeq s;
+      s.kv = &sq;
+      s.tokens = std::span(context).first(std::min(chunk, p - i * chunk));
+      s.prompt = true;
+      s.sampling = &greedy;
+      work.push_back(s);
+    }
+    return work;
+  };
+  const int tokens = B + p;
+  // Median GPU ms of `repeats` runs of a step (one untimed warm-up first).
+  auto time_step = [&](Executor& ex, const ops::Context& tc, bool decode, bool prompts) {
+    ex.run(rows(decode, prompts));
+    std::vector<double> ms;
+    for (int i = 0; i < std::max(repeats, 3); ++i) {
+      const auto work = rows(decode, prompts);
+      ms.push_back(gpu_ms(tc, [&] { ex.run(work); }));
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  Executor ex(dec, cache, ctx, executor_options(tokens, B + n_prompts, len, true));
+  const double mixed = time_step(ex, ctx, true, true);
+  const double prefill = time_step(ex, ctx, false, true);
+  const double decode_graph = time_step(ex, ctx, true, false);
+  Executor eager(dec, cache, ctx, executor_options(tokens, B + n_prompts, len, false));
+  const double decode_eager = time_step(eager, ctx, true, false);
+  auto only = [&](const char* op) {
+    ops::Context pc = ctx;
+    pc.profile_only = op;
+    Executor pe(dec, cache, pc, executor_options(tokens, B + n_prompts, len, false));
+    return time_step(pe, ctx, true, true);
+  };
+  const double gemm = only("matmul"), attn = only("attention");
+  return {{"test", fmt::format("mixed p{}+B{} @ d{}", p, B, d)},
+          {"batch", B},
+          {"prompt_tokens", p},
+          {"chunk", chunk},
+          {"depth", d},
+          {"mixed_ms", mixed},
+          {"prefill_only_ms", prefill},
+          {"decode_graph_ms", decode_graph},
+          {"decode_eager_ms", decode_eager},
+          {"mixed_gemm_ms", gemm},
+          {"mixed_attention_ms", attn},
+          {"tok_s", tokens / (mixed * 1e-3)}};
+}
+
 void bench_gpu(const BenchFlags& f) {
   const double t_load = now_seconds();
   auto model = load(f.model);
@@ -267,6 +362,21 @@ void bench_gpu(const BenchFlags& f) {
         std::printf("| %s | %d | %.1f | %.3f | %.0f | %.1f%% | %.0f%% | - |\n", r["test"].get<std::string>().c_str(), B,
                     r["tok_s"].get<double>(), r["step_ms"].get<double>(), r["gb_s"].get<double>(),
                     r["pct_of_copy"].get<double>(), 100 * r["gemm_share"].get<double>());
+        std::fflush(stdout);
+        out["results"].push_back(r);
+      }
+  if (!f.mixed.empty())
+    std::printf(
+        "\n| mixed step | ms | tok/s | prompts alone ms | decode rows alone ms (eager / graph) | matmuls only ms | "
+        "attention only ms |\n|---|---|---|---|---|---|---|\n");
+  for (int p : f.mixed)
+    for (int d : f.depths)
+      for (int B : f.batches) {
+        nlohmann::json r = bench_mixed_gpu(dec, ctx, kv, B, p, f.mixed_chunk, d, f.repeats);
+        std::printf("| %s | %.3f | %.0f | %.3f | %.3f / %.3f | %.3f | %.3f |\n", r["test"].get<std::string>().c_str(),
+                    r["mixed_ms"].get<double>(), r["tok_s"].get<double>(), r["prefill_only_ms"].get<double>(),
+                    r["decode_eager_ms"].get<double>(), r["decode_graph_ms"].get<double>(),
+                    r["mixed_gemm_ms"].get<double>(), r["mixed_attention_ms"].get<double>());
         std::fflush(stdout);
         out["results"].push_back(r);
       }
@@ -356,6 +466,13 @@ void register_bench(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 22));
   cmd->add_option("-B,--batch", f->batches, "decode batch sizes, B sequences stepping together (CUDA; repeatable)")
       ->check(CLI::Range(1, 128));
+  cmd->add_option("--mixed", f->mixed,
+                  "CUDA: also time mixed steps as the server runs them under load, each -B decode rows (at each -d "
+                  "context) plus this many prompt tokens (repeatable), against their halves run alone")
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--mixed-chunk", f->mixed_chunk,
+                  "prompt tokens per prompt in a --mixed step (the server's --prefill-chunk)")
+      ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("-r,--repetitions", f->repeats, "repeats per test")->check(CLI::Range(1, 1000));
   cmd->add_option("--json", f->json, "also write the results as JSON to this file");
   add_model_flags(*cmd, f->model);
