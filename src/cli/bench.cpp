@@ -13,9 +13,11 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <random>
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "core/half.h"
 #include "core/thread_pool.h"
 #include "engine/executor.h"
 
@@ -28,6 +30,7 @@ struct BenchFlags {
   std::vector<int> gen = {128};
   std::vector<int> batches = {1};  // decode batch sizes (CUDA)
   std::vector<int> depths = {0};   // context tokens already cached when a tg test starts
+  bool random_depth = false;       // fill -d contexts with random K/V instead of prefilling them
   std::vector<int> mixed;          // prompt tokens of a mixed step (CUDA): B decode rows + prompt chunks
   int mixed_chunk = 256;           // the server's --prefill-chunk: a mixed step's prompts are this long
   int repeats = 3;
@@ -135,11 +138,38 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, const Kv
 // The prompt chunk a depth's context is prefilled in.
 constexpr int kDepthChunk = 4096;
 
+// Gives each sequence d cached positions of random keys and values (N(0, 1), written through the cache's
+// format by ops::kv_write, every layer the same) instead of prefilling them: a context of a million
+// tokens then takes seconds instead of the half hour its causal prefill would. Decode speed and memory do
+// not depend on what the keys are; the tokens decoded after it mean nothing.
+void fill_random_context(KvCache& cache, const ops::Context& ctx, std::vector<SequenceKv>& seqs, int d) {
+  const KvCacheConfig& kc = cache.config();
+  const int64_t row = static_cast<int64_t>(kc.n_kv_heads) * kc.head_dim;
+  const int chunk = std::min(d, kDepthChunk);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  Tensor kv_host = Tensor::empty_host(DType::BF16, {chunk, kc.n_kv_heads, kc.head_dim});
+  for (int64_t i = 0; i < chunk * row; ++i) kv_host.ptr<uint16_t>()[i] = f32_to_bf16(normal(rng));
+  const Tensor kv_dev = ctx.lane().upload(kv_host);
+  Tensor slots = Tensor::empty_host(DType::I32, {chunk});
+  for (auto& sq : seqs) {
+    for (int i = 0; i < d; i += chunk) {
+      const int n = std::min(chunk, d - i);
+      for (int j = 0; j < n; ++j) slots.ptr<int32_t>()[j] = sq.slot(cache, i + j);
+      const Tensor slots_dev = ctx.lane().upload(n == chunk ? slots : slots.slice_rows(0, n));
+      const Tensor kv_rows = n == chunk ? kv_dev : kv_dev.slice_rows(0, n);
+      for (ops::KvLayer& layer : cache.layers()) ops::kv_write(ctx, kv_rows, kv_rows, slots_dev, layer);
+    }
+    sq.set_length(cache, d);
+  }
+  ctx.lane().synchronize();
+}
+
 // B sequences decode g tokens each after d context tokens (prefilled once, untimed), stepping together
 // through the executor (decode graphs, GPU greedy sampling feeding the next tokens: the server's step
 // path, host planning included).
 nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, const KvFormat& kv, int B, int g, int d,
-                                int repeats, double copy_gbps) {
+                                bool random_depth, int repeats, double copy_gbps) {
   const ModelConfig& c = dec.config();
   const int len = d + g + 1;
   const int per_seq = (len + 15) / 16;
@@ -147,7 +177,9 @@ nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, const KvF
   KvCache cache(kc, ctx);
   std::vector<SequenceKv> seqs(B);
   for (auto& s : seqs) KS_CHECK(s.reserve(cache, len), "KV cache too small");
-  if (d > 0) {
+  if (random_depth)
+    fill_random_context(cache, ctx, seqs, d);
+  else if (d > 0) {
     const auto context = bench_tokens(d, c.vocab);
     Executor pre(dec, cache, ctx, executor_options(std::min(d, kDepthChunk), 1, len, false));
     for (auto& sq : seqs)
@@ -203,8 +235,9 @@ nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, const KvF
   const double kv_token = static_cast<double>(c.n_layers) * kv.bytes_per_token_layer(c.n_kv_heads, c.head_dim);
   const double bytes = static_cast<double>(dec.weights().nbytes()) + B * kv_token * (d + (g + 1) / 2.0);
   const double gbs = bytes / step_s / 1e9;
-  return {{"test", d > 0 ? fmt::format("tg{} @ d{}", g, d) : fmt::format("tg{}", g)},
+  return {{"test", d > 0 ? fmt::format("tg{} @ d{}{}", g, d, random_depth ? " (random)" : "") : fmt::format("tg{}", g)},
           {"depth", d},
+          {"random_depth", random_depth && d > 0},
           {"batch", B},
           {"tok_s", tps},
           {"tok_s_samples", tok_s},
@@ -358,7 +391,7 @@ void bench_gpu(const BenchFlags& f) {
   for (int d : f.depths)
     for (int g : f.gen)
       for (int B : f.batches) {
-        nlohmann::json r = bench_decode_gpu(dec, ctx, kv, B, g, d, f.repeats, copy_gbps);
+        nlohmann::json r = bench_decode_gpu(dec, ctx, kv, B, g, d, f.random_depth, f.repeats, copy_gbps);
         std::printf("| %s | %d | %.1f | %.3f | %.0f | %.1f%% | %.0f%% | - |\n", r["test"].get<std::string>().c_str(), B,
                     r["tok_s"].get<double>(), r["step_ms"].get<double>(), r["gb_s"].get<double>(),
                     r["pct_of_copy"].get<double>(), 100 * r["gemm_share"].get<double>());
@@ -466,6 +499,10 @@ void register_bench(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 22));
   cmd->add_option("-B,--batch", f->batches, "decode batch sizes, B sequences stepping together (CUDA; repeatable)")
       ->check(CLI::Range(1, 128));
+  cmd->add_flag("--random-depth", f->random_depth,
+                "CUDA: fill the -d contexts with random keys and values written through the --kv-type format instead "
+                "of prefilling them (seconds instead of the causal prefill's minutes at 1M tokens; same decode speed, "
+                "meaningless tokens)");
   cmd->add_option("--mixed", f->mixed,
                   "CUDA: also time mixed steps as the server runs them under load, each -B decode rows (at each -d "
                   "context) plus this many prompt tokens (repeatable), against their halves run alone")
