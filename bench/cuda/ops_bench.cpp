@@ -190,6 +190,16 @@ void bench_matmul(std::mt19937& rng, bool quick) {
           if (v.device != Device::Cuda || !v.supports(probe, nullptr)) continue;
           const double us = time_graph(copies, [&](int i) { v.run({x, ws[i], y, nullptr}, ctx()); });
           record("matmul", name, v.name + (v.name == chosen ? " (dispatch)" : ""), us, bytes, flops);
+          // With --m: the heuristic's other cuBLASLt algorithms too, to see what its first choice leaves.
+          if (v.name == "cuda.cublaslt" && !g_ms.empty())
+            for (int c = 1; c < cublaslt_candidates(lane_of(g_ctx), m, s.n, s.k, DType::BF16); ++c)
+              record("matmul", name, fmt::format("cuda.cublaslt#{}", c),
+                     time_graph(copies,
+                                [&](int i) {
+                                  cublaslt_matmul(lane_of(g_ctx), x.data, ws[i].data, DType::BF16, y.data, m, s.n, s.k,
+                                                  c);
+                                }),
+                     bytes, flops);
           const double layers = std::string(s.name) == "lm_head" ? 1 : 32;
           if (m == 1 && v.name == chosen) step_us += us * layers, step_bytes += wbytes * layers;
         }

@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/runtime.h"
@@ -14,13 +15,15 @@ namespace kestrel::backends::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+// Algorithms asked of the heuristic per shape: the first runs; the others are there to be timed against it.
+constexpr int kCandidates = 8;
 
-// Descriptors and the heuristic's algorithm for one problem shape, built once and reused: the
+// Descriptors and the heuristic's algorithms for one problem shape, built once and reused: the
 // heuristic query costs far more than a decode-sized GEMM.
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> algos;  // best first, as the heuristic ranks them
 };
 
 }  // namespace
@@ -42,13 +45,21 @@ class Gemm {
     cublasLtDestroy(handle_);
   }
 
-  void run(const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K, cudaStream_t s) {
+  void run(const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K, int candidate,
+           cudaStream_t s) {
     std::lock_guard lock(mu_);
     const Plan& p = plan(M, N, K, y_t);
+    KS_CHECK(candidate >= 0 && candidate < static_cast<int>(p.algos.size()),
+             "cuBLASLt has {} algorithms for a {}x{}x{} GEMM, not {}", p.algos.size(), M, N, K, candidate + 1);
     const float alpha = 1.f, beta = 0.f;
     // Column-major view: D (N x M, ld N) = op(A) B with A = w (K x N col-major, transposed), B = x (K x M).
-    CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algo, workspace_.data,
-                                kWorkspaceBytes, s));
+    CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &p.algos[candidate],
+                                workspace_.data, kWorkspaceBytes, s));
+  }
+
+  int candidates(int64_t M, int64_t N, int64_t K, DType y_t) {
+    std::lock_guard lock(mu_);
+    return static_cast<int>(plan(M, N, K, y_t).algos.size());
   }
 
  private:
@@ -68,12 +79,12 @@ class Gemm {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
                                                       sizeof(kWorkspaceBytes)));
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kCandidates]{};
     int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.d, p.d, pref, 1, &result, &found));
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.d, p.d, pref, kCandidates, results, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     KS_CHECK(found > 0, "cuBLASLt has no algorithm for a {}x{}x{} bf16 GEMM", M, N, K);
-    p.algo = result.algo;
+    for (int i = 0; i < found; ++i) p.algos.push_back(results[i].algo);
     return plans_.emplace(key, p).first->second;
   }
 
@@ -83,9 +94,13 @@ class Gemm {
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, Plan> plans_;
 };
 
-void cublaslt_matmul(CudaLane& lane, const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N,
-                     int64_t K) {
-  lane.state<Gemm>().run(x, w, y_t, y, M, N, K, lane.stream());
+void cublaslt_matmul(CudaLane& lane, const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K,
+                     int candidate) {
+  lane.state<Gemm>().run(x, w, y_t, y, M, N, K, candidate, lane.stream());
+}
+
+int cublaslt_candidates(CudaLane& lane, int64_t M, int64_t N, int64_t K, DType y_t) {
+  return lane.state<Gemm>().candidates(M, N, K, y_t);
 }
 
 }  // namespace kestrel::backends::cuda
