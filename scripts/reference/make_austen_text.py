@@ -3,10 +3,11 @@
 novels of Debian's r-cran-janeaustenr package, read from its R lazy-load database (data/Rdata.rdb: blobs of a
 4-byte big-endian length and a zlib stream, each an R serialisation (XDR, version 3) of a character vector,
 one element per printed line) without R. Lines are joined as printed; blank lines separate paragraphs.
-Usage: python3 scripts/reference/make_austen_text.py [--out PATH] [--novels N]
+Usage: python3 scripts/reference/make_austen_text.py [--out PATH] [--novels N] [--skip N]
   (default out: $KESTREL_CACHE/austen.txt, ~/.cache/kestrel when unset; N: how many novels, in the
   database's order: Emma, Mansfield Park, Northanger Abbey, Persuasion, Pride and Prejudice, Sense and
-  Sensibility; 4,025,038 characters for all six from janeaustenr 1.0.0-1)
+  Sensibility; 4,025,038 characters for all six from janeaustenr 1.0.0-1; --skip 1 leaves Emma out, as the
+  training text of scripts/train/ does)
 """
 import argparse
 import pathlib
@@ -47,6 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=pathlib.Path, default=CACHE / "austen.txt")
     ap.add_argument("--novels", type=int, default=6)
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first N novels")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["apt-get", "download", "-q", "r-cran-janeaustenr"], cwd=tmp, check=True,
@@ -60,10 +62,11 @@ def main() -> None:
         blob = dec.decompress(data[pos + 4:])
         novels.append("\n".join(strings(blob)).strip())
         pos = len(data) - len(dec.unused_data)
-    text = "\n\n\n".join(novels[:args.novels]) + "\n"
+    chosen = novels[args.skip:args.skip + args.novels]
+    text = "\n\n\n".join(chosen) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}: {len(novels[:args.novels])} novels, {len(text)} characters")
+    print(f"wrote {args.out}: {len(chosen)} novels, {len(text)} characters")
 
 
 if __name__ == "__main__":
