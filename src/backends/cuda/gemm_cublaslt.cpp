@@ -15,7 +15,8 @@ namespace kestrel::backends::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
-// Algorithms asked of the heuristic per shape: the first runs; the others are there to be timed against it.
+// Algorithms a benchmark may ask the heuristic for per shape (cublaslt_candidates); a plan asks for one
+// unless asked for more, since the query is host time a new shape costs inside a step.
 constexpr int kCandidates = 8;
 
 // Descriptors and the heuristic's algorithms for one problem shape, built once and reused: the
@@ -24,6 +25,7 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   std::vector<cublasLtMatmulAlgo_t> algos;  // best first, as the heuristic ranks them
+  bool exhausted = false;                   // the heuristic has no more to offer
 };
 
 }  // namespace
@@ -48,7 +50,7 @@ class Gemm {
   void run(const void* x, const void* w, DType y_t, void* y, int64_t M, int64_t N, int64_t K, int candidate,
            cudaStream_t s) {
     std::lock_guard lock(mu_);
-    const Plan& p = plan(M, N, K, y_t);
+    const Plan& p = plan(M, N, K, y_t, candidate + 1);
     KS_CHECK(candidate >= 0 && candidate < static_cast<int>(p.algos.size()),
              "cuBLASLt has {} algorithms for a {}x{}x{} GEMM, not {}", p.algos.size(), M, N, K, candidate + 1);
     const float alpha = 1.f, beta = 0.f;
@@ -59,13 +61,35 @@ class Gemm {
 
   int candidates(int64_t M, int64_t N, int64_t K, DType y_t) {
     std::lock_guard lock(mu_);
-    return static_cast<int>(plan(M, N, K, y_t).algos.size());
+    return static_cast<int>(plan(M, N, K, y_t, kCandidates).algos.size());
   }
 
  private:
-  const Plan& plan(int64_t M, int64_t N, int64_t K, DType y_t) {
+  // The plan of a shape with the heuristic's `wanted` best algorithms (or all it has, if fewer).
+  const Plan& plan(int64_t M, int64_t N, int64_t K, DType y_t, int wanted) {
     const auto key = std::make_tuple(M, N, K, static_cast<int>(y_t));
-    if (auto it = plans_.find(key); it != plans_.end()) return it->second;
+    auto it = plans_.find(key);
+    if (it != plans_.end() && (static_cast<int>(it->second.algos.size()) >= wanted || it->second.exhausted))
+      return it->second;
+    if (it == plans_.end()) it = plans_.emplace(key, describe(M, N, K, y_t)).first;
+    Plan& p = it->second;
+    cublasLtMatmulPreference_t pref = nullptr;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
+                                                      sizeof(kWorkspaceBytes)));
+    cublasLtMatmulHeuristicResult_t results[kCandidates]{};
+    const int asked = std::min(std::max(wanted, 1), kCandidates);
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.d, p.d, pref, asked, results, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    KS_CHECK(found > 0, "cuBLASLt has no algorithm for a {}x{}x{} bf16 GEMM", M, N, K);
+    p.algos.resize(found);
+    for (int i = 0; i < found; ++i) p.algos[i] = results[i].algo;
+    p.exhausted = found < asked || asked == kCandidates;
+    return p;
+  }
+
+  static Plan describe(int64_t M, int64_t N, int64_t K, DType y_t) {
     Plan p;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
@@ -75,17 +99,7 @@ class Gemm {
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, K, N, K));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, K, M, K));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, d_type, N, M, N));
-    cublasLtMatmulPreference_t pref = nullptr;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
-                                                      sizeof(kWorkspaceBytes)));
-    cublasLtMatmulHeuristicResult_t results[kCandidates]{};
-    int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.d, p.d, pref, kCandidates, results, &found));
-    cublasLtMatmulPreferenceDestroy(pref);
-    KS_CHECK(found > 0, "cuBLASLt has no algorithm for a {}x{}x{} bf16 GEMM", M, N, K);
-    for (int i = 0; i < found; ++i) p.algos.push_back(results[i].algo);
-    return plans_.emplace(key, p).first->second;
+    return p;
   }
 
   std::mutex mu_;
