@@ -417,6 +417,8 @@ void bench_gpu(const BenchFlags& f) {
 }
 
 void bench(const BenchFlags& f) {
+  KS_CHECK(f.model.device == "cuda" || (f.mixed.empty() && !f.random_depth),
+           "--mixed and --random-depth time the CUDA step path: add --device cuda");
   if (f.model.device == "cuda") {
     make_context(f.model);  // reports a build or machine without CUDA before the model loads
     return bench_gpu(f);

@@ -144,6 +144,8 @@ def test_bad_flags_explain_themselves():
     assert r.returncode != 0
     r = kestrel("run", "--variant=matmul", "-m", str(FIXTURES / "models" / "tiny-llama"), "hi")
     assert_clean_error(r, "op=name")
+    r = kestrel("bench", "-m", str(FIXTURES / "models" / "tiny-llama"), "--mixed", "256")
+    assert_clean_error(r, "--device cuda")
 
 
 def test_synth_layers_keeps_widths_and_runs(tmp_path):
