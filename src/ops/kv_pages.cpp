@@ -69,14 +69,15 @@ int64_t open_row(const KvLayer& c, int64_t slot) {
   return slot >= first && !c.k_open.empty() ? slot - first : -1;
 }
 
-// Per-channel pages (KIVI's keys): the first code byte of (slot, head) and the [head_dim, 2] params of its
-// token group.
 const KvCoding& coding_of(const KvLayer& c, bool v) {
   return v ? c.v_coding : c.k_coding;
 }
+// Whether K (V) pages are coded per channel over token groups (KIVI's keys).
 bool per_channel(const KvLayer& c, bool v) {
   return coding_of(c, v).token_group > 0;
 }
+
+// Per-channel pages: the first code byte of (slot, head) and the [head_dim, 2] params of its token group.
 uint8_t* channel_codes(const KvLayer& c, bool v, int64_t slot, int64_t head) {
   const Tensor& pages = v ? c.v : c.k;
   return static_cast<uint8_t*>(pages.data) + (slot * pages.dim(2) + head) * row_bytes(pages.dtype, pages.dim(3));
