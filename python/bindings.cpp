@@ -80,10 +80,10 @@ class LLM {
     kc.n_layers = c.n_layers;
     kc.n_kv_heads = c.n_kv_heads;
     kc.head_dim = c.head_dim;
-    kc.block_size = 16;
     const std::optional<KvFormat> kv = kv_format_from_name(kv_type);
     KS_CHECK(kv.has_value(), "unknown kv_type '{}'; choose one of {}", kv_type, kv_format_names());
     kc.format = with_kv_calibration(*kv, model_->config(), model_->path, kv_calib);
+    kc.block_size = kv_block_size(kc.format, 16);
     kc.max_sequences = so.max_running;
     const int64_t tokens = default_kv_tokens(kc, so.n_ctx, so.max_running);
     kc.num_blocks = static_cast<int32_t>((tokens + kc.block_size - 1) / kc.block_size);

@@ -59,8 +59,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
       "KV cache format: f32, f16, bf16; fp8 (e4m3, a scale per 64 elements: ~1.9x smaller than bf16), "
       "int8 (asymmetric, per 64: ~1.9x), int4 (asymmetric, per 32: 3.2x), int2 (asymmetric, per 32: "
       "5.3x); on the CPU also skvq (= skvq-k2v1.5: 2-bit keys, ternary values, per 64, reordered and clipped channels, "
-      "5 sink and 128 recent tokens in f16: ~6.4x), skvq-k2v2, skvq-k4v4, and llama.cpp's q8_0, q4_0, q4_1, "
-      "q5_0, q5_1 (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
+      "5 sink and 128 recent tokens in f16: ~6.4x), skvq-k2v2, skvq-k4v4, kivi2 (2-bit keys per channel over 32 "
+      "tokens, 2-bit values per 32 channels, 128 recent tokens in f16: ~5.3x; 32-token blocks), kivi4, and "
+      "llama.cpp's q8_0, q4_0, q4_1, q5_0, q5_1 (default: f32 on the CPU, bf16 on CUDA; docs/kv_cache.md)");
   app.add_option("--kv-calib", f.kv_calib,
                  "the SKVQ calibration to use (default: MODEL.kv-calib.json when it exists; make one with "
                  "`kestrel quantize --kv skvq --calib TEXT -m MODEL`)");

@@ -81,7 +81,9 @@ void register_serve(CLI::App& app) {
                   "KV cache size in tokens, shared by all sequences (default: 1024 per --max-running within "
                   "1 GiB, at least one context)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 32));
-  cmd->add_option("--block-size", o.kv_block_size, "KV cache block size in tokens")->check(CLI::Range(1, 1024));
+  cmd->add_option("--block-size", o.kv_block_size,
+                  "KV cache block size in tokens (kivi formats round it up to their 32-token key groups)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_flag("--no-prefix-cache", f->no_prefix_cache, "don't share KV blocks of identical prompt prefixes");
   cmd->add_option("--cors-origin,--allowed-origins", o.http.cors_origins,
                   "let browser pages from this origin call the server (repeatable; '*': any). Off by default: "

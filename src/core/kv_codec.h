@@ -12,6 +12,9 @@
 //           ternary values use the same slots with c in 0..2 (`qmax` 2): the decoder does not care.
 // The integer encoders take the group's range [min, max] or, with a clip ratio a < 1 (SKVQ's clipped
 // dynamic quantization), the range a times as wide about its centre; elements outside saturate.
+// KIVI's keys group the other way (kv_encode_channels): each channel of a head over a group of consecutive
+// tokens gets its own scale and min, stored per channel ([head_dim, 2] per head and token group); a row's
+// codes are packed as above, so element i of a row decodes with kv_decode(codes, params + 2 i, i).
 #pragma once
 
 #include <array>
@@ -130,7 +133,33 @@ KS_HD constexpr int kv_codes_per_byte(KvCode c) {
   return c == KvCode::U4 ? 2 : c == KvCode::U2 ? 4 : 1;
 }
 
-// ---- encoder: n floats (one group, n a multiple of 4) into codes (the group's first byte) and params ----
+// ---- encoders ----
+
+// The stored scale and min of an integer code over [lo, hi], narrowed about its centre by a clip ratio < 1:
+// params[0] = f16(range / kMax), params[1] = f16(min).
+KS_HD void kv_int_params(float lo, float hi, float kMax, float clip, uint16_t* params) {
+  if (clip < 1.f) {
+    const float c = mul(add(lo, hi), 0.5f), r = mul(mul(sub(hi, lo), 0.5f), clip);
+    lo = sub(c, r);
+    hi = add(c, r);
+  }
+  params[0] = half_bits(div(sub(hi, lo), kMax));
+  params[1] = half_bits(lo);
+}
+
+// The integer code of x against the stored min m and the inverse id of the stored scale (0 for a zero
+// scale), saturated to [0, kMax]. Codes are taken against the rounded parameters, so the decoder's error is
+// the code rounding alone.
+KS_HD int kv_int_code(float x, float m, float id, float kMax) {
+#ifdef __CUDA_ARCH__
+  const float q = rintf(mul(sub(x, m), id));
+#else
+  const float q = std::nearbyint(mul(sub(x, m), id));
+#endif
+  return static_cast<int>(q < 0.f ? 0.f : q > kMax ? kMax : q);
+}
+
+// n floats (one group, n a multiple of 4) into codes (the group's first byte) and params.
 // qmax: the largest code to use (0: the type's; 2 with U2 for ternary); clip: the range's clip ratio.
 
 template <KvCode C>
@@ -145,29 +174,39 @@ KS_HD void kv_encode_group(const float* x, int n, uint8_t* codes, uint16_t* para
     const float kMax = static_cast<float>(qmax > 0 ? qmax : kv_code_max(C));
     float lo = x[0], hi = x[0];
     for (int i = 1; i < n; ++i) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
-    if (clip < 1.f) {
-      const float c = mul(add(lo, hi), 0.5f), r = mul(mul(sub(hi, lo), 0.5f), clip);
-      lo = sub(c, r);
-      hi = add(c, r);
-    }
-    params[0] = half_bits(div(sub(hi, lo), kMax));
-    params[1] = half_bits(lo);
-    // Codes are taken against the stored (rounded) scale and min, so the decoder's error is the rounding alone.
+    kv_int_params(lo, hi, kMax, clip, params);
     const float d = half_value(params[0]), m = half_value(params[1]), id = d > 0.f ? div(1.f, d) : 0.f;
     for (int i = 0; i < n; ++i) {
-#ifdef __CUDA_ARCH__
-      float q = rintf(mul(sub(x[i], m), id));
-#else
-      float q = std::nearbyint(mul(sub(x[i], m), id));
-#endif
-      q = q < 0.f ? 0.f : q > kMax ? kMax : q;
       constexpr int kPer = kv_codes_per_byte(C), kBits = 8 / kPer;
-      const auto code = static_cast<uint8_t>(static_cast<int>(q) << (kBits * (i % kPer)));
+      const auto code = static_cast<uint8_t>(kv_int_code(x[i], m, id, kMax) << (kBits * (i % kPer)));
       if (i % kPer == 0)
         codes[i / kPer] = code;
       else
         codes[i / kPer] |= code;
     }
+  }
+}
+
+// KIVI's keys: n_tokens rows of `channels` elements (row t at x + t * x_stride, channels a multiple of 4),
+// each channel quantized over the tokens with its own scale and min (params + 2 i; the full range, no clip),
+// row t's codes at codes + t * code_stride. Integer codes only.
+template <KvCode C>
+KS_HD void kv_encode_channels(const float* x, int64_t x_stride, int n_tokens, int channels, uint8_t* codes,
+                              int64_t code_stride, uint16_t* params) {
+  static_assert(C != KvCode::Fp8, "per-channel groups take integer codes");
+  constexpr int kPer = kv_codes_per_byte(C), kBits = 8 / kPer;
+  const float kMax = static_cast<float>(kv_code_max(C));
+  for (int t = 0; t < n_tokens; ++t)
+    for (int j = 0; j < channels / kPer; ++j) codes[t * code_stride + j] = 0;
+  for (int i = 0; i < channels; ++i) {
+    float lo = x[i], hi = x[i];
+    for (int t = 1; t < n_tokens; ++t) lo = fminf(lo, x[t * x_stride + i]), hi = fmaxf(hi, x[t * x_stride + i]);
+    uint16_t* p = params + 2 * i;
+    kv_int_params(lo, hi, kMax, 1.f, p);
+    const float d = half_value(p[0]), m = half_value(p[1]), id = d > 0.f ? div(1.f, d) : 0.f;
+    for (int t = 0; t < n_tokens; ++t)
+      codes[t * code_stride + i / kPer] |=
+          static_cast<uint8_t>(kv_int_code(x[t * x_stride + i], m, id, kMax) << (kBits * (i % kPer)));
   }
 }
 

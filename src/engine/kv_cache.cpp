@@ -79,9 +79,13 @@ KvCache::KvCache(const KvCacheConfig& cfg, const ops::Context& ctx)
   KS_CHECK(cfg.n_layers > 0 && cfg.n_kv_heads > 0 && cfg.head_dim > 0 && cfg.block_size > 0,
            "invalid KV cache configuration");
   check_kv_format(cfg.format, cfg.head_dim);
+  const KvFormat& f = cfg.format;
+  KS_CHECK(f.k_token_group == 0 || cfg.block_size % f.k_token_group == 0,
+           "--kv-type {} quantizes keys over groups of {} tokens, so the KV block size must be a multiple of {}, "
+           "not {} (kv_block_size picks one)",
+           f.name, f.k_token_group, f.k_token_group, cfg.block_size);
   layers_.reserve(cfg.n_layers);
   const std::vector<int64_t> shape = {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, cfg.head_dim};
-  const KvFormat& f = cfg.format;
   const int64_t groups = f.group > 0 ? cfg.head_dim / f.group : 0;
   const int32_t n_open = blocks_.num_ids() - cfg.num_blocks;
   KS_CHECK(n_open == 0 || ctx.device == Device::Cpu, "--kv-type {} runs on the CPU only so far", f.name);
@@ -94,12 +98,17 @@ KvCache::KvCache(const KvCacheConfig& cfg, const ops::Context& ctx)
   for (int l = 0; l < cfg.n_layers; ++l) {
     ops::KvLayer layer{ops::allocate(ctx, f.k, shape), ops::allocate(ctx, f.v, shape)};
     if (groups > 0) {
+      // Per-channel keys (KIVI): a scale and min per channel of each head and token group.
       layer.k_params =
-          ops::allocate(ctx, DType::F16, {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, groups, f.k_params()});
+          f.k_token_group > 0
+              ? ops::allocate(
+                    ctx, DType::F16,
+                    {cfg.num_blocks, cfg.block_size / f.k_token_group, cfg.n_kv_heads, cfg.head_dim, f.k_params()})
+              : ops::allocate(ctx, DType::F16, {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, groups, f.k_params()});
       layer.v_params =
           ops::allocate(ctx, DType::F16, {cfg.num_blocks, cfg.block_size, cfg.n_kv_heads, groups, f.v_params()});
     }
-    layer.k_coding = {{}, f.k_clip, f.k_qmax};
+    layer.k_coding = {{}, f.k_clip, f.k_qmax, f.k_token_group};
     layer.v_coding = {{}, f.v_clip, f.v_qmax};
     if (calib) {
       layer.k_coding.perm = order_tensor(calib->layers[l].k_order, cfg.n_kv_heads, cfg.head_dim);
@@ -228,10 +237,14 @@ void SequenceKv::adopt_prefix(const KvCache& cache, std::vector<int32_t> blocks)
   sync_table();
 }
 
-void SequenceKv::truncate(KvCache& cache, int32_t new_length) {
+int32_t SequenceKv::truncate(KvCache& cache, int32_t new_length) {
   KS_CHECK(new_length >= 0, "negative KV length");
   if (!sealing_.empty()) set_length(cache, length_);
   const int32_t bs = cache.block_size();
+  const size_t cut = static_cast<size_t>(new_length / bs);
+  if (cache.config().format.k_token_group > 0 && new_length < length_ && new_length % bs != 0 && cut < open_.size() &&
+      open_[cut] < 0)
+    new_length -= new_length % bs;
   const size_t keep = static_cast<size_t>((new_length + bs - 1) / bs);
   while (blocks_.size() > keep) {
     cache.blocks().release(blocks_.back());
@@ -245,6 +258,7 @@ void SequenceKv::truncate(KvCache& cache, int32_t new_length) {
   }
   if (length_ > new_length) length_ = new_length;
   sync_table();
+  return length_;
 }
 
 int32_t SequenceKv::slot(const KvCache& cache, int32_t p) const {

@@ -9,7 +9,9 @@
 // (encoded into its code block by ops::kv_seal, inside the step, before attention reads it) in the step
 // that moves it out; a block that is already out of the window when first written goes straight to codes.
 // So which tokens are full precision depends on each sequence's own length alone: a block shared through
-// the prefix cache is a sealed or a sink block, never an open window block.
+// the prefix cache is a sealed or a sink block, never an open window block. A block written straight to
+// codes is written whole in that one step (the last position written is always in the window), which is
+// what per-channel keys (KIVI: scales over a block's tokens) need of a direct write.
 #pragma once
 
 #include <array>
@@ -110,8 +112,10 @@ class SequenceKv {
   std::vector<std::array<int32_t, 2>> begin_step(KvCache& cache, int32_t end);
   // Leading blocks whose content is final and shareable (the prefix cache registers no open window block).
   int32_t shareable_blocks() const;
-  // Forgets positions >= new_length and frees the blocks no longer needed.
-  void truncate(KvCache& cache, int32_t new_length);
+  // Forgets positions >= new_length and frees the blocks no longer needed; returns the length kept. That is
+  // new_length except inside a sealed block of a per-channel key format (KIVI): its keys share scales over
+  // all its tokens, so it takes no more of them and goes whole (the caller recomputes what it held).
+  int32_t truncate(KvCache& cache, int32_t new_length);
   void release(KvCache& cache) { truncate(cache, 0); }
   // Cache slot of position p (block * block_size + offset) that a write goes to.
   int32_t slot(const KvCache& cache, int32_t p) const;

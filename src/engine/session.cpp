@@ -19,9 +19,9 @@ Session::Session(Decoder& model, ops::Context ctx, const SessionOptions& opt)
   kc.n_layers = c.n_layers;
   kc.n_kv_heads = c.n_kv_heads;
   kc.head_dim = c.head_dim;
-  kc.block_size = opt.block_size;
+  kc.block_size = kv_block_size(opt.kv_format, opt.block_size);
   // One more block where the executor records graphs: their padding rows write there.
-  kc.num_blocks = (n_ctx_ + opt.block_size - 1) / opt.block_size + (ctx.runtime->graphs_supported() ? 1 : 0);
+  kc.num_blocks = (n_ctx_ + kc.block_size - 1) / kc.block_size + (ctx.runtime->graphs_supported() ? 1 : 0);
   kc.format = opt.kv_format;
   cache_ = std::make_unique<KvCache>(kc, ctx);
   ExecutorOptions eo;
@@ -132,8 +132,12 @@ void Session::read_kv(int layer, int32_t p, float* k, float* v) const {
 void Session::truncate(int32_t n) {
   KS_CHECK(n >= 0, "negative truncation");
   if (n >= length()) return;
-  seq_.truncate(*cache_, n);
-  tokens_.resize(n);
+  const int32_t kept = seq_.truncate(*cache_, n);
+  // A per-channel key format (KIVI) keeps less when n falls inside a sealed block: the positions it dropped
+  // are computed again, as a fresh prefill computes them.
+  const std::vector<int32_t> again(tokens_.begin() + kept, tokens_.begin() + n);
+  tokens_.resize(kept);
+  if (!again.empty()) feed(again);
 }
 
 int32_t Session::common_prefix(std::span<const int32_t> tokens) const {

@@ -52,7 +52,8 @@ class Session {
   // allowed: the tokens the draw may pick (structured output; StepSeq::allowed), empty for all.
   int32_t feed_and_sample(std::span<const int32_t> tokens, const SamplingParams& sampling,
                           std::span<const uint32_t> allowed = {});
-  // Drops cached tokens from position n on (for chat turns that diverge, or to restart).
+  // Drops cached tokens from position n on (for chat turns that diverge, or to restart). With a per-channel
+  // key format (KIVI) a cut inside a sealed block recomputes that block's kept positions (a step).
   void truncate(int32_t n);
   // The keys and values the cache holds for position p of layer `layer`, decoded to f32 [n_kv_heads *
   // head_dim] each (a CPU session: calibration reads them).

@@ -1,7 +1,9 @@
 // Rows of KV pages through their format: the float and ggml types by the reference row conversions
 // (dequant.h), the code types (F8E4M3, U8, U4, U2) by kv_codec.h's group codec with the params beside them
-// (in the layer's channel order, clip and code limit), open blocks of windowed formats as plain rows.
+// (in the layer's channel order, clip and code limit), per-channel keys (KIVI) a token group at a time, open
+// blocks of windowed formats as plain rows.
 #include <array>
+#include <map>
 #include <vector>
 
 #include "core/dequant.h"
@@ -67,10 +69,58 @@ int64_t open_row(const KvLayer& c, int64_t slot) {
   return slot >= first && !c.k_open.empty() ? slot - first : -1;
 }
 
+const KvCoding& coding_of(const KvLayer& c, bool v) {
+  return v ? c.v_coding : c.k_coding;
+}
+// Whether K (V) pages are coded per channel over token groups (KIVI's keys).
+bool per_channel(const KvLayer& c, bool v) {
+  return coding_of(c, v).token_group > 0;
+}
+
+// Per-channel pages: the first code byte of (slot, head) and the [head_dim, 2] params of its token group.
+uint8_t* channel_codes(const KvLayer& c, bool v, int64_t slot, int64_t head) {
+  const Tensor& pages = v ? c.v : c.k;
+  return static_cast<uint8_t*>(pages.data) + (slot * pages.dim(2) + head) * row_bytes(pages.dtype, pages.dim(3));
+}
+uint16_t* channel_params(const KvLayer& c, bool v, int64_t slot, int64_t head) {
+  const Tensor& pages = v ? c.v : c.k;
+  const int64_t tg = slot / coding_of(c, v).token_group;  // blocks hold whole token groups
+  return static_cast<uint16_t*>((v ? c.v_params : c.k_params).data) + (tg * pages.dim(2) + head) * pages.dim(3) * 2;
+}
+
+template <quant::KvCode C>
+void load_channels(const KvLayer& c, bool v, int64_t slot, int64_t head, float* x) {
+  const uint8_t* codes = channel_codes(c, v, slot, head);
+  const uint16_t* p = channel_params(c, v, slot, head);
+  for (int64_t i = 0; i < (v ? c.v : c.k).dim(3); ++i)
+    x[i] = quant::kv_decode<C>(codes, p + 2 * i, static_cast<int>(i));
+}
+
+// The token groups of code block `block` from its rows x [block_size, n_kv_heads * head_dim].
+template <quant::KvCode C>
+void store_channels(const KvLayer& c, bool v, int64_t block, const float* x) {
+  const Tensor& pages = v ? c.v : c.k;
+  const int64_t bs = pages.dim(1), hkv = pages.dim(2), d = pages.dim(3), row = hkv * d;
+  const int64_t tg = coding_of(c, v).token_group, code_stride = hkv * row_bytes(pages.dtype, d);
+  for (int64_t t0 = 0; t0 < bs; t0 += tg)
+    for (int64_t h = 0; h < hkv; ++h) {
+      const int64_t slot = block * bs + t0;
+      quant::kv_encode_channels<C>(x + t0 * row + h * d, row, static_cast<int>(tg), static_cast<int>(d),
+                                   channel_codes(c, v, slot, h), code_stride, channel_params(c, v, slot, h));
+    }
+}
+
 }  // namespace
 
-bool is_kv_page(const Tensor& pages, const Tensor& params) {
+bool is_kv_page(const Tensor& pages, const Tensor& params, int token_group) {
   quant::KvCode code;
+  if (token_group > 0) {
+    return quant::kv_code_of(pages.dtype, &code) && code != quant::KvCode::Fp8 && params.dtype == DType::F16 &&
+           params.ndim() == 5 && pages.ndim() == 4 && pages.dim(1) % token_group == 0 &&
+           params.dim(0) == pages.dim(0) && params.dim(1) == pages.dim(1) / token_group &&
+           params.dim(2) == pages.dim(2) && params.dim(3) == pages.dim(3) && pages.dim(3) % 4 == 0 &&
+           params.dim(4) == 2;
+  }
   if (quant::kv_code_of(pages.dtype, &code)) {
     return params.dtype == DType::F16 && params.ndim() == 5 && pages.ndim() == 4 && params.dim(0) == pages.dim(0) &&
            params.dim(1) == pages.dim(1) && params.dim(2) == pages.dim(2) && params.dim(3) > 0 &&
@@ -100,7 +150,10 @@ void kv_load_head(const KvLayer& c, bool v, int64_t slot, int64_t head, float* x
     dequantize_row(open.dtype, static_cast<const char*>(open.data) + (o * pages.dim(2) + head) * rb, x, d);
     return;
   }
-  const int32_t* perm = perm_of(v ? c.v_coding : c.k_coding, head, d);
+  if (per_channel(c, v) &&
+      quant::visit_kv_code(pages.dtype, [&](auto code) { load_channels<decltype(code)::value>(c, v, slot, head, x); }))
+    return;
+  const int32_t* perm = perm_of(coding_of(c, v), head, d);
   if (quant::visit_kv_code(pages.dtype,
                            [&](auto code) { load_head<decltype(code)::value>(coded_row(c, v, slot, head), perm, x); }))
     return;
@@ -122,7 +175,11 @@ void kv_store(const KvLayer& c, bool v, int64_t slot, const float* x) {
     quantize_row(open.dtype, x, static_cast<char*>(open.data) + o * rb, hkv * d);
     return;
   }
-  const KvCoding& coding = v ? c.v_coding : c.k_coding;
+  const KvCoding& coding = coding_of(c, v);
+  KS_CHECK(coding.token_group == 0,
+           "kv_store: slot {} lies in a code block of per-channel {} (KIVI), whose scales span {} tokens; write "
+           "the block whole (kv_store_block)",
+           slot, v ? "values" : "keys", coding.token_group);
   if (quant::visit_kv_code(pages.dtype, [&](auto code) {
         for (int64_t h = 0; h < hkv; ++h)
           store_head<decltype(code)::value>(coded_row(c, v, slot, h), coding, perm_of(coding, h, d), x + h * d);
@@ -132,23 +189,71 @@ void kv_store(const KvLayer& c, bool v, int64_t slot, const float* x) {
   quantize_row(pages.dtype, x, static_cast<char*>(pages.data) + slot * rb, hkv * d);
 }
 
+void kv_store_block(const KvLayer& c, bool v, int64_t block, const float* x) {
+  const Tensor& pages = v ? c.v : c.k;
+  const int64_t bs = pages.dim(1), row = pages.dim(2) * pages.dim(3);
+  if (block < pages.dim(0) && per_channel(c, v)) {
+    bool coded = false;
+    quant::visit_kv_code(pages.dtype, [&](auto code) {
+      if constexpr (decltype(code)::value != quant::KvCode::Fp8) {
+        store_channels<decltype(code)::value>(c, v, block, x);
+        coded = true;
+      }
+    });
+    KS_CHECK(coded, "kv_store_block: per-channel pages take integer codes, not {}", dtype_name(pages.dtype));
+    return;
+  }
+  for (int64_t j = 0; j < bs; ++j) kv_store(c, v, block * bs + j, x + j * row);
+}
+
+void kv_write_rows(const KvLayer& c, const float* k, const float* v, const int32_t* slots, int64_t begin, int64_t end) {
+  const int64_t row = c.k.dim(2) * c.k.dim(3);
+  const bool keys_by_block = per_channel(c, false);
+  for (int64_t t = begin; t < end; ++t) {
+    if (!keys_by_block || open_row(c, slots[t]) >= 0) kv_store(c, false, slots[t], k + t * row);
+    kv_store(c, true, slots[t], v + t * row);
+  }
+}
+
+void kv_write_key_blocks(const KvLayer& c, const float* k, const int32_t* slots, int64_t T) {
+  if (!per_channel(c, false)) return;
+  const int64_t bs = c.block_size(), row = c.k.dim(2) * c.k.dim(3);
+  std::map<int64_t, std::vector<int64_t>> rows;  // code block -> the write's row of each of its slots (-1: none)
+  for (int64_t t = 0; t < T; ++t) {
+    if (open_row(c, slots[t]) >= 0) continue;
+    std::vector<int64_t>& r = rows[slots[t] / bs];
+    if (r.empty()) r.assign(static_cast<size_t>(bs), -1);
+    r[slots[t] % bs] = t;
+  }
+  std::vector<float> x(static_cast<size_t>(bs * row));
+  for (const auto& [block, r] : rows) {
+    for (int64_t j = 0; j < bs; ++j) {
+      KS_CHECK(r[j] >= 0,
+               "kv_write: keys of a per-channel KV format (KIVI) fill code block {} whole, but this write lacks its "
+               "row {}",
+               block, j);
+      std::copy_n(k + r[j] * row, row, x.data() + j * row);
+    }
+    kv_store_block(c, false, block, x.data());
+  }
+}
+
 void kv_seal(const Context& ctx, const Tensor& seals, KvLayer& cache) {
   if (seals.empty() || seals.numel() == 0) return;
   KS_CHECK(ctx.device == Device::Cpu, "sealing KV blocks of a windowed format runs on the CPU only");
   KS_CHECK(seals.dtype == DType::I32 && seals.ndim() == 2 && seals.dim(1) == 2,
            "kv_seal: seals must be i32 [S, 2], got {}", seals.describe());
   const int64_t bs = cache.block_size(), nb = cache.k.dim(0), row = cache.k.dim(2) * cache.k.dim(3);
-  std::vector<float> x(static_cast<size_t>(row));
+  std::vector<float> x(static_cast<size_t>(bs * row));
   for (int64_t i = 0; i < seals.dim(0); ++i) {
     const int32_t from = seals.ptr<int32_t>()[2 * i], to = seals.ptr<int32_t>()[2 * i + 1];
     if (from < 0 || to < 0) continue;
     KS_CHECK(from >= nb && from < cache.num_blocks() && to < nb, "kv_seal: block {} -> {} is not open -> code", from,
              to);
-    for (int64_t j = 0; j < bs; ++j)
-      for (bool v : {false, true}) {
-        kv_load(cache, v, int64_t{from} * bs + j, x.data());
-        kv_store(cache, v, int64_t{to} * bs + j, x.data());
-      }
+    for (bool v : {false, true}) {
+      for (int64_t j = 0; j < bs; ++j) kv_load(cache, v, int64_t{from} * bs + j, x.data() + j * row);
+      kv_store_block(cache, v, to, x.data());
+    }
   }
 }
 

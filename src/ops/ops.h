@@ -89,10 +89,16 @@ void rope(const Context& ctx, Tensor& x, const Tensor& positions, const RopePara
 // How the codes are taken beyond type and group (SKVQ, docs/kv_cache.md): a head row is grouped in the
 // channel order `perm` (i32 [n_kv_heads, head_dim], host; empty: in order), each group's range clipped by
 // `clip`, and codes limited to `qmax` (0: the type's largest; 2: ternary values in U2 slots).
+//
+// KIVI's keys are grouped the other way: token_group > 0 gives each channel of a head a scale and min over
+// that many consecutive tokens (slots), in params f16 [num_blocks, block_size / token_group, n_kv_heads,
+// head_dim, 2] (integer codes; no perm, clip or qmax). Such pages are written a token group at a time
+// (kv_store_block; kv_write gathers them), never a row at a time. Host pages only.
 struct KvCoding {
   Tensor perm;
   float clip = 1.f;
   int qmax = 0;
+  int token_group = 0;
 };
 
 // Windowed formats also keep open blocks in full precision: k_open / v_open [open_blocks, block_size,
@@ -116,13 +122,24 @@ struct KvLayer {
 
 // Whole rows of a KV page through its format (kv_pages.cpp): one token's keys (values: `v`) of every kv
 // head at cache slot `slot`, encoded from or decoded to f32 [n_kv_heads * head_dim]. The reference of
-// what the cache writes store and attention reads; host pages only.
+// what the cache writes store and attention reads; host pages only. kv_store refuses a row of per-channel
+// code pages (KvCoding::token_group), whose parameters span their token group: kv_store_block writes those.
 void kv_store(const KvLayer& c, bool v, int64_t slot, const float* x);
 void kv_load(const KvLayer& c, bool v, int64_t slot, float* x);
 // One kv head of one token: f32 [head_dim].
 void kv_load_head(const KvLayer& c, bool v, int64_t slot, int64_t head, float* x);
-// Whether a page of type t with these params is a KV format the ops know.
-bool is_kv_page(const Tensor& pages, const Tensor& params);
+// All block_size rows of block `block` (x: f32 [block_size, n_kv_heads * head_dim]), whatever the format.
+void kv_store_block(const KvLayer& c, bool v, int64_t block, const float* x);
+// The host cache write (the CPU kv_write variants): rows [begin, end) of k and v (f32 [T, n_kv_heads *
+// head_dim]) through kv_store at their slots, except keys bound for per-channel code pages;
+// kv_write_key_blocks then gathers those over all T rows and encodes them a block at a time. Every row of
+// such a block must be in the write: the cache writes a code block directly only when one step holds all of
+// it (engine/kv_cache.h).
+void kv_write_rows(const KvLayer& c, const float* k, const float* v, const int32_t* slots, int64_t begin, int64_t end);
+void kv_write_key_blocks(const KvLayer& c, const float* k, const int32_t* slots, int64_t T);
+// Whether a page of type t with these params is a KV format the ops know: params per token and group, or
+// with token_group > 0 per channel and token group (KvCoding::token_group).
+bool is_kv_page(const Tensor& pages, const Tensor& params, int token_group = 0);
 
 // Seals open blocks: each row of seals (i32 [S, 2]: open block id, code block id; a row with a negative id
 // is skipped) has its full open block's K/V encoded into the code block, every layer's blocks by its own

@@ -283,7 +283,7 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
   kc.n_layers = c.n_layers;
   kc.n_kv_heads = c.n_kv_heads;
   kc.head_dim = c.head_dim;
-  kc.block_size = opt_.kv_block_size;
+  kc.block_size = kv_block_size(opt_.kv_format, opt_.kv_block_size);
   kc.format = opt_.kv_format;
   kc.max_sequences = so.max_running;
   const int64_t kv_tokens =

@@ -180,6 +180,78 @@ TEST(KvCodec, ClipNarrowsTheRangeAboutItsCentreAndSaturates) {
   EXPECT_EQ(std::vector<uint8_t>(plain, plain + 16), std::vector<uint8_t>(same, same + 16));
 }
 
+// KIVI's per-channel groups: `tokens` rows of a head's `channels`, read from rows of a wider tensor (the
+// other heads' channels sit between) into code rows with padding after each. Channels have their own
+// spreads and offsets, channel 3 is an outlier and channel 5 is constant.
+template <KvCode C>
+void check_channels(int tokens, int channels, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int stride = channels + 8;
+  std::vector<float> x(static_cast<size_t>(tokens * stride), 1e9f);  // the other heads' channels: never read
+  for (int t = 0; t < tokens; ++t)
+    for (int i = 0; i < channels; ++i)
+      x[t * stride + i] = i == 5 ? 0.75f : nd(rng) * (i == 3 ? 40.f : 1.f + i % 5) + 0.1f * i;
+  const int64_t rb = kv_row_bytes(C, channels), code_stride = rb + 4;
+  std::vector<uint8_t> codes(static_cast<size_t>(tokens * code_stride), 0xAA);
+  std::vector<uint16_t> params(2 * channels);
+  kv_encode_channels<C>(x.data(), stride, tokens, channels, codes.data(), code_stride, params.data());
+  const float kMax = static_cast<float>(kv_code_max(C));
+  std::vector<float> y(static_cast<size_t>(tokens * channels));
+  for (int i = 0; i < channels; ++i) {
+    float lo = x[i], hi = x[i];
+    for (int t = 1; t < tokens; ++t) lo = std::min(lo, x[t * stride + i]), hi = std::max(hi, x[t * stride + i]);
+    const float d = half_value(params[2 * i]), mag = std::max(std::fabs(lo), std::fabs(hi));
+    EXPECT_NEAR(d, (hi - lo) / kMax, 1e-3f * mag) << i;
+    EXPECT_NEAR(half_value(params[2 * i + 1]), lo, 1e-3f * mag) << i;
+    for (int t = 0; t < tokens; ++t) {
+      const float v = kv_decode<C>(codes.data() + t * code_stride, params.data() + 2 * i, i);
+      EXPECT_LE(std::fabs(v - x[t * stride + i]), 0.5f * d + 2e-3f * mag) << t << " " << i;
+      if (i == 5) EXPECT_EQ(v, 0.75f);  // a constant channel decodes exactly
+      y[t * channels + i] = v;
+    }
+  }
+  for (int t = 0; t < tokens; ++t)
+    for (int64_t j = rb; j < code_stride; ++j) EXPECT_EQ(codes[t * code_stride + j], 0xAA) << "padding of row " << t;
+  // Each channel's step is its own: the outlier does not coarsen its neighbours.
+  EXPECT_GT(half_value(params[2 * 3]), 8 * half_value(params[2 * 2]));
+  // Encoding the decoded rows again gives the same bytes: codes and params.
+  std::vector<uint8_t> again(codes.size(), 0xAA);
+  std::vector<uint16_t> params_again(params.size());
+  kv_encode_channels<C>(y.data(), channels, tokens, channels, again.data(), code_stride, params_again.data());
+  EXPECT_EQ(again, codes);
+  EXPECT_EQ(params_again, params);
+}
+
+TEST(KvCodec, ChannelGroupsRoundTripWithinTheirOwnStep) {
+  check_channels<KvCode::U2>(32, 64, 11);   // kivi2 on a head of 64
+  check_channels<KvCode::U2>(32, 256, 12);  // Gemma 3's heads
+  check_channels<KvCode::U4>(32, 128, 13);  // kivi4
+  check_channels<KvCode::U8>(16, 64, 14);
+}
+
+TEST(KvCodec, ChannelGroupsPackRowsAsTheRowCodecDoes) {
+  // Channel i of every token holds the values 0..3 over the tokens: d = 1, m = 0, so codes are the values.
+  constexpr int kTokens = 4, kChannels = 8;
+  std::vector<float> x(kTokens * kChannels);
+  for (int t = 0; t < kTokens; ++t)
+    for (int i = 0; i < kChannels; ++i) x[t * kChannels + i] = static_cast<float>((t + i) % 4);
+  uint8_t codes[kTokens * 2];
+  uint16_t params[2 * kChannels];
+  kv_encode_channels<KvCode::U2>(x.data(), kChannels, kTokens, kChannels, codes, 2, params);
+  for (int t = 0; t < kTokens; ++t) {
+    uint8_t row[2];
+    uint16_t row_params[2];
+    kv_encode_group<KvCode::U2>(x.data() + t * kChannels, kChannels, row, row_params);  // range 0..3 in every row
+    EXPECT_EQ(codes[2 * t], row[0]) << t;
+    EXPECT_EQ(codes[2 * t + 1], row[1]) << t;
+  }
+  for (int i = 0; i < kChannels; ++i) {
+    EXPECT_EQ(half_value(params[2 * i]), 1.f);
+    EXPECT_EQ(half_value(params[2 * i + 1]), 0.f);
+  }
+}
+
 TEST(KvCodec, CodeTypesDequantizeToTheirCodes) {
   const uint8_t bytes[4] = {0x38, 0x00, 0xff, 0x21};
   float y[8];

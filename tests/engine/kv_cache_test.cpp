@@ -123,6 +123,34 @@ TEST(KvCacheWindow, ChunkedStepsNeverRunOutOfOpenBlocks) {
   EXPECT_EQ(cache.blocks().num_free(), 64);
 }
 
+TEST(KvCacheWindow, TruncatingIntoASealedKiviBlockDropsItWhole) {
+  KvFormat f = *kv_format_from_name("kivi2");
+  f.window = 32;
+  KvCache cache(
+      KvCacheConfig{.n_layers = 1, .n_kv_heads = 1, .head_dim = 32, .block_size = 32, .num_blocks = 8, .format = f},
+      {});
+  SequenceKv s;
+  ASSERT_TRUE(s.reserve(cache, 100));
+  s.begin_step(cache, 100);  // blocks 0-1 end at or before 100 - 32: born sealed; 2-3 open
+  s.set_length(cache, 100);
+  EXPECT_EQ(s.shareable_blocks(), 2);
+  EXPECT_EQ(s.truncate(cache, 90), 90);  // inside an open block: kept as asked
+  EXPECT_EQ(s.truncate(cache, 40), 32);  // inside sealed block 1: its keys take no more tokens
+  EXPECT_EQ(s.length(), 32);
+  EXPECT_EQ(s.block_table().size(), 1u);
+  EXPECT_EQ(s.truncate(cache, 32), 32);
+  s.release(cache);
+  EXPECT_EQ(cache.blocks().num_free(), 8);
+  // Formats with per-token scales keep a sealed block's first tokens.
+  KvCache skvq = windowed_cache(16);
+  SequenceKv t;
+  ASSERT_TRUE(t.reserve(skvq, 30));
+  t.begin_step(skvq, 30);
+  t.set_length(skvq, 30);
+  EXPECT_EQ(t.truncate(skvq, 10), 10);
+  t.release(skvq);
+}
+
 TEST(KvCacheWindow, PrefixSharingStopsWhereAFreshPrefillWouldHoldFullPrecision) {
   KvCache cache = windowed_cache(16);
   EXPECT_EQ(cache.shareable_prefix_blocks(6), 2);   // the sinks only

@@ -53,6 +53,57 @@ TEST(KvFormat, SkvqKeepsSinksAndAWindowAndTernaryValues) {
   EXPECT_FALSE(kv_format_on_cuda(f));  // CPU only so far
 }
 
+TEST(KvFormat, KiviKeysPerChannelOverTokenGroupsWithAWindow) {
+  const KvFormat f = *kv_format_from_name("kivi2");
+  EXPECT_EQ(f.k, DType::U2);
+  EXPECT_EQ(f.v, DType::U2);
+  EXPECT_EQ(f.k_token_group, 32);
+  EXPECT_EQ(f.group, 32);  // values: per token, 32 channels a group
+  EXPECT_EQ(f.window, 128);
+  EXPECT_EQ(f.sinks, 0);
+  EXPECT_TRUE(f.windowed() && !f.reorders());
+  EXPECT_EQ(kv_format_from_name("kivi4")->k, DType::U4);
+  EXPECT_FALSE(kv_format_on_cuda(f));  // CPU only, as SKVQ
+  EXPECT_NE(kv_format_names().find("kivi2"), std::string::npos);
+  // Bytes outside the window, llama3-8b shape: 2-bit keys and values (256 bytes each), the keys' scale and min
+  // per channel and 32 tokens (1024 channels x 4 bytes / 32 = 128 a token), the values' per 32 channels (128):
+  // 3 bits an element, as int2, where SKVQ K2/V1.5 stores 2.5.
+  const size_t kivi2 = f.bytes_per_token_layer(8, 128);
+  EXPECT_EQ(kivi2, 256u + 128 + 256 + 128);
+  EXPECT_EQ(kivi2, kv_format_from_name("int2")->bytes_per_token_layer(8, 128));
+  EXPECT_LT(kv_format_from_name("skvq")->bytes_per_token_layer(8, 128), kivi2);
+  EXPECT_EQ(kv_format_from_name("kivi4")->bytes_per_token_layer(8, 128), 512u + 128 + 512 + 128);
+  // Blocks hold whole token groups.
+  EXPECT_EQ(kv_block_size(f, 16), 32);
+  EXPECT_EQ(kv_block_size(f, 48), 64);
+  EXPECT_EQ(kv_block_size(f, 64), 64);
+  EXPECT_EQ(kv_block_size(*kv_format_from_name("skvq"), 16), 16);
+  // Values are grouped by 32 channels: a head of 80 does not split.
+  EXPECT_NO_THROW(check_kv_format(f, 64));
+  EXPECT_THROW(check_kv_format(f, 80), Error);
+}
+
+TEST(KvFormat, KiviCacheAllocatesPerChannelKeyParams) {
+  KvCacheConfig c{.n_layers = 2,
+                  .n_kv_heads = 3,
+                  .head_dim = 64,
+                  .block_size = 64,
+                  .num_blocks = 5,
+                  .format = *kv_format_from_name("kivi2")};
+  KvCache cache(c, {});
+  const ops::KvLayer& l = cache.layer(1);
+  EXPECT_EQ(l.k_params.shape, (std::vector<int64_t>{5, 2, 3, 64, 2}));  // two token groups a block
+  EXPECT_EQ(l.v_params.shape, (std::vector<int64_t>{5, 64, 3, 2, 2}));
+  EXPECT_EQ(l.k_coding.token_group, 32);
+  EXPECT_EQ(l.v_coding.token_group, 0);
+  EXPECT_FALSE(l.k_open.empty());  // the window's open blocks
+  // The parameter pools are what bytes_per_token_layer counts.
+  const size_t bytes = l.k.nbytes() + l.v.nbytes() + l.k_params.nbytes() + l.v_params.nbytes();
+  EXPECT_EQ(bytes, c.format.bytes_per_token_layer(3, 64) * 5 * 64);
+  c.block_size = 16;  // half a token group
+  EXPECT_THROW(KvCache(c, {}), Error);
+}
+
 TEST(KvFormat, DevicesAndHeadSizes) {
   EXPECT_TRUE(kv_format_on_cuda(*kv_format_from_name("bf16")));
   EXPECT_TRUE(kv_format_on_cuda(*kv_format_from_name("int4")));

@@ -12,6 +12,7 @@
 
 #include "backends/backends.h"
 #include "core/error.h"
+#include "decoded_attention.h"
 #include "ops/ops.h"
 
 namespace kestrel::ops {
@@ -130,39 +131,7 @@ TEST(KvWindowPages, AttentionOverMixedBlocksAgreesOnEveryVariant) {
   batch.scale = 1.f / std::sqrt(static_cast<float>(kD));
   batch.seqs = {{0, q_len, kv_len, table.data()}};
 
-  // Expected: a double-precision softmax over the decoded rows.
-  std::vector<float> keys(kv_len * row), vals(kv_len * row);
-  for (int32_t p = 0; p < kv_len; ++p) {
-    const int64_t slot = int64_t{table[p / kBs]} * kBs + p % kBs;
-    kv_load(l, false, slot, keys.data() + p * row);
-    kv_load(l, true, slot, vals.data() + p * row);
-  }
-  std::vector<double> want(q_len * H * kD, 0.0);
-  for (int32_t i = 0; i < q_len; ++i)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t kvh = h / (H / kHkv);
-      const int32_t n = kv_len - q_len + i + 1;
-      std::vector<double> w(n);
-      double mx = -INFINITY, sum = 0;
-      for (int32_t p = 0; p < n; ++p) {
-        double dot = 0;
-        for (int64_t d = 0; d < kD; ++d)
-          dot += double(q.ptr<float>()[(i * H + h) * kD + d]) * keys[p * row + kvh * kD + d];
-        w[p] = dot * batch.scale;
-        mx = std::max(mx, w[p]);
-      }
-      for (double& e : w) sum += (e = std::exp(e - mx));
-      for (int32_t p = 0; p < n; ++p)
-        for (int64_t d = 0; d < kD; ++d) want[(i * H + h) * kD + d] += w[p] / sum * vals[p * row + kvh * kD + d];
-    }
-
-  for (const char* forced : {"", "cpu.ref"}) {
-    Context ctx = backends::make_context(Device::Cpu);
-    if (*forced) ctx.forced["attention"] = forced;
-    Tensor out = host(DType::F32, {q_len, H, kD});
-    attention(ctx, q, l, batch, out);
-    for (int64_t i = 0; i < out.numel(); ++i) ASSERT_NEAR(out.ptr<float>()[i], want[i], 1e-4) << forced << " " << i;
-  }
+  expect_attention_over_decoded_rows(l, q, batch);
 }
 
 }  // namespace

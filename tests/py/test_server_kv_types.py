@@ -1,7 +1,8 @@
 """`kestrel serve --kv-type`: a quantized KV cache under concurrent streaming load (no failures, no leaked
-blocks) and prefix-cache hits on quantized blocks that answer exactly as a fresh computation does. SKVQ's
-windowed format shares only blocks that a fresh prefill would already hold as codes (not the last 128
-tokens' open blocks), so its prompt is long enough to leave shareable blocks behind the window."""
+blocks) and prefix-cache hits on quantized blocks that answer exactly as a fresh computation does. The
+windowed formats (SKVQ; KIVI-2, whose keys are scaled per channel over each sealed 32-token block) share
+only blocks that a fresh prefill would already hold as codes (not the last 128 tokens' open blocks), so the
+prompt is long enough to leave shareable blocks behind the window."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +12,7 @@ import requests
 from conftest import ServerProcess, stream_one
 
 
-@pytest.fixture(scope="module", params=["fp8", "int8", "int4", "int2", "skvq"])
+@pytest.fixture(scope="module", params=["fp8", "int8", "int4", "int2", "skvq", "kivi2"])
 def kv_server(request):
     s = ServerProcess("--kv-type", request.param)
     yield s

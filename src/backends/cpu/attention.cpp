@@ -5,7 +5,7 @@
 // afterwards. The split depends on the row's own context length only, never on the rest of the batch or
 // the thread count, and tiles follow absolute positions, not blocks, so a query's result is the same bits
 // whatever it is batched with, however its prompt was chunked and whatever the cache's block size.
-// Quantized pages (fp8, int8, int4, int2, SKVQ and llama.cpp's types) are decoded by the reference codec
+// Quantized pages (fp8, int8, int4, int2, SKVQ, KIVI and llama.cpp's types) are decoded by the reference codec
 // (ops::kv_load_head) and then read as f32: a tile at a time, once per GQA group, for decode rows; once per
 // position for a prefill sequence (all its query rows share them).
 #include <algorithm>
@@ -146,7 +146,8 @@ bool attention_supports(const Kernels& k, const ops::AttentionArgs& a, std::stri
     return false;
   }
   if (!all_f32({&a.q, &a.out}, why)) return false;
-  if (!ops::is_kv_page(a.cache.k, a.cache.k_params) || !ops::is_kv_page(a.cache.v, a.cache.v_params)) {
+  if (!ops::is_kv_page(a.cache.k, a.cache.k_params, a.cache.k_coding.token_group) ||
+      !ops::is_kv_page(a.cache.v, a.cache.v_params, a.cache.v_coding.token_group)) {
     if (why) *why = "cache pages of " + a.cache.k.describe() + " are not a KV cache format";
     return false;
   }

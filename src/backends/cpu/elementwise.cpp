@@ -157,7 +157,8 @@ void embed(const ops::EmbedArgs& a, const ops::Context& ctx) {
 
 bool kv_write_supports(const ops::KvWriteArgs& a, std::string* why) {
   if (!all_f32({&a.k, &a.v}, why)) return false;
-  if (!ops::is_kv_page(a.cache.k, a.cache.k_params) || !ops::is_kv_page(a.cache.v, a.cache.v_params)) {
+  if (!ops::is_kv_page(a.cache.k, a.cache.k_params, a.cache.k_coding.token_group) ||
+      !ops::is_kv_page(a.cache.v, a.cache.v_params, a.cache.v_coding.token_group)) {
     if (why) *why = "cache pages of " + a.cache.k.describe() + " are not a KV cache format";
     return false;
   }
@@ -178,12 +179,9 @@ void kv_write(const ops::KvWriteArgs& a, const ops::Context& ctx) {
   const int32_t* slots = a.slots.ptr<int32_t>();
   for (int64_t t = 0; t < T; ++t)
     KS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "kv slot {} outside the cache of {} slots", slots[t], n_slots);
-  for_rows(ctx, T, 2 * row, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      ops::kv_store(a.cache, false, slots[t], a.k.ptr<float>() + t * row);
-      ops::kv_store(a.cache, true, slots[t], a.v.ptr<float>() + t * row);
-    }
-  });
+  for_rows(ctx, T, 2 * row,
+           [&](int64_t b, int64_t e) { ops::kv_write_rows(a.cache, a.k.ptr<float>(), a.v.ptr<float>(), slots, b, e); });
+  ops::kv_write_key_blocks(a.cache, a.k.ptr<float>(), slots, T);
 }
 
 }  // namespace kestrel::backends::cpu

@@ -100,14 +100,13 @@ void ref_rope(const RopeArgs& a, const Context&) {
 }
 
 void ref_kv_write(const KvWriteArgs& a, const Context&) {
-  const int64_t T = a.k.dim(0), row = a.k.dim(1) * a.k.dim(2);
+  const int64_t T = a.k.dim(0);
   const int64_t n_slots = a.cache.num_blocks() * a.cache.k.dim(1);
-  for (int64_t t = 0; t < T; ++t) {
-    const int32_t slot = a.slots.ptr<int32_t>()[t];
-    KS_CHECK(slot >= 0 && slot < n_slots, "kv slot {} outside the cache of {} slots", slot, n_slots);
-    kv_store(a.cache, false, slot, a.k.ptr<float>() + t * row);
-    kv_store(a.cache, true, slot, a.v.ptr<float>() + t * row);
-  }
+  const int32_t* slots = a.slots.ptr<int32_t>();
+  for (int64_t t = 0; t < T; ++t)
+    KS_CHECK(slots[t] >= 0 && slots[t] < n_slots, "kv slot {} outside the cache of {} slots", slots[t], n_slots);
+  kv_write_rows(a.cache, a.k.ptr<float>(), a.v.ptr<float>(), slots, 0, T);
+  kv_write_key_blocks(a.cache, a.k.ptr<float>(), slots, T);
 }
 
 void ref_attention(const AttentionArgs& a, const Context&) {
