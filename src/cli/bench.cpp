@@ -138,6 +138,22 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, const Kv
 // The prompt chunk a depth's context is prefilled in.
 constexpr int kDepthChunk = 4096;
 
+// Prefills d context tokens into each sequence, in prompt chunks of kDepthChunk (untimed set-up).
+void prefill_context(Decoder& dec, KvCache& cache, const ops::Context& ctx, std::span<SequenceKv> seqs, int d,
+                     int len) {
+  if (d <= 0) return;
+  const auto context = bench_tokens(d, dec.config().vocab);
+  Executor pre(dec, cache, ctx, executor_options(std::min(d, kDepthChunk), 1, len, false));
+  for (auto& sq : seqs)
+    for (int i = 0; i < d; i += kDepthChunk) {
+      StepSeq s;
+      s.kv = &sq;
+      s.tokens = std::span(context).subspan(i, std::min(kDepthChunk, d - i));
+      s.prompt = true;
+      pre.run(std::span(&s, 1));
+    }
+}
+
 // Gives each sequence d cached positions of random keys and values (N(0, 1), written through the cache's
 // format by ops::kv_write, every layer the same) instead of prefilling them: a context of a million
 // tokens then takes seconds instead of the half hour its causal prefill would. Decode speed and memory do
@@ -179,18 +195,8 @@ nlohmann::json bench_decode_gpu(Decoder& dec, const ops::Context& ctx, const KvF
   for (auto& s : seqs) KS_CHECK(s.reserve(cache, len), "KV cache too small");
   if (random_depth)
     fill_random_context(cache, ctx, seqs, d);
-  else if (d > 0) {
-    const auto context = bench_tokens(d, c.vocab);
-    Executor pre(dec, cache, ctx, executor_options(std::min(d, kDepthChunk), 1, len, false));
-    for (auto& sq : seqs)
-      for (int i = 0; i < d; i += kDepthChunk) {
-        StepSeq s;
-        s.kv = &sq;
-        s.tokens = std::span(context).subspan(i, std::min(kDepthChunk, d - i));
-        s.prompt = true;
-        pre.run(std::span(&s, 1));
-      }
-  }
+  else
+    prefill_context(dec, cache, ctx, seqs, d, len);
   Executor ex(dec, cache, ctx, executor_options(B, B, len, true));
   ex.capture_graphs();
   const SamplingParams greedy;
@@ -264,18 +270,8 @@ nlohmann::json bench_mixed_gpu(Decoder& dec, const ops::Context& ctx, const KvFo
   KvCache cache(kc, ctx);
   std::vector<SequenceKv> seqs(B + n_prompts);
   for (auto& s : seqs) KS_CHECK(s.reserve(cache, len), "KV cache too small");
-  const auto context = bench_tokens(std::max(d, chunk), c.vocab);
-  if (d > 0) {
-    Executor pre(dec, cache, ctx, executor_options(std::min(d, kDepthChunk), 1, len, false));
-    for (int b = 0; b < B; ++b)
-      for (int i = 0; i < d; i += kDepthChunk) {
-        StepSeq s;
-        s.kv = &seqs[b];
-        s.tokens = std::span(context).subspan(i, std::min(kDepthChunk, d - i));
-        s.prompt = true;
-        pre.run(std::span(&s, 1));
-      }
-  }
+  const auto context = bench_tokens(chunk, c.vocab);
+  prefill_context(dec, cache, ctx, std::span(seqs).first(B), d, len);
   const SamplingParams greedy;
   std::vector<int32_t> tok(B);
   for (int b = 0; b < B; ++b) tok[b] = static_cast<int32_t>((b * 7919 + 13) % c.vocab);
