@@ -113,6 +113,7 @@ Linear stack_linears(std::initializer_list<const Linear*> list, LinearId id) {
     for (const Linear* p : parts) ts.push_back(field(*p));
     return stack_rows(ts);
   };
+  if (!first.dense() && !same_groups(parts)) return {};
   Tensor weight = stacked([](const Linear& l) { return &l.weight; });
   if (weight.empty()) return {};
   if (first.dense()) {
@@ -120,7 +121,6 @@ Linear stack_linears(std::initializer_list<const Linear*> list, LinearId id) {
     l.id = id;
     return l;
   }
-  if (!same_groups(parts)) return {};
   IntGroups g = first.groups;
   g.scales = stacked([](const Linear& l) { return &l.groups.scales; });
   if (!g.zeros.empty()) g.zeros = stacked([](const Linear& l) { return &l.groups.zeros; });
@@ -279,11 +279,10 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
     // A fused linear is placed as it is; parts are stacked into the fused slot where they end up in one type,
     // else placed one by one into their own slots. The biases follow their weights: the decoder adds bqkv
     // to a fused projection, bq/bk/bv to parts.
-    const bool qkv = !L.wqkv.empty() || (!L.wq.empty() && one_type({&L.wq, &L.wk, &L.wv}));
     if (!L.wqkv.empty()) {
       D.wqkv = place({&L.wqkv}, L.wqkv.id);
       D.bqkv = place_vector({&L.bqkv});
-    } else if (qkv) {
+    } else if (!L.wq.empty() && one_type({&L.wq, &L.wk, &L.wv})) {
       D.wqkv = place({&L.wq, &L.wk, &L.wv}, {l, LinearRole::QKV});
       D.bqkv = place_vector({&L.bq, &L.bk, &L.bv});
     } else {
@@ -306,8 +305,10 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
   }
   up.run(progress);
   if (n_decoded > 0)
-    log::info("{} linear weights in grouped integer formats ({}) have no {} kernel yet: placed as {}", n_decoded,
-              fmt::join(decoded, ", "), ctx.device == Device::Cuda ? "CUDA" : "device", dtype_name(dtype));
+    log::warn(
+        "{} linear weights in grouped integer formats ({}) decoded to {} at placement: no {} kernel reads "
+        "them yet",
+        n_decoded, fmt::join(decoded, ", "), dtype_name(dtype), ctx.device == Device::Cuda ? "CUDA" : "device");
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double gb = static_cast<double>(d.nbytes()) / 1e9;
   log::info("placed {:.2f} GB on {} in {:.2f} s ({:.2f} GB/s)", gb, ctx.device == Device::Cuda ? "CUDA" : "the CPU", s,

@@ -140,7 +140,15 @@ TEST(WeightPlacement, GroupedLinearsAreDecodedAndFused) {
         EXPECT_EQ(w.layers[0].wqkv.empty(), c.act_order) << "each linear has its own g_idx: kept apart";
       }
       for (bool dequantize : {true, false}) {
+        ::testing::internal::CaptureStderr();
         const DecoderWeights d = w.to_device(ctx, DType::BF16, dequantize);
+        const std::string log = ::testing::internal::GetCapturedStderr();
+        // One line says so, whatever the number of linears.
+        EXPECT_EQ(log.find("grouped integer formats"), log.rfind("grouped integer formats")) << log;
+        EXPECT_NE(log.find(fmt::format("linear weights in grouped integer formats ({} g64) decoded to bf16",
+                                       dtype_name(c.wtype))),
+                  std::string::npos)
+            << log;
         expect_same(d, testing::reference_to_device(w, ctx, DType::BF16, dequantize));
         EXPECT_FALSE(d.layers[1].wqkv.empty());
         EXPECT_FALSE(d.layers[1].w_gate_up.empty());
