@@ -174,8 +174,8 @@ void bench_matmul(std::mt19937& rng, bool quick) {
     for (const Shape& s : shapes) {
       const double wbytes = static_cast<double>(row_bytes(wt, s.k)) * s.n;
       const int copies = copies_for(wbytes);
-      std::vector<Tensor> ws;
-      for (int i = 0; i < copies; ++i) ws.push_back(random_weight(wt, s.n, s.k, rng));
+      std::vector<Linear> ws;
+      for (int i = 0; i < copies; ++i) ws.emplace_back(random_weight(wt, s.n, s.k, rng));
       const std::vector<int64_t> ms = !g_ms.empty() ? g_ms
                                       : quick       ? std::vector<int64_t>{1, 8}
                                                     : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 2048};
@@ -196,8 +196,8 @@ void bench_matmul(std::mt19937& rng, bool quick) {
               record("matmul", name, fmt::format("cuda.cublaslt#{}", c),
                      time_graph(copies,
                                 [&](int i) {
-                                  cublaslt_matmul(lane_of(g_ctx), x.data, ws[i].data, DType::BF16, y.data, m, s.n, s.k,
-                                                  c);
+                                  cublaslt_matmul(lane_of(g_ctx), x.data, ws[i].weight.data, DType::BF16, y.data, m,
+                                                  s.n, s.k, c);
                                 }),
                      bytes, flops);
           const double layers = std::string(s.name) == "lm_head" ? 1 : 32;

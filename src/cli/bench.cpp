@@ -123,7 +123,7 @@ nlohmann::json bench_prefill_gpu(Decoder& dec, const ops::Context& ctx, const Kv
   const double attn = only("attention"), gemm = only("matmul");
   // Matmul FLOPs: every linear weight (bf16, 2 bytes) once per token; the embedding is a gather unless tied.
   const DecoderWeights& wt = dec.weights();
-  const double gathered = wt.output.data != wt.tok_embd.data ? static_cast<double>(wt.tok_embd.nbytes()) : 0.0;
+  const double gathered = !wt.tied() ? static_cast<double>(wt.tok_embd.nbytes()) : 0.0;
   const double flops = 2.0 * (static_cast<double>(wt.nbytes()) - gathered) / 2 * p;
   return {{"test", fmt::format("pp{}", p)},
           {"batch", 1},
@@ -349,7 +349,7 @@ void bench_gpu(const BenchFlags& f) {
   // What a decode step streams: every weight but the embedding table, of which it gathers one row per
   // token (unless the output projection is the same tensor). By type, for the header line.
   const DecoderWeights& w = dec.weights();
-  const bool tied = w.output.data == w.tok_embd.data;
+  const bool tied = w.tied();
   const double weight_bytes = static_cast<double>(w.nbytes() - (tied ? 0 : w.tok_embd.nbytes()));
   std::map<std::string, double> by_type;
   w.for_each_tensor(

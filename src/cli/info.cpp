@@ -19,6 +19,7 @@ void info(const InfoFlags& f) {
   const DecoderWeights& w = model->decoder->weights();
   std::printf("model         %s\n", model->path.c_str());
   std::printf("format        %s\n", model->format.c_str());
+  if (!model->quantization.empty()) std::printf("quantization  %s\n", model->quantization.c_str());
   if (!c.name.empty()) std::printf("name          %s\n", c.name.c_str());
   std::printf("architecture  %s\n", c.arch.c_str());
   std::printf("layers        %d\n", c.n_layers);

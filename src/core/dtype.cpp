@@ -34,6 +34,7 @@ constexpr std::array<DTypeInfo, static_cast<size_t>(DType::Count)> kInfo = {{
     {"u8", 1, 1, false},
     {"u4", 2, 1, false},
     {"u2", 4, 1, false},
+    {"u3", 8, 3, false},
 }};
 
 struct GgmlId {

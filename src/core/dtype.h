@@ -31,6 +31,7 @@ enum class DType : uint8_t {
   U8,      // unsigned 8-bit codes (quantized KV pages)
   U4,      // unsigned 4-bit codes, two per byte, element 2j in the low nibble of byte j
   U2,      // unsigned 2-bit codes, four per byte, element 4j + i in bits 2i..2i+1 of byte j
+  U3,      // unsigned 3-bit codes, eight per three bytes: element i in bits 3i..3i+2 of the row's bit stream
   Count,
 };
 

@@ -79,4 +79,13 @@ float json_float(const nlohmann::json& value, std::string_view key, std::string_
   return static_cast<float>(d);
 }
 
+const nlohmann::json* json_field(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+void json_type_error(std::string_view key, std::string_view where, const nlohmann::json& value) {
+  KS_FAIL("{}: config.json field '{}' has the wrong type ({})", where, key, value.type_name());
+}
+
 }  // namespace kestrel

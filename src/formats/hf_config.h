@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace kestrel {
 
@@ -25,5 +26,25 @@ nlohmann::json load_json_file(const std::string& path);
 //   json_float: any JSON number that an f32 holds (finite; 1e39 is an error, not infinity).
 int64_t json_int(const nlohmann::json& value, std::string_view key, std::string_view where, int64_t lo, int64_t hi);
 float json_float(const nlohmann::json& value, std::string_view key, std::string_view where);
+
+// The value of `key` in object j, or null when the key is missing or null (transformers treats both as unset).
+const nlohmann::json* json_field(const nlohmann::json& j, const char* key);
+
+[[noreturn]] void json_type_error(std::string_view key, std::string_view where, const nlohmann::json& value);
+// A string or boolean field, or `def` when unset. nlohmann's get<> does not convert between JSON types, so a
+// wrong type throws a kestrel::Error naming the field.
+template <typename T>
+T json_field_or(const nlohmann::json& j, const char* key, T def, std::string_view where) {
+  static_assert(std::is_same_v<T, bool> || std::is_same_v<T, std::string>);
+  const nlohmann::json* v = json_field(j, key);
+  if (!v) return def;
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v->is_boolean()) json_type_error(key, where, *v);
+    return v->get<bool>();
+  } else {
+    if (!v->is_string()) json_type_error(key, where, *v);
+    return v->get<std::string>();
+  }
+}
 
 }  // namespace kestrel

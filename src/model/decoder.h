@@ -25,8 +25,9 @@ class Decoder {
   const DecoderWeights& weights() const { return w_; }
 
   // Moves the weights to ctx.device: on CUDA float weights become bf16, GGUF quantized linear weights keep
-  // their blocks (unless set_dequantize_on_place), activations are bf16. Fuses the q/k/v and gate/up
-  // projections where their parts share a type, on either device (decoder_weights.h).
+  // their blocks (unless set_dequantize_on_place), grouped integer ones (GPTQ/AWQ) are decoded to bf16,
+  // activations are bf16. Fuses the q/k/v and gate/up projections where their parts' formats agree, on
+  // either device (decoder_weights.h).
   void place_on(const ops::Context& ctx);
   // Makes place_on convert quantized weights to bf16 (A/B runs: the bf16 kernels on the same model).
   void set_dequantize_on_place(bool on) { dequantize_on_place_ = on; }

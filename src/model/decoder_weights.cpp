@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <set>
 
 #include "core/dequant.h"
 #include "core/error.h"
@@ -45,8 +47,8 @@ void parallel_copy(void* dst, const void* src, size_t bytes) {
 }
 
 // Whether the parts lie back to back in one allocation (gate and up do in most model files).
-bool adjacent(std::initializer_list<const Tensor*> parts) {
-  const Tensor& first = **parts.begin();
+bool adjacent(const std::vector<const Tensor*>& parts) {
+  const Tensor& first = *parts.front();
   if (!first.storage) return false;
   const char* next = static_cast<const char*>(first.data);
   for (const Tensor* p : parts) {
@@ -59,8 +61,8 @@ bool adjacent(std::initializer_list<const Tensor*> parts) {
 
 // The rows of `parts` stacked into one host tensor (vectors: concatenated): a view when they are adjacent
 // already, else a copy; empty when they differ in dtype or width.
-Tensor stack_rows(std::initializer_list<const Tensor*> parts) {
-  const Tensor& first = **parts.begin();
+Tensor stack_rows(const std::vector<const Tensor*>& parts) {
+  const Tensor& first = *parts.front();
   const bool vectors = first.ndim() == 1;
   int64_t rows = 0;
   for (const Tensor* p : parts) {
@@ -84,57 +86,110 @@ Tensor stack_rows(std::initializer_list<const Tensor*> parts) {
   return out;
 }
 
-void fuse_layer(LayerWeights& L) {
+// Whether grouped linears read their inputs alike: one group size and symmetry, and one g_idx (act-order
+// orders each linear's input channels by its own statistics; rows stacked under one g_idx must share it).
+bool same_groups(const std::vector<const Linear*>& parts) {
+  const IntGroups& a = parts.front()->groups;
+  for (const Linear* p : parts) {
+    const IntGroups& b = p->groups;
+    if (b.group_size != a.group_size || b.scales.cols() != a.scales.cols() || b.zeros.empty() != a.zeros.empty() ||
+        b.g_idx.empty() != a.g_idx.empty())
+      return false;
+    if (!b.g_idx.empty() && b.g_idx.data != a.g_idx.data &&
+        (b.g_idx.device != Device::Cpu || std::memcmp(b.g_idx.data, a.g_idx.data, a.g_idx.nbytes()) != 0))
+      return false;
+  }
+  return true;
+}
+
+// The rows of host linears stacked into one (see stack_rows), or an empty linear where their formats differ.
+Linear stack_linears(std::initializer_list<const Linear*> list, LinearId id) {
+  const std::vector<const Linear*> parts(list);
+  const Linear& first = *parts.front();
+  for (const Linear* p : parts)
+    if (p->empty() || p->dense() != first.dense() || p->layout != first.layout) return {};
+  auto stacked = [&](auto field) {
+    std::vector<const Tensor*> ts;
+    for (const Linear* p : parts) ts.push_back(field(*p));
+    return stack_rows(ts);
+  };
+  if (!first.dense() && !same_groups(parts)) return {};
+  Tensor weight = stacked([](const Linear& l) { return &l.weight; });
+  if (weight.empty()) return {};
+  if (first.dense()) {
+    Linear l(std::move(weight));
+    l.id = id;
+    return l;
+  }
+  IntGroups g = first.groups;
+  g.scales = stacked([](const Linear& l) { return &l.groups.scales; });
+  if (!g.zeros.empty()) g.zeros = stacked([](const Linear& l) { return &l.groups.zeros; });
+  return Linear::grouped(std::move(weight), std::move(g), id);
+}
+
+void fuse_layer(LayerWeights& L, int layer) {
   if (L.wqkv.empty() && !L.wq.empty()) {
-    L.wqkv = stack_rows({&L.wq, &L.wk, &L.wv});
+    L.wqkv = stack_linears({&L.wq, &L.wk, &L.wv}, {layer, LinearRole::QKV});
     if (!L.wqkv.empty()) {
       if (!L.bq.empty()) L.bqkv = stack_rows({&L.bq, &L.bk, &L.bv});
-      L.wq = L.wk = L.wv = L.bq = L.bk = L.bv = Tensor{};
+      L.wq = L.wk = L.wv = Linear{};
+      L.bq = L.bk = L.bv = Tensor{};
     }
   }
   if (L.w_gate_up.empty() && !L.w_gate.empty()) {
-    L.w_gate_up = stack_rows({&L.w_gate, &L.w_up});
-    if (!L.w_gate_up.empty()) L.w_gate = L.w_up = Tensor{};
+    L.w_gate_up = stack_linears({&L.w_gate, &L.w_up}, {layer, LinearRole::GateUp});
+    if (!L.w_gate_up.empty()) L.w_gate = L.w_up = Linear{};
   }
 }
 
 }  // namespace
 
 void DecoderWeights::fuse_projections() {
-  for (LayerWeights& L : layers) fuse_layer(L);
+  for (size_t l = 0; l < layers.size(); ++l) fuse_layer(layers[l], static_cast<int>(l));
 }
 
 DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture& arch, const ModelConfig& c) {
   DecoderWeights w;
-  // Every tensor read, by name, for the finite check below.
+  // Every tensor to scan for NaN/Inf, with its name in the file: a linear's matrix, or for grouped integer
+  // weights their scales (the codes and zero points are integers).
   std::vector<std::string> names;
   std::vector<const Tensor*> read;
-  auto matrix = [&](Tensor& dst, const std::string& name, std::vector<int64_t> shape) {
-    dst = expect(src, name, std::move(shape));
-    names.push_back(name);
-    read.push_back(&dst);
+  auto scan = [&](const Tensor& t, std::string file_name) {
+    names.push_back(std::move(file_name));
+    read.push_back(&t);
+  };
+  auto linear = [&](Linear& dst, const std::string& name, std::vector<int64_t> shape, LinearId id) {
+    dst = src.linear(name);
+    KS_CHECK(dst.weight.shape == shape, "tensor '{}' ({}) has shape [{}], expected [{}]", name, dst.describe(),
+             fmt::join(dst.weight.shape, ", "), fmt::join(shape, ", "));
+    dst.id = id;
+    std::string file = src.file_name(name);
+    if (!dst.dense() && file.ends_with(".weight")) file.replace(file.size() - 6, 6, "scales");
+    scan(dst.dense() ? dst.weight : dst.groups.scales, std::move(file));
   };
   auto f32_vector = [&](Tensor& dst, const std::string& name, std::vector<int64_t> shape) {
     dst = expect_f32(src, name, std::move(shape));
-    names.push_back(name);
-    read.push_back(&dst);
+    scan(dst, src.file_name(name));
   };
   const int64_t q_dim = int64_t{c.n_heads} * c.head_dim, kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
-  matrix(w.tok_embd, "token_embd.weight", {c.vocab, c.hidden});
+  w.tok_embd = expect(src, "token_embd.weight", {c.vocab, c.hidden});
+  scan(w.tok_embd, src.file_name("token_embd.weight"));
   f32_vector(w.output_norm, "output_norm.weight", {c.hidden});
-  if (c.tied_embeddings)
-    w.output = w.tok_embd;
-  else
-    matrix(w.output, "output.weight", {c.vocab, c.hidden});
+  if (c.tied_embeddings) {
+    w.output = Linear(w.tok_embd);
+    w.output.id = {-1, LinearRole::Output};
+  } else {
+    linear(w.output, "output.weight", {c.vocab, c.hidden}, {-1, LinearRole::Output});
+  }
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     auto n = [l](const char* suffix) { return fmt::format("blk.{}.{}", l, suffix); };
     LayerWeights& L = w.layers[l];
     f32_vector(L.attn_norm, n("attn_norm.weight"), {c.hidden});
-    matrix(L.wq, n("attn_q.weight"), {q_dim, c.hidden});
-    matrix(L.wk, n("attn_k.weight"), {kv_dim, c.hidden});
-    matrix(L.wv, n("attn_v.weight"), {kv_dim, c.hidden});
-    matrix(L.wo, n("attn_output.weight"), {c.hidden, q_dim});
+    linear(L.wq, n("attn_q.weight"), {q_dim, c.hidden}, {l, LinearRole::Q});
+    linear(L.wk, n("attn_k.weight"), {kv_dim, c.hidden}, {l, LinearRole::K});
+    linear(L.wv, n("attn_v.weight"), {kv_dim, c.hidden}, {l, LinearRole::V});
+    linear(L.wo, n("attn_output.weight"), {c.hidden, q_dim}, {l, LinearRole::O});
     if (arch.qkv_bias) {
       f32_vector(L.bq, n("attn_q.bias"), {q_dim});
       f32_vector(L.bk, n("attn_k.bias"), {kv_dim});
@@ -149,17 +204,16 @@ DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture&
       f32_vector(L.attn_post_norm, n("post_attention_norm.weight"), {c.hidden});
       f32_vector(L.ffn_post_norm, n("post_ffw_norm.weight"), {c.hidden});
     }
-    matrix(L.w_gate, n("ffn_gate.weight"), {c.ffn, c.hidden});
-    matrix(L.w_up, n("ffn_up.weight"), {c.ffn, c.hidden});
-    matrix(L.w_down, n("ffn_down.weight"), {c.hidden, c.ffn});
+    linear(L.w_gate, n("ffn_gate.weight"), {c.ffn, c.hidden}, {l, LinearRole::Gate});
+    linear(L.w_up, n("ffn_up.weight"), {c.ffn, c.hidden}, {l, LinearRole::Up});
+    linear(L.w_down, n("ffn_down.weight"), {c.hidden, c.ffn}, {l, LinearRole::Down});
   }
   // A NaN or infinite weight would load and then turn every logit into NaN (empty or arbitrary text).
   const auto t0 = std::chrono::steady_clock::now();
   if (const auto bad = find_non_finite(read, ThreadPool::global())) {
     const Tensor& t = *read[bad->tensor];
-    KS_FAIL("tensor '{}' ({}) has a NaN or infinite {} at element {}: the model file is corrupt",
-            src.file_name(names[bad->tensor]), t.describe(), dtype_info(t.dtype).quantized ? "block scale" : "value",
-            bad->element);
+    KS_FAIL("tensor '{}' ({}) has a NaN or infinite {} at element {}: the model file is corrupt", names[bad->tensor],
+            t.describe(), dtype_info(t.dtype).quantized ? "block scale" : "value", bad->element);
   }
   log::debug("checked {} tensors for NaN/Inf in {:.1f} ms", read.size(),
              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
@@ -175,58 +229,86 @@ size_t DecoderWeights::nbytes() const {
 DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, bool dequantize,
                                          const PlaceProgress& progress) const {
   // Written field by field below: a new LayerWeights field needs a line here too.
-  static_assert(std::tuple_size_v<decltype(LayerWeights{}.fields())> == 19);
+  static_assert(std::tuple_size_v<decltype(LayerWeights{}.linears())> == 9);
+  static_assert(std::tuple_size_v<decltype(LayerWeights{}.vectors())> == 10);
   const auto t0 = std::chrono::steady_clock::now();
   WeightUploader up(ctx);
-  // Norms and biases (1-D) stay f32; a linear weight keeps a GGUF block type unless told to dequantize;
-  // everything else becomes `dtype`.
-  auto placed_type = [&](const Tensor& t) {
-    if (t.ndim() == 1) return DType::F32;
-    return !dequantize && quant::is_weight_type(t.dtype) ? t.dtype : dtype;
+  // A linear keeps a GGUF block type unless told to dequantize; grouped integer linears (no device kernel
+  // yet) and float ones become `dtype`.
+  auto placed_type = [&](const Linear& l) {
+    return !dequantize && l.dense() && quant::is_weight_type(l.weight.dtype) ? l.weight.dtype : dtype;
   };
-  auto place = [&](std::initializer_list<const Tensor*> parts) -> Tensor {
-    const Tensor& first = **parts.begin();
+  std::set<std::string> decoded;  // the grouped formats placed as `dtype`, for one line in the log
+  int n_decoded = 0;
+  auto place = [&](std::initializer_list<const Linear*> parts, LinearId id) -> Linear {
+    const Linear& first = **parts.begin();
     if (first.empty()) return {};
-    return up.add(placed_type(first), parts);
+    for (const Linear* p : parts)
+      if (!p->dense()) {
+        decoded.insert(fmt::format("{} g{}", dtype_name(p->weight.dtype), p->groups.group_size));
+        ++n_decoded;
+      }
+    Linear l(up.add(placed_type(first), parts));
+    l.id = id;
+    return l;
+  };
+  // Norms and biases (1-D) stay f32.
+  auto place_vector = [&](std::initializer_list<const Tensor*> parts) -> Tensor {
+    return (*parts.begin())->empty() ? Tensor{} : up.add(DType::F32, parts);
   };
   // Whether parts stored apart can be stacked: they are placed in one type.
-  auto one_type = [&](std::initializer_list<const Tensor*> parts) {
+  auto one_type = [&](std::initializer_list<const Linear*> parts) {
     const DType t = placed_type(**parts.begin());
-    return std::all_of(parts.begin(), parts.end(), [&](const Tensor* p) { return placed_type(*p) == t; });
-  };
-  // A fused tensor placed as it is; parts stacked into the fused slot, or (stack false) placed one by one
-  // into their own slots.
-  auto fuse = [&](const Tensor& whole, std::initializer_list<const Tensor*> parts, bool stack, Tensor& fused,
-                  std::initializer_list<Tensor*> apart) {
-    if (!whole.empty()) return void(fused = place({&whole}));
-    if ((*parts.begin())->empty()) return;
-    if (stack) return void(fused = place(parts));
-    auto out = apart.begin();
-    for (const Tensor* p : parts) **out++ = place({p});
+    return std::all_of(parts.begin(), parts.end(), [&](const Linear* p) { return placed_type(*p) == t; });
   };
   DecoderWeights d;
   d.tok_embd = up.add(dtype, {&tok_embd});  // the embedding gathers rows: always `dtype`
-  d.output_norm = place({&output_norm});
-  d.output = output.data == tok_embd.data ? d.tok_embd : place({&output});
+  d.output_norm = place_vector({&output_norm});
+  if (tied()) {
+    d.output = Linear(d.tok_embd);
+    d.output.id = output.id;
+  } else {
+    d.output = place({&output}, output.id);
+  }
   d.layers.reserve(layers.size());
-  for (const LayerWeights& L : layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerWeights& L = layers[i];
     LayerWeights& D = d.layers.emplace_back();
-    D.attn_norm = place({&L.attn_norm});
-    // The biases follow their weights: the decoder adds bqkv to a fused projection, bq/bk/bv to parts.
-    const bool qkv = !L.wqkv.empty() || one_type({&L.wq, &L.wk, &L.wv});
-    fuse(L.wqkv, {&L.wq, &L.wk, &L.wv}, qkv, D.wqkv, {&D.wq, &D.wk, &D.wv});
-    fuse(L.bqkv, {&L.bq, &L.bk, &L.bv}, qkv, D.bqkv, {&D.bq, &D.bk, &D.bv});
-    D.wo = place({&L.wo});
-    D.q_norm = place({&L.q_norm});
-    D.k_norm = place({&L.k_norm});
-    D.ffn_norm = place({&L.ffn_norm});
-    D.attn_post_norm = place({&L.attn_post_norm});
-    D.ffn_post_norm = place({&L.ffn_post_norm});
-    fuse(L.w_gate_up, {&L.w_gate, &L.w_up}, !L.w_gate_up.empty() || one_type({&L.w_gate, &L.w_up}), D.w_gate_up,
-         {&D.w_gate, &D.w_up});
-    D.w_down = place({&L.w_down});
+    const int l = static_cast<int>(i);
+    D.attn_norm = place_vector({&L.attn_norm});
+    // A fused linear is placed as it is; parts are stacked into the fused slot where they end up in one type,
+    // else placed one by one into their own slots. The biases follow their weights: the decoder adds bqkv
+    // to a fused projection, bq/bk/bv to parts.
+    if (!L.wqkv.empty()) {
+      D.wqkv = place({&L.wqkv}, L.wqkv.id);
+      D.bqkv = place_vector({&L.bqkv});
+    } else if (!L.wq.empty() && one_type({&L.wq, &L.wk, &L.wv})) {
+      D.wqkv = place({&L.wq, &L.wk, &L.wv}, {l, LinearRole::QKV});
+      D.bqkv = place_vector({&L.bq, &L.bk, &L.bv});
+    } else {
+      D.wq = place({&L.wq}, L.wq.id), D.wk = place({&L.wk}, L.wk.id), D.wv = place({&L.wv}, L.wv.id);
+      D.bq = place_vector({&L.bq}), D.bk = place_vector({&L.bk}), D.bv = place_vector({&L.bv});
+    }
+    D.wo = place({&L.wo}, L.wo.id);
+    D.q_norm = place_vector({&L.q_norm});
+    D.k_norm = place_vector({&L.k_norm});
+    D.ffn_norm = place_vector({&L.ffn_norm});
+    D.attn_post_norm = place_vector({&L.attn_post_norm});
+    D.ffn_post_norm = place_vector({&L.ffn_post_norm});
+    if (!L.w_gate_up.empty())
+      D.w_gate_up = place({&L.w_gate_up}, L.w_gate_up.id);
+    else if (!L.w_gate.empty() && one_type({&L.w_gate, &L.w_up}))
+      D.w_gate_up = place({&L.w_gate, &L.w_up}, {l, LinearRole::GateUp});
+    else
+      D.w_gate = place({&L.w_gate}, L.w_gate.id), D.w_up = place({&L.w_up}, L.w_up.id);
+    D.w_down = place({&L.w_down}, L.w_down.id);
   }
   up.run(progress);
+  if (n_decoded > 0)
+    log::warn(
+        "{} linear weights in grouped integer formats ({}) decoded to {} at placement: no {} kernel reads "
+        "them yet",
+        n_decoded, fmt::join(decoded, ", "), dtype_name(dtype), ctx.device == Device::Cuda ? "CUDA" : "device");
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double gb = static_cast<double>(d.nbytes()) / 1e9;
   log::info("placed {:.2f} GB on {} in {:.2f} s ({:.2f} GB/s)", gb, ctx.device == Device::Cuda ? "CUDA" : "the CPU", s,

@@ -1,10 +1,12 @@
 // The tensors of a decoder-only transformer, gathered from a WeightSource by GGUF-style name. Linear
-// weights stay in their file dtype (quantized kernels read them in place); norms and biases are f32.
+// weights are Linear operands (core/linear.h) in their file's format (quantized kernels read them in
+// place); norms and biases are f32.
 #pragma once
 
 #include <array>
 #include <vector>
 
+#include "core/linear.h"
 #include "core/tensor.h"
 #include "model/architecture.h"
 #include "model/model_config.h"
@@ -15,55 +17,71 @@
 namespace kestrel {
 
 struct LayerWeights {
-  Tensor attn_norm, wq, wk, wv, wo;
+  Tensor attn_norm;
+  Linear wq, wk, wv, wo;
   Tensor bq, bk, bv;      // qkv_bias architectures
   Tensor q_norm, k_norm;  // qk_norm architectures
-  Tensor ffn_norm, w_gate, w_up, w_down;
+  Tensor ffn_norm;
+  Linear w_gate, w_up, w_down;
   Tensor attn_post_norm, ffn_post_norm;  // post_norms architectures: the outputs' norms before the residual adds
   // Fused projections (fuse_projections): wq | wk | wv and w_gate | w_up stacked by rows, so a step runs
   // one matmul instead of three and two. When set, the parts they replace are empty.
-  Tensor wqkv, bqkv, w_gate_up;
+  Linear wqkv, w_gate_up;
+  Tensor bqkv;
 
-  // Every field, empty or not, for code that treats them alike. Norms and biases are the 1-D ones.
+  // Every field of a kind, empty or not, for code that treats them alike: the linear operands, and the 1-D
+  // tensors (norm weights and biases).
   template <typename Self>
-  static auto fields_of(Self& s) {
-    return std::array{&s.attn_norm,    &s.wq,     &s.wk,     &s.wv,     &s.wo,        &s.bq,
-                      &s.bk,           &s.bv,     &s.q_norm, &s.k_norm, &s.ffn_norm,  &s.w_gate,
-                      &s.w_up,         &s.w_down, &s.wqkv,   &s.bqkv,   &s.w_gate_up, &s.attn_post_norm,
-                      &s.ffn_post_norm};
+  static auto linears_of(Self& s) {
+    return std::array{&s.wq, &s.wk, &s.wv, &s.wo, &s.w_gate, &s.w_up, &s.w_down, &s.wqkv, &s.w_gate_up};
   }
-  auto fields() { return fields_of(*this); }
-  auto fields() const { return fields_of(*this); }
+  template <typename Self>
+  static auto vectors_of(Self& s) {
+    return std::array{&s.attn_norm,      &s.bq,           &s.bk, &s.bv, &s.q_norm, &s.k_norm, &s.ffn_norm, &s.bqkv,
+                      &s.attn_post_norm, &s.ffn_post_norm};
+  }
+  auto linears() { return linears_of(*this); }
+  auto linears() const { return linears_of(*this); }
+  auto vectors() { return vectors_of(*this); }
+  auto vectors() const { return vectors_of(*this); }
 };
 
 struct DecoderWeights {
   Tensor tok_embd;     // [vocab, hidden]
   Tensor output_norm;  // [hidden]
-  Tensor output;       // [vocab, hidden]; the embedding when tied
+  Linear output;       // [vocab, hidden]; the embedding when tied
   std::vector<LayerWeights> layers;
 
   // Loads and shape-checks every tensor; throws kestrel::Error naming the first missing or mis-shaped one.
+  // Each linear gets its id (layer and role).
   static DecoderWeights load(const WeightSource& src, const Architecture& arch, const ModelConfig& cfg);
   size_t nbytes() const;
-  // Calls f(const Tensor&) once for every tensor present (a tied output projection counts once).
+  bool tied() const { return output.weight.data == tok_embd.data; }
+  // Calls f(const Tensor&) once for every tensor present, a linear's group tensors included (a tied output
+  // projection counts once).
   template <typename F>
   void for_each_tensor(F&& f) const {
     for (const Tensor* t : {&tok_embd, &output_norm}) f(*t);
-    if (output.data != tok_embd.data) f(output);
-    for (const LayerWeights& L : layers)
-      for (const Tensor* t : L.fields())
+    if (!tied()) output.for_each_tensor(f);
+    for (const LayerWeights& L : layers) {
+      for (const Linear* l : L.linears()) l->for_each_tensor(f);
+      for (const Tensor* t : L.vectors())
         if (!t->empty()) f(*t);
+    }
   }
 
-  // Stacks each layer's q/k/v and gate/up weights into one tensor where they share a dtype (host tensors;
-  // mixed-type GGUFs such as Q4_K_M keep some layers unfused). Idempotent.
+  // Stacks each layer's q/k/v and gate/up weights into one linear where their formats agree: one dtype,
+  // and for grouped integer weights one group size, symmetry and g_idx (GPTQ act-order orders input
+  // channels per linear; stacked rows must share it). Host weights; mixed-type GGUFs such as Q4_K_M keep
+  // some layers unfused. Idempotent.
   void fuse_projections();
 
   // A copy on ctx.device with the embedding and float linear weights converted to `dtype` (bf16 on GPUs),
   // norms/biases kept f32. Linear weights of a GGUF quantized type keep their blocks (the device's matmul
-  // decodes them) unless `dequantize`, which converts them to `dtype` as well. Projections are fused where
-  // their parts end up in one type (a Q4_K_M's q/k and v differ: those stay apart). Streams through the
-  // lane's staging buffers (weight_uploader.h); `progress` hears how far it has got.
+  // decodes them) unless `dequantize`, which converts them to `dtype` as well. Grouped integer weights have
+  // no device kernel yet: they are decoded to `dtype` (logged once). Projections are fused where their parts
+  // end up in one type (a Q4_K_M's q/k and v differ: those stay apart). Streams through the lane's staging
+  // buffers (weight_uploader.h); `progress` hears how far it has got.
   DecoderWeights to_device(const ops::Context& ctx, DType dtype, bool dequantize,
                            const PlaceProgress& progress = {}) const;
 };

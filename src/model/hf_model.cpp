@@ -11,14 +11,8 @@
 namespace kestrel {
 namespace {
 
-// The value of `name`, or null when the key is missing or null (transformers treats both as unset).
-const nlohmann::json* find_field(const nlohmann::json& j, const char* name) {
-  auto it = j.find(name);
-  return it == j.end() || it->is_null() ? nullptr : &*it;
-}
-
 const nlohmann::json& required(const nlohmann::json& j, const char* name, const std::string& where) {
-  const nlohmann::json* v = find_field(j, name);
+  const nlohmann::json* v = json_field(j, name);
   KS_CHECK(v, "{}: config.json has no '{}'", where, name);
   return *v;
 }
@@ -29,7 +23,7 @@ int int_field(const nlohmann::json& j, const char* name, const std::string& wher
 }
 
 int int_field_or(const nlohmann::json& j, const char* name, int def, const std::string& where) {
-  return find_field(j, name) ? int_field(j, name, where) : def;
+  return json_field(j, name) ? int_field(j, name, where) : def;
 }
 
 float float_field(const nlohmann::json& j, const char* name, const std::string& where) {
@@ -37,25 +31,14 @@ float float_field(const nlohmann::json& j, const char* name, const std::string& 
 }
 
 float float_field_or(const nlohmann::json& j, const char* name, float def, const std::string& where) {
-  return find_field(j, name) ? float_field(j, name, where) : def;
-}
-
-// Strings and booleans: nlohmann's get<> does not convert between JSON types, so a wrong type throws.
-template <typename T>
-T field_or(const nlohmann::json& j, const char* name, T def, const std::string& where) {
-  const nlohmann::json* v = find_field(j, name);
-  if (!v) return def;
-  try {
-    return v->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    KS_FAIL("{}: config.json field '{}' has the wrong type ({})", where, name, v->type_name());
-  }
+  return json_field(j, name) ? float_field(j, name, where) : def;
 }
 
 // Scaling of one RoPE from a rope_scaling object (transformers < 5) or a rope_parameters entry (5.x).
 void apply_rope_scaling(const nlohmann::json& it, ops::RopeParams& rope, const std::string& where) {
   KS_CHECK(it.is_object(), "{}: rope_scaling must be an object", where);
-  const std::string type = field_or<std::string>(it, "rope_type", field_or<std::string>(it, "type", "", where), where);
+  const std::string type =
+      json_field_or<std::string>(it, "rope_type", json_field_or<std::string>(it, "type", "", where), where);
   if (type == "llama3") {
     rope.llama3_factor = float_field(it, "factor", where);
     rope.llama3_low_freq_factor = float_field_or(it, "low_freq_factor", 1.f, where);
@@ -80,7 +63,7 @@ void read_sliding_layers(const nlohmann::json& j, const Architecture& arch, cons
   const int window = int_field_or(j, "sliding_window", 0, where);
   if (window == 0) return;
   std::vector<uint8_t> sliding;
-  if (const nlohmann::json* types = find_field(j, "layer_types")) {
+  if (const nlohmann::json* types = json_field(j, "layer_types")) {
     KS_CHECK(types->is_array() && types->size() == static_cast<size_t>(c.n_layers),
              "{}: layer_types must list one type per layer ({})", where, c.n_layers);
     for (int l = 0; l < c.n_layers; ++l) {
@@ -103,13 +86,13 @@ void read_sliding_layers(const nlohmann::json& j, const Architecture& arch, cons
 void read_gemma_fields(const nlohmann::json& j, const Architecture& arch, const nlohmann::json* local_rope,
                        ModelConfig& c, const std::string& where) {
   if (arch.gelu) {
-    const std::string act = field_or<std::string>(
-        j, "hidden_activation", field_or<std::string>(j, "hidden_act", "gelu_pytorch_tanh", where), where);
+    const std::string act = json_field_or<std::string>(
+        j, "hidden_activation", json_field_or<std::string>(j, "hidden_act", "gelu_pytorch_tanh", where), where);
     KS_CHECK(act == "gelu_pytorch_tanh", "{}: hidden_activation '{}' is not supported (gelu_pytorch_tanh)", where, act);
   }
   for (const char* cap : {"attn_logit_softcapping", "final_logit_softcapping"})
-    KS_CHECK(!find_field(j, cap), "{}: '{}' is set; logit soft-capping (Gemma 2) is not supported", where, cap);
-  if (find_field(j, "query_pre_attn_scalar")) {
+    KS_CHECK(!json_field(j, cap), "{}: '{}' is set; logit soft-capping (Gemma 2) is not supported", where, cap);
+  if (json_field(j, "query_pre_attn_scalar")) {
     const float s = float_field(j, "query_pre_attn_scalar", where);
     KS_CHECK(s > 0, "{}: query_pre_attn_scalar must be positive", where);
     c.attn_scale = 1.f / std::sqrt(s);
@@ -121,7 +104,22 @@ void read_gemma_fields(const nlohmann::json& j, const Architecture& arch, const 
 
 bool HfWeights::has(const std::string& name) const {
   const std::string hf = hf_tensor_name(name, arch_->post_norms);
-  return !hf.empty() && st_->has(hf);
+  return !hf.empty() && (st_->has(hf) || !quantized_prefix(name).empty());
+}
+
+std::string HfWeights::quantized_prefix(const std::string& name) const {
+  const std::string hf = hf_tensor_name(name, arch_->post_norms);
+  if (!hf.ends_with(".weight")) return {};
+  std::string prefix = hf.substr(0, hf.size() - 7);
+  return st_->has(prefix + ".qweight") ? prefix : std::string();
+}
+
+Linear HfWeights::linear(const std::string& name) const {
+  const std::string prefix = quantized_prefix(name);
+  if (prefix.empty()) return Linear(get(name));
+  KS_CHECK(quant_, "'{}' stores '{}' quantized ({}.qweight), but config.json has no quantization_config", st_->path(),
+           prefix, prefix);
+  return read_quantized_linear(*st_, prefix, *quant_);
 }
 
 Tensor HfWeights::get(const std::string& name) const {
@@ -138,7 +136,7 @@ Tensor HfWeights::get(const std::string& name) const {
 ModelConfig config_from_hf(const nlohmann::json& j, const Architecture& arch, const std::string& where) {
   KS_CHECK(j.is_object(), "{}: config.json is not a JSON object", where);
   ModelConfig c;
-  c.name = field_or<std::string>(j, "_name_or_path", "", where);
+  c.name = json_field_or<std::string>(j, "_name_or_path", "", where);
   c.n_layers = int_field(j, "num_hidden_layers", where);
   c.hidden = int_field(j, "hidden_size", where);
   c.ffn = int_field(j, "intermediate_size", where);
@@ -149,24 +147,24 @@ ModelConfig config_from_hf(const nlohmann::json& j, const Architecture& arch, co
   c.max_ctx = int_field_or(j, "max_position_embeddings", 4096, where);
   c.rms_eps = float_field_or(j, "rms_norm_eps", 1e-6f, where);
   // Unset means the config class's default: tied for Gemma (Gemma3TextConfig), untied for the Llama family.
-  c.tied_embeddings = field_or<bool>(j, "tie_word_embeddings", arch.hf_tied_default, where);
+  c.tied_embeddings = json_field_or<bool>(j, "tie_word_embeddings", arch.hf_tied_default, where);
   apply_architecture(arch, c);
-  c.qkv_bias = c.qkv_bias || field_or<bool>(j, "attention_bias", false, where);
+  c.qkv_bias = c.qkv_bias || json_field_or<bool>(j, "attention_bias", false, where);
 
   c.rope.style = ops::RopeParams::Style::HalfSplit;
   // transformers < 5 writes rope_theta + rope_scaling; 5.x writes one rope_parameters object, or for models
   // with sliding-window layers (Gemma 3) one per layer type.
-  const nlohmann::json* params = find_field(j, "rope_parameters");
+  const nlohmann::json* params = json_field(j, "rope_parameters");
   if (params && !params->is_object()) params = nullptr;
-  const nlohmann::json* full = params ? find_field(*params, "full_attention") : nullptr;
-  const nlohmann::json* local = params ? find_field(*params, "sliding_attention") : nullptr;
+  const nlohmann::json* full = params ? json_field(*params, "full_attention") : nullptr;
+  const nlohmann::json* local = params ? json_field(*params, "sliding_attention") : nullptr;
   if (!full) full = params;
   const float theta = float_field_or(j, "rope_theta", 10000.f, where);
   c.rope.theta = full ? float_field_or(*full, "rope_theta", theta, where) : theta;
   const float rotary = float_field_or(j, "partial_rotary_factor", 1.f, where);
   KS_CHECK(rotary > 0 && rotary <= 1, "{}: 'partial_rotary_factor' must be in (0, 1], got {}", where, rotary);
   c.rope.rot_dim = static_cast<int>(c.head_dim * rotary);
-  const nlohmann::json* scaling = find_field(j, "rope_scaling");
+  const nlohmann::json* scaling = json_field(j, "rope_scaling");
   if (!scaling) scaling = full;
   if (scaling) apply_rope_scaling(*scaling, c.rope, where);
 

@@ -64,7 +64,9 @@ std::unique_ptr<Model> load_hf_dir(const std::string& dir) {
   }
 
   auto st = SafetensorsModel::open_dir(dir);
-  HfWeights w(st, arch);
+  const std::optional<HfQuantization> quant = hf_quantization(config, dir);
+  if (quant) m->quantization = quant->describe();
+  HfWeights w(st, arch, quant);
   // transformers would start such a model with a random lm_head; loading it tied would be another model.
   KS_CHECK(cfg.tied_embeddings || w.has("output.weight"),
            "{}: the checkpoint has no lm_head.weight and config.json does not set tie_word_embeddings to true "

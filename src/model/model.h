@@ -15,7 +15,8 @@ class GgufFile;
 
 struct Model {
   std::string path;
-  std::string format;  // "gguf" or "safetensors"
+  std::string format;        // "gguf" or "safetensors"
+  std::string quantization;  // a GPTQ/AWQ checkpoint's quantization (HfQuantization::describe); empty: none
   std::unique_ptr<Decoder> decoder;
   std::unique_ptr<Tokenizer> tokenizer;
   std::string chat_template;             // empty when the model ships none

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/linear.h"
 #include "core/tensor.h"
 
 namespace kestrel {
@@ -17,6 +18,10 @@ class WeightSource {
   virtual bool has(const std::string& name) const = 0;
   // Throws kestrel::Error naming the tensor and the file when it is missing or unreadable.
   virtual Tensor get(const std::string& name) const = 0;
+  // The linear weight `name` ("blk.3.attn_q.weight") as an operand: the tensor itself (a dense linear) unless
+  // the source stores it in a quantized format of its own, which it converts to a grouped linear. Its id is
+  // the caller's to set.
+  virtual Linear linear(const std::string& name) const { return Linear(get(name)); }
   // The tensor's name in the file, for messages.
   virtual std::string file_name(const std::string& name) const { return name; }
 };

@@ -5,7 +5,9 @@
 #include <memory>
 
 #include "core/convert.h"
+#include "core/dequant.h"
 #include "core/error.h"
+#include "core/int_codes.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
 
@@ -31,24 +33,42 @@ WeightUploader::WeightUploader(const ops::Context& ctx, Options options) : ctx_(
 }
 
 Tensor WeightUploader::add(DType dtype, std::initializer_list<const Tensor*> parts) {
-  KS_CHECK(parts.size() > 0, "WeightUploader::add: nothing to place");
-  const Tensor& first = **parts.begin();
+  std::vector<Linear> linears;
+  for (const Tensor* p : parts) linears.emplace_back(*p);
+  return add_parts(dtype, linears);
+}
+
+Tensor WeightUploader::add(DType dtype, std::initializer_list<const Linear*> parts) {
+  std::vector<Linear> linears;
+  for (const Linear* p : parts) {
+    KS_CHECK(p->layout == WeightLayout::Rows, "placing {}: its layout is a kernel's own", p->describe());
+    linears.push_back(*p);
+  }
+  return add_parts(dtype, linears);
+}
+
+Tensor WeightUploader::add_parts(DType dtype, const std::vector<Linear>& parts) {
+  KS_CHECK(!parts.empty(), "WeightUploader::add: nothing to place");
+  const Tensor& first = parts.front().weight;
   const bool vectors = first.ndim() == 1;
   int64_t rows = 0;
-  for (const Tensor* p : parts) {
+  for (const Linear& l : parts) {
+    const Tensor* p = &l.weight;
     KS_CHECK(!p->empty() && p->device == Device::Cpu, "placing {}: expected a host tensor", p->describe());
     KS_CHECK(p->ndim() == first.ndim() && (vectors || p->cols() == first.cols()),
              "cannot stack {} with {}: they differ in rank or width", p->describe(), first.describe());
+    KS_CHECK(l.dense() || !is_code_type(dtype), "placing {} as {}: grouped weights are decoded to a float type",
+             l.describe(), dtype_name(dtype));
     rows += vectors ? p->numel() : p->rows();
   }
   std::vector<int64_t> shape = first.shape;
   if (parts.size() > 1) shape = vectors ? std::vector<int64_t>{rows} : std::vector<int64_t>{rows, first.cols()};
   Tensor dst = ctx_.lane().allocate(dtype, std::move(shape));
   size_t offset = 0;
-  for (const Tensor* p : parts) {
-    const size_t out_row = row_bytes(dtype, p->cols());
-    const size_t bytes = static_cast<size_t>(p->rows()) * out_row;
-    if (bytes > 0) pieces_.push_back(Piece{*p, dst, offset, out_row});
+  for (const Linear& l : parts) {
+    const size_t out_row = row_bytes(dtype, l.weight.cols());
+    const size_t bytes = static_cast<size_t>(l.weight.rows()) * out_row;
+    if (bytes > 0) pieces_.push_back(Piece{l, dst, offset, out_row});
     offset += bytes;
   }
   total_bytes_ += static_cast<int64_t>(offset);
@@ -72,8 +92,19 @@ void WeightUploader::convert(const std::vector<Span>& spans, char* staging) cons
   ctx_.threads().parallel_for(static_cast<int64_t>(units.size()), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Unit& u = units[i];
-      const Tensor& src = u.piece->src;
-      convert_rows(src.dtype, src.row(u.row), u.piece->dst.dtype, u.out, u.rows, src.cols());
+      const Linear& src = u.piece->src;
+      const DType to = u.piece->dst.dtype;
+      if (src.dense()) {
+        convert_rows(src.weight.dtype, src.weight.row(u.row), to, u.out, u.rows, src.weight.cols());
+        continue;
+      }
+      // Grouped integer rows: decoded to f32, then to the destination type (as convert_rows does).
+      thread_local std::vector<float> row;
+      row.resize(static_cast<size_t>(src.in_features()));
+      for (int64_t r = 0; r < u.rows; ++r) {
+        dequantize_row(src, u.row + r, row.data());
+        quantize_row(to, row.data(), u.out + static_cast<size_t>(r) * u.piece->out_row, src.in_features());
+      }
     }
   });
 }
@@ -110,12 +141,13 @@ void WeightUploader::run(const PlaceProgress& progress) {
       size_t used = 0;
       while (piece < pieces_.size()) {
         const Piece& p = pieces_[piece];
-        const int64_t rows = std::min<int64_t>(p.src.rows() - row, static_cast<int64_t>((capacity - used) / p.out_row));
+        const int64_t rows =
+            std::min<int64_t>(p.src.weight.rows() - row, static_cast<int64_t>((capacity - used) / p.out_row));
         if (rows == 0) break;
         spans.push_back(Span{&p, row, rows, used});
         used += static_cast<size_t>(rows) * p.out_row;
         row += rows;
-        if (row == p.src.rows()) ++piece, row = 0;
+        if (row == p.src.weight.rows()) ++piece, row = 0;
       }
 
       const auto t_convert = std::chrono::steady_clock::now();

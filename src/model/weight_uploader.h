@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <vector>
 
+#include "core/linear.h"
 #include "core/tensor.h"
 #include "ops/context.h"
 
@@ -31,14 +32,20 @@ class WeightUploader {
   // concatenated); its contents arrive with run(). The parts must be host tensors of one rank and, above
   // rank 1, one width.
   Tensor add(DType dtype, std::initializer_list<const Tensor*> parts);
+  // The same for linear weights: their matrices, decoded from a grouped integer format where they are in one
+  // (a float or block `dtype` then; core/linear.h).
+  Tensor add(DType dtype, std::initializer_list<const Linear*> parts);
 
   // Converts and copies everything added so far, and waits until it is on the device.
   void run(const PlaceProgress& progress = {});
 
  private:
-  // One source tensor and where its converted rows go.
+  Tensor add_parts(DType dtype, const std::vector<Linear>& parts);
+
+  // One source matrix (a tensor is a dense linear) and where its converted rows go.
   struct Piece {
-    Tensor src, dst;    // dst: the whole destination, kept alive until it is written
+    Linear src;
+    Tensor dst;         // the whole destination, kept alive until it is written
     size_t dst_offset;  // bytes into dst
     size_t out_row;     // bytes of one converted row
   };

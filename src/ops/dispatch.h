@@ -107,7 +107,7 @@ struct EmbedArgs {
 };
 struct MatmulArgs {
   const Tensor& x;
-  const Tensor& w;
+  const Linear& w;
   Tensor& y;
   const Tensor* bias;
 };

@@ -47,8 +47,8 @@ void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& o
   registries().embed.run({table, ids, out, scale}, ctx);
 }
 
-void matmul(const Context& ctx, const Tensor& x, const Tensor& w, Tensor& y, const Tensor* bias) {
-  KS_CHECK(x.cols() == w.cols() && y.cols() == w.rows() && y.rows() == x.rows(),
+void matmul(const Context& ctx, const Tensor& x, const Linear& w, Tensor& y, const Tensor* bias) {
+  KS_CHECK(x.cols() == w.in_features() && y.cols() == w.out_features() && y.rows() == x.rows(),
            "matmul shape mismatch: x {} w {} y {}", x.describe(), w.describe(), y.describe());
   if (skipped(ctx, "matmul")) return;
   registries().matmul.run({x, w, y, bias}, ctx);

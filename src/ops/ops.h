@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/linear.h"
 #include "core/tensor.h"
 #include "ops/context.h"
 
@@ -28,9 +29,10 @@ void download(const Context& ctx, const Tensor& src, Tensor& host_dst);
 // (Gemma multiplies its embeddings by sqrt(hidden); everything else gathers with scale 1.)
 void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out, float scale = 1.f);
 
-// y[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]). x: [T, K]; w: [N, K] any weight dtype; bias: f32 [N]
-// or null. y: [T, N]; must not alias x.
-void matmul(const Context& ctx, const Tensor& x, const Tensor& w, Tensor& y, const Tensor* bias = nullptr);
+// y[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]). x: [T, K]; w: a linear operand of N outputs and K inputs
+// in any format (core/linear.h: a float or GGUF-typed matrix, or grouped integer codes); bias: f32 [N] or
+// null. y: [T, N]; must not alias x. Every linear layer of a model runs through it.
+void matmul(const Context& ctx, const Tensor& x, const Linear& w, Tensor& y, const Tensor* bias = nullptr);
 
 // y = x / rms(x) * w over the last dimension (rows are independent). w: f32 [D]. y may alias x.
 void rmsnorm(const Context& ctx, const Tensor& x, const Tensor& w, float eps, Tensor& y);

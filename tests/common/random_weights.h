@@ -4,12 +4,15 @@
 // valid block, so this covers all quant/scale combinations.
 #pragma once
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
 #include "core/dequant.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/int_codes.h"
+#include "core/linear.h"
 #include "core/quant_blocks.h"
 #include "core/tensor.h"
 
@@ -69,6 +72,41 @@ inline Tensor random_weights(DType t, std::vector<int64_t> shape, std::mt19937& 
     quantize_row(t, row.data(), w.row(r), w.cols());
   }
   return w;
+}
+
+// A grouped integer linear [n, k] of `codes` (U2, U3, U4, U8) in groups of `group` input channels (the last
+// may be partial): uniform codes, f16 scales of magnitude `scale` / 2^(b-1), zero points anywhere in [0, 2^b]
+// when `asym` (2^b too: GPTQ's stored-minus-one zeros reach it) or none, and with `act_order` a g_idx that
+// deals every group its channels in shuffled order (as GPTQ's act-order does).
+inline Linear random_grouped(DType codes, int64_t n, int64_t k, int64_t group, bool asym, bool act_order,
+                             std::mt19937& rng, float scale = 1.f) {
+  const int bits = code_bits(codes);
+  const int64_t G = (k + group - 1) / group;
+  Tensor w = Tensor::empty_host(codes, {n, k});
+  std::uniform_int_distribution<int> code(0, (1 << bits) - 1), zero(0, 1 << bits);
+  std::uniform_real_distribution<float> mag(0.5f, 1.f);
+  std::vector<uint8_t> row(static_cast<size_t>(k));
+  for (int64_t r = 0; r < n; ++r) {
+    for (uint8_t& c : row) c = static_cast<uint8_t>(code(rng));
+    pack_codes(codes, row.data(), k, w.row(r));
+  }
+  IntGroups g;
+  g.group_size = group;
+  g.scales = Tensor::empty_host(DType::F16, {n, G});
+  for (int64_t i = 0; i < n * G; ++i)
+    g.scales.ptr<uint16_t>()[i] = f32_to_f16(scale * mag(rng) / static_cast<float>(1 << (bits - 1)));
+  if (asym) {
+    g.zeros = Tensor::empty_host(DType::F16, {n, G});
+    for (int64_t i = 0; i < n * G; ++i) g.zeros.ptr<uint16_t>()[i] = f32_to_f16(static_cast<float>(zero(rng)));
+  }
+  if (act_order) {
+    std::vector<int32_t> perm(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) perm[i] = static_cast<int32_t>(i);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    g.g_idx = Tensor::empty_host(DType::I32, {k});
+    for (int64_t i = 0; i < k; ++i) g.g_idx.ptr<int32_t>()[perm[i]] = static_cast<int32_t>(i / group);
+  }
+  return Linear::grouped(std::move(w), std::move(g));
 }
 
 }  // namespace kestrel::testing

@@ -22,11 +22,16 @@ inline constexpr int32_t kTinyEos = 0;
 class TinyWeights : public WeightSource {
  public:
   std::map<std::string, Tensor> t;
-  bool has(const std::string& n) const override { return t.count(n) > 0; }
+  std::map<std::string, Linear> grouped;  // linears in a grouped integer format, served in place of t's
+  bool has(const std::string& n) const override { return t.count(n) > 0 || grouped.count(n) > 0; }
   Tensor get(const std::string& n) const override {
     auto it = t.find(n);
     KS_CHECK(it != t.end(), "missing {}", n);
     return it->second;
+  }
+  Linear linear(const std::string& n) const override {
+    auto it = grouped.find(n);
+    return it != grouped.end() ? it->second : WeightSource::linear(n);
   }
 };
 

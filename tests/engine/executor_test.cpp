@@ -226,7 +226,7 @@ TEST(ExecutorCuda, GraphsOverQuantizedWeightsRecordAtEveryBucket) {
   const ops::Context ctx = backends::make_context(Device::Cuda);
   auto model = tiny_decoder(5, 256, 64, DType::Q8_0);
   model->place_on(ctx);
-  ASSERT_EQ(model->weights().layers[0].w_down.dtype, DType::Q8_0);
+  ASSERT_EQ(model->weights().layers[0].w_down.weight.dtype, DType::Q8_0);
   auto run = [&](bool graphs) {
     const ModelConfig& c = model->config();
     KvCache cache(KvCacheConfig{.n_layers = c.n_layers,

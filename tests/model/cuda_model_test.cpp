@@ -103,12 +103,14 @@ TEST(CudaModel, SynthLogitsMatchTransformers) {
   for (size_t i = 0; i < dirs.size(); ++i) check_logits_vs_transformers(dirs[i], refs[i]);
 }
 
-// GGUF files (f32, f16, q8_0 tables dequantized to bf16 at placement; Llama, Qwen2, Qwen3) give the same
-// logits on the GPU as on the CPU reference path, over a prefill of every row and graph decode steps.
-TEST(CudaModel, GgufFixturesMatchCpu) {
+// GGUF files (f32, f16, q8_0 tables dequantized to bf16 at placement; Llama, Qwen2, Qwen3) and GPTQ/AWQ
+// checkpoints (grouped integer weights, decoded to bf16 at placement) give the same logits on the GPU as on
+// the CPU, over a prefill of every row and graph decode steps.
+TEST(CudaModel, FixturesMatchCpu) {
   REQUIRE_GPU();
-  for (const char* name : {"tiny-llama-f32.gguf", "tiny-llama-f16.gguf", "tiny-llama-q8_0.gguf", "tiny-qwen2-f32.gguf",
-                           "tiny-qwen3-f32.gguf"}) {
+  for (const char* name :
+       {"tiny-llama-f32.gguf", "tiny-llama-f16.gguf", "tiny-llama-q8_0.gguf", "tiny-qwen2-f32.gguf",
+        "tiny-qwen3-f32.gguf", "quant/tiny-llama-gptq-w4g32-actorder", "quant/tiny-llama-awq-w4g32"}) {
     SCOPED_TRACE(name);
     const std::string path = test::fixture(std::string("models/") + name);
     std::vector<int32_t> ids(24);
@@ -172,7 +174,8 @@ TEST(CudaModel, GreedyTextSameOnCpuAndGpu) {
   const std::vector<int32_t> prompt = model->tokenizer->encode("the quick brown fox", true, false);
   const std::vector<std::vector<float>> cpu = cpu_greedy_logits(*model, prompt, kTokens);
   auto gpu_model = load_model(dir);
-  Session s(*gpu_model->decoder, gpu_context(), SessionOptions{.n_ctx = 256, .kv_format = KvFormat::plain(DType::BF16)});
+  Session s(*gpu_model->decoder, gpu_context(),
+            SessionOptions{.n_ctx = 256, .kv_format = KvFormat::plain(DType::BF16)});
   const std::vector<int32_t> gpu = generate(s, *gpu_model->tokenizer, SamplingParams{}, prompt,
                                             GenerateOptions{.max_tokens = kTokens, .ignore_eos = true})
                                        .tokens;

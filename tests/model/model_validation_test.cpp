@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../formats/test_files.h"
+#include "fixture_edits.h"
 #include "formats/gguf.h"
 #include "formats/hf_config.h"
 #include "model/arch/qwen2.h"
@@ -22,41 +23,12 @@ namespace kestrel {
 namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
+using test::copy_fixture;
 using test::expect_error;
-
-// A copy of a committed model fixture (a directory or a GGUF file) in `dir`.
-std::string copy_fixture(const test::ScratchDir& dir, const std::string& name) {
-  const fs::path to = dir.dir() / name;
-  fs::copy(test::fixture("models/" + name), to, fs::copy_options::recursive);
-  return to.string();
-}
-
-void write_config(const std::string& model_dir, const json& config) {
-  const std::string text = config.dump(2);
-  test::write_bytes(model_dir + "/config.json", text.data(), text.size());
-}
-
-// Overwrites `n` bytes at `offset` of a file in place.
-void patch_file(const std::string& path, uint64_t offset, const void* bytes, size_t n) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekp(static_cast<std::streamoff>(offset));
-  f.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
-  ASSERT_TRUE(f.good()) << "cannot patch " << path;
-}
-
-// The JSON header of a safetensors file and where its data starts.
-std::pair<json, uint64_t> safetensors_header(const std::string& path) {
-  const std::vector<uint8_t> bytes = test::read_bytes(path);
-  uint64_t n = 0;
-  std::memcpy(&n, bytes.data(), 8);
-  return {json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<int64_t>(n)), 8 + n};
-}
-
-// File offset of element `index` (of `elem_bytes` bytes) of a tensor in a safetensors file.
-uint64_t safetensors_offset(const std::string& path, const std::string& tensor, int64_t index, size_t elem_bytes) {
-  const auto [h, data] = safetensors_header(path);
-  return data + h.at(tensor).at("data_offsets")[0].get<uint64_t>() + index * elem_bytes;
-}
+using test::patch_file;
+using test::safetensors_header;
+using test::safetensors_offset;
+using test::write_config;
 
 TEST(ModelValidation, ConfigIntegersAreTypedAndRangeChecked) {
   test::ScratchDir dir;

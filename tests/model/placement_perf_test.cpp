@@ -97,10 +97,13 @@ TEST(PlacementPerf, Bf16FromAMappedFile) {
   const DecoderWeights& w = model->decoder->weights();
   const DecoderWeights want = testing::reference_to_device(w, cpu, DType::BF16),
                        got = w.to_device(cpu, DType::BF16, true);
-  bool same = same_bytes(got.tok_embd, want.tok_embd) && same_bytes(got.output, want.output);
-  for (size_t l = 0; l < want.layers.size(); ++l)
-    for (size_t i = 0; i < want.layers[l].fields().size(); ++i)
-      same = same && same_bytes(*got.layers[l].fields()[i], *want.layers[l].fields()[i]);
+  bool same = same_bytes(got.tok_embd, want.tok_embd) && same_bytes(got.output.weight, want.output.weight);
+  for (size_t l = 0; l < want.layers.size(); ++l) {
+    for (size_t i = 0; i < want.layers[l].vectors().size(); ++i)
+      same = same && same_bytes(*got.layers[l].vectors()[i], *want.layers[l].vectors()[i]);
+    for (size_t i = 0; i < want.layers[l].linears().size(); ++i)
+      same = same && same_bytes(got.layers[l].linears()[i]->weight, want.layers[l].linears()[i]->weight);
+  }
   EXPECT_TRUE(same);
 
   // The CPU path keeps file types and only stacks q/k/v and gate/up: by copying every part before, now
@@ -109,8 +112,8 @@ TEST(PlacementPerf, Bf16FromAMappedFile) {
   std::vector<Tensor> stacked;  // kept, as place_on keeps them
   auto t0 = clock::now();
   for (const LayerWeights& L : model->decoder->weights().layers) {
-    stacked.push_back(testing::reference_stack({&L.wq, &L.wk, &L.wv}));
-    stacked.push_back(testing::reference_stack({&L.w_gate, &L.w_up}));
+    stacked.push_back(testing::reference_stack({&L.wq.weight, &L.wk.weight, &L.wv.weight}));
+    stacked.push_back(testing::reference_stack({&L.w_gate.weight, &L.w_up.weight}));
   }
   std::printf("CPU place_on (fusing), reference (copies):  %6.2f s\n", seconds_since(t0));
   model = load_model(path);

@@ -1,7 +1,7 @@
 // How DecoderWeights::to_device placed weights before it streamed them through staging buffers: every
-// tensor converted on the host one row at a time through f32, q/k/v and gate/up then stacked by copying,
-// each tensor uploaded on its own. The oracle the streamed path must match bit for bit, and the baseline
-// of the placement benchmark.
+// tensor (grouped integer linears: decoded) converted on the host one row at a time through f32, q/k/v and gate/up then
+// stacked by copying, each tensor uploaded on its own. The oracle the streamed path must match bit for bit, and the
+// baseline of the placement benchmark.
 #pragma once
 
 #include <cstring>
@@ -9,18 +9,21 @@
 #include <vector>
 
 #include "core/dequant.h"
+#include "core/linear.h"
 #include "core/quant_groups.h"
 #include "model/decoder_weights.h"
 #include "ops/ops.h"
 
 namespace kestrel::testing {
 
-inline Tensor reference_convert(const Tensor& t, DType to) {
-  if (t.empty() || t.dtype == to) return t;
+// Rows converted one at a time through f32 (a tensor is a dense linear; grouped integer rows are decoded).
+inline Tensor reference_convert(const Linear& l, DType to) {
+  const Tensor& t = l.weight;
+  if (t.empty() || (l.dense() && t.dtype == to)) return t;
   Tensor host = Tensor::empty_host(to, t.shape);
   std::vector<float> row(t.cols());
   for (int64_t r = 0; r < t.rows(); ++r) {
-    dequantize_row(t.dtype, t.row(r), row.data(), t.cols());
+    dequantize_row(l, r, row.data());
     quantize_row(to, row.data(), host.row(r), t.cols());
   }
   return host;
@@ -41,33 +44,37 @@ inline Tensor reference_stack(std::initializer_list<const Tensor*> parts) {
   return out;
 }
 
-// `dequantize` false: linear weights of a GGUF block type keep it (the embedding never does); parts are
-// stacked only where they end up in one type, and biases follow their weights.
+// `dequantize` false: linear weights of a GGUF block type keep it (the embedding never does; grouped integer
+// weights are always decoded); parts are stacked only where they end up in one type, and biases follow their
+// weights.
 inline DecoderWeights reference_to_device(const DecoderWeights& w, const ops::Context& ctx, DType dtype,
                                           bool dequantize = true) {
-  auto type_of = [&](const Tensor& t) {
-    if (t.ndim() == 1) return DType::F32;
-    return !dequantize && quant::is_weight_type(t.dtype) ? t.dtype : dtype;
+  auto convert = [&](const Linear& l) {
+    const bool keep = !dequantize && l.dense() && quant::is_weight_type(l.weight.dtype);
+    return reference_convert(l, keep ? l.weight.dtype : dtype);
   };
-  auto convert = [&](const Tensor& t) { return reference_convert(t, type_of(t)); };
   auto upload = [&](const Tensor& t) { return t.empty() ? t : ops::upload(ctx, t); };
   DecoderWeights d;
   d.tok_embd = upload(reference_convert(w.tok_embd, dtype));
-  d.output_norm = upload(convert(w.output_norm));
-  d.output = w.output.data == w.tok_embd.data ? d.tok_embd : upload(convert(w.output));
+  d.output_norm = upload(reference_convert(w.output_norm, DType::F32));
+  d.output = w.tied() ? Linear(d.tok_embd) : Linear(upload(convert(w.output)));
   for (const LayerWeights& L : w.layers) {
-    LayerWeights D = L;
-    for (Tensor* t : D.fields()) *t = convert(*t);
-    if (D.wqkv.empty() && !D.wq.empty() && D.wq.dtype == D.wk.dtype && D.wq.dtype == D.wv.dtype) {
-      D.wqkv = reference_stack({&D.wq, &D.wk, &D.wv});
+    LayerWeights D;
+    for (size_t i = 0; i < D.vectors().size(); ++i) *D.vectors()[i] = reference_convert(*L.vectors()[i], DType::F32);
+    for (size_t i = 0; i < D.linears().size(); ++i) *D.linears()[i] = Linear(convert(*L.linears()[i]));
+    auto same = [](const Linear& a, const Linear& b) { return a.weight.dtype == b.weight.dtype; };
+    if (D.wqkv.empty() && !D.wq.empty() && same(D.wq, D.wk) && same(D.wq, D.wv)) {
+      D.wqkv = reference_stack({&D.wq.weight, &D.wk.weight, &D.wv.weight});
       if (!D.bq.empty()) D.bqkv = reference_stack({&D.bq, &D.bk, &D.bv});
-      D.wq = D.wk = D.wv = D.bq = D.bk = D.bv = Tensor{};
+      D.wq = D.wk = D.wv = Linear{};
+      D.bq = D.bk = D.bv = Tensor{};
     }
-    if (D.w_gate_up.empty() && !D.w_gate.empty() && D.w_gate.dtype == D.w_up.dtype) {
-      D.w_gate_up = reference_stack({&D.w_gate, &D.w_up});
-      D.w_gate = D.w_up = Tensor{};
+    if (D.w_gate_up.empty() && !D.w_gate.empty() && same(D.w_gate, D.w_up)) {
+      D.w_gate_up = reference_stack({&D.w_gate.weight, &D.w_up.weight});
+      D.w_gate = D.w_up = Linear{};
     }
-    for (Tensor* t : D.fields()) *t = upload(*t);
+    for (Tensor* t : D.vectors()) *t = upload(*t);
+    for (Linear* l : D.linears()) *l = Linear(upload(l->weight));
     d.layers.push_back(std::move(D));
   }
   return d;

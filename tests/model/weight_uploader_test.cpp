@@ -16,6 +16,7 @@
 #include "core/dequant.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/int_codes.h"
 #include "core/quant_blocks.h"
 #include "model/decoder_weights.h"
 #include "placement_reference.h"
@@ -29,12 +30,14 @@ Tensor random_weights(std::mt19937& rng, std::vector<int64_t> shape, DType dtype
 
 struct Case {
   const char* arch;
-  DType wtype;
+  DType wtype;                  // a code type (U2, U3, U4, U8): grouped integer linears
   std::optional<DType> v_type;  // the value projection's type when it differs (as in Q4_K_M files)
   bool tied = false;
+  bool act_order = false;  // grouped: each linear with its own g_idx
 };
 
-// Two layers, hidden 256 (whole K-quant blocks), 4 query heads and 2 KV heads of 64.
+// Two layers, hidden 256 (whole K-quant blocks), 4 query heads and 2 KV heads of 64. With a code type the
+// linears are grouped integer ones (groups of 64) and the embedding f16 (such checkpoints never quantize it).
 DecoderWeights make_weights(const Case& c, uint32_t seed) {
   const Architecture& arch = architecture_for_hf(c.arch);
   ModelConfig cfg = testing::tiny_config(arch, 64);
@@ -43,26 +46,33 @@ DecoderWeights make_weights(const Case& c, uint32_t seed) {
   cfg.tied_embeddings = c.tied;
   std::mt19937 rng(seed);
   testing::TinyWeights w;
+  const bool grouped = is_code_type(c.wtype);
+  auto linear = [&](const std::string& name, int64_t n, int64_t k, DType t) {
+    if (grouped)
+      w.grouped[name] = testing::random_grouped(t, n, k, 64, true, c.act_order, rng, 0.5f);
+    else
+      w.t[name] = random_weights(rng, {n, k}, t);
+  };
   const int64_t qd = cfg.n_heads * cfg.head_dim, kvd = cfg.n_kv_heads * cfg.head_dim;
-  w.t["token_embd.weight"] = random_weights(rng, {cfg.vocab, cfg.hidden}, c.wtype);
+  w.t["token_embd.weight"] = random_weights(rng, {cfg.vocab, cfg.hidden}, grouped ? DType::F16 : c.wtype);
   w.t["output_norm.weight"] = random_weights(rng, {cfg.hidden}, DType::F32);
-  if (!c.tied) w.t["output.weight"] = random_weights(rng, {cfg.vocab, cfg.hidden}, c.wtype);
+  if (!c.tied) linear("output.weight", cfg.vocab, cfg.hidden, c.wtype);
   for (int l = 0; l < cfg.n_layers; ++l) {
     auto n = [l](const char* s) { return "blk." + std::to_string(l) + "." + s; };
     w.t[n("attn_norm.weight")] = random_weights(rng, {cfg.hidden}, DType::F32);
-    w.t[n("attn_q.weight")] = random_weights(rng, {qd, cfg.hidden}, c.wtype);
-    w.t[n("attn_k.weight")] = random_weights(rng, {kvd, cfg.hidden}, c.wtype);
-    w.t[n("attn_v.weight")] = random_weights(rng, {kvd, cfg.hidden}, c.v_type.value_or(c.wtype));
-    w.t[n("attn_output.weight")] = random_weights(rng, {cfg.hidden, qd}, c.wtype);
+    linear(n("attn_q.weight"), qd, cfg.hidden, c.wtype);
+    linear(n("attn_k.weight"), kvd, cfg.hidden, c.wtype);
+    linear(n("attn_v.weight"), kvd, cfg.hidden, c.v_type.value_or(c.wtype));
+    linear(n("attn_output.weight"), cfg.hidden, qd, c.wtype);
     w.t[n("attn_q.bias")] = random_weights(rng, {qd}, DType::F32);
     w.t[n("attn_k.bias")] = random_weights(rng, {kvd}, DType::F32);
     w.t[n("attn_v.bias")] = random_weights(rng, {kvd}, DType::F32);
     w.t[n("attn_q_norm.weight")] = random_weights(rng, {cfg.head_dim}, DType::F32);
     w.t[n("attn_k_norm.weight")] = random_weights(rng, {cfg.head_dim}, DType::F32);
     w.t[n("ffn_norm.weight")] = random_weights(rng, {cfg.hidden}, DType::F32);
-    w.t[n("ffn_gate.weight")] = random_weights(rng, {cfg.ffn, cfg.hidden}, c.wtype);
-    w.t[n("ffn_up.weight")] = random_weights(rng, {cfg.ffn, cfg.hidden}, c.wtype);
-    w.t[n("ffn_down.weight")] = random_weights(rng, {cfg.hidden, cfg.ffn}, c.wtype);
+    linear(n("ffn_gate.weight"), cfg.ffn, cfg.hidden, c.wtype);
+    linear(n("ffn_up.weight"), cfg.ffn, cfg.hidden, c.wtype);
+    linear(n("ffn_down.weight"), cfg.hidden, cfg.ffn, c.wtype);
   }
   return DecoderWeights::load(w, arch, cfg);
 }
@@ -80,12 +90,17 @@ void expect_same(const Tensor& got, const Tensor& want, const std::string& what)
 void expect_same(const DecoderWeights& got, const DecoderWeights& want) {
   expect_same(got.tok_embd, want.tok_embd, "tok_embd");
   expect_same(got.output_norm, want.output_norm, "output_norm");
-  expect_same(got.output, want.output, "output");
-  EXPECT_EQ(got.output.data == got.tok_embd.data, want.output.data == want.tok_embd.data);
+  expect_same(got.output.weight, want.output.weight, "output");
+  EXPECT_EQ(got.tied(), want.tied());
   ASSERT_EQ(got.layers.size(), want.layers.size());
   for (size_t l = 0; l < want.layers.size(); ++l) {
-    const auto g = got.layers[l].fields(), w = want.layers[l].fields();
-    for (size_t i = 0; i < w.size(); ++i) expect_same(*g[i], *w[i], fmt::format("layer {} field {}", l, i));
+    const auto g = got.layers[l].vectors(), w = want.layers[l].vectors();
+    for (size_t i = 0; i < w.size(); ++i) expect_same(*g[i], *w[i], fmt::format("layer {} vector {}", l, i));
+    const auto gl = got.layers[l].linears(), wl = want.layers[l].linears();
+    for (size_t i = 0; i < wl.size(); ++i) {
+      EXPECT_TRUE(gl[i]->dense());
+      expect_same(gl[i]->weight, wl[i]->weight, fmt::format("layer {} linear {}", l, i));
+    }
   }
 }
 
@@ -110,17 +125,53 @@ TEST(WeightPlacement, ToDeviceMatchesTheRowByRowReference) {
   }
 }
 
+// Grouped integer linears have no device kernel: placement decodes them (any g_idx) and, decoded, q/k/v and
+// gate/up stack even where act-order gave each its own input order. Every linear keeps its id.
+TEST(WeightPlacement, GroupedLinearsAreDecodedAndFused) {
+  const ops::Context ctx = backends::make_context(Device::Cpu);
+  for (const Case& c : {Case{"qwen2", DType::U4}, Case{"llama", DType::U3, {}, false, true},
+                        Case{"qwen3", DType::U2, {}, true, true}, Case{"llama", DType::U8}}) {
+    SCOPED_TRACE(fmt::format("{} {}{}", c.arch, dtype_name(c.wtype), c.act_order ? " act-order" : ""));
+    DecoderWeights w = make_weights(c, 15);
+    EXPECT_FALSE(w.layers[0].wq.dense());
+    for (bool prefused : {false, true}) {
+      if (prefused) {
+        w.fuse_projections();
+        EXPECT_EQ(w.layers[0].wqkv.empty(), c.act_order) << "each linear has its own g_idx: kept apart";
+      }
+      for (bool dequantize : {true, false}) {
+        ::testing::internal::CaptureStderr();
+        const DecoderWeights d = w.to_device(ctx, DType::BF16, dequantize);
+        const std::string log = ::testing::internal::GetCapturedStderr();
+        // One line says so, whatever the number of linears.
+        EXPECT_EQ(log.find("grouped integer formats"), log.rfind("grouped integer formats")) << log;
+        EXPECT_NE(log.find(fmt::format("linear weights in grouped integer formats ({} g64) decoded to bf16",
+                                       dtype_name(c.wtype))),
+                  std::string::npos)
+            << log;
+        expect_same(d, testing::reference_to_device(w, ctx, DType::BF16, dequantize));
+        EXPECT_FALSE(d.layers[1].wqkv.empty());
+        EXPECT_FALSE(d.layers[1].w_gate_up.empty());
+        EXPECT_EQ(d.layers[1].wqkv.id, (LinearId{1, LinearRole::QKV}));
+        EXPECT_EQ(d.layers[1].w_down.id, (LinearId{1, LinearRole::Down}));
+        EXPECT_EQ(d.output.id, (LinearId{-1, LinearRole::Output}));
+      }
+    }
+  }
+}
+
 // On the CPU, parts that lie back to back in the file (gate and up, mostly) are fused without a copy.
 TEST(WeightPlacement, AdjacentPartsFuseAsAViewOnTheCpu) {
   DecoderWeights w = make_weights(Case{"llama", DType::Q8_0}, 14);
   LayerWeights& L = w.layers[0];
-  const Tensor gate_up = testing::reference_stack({&L.w_gate, &L.w_up});
-  L.w_gate = gate_up.slice_rows(0, L.w_gate.rows());
-  L.w_up = gate_up.slice_rows(L.w_gate.rows(), L.w_up.rows());
+  const Tensor gate_up = testing::reference_stack({&L.w_gate.weight, &L.w_up.weight});
+  L.w_gate = gate_up.slice_rows(0, L.w_gate.out_features());
+  L.w_up = gate_up.slice_rows(L.w_gate.out_features(), L.w_up.out_features());
   w.fuse_projections();
-  EXPECT_EQ(w.layers[0].w_gate_up.data, gate_up.data);
-  expect_same(w.layers[0].w_gate_up, gate_up, "gate_up");
-  EXPECT_NE(w.layers[1].w_gate_up.data, nullptr);  // apart: copied
+  EXPECT_EQ(w.layers[0].w_gate_up.weight.data, gate_up.data);
+  expect_same(w.layers[0].w_gate_up.weight, gate_up, "gate_up");
+  EXPECT_EQ(w.layers[0].w_gate_up.id, (LinearId{0, LinearRole::GateUp}));
+  EXPECT_NE(w.layers[1].w_gate_up.weight.data, nullptr);  // apart: copied
   EXPECT_TRUE(w.layers[1].w_gate.empty());
 }
 

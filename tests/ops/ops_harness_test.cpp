@@ -139,7 +139,7 @@ const DeviceAdapter& cpu_adapter() {
 }
 
 // The KV code types (pages with a parameter pool), which CUDA reads and writes besides bf16.
-bool is_code_type(DType t) {
+bool is_kv_code_type(DType t) {
   return t == DType::F8E4M3 || t == DType::U8 || t == DType::U4 || t == DType::U2;
 }
 
@@ -149,7 +149,7 @@ bool is_code_type(DType t) {
 DType cuda_dtype(Role role, DType host) {
   switch (role) {
     case Role::Weight: return quant::is_weight_type(host) ? host : DType::BF16;
-    case Role::Cache: return is_code_type(host) ? host : DType::BF16;
+    case Role::Cache: return is_kv_code_type(host) ? host : DType::BF16;
     case Role::KvParams: return host;
     case Role::Table:
     case Role::Activation: return DType::BF16;
@@ -493,6 +493,35 @@ void check_matmul(DType wt, int64_t m, int64_t k, int64_t n, bool with_bias, Act
              2.0 * m * n * k, [wt, m, k](const std::string& v) { return cuda_matmul_decline(v, wt, m, k); });
 }
 
+// Grouped integer weights (core/linear.h): the CPU variants decode rows to f32 and take f32 activations, so
+// they are held to the float bound against the reference, which reads the format element by element. The
+// codes and group tensors travel as they are; no CUDA variant reads them yet (placement decodes them).
+void check_grouped_matmul(DType codes, int64_t m, int64_t k, int64_t n, int64_t group, bool asym, bool act_order,
+                          bool with_bias, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const Tensor x = rand_f32({m, k}, rng), bias = rand_f32({n}, rng);
+  const Linear w = testing::random_grouped(codes, n, k, group, asym, act_order, rng);
+  CaseFn<MatmulArgs> call = [&](const Variant<MatmulArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                std::string* why, double* us) -> std::optional<Tensor> {
+    Linear dw = w;
+    for (Tensor* t : {&dw.weight, &dw.groups.scales, &dw.groups.zeros, &dw.groups.g_idx})
+      if (!t->empty()) *t = a.upload(*t);
+    Tensor dx = put(a, x, Role::Activation), db = put(a, bias, Role::Param),
+           dy = put(a, poisoned(DType::F32, {m, n}), Role::Activation);
+    MatmulArgs args{dx, dw, dy, with_bias ? &db : nullptr};
+    if (!v.supports(args, why)) return std::nullopt;
+    run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+    return a.download(dy);
+  };
+  check_case(registries().matmul,
+             fmt::format("{} g{}{}{} {}{}", dtype_name(codes), group, asym ? " asym" : " sym",
+                         act_order ? " act-order" : "", dims({m, k, n}), with_bias ? " +bias" : ""),
+             kFloatBound, call, static_cast<double>(w.nbytes() + x.nbytes()) + m * n * 4.0, 2.0 * m * n * k,
+             [](const std::string& v) -> const char* {
+               return v.starts_with("cuda.") ? "grouped integer weights have no CUDA kernel yet" : nullptr;
+             });
+}
+
 TEST_F(OpsHarness, Matmul) {
   uint32_t seed = 1;
   for (DType wt : kWeightTypes) {
@@ -515,6 +544,19 @@ TEST_F(OpsHarness, Matmul) {
   check_matmul(DType::Q4_1, 67, 576, 192, false, Activations::Q8Grid, seed++);
   check_matmul(DType::Q8_0, 33, 512, 300, true, Activations::Gaussian, seed++);
   check_matmul(DType::Q4_1, 67, 576, 192, true, Activations::Q16Grid, seed++);
+
+  // Grouped integer weights: every code width; K a multiple of the group, with a partial last group (K = 72
+  // and 200 in groups of 32 and 64), and one group per output channel; odd N; act-order.
+  for (DType codes : {DType::U2, DType::U3, DType::U4, DType::U8})
+    for (int64_t group : {32, 64})
+      for (bool act_order : {false, true}) {
+        for (int64_t m : {1, 3, 5}) check_grouped_matmul(codes, m, 128, 7, group, m != 3, act_order, m == 5, seed++);
+        check_grouped_matmul(codes, 9, 72, 66, group, true, act_order, false, seed++);
+        check_grouped_matmul(codes, 2, 200, 13, group, false, act_order, true, seed++);
+      }
+  for (DType codes : {DType::U3, DType::U4})
+    check_grouped_matmul(codes, 4, 96, 33, 96, true, false, false, seed++);      // one group per output channel
+  check_grouped_matmul(DType::U4, 40, 512, 300, 128, true, true, true, seed++);  // threads split N
 }
 
 // ---- rmsnorm, add, silu_mul --------------------------------------------------------------------------

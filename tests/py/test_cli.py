@@ -2,6 +2,7 @@
 (files, flags, prompts) giving one clear error line and a non-zero exit, never a crash."""
 import json
 import pathlib
+import shutil
 import subprocess
 import time
 
@@ -128,6 +129,22 @@ def test_bad_files_are_clear_errors(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"NOTAGGUF" + bytes(100))
     assert_clean_error(kestrel("info", "-m", str(bad)), str(bad))
+
+
+def test_quantized_checkpoints_load_and_run(tmp_path):
+    quant = FIXTURES / "models" / "quant"
+    r = kestrel("info", "-m", str(quant / "tiny-llama-gptq-w3g64-v2"))
+    assert r.returncode == 0, r.stderr
+    assert "quantization  GPTQ 3-bit, groups of 64, asymmetric" in r.stdout and "u3 " in r.stdout
+    r = kestrel("run", "-m", str(quant / "tiny-llama-awq-w4g32"), "--raw", "The king", "-n", "6", "--temp", "0")
+    assert r.returncode == 0 and "generated 6 tokens" in r.stderr, r.stderr
+    # An AWQ layout of another kernel: one clear line naming the field.
+    bad = tmp_path / "gemv"
+    shutil.copytree(quant / "tiny-llama-awq-w4g32", bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["quantization_config"]["version"] = "gemv"
+    (bad / "config.json").write_text(json.dumps(config))
+    assert_clean_error(kestrel("run", "-m", str(bad), "hi"), "AWQ 'version' is 'gemv'")
 
 
 @needs_model

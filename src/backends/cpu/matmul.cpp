@@ -1,11 +1,14 @@
 // Matmul driver: quantize the activations once per call into BlockQ8x32 or BlockQ16x32 (quantized
 // weights; the variant chooses) and let the threads split the output features, each sweeping its columns in L1-sized
-// panels so that every weight block is loaded once per tile of kMaxTileRows activation rows.
+// panels so that every weight block is loaded once per tile of kMaxTileRows activation rows. Grouped integer
+// weights (core/linear.h) have no integer dot kernels yet: their rows are decoded to f32 panels and multiply
+// the f32 activations.
 #include <algorithm>
 #include <vector>
 
 #include "backends/cpu/fast_ops.h"
 #include "core/error.h"
+#include "core/linear.h"
 #include "core/thread_pool.h"
 
 namespace kestrel::backends::cpu {
@@ -37,6 +40,55 @@ const XBlock* quantize_rows(void (*quantize)(const float*, XBlock*, int64_t), co
   return q;
 }
 
+// The weight type the dot kernels see: grouped integer rows are decoded to f32 first.
+DType dot_type(const Linear& w) {
+  return w.dense() ? w.weight.dtype : DType::F32;
+}
+
+// The threads split the output columns; each sweeps its columns in panels of `panel` weight rows, so that every
+// row is loaded once per tile of kMaxTileRows activation rows. panel_rows(p0, p1) readies a panel and returns
+// where the dot kernel reads each of its rows.
+template <class PanelRows>
+void sweep_columns(DotTileFn dot, const ops::MatmulArgs& a, const void* x, size_t x_stride, int64_t panel,
+                   ThreadPool& pool, bool parallel, const PanelRows& panel_rows) {
+  const int64_t m_rows = a.x.rows(), kdim = a.x.cols(), n_cols = a.w.out_features();
+  float* y = a.y.ptr<float>();
+  const float* bias = a.bias ? a.bias->ptr<float>() : nullptr;
+  auto columns = [&](int64_t n0, int64_t n1) {
+    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+      const int64_t p1 = std::min(n1, p0 + panel);
+      const auto row = panel_rows(p0, p1);
+      for (int64_t m = 0; m < m_rows; m += kMaxTileRows) {
+        const int nx = static_cast<int>(std::min<int64_t>(kMaxTileRows, m_rows - m));
+        const void* xm = static_cast<const char*>(x) + m * x_stride;
+        for (int64_t n = p0; n < p1; ++n) dot(kdim, row(n), xm, x_stride, nx, y + m * n_cols + n, n_cols);
+      }
+    }
+    if (bias)
+      for (int64_t m = 0; m < m_rows; ++m)
+        for (int64_t n = n0; n < n1; ++n) y[m * n_cols + n] += bias[n];
+  };
+  if (parallel)
+    pool.run([&](int t, int nt) { columns(n_cols * t / nt, n_cols * (t + 1) / nt); });
+  else
+    columns(0, n_cols);
+}
+
+// Grouped integer weights: each thread decodes a panel of its rows to f32 (core's row decoder) for the float
+// dot tiles, so a row is decoded once per call.
+void grouped_matmul(DotTileFn dot, const ops::MatmulArgs& a, ThreadPool& pool, bool parallel) {
+  const int64_t kdim = a.x.cols();
+  const size_t f32_row = static_cast<size_t>(kdim) * sizeof(float);
+  const int64_t panel = std::max<int64_t>(1, static_cast<int64_t>(kPanelBytes / f32_row));
+  sweep_columns(dot, a, a.x.data, f32_row, panel, pool, parallel, [&](int64_t p0, int64_t p1) {
+    thread_local std::vector<float> rows;
+    rows.resize(static_cast<size_t>(panel * kdim));
+    for (int64_t n = p0; n < p1; ++n) dequantize_row(a.w, n, rows.data() + (n - p0) * kdim);
+    const float* decoded = rows.data();
+    return [decoded, p0, kdim](int64_t n) -> const void* { return decoded + (n - p0) * kdim; };
+  });
+}
+
 }  // namespace
 
 bool all_f32(std::initializer_list<const Tensor*> ts, std::string* why) {
@@ -54,11 +106,15 @@ bool matmul_supports(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, st
     return false;
   }
   if (!all_f32({&a.x, &a.y}, why)) return false;
-  if (a.bias && (a.bias->dtype != DType::F32 || a.bias->numel() != a.w.rows())) {
+  if (a.bias && (a.bias->dtype != DType::F32 || a.bias->numel() != a.w.out_features())) {
     if (why) *why = "bias must be f32 [N], got " + a.bias->describe();
     return false;
   }
-  if (!k.dots(f)[static_cast<size_t>(a.w.dtype)]) {
+  if (a.w.layout != WeightLayout::Rows) {
+    if (why) *why = "these kernels read weights in rows";
+    return false;
+  }
+  if (!k.dots(f)[static_cast<size_t>(dot_type(a.w))]) {
     if (why) *why = "no kernel for " + a.w.describe() + " weights";
     return false;
   }
@@ -66,17 +122,19 @@ bool matmul_supports(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, st
 }
 
 void matmul(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, const ops::Context& ctx) {
-  const int64_t m_rows = a.x.rows(), kdim = a.x.cols(), n_cols = a.w.rows();
-  KS_CHECK(a.w.cols() == kdim && a.y.rows() == m_rows && a.y.cols() == n_cols, "matmul shape mismatch: x {} w {} y {}",
-           a.x.describe(), a.w.describe(), a.y.describe());
+  const int64_t m_rows = a.x.rows(), kdim = a.x.cols(), n_cols = a.w.out_features();
+  KS_CHECK(a.w.in_features() == kdim && a.y.rows() == m_rows && a.y.cols() == n_cols,
+           "matmul shape mismatch: x {} w {} y {}", a.x.describe(), a.w.describe(), a.y.describe());
   KS_CHECK(a.x.data != a.y.data, "matmul output must not alias its input");
-  const DotTileFn dot = k.dots(f)[static_cast<size_t>(a.w.dtype)];
+  const DotTileFn dot = k.dots(f)[static_cast<size_t>(dot_type(a.w))];
   ThreadPool& pool = ctx.threads();
   const bool parallel = m_rows * n_cols * kdim >= kMinParallelMacs && pool.size() > 1;
+  if (!a.w.dense()) return grouped_matmul(dot, a, pool, parallel);
+  const Tensor& w = a.w.weight;
 
   const void* x = a.x.data;
   size_t x_stride = static_cast<size_t>(kdim) * sizeof(float);
-  if (weight_uses_q8(a.w.dtype)) {
+  if (weight_uses_q8(w.dtype)) {
     const int64_t blocks = kdim / 32;
     if (f == ActFormat::Q16) {
       x = quantize_rows(k.quantize_q16x32, a.x, xq16, pool, parallel);
@@ -87,27 +145,9 @@ void matmul(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, const ops::
     }
   }
 
-  const size_t w_row = a.w.row_nbytes();
-  const int64_t panel = std::max<int64_t>(1, static_cast<int64_t>(kPanelBytes / w_row));
-  float* y = a.y.ptr<float>();
-  const float* bias = a.bias ? a.bias->ptr<float>() : nullptr;
-  auto columns = [&](int64_t n0, int64_t n1) {
-    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
-      const int64_t p1 = std::min(n1, p0 + panel);
-      for (int64_t m = 0; m < m_rows; m += kMaxTileRows) {
-        const int nx = static_cast<int>(std::min<int64_t>(kMaxTileRows, m_rows - m));
-        const void* xm = static_cast<const char*>(x) + m * x_stride;
-        for (int64_t n = p0; n < p1; ++n) dot(kdim, a.w.row(n), xm, x_stride, nx, y + m * n_cols + n, n_cols);
-      }
-    }
-    if (bias)
-      for (int64_t m = 0; m < m_rows; ++m)
-        for (int64_t n = n0; n < n1; ++n) y[m * n_cols + n] += bias[n];
-  };
-  if (parallel)
-    pool.run([&](int t, int nt) { columns(n_cols * t / nt, n_cols * (t + 1) / nt); });
-  else
-    columns(0, n_cols);
+  const int64_t panel = std::max<int64_t>(1, static_cast<int64_t>(kPanelBytes / w.row_nbytes()));
+  sweep_columns(dot, a, x, x_stride, panel, pool, parallel,
+                [&w](int64_t, int64_t) { return [&w](int64_t n) -> const void* { return w.row(n); }; });
 }
 
 }  // namespace kestrel::backends::cpu

@@ -6,6 +6,8 @@
 
 #include "core/dequant.h"
 #include "core/error.h"
+#include "core/half.h"
+#include "core/int_codes.h"
 
 namespace kestrel::backends::cpu {
 namespace {
@@ -32,11 +34,29 @@ void ref_embed(const EmbedArgs& a, const Context&) {
   }
 }
 
+// Row n of a weight as its format defines it (core/linear.h). Grouped formats are decoded element by
+// element here, apart from core's row decoder (dequantize_row of a Linear) that the fast kernels use, so
+// the ops harness compares two readings of the format.
+void ref_weight_row(const Linear& w, int64_t n, float* out) {
+  const int64_t K = w.in_features();
+  if (w.dense()) return dequantize_row(w.weight.dtype, w.weight.row(n), out, K);
+  const int bits = w.bits();
+  const int64_t G = w.n_groups();
+  const auto* codes = static_cast<const uint8_t*>(w.weight.row(n));
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t g = w.groups.g_idx.empty() ? k / w.groups.group_size : w.groups.g_idx.ptr<int32_t>()[k];
+    const float zero = w.groups.zeros.empty() ? static_cast<float>(1 << (bits - 1))
+                                              : f16_to_f32(w.groups.zeros.ptr<uint16_t>()[n * G + g]);
+    const float scale = f16_to_f32(w.groups.scales.ptr<uint16_t>()[n * G + g]);
+    out[k] = (static_cast<float>(code_at(codes, bits, k)) - zero) * scale;
+  }
+}
+
 void ref_matmul(const MatmulArgs& a, const Context&) {
-  const int64_t m = a.x.rows(), k = a.x.cols(), n = a.w.rows();
+  const int64_t m = a.x.rows(), k = a.x.cols(), n = a.w.out_features();
   std::vector<float> wrow(k);
   for (int64_t j = 0; j < n; ++j) {
-    dequantize_row(a.w.dtype, a.w.row(j), wrow.data(), k);
+    ref_weight_row(a.w, j, wrow.data());
     for (int64_t i = 0; i < m; ++i) {
       const float* x = a.x.ptr<float>() + i * k;
       double acc = 0;
@@ -163,7 +183,14 @@ void register_reference(Registries& r) {
   r.embed.add({"cpu.ref", Device::Cpu, kRefPriority,
                [](const EmbedArgs& a, std::string* why) { return all_f32({&a.out}, why); }, ref_embed});
   r.matmul.add({"cpu.ref", Device::Cpu, kRefPriority,
-                [](const MatmulArgs& a, std::string* why) { return f32_io(a.x, a.y, why); }, ref_matmul});
+                [](const MatmulArgs& a, std::string* why) {
+                  if (a.w.layout != WeightLayout::Rows) {
+                    if (why) *why = "the reference reads weights in rows";
+                    return false;
+                  }
+                  return f32_io(a.x, a.y, why);
+                },
+                ref_matmul});
   r.rmsnorm.add({"cpu.ref", Device::Cpu, kRefPriority,
                  [](const RmsnormArgs& a, std::string* why) {
                    return all_f32({&a.x, &a.w, &a.y}, why);

@@ -195,12 +195,18 @@ void register_elementwise(Registries& r) {
 
 // bf16 x and y f32/bf16 on the device, w bf16 (quantized: false) or a GGUF weight type (true).
 bool matmul_common(const MatmulArgs& a, std::string* why, bool quantized = false) {
-  if (!on_device({&a.x, &a.w, &a.y}, why)) return false;
-  if (a.bias && (a.bias->device != Device::Cuda || a.bias->dtype != DType::F32 || a.bias->numel() != a.w.rows()))
+  if (!on_device({&a.x, &a.w.weight, &a.y}, why)) return false;
+  if (!a.w.dense())
+    return reject(why, "grouped integer weights have no CUDA kernel yet (placement decodes them to bf16)");
+  if (a.w.layout != WeightLayout::Rows) return reject(why, "these kernels read weights in rows");
+  if (a.bias &&
+      (a.bias->device != Device::Cuda || a.bias->dtype != DType::F32 || a.bias->numel() != a.w.out_features()))
     return reject(why, "bias must be an f32 device vector of w's rows");
   if (a.x.dtype != DType::BF16) return reject(why, "CUDA matmul takes bf16 x");
-  if (quantized && !quant::is_weight_type(a.w.dtype)) return reject(why, "w is not a GGUF quantized weight type");
-  if (!quantized && a.w.dtype != DType::BF16) return reject(why, "w is not bf16 (quantized w: the cuda.q* variants)");
+  if (quantized && !quant::is_weight_type(a.w.weight.dtype))
+    return reject(why, "w is not a GGUF quantized weight type");
+  if (!quantized && a.w.weight.dtype != DType::BF16)
+    return reject(why, "w is not bf16 (quantized w: the cuda.q* variants)");
   return is_act(a.y.dtype) || reject(why, "y must be f32 or bf16");
 }
 
@@ -231,9 +237,9 @@ class DequantWorkspace {
 };
 
 void* dequantize(const MatmulArgs& a, const Context& ctx) {
-  const int N = static_cast<int>(a.w.rows()), K = static_cast<int>(a.w.cols());
+  const int N = static_cast<int>(a.w.out_features()), K = static_cast<int>(a.w.in_features());
   void* ws = lane_of(ctx).state<DequantWorkspace>().get(int64_t{N} * K, stream_of(ctx));
-  launch_dequant_bf16(a.w.dtype, a.w.data, ws, N, K, stream_of(ctx));
+  launch_dequant_bf16(a.w.weight.dtype, a.w.weight.data, ws, N, K, stream_of(ctx));
   return ws;
 }
 
@@ -244,12 +250,12 @@ void register_matmul(Registries& r) {
                   if (a.x.rows() > kGemvMaxM) return reject(why, "more than 8 rows: a GEMM shape");
                   // Measured on H100 (BENCHMARKS.md): from ~16K output rows cuBLASLt's kernels stream w
                   // faster (gate_up 28672x4096: 81 vs 88 us; lm_head: 370 vs 378 us).
-                  if (a.w.rows() >= kGemvMaxRows) return reject(why, "wide matrix: cuBLASLt is faster");
+                  if (a.w.out_features() >= kGemvMaxRows) return reject(why, "wide matrix: cuBLASLt is faster");
                   return a.x.cols() % 32 == 0 || reject(why, "K must be a multiple of 32");
                 },
                 [](const MatmulArgs& a, const Context& ctx) {
-                  launch_gemv(a.x.data, DType::BF16, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype,
-                              a.y.data, static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()),
+                  launch_gemv(a.x.data, DType::BF16, a.w.weight.data, a.bias ? a.bias->ptr<float>() : nullptr,
+                              a.y.dtype, a.y.data, static_cast<int>(a.x.rows()), static_cast<int>(a.w.out_features()),
                               static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
   r.matmul.add({"cuda.cublaslt", Device::Cuda, kPriority,
@@ -258,10 +264,11 @@ void register_matmul(Registries& r) {
                 },
                 [](const MatmulArgs& a, const Context& ctx) {
                   if (a.x.rows() == 0) return;
-                  cublaslt_matmul(lane_of(ctx), a.x.data, a.w.data, a.y.dtype, a.y.data, a.x.rows(), a.w.rows(),
-                                  a.x.cols());
+                  cublaslt_matmul(lane_of(ctx), a.x.data, a.w.weight.data, a.y.dtype, a.y.data, a.x.rows(),
+                                  a.w.out_features(), a.x.cols());
                   if (a.bias)
-                    launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.rows(), stream_of(ctx));
+                    launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.out_features(),
+                                    stream_of(ctx));
                 },
                 nullptr, /*batch_dependent=*/true});
   // Every M with one fixed reduction (fixed_reduction.cuh): what batch-invariant mode runs in cuBLASLt's
@@ -271,8 +278,8 @@ void register_matmul(Registries& r) {
                   return matmul_common(a, why) && (a.x.cols() % 32 == 0 || reject(why, "K must be a multiple of 32"));
                 },
                 [](const MatmulArgs& a, const Context& ctx) {
-                  launch_gemm_fixed(a.x.data, a.w.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype, a.y.data,
-                                    static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()),
+                  launch_gemm_fixed(a.x.data, a.w.weight.data, a.bias ? a.bias->ptr<float>() : nullptr, a.y.dtype,
+                                    a.y.data, static_cast<int>(a.x.rows()), static_cast<int>(a.w.out_features()),
                                     static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
 
@@ -288,48 +295,52 @@ void register_matmul(Registries& r) {
   auto bias_of = [](const MatmulArgs& a) { return a.bias ? a.bias->ptr<float>() : nullptr; };
   r.matmul.add({"cuda.qmma", Device::Cuda, kFastPriority + 1,
                 [quant_ok](const MatmulArgs& a, std::string* why) {
-                  return quant_ok(a, why) && (qmma_supports(a.w.dtype) || reject(why, "Q4_K or Q6_K weights only")) &&
+                  return quant_ok(a, why) &&
+                         (qmma_supports(a.w.weight.dtype) || reject(why, "Q4_K or Q6_K weights only")) &&
                          (a.x.rows() <= kQmmaMaxM || reject(why, "more than 16 rows: the flat GEMM's"));
                 },
                 [bias_of](const MatmulArgs& a, const Context& ctx) {
-                  launch_qmma(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data,
-                              static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
-                              stream_of(ctx));
+                  launch_qmma(a.x.data, a.w.weight.dtype, a.w.weight.data, bias_of(a), a.y.dtype, a.y.data,
+                              static_cast<int>(a.x.rows()), static_cast<int>(a.w.out_features()),
+                              static_cast<int>(a.x.cols()), stream_of(ctx));
                 },
                 nullptr, /*batch_dependent=*/true});
-  r.matmul.add(
-      {"cuda.qmv", Device::Cuda, kFastPriority,
-       [quant_ok](const MatmulArgs& a, std::string* why) {
-         return quant_ok(a, why) && (a.x.rows() <= kQmvMaxM || reject(why, "more than 4 rows: the flat GEMM's"));
-       },
-       [bias_of](const MatmulArgs& a, const Context& ctx) {
-         launch_qmv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data, static_cast<int>(a.x.rows()),
-                    static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()), stream_of(ctx));
-       },
-       nullptr, /*batch_dependent=*/true});
+  r.matmul.add({"cuda.qmv", Device::Cuda, kFastPriority,
+                [quant_ok](const MatmulArgs& a, std::string* why) {
+                  return quant_ok(a, why) &&
+                         (a.x.rows() <= kQmvMaxM || reject(why, "more than 4 rows: the flat GEMM's"));
+                },
+                [bias_of](const MatmulArgs& a, const Context& ctx) {
+                  launch_qmv(a.x.data, a.w.weight.dtype, a.w.weight.data, bias_of(a), a.y.dtype, a.y.data,
+                             static_cast<int>(a.x.rows()), static_cast<int>(a.w.out_features()),
+                             static_cast<int>(a.x.cols()), stream_of(ctx));
+                },
+                nullptr, /*batch_dependent=*/true});
   r.matmul.add({"cuda.qgemv", Device::Cuda, kFastPriority - 1,
                 [quant_ok](const MatmulArgs& a, std::string* why) {
                   return quant_ok(a, why) && (a.x.rows() <= kFlatMaxM || reject(why, "more than 64 rows"));
                 },
                 [bias_of](const MatmulArgs& a, const Context& ctx) {
-                  launch_gemv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data,
-                              static_cast<int>(a.x.rows()), static_cast<int>(a.w.rows()), static_cast<int>(a.x.cols()),
-                              lane_of(ctx).sm_count(), stream_of(ctx));
+                  launch_gemv(a.x.data, a.w.weight.dtype, a.w.weight.data, bias_of(a), a.y.dtype, a.y.data,
+                              static_cast<int>(a.x.rows()), static_cast<int>(a.w.out_features()),
+                              static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
-  r.matmul.add({"cuda.qdequant_cublaslt", Device::Cuda, kPriority, quant_ok,
-                [](const MatmulArgs& a, const Context& ctx) {
-                  if (a.x.rows() == 0) return;
-                  const void* w = dequantize(a, ctx);
-                  cublaslt_matmul(lane_of(ctx), a.x.data, w, a.y.dtype, a.y.data, a.x.rows(), a.w.rows(), a.x.cols());
-                  if (a.bias)
-                    launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.rows(), stream_of(ctx));
-                },
-                nullptr, /*batch_dependent=*/true});
+  r.matmul.add(
+      {"cuda.qdequant_cublaslt", Device::Cuda, kPriority, quant_ok,
+       [](const MatmulArgs& a, const Context& ctx) {
+         if (a.x.rows() == 0) return;
+         const void* w = dequantize(a, ctx);
+         cublaslt_matmul(lane_of(ctx), a.x.data, w, a.y.dtype, a.y.data, a.x.rows(), a.w.out_features(), a.x.cols());
+         if (a.bias)
+           launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.out_features(), stream_of(ctx));
+       },
+       nullptr, /*batch_dependent=*/true});
   r.matmul.add(
       {"cuda.qgemm_fixed", Device::Cuda, kPriority - 1, quant_ok, [bias_of](const MatmulArgs& a, const Context& ctx) {
-         const int M = static_cast<int>(a.x.rows()), N = static_cast<int>(a.w.rows()), K = static_cast<int>(a.x.cols());
+         const int M = static_cast<int>(a.x.rows()), N = static_cast<int>(a.w.out_features()),
+                   K = static_cast<int>(a.x.cols());
          if (M <= kFlatMaxM)
-           return launch_gemv(a.x.data, a.w.dtype, a.w.data, bias_of(a), a.y.dtype, a.y.data, M, N, K,
+           return launch_gemv(a.x.data, a.w.weight.dtype, a.w.weight.data, bias_of(a), a.y.dtype, a.y.data, M, N, K,
                               lane_of(ctx).sm_count(), stream_of(ctx));
          launch_gemm_fixed(a.x.data, dequantize(a, ctx), bias_of(a), a.y.dtype, a.y.data, M, N, K,
                            lane_of(ctx).sm_count(), stream_of(ctx));
