@@ -30,6 +30,19 @@ VOCAB = 8192
 T, B = 512, 64
 
 
+def held_out_ppl(model, val):
+    model.eval()
+    nll, count = 0.0, 0
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for i in range(0, len(val) - T - 1, T):
+            x = val[i:i + T + 1][None]
+            logits = model(input_ids=x[:, :-1]).logits.float()
+            nll += torch.nn.functional.cross_entropy(logits[0], x[0, 1:], reduction="sum").item()
+            count += T
+    model.train()
+    return math.exp(nll / max(count, 1))
+
+
 def main():
     t0 = time.time()
     out = pathlib.Path(os.environ.get("OUT", "tiny-llama"))
@@ -58,6 +71,7 @@ def main():
     budget = float(os.environ.get("TRAIN_S", "300"))
     gen = torch.Generator(device="cuda").manual_seed(SEED)
     step, t1 = 0, time.time()
+    best = (float("inf"), 0, None)
     while time.time() - t1 < budget:
         frac = (time.time() - t1) / budget
         lr = 1.5e-3 * min(1.0, step / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
@@ -72,19 +86,16 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % 200 == 0:
-            print(f"step {step} loss {loss.item():.3f} {time.time() - t1:.0f} s", flush=True)
+        if step % 100 == 0:
+            # The corpus is small for the model (~2.3 M tokens): it overfits within a few epochs, so the
+            # weights kept are those of the best held-out loss, not the last ones.
+            ppl = held_out_ppl(model, val)
+            if ppl < best[0]:
+                best = (ppl, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            print(f"step {step} loss {loss.item():.3f} held-out PPL {ppl:.2f} {time.time() - t1:.0f} s", flush=True)
 
-    model.eval()
-    nll, count = 0.0, 0
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        for i in range(0, len(val) - T - 1, T):
-            x = val[i:i + T + 1][None]
-            logits = model(input_ids=x[:, :-1]).logits.float()
-            nll += torch.nn.functional.cross_entropy(logits[0], x[0, 1:], reduction="sum").item()
-            count += T
-    print(f"steps {step}, held-out PPL {math.exp(nll / max(count, 1)):.2f} over {count} tokens", flush=True)
-
+    model.load_state_dict(best[2])
+    print(f"steps {step}, kept step {best[1]}: held-out PPL {best[0]:.2f}", flush=True)
     model = model.to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True, max_shard_size="14MB")
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")

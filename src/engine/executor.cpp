@@ -35,8 +35,10 @@ std::vector<int> Executor::buckets(int max_seqs) {
   for (int n : {1, 2, 4, 8, 16, 24, 32}) b.push_back(n);
   for (int n = 48; n <= 128; n += 16) b.push_back(n);
   for (int n = 160; n <= 1024; n += 32) b.push_back(n);
-  while (b.size() > 1 && b[b.size() - 2] >= max_seqs) b.pop_back();  // the last bucket covers max_seqs
-  if (b.back() < max_seqs) b.push_back(max_seqs);
+  // The last bucket is max_seqs itself: a larger one would pad a step past the rows the scratch and the
+  // staging layout hold (S sequences, T >= S tokens).
+  while (!b.empty() && b.back() >= max_seqs) b.pop_back();
+  b.push_back(max_seqs);
   return b;
 }
 

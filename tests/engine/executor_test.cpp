@@ -177,6 +177,18 @@ TEST(Executor, SamplesLikeTheReferenceSampler) {
 
 // Single-token steps replay recorded graphs (on CUDA): B sequences of different lengths, padded to the
 // bucket, must sample what eager steps with the same inputs sample.
+// Graph buckets rise to exactly max_seqs: a step padded past it would overrun the scratch and the staging
+// layout (an H100 run at max_seqs 100 once padded to 112 and failed in plan_attention).
+TEST(Executor, BucketsEndAtMaxSeqs) {
+  for (int s : {1, 2, 3, 24, 25, 100, 112, 128, 129, 1000, 1024, 1500}) {
+    const std::vector<int> b = Executor::buckets(s);
+    ASSERT_FALSE(b.empty());
+    EXPECT_EQ(b.back(), s) << s;
+    EXPECT_EQ(b.front(), 1) << s;
+    for (size_t i = 1; i < b.size(); ++i) EXPECT_LT(b[i - 1], b[i]) << s;
+  }
+}
+
 TEST(Executor, GraphStepsEqualEagerSteps) {
   for (Device d : devices()) {
     SCOPED_TRACE(d == Device::Cpu ? "cpu" : "cuda");
