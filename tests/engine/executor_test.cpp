@@ -41,13 +41,14 @@ struct Rig {
       m = model.get();
     }
     const ModelConfig& c = m->config();
-    cache = std::make_unique<KvCache>(KvCacheConfig{.n_layers = c.n_layers,
-                                                    .n_kv_heads = c.n_kv_heads,
-                                                    .head_dim = c.head_dim,
-                                                    .block_size = 8,
-                                                    .num_blocks = 128,
-                                                    .format = KvFormat::plain(d == Device::Cuda ? DType::BF16 : DType::F32)},
-                                      ctx);
+    cache = std::make_unique<KvCache>(
+        KvCacheConfig{.n_layers = c.n_layers,
+                      .n_kv_heads = c.n_kv_heads,
+                      .head_dim = c.head_dim,
+                      .block_size = 8,
+                      .num_blocks = 128,
+                      .format = KvFormat::plain(d == Device::Cuda ? DType::BF16 : DType::F32)},
+        ctx);
     ex = std::make_unique<Executor>(
         *m, *cache, ctx, ExecutorOptions{.max_step_tokens = 64, .max_seqs = 8, .max_kv_len = 128, .graphs = graphs});
   }
