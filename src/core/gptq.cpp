@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 
 namespace kestrel::quant {
 namespace {
@@ -61,15 +62,22 @@ std::vector<double> inverse_hessian_factor(std::vector<double> h, int64_t k) {
 void accumulate_hessian(std::span<double> hessian, std::span<const float> x, int64_t t, int64_t k) {
   KS_CHECK(static_cast<int64_t>(hessian.size()) == k * k && static_cast<int64_t>(x.size()) == t * k,
            "accumulate_hessian: expected a {}x{} Hessian and {}x{} inputs", k, k, t, k);
-  for (int64_t r = 0; r < t; ++r) {
-    const float* xr = x.data() + r * k;
-    for (int64_t i = 0; i < k; ++i) {
-      const double xi = xr[i];
-      if (xi == 0) continue;
-      double* hi = hessian.data() + i * k;
-      for (int64_t j = 0; j < k; ++j) hi[j] += xi * xr[j];
-    }
-  }
+  // Rows of H on the thread pool: each element still sums the inputs in order, so the result does not
+  // depend on the number of threads.
+  ThreadPool::global().parallel_for(
+      k,
+      [&](int64_t i0, int64_t i1) {
+        for (int64_t r = 0; r < t; ++r) {
+          const float* xr = x.data() + r * k;
+          for (int64_t i = i0; i < i1; ++i) {
+            const double xi = xr[i];
+            if (xi == 0) continue;
+            double* hi = hessian.data() + i * k;
+            for (int64_t j = 0; j < k; ++j) hi[j] += xi * xr[j];
+          }
+        }
+      },
+      16);
 }
 
 IntQuantized quantize_gptq(std::span<const float> w_in, int64_t n, int64_t k, std::span<const double> hessian,
