@@ -162,16 +162,14 @@ void awq_layer(const ModelConfig& c, const LayerWeights& L, int layer, const Lay
   if (c.n_heads == c.n_kv_heads) groups.push_back({AttnOut, {o}});
   std::array<std::vector<float>, kInputs> scale;
   for (int i = 0; i < kInputs; ++i) scale[i].assign(static_cast<size_t>(stats[i].k), 1.f);
-  // Every search sees the weights as they were (the reference searches all groups, then applies them).
-  ThreadPool::global().parallel_for(static_cast<int64_t>(groups.size()), [&](int64_t b, int64_t e) {
-    for (int64_t gi = b; gi < e; ++gi) {
-      const Group& g = groups[gi];
-      std::vector<quant::AwqLinear> ls;
-      for (size_t m : g.members) ls.push_back(linear(m));
-      const InputStats& s = stats[g.input];
-      scale[g.input] = quant::awq_search_scales(ls, s.k, s.mean_abs(), s.hessian, opt.spec, opt.awq).s;
-    }
-  });
+  // Every search sees the weights as they were (the reference searches all groups, then applies them). Each
+  // search spreads its grid over the thread pool.
+  for (const Group& g : groups) {
+    std::vector<quant::AwqLinear> ls;
+    for (size_t m : g.members) ls.push_back(linear(m));
+    const InputStats& s = stats[g.input];
+    scale[g.input] = quant::awq_search_scales(ls, s.k, s.mean_abs(), s.hessian, opt.spec, opt.awq).s;
+  }
   // Columns times the scale of their input; the producers' rows (v for o, up for down) divided by the next's.
   for (size_t m = 0; m < kMembers.size(); ++m) {
     const int64_t n = (L.*kMembers[m].field).out_features(), kk = stats[kMembers[m].input].k;
@@ -223,7 +221,9 @@ void check_float_linears(const DecoderWeights& w, const quant::IntQuantSpec& spe
     for (const Member& m : kMembers) {
       const Linear& lin = w.layers[l].*m.field;
       const std::string name = weight_name(static_cast<int>(l), m.role);
-      KS_CHECK(!lin.empty(), "{}: the model has no such linear (fused in the file?)", name);
+      KS_CHECK(!lin.empty(),
+               "{}: missing: the decoder has run a step, which fused its projections; quantize a freshly loaded model",
+               name);
       const DType t = lin.weight.dtype;
       KS_CHECK(lin.dense() && (t == DType::F32 || t == DType::F16 || t == DType::BF16),
                "{} is {}: quantize reads float weights (f32, f16, bf16), not an already quantized model", name,

@@ -211,6 +211,102 @@ TEST(WeightQuantize, GptqAndAwqBeatRoundToNearestAt3Bits) {
   RecordProperty("awq", std::to_string(loss[WeightQuantMethod::Awq]));
 }
 
+// Rows [Hkv * d, ...] of a k or v weight (or bias) with each kv head's d rows repeated for the `group` query
+// heads that share it, as f32.
+Tensor repeat_heads(const Tensor& t, int group, int64_t d) {
+  const int64_t k = t.ndim() == 2 ? t.cols() : 1, rows = t.numel() / k;
+  std::vector<int64_t> shape = t.shape;
+  shape[0] = rows * group;
+  Tensor out = Tensor::empty_host(DType::F32, shape);
+  for (int64_t r = 0; r < rows * group; ++r) {
+    const int64_t src = (r / (d * group)) * d + r % d;
+    for (int64_t j = 0; j < k; ++j) out.ptr<float>()[r * k + j] = t.ptr<float>()[src * k + j];
+  }
+  return out;
+}
+
+// A decoder of `m`'s architecture and config (with `n_kv_heads`) over `w`.
+std::unique_ptr<Decoder> decoder_of(const Model& m, int n_kv_heads, DecoderWeights w) {
+  ModelConfig c = m.config();
+  c.n_kv_heads = n_kv_heads;
+  return std::make_unique<Decoder>(m.decoder->architecture(), c, std::move(w));
+}
+
+Tensor logits_of(Decoder& d, std::span<const int32_t> tokens) {
+  SessionOptions so;
+  so.n_ctx = static_cast<int>(tokens.size());
+  so.n_batch = so.n_ctx;
+  Session s(d, backends::make_context(Device::Cpu), so);
+  return s.feed(tokens, /*all_logits=*/true);
+}
+
+// AWQ on a model with as many kv heads as heads (tiny-qwen2, whose v has a bias, made multi-head by repeating
+// its kv heads: the same function) scales o too, folding 1/s into v's rows and bias. The quantized model,
+// folded norms and bias included, computes what the float model does with each linear's effective weight.
+TEST(WeightQuantize, AwqFoldsItsScalesExactly) {
+  auto m = load_model(test::fixture("models/tiny-qwen2"));
+  const ModelConfig& c = m->config();
+  const int group = c.n_heads / c.n_kv_heads;
+  ASSERT_GT(group, 1);
+  DecoderWeights mha = m->decoder->weights();
+  for (LayerWeights& L : mha.layers) {
+    for (Linear* l : {&L.wk, &L.wv}) {
+      const LinearId id = l->id;
+      *l = Linear(repeat_heads(l->weight, group, c.head_dim));
+      l->id = id;
+    }
+    ASSERT_FALSE(L.bv.empty());
+    L.bk = repeat_heads(L.bk, group, c.head_dim);
+    L.bv = repeat_heads(L.bv, group, c.head_dim);
+  }
+  const std::vector<int32_t> tokens = calibration(*m, 512);
+  const auto prompt = std::span(tokens).first(48);
+  auto float_mha = decoder_of(*m, c.n_heads, mha);
+  {
+    const Tensor a = logits_of(*float_mha, prompt), b = logits_of(*m->decoder, prompt);
+    for (int64_t i = 0; i < a.numel(); ++i) ASSERT_NEAR(a.ptr<float>()[i], b.ptr<float>()[i], 1e-4);
+  }
+  WeightQuantOptions opt;
+  opt.method = WeightQuantMethod::Awq;
+  opt.spec = {4, 32, false};
+  opt.n_ctx = 128;
+  // A decoder that has run a step holds its projections fused; quantize_weights reads the parts of a fresh one.
+  const QuantizedWeights q =
+      quantize_weights(*decoder_of(*m, c.n_heads, mha), backends::make_context(Device::Cpu), tokens, opt);
+  ASSERT_TRUE(q.row_scales.contains("blk.0.attn_v.weight"));
+  ASSERT_TRUE(q.column_scales.contains("blk.0.attn_output.weight"));
+  ASSERT_TRUE(q.folded.contains("blk.0.attn_v.bias"));
+  DecoderWeights quantized = mha, effective = mha;
+  for (size_t l = 0; l < mha.layers.size(); ++l) {
+    LayerWeights &Q = quantized.layers[l], &E = effective.layers[l];
+    for (size_t i = 0; i < Q.linears().size(); ++i) {
+      Linear &lq = *Q.linears()[i], &le = *E.linears()[i];
+      if (lq.empty()) continue;
+      const std::string name = lq.id.name() + ".weight";
+      lq = quant::to_linear(q.linears.at(name), lq.id);
+      const std::vector<float> w = q.effective_weight(name);
+      Tensor t = Tensor::empty_host(DType::F32, {lq.out_features(), lq.in_features()});
+      std::copy(w.begin(), w.end(), t.ptr<float>());
+      le = Linear(t);
+      le.id = lq.id;
+    }
+    auto folded = [&](const std::string& name) {
+      const std::vector<float>& v = q.folded.at(fmt::format("blk.{}.{}", l, name));
+      Tensor t = Tensor::empty_host(DType::F32, {static_cast<int64_t>(v.size())});
+      std::copy(v.begin(), v.end(), t.ptr<float>());
+      return t;
+    };
+    Q.attn_norm = folded("attn_norm.weight");
+    Q.ffn_norm = folded("ffn_norm.weight");
+    Q.bv = folded("attn_v.bias");
+  }
+  auto dq = decoder_of(*m, c.n_heads, quantized), de = decoder_of(*m, c.n_heads, effective);
+  const Tensor a = logits_of(*dq, prompt), b = logits_of(*de, prompt);
+  float top = 0;
+  for (int64_t i = 0; i < b.numel(); ++i) top = std::max(top, std::abs(b.ptr<float>()[i]));
+  for (int64_t i = 0; i < a.numel(); ++i) ASSERT_NEAR(a.ptr<float>()[i], b.ptr<float>()[i], 1e-4f * top) << i;
+}
+
 TEST(WeightQuantize, RefusesWhatItCannotQuantize) {
   const auto ctx = backends::make_context(Device::Cpu);
   auto gguf = load_model(test::fixture("models/tiny-llama-q8_0.gguf"));
