@@ -105,6 +105,11 @@ struct EmbedArgs {
   Tensor& out;
   float scale = 1.f;
 };
+struct ScatterRowsArgs {
+  const Tensor& src;
+  const Tensor& rows;
+  Tensor& dst;
+};
 struct MatmulArgs {
   const Tensor& x;
   const Linear& w;
@@ -177,6 +182,7 @@ struct FeedSampledArgs {
 
 struct Registries {
   Registry<EmbedArgs> embed{"embed"};
+  Registry<ScatterRowsArgs> scatter_rows{"scatter_rows"};
   Registry<MatmulArgs> matmul{"matmul"};
   Registry<RmsnormArgs> rmsnorm{"rmsnorm"};
   Registry<BinaryArgs> add{"add"};

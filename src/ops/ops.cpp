@@ -47,6 +47,14 @@ void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& o
   registries().embed.run({table, ids, out, scale}, ctx);
 }
 
+void scatter_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst) {
+  KS_CHECK(rows.dtype == DType::I32 && src.rows() == rows.numel() && src.cols() == dst.cols() &&
+               src.dtype == dst.dtype && src.rows() <= dst.rows(),
+           "scatter_rows shape mismatch: src {} rows {} dst {}", src.describe(), rows.describe(), dst.describe());
+  if (skipped(ctx, "scatter_rows")) return;
+  registries().scatter_rows.run({src, rows, dst}, ctx);
+}
+
 void matmul(const Context& ctx, const Tensor& x, const Linear& w, Tensor& y, const Tensor* bias) {
   KS_CHECK(x.cols() == w.in_features() && y.cols() == w.out_features() && y.rows() == x.rows(),
            "matmul shape mismatch: x {} w {} y {}", x.describe(), w.describe(), y.describe());

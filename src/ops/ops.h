@@ -29,6 +29,11 @@ void download(const Context& ctx, const Tensor& src, Tensor& host_dst);
 // (Gemma multiplies its embeddings by sqrt(hidden); everything else gathers with scale 1.)
 void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out, float scale = 1.f);
 
+// dst[rows[i], :] = src[i, :]: rows of a step's activations replaced (prompt embeddings over the embedded
+// tokens). src: [E, D] in dst's dtype; rows: i32 [E], distinct, each in [0, T); dst: [T, D], its other rows
+// left as they are.
+void scatter_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst);
+
 // y[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]). x: [T, K]; w: a linear operand of N outputs and K inputs
 // in any format (core/linear.h: a float or GGUF-typed matrix, or grouped integer codes); bias: f32 [N] or
 // null. y: [T, N]; must not alias x. Every linear layer of a model runs through it; a context's

@@ -782,6 +782,35 @@ TEST_F(OpsHarness, Embed) {
       }
 }
 
+// ---- scatter_rows ------------------------------------------------------------------------------------
+
+// Prompt embeddings over a step's embedded rows: e rows of the output replaced, in a shuffled order, the
+// others left as they were.
+TEST_F(OpsHarness, ScatterRows) {
+  uint32_t seed = 540;
+  for (int64_t t : {1, 6, 40})
+    for (int64_t d : {64, 576})
+      for (int64_t e : {(t + 1) / 2, t}) {
+        std::mt19937 rng(seed++);
+        const Tensor dst = rand_f32({t, d}, rng), src = rand_f32({e, d}, rng);
+        std::vector<int32_t> order(static_cast<size_t>(t));
+        std::iota(order.begin(), order.end(), 0);
+        std::shuffle(order.begin(), order.end(), rng);
+        Tensor rows = Tensor::empty_host(DType::I32, {e});
+        std::copy_n(order.begin(), e, rows.ptr<int32_t>());
+        CaseFn<ScatterRowsArgs> call = [&](const Variant<ScatterRowsArgs>& v, const DeviceAdapter& a,
+                                           const Context& ctx, std::string* why, double* us) -> std::optional<Tensor> {
+          Tensor ds = put(a, src, Role::Activation), dr = put(a, rows, Role::Index), dd = put(a, dst, Role::Activation);
+          ScatterRowsArgs args{ds, dr, dd};
+          if (!v.supports(args, why)) return std::nullopt;
+          run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+          return a.download(dd);
+        };
+        check_case(registries().scatter_rows, fmt::format("{} into {}", dims({e, d}), t), kFloatBound, call,
+                   e * d * 8.0);
+      }
+}
+
 // ---- paged KV cache: kv_write and attention ----------------------------------------------------------
 
 struct KvShape {

@@ -1,7 +1,8 @@
-// Row-wise and elementwise ops (rmsnorm, add, silu_mul, rope, embed, kv_write): threaded only when a
+// Row-wise and elementwise ops (rmsnorm, add, silu_mul, rope, embed, scatter_rows, kv_write): threaded only when a
 // call is big enough to pay for the fork/join (prefill); a decode step's 576-wide rows run inline.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "backends/cpu/fast_ops.h"
@@ -152,6 +153,20 @@ void embed(const ops::EmbedArgs& a, const ops::Context& ctx) {
       if (a.scale != 1.f)
         for (int64_t i = 0; i < d; ++i) out[i] *= a.scale;
     }
+  });
+}
+
+bool scatter_rows_supports(const ops::ScatterRowsArgs& a, std::string* why) {
+  return all_f32({&a.src, &a.dst}, why);
+}
+
+void scatter_rows(const ops::ScatterRowsArgs& a, const ops::Context& ctx) {
+  const int64_t n = a.rows.numel(), t = a.dst.rows();
+  const int32_t* rows = a.rows.ptr<int32_t>();
+  for (int64_t i = 0; i < n; ++i)
+    KS_CHECK(rows[i] >= 0 && rows[i] < t, "scatter_rows: row {} outside the {} rows of the output", rows[i], t);
+  for_rows(ctx, n, a.dst.cols(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::memcpy(a.dst.row(rows[i]), a.src.row(i), a.dst.row_nbytes());
   });
 }
 

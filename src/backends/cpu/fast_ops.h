@@ -34,6 +34,9 @@ void rope(const ops::RopeArgs& a, const ops::Context& ctx);
 bool embed_supports(const ops::EmbedArgs& a, std::string* why);
 void embed(const ops::EmbedArgs& a, const ops::Context& ctx);
 
+bool scatter_rows_supports(const ops::ScatterRowsArgs& a, std::string* why);
+void scatter_rows(const ops::ScatterRowsArgs& a, const ops::Context& ctx);
+
 bool kv_write_supports(const ops::KvWriteArgs& a, std::string* why);
 void kv_write(const ops::KvWriteArgs& a, const ops::Context& ctx);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "core/dequant.h"
@@ -31,6 +32,15 @@ void ref_embed(const EmbedArgs& a, const Context&) {
     float* out = a.out.ptr<float>() + t * d;
     dequantize_row(a.table.dtype, a.table.row(id), out, d);
     for (int64_t i = 0; i < d; ++i) out[i] *= a.scale;
+  }
+}
+
+void ref_scatter_rows(const ScatterRowsArgs& a, const Context&) {
+  const int64_t n = a.rows.numel(), t = a.dst.rows();
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t r = a.rows.ptr<int32_t>()[i];
+    KS_CHECK(r >= 0 && r < t, "scatter_rows: row {} outside the {} rows of the output", r, t);
+    std::memcpy(a.dst.row(r), a.src.row(i), a.dst.row_nbytes());
   }
 }
 
@@ -182,6 +192,9 @@ void register_reference(Registries& r) {
   constexpr int kRefPriority = 0;  // the oracle: always available, picked only when nothing faster fits
   r.embed.add({"cpu.ref", Device::Cpu, kRefPriority,
                [](const EmbedArgs& a, std::string* why) { return all_f32({&a.out}, why); }, ref_embed});
+  r.scatter_rows.add({"cpu.ref", Device::Cpu, kRefPriority,
+                      [](const ScatterRowsArgs& a, std::string* why) { return f32_io(a.src, a.dst, why); },
+                      ref_scatter_rows});
   r.matmul.add({"cpu.ref", Device::Cpu, kRefPriority,
                 [](const MatmulArgs& a, std::string* why) {
                   if (a.w.layout != WeightLayout::Rows) {

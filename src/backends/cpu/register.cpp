@@ -53,6 +53,7 @@ void register_variants(ops::Registries& r) {
   register_fused(r, "cpu.simd", kSimdPriority);
   for (const Kernels* k : {&generic_kernels(), &avx2_kernels(), &avx512vnni_kernels()}) register_table(r, *k);
   r.embed.add({"cpu.simd", Device::Cpu, kSimdPriority, embed_supports, embed});
+  r.scatter_rows.add({"cpu.simd", Device::Cpu, kSimdPriority, scatter_rows_supports, scatter_rows});
   r.rmsnorm.add({"cpu.simd", Device::Cpu, kSimdPriority, rmsnorm_supports, rmsnorm});
   r.add.add({"cpu.simd", Device::Cpu, kSimdPriority, add_supports, add});
   r.gelu_mul.add({"cpu.simd", Device::Cpu, kSimdPriority, act_mul_supports, gelu_mul});

@@ -1,4 +1,5 @@
-// Embedding lookup: one block per token copies its table row, converting to the output type.
+// Embedding lookup: one block per token copies its table row, converting to the output type; and its
+// counterpart for prompt embeddings, rows given to the step copied over the embedded ones.
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
@@ -28,6 +29,16 @@ void launch_from(const void* table, int64_t vocab, int64_t dim, const int32_t* i
   CUDA_CHECK_LAUNCH();
 }
 
+// One block per source row; rows outside [0, t_rows) are skipped (the executor stages only valid ones).
+template <typename T>
+__global__ void scatter_rows_kernel(const T* src, const int32_t* rows, int64_t dim, int64_t t_rows, T* dst) {
+  const int32_t r = rows[blockIdx.x];
+  if (r < 0 || r >= t_rows) return;
+  const T* s = src + blockIdx.x * dim;
+  T* d = dst + r * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) d[i] = s[i];
+}
+
 }  // namespace
 
 void launch_embed(DType table_t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t n,
@@ -38,6 +49,18 @@ void launch_embed(DType table_t, const void* table, int64_t vocab, int64_t dim, 
     case DType::F16: launch_from<__half>(table, vocab, dim, ids, n, out_t, out, scale, err, s); break;
     default: launch_from<float>(table, vocab, dim, ids, n, out_t, out, scale, err, s); break;
   }
+}
+
+void launch_scatter_rows(DType t, const void* src, const int32_t* rows, int64_t n, int64_t dim, void* dst,
+                         int64_t t_rows, cudaStream_t s) {
+  if (n == 0) return;
+  if (t == DType::BF16)
+    scatter_rows_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(static_cast<const bf16*>(src), rows, dim, t_rows,
+                                                                 static_cast<bf16*>(dst));
+  else
+    scatter_rows_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(static_cast<const float*>(src), rows, dim, t_rows,
+                                                                 static_cast<float*>(dst));
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace kestrel::backends::cuda

@@ -31,6 +31,9 @@ struct ErrorSink {
 // and raise kErrTokenId on row t.
 void launch_embed(DType table_t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t n,
                   DType out_t, void* out, float scale, ErrorSink errors, cudaStream_t stream);
+// embed.cu: ops::scatter_rows, src and dst of type t (f32/bf16), dst [t_rows, dim].
+void launch_scatter_rows(DType t, const void* src, const int32_t* rows, int64_t n, int64_t dim, void* dst,
+                         int64_t t_rows, cudaStream_t stream);
 
 // rmsnorm.cu: x, y f32/bf16 (same type); w f32/bf16.
 void launch_rmsnorm(DType t, const void* x, DType w_t, const void* w, float eps, void* y, int64_t rows, int64_t dim,

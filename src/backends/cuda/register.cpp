@@ -89,6 +89,14 @@ void register_elementwise(Registries& r) {
                  launch_embed(a.table.dtype, a.table.data, a.table.rows(), a.table.cols(), a.ids.ptr<int32_t>(),
                               a.ids.numel(), a.out.dtype, a.out.data, a.scale, errors_of(ctx), stream_of(ctx));
                }});
+  r.scatter_rows.add({"cuda.scatter_rows", Device::Cuda, kPriority,
+                      [](const ScatterRowsArgs& a, std::string* why) {
+                        return on_device({&a.src, &a.rows, &a.dst}, why) && same_act({&a.src, &a.dst}, why);
+                      },
+                      [](const ScatterRowsArgs& a, const Context& ctx) {
+                        launch_scatter_rows(a.dst.dtype, a.src.data, a.rows.ptr<int32_t>(), a.rows.numel(),
+                                            a.dst.cols(), a.dst.data, a.dst.rows(), stream_of(ctx));
+                      }});
   r.rmsnorm.add({"cuda.rmsnorm", Device::Cuda, kPriority,
                  [](const RmsnormArgs& a, std::string* why) {
                    return on_device({&a.x, &a.w, &a.y}, why) && same_act({&a.x, &a.y}, why) &&
