@@ -8,6 +8,7 @@
 #include <map>
 
 #include "backends/backends.h"
+#include "core/convert.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -45,8 +46,9 @@ std::vector<int> Executor::buckets(int max_seqs) {
 // The staging layout, in i32 words, with fixed offsets so recorded graphs can keep pointing at them: the
 // device buffer dev_in, filled from one of two host buffers (page-locked on CUDA) with one async copy:
 //   tokens[T] positions[T] slots[T] logit_rows[T] from[T] seq_info[S*3] sample_rows[T*kRowWords] tables[S*W]
-//   penalties[P*kEntryWords] masks[M*mask_words]
-// Coming back, per slot: sample outputs [T*kOutWords] and the lane's row-error words [T].
+//   penalties[P*kEntryWords] masks[M*mask_words] embedding_rows[T]
+// Prompt embeddings travel apart, from a host buffer per slot (made on first use) to dev_emb, in the
+// activation dtype. Coming back, per slot: sample outputs [T*kOutWords] and the lane's row-error words [T].
 struct Executor::Impl {
   Decoder* model;
   KvCache* cache;
@@ -56,14 +58,16 @@ struct Executor::Impl {
   int M = 0;  // token-mask row capacity (grows)
   int mask_words = 0;
   int pad_block = -1;
-  size_t off_pos, off_slots, off_rows, off_from, off_info, off_sample, off_tables, off_pen, off_mask, words;
+  size_t off_pos, off_slots, off_rows, off_from, off_info, off_sample, off_tables, off_pen, off_mask, off_emb, words;
   Tensor dev_in, dev_out, logits;
+  Tensor dev_emb;            // prompt embeddings [T, hidden] (activation dtype), made on first use
   Decoder::Scratch scratch;  // this executor's activations (its lane's own)
   uint64_t buffers_gen = 0;  // bumped when dev_in or logits move
 
   // What a step in flight needs until it is collected.
   struct Slot {
     std::unique_ptr<ops::HostBuffer> in, out, err;
+    std::unique_ptr<ops::HostBuffer> emb;  // the step's prompt embeddings, staged (made on first use)
     std::unique_ptr<ops::Event> start, done;
     bool busy = false;
     // The step's bookkeeping, in the caller's order.
@@ -113,7 +117,8 @@ struct Executor::Impl {
     off_tables = off_sample + size_t(T) * kRowWords;
     off_pen = off_tables + size_t(S) * W;
     off_mask = off_pen + size_t(P) * kEntryWords;
-    words = off_mask + size_t(M) * mask_words;
+    off_emb = off_mask + size_t(M) * mask_words;
+    words = off_emb + size_t(T);
   }
 
   // (Re)allocates the staging buffers; nothing may be in flight.
@@ -155,6 +160,12 @@ struct Executor::Impl {
     if (entries > 0) lane->copy_async(dev_in.ptr<int32_t>() + off_pen, h + off_pen, size_t(entries) * kEntryWords * 4);
     if (masks > 0) lane->copy_async(dev_in.ptr<int32_t>() + off_mask, h + off_mask, size_t(masks) * mask_words * 4);
   }
+  // Copies a slot's staged prompt embeddings, `rows` of them, and their row numbers.
+  void upload_embeddings(const Slot& s, int rows) {
+    lane->copy_async(dev_in.ptr<int32_t>() + off_emb, static_cast<const int32_t*>(s.in->data()) + off_emb,
+                     size_t(rows) * 4);
+    lane->copy_async(dev_emb.data, s.emb->data(), size_t(rows) * dev_emb.row_nbytes());
+  }
 
   // The model's plan_attention sets the softmax scale and the sliding window.
   ops::AttentionBatch attention_batch(const std::vector<ops::AttentionSeq>& seqs, int n_decode) const {
@@ -168,12 +179,16 @@ struct Executor::Impl {
   }
 
   // The device work of a step (eager, or recorded into a graph): the previous step's samples fed in,
-  // forward, the raw logits to `host_logits` (when given, before the penalties change them); then, apart,
-  // sampling.
+  // forward (with `embedded` rows of prompt embeddings), the raw logits to `host_logits` (when given, before
+  // the penalties change them); then, apart, sampling.
   void enqueue(const ops::Context& ctx, int t, int r, const StepAttention& plan, Tensor* host_logits = nullptr,
-               const Tensor& seals = {}) {
+               const Tensor& seals = {}, int embedded = 0) {
     StepInputs in;
     in.seals = seals;
+    if (embedded > 0) {
+      in.embeddings = dev_emb.slice_rows(0, embedded);
+      in.embedding_rows = section(off_emb, {embedded});
+    }
     in.tokens = section(0, {t});
     in.positions = section(off_pos, {t});
     in.slots = section(off_slots, {t});
@@ -336,6 +351,7 @@ void Executor::submit(std::span<const StepSeq> in) {
   // carries (token ids, its block table) is checked per sequence: a bad one fails alone and is left out.
   std::vector<std::string> failed(n);
   int64_t total = 0;
+  const int64_t hidden = m.model->config().hidden;
   for (int i = 0; i < n; ++i) {
     const StepSeq& s = in[i];
     KS_CHECK(s.kv != nullptr && !s.tokens.empty(), "a sequence in the step has no new tokens");
@@ -347,6 +363,14 @@ void Executor::submit(std::span<const StepSeq> in) {
     KS_CHECK(s.top_logprobs <= ops::kMaxTopLogprobs, "at most {} top logprobs, got {}", ops::kMaxTopLogprobs,
              s.top_logprobs);
     KS_CHECK(s.prev_index < 0 || s.tokens.size() == 1, "a token fed from the previous step comes alone");
+    KS_CHECK(s.embeddings.empty() || s.embeddings.size() == s.tokens.size() * static_cast<size_t>(hidden),
+             "a sequence brings {} embedding values for {} tokens; it needs {} (hidden size {})", s.embeddings.size(),
+             s.tokens.size(), s.tokens.size() * static_cast<size_t>(hidden), hidden);
+    KS_CHECK(s.embeddings.empty() || s.prev_index < 0, "a token fed from the previous step comes without embeddings");
+    KS_CHECK(!s.embeddings.empty() || m.model->first_layer() == 0,
+             "the model runs blocks [{}, {}) (Decoder::set_layers): every sequence must bring the residual stream at "
+             "block {}'s input as embeddings",
+             m.model->first_layer(), m.model->last_layer(), m.model->first_layer());
     if (s.sampling) s.sampling->validate();
     total += static_cast<int64_t>(s.tokens.size());
     for (int32_t t : s.tokens)
@@ -371,7 +395,7 @@ void Executor::submit(std::span<const StepSeq> in) {
 
   // The sequences that run, decode rows first (stable), so the attention plan gives them the decode kernel.
   std::vector<int> order;
-  bool host_logits = false, all_single = true;
+  bool host_logits = false, all_single = true, embedded = false;
   int T = 0;
   for (int i = 0; i < n; ++i) {
     if (!failed[i].empty()) continue;
@@ -379,6 +403,7 @@ void Executor::submit(std::span<const StepSeq> in) {
     T += static_cast<int>(in[i].tokens.size());
     host_logits |= in[i].logits != LogitRows::None;
     all_single &= in[i].tokens.size() == 1;
+    embedded |= !in[i].embeddings.empty();
   }
   const auto decode_end = std::stable_partition(order.begin(), order.end(),
                                                 [&](int i) { return in[i].tokens.size() == 1 && !in[i].prompt; });
@@ -411,9 +436,9 @@ void Executor::submit(std::span<const StepSeq> in) {
     m.allocate_inputs(ctx_);
   }
 
-  // A step of single-token rows that wants no logits on the host replays the graph of its bucket, which
-  // was recorded with one logit row (and sampling row) per sequence: row i for sequence i.
-  const bool graph = n_run > 0 && all_single && !host_logits && graphs_enabled();
+  // A step of single-token rows that wants no logits on the host and brings no embeddings replays the graph
+  // of its bucket, which was recorded with one logit row (and sampling row) per sequence: row i for sequence i.
+  const bool graph = n_run > 0 && all_single && !host_logits && !embedded && graphs_enabled();
   int bucket = n_run;
   if (graph) {
     const std::vector<int> bk = buckets(m.S);
@@ -446,9 +471,14 @@ void Executor::submit(std::span<const StepSeq> in) {
       if (failed[i].empty()) late_of[i] = next_late++;
       slot.late.push_back(late_of[i]);
     }
+  const DType act = m.scratch.x.dtype;
+  if (embedded) {
+    if (m.dev_emb.empty()) m.dev_emb = ops::allocate(ctx_, act, {int64_t{m.T}, hidden});
+    if (!slot.emb) slot.emb = m.lane->host_buffer(size_t(m.T) * m.dev_emb.row_nbytes());
+  }
   std::vector<ops::AttentionSeq> seqs;
   std::vector<std::array<int32_t, 2>> seals;
-  int row = 0, r = 0;
+  int row = 0, r = 0, e = 0;
   for (int k = 0; k < n_run; ++k) {
     const int i = order[k];
     const StepSeq& s = in[i];
@@ -463,6 +493,12 @@ void Executor::submit(std::span<const StepSeq> in) {
       h[m.off_pos + row + j] = len + j;
       h[m.off_slots + row + j] = s.kv->slot(*m.cache, len + j);
       h[m.off_from + row + j] = s.prev_index >= 0 ? m.last_sample_row_of[s.prev_index] : -1;
+    }
+    if (!s.embeddings.empty()) {
+      for (int32_t j = 0; j < cnt; ++j) h[m.off_emb + e + j] = row + j;
+      convert_rows(DType::F32, s.embeddings.data(), act,
+                   static_cast<char*>(slot.emb->data()) + size_t(e) * m.dev_emb.row_nbytes(), cnt, hidden);
+      e += cnt;
     }
     h[m.off_info + 3 * k + 0] = row;
     h[m.off_info + 3 * k + 1] = cnt;
@@ -515,10 +551,11 @@ void Executor::submit(std::span<const StepSeq> in) {
     } else {
       m.ensure_logit_rows(ctx_, std::max(R, 1));
       m.upload(h, n_run, n_entries, n_masks);
+      if (e > 0) m.upload_embeddings(slot, e);
       const StepAttention plan =
           m.model->plan_attention(ctx_, m.attention_batch(seqs, n_decode), m.cache->layers(), m.scratch);
       if (host_logits) slot.host_logits = Tensor::empty_host(DType::F32, {R, m.vocab});
-      m.enqueue(ctx_, T, R, plan, host_logits ? &slot.host_logits : nullptr, slot.seals);
+      m.enqueue(ctx_, T, R, plan, host_logits ? &slot.host_logits : nullptr, slot.seals, e);
       slot.sample_rows = R;
       slot.tokens = T;
     }

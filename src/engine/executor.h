@@ -2,11 +2,12 @@
 // A step is a list of sequences, each with its new tokens and what it wants back: a sampled next token
 // (with logprobs), or logits on the host. The executor
 //   1. orders the sequences decode rows first and plans the step on the host (positions, KV slots,
-//      attention slices, logit rows, sampling rows, penalty entries) into one staging buffer,
-//   2. copies that buffer to the device with one async copy,
-//   3. runs the model (eagerly, or for a step of single-token rows by replaying the graph recorded for
-//      its batch-size bucket), plans attention once for the step (decode rows to the split-KV kernel,
-//      prefill chunks to the prefill kernel), samples on the device (ops::sample),
+//      attention slices, logit rows, sampling rows, penalty entries) into one staging buffer, and the
+//      prompt embeddings some sequences bring (StepSeq::embeddings) into another,
+//   2. copies them to the device with async copies,
+//   3. runs the model (eagerly, or for a step of single-token rows without embeddings by replaying the
+//      graph recorded for its batch-size bucket), plans attention once for the step (decode rows to the
+//      split-KV kernel, prefill chunks to the prefill kernel), samples on the device (ops::sample),
 //   4. copies back only the sampled ids, logprobs and the kernels' row-error words.
 // submit() returns once the step is queued; collect() waits for its results. Between the two the host
 // plans and submits the next step, whose decode rows may take their input tokens from this step's samples
@@ -61,6 +62,13 @@ struct StepSeq {
   // token's result does not depend on how its prompt was cut into chunks (batch invariance). Single
   // tokens that are not a prompt's are decode rows.
   bool prompt = false;
+  // Non-empty: prompt embeddings (vLLM's prompt_embeds), tokens.size() x hidden f32 values, row-major, that
+  // replace the tokens' embedding rows as the residual stream's input (image features; for calibration,
+  // the residual stream at the first block the model runs). Used as given: Gemma's embedding scale is not
+  // applied. The tokens still give positions and KV slots; their ids may be placeholders but must be in the
+  // vocabulary. Required of every sequence when the model runs blocks from first > 0 (Decoder::set_layers);
+  // a step that carries them runs eagerly. Not with prev_index.
+  std::span<const float> embeddings;
 };
 
 struct SeqResult {

@@ -47,11 +47,24 @@ Tensor Session::feed(std::span<const int32_t> tokens, bool all_logits, const std
 
 Tensor Session::feed_logits_from(std::span<const int32_t> tokens, int64_t from,
                                  const std::function<void(int64_t)>& progress) {
+  return feed_rows(tokens, {}, from, progress);
+}
+
+Tensor Session::feed_embeddings(std::span<const int32_t> tokens, std::span<const float> embeddings, bool all_logits) {
+  const int64_t n = static_cast<int64_t>(tokens.size()), hidden = model_->config().hidden;
+  KS_CHECK(embeddings.size() == static_cast<size_t>(n * hidden),
+           "feed_embeddings: {} values for {} tokens; it needs {} (hidden size {})", embeddings.size(), n, n * hidden,
+           hidden);
+  return feed_rows(tokens, embeddings, all_logits ? 0 : std::max<int64_t>(n - 1, 0), {});
+}
+
+Tensor Session::feed_rows(std::span<const int32_t> tokens, std::span<const float> embeddings, int64_t from,
+                          const std::function<void(int64_t)>& progress) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   KS_CHECK(from >= 0 && (from < n || n == 0), "feed: logits from row {} of {} tokens", from, n);
   check_room(n);
   KS_CHECK(seq_.reserve(*cache_, static_cast<int32_t>(length() + n)), "KV cache has no free blocks");
-  const int64_t vocab = model_->config().vocab;
+  const int64_t vocab = model_->config().vocab, hidden = model_->config().hidden;
   const bool last_only = from == n - 1;
   Tensor out = Tensor::empty_host(DType::F32, {n - from, vocab});
   for (int64_t done = 0; done < n;) {
@@ -61,6 +74,7 @@ Tensor Session::feed_logits_from(std::span<const int32_t> tokens, int64_t from,
     s.kv = &seq_;
     s.prompt = true;
     s.tokens = tokens.subspan(done, chunk);
+    if (!embeddings.empty()) s.embeddings = embeddings.subspan(done * hidden, chunk * hidden);
     // Only the last row wanted: that chunk's last row; else every row of a chunk that reaches `from`.
     s.logits = last_only ? (last_chunk ? LogitRows::Last : LogitRows::None)
                          : (done + chunk > from ? LogitRows::All : LogitRows::None);
@@ -73,6 +87,7 @@ Tensor Session::feed_logits_from(std::span<const int32_t> tokens, int64_t from,
       std::memcpy(out.row(done + skip - from), r.logits.row(skip), (chunk - skip) * vocab * sizeof(float));
     }
     tokens_.insert(tokens_.end(), s.tokens.begin(), s.tokens.end());
+    embedded_ |= !embeddings.empty();
     done += chunk;
     if (progress) progress(done);
   }
@@ -137,6 +152,12 @@ void Session::truncate(int32_t n) {
   // are computed again, as a fresh prefill computes them.
   const std::vector<int32_t> again(tokens_.begin() + kept, tokens_.begin() + n);
   tokens_.resize(kept);
+  const bool recomputable = again.empty() || !embedded_;
+  if (kept == 0) embedded_ = false;
+  KS_CHECK(recomputable,
+           "truncate({}): the KV format kept {} positions; the ones up to {} were fed as embeddings, which the "
+           "session does not keep to compute them again",
+           n, kept, n);
   if (!again.empty()) feed(again);
 }
 

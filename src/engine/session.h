@@ -47,6 +47,10 @@ class Session {
   // output projection of the rows it skips is most of the work).
   Tensor feed_logits_from(std::span<const int32_t> tokens, int64_t from,
                           const std::function<void(int64_t)>& progress = {});
+  // As feed, with the residual stream's input given for every token instead of its embedding
+  // (StepSeq::embeddings): `embeddings` holds tokens.size() x hidden f32 values, row-major. The tokens
+  // still give positions and KV slots; their ids may be placeholders in the vocabulary.
+  Tensor feed_embeddings(std::span<const int32_t> tokens, std::span<const float> embeddings, bool all_logits = false);
   // Feeds tokens and samples the next token from the last position (on the device: only the id comes
   // back). The penalties count every token the session holds; the draw index is the new token's position.
   // allowed: the tokens the draw may pick (structured output; StepSeq::allowed), empty for all.
@@ -62,6 +66,9 @@ class Session {
   int32_t common_prefix(std::span<const int32_t> tokens) const;
 
  private:
+  // feed_logits_from, with the tokens' embeddings (empty: from the model's table).
+  Tensor feed_rows(std::span<const int32_t> tokens, std::span<const float> embeddings, int64_t from,
+                   const std::function<void(int64_t)>& progress);
   // Feeds all but the last chunk; returns the last chunk.
   std::span<const int32_t> feed_prefix(std::span<const int32_t> tokens);
   void check_room(int64_t n) const;
@@ -72,6 +79,7 @@ class Session {
   std::unique_ptr<KvCache> cache_;
   SequenceKv seq_;
   std::vector<int32_t> tokens_;
+  bool embedded_ = false;               // some of tokens_ came with embeddings: truncate() cannot recompute them
   std::unique_ptr<Executor> executor_;  // after cache_: it holds a block of the cache until destroyed
 };
 

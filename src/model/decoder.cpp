@@ -97,6 +97,13 @@ void Decoder::mlp_block(const ops::Context& ctx, const LayerWeights& L, const Te
     ops::add(ctx, x, h, x);
 }
 
+void Decoder::set_layers(int first, int last) {
+  KS_CHECK(0 <= first && first < last && last <= cfg_.n_layers, "set_layers({}, {}): the model has blocks [0, {})",
+           first, last, cfg_.n_layers);
+  first_layer_ = first;
+  last_layer_ = last;
+}
+
 void Decoder::place_on(const ops::Context& ctx) {
   if (ctx.device == device_) {
     if (device_ == Device::Cpu) w_.fuse_projections();  // to_device fuses on the way to a GPU
@@ -138,16 +145,24 @@ void Decoder::forward(const ops::Context& ctx, const StepInputs& in, std::span<o
   KS_CHECK(in.attention != nullptr, "forward: the step's attention is not planned");
   KS_CHECK(s.tokens >= std::max(T, R) && s.x.device == ctx.device,
            "forward: the scratch holds {} tokens, the step needs {}", s.tokens, std::max(T, R));
-  KS_CHECK(positions.numel() == T && slots.numel() == T && logits.numel() == R * cfg_.vocab,
+  const int64_t E = in.embedding_rows.empty() ? 0 : in.embedding_rows.numel();
+  KS_CHECK(positions.numel() == T && slots.numel() == T && logits.numel() == R * cfg_.vocab && E <= T &&
+               (E == 0 ? in.embeddings.empty() : in.embeddings.numel() == E * cfg_.hidden),
            "forward: inputs disagree in size");
+  KS_CHECK(first_layer_ == 0 || E == T,
+           "forward: the model runs blocks [{}, {}), so each row needs the residual stream at block {}'s input as "
+           "embeddings; {} of the step's {} rows have them",
+           first_layer_, last_layer_, first_layer_, E, T);
   Tensor x = view(s.x, T, {cfg_.hidden});
-  ops::embed(ctx, w_.tok_embd, tokens, x, cfg_.embed_scale);
+  if (E < T) ops::embed(ctx, w_.tok_embd, tokens, x, cfg_.embed_scale);
+  if (E > 0) ops::scatter_rows(ctx, in.embeddings, in.embedding_rows, x);
   // Each block leaves h normalised for the next one (the residual add and the norm are one op).
   Tensor h = view(s.h, T, {cfg_.hidden});
-  ops::rmsnorm(ctx, x, w_.layers[0].attn_norm, cfg_.rms_eps, h);
-  for (int l = 0; l < cfg_.n_layers; ++l) {
+  ops::rmsnorm(ctx, x, w_.layers[first_layer_].attn_norm, cfg_.rms_eps, h);
+  for (int l = first_layer_; l < last_layer_; ++l) {
     attention_block(ctx, l, kv[l], *in.attention, positions, slots, in.seals, s, T);
-    mlp_block(ctx, w_.layers[l], l + 1 < cfg_.n_layers ? &w_.layers[l + 1].attn_norm : nullptr, s, T);
+    mlp_block(ctx, w_.layers[l], l + 1 < last_layer_ ? &w_.layers[l + 1].attn_norm : nullptr, s, T);
+    if (ctx.observer) ctx.observer->residual(l, x);
   }
   if (R == 0) return;
   // Only the rows that need logits go through the final norm and the (large) output projection.

@@ -18,7 +18,7 @@ namespace kestrel {
 class Decoder {
  public:
   Decoder(const Architecture& arch, ModelConfig cfg, DecoderWeights weights)
-      : arch_(&arch), cfg_(std::move(cfg)), w_(std::move(weights)) {}
+      : arch_(&arch), cfg_(std::move(cfg)), w_(std::move(weights)), last_layer_(cfg_.n_layers) {}
 
   const ModelConfig& config() const { return cfg_; }
   const Architecture& architecture() const { return *arch_; }
@@ -44,6 +44,16 @@ class Decoder {
     // packed); q: rotated queries; attn: attention output; ffn: gate | up; act: swiglu output.
     Tensor x, h, qkv, q, attn, ffn, act;
   };
+  // Runs only blocks [first, last) from now on (all of them by default): calibration advances the residual
+  // stream of its text a block at a time (engine/weight_quantize.h). Layers keep their indices, so each
+  // block gets its own per-layer config (rope_of, is_sliding) and KV-cache layer; the other blocks' weights
+  // are never read (they may be empty). With first > 0 every row of a step must bring the residual stream at
+  // block first's input as its embeddings (StepSeq::embeddings). A range that ends before the last block
+  // still computes the logit rows, from its last block's output (calibration ignores them).
+  void set_layers(int first, int last);
+  int first_layer() const { return first_layer_; }
+  int last_layer() const { return last_layer_; }
+
   // Activations for steps of up to n_tokens tokens (and as many logit rows) on ctx.device.
   Scratch make_scratch(const ops::Context& ctx, int64_t n_tokens) const;
 
@@ -52,7 +62,8 @@ class Decoder {
   StepAttention plan_attention(const ops::Context& ctx, const ops::AttentionBatch& batch, std::span<ops::KvLayer> kv,
                                const Scratch& s) const;
   // Runs one step from inputs on ctx.device; writes the K/V of the new tokens into `kv` and f32 logits
-  // [R, vocab] of the logit rows into `logits` (on ctx.device). Allocates, copies and synchronises nothing,
+  // [R, vocab] of the logit rows into `logits` (on ctx.device). A context's LinearObserver sees every
+  // linear's input and the residual stream after each block. Allocates, copies and synchronises nothing,
   // so a lane can record it into a graph. The engine's executor (engine/executor.h) is the only caller.
   void forward(const ops::Context& ctx, const StepInputs& in, std::span<ops::KvLayer> kv, Scratch& s,
                Tensor& logits) const;
@@ -69,6 +80,7 @@ class Decoder {
   Device device_ = Device::Cpu;
   PlaceProgress place_progress_;
   bool dequantize_on_place_ = false;
+  int first_layer_ = 0, last_layer_;  // set_layers
 };
 
 }  // namespace kestrel

@@ -21,12 +21,17 @@ namespace kestrel::ops {
 // can wrap one). ops::matmul calls it before the product, so it sees every linear of every forward the
 // context runs, whatever variant does the work. A fused projection (q/k/v, gate/up stacked by
 // DecoderWeights::fuse_projections) reports its one input once, under the fused id (blk.N.attn_qkv,
-// blk.N.ffn_gate_up): its members read the same rows. Unset (the default) costs one pointer test per matmul.
+// blk.N.ffn_gate_up): its members read the same rows. Unset (the default) costs one pointer test per matmul
+// (and per block, for the residual stream).
 class LinearObserver {
  public:
   virtual ~LinearObserver() = default;
   // x: the input rows [t, k] on the context's device (f32 on the CPU), valid only during the call.
   virtual void observe(const LinearId& id, const Tensor& x) = 0;
+  // The residual stream x [t, hidden] after block `layer` (its output, the next block's input), on the
+  // context's device (f32 on the CPU), valid only during the call. The decoder reports it after every block it
+  // runs, so calibration can keep a layer's input and run the next block from it alone. Default: ignored.
+  virtual void residual(int layer, const Tensor& x) {}
 };
 
 struct Context {

@@ -1,7 +1,8 @@
 // The step executor on a tiny random model, on the CPU (always) and on CUDA (when a GPU is present):
 // a mixed step (decode rows and a prefill chunk) equals the same work in separate steps, a sequence
 // with a bad KV block fails alone, sampled tokens follow the reference sampler, single-token steps from
-// recorded graphs equal eager steps, and two lanes run the same weights at once.
+// recorded graphs equal eager steps, prompt embeddings stand in for tokens (and are required of a model that
+// runs blocks from the middle), and two lanes run the same weights at once.
 #include "engine/executor.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "../common/test_model.h"
+#include "../formats/test_files.h"
 #include "backends/backends.h"
 #include "core/error.h"
 
@@ -174,6 +176,76 @@ TEST(Executor, SamplesLikeTheReferenceSampler) {
       s.release(*rig.cache);
     }
   }
+}
+
+// A sequence that brings its own tokens' embedding rows (StepSeq::embeddings) under placeholder ids, in a
+// step beside one that brings tokens, gets the logits of its tokens; a single-token row with embeddings runs
+// eagerly and samples what the token sampled from a graph does.
+TEST(Executor, PromptEmbeddingsStandInForTheirTokens) {
+  for (Device d : devices()) {
+    SCOPED_TRACE(d == Device::Cpu ? "cpu" : "cuda");
+    const int head_dim = d == Device::Cuda ? 64 : 16;
+    const Tensor table = tiny_decoder(5, 256, head_dim)->weights().tok_embd;  // the rigs' model's, on the host
+    const int64_t V = testing::kTinyVocab, hidden = table.cols();
+    auto rows_of = [&](std::span<const int32_t> ids) {
+      std::vector<float> e(ids.size() * hidden);
+      for (size_t i = 0; i < ids.size(); ++i) std::copy_n(table.ptr<float>() + ids[i] * hidden, hidden, &e[i * hidden]);
+      return e;
+    };
+    const auto pa = prompt(9, 6), pb = prompt(5, 7);
+    const std::vector<int32_t> placeholders(pa.size(), 0);
+    const std::vector<float> ea = rows_of(pa);
+    Rig with(d), plain(d);
+    SequenceKv a, b, a2, b2;
+    for (SequenceKv* s : {&a, &b}) ASSERT_TRUE(s->reserve(*with.cache, 32));
+    for (SequenceKv* s : {&a2, &b2}) ASSERT_TRUE(s->reserve(*plain.cache, 32));
+    StepSeq w[2] = {step(a, placeholders, LogitRows::All), step(b, pb, LogitRows::Last)};
+    w[0].embeddings = ea;
+    const StepSeq p[2] = {step(a2, pa, LogitRows::All), step(b2, pb, LogitRows::Last)};
+    const StepResult r = with.ex->run(w), want = plain.ex->run(p);
+    ASSERT_EQ(r.logits.dim(0), static_cast<int64_t>(pa.size()) + 1);
+    for (int64_t i = 0; i < r.logits.dim(0); ++i)
+      EXPECT_LT(rel_diff(r.logits.ptr<float>() + i * V, want.logits.ptr<float>() + i * V, V), tolerance(d))
+          << "row " << i;
+    const SamplingParams greedy;
+    const int32_t next = 42, placeholder = 0;
+    const std::vector<float> en = rows_of(std::span(&next, 1));
+    StepSeq one = step(a, std::span(&placeholder, 1), LogitRows::None, &greedy);
+    one.embeddings = en;
+    const StepSeq one2 = step(a2, std::span(&next, 1), LogitRows::None, &greedy);
+    const StepResult r1 = with.ex->run(std::span(&one, 1)), r2 = plain.ex->run(std::span(&one2, 1));
+    EXPECT_FALSE(r1.graph);
+    EXPECT_EQ(r2.graph, d == Device::Cuda);
+    EXPECT_EQ(r1.seqs[0].token, r2.seqs[0].token);
+  }
+}
+
+// A model told to run blocks [1, 2) starts from the residual stream at block 1's input: a step without
+// embeddings, or with the wrong number of values, is refused before anything runs; with them it runs.
+TEST(Executor, ALayerRangeFromTheMiddleNeedsEmbeddings) {
+  Rig rig(Device::Cpu);
+  test::expect_error([&] { rig.model->set_layers(1, 1); }, {"set_layers(1, 1)", "blocks [0, 2)"});
+  test::expect_error([&] { rig.model->set_layers(0, 3); }, {"set_layers(0, 3)"});
+  rig.model->set_layers(1, 2);
+  const int64_t hidden = rig.model->config().hidden;
+  SequenceKv s;
+  ASSERT_TRUE(s.reserve(*rig.cache, 16));
+  const auto p = prompt(4, 8);
+  StepSeq w = step(s, p, LogitRows::Last);
+  test::expect_error([&] { rig.ex->run(std::span(&w, 1)); },
+                     {"runs blocks [1, 2)", "residual stream at block 1's input as embeddings"});
+  std::vector<float> stream(p.size() * hidden - 1, 0.5f);
+  w.embeddings = stream;
+  test::expect_error([&] { rig.ex->run(std::span(&w, 1)); },
+                     {fmt::format("brings {} embedding values for 4 tokens", stream.size()),
+                      fmt::format("needs {}", stream.size() + 1)});
+  EXPECT_EQ(s.length(), 0);
+  stream.push_back(0.5f);
+  w.embeddings = stream;
+  const StepResult r = rig.ex->run(std::span(&w, 1));
+  EXPECT_TRUE(r.seqs[0].error.empty()) << r.seqs[0].error;
+  EXPECT_EQ(s.length(), 4);
+  for (int64_t i = 0; i < testing::kTinyVocab; ++i) ASSERT_TRUE(std::isfinite(r.logits.ptr<float>()[i]));
 }
 
 // Single-token steps replay recorded graphs (on CUDA): B sequences of different lengths, padded to the
