@@ -65,9 +65,12 @@ struct InputStats {
 };
 using LayerStats = std::array<InputStats, kInputs>;
 
+// Gathers layer `layer`'s input statistics and, with capture >= 0, writes the residual stream after block
+// `capture` into `stream`, row after row in the order the steps run.
 class LayerObserver final : public ops::LinearObserver {
  public:
-  LayerObserver(int layer, const ModelConfig& c) : layer_(layer) {
+  LayerObserver(int layer, const ModelConfig& c, int capture, std::span<float> stream)
+      : layer_(layer), capture_(capture), stream_(stream) {
     const std::array<int64_t, kInputs> widths = {c.hidden, int64_t{c.n_heads} * c.head_dim, c.hidden, c.ffn};
     for (int i = 0; i < kInputs; ++i) {
       stats_[i].k = widths[i];
@@ -90,32 +93,60 @@ class LayerObserver final : public ops::LinearObserver {
     s.rows += t;
   }
 
-  LayerStats take() { return std::move(stats_); }
+  void residual(int layer, const Tensor& x) override {
+    if (layer != capture_) return;
+    KS_CHECK(x.device == Device::Cpu && x.dtype == DType::F32 && at_ + x.numel() <= stream_.size(),
+             "calibration: the residual stream after block {} is {}, expected f32 rows on the CPU within the {} "
+             "values kept",
+             layer, x.describe(), stream_.size());
+    std::copy_n(x.ptr<float>(), x.numel(), stream_.begin() + at_);
+    at_ += x.numel();
+  }
+
+  LayerStats take() {
+    KS_CHECK(capture_ < 0 || at_ == stream_.size(), "internal error: calibration captured {} of {} stream values", at_,
+             stream_.size());
+    return std::move(stats_);
+  }
 
  private:
-  int layer_;
+  int layer_, capture_;
+  std::span<float> stream_;
+  size_t at_ = 0;
   LayerStats stats_;
 };
 
-// Layer `layer`'s input statistics over the calibration windows: the model cut after that layer, with the
-// layers before it replaced by `before` (sequential GPTQ's quantized layers; empty: the float ones).
-LayerStats observe_layer(const Decoder& model, ops::Context ctx, int layer, std::span<const LayerWeights> before,
-                         std::span<const int32_t> tokens, int n_ctx, const std::function<void()>& window_done) {
-  ModelConfig c = model.config();
-  c.n_layers = layer + 1;
-  DecoderWeights w = model.weights();
-  w.layers.resize(static_cast<size_t>(layer) + 1);
-  std::copy(before.begin(), before.end(), w.layers.begin());
-  Decoder cut(model.architecture(), c, std::move(w));
-  LayerObserver observer(layer, c);
+// One calibration pass over every window: blocks [first, first + blocks.size()) of `model` with `blocks` as
+// their weights, from the tokens when first is 0, else from `stream` (tokens x hidden, f32: the residual
+// stream at block first's input). Returns layer `layer`'s input statistics; with capture >= 0 the stream
+// after block `capture` is written over `stream` as the pass goes (a window's rows are staged for its step
+// before its forward writes them back).
+LayerStats calibration_pass(const Decoder& model, ops::Context ctx, int first, std::span<const LayerWeights> blocks,
+                            int layer, int capture, std::span<const int32_t> tokens, std::span<float> stream, int n_ctx,
+                            const std::function<void()>& window_done) {
+  const ModelConfig& c = model.config();
+  // Only the blocks that run: placing a decoder stacks each block's projections (a copy of its weights).
+  DecoderWeights w;
+  w.tok_embd = model.weights().tok_embd;
+  w.output_norm = model.weights().output_norm;
+  w.output = model.weights().output;
+  w.layers.resize(static_cast<size_t>(c.n_layers));
+  std::copy(blocks.begin(), blocks.end(), w.layers.begin() + first);
+  Decoder pass(model.architecture(), c, std::move(w));
+  pass.set_layers(first, first + static_cast<int>(blocks.size()));
+  LayerObserver observer(layer, c, capture, stream);
   ctx.observer = &observer;
   SessionOptions so;
   so.n_ctx = n_ctx;
   so.n_batch = n_ctx;
-  Session session(cut, ctx, so);
+  Session session(pass, ctx, so);
   for (size_t at = 0; at < tokens.size(); at += static_cast<size_t>(n_ctx)) {
+    const size_t n = std::min<size_t>(n_ctx, tokens.size() - at);
     session.truncate(0);
-    session.feed(tokens.subspan(at, std::min<size_t>(n_ctx, tokens.size() - at)));
+    if (first == 0)
+      session.feed(tokens.subspan(at, n));
+    else
+      session.feed_embeddings(tokens.subspan(at, n), stream.subspan(at * c.hidden, n * c.hidden));
     window_done();
   }
   return observer.take();
@@ -269,20 +300,34 @@ QuantizedWeights quantize_weights(const Decoder& model, const ops::Context& ctx,
     if (progress) progress(++done, total);
   };
   QuantizedWeights out;
-  std::vector<LayerWeights> quantized;  // sequential GPTQ: the layers done so far, as grouped linears
+  // The calibration windows' residual stream at the input of the block the next pass starts from (AWQ: the
+  // layer it calibrates; GPTQ: the one before), so each pass runs one or two blocks, not the model up to the
+  // layer it calibrates.
+  std::vector<float> stream(calibrated ? tokens.size() * static_cast<size_t>(model.config().hidden) : 0);
+  LayerWeights previous;  // sequential GPTQ: layer l - 1 as grouped linears
   for (int l = 0; l < n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
+    const bool last = l + 1 == n_layers;  // no pass follows: nothing to keep
     LayerStats stats;
-    if (calibrated) stats = observe_layer(model, ctx, l, quantized, tokens, opt.n_ctx, tick);
+    if (calibrated && (opt.method == WeightQuantMethod::Awq || l == 0)) {
+      // Block l of the float model from its input (the tokens, for l = 0); AWQ's next pass starts from its
+      // output.
+      const int capture = opt.method == WeightQuantMethod::Awq && !last ? l : -1;
+      stats = calibration_pass(model, ctx, l, std::span(&L, 1), l, capture, tokens, stream, opt.n_ctx, tick);
+    } else if (calibrated) {
+      // Sequential GPTQ: block l - 1 quantized, then block l, from block l - 1's input; the quantized block's
+      // output is the next pass's input.
+      const std::array<LayerWeights, 2> blocks = {previous, L};
+      stats = calibration_pass(model, ctx, l - 1, blocks, l, last ? -1 : l - 1, tokens, stream, opt.n_ctx, tick);
+    }
     if (opt.method == WeightQuantMethod::Awq)
       awq_layer(model.config(), L, l, stats, opt, out);
     else
       rtn_or_gptq_layer(L, l, calibrated ? &stats : nullptr, opt, out);
     if (opt.method == WeightQuantMethod::Gptq) {
-      LayerWeights q = L;
+      previous = L;
       for (const Member& m : kMembers)
-        q.*m.field = quant::to_linear(out.linears.at(weight_name(l, m.role)), LinearId{l, m.role});
-      quantized.push_back(std::move(q));
+        previous.*m.field = quant::to_linear(out.linears.at(weight_name(l, m.role)), LinearId{l, m.role});
     }
     tick();
   }

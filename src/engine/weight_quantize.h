@@ -3,11 +3,16 @@
 // integer format on the CPU, with the statistics GPTQ and AWQ need observed on calibration text through
 // the linear observer (ops::LinearObserver).
 //
-// Calibration runs layer by layer: pass l feeds every calibration window through the first l + 1 layers
-// and gathers, for layer l's four inputs (attention input, attention output, MLP input, the down
-// projection's input), H = sum x x^T and sum |x|. GPTQ is sequential, as AutoGPTQ does it: pass l runs
-// layers < l already quantized, so each layer's codes compensate the error of the ones before. AWQ, as its
-// reference does, sees the float model's activations (its scaling does not change a float layer's output).
+// Calibration runs layer by layer and gathers, for layer l's four inputs (attention input, attention output,
+// MLP input, the down projection's input), H = sum x x^T and sum |x| over every calibration window. It keeps
+// the windows' residual stream (f32, tokens x hidden) at one block's input and advances it a block per pass
+// (Decoder::set_layers, prompt embeddings, the observer's residual hook), so the whole costs about one
+// forward of the calibration text (AWQ) or two (GPTQ), where running the model up to each layer in turn
+// would cost L/2. GPTQ is sequential, as AutoGPTQ does it: layer l's inputs come from layers < l already
+// quantized, so each layer's codes compensate the error of the ones before; pass l runs block l - 1
+// quantized and block l from block l - 1's input, keeping the quantized block's output. AWQ, as its
+// reference does, sees the float model's activations (its scaling does not change a float layer's output):
+// pass l runs block l alone.
 #pragma once
 
 #include <cstdint>

@@ -1,10 +1,12 @@
 // `kestrel quantize --method rtn|gptq|awq` below the CLI: the linear observer sees every linear's input by
-// id; a quantized tiny-llama written as a GPTQ checkpoint loads back to exactly the codes in memory; GPTQ and
-// AWQ leave less layer-output error than round to nearest; bad inputs are refused by name.
+// id; calibration from the kept residual stream gives exactly what the model cut after each layer gives; a
+// quantized tiny-llama written as a GPTQ checkpoint loads back to exactly the codes in memory; GPTQ and AWQ
+// leave less layer-output error than round to nearest; bad inputs are refused by name.
 #include "engine/weight_quantize.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -31,21 +33,27 @@ std::vector<int32_t> calibration(const Model& m, size_t n) {
   return t;
 }
 
-// Every report: the id's name, the rows' shape, and H = sum x x^T per id (the float model's inputs).
+// Every report: the id's name, the rows' shape, and per id H = sum x x^T and sum |x| over the rows.
 struct Recorder final : ops::LinearObserver {
   std::map<std::string, std::vector<std::vector<int64_t>>> shapes;
-  std::map<std::string, std::vector<double>> hessians;
+  std::map<std::string, std::vector<double>> hessians, sum_abs;
+  std::map<std::string, int64_t> rows;
   void observe(const LinearId& id, const Tensor& x) override {
     shapes[id.name()].push_back(x.shape);
+    const int64_t t = x.rows(), k = x.cols();
     std::vector<double>& h = hessians[id.name()];
-    h.resize(static_cast<size_t>(x.cols() * x.cols()));
-    quant::accumulate_hessian(h, std::span(x.ptr<float>(), static_cast<size_t>(x.numel())), x.rows(), x.cols());
+    h.resize(static_cast<size_t>(k * k));
+    quant::accumulate_hessian(h, std::span(x.ptr<float>(), static_cast<size_t>(x.numel())), t, k);
+    std::vector<double>& a = sum_abs[id.name()];
+    a.resize(static_cast<size_t>(k));
+    for (int64_t r = 0; r < t; ++r)
+      for (int64_t j = 0; j < k; ++j) a[j] += std::abs(x.ptr<float>()[r * k + j]);
+    rows[id.name()] += t;
   }
 };
 
-// Runs a fresh copy of `m`'s float decoder over `tokens` in windows of `n_ctx` with a Recorder.
-Recorder record(const Model& m, std::span<const int32_t> tokens, int n_ctx) {
-  Decoder d(m.decoder->architecture(), m.config(), m.decoder->weights());
+// Runs `d` (a fresh decoder: this places it) over `tokens` in windows of `n_ctx` with a Recorder.
+Recorder record(Decoder d, std::span<const int32_t> tokens, int n_ctx) {
   Recorder r;
   ops::Context ctx = backends::make_context(Device::Cpu);
   ctx.observer = &r;
@@ -60,10 +68,15 @@ Recorder record(const Model& m, std::span<const int32_t> tokens, int n_ctx) {
   return r;
 }
 
+// A copy of a decoder that has not run (its projections unfused).
+Decoder fresh(const Decoder& d) {
+  return Decoder(d.architecture(), d.config(), d.weights());
+}
+
 TEST(LinearObserver, SeesEveryLinearInputByIdOnce) {
   auto m = load_model(kModel);
   const std::vector<int32_t> tokens = calibration(*m, 40);
-  const Recorder r = record(*m, tokens, 32);  // windows of 32 and 8 tokens
+  const Recorder r = record(fresh(*m->decoder), tokens, 32);  // windows of 32 and 8 tokens
   const ModelConfig& c = m->config();
   std::map<std::string, int64_t> want;  // fused on the CPU: q/k/v and gate/up report once, under the fused id
   for (int l = 0; l < c.n_layers; ++l) {
@@ -98,6 +111,104 @@ const Linear& linear_named(const DecoderWeights& w, const std::string& name) {
     for (const Linear* l : L.linears())
       if (!l->empty() && l->id.name() + ".weight" == name) return *l;
   throw std::runtime_error("no linear " + name);
+}
+
+// The id under which a fused model reports the input of weight `name` ("blk.0.attn_k.weight" ->
+// "blk.0.attn_qkv").
+std::string input_of(const std::string& name) {
+  const std::string id = name.substr(0, name.size() - 7);  // "blk.N.attn_q"
+  const std::string layer = id.substr(0, id.find('.', 4));
+  if (id.ends_with("attn_output") || id.ends_with("ffn_down")) return id;
+  return layer + (id.find("attn") != std::string::npos ? ".attn_qkv" : ".ffn_gate_up");
+}
+
+std::vector<float> float_weight(const Linear& l) {
+  std::vector<float> w(static_cast<size_t>(l.out_features() * l.in_features()));
+  for (int64_t r = 0; r < l.out_features(); ++r) dequantize_row(l, r, w.data() + r * l.in_features());
+  return w;
+}
+
+// tiny-llama's blocks repeated to `n` layers: deep enough that calibration passes start from a kept residual
+// stream rather than from the tokens.
+Decoder deepened(const Model& m, int n) {
+  ModelConfig c = m.config();
+  DecoderWeights w = m.decoder->weights();
+  const std::vector<LayerWeights> blocks = w.layers;
+  w.layers.clear();
+  for (int l = 0; l < n; ++l) {
+    LayerWeights L = blocks[l % blocks.size()];
+    for (Linear* lin : L.linears())
+      if (!lin->empty()) lin->id.layer = l;
+    w.layers.push_back(std::move(L));
+  }
+  c.n_layers = n;
+  return Decoder(m.decoder->architecture(), c, std::move(w));
+}
+
+// Layer `layer`'s input statistics as calibration gathered them before it kept the residual stream: the model
+// cut after that layer, with the layers before it replaced by `before`, over every window.
+Recorder cut_model(const Decoder& model, int layer, std::span<const LayerWeights> before,
+                   std::span<const int32_t> tokens, int n_ctx) {
+  ModelConfig c = model.config();
+  c.n_layers = layer + 1;
+  DecoderWeights w = model.weights();
+  w.layers.resize(static_cast<size_t>(layer) + 1);
+  std::copy(before.begin(), before.end(), w.layers.begin());
+  return record(Decoder(model.architecture(), c, std::move(w)), tokens, n_ctx);
+}
+
+// Sequential GPTQ: each layer's codes are those GPTQ gives with the Hessians of the model cut after it, the
+// layers before it quantized as quantize_weights quantized them. AWQ: each layer's scales are those its
+// search gives with the float model's statistics (what every cut of the float model computes for its last
+// layer), so the activation means match as well as the Hessians.
+TEST(WeightQuantize, CalibrationMatchesTheModelCutAfterEachLayer) {
+  auto m = load_model(kModel);
+  const Decoder model = deepened(*m, 5);
+  const std::vector<int32_t> tokens = calibration(*m, 200);  // windows of 64, 64, 64 and 8 tokens
+  WeightQuantOptions opt;
+  opt.spec = {4, 32, false};
+  opt.n_ctx = 64;
+  opt.method = WeightQuantMethod::Gptq;
+  const QuantizedWeights gptq = quantize_weights(model, backends::make_context(Device::Cpu), tokens, opt);
+  std::vector<LayerWeights> before;
+  for (int l = 0; l < model.config().n_layers; ++l) {
+    const Recorder r = cut_model(model, l, before, tokens, opt.n_ctx);
+    LayerWeights quantized = model.weights().layers[l];
+    for (Linear* lin : quantized.linears()) {
+      if (lin->empty()) continue;
+      const std::string name = lin->id.name() + ".weight";
+      const quant::IntQuantized want = quant::quantize_gptq(float_weight(*lin), lin->out_features(), lin->in_features(),
+                                                            r.hessians.at(input_of(name)), opt.spec, opt.gptq);
+      const quant::IntQuantized& got = gptq.linears.at(name);
+      EXPECT_EQ(got.codes, want.codes) << name;
+      EXPECT_EQ(got.scales, want.scales) << name;
+      EXPECT_EQ(got.zeros, want.zeros) << name;
+      *lin = quant::to_linear(got, lin->id);
+    }
+    before.push_back(std::move(quantized));
+  }
+
+  opt.method = WeightQuantMethod::Awq;
+  const QuantizedWeights awq = quantize_weights(model, backends::make_context(Device::Cpu), tokens, opt);
+  const Recorder r = record(fresh(model), tokens, opt.n_ctx);
+  ASSERT_NE(model.config().n_heads, model.config().n_kv_heads);  // o is not scaled
+  for (int l = 0; l < model.config().n_layers; ++l) {
+    const LayerWeights& L = model.weights().layers[l];
+    for (const std::vector<const Linear*>& group :
+         {std::vector<const Linear*>{&L.wq, &L.wk, &L.wv}, {&L.w_gate, &L.w_up}, {&L.w_down}}) {
+      std::vector<std::vector<float>> w;
+      std::vector<quant::AwqLinear> ls;
+      for (const Linear* lin : group) w.push_back(float_weight(*lin));
+      for (size_t i = 0; i < group.size(); ++i) ls.push_back({w[i], group[i]->out_features()});
+      const std::string name = group[0]->id.name() + ".weight", input = input_of(name);
+      const int64_t k = group[0]->in_features();
+      std::vector<float> mean_abs(static_cast<size_t>(k));
+      for (int64_t j = 0; j < k; ++j)
+        mean_abs[j] = static_cast<float>(r.sum_abs.at(input)[j] / static_cast<double>(r.rows.at(input)));
+      const quant::AwqScales want = quant::awq_search_scales(ls, k, mean_abs, r.hessians.at(input), opt.spec, opt.awq);
+      EXPECT_EQ(awq.column_scales.at(name), want.s) << name;
+    }
+  }
 }
 
 struct Case {
@@ -183,13 +294,7 @@ TEST(WeightQuantize, GptqAndAwqBeatRoundToNearestAt3Bits) {
   auto m = load_model(kModel);
   const std::vector<int32_t> all = calibration(*m, 1024);
   const std::span<const int32_t> calib = std::span(all).first(512), held_out = std::span(all).subspan(512);
-  const Recorder r = record(*m, held_out, 128);
-  auto input_of = [](const std::string& name) {
-    const std::string id = name.substr(0, name.size() - 7);  // "blk.N.attn_q"
-    const std::string layer = id.substr(0, id.find('.', 4));
-    if (id.ends_with("attn_output") || id.ends_with("ffn_down")) return id;
-    return layer + (id.find("attn") != std::string::npos ? ".attn_qkv" : ".ffn_gate_up");
-  };
+  const Recorder r = record(fresh(*m->decoder), held_out, 128);
   std::map<WeightQuantMethod, double> loss;
   for (WeightQuantMethod method : {WeightQuantMethod::Rtn, WeightQuantMethod::Gptq, WeightQuantMethod::Awq}) {
     WeightQuantOptions opt;
@@ -199,9 +304,8 @@ TEST(WeightQuantize, GptqAndAwqBeatRoundToNearestAt3Bits) {
     const QuantizedWeights q = quantize_weights(*m->decoder, backends::make_context(Device::Cpu), calib, opt);
     for (const std::string& name : block_linears(m->config())) {
       const Linear& l = linear_named(m->decoder->weights(), name);
-      std::vector<float> w(static_cast<size_t>(l.out_features() * l.in_features()));
-      for (int64_t row = 0; row < l.out_features(); ++row) dequantize_row(l, row, w.data() + row * l.in_features());
-      loss[method] += output_error(w, q.effective_weight(name), r.hessians.at(input_of(name)), l.in_features());
+      loss[method] +=
+          output_error(float_weight(l), q.effective_weight(name), r.hessians.at(input_of(name)), l.in_features());
     }
   }
   EXPECT_LT(loss[WeightQuantMethod::Gptq], loss[WeightQuantMethod::Rtn]);
