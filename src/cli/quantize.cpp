@@ -1,7 +1,10 @@
 // `kestrel quantize`: a GGUF model to a smaller GGUF type or K-quant mix by round-to-nearest
-// (llama-quantize's job), as `kestrel quantize IN.gguf OUT.gguf q4_k_m` or with --bits/--group/--sym; and
-// `kestrel quantize --kv skvq --calib TEXT -m MODEL`: the SKVQ calibration of the model's KV cache.
+// (llama-quantize's job), as `kestrel quantize IN.gguf OUT.gguf q4_k_m` or with --bits/--group/--sym;
+// `kestrel quantize --method rtn|gptq|awq -m HF_DIR -o OUT_DIR`: a Hugging Face float model to a GPTQ
+// checkpoint (engine/weight_quantize.h, model/gptq_checkpoint.h); and `kestrel quantize --kv skvq --calib TEXT
+// -m MODEL`: the SKVQ calibration of the model's KV cache.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <optional>
@@ -9,8 +12,11 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "core/version.h"
 #include "engine/kv_calibrate.h"
+#include "engine/weight_quantize.h"
 #include "model/gguf_quantize.h"
+#include "model/gptq_checkpoint.h"
 #include "model/model.h"
 
 namespace kestrel::cli {
@@ -20,41 +26,58 @@ constexpr const char* kTypes = "q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k_m
 
 struct QuantizeFlags {
   std::string in, out, type;
-  std::string method = "rtn";
+  std::optional<std::string> method;  // unset: rtn
   std::optional<int> bits, group;
-  bool sym = false;
+  bool sym = false, act_order = false;
+  double damp = 0.01;
   int threads = 0;
   std::string kv, calib;
-  int calib_ctx = 2048;
-  int64_t calib_tokens = 32768;
+  std::optional<int> calib_ctx;         // default: 2048 for --kv, 512 for weights
+  std::optional<int64_t> calib_tokens;  // default: 32768 for --kv, 16384 for weights
 };
+
+// A progress bar drawn from the first report on (the total is known only then).
+auto progress_bar(std::unique_ptr<ProgressBar>& bar, std::string label) {
+  return [&bar, label = std::move(label)](int64_t done, int64_t total) {
+    if (!bar) bar = std::make_unique<ProgressBar>(label, total);
+    bar->update(done);
+  };
+}
+
+// The calibration text's tokens, at most `cap` (0: all).
+std::vector<int32_t> calibration_tokens(const std::string& path, const Tokenizer& tokenizer, int64_t cap) {
+  std::ifstream in(path, std::ios::binary);
+  KS_CHECK(in.good(), "cannot read '{}'", path);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  std::vector<int32_t> tokens = tokenizer.encode(text, /*add_special=*/false, /*parse_special=*/false);
+  KS_CHECK(!tokens.empty(), "'{}' has no text to calibrate on", path);
+  if (cap > 0 && static_cast<int64_t>(tokens.size()) > cap) tokens.resize(cap);
+  return tokens;
+}
 
 void calibrate_kv_cache(const QuantizeFlags& f) {
   KS_CHECK(f.kv == "skvq", "--kv {}: only skvq takes a calibration", f.kv);
   KS_CHECK(!f.calib.empty(), "--kv skvq needs --calib TEXT: a plain-text file like what the model will read");
   KS_CHECK(f.type.empty() && !f.bits.has_value(), "--kv calibrates the KV cache; it takes no weight type or --bits");
-  std::ifstream in(f.calib, std::ios::binary);
-  KS_CHECK(in.good(), "cannot read '{}'", f.calib);
-  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  KS_CHECK(!f.method && !f.act_order,
+           "--kv calibrates the KV cache; --method and --act-order quantize weights: run them one at a time");
+  const int calib_ctx = f.calib_ctx.value_or(2048);
   ModelFlags mf;
   mf.model = f.in;
   mf.threads = f.threads;
-  mf.ctx_size = f.calib_ctx;
-  mf.batch_size = f.calib_ctx;
+  mf.ctx_size = calib_ctx;
+  mf.batch_size = calib_ctx;
   mf.kv_type = "f32";
   auto model = load(mf);
-  std::vector<int32_t> tokens = model->tokenizer->encode(text, /*add_special=*/false, /*parse_special=*/false);
-  KS_CHECK(!tokens.empty(), "'{}' has no text to calibrate on", f.calib);
-  if (f.calib_tokens > 0 && static_cast<int64_t>(tokens.size()) > f.calib_tokens) tokens.resize(f.calib_tokens);
+  const std::vector<int32_t> tokens = calibration_tokens(f.calib, *model->tokenizer, f.calib_tokens.value_or(32768));
   std::unique_ptr<ProgressBar> bar;
   const double t0 = now_seconds();
   KvCalibrationOptions opt;
-  opt.n_ctx = f.calib_ctx;
-  opt.search_tokens = std::min<int64_t>(static_cast<int64_t>(tokens.size()), 2 * int64_t{f.calib_ctx});
-  const KvCalibration c = calibrate_kv(*model->decoder, make_context(mf), tokens, opt, [&](int done, int total) {
-    if (!bar) bar = std::make_unique<ProgressBar>("calibrate KV", total);
-    bar->update(done);
-  });
+  opt.n_ctx = calib_ctx;
+  opt.search_tokens = std::min<int64_t>(static_cast<int64_t>(tokens.size()), 2 * int64_t{calib_ctx});
+  const KvCalibration c =
+      calibrate_kv(*model->decoder, make_context(mf), tokens, opt,
+                   [draw = progress_bar(bar, "calibrate KV")](int done, int total) { draw(done, total); });
   if (bar) bar->finish();
   const std::string out = f.out.empty() ? kv_calibration_path(model->path) : f.out;
   save_kv_calibration(c, out);
@@ -68,8 +91,93 @@ void calibrate_kv_cache(const QuantizeFlags& f) {
   std::printf("; %lld tokens in %.1f s\n", static_cast<long long>(c.tokens), now_seconds() - t0);
 }
 
+WeightQuantMethod method_of(const std::string& name) {
+  return name == "gptq" ? WeightQuantMethod::Gptq : name == "awq" ? WeightQuantMethod::Awq : WeightQuantMethod::Rtn;
+}
+
+// A Hugging Face float model to a GPTQ checkpoint directory.
+void quantize_hf(const QuantizeFlags& f) {
+  const std::string method = f.method.value_or("rtn");
+  const bool calibrated = method != "rtn";
+  KS_CHECK(f.type.empty(),
+           "'{}' is a Hugging Face model: it is quantized with --method and --bits/--group into a GPTQ checkpoint, "
+           "not to a GGUF type ('{}')",
+           f.in, f.type);
+  KS_CHECK(!f.out.empty(), "quantize --method {} needs an output directory (-o OUTDIR)", method);
+  const int bits = f.bits.value_or(4), group = f.group.value_or(128);
+  KS_CHECK(bits == 2 || bits == 3 || bits == 4 || bits == 8, "--bits {}: a GPTQ checkpoint holds 2, 3, 4 or 8 bits",
+           bits);
+  KS_CHECK(group > 0 || group == -1, "--group {}: inputs per group must be positive, or -1 for one per output channel",
+           group);
+  KS_CHECK(!calibrated || !f.calib.empty(),
+           "--method {} needs --calib TEXT: plain text like what the model will read (its activations choose the "
+           "codes)",
+           method);
+  KS_CHECK(calibrated || f.calib.empty(),
+           "--method rtn rounds each weight alone: it takes no --calib (gptq and awq do)");
+  KS_CHECK(!f.act_order || method == "gptq",
+           "--act-order is GPTQ's (desc_act): --method {} quantizes the input channels in order", method);
+  KS_CHECK(!std::filesystem::exists(f.out) || !std::filesystem::equivalent(f.in, f.out),
+           "the output directory must not be the input model");
+  WeightQuantOptions opt;
+  opt.method = method_of(method);
+  opt.spec = {bits, group, f.sym};
+  opt.gptq.damp = f.damp;
+  opt.gptq.act_order = f.act_order;
+  opt.n_ctx = f.calib_ctx.value_or(512);
+  ModelFlags mf;
+  mf.model = f.in;
+  mf.threads = f.threads;
+  auto model = load(mf);
+  KS_CHECK(model->quantization.empty(), "'{}' is already quantized ({}); quantize a float model", f.in,
+           model->quantization);
+  for (const LayerWeights& L : model->decoder->weights().layers)
+    for (const Linear* l : L.linears())
+      if (!l->empty()) check_gptq_shape(l->in_features(), bits, l->id.name());
+  std::vector<int32_t> tokens;
+  if (calibrated) tokens = calibration_tokens(f.calib, *model->tokenizer, f.calib_tokens.value_or(16384));
+  std::unique_ptr<ProgressBar> bar;
+  const double t0 = now_seconds();
+  QuantizedWeights q =
+      quantize_weights(*model->decoder, make_context(mf), tokens, opt, progress_bar(bar, "quantize (" + method + ")"));
+  if (bar) bar->finish();
+  GptqCheckpoint c;
+  c.linears = std::move(q.linears);
+  c.replaced = std::move(q.folded);
+  c.quantization_config = {{"quant_method", "gptq"},
+                           {"bits", bits},
+                           {"group_size", group},
+                           {"desc_act", f.act_order},
+                           {"sym", f.sym},
+                           {"checkpoint_format", "gptq_v2"},
+                           {"pack_dtype", "int32"},
+                           {"damp_percent", f.damp},
+                           {"static_groups", false},
+                           {"true_sequential", false},
+                           {"meta",
+                            {{"quantizer", {fmt::format("kestrel:{}", kVersion)}},
+                             {"method", method},
+                             {"calibration_tokens", tokens.size()},
+                             {"calibration_ctx", calibrated ? opt.n_ctx : 0}}}};
+  const size_t n_linears = c.linears.size();
+  write_gptq_checkpoint(c, model->decoder->architecture(), f.in, f.out);
+  std::printf("wrote %s: %zu linears quantized by %s to %d bits, %s%s%s; %zu calibration tokens; %.1f s\n",
+              f.out.c_str(), n_linears, method.c_str(), bits,
+              group > 0 ? fmt::format("groups of {}", group).c_str() : "one group per output channel",
+              f.sym ? ", symmetric" : "", f.act_order ? ", act-order" : "", tokens.size(), now_seconds() - t0);
+}
+
 void quantize(const QuantizeFlags& f) {
   if (!f.kv.empty()) return calibrate_kv_cache(f);
+  if (!f.in.empty() && std::filesystem::is_directory(f.in)) return quantize_hf(f);
+  const std::string method = f.method.value_or("rtn");
+  KS_CHECK(method == "rtn",
+           "--method {} writes a GPTQ checkpoint from a Hugging Face float model directory; '{}' is not one (a GGUF "
+           "is rounded to another GGUF type by --method rtn)",
+           method, f.in);
+  KS_CHECK(!f.act_order && f.calib.empty(),
+           "--act-order and --calib are for --method gptq/awq on a Hugging Face model directory; '{}' is not one",
+           f.in);
   KS_CHECK(!f.in.empty() && !f.out.empty(), "quantize needs an input GGUF and an output path (see --help)");
   KS_CHECK(f.in != f.out, "the output must not be the input file");
   KS_CHECK(f.type.empty() != !f.bits.has_value(),
@@ -85,10 +193,8 @@ void quantize(const QuantizeFlags& f) {
   if (f.threads > 0) ThreadPool::set_default_threads(f.threads);
   std::unique_ptr<ProgressBar> bar;
   const double t0 = now_seconds();
-  const QuantizeSummary s = quantize_gguf(f.in, f.out, target, [&](size_t done, size_t total) {
-    if (!bar) bar = std::make_unique<ProgressBar>("quantize", total);
-    bar->update(static_cast<int64_t>(done));
-  });
+  const QuantizeSummary s = quantize_gguf(
+      f.in, f.out, target, [draw = progress_bar(bar, "quantize")](size_t done, size_t total) { draw(done, total); });
   if (bar) bar->finish();
   std::string types;
   for (const auto& [name, n] : s.by_type) types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, name);
@@ -100,38 +206,59 @@ void quantize(const QuantizeFlags& f) {
 
 void register_quantize(CLI::App& app) {
   auto f = std::make_shared<QuantizeFlags>();
-  CLI::App* cmd =
-      app.add_subcommand("quantize",
-                         "round a GGUF model's weights to a smaller GGUF type (q8_0, q4_0, q4_1, q5_0, q5_1) or a "
-                         "K-quant file (q2_k, q3_k, q4_k_m, q5_k_m, q6_k), like llama-quantize; or, with --kv skvq, "
-                         "calibrate a model's KV cache");
-  cmd->add_option("input", f->in, "the GGUF model to quantize (any type Kestrel reads)")->check(CLI::ExistingPath);
-  cmd->add_option("output", f->out, "where to write the quantized GGUF (written whole, then renamed into place)");
+  CLI::App* cmd = app.add_subcommand(
+      "quantize",
+      "round a GGUF model's weights to a smaller GGUF type (q8_0, q4_0, q4_1, q5_0, q5_1) or a K-quant file (q2_k, "
+      "q3_k, q4_k_m, q5_k_m, q6_k), like llama-quantize; quantize a Hugging Face float model (safetensors "
+      "directory) into a GPTQ checkpoint by round to nearest, GPTQ or AWQ on the CPU: `kestrel quantize --method "
+      "gptq --bits 4 --group 128 --calib TEXT -m MODEL_DIR -o OUT_DIR` (q/k/v/o/gate/up/down quantized, the "
+      "embedding and output projection kept; GPTQ calibrates layer by layer, each layer's inputs coming from the "
+      "layers before it already quantized; AWQ folds its scales into the norms, v's rows for o when there are "
+      "as many kv heads as heads, and up's rows for down; docs/quantized_checkpoints.md); or, with --kv skvq, "
+      "calibrate a model's KV cache");
+  cmd->add_option("input", f->in, "the model to quantize: a GGUF file, or a Hugging Face float model directory")
+      ->check(CLI::ExistingPath);
+  cmd->add_option("output", f->out,
+                  "where to write: the quantized GGUF (written whole, then renamed into place), or the GPTQ "
+                  "checkpoint directory");
   cmd->add_option("type", f->type,
-                  "target: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k_m, q5_k_m or q6_k (or use --bits)");
+                  "GGUF target: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k_m, q5_k_m or q6_k (or use --bits)");
   cmd->add_option("-m,--model", f->in, "the input, as a flag (with --kv: any model; default: the default model)")
       ->check(CLI::ExistingPath);
   cmd->add_option("-o,--out", f->out, "the output, as a flag");
-  cmd->add_option("--method", f->method, "rounding method (rtn: round to nearest)")
-      ->check(CLI::IsMember({"rtn"}))
+  cmd->add_option("--method", f->method,
+                  "rtn: round to nearest (GGUF or Hugging Face input); gptq, awq: calibrated (Hugging Face input and "
+                  "--calib; written as a GPTQ checkpoint, checkpoint_format gptq_v2). Default rtn")
+      ->check(CLI::IsMember({"rtn", "gptq", "awq"}));
+  cmd->add_option("--bits", f->bits,
+                  "bits per weight. GGUF: 8 (q8_0), 4 (q4_0/q4_1) or 5 (q5_0/q5_1); GPTQ checkpoint: 2, 3, 4 "
+                  "(default) or 8")
+      ->check(CLI::IsMember({2, 3, 4, 5, 8}));
+  cmd->add_option("--group", f->group,
+                  "weights per scale. GGUF: 32 (the only group its types above have); GPTQ checkpoint: 32, 64, 128 "
+                  "(default) ..., or -1 for one group per output channel");
+  cmd->add_flag("--sym", f->sym,
+                "symmetric (no zero point per group): q4_0/q5_0/q8_0 rather than q4_1/q5_1; GPTQ: sym: true");
+  cmd->add_flag("--act-order", f->act_order,
+                "--method gptq: quantize input channels in order of decreasing activation energy (desc_act: true, "
+                "with g_idx)");
+  cmd->add_option("--damp", f->damp, "--method gptq: damping added to the Hessian's diagonal, times its mean")
+      ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  cmd->add_option("--bits", f->bits, "bits per weight: 8 (q8_0), 4 (q4_0/q4_1) or 5 (q5_0/q5_1)")
-      ->check(CLI::IsMember({4, 5, 8}));
-  cmd->add_option("--group", f->group, "weights per scale (32, the only group the GGUF types above have)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_flag("--sym", f->sym, "symmetric (no minimum per group): q4_0/q5_0/q8_0 rather than q4_1/q5_1");
   cmd->add_option("-t,--threads", f->threads, "threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_option("--kv", f->kv,
                   "calibrate the KV cache instead: `--kv skvq --calib TEXT -m MODEL` writes SKVQ's channel orders "
                   "and clip ratios beside the model (MODEL.kv-calib.json, or -o), used by --kv-type skvq*")
       ->check(CLI::IsMember({"skvq"}));
-  cmd->add_option("--calib", f->calib, "with --kv: the calibration text (plain text)")->check(CLI::ExistingFile);
-  cmd->add_option("--calib-ctx", f->calib_ctx, "with --kv: tokens per calibration window")
-      ->check(CLI::Range(16, 1 << 16))
-      ->capture_default_str();
-  cmd->add_option("--calib-tokens", f->calib_tokens, "with --kv: calibrate on at most this many tokens (0: all)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  cmd->add_option("--calib", f->calib,
+                  "calibration text (plain text) for --method gptq/awq and --kv; keep it apart from the text you "
+                  "evaluate on")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--calib-ctx", f->calib_ctx, "tokens per calibration window (default 512; with --kv 2048)")
+      ->check(CLI::Range(16, 1 << 16));
+  cmd->add_option("--calib-tokens", f->calib_tokens,
+                  "calibrate on at most this many tokens of the text, 0: all (default 16384; with --kv 32768)")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([f] { quantize(*f); });
 }
 

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 
 namespace kestrel::quant {
 namespace {
@@ -31,29 +32,39 @@ void cholesky_lower(std::vector<double>& a, int64_t k) {
 // error is spread over the later columns (U_ij / U_ii) and U_ii scales the error itself.
 std::vector<double> inverse_hessian_factor(std::vector<double> h, int64_t k) {
   cholesky_lower(h, k);  // H = L L^T
-  // L^-1 by forward substitution, column by column.
-  std::vector<double> li(static_cast<size_t>(k * k), 0.0);
-  for (int64_t c = 0; c < k; ++c) {
-    li[c * k + c] = 1.0 / h[c * k + c];
-    for (int64_t i = c + 1; i < k; ++i) {
-      double s = 0;
-      for (int64_t p = c; p < i; ++p) s += h[i * k + p] * li[p * k + c];
-      li[i * k + c] = -s / h[i * k + i];
+  // M = L^-1 by forward substitution a row at a time: row i is -(sum over p < i of L_ip M_p) / L_ii, the rows
+  // M_p already known, so the sums run over contiguous rows (each entry still adds its terms in order of p).
+  std::vector<double> m(static_cast<size_t>(k * k), 0.0);
+  for (int64_t i = 0; i < k; ++i) {
+    double* mi = m.data() + i * k;
+    for (int64_t p = 0; p < i; ++p) {
+      const double lip = h[i * k + p];
+      const double* mp = m.data() + p * k;
+      for (int64_t c = 0; c <= p; ++c) mi[c] += lip * mp[c];
     }
+    const double lii = h[i * k + i];
+    for (int64_t c = 0; c < i; ++c) mi[c] = -mi[c] / lii;
+    mi[i] = 1.0 / lii;
   }
-  // H^-1 = L^-T L^-1.
-  std::vector<double> hinv(static_cast<size_t>(k * k));
+  // H^-1 = M^T M: entry (i, j) is the dot product of M's columns i and j, rows of M^T (h is free now).
+  std::vector<double>& mt = h;
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t p = 0; p < k; ++p) mt[i * k + p] = m[p * k + i];
+  std::vector<double>& hinv = m;
   for (int64_t i = 0; i < k; ++i)
     for (int64_t j = i; j < k; ++j) {
+      const double *a = mt.data() + i * k, *b = mt.data() + j * k;
       double s = 0;
-      for (int64_t p = j; p < k; ++p) s += li[p * k + i] * li[p * k + j];
-      hinv[i * k + j] = hinv[j * k + i] = s;
+      for (int64_t p = j; p < k; ++p) s += a[p] * b[p];
+      hinv[i * k + j] = s;
     }
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = i + 1; j < k; ++j) hinv[j * k + i] = hinv[i * k + j];
   // The upper factor U of H^-1 = U^T U is the transpose of its lower Cholesky factor.
   cholesky_lower(hinv, k);
   for (int64_t i = 0; i < k; ++i)
     for (int64_t j = i + 1; j < k; ++j) hinv[i * k + j] = hinv[j * k + i], hinv[j * k + i] = 0;
-  return hinv;
+  return std::move(hinv);
 }
 
 }  // namespace
@@ -61,15 +72,27 @@ std::vector<double> inverse_hessian_factor(std::vector<double> h, int64_t k) {
 void accumulate_hessian(std::span<double> hessian, std::span<const float> x, int64_t t, int64_t k) {
   KS_CHECK(static_cast<int64_t>(hessian.size()) == k * k && static_cast<int64_t>(x.size()) == t * k,
            "accumulate_hessian: expected a {}x{} Hessian and {}x{} inputs", k, k, t, k);
-  for (int64_t r = 0; r < t; ++r) {
-    const float* xr = x.data() + r * k;
-    for (int64_t i = 0; i < k; ++i) {
-      const double xi = xr[i];
-      if (xi == 0) continue;
-      double* hi = hessian.data() + i * k;
-      for (int64_t j = 0; j < k; ++j) hi[j] += xi * xr[j];
-    }
-  }
+  // Rows of H on the thread pool, and x in chunks of rows so that a row of H stays in cache while a chunk's
+  // rows are added to it. Each element still sums the inputs in order, so the result does not depend on the
+  // number of threads.
+  constexpr int64_t kChunk = 64;
+  ThreadPool::global().parallel_for(
+      k,
+      [&](int64_t i0, int64_t i1) {
+        for (int64_t r0 = 0; r0 < t; r0 += kChunk) {
+          const int64_t r1 = std::min(t, r0 + kChunk);
+          for (int64_t i = i0; i < i1; ++i) {
+            double* hi = hessian.data() + i * k;
+            for (int64_t r = r0; r < r1; ++r) {
+              const float* xr = x.data() + r * k;
+              const double xi = xr[i];
+              if (xi == 0) continue;
+              for (int64_t j = 0; j < k; ++j) hi[j] += xi * xr[j];
+            }
+          }
+        }
+      },
+      16);
 }
 
 IntQuantized quantize_gptq(std::span<const float> w_in, int64_t n, int64_t k, std::span<const double> hessian,

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "core/int_codes.h"
 
 namespace kestrel::quant {
 
@@ -42,6 +43,25 @@ std::vector<float> IntQuantized::dequantize() const {
       w[r * k + c] = dequantize_value(codes[r * k + c], {scales[r * G + g], zeros[r * G + g]});
     }
   return w;
+}
+
+Linear to_linear(const IntQuantized& q, LinearId id) {
+  const int64_t G = q.groups();
+  Tensor codes = Tensor::empty_host(*code_type(q.spec.bits), {q.n, q.k});
+  for (int64_t r = 0; r < q.n; ++r) pack_codes(codes.dtype, q.codes.data() + r * q.k, q.k, codes.row(r));
+  IntGroups g;
+  g.group_size = q.group_size();
+  g.scales = Tensor::empty_host(DType::F16, {q.n, G});
+  if (!q.spec.sym) g.zeros = Tensor::empty_host(DType::F16, {q.n, G});
+  for (int64_t i = 0; i < q.n * G; ++i) {
+    g.scales.ptr<uint16_t>()[i] = f32_to_f16(q.scales[i]);
+    if (!q.spec.sym) g.zeros.ptr<uint16_t>()[i] = f32_to_f16(static_cast<float>(q.zeros[i]));
+  }
+  if (!q.g_idx.empty()) {
+    g.g_idx = Tensor::empty_host(DType::I32, {q.k});
+    std::copy(q.g_idx.begin(), q.g_idx.end(), g.g_idx.ptr<int32_t>());
+  }
+  return Linear::grouped(std::move(codes), std::move(g), id);
 }
 
 IntQuantized quantize_rtn(std::span<const float> w, int64_t n, int64_t k, const IntQuantSpec& spec) {

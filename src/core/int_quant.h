@@ -11,6 +11,8 @@
 #include <span>
 #include <vector>
 
+#include "core/linear.h"
+
 namespace kestrel::quant {
 
 struct IntQuantSpec {
@@ -38,6 +40,10 @@ struct IntQuantized {
   // w = s * (q - z), [n, k].
   std::vector<float> dequantize() const;
 };
+
+// q as the grouped integer linear (core/linear.h) a checkpoint of it loads as: packed codes, f16 scales,
+// zero points (none when symmetric: the format's implied 2^(b-1) is the one q used) and act-order's g_idx.
+Linear to_linear(const IntQuantized& q, LinearId id = {});
 
 // One group's scale and zero point from its values: the range [min(min, 0), max(max, 0)] (0 is always
 // representable, as in GPTQ's quantizer), times spec.clip; symmetric groups take +-max|x| * clip.

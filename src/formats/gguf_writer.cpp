@@ -1,54 +1,19 @@
 #include "formats/gguf_writer.h"
 
-#include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <type_traits>
 #include <variant>
 
 #include "core/error.h"
+#include "formats/output_file.h"
 
 namespace kestrel {
 namespace {
 
 constexpr uint64_t kDefaultAlignment = 32;
 
-class Out {
- public:
-  explicit Out(const std::string& path) : path_(path), f_(path, std::ios::binary | std::ios::trunc) {
-    KS_CHECK(f_.good(), "cannot create '{}'", path);
-  }
-  void bytes(const void* p, size_t n) {
-    f_.write(static_cast<const char*>(p), static_cast<std::streamsize>(n));
-    KS_CHECK(f_.good(), "writing '{}' failed (disk full?)", path_);
-    pos_ += n;
-  }
-  template <typename T>
-  void scalar(T v) {
-    bytes(&v, sizeof v);
-  }
-  void string(const std::string& s) {
-    scalar<uint64_t>(s.size());
-    bytes(s.data(), s.size());
-  }
-  void pad_to(uint64_t alignment) {
-    static const char zeros[256] = {};
-    while (pos_ % alignment) bytes(zeros, std::min<uint64_t>(sizeof zeros, alignment - pos_ % alignment));
-  }
-  void close() {
-    f_.close();
-    KS_CHECK(!f_.fail(), "closing '{}' failed", path_);
-  }
-
- private:
-  std::string path_;
-  std::ofstream f_;
-  uint64_t pos_ = 0;
-};
-
 // A value's payload, after its type id: a string's length and bytes; an array's element type, count and
 // items (nested arrays the same way); a scalar's bytes (bool as one byte).
-void payload(Out& o, const GgufValue& v) {
+void payload(OutputFile& o, const GgufValue& v) {
   std::visit(
       [&](const auto& x) {
         using T = std::decay_t<decltype(x)>;
@@ -89,9 +54,7 @@ void GgufWriter::write(const std::string& path, const std::function<void(size_t,
       if (const auto a = v.as_u64()) alignment = *a;
   KS_CHECK(alignment > 0 && (alignment & (alignment - 1)) == 0, "general.alignment {} is not a power of two",
            alignment);
-  const std::string tmp = path + ".tmp";
-  try {
-    Out o(tmp);
+  write_file_atomically(path, [&](OutputFile& o) {
     o.bytes("GGUF", 4);
     o.scalar<uint32_t>(3);
     o.scalar<uint64_t>(tensors_.size());
@@ -125,13 +88,7 @@ void GgufWriter::write(const std::string& path, const std::function<void(size_t,
       o.pad_to(alignment);
       if (progress) progress(i + 1, tensors_.size());
     }
-    o.close();
-    std::filesystem::rename(tmp, path);
-  } catch (...) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
-    throw;
-  }
+  });
 }
 
 }  // namespace kestrel

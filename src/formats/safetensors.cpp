@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "formats/hf_config.h"
+#include "formats/output_file.h"
 
 namespace kestrel {
 
@@ -269,6 +270,32 @@ Tensor SafetensorsModel::tensor(std::string_view name) const {
   auto it = index_.find(name);
   KS_CHECK(it != index_.end(), "safetensors model '{}': no tensor named '{}'", path_, name);
   return it->second.file->tensor(name);
+}
+
+const char* safetensors_dtype_name(DType dtype) {
+  for (const auto& d : kDtypes)
+    if (d.dtype == dtype) return d.name.data();
+  KS_FAIL("safetensors has no dtype for {}", dtype_name(dtype));
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    KS_CHECK(t.device == Device::Cpu, "write_safetensors: tensor '{}' is not on the host", name);
+    KS_CHECK(!header.contains(name), "write_safetensors: tensor '{}' is listed twice", name);
+    header[name] = {{"dtype", safetensors_dtype_name(t.dtype)},
+                    {"shape", t.shape},
+                    {"data_offsets", {offset, offset + t.nbytes()}}};
+    offset += t.nbytes();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // the data section starts 8-byte aligned
+  write_file_atomically(path, [&](OutputFile& o) {
+    o.scalar<uint64_t>(text.size());
+    o.bytes(text.data(), text.size());
+    for (const auto& [name, t] : tensors) o.bytes(t.data, t.nbytes());
+  });
 }
 
 }  // namespace kestrel

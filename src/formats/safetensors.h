@@ -1,4 +1,4 @@
-// safetensors reader: single files (8-byte little-endian header length, JSON header, data) and Hugging
+// safetensors reader and writer: single files (8-byte little-endian header length, JSON header, data) and Hugging
 // Face model directories (model.safetensors, or model.safetensors.index.json naming shards). Tensors are
 // zero-copy views into the memory-mapped files. The header is validated completely at open (offsets in
 // range, consistent with shape and dtype, no overlaps); dtypes Kestrel does not load (F64, U8, F8 ...)
@@ -81,5 +81,13 @@ class SafetensorsModel {
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, Entry, std::less<>> index_;
 };
+
+// The header's name of a dtype ("F32", "BF16", "I32" ...); throws for a type safetensors has none for (GGUF
+// blocks, packed codes).
+const char* safetensors_dtype_name(DType dtype);
+
+// Writes host tensors (contiguous, of dtypes safetensors names) into one safetensors file, in the order
+// given, whole or not at all (formats/output_file.h). Throws naming the path or the tensor.
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors);
 
 }  // namespace kestrel

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "formats/safetensors.h"
 #include "model/model_config.h"
 
 namespace kestrel {
@@ -182,10 +183,6 @@ size_t element_bytes(DType d) {
   return d == DType::F32 ? 4 : 2;
 }
 
-const char* st_dtype(DType d) {
-  return d == DType::F32 ? "F32" : d == DType::F16 ? "F16" : "BF16";
-}
-
 struct Shard {
   std::string file;
   std::vector<size_t> tensors;  // indices into the spec list
@@ -339,8 +336,9 @@ SynthSummary write_synth_model(const SynthPreset& p, const std::string& out_dir,
     uint64_t off = 0;
     for (size_t i : sh.tensors) {
       const uint64_t bytes = static_cast<uint64_t>(specs[i].numel()) * eb;
-      header[specs[i].name] = {
-          {"dtype", st_dtype(opt.dtype)}, {"shape", specs[i].shape}, {"data_offsets", {off, off + bytes}}};
+      header[specs[i].name] = {{"dtype", safetensors_dtype_name(opt.dtype)},
+                               {"shape", specs[i].shape},
+                               {"data_offsets", {off, off + bytes}}};
       weight_map[specs[i].name] = sh.file;
       off += bytes;
     }

@@ -51,6 +51,7 @@ void matmul(const Context& ctx, const Tensor& x, const Linear& w, Tensor& y, con
   KS_CHECK(x.cols() == w.in_features() && y.cols() == w.out_features() && y.rows() == x.rows(),
            "matmul shape mismatch: x {} w {} y {}", x.describe(), w.describe(), y.describe());
   if (skipped(ctx, "matmul")) return;
+  if (ctx.observer) ctx.observer->observe(w.id, x);
   registries().matmul.run({x, w, y, bias}, ctx);
 }
 

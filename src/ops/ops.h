@@ -31,7 +31,8 @@ void embed(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& o
 
 // y[t, n] = sum_k x[t, k] * w[n, k] (+ bias[n]). x: [T, K]; w: a linear operand of N outputs and K inputs
 // in any format (core/linear.h: a float or GGUF-typed matrix, or grouped integer codes); bias: f32 [N] or
-// null. y: [T, N]; must not alias x. Every linear layer of a model runs through it.
+// null. y: [T, N]; must not alias x. Every linear layer of a model runs through it; a context's
+// LinearObserver (context.h) sees x first.
 void matmul(const Context& ctx, const Tensor& x, const Linear& w, Tensor& y, const Tensor* bias = nullptr);
 
 // y = x / rms(x) * w over the last dimension (rows are independent). w: f32 [D]. y may alias x.

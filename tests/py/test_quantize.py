@@ -132,3 +132,119 @@ def test_k_quant_mixes_place_q6_k_as_llama_cpp_and_decode_in_the_gguf_package(tm
         nmse = float(((y - x) ** 2).sum() / (x ** 2).sum())
         assert nmse < bounds[want], (a.name, want, nmse)
     assert field(dst, "general.file_type") == [K_FILE_TYPES[name]]
+
+
+# --- Hugging Face float models to GPTQ checkpoints (--method rtn|gptq|awq) ---
+
+TINY_HF = FIXTURES / "models" / "tiny-llama"
+HAMLET = FIXTURES / "text" / "hamlet_act1_2.txt"
+ST_DTYPES = {"F32": "<f4", "F16": "<f2", "I32": "<i4", "BF16": "<u2"}
+
+
+def read_safetensors(path, np):
+    import json
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name != "__metadata__":
+            begin, end = info["data_offsets"]
+            out[name] = np.frombuffer(data[8 + n + begin:8 + n + end], dtype=ST_DTYPES[info["dtype"]]).reshape(
+                info["shape"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    """Calibration and evaluation text apart: the first and the second half of the fixture play."""
+    d = tmp_path_factory.mktemp("texts")
+    text = HAMLET.read_text()
+    (d / "calib.txt").write_text(text[: len(text) // 2])
+    (d / "eval.txt").write_text(text[len(text) // 2:])
+    return d / "calib.txt", d / "eval.txt"
+
+
+def unpack_columns(words, bits, np):
+    """GPTQ's qweight [K*b/32, N] (or qzeros transposed): each column a little-endian bit stream of b-bit codes."""
+    bitstream = np.unpackbits(words.astype("<u4").view(np.uint8).reshape(words.shape[0], words.shape[1], 4)
+                              .transpose(1, 0, 2).reshape(words.shape[1], -1), axis=1, bitorder="little")
+    codes = bitstream.reshape(words.shape[1], -1, bits)
+    return (codes * (1 << np.arange(bits))).sum(axis=2)  # [N, K]
+
+
+@pytest.mark.parametrize("method,flags", [("rtn", ["--bits", "4", "--group", "32"]),
+                                          ("gptq", ["--bits", "3", "--group", "64", "--act-order"]),
+                                          ("awq", ["--bits", "4", "--group", "32"]),
+                                          ("rtn", ["--bits", "8", "--group", "-1", "--sym"])])
+def test_hf_model_becomes_a_gptq_checkpoint_that_loads_and_runs(tmp_path, texts, method, flags):
+    require_binary()
+    np = require_module("numpy")
+    import json
+    calib, evaluation = texts
+    out = tmp_path / "out"
+    extra = ["--calib", str(calib), "--calib-tokens", "1024", "--calib-ctx", "128"] if method != "rtn" else []
+    r = kestrel("quantize", "--method", method, *flags, *extra, "-m", str(TINY_HF), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"14 linears quantized by {method}" in r.stdout, r.stdout
+    bits, group = int(flags[1]), int(flags[3])
+    q = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert q["quant_method"] == "gptq" and q["bits"] == bits and q["group_size"] == group
+    assert q["checkpoint_format"] == "gptq_v2" and q["desc_act"] == ("--act-order" in flags)
+    assert q["sym"] == ("--sym" in flags) and q["meta"]["method"] == method
+    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
+        assert (out / f).read_bytes() == (TINY_HF / f).read_bytes(), f
+    src, dst = read_safetensors(TINY_HF / "model.safetensors", np), read_safetensors(out / "model.safetensors", np)
+    prefix = "model.layers.0.self_attn.q_proj"
+    assert prefix + ".weight" not in dst
+    K, N = src[prefix + ".weight"].shape[1], src[prefix + ".weight"].shape[0]
+    G = 1 if group < 0 else K // group
+    assert dst[prefix + ".qweight"].shape == (K * bits // 32, N) and dst[prefix + ".qweight"].dtype == np.int32
+    assert dst[prefix + ".qzeros"].shape == (G, (N * bits + 31) // 32) and dst[prefix + ".scales"].shape == (G, N)
+    assert dst[prefix + ".g_idx"].shape == (K,)
+    # Untouched tensors keep their bytes; AWQ rewrites only the norms it folded its scales into.
+    for name, t in src.items():
+        if name.endswith("_proj.weight") and name.startswith("model.layers."):
+            continue
+        if method == "awq" and name.endswith("layernorm.weight"):  # AWQ's scales folded in, written f32
+            assert dst[name].dtype == np.float32 and dst[name].shape == t.shape, name
+            continue
+        assert dst[name].tobytes() == t.tobytes(), name
+    if method == "rtn":
+        # Decoded independently of Kestrel's loader: every weight within one step (half a step inside the grid;
+        # at its ends the integer zero point and the f16 scale can shift the grid by up to half a step more).
+        w = src[prefix + ".weight"].astype(np.float64)
+        codes = unpack_columns(dst[prefix + ".qweight"], bits, np)
+        zeros = unpack_columns(dst[prefix + ".qzeros"].T.copy(), bits, np)[:, :N]  # [G, N]: rows along N
+        scales = dst[prefix + ".scales"].astype(np.float64)
+        g = dst[prefix + ".g_idx"]
+        deq = (codes - zeros[g].T) * scales[g].T
+        err = np.abs(deq - w) / scales[g].T
+        assert err.max() <= 1.0 and np.median(err) <= 0.3, (err.max(), np.median(err))
+    r = kestrel("info", "-m", str(out))
+    assert r.returncode == 0 and f"GPTQ {bits}-bit" in r.stdout, r.stderr
+    r = kestrel("perplexity", "-m", str(out), str(evaluation), "-c", "64", "--chunks", "2")
+    assert r.returncode == 0 and "Final estimate: PPL" in r.stdout, r.stderr
+
+
+def test_hf_quantize_bad_requests_explain_themselves(tmp_path, texts):
+    require_binary()
+    calib, _ = texts
+    out = str(tmp_path / "out")
+    m = ["-m", str(TINY_HF), "-o", out]
+    assert_clean_error(kestrel("quantize", "--method", "gptq", *m), "--method gptq needs --calib")
+    assert_clean_error(kestrel("quantize", "--method", "awq", "--act-order", "--calib", str(calib), *m),
+                       "--act-order is GPTQ's")
+    assert_clean_error(kestrel("quantize", "--method", "rtn", "--act-order", *m), "--act-order is GPTQ's")
+    assert_clean_error(kestrel("quantize", "--method", "rtn", "--calib", str(calib), *m), "takes no --calib")
+    assert_clean_error(kestrel("quantize", "--kv", "skvq", "--method", "gptq", "--calib", str(calib), *m), "--kv")
+    assert_clean_error(kestrel("quantize", "--method", "gptq", "--calib", str(calib), "-m", str(SOURCE), "-o", out),
+                       "Hugging Face float model directory")
+    assert_clean_error(kestrel("quantize", "--method", "rtn", "--bits", "5", *m), "--bits 5")
+    assert_clean_error(kestrel("quantize", "--method", "rtn", "--group", "48", *m), "group 48 does not divide")
+    assert_clean_error(kestrel("quantize", "--method", "rtn", "-m", str(TINY_HF)), "output directory")
+    quantized = FIXTURES / "models" / "quant" / "tiny-llama-gptq-w4g32"
+    assert_clean_error(kestrel("quantize", "--method", "rtn", "-m", str(quantized), "-o", out), "already quantized")
+    assert_clean_error(kestrel("quantize", "--method", "rtn", "-m", str(TINY_HF), "-o", str(TINY_HF)),
+                       "must not be the input")
+    assert not (tmp_path / "out").exists()
