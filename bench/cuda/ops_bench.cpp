@@ -4,7 +4,8 @@
 // L2, and is timed with events; the median of several replays is reported.
 //   kestrel_cuda_bench [--json FILE] [--quick] [--copy-ceiling GB/s from the peer script's copy]
 //                      [--filter TEXT: only the groups (attention, matmul, elementwise), the attention cases
-//                      whose name contains TEXT, or the matmuls of one weight type (bf16, q4_k, q6_k, q8_0)]
+//                      whose name contains TEXT, or the matmuls of one weight type (bf16, q4_k, q6_k, q8_0,
+//                      w4a16-g128: GPTQ/AWQ-style U4 codes, asymmetric groups of 128, with its speed-up over bf16)]
 //                      [--m 356,384,512: the matmuls' activation rows instead of the decode/prefill list]
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -103,10 +105,17 @@ std::vector<int64_t> g_ms;   // --m: activation rows of the matmul cases (empty:
 bool wanted(const std::string& name) {
   return g_filter.empty() || name.find(g_filter) != std::string::npos;
 }
-// A --filter naming a weight type (q4_k, bf16, ...): only that type's matmuls.
+// The grouped integer weights benchmarked, GPTQ/AWQ's common W4A16 format: U4 codes with an f16 scale and
+// zero point per 128 input channels (core/linear.h). Listed as U4 among the weight types.
+constexpr int64_t kGroup = 128;
+std::string weight_name(DType t) {
+  return t == DType::U4 ? "w4a16-g128" : std::string(dtype_name(t));
+}
+
+// A --filter naming a weight type (q4_k, bf16, w4a16-g128, ...): only that type's matmuls.
 bool type_filter() {
-  for (DType t : {DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0})
-    if (g_filter == dtype_name(t)) return true;
+  for (DType t : {DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::U4})
+    if (g_filter == weight_name(t)) return true;
   return false;
 }
 Ceilings g_ceil;
@@ -150,10 +159,35 @@ Ceilings measure_ceilings(std::mt19937& rng) {
   return c;
 }
 
-// A weight matrix on the device: bf16 from Gaussian values, a GGUF type from random blocks with sane scales.
-Tensor random_weight(DType t, int64_t n, int64_t k, std::mt19937& rng) {
-  if (t == DType::BF16) return random_device(DType::BF16, {n, k}, rng, 0.02f);
-  return to_device(testing::random_weights(t, {n, k}, rng, 0.02f), t, g_stream);
+// A weight matrix on the host: a GGUF type from random blocks with sane scales, U4 as w4a16-g128 (random
+// codes, scales and zero points); bf16 is drawn on the device (random_device).
+Linear random_host_weight(DType t, int64_t n, int64_t k, std::mt19937& rng) {
+  if (t == DType::U4) return testing::random_grouped(t, n, k, kGroup, /*asym=*/true, /*act_order=*/false, rng, 0.02f);
+  return testing::random_weights(t, {n, k}, rng, 0.02f);
+}
+
+// `copies` device copies of one random weight (distinct memory, so the rotation defeats L2 all the same).
+std::vector<Linear> random_weights(DType t, int64_t n, int64_t k, int copies, std::mt19937& rng) {
+  std::vector<Linear> ws;
+  if (t == DType::BF16) {
+    for (int i = 0; i < copies; ++i) ws.emplace_back(random_device(DType::BF16, {n, k}, rng, 0.02f));
+    return ws;
+  }
+  const Linear host = random_host_weight(t, n, k, rng);
+  for (int i = 0; i < copies; ++i) {
+    Linear d = host;
+    for (Tensor* p : {&d.weight, &d.groups.scales, &d.groups.zeros, &d.groups.g_idx})
+      if (!p->empty()) *p = to_device(*p, p->dtype, g_stream);
+    ws.push_back(std::move(d));
+  }
+  return ws;
+}
+
+// Bytes a weight streams: its codes or blocks, and for grouped weights their scales and zero points.
+double weight_bytes(DType t, int64_t n, int64_t k) {
+  if (t != DType::U4) return static_cast<double>(row_bytes(t, k)) * n;
+  const double groups = static_cast<double>((k + kGroup - 1) / kGroup);
+  return static_cast<double>(row_bytes(t, k)) * n + 2.0 * 2.0 * n * groups;
 }
 
 void bench_matmul(std::mt19937& rng, bool quick) {
@@ -166,16 +200,17 @@ void bench_matmul(std::mt19937& rng, bool quick) {
                                      {"gate_up", 28672, 4096},
                                      {"down", 4096, 14336},
                                      {"lm_head", 128256, 4096}};
-  const std::vector<DType> types = quick ? std::vector<DType>{DType::BF16, DType::Q4_K}
-                                         : std::vector<DType>{DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0};
+  const std::vector<DType> types =
+      quick ? std::vector<DType>{DType::BF16, DType::Q4_K, DType::U4}
+            : std::vector<DType>{DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::U4};
+  std::map<std::string, double> bf16_us;  // the dispatcher's bf16 time per shape and M, for the speed-ups
   for (DType wt : types) {
-    if (type_filter() && g_filter != dtype_name(wt)) continue;
+    if (type_filter() && g_filter != weight_name(wt)) continue;
     double step_us = 0, step_bytes = 0;  // llama3-8b GEMMs of one batch-1 decode step, dispatcher's choices
     for (const Shape& s : shapes) {
-      const double wbytes = static_cast<double>(row_bytes(wt, s.k)) * s.n;
+      const double wbytes = weight_bytes(wt, s.n, s.k);
       const int copies = copies_for(wbytes);
-      std::vector<Linear> ws;
-      for (int i = 0; i < copies; ++i) ws.emplace_back(random_weight(wt, s.n, s.k, rng));
+      const std::vector<Linear> ws = random_weights(wt, s.n, s.k, copies, rng);
       const std::vector<int64_t> ms = !g_ms.empty() ? g_ms
                                       : quick       ? std::vector<int64_t>{1, 8}
                                                     : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 2048};
@@ -183,7 +218,8 @@ void bench_matmul(std::mt19937& rng, bool quick) {
         Tensor x = random_device(DType::BF16, {m, s.k}, rng);
         Tensor y = empty_device(DType::BF16, {m, s.n});
         const double bytes = wbytes + 2.0 * m * (s.k + s.n), flops = 2.0 * m * s.n * s.k;
-        const std::string name = fmt::format("llama3-8b {} {} {}x{} M={}", dtype_name(wt), s.name, s.n, s.k, m);
+        const std::string name = fmt::format("llama3-8b {} {} {}x{} M={}", weight_name(wt), s.name, s.n, s.k, m);
+        const std::string shape_key = fmt::format("{} M={}", s.name, m);
         const ops::MatmulArgs probe{x, ws[0], y, nullptr};
         const std::string chosen = ops::registries().matmul.select(probe, ctx()).name;
         for (const auto& v : ops::registries().matmul.variants()) {
@@ -202,10 +238,15 @@ void bench_matmul(std::mt19937& rng, bool quick) {
                      bytes, flops);
           const double layers = std::string(s.name) == "lm_head" ? 1 : 32;
           if (m == 1 && v.name == chosen) step_us += us * layers, step_bytes += wbytes * layers;
+          if (v.name == chosen && wt == DType::BF16) bf16_us[shape_key] = us;
+          // Issue 12's goals for W4A16: >= 3.5x bf16 at M=1, >= 3x at M=16, never slower at M=128/256.
+          if (v.name == chosen && wt == DType::U4 && bf16_us.count(shape_key))
+            std::printf("%-10s %-34s %-22s %10.2fx bf16's dispatch (%.2f us)\n", "speedup", name.c_str(),
+                        v.name.c_str(), bf16_us[shape_key] / us, bf16_us[shape_key]);
         }
       }
     }
-    record("decode", fmt::format("llama3-8b all GEMMs {}, M=1 (sum)", dtype_name(wt)), "dispatch", step_us, step_bytes,
+    record("decode", fmt::format("llama3-8b all GEMMs {}, M=1 (sum)", weight_name(wt)), "dispatch", step_us, step_bytes,
            0);
   }
 }

@@ -52,8 +52,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f, bool ctx_flag) {
                "kernels with a fixed reduction order run (the CPU always works this way; on CUDA it costs some "
                "throughput, see BENCHMARKS.md)");
   app.add_flag("--dequantize", f.dequantize,
-               "on CUDA, convert a GGUF model's quantized weights to bf16 at load instead of running them in their "
-               "own types (about 3.5x the memory of Q4_K; the baseline for A/B runs)");
+               "on CUDA, convert a model's quantized weights (GGUF blocks, GPTQ/AWQ grouped integers) to bf16 at "
+               "load instead of running them in their own formats (about 3.5x the memory of Q4_K, 4x of 4-bit "
+               "GPTQ; the baseline for A/B runs)");
   app.add_option(
       "--kv-type", f.kv_type,
       "KV cache format: f32, f16, bf16; fp8 (e4m3, a scale per 64 elements: ~1.9x smaller than bf16), "

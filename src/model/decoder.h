@@ -25,11 +25,12 @@ class Decoder {
   const DecoderWeights& weights() const { return w_; }
 
   // Moves the weights to ctx.device: on CUDA float weights become bf16, GGUF quantized linear weights keep
-  // their blocks (unless set_dequantize_on_place), grouped integer ones (GPTQ/AWQ) are decoded to bf16,
+  // their blocks and grouped integer ones (GPTQ/AWQ) their codes and groups (unless set_dequantize_on_place),
   // activations are bf16. Fuses the q/k/v and gate/up projections where their parts' formats agree, on
   // either device (decoder_weights.h).
   void place_on(const ops::Context& ctx);
-  // Makes place_on convert quantized weights to bf16 (A/B runs: the bf16 kernels on the same model).
+  // Makes place_on convert quantized weights (GGUF blocks and grouped integers) to bf16 (A/B runs: the bf16
+  // kernels on the same model).
   void set_dequantize_on_place(bool on) { dequantize_on_place_ = on; }
   Device device() const { return device_; }
   // Told how far place_on has got while it moves the weights to another device (the CLI draws a progress

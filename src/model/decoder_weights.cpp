@@ -233,9 +233,11 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
   static_assert(std::tuple_size_v<decltype(LayerWeights{}.vectors())> == 10);
   const auto t0 = std::chrono::steady_clock::now();
   WeightUploader up(ctx);
-  // A linear keeps a GGUF block type unless told to dequantize; grouped integer linears (no device kernel
-  // yet) and float ones become `dtype`.
+  // A grouped integer linear keeps its format (the device's matmul reads it), as does a GGUF block type,
+  // unless told to dequantize; then they and the float linears become `dtype`.
+  auto keeps_groups = [&](const Linear& l) { return !dequantize && !l.dense(); };
   auto placed_type = [&](const Linear& l) {
+    if (keeps_groups(l)) return l.weight.dtype;
     return !dequantize && l.dense() && quant::is_weight_type(l.weight.dtype) ? l.weight.dtype : dtype;
   };
   std::set<std::string> decoded;  // the grouped formats placed as `dtype`, for one line in the log
@@ -243,6 +245,7 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
   auto place = [&](std::initializer_list<const Linear*> parts, LinearId id) -> Linear {
     const Linear& first = **parts.begin();
     if (first.empty()) return {};
+    if (keeps_groups(first)) return up.add_grouped(parts, id);
     for (const Linear* p : parts)
       if (!p->dense()) {
         decoded.insert(fmt::format("{} g{}", dtype_name(p->weight.dtype), p->groups.group_size));
@@ -256,10 +259,15 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
   auto place_vector = [&](std::initializer_list<const Tensor*> parts) -> Tensor {
     return (*parts.begin())->empty() ? Tensor{} : up.add(DType::F32, parts);
   };
-  // Whether parts stored apart can be stacked: they are placed in one type.
+  // Whether parts stored apart can be stacked: they are placed in one type and, kept grouped, read their
+  // inputs alike (same_groups).
   auto one_type = [&](std::initializer_list<const Linear*> parts) {
-    const DType t = placed_type(**parts.begin());
-    return std::all_of(parts.begin(), parts.end(), [&](const Linear* p) { return placed_type(*p) == t; });
+    const Linear& first = **parts.begin();
+    const DType t = placed_type(first);
+    const bool grouped = keeps_groups(first);
+    for (const Linear* p : parts)
+      if (placed_type(*p) != t || keeps_groups(*p) != grouped) return false;
+    return !grouped || same_groups(std::vector<const Linear*>(parts));
   };
   DecoderWeights d;
   d.tok_embd = up.add(dtype, {&tok_embd});  // the embedding gathers rows: always `dtype`
@@ -305,10 +313,8 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
   }
   up.run(progress);
   if (n_decoded > 0)
-    log::warn(
-        "{} linear weights in grouped integer formats ({}) decoded to {} at placement: no {} kernel reads "
-        "them yet",
-        n_decoded, fmt::join(decoded, ", "), dtype_name(dtype), ctx.device == Device::Cuda ? "CUDA" : "device");
+    log::info("{} linear weights in grouped integer formats ({}) decoded to {} at placement (--dequantize)", n_decoded,
+              fmt::join(decoded, ", "), dtype_name(dtype));
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double gb = static_cast<double>(d.nbytes()) / 1e9;
   log::info("placed {:.2f} GB on {} in {:.2f} s ({:.2f} GB/s)", gb, ctx.device == Device::Cuda ? "CUDA" : "the CPU", s,

@@ -77,10 +77,11 @@ struct DecoderWeights {
   void fuse_projections();
 
   // A copy on ctx.device with the embedding and float linear weights converted to `dtype` (bf16 on GPUs),
-  // norms/biases kept f32. Linear weights of a GGUF quantized type keep their blocks (the device's matmul
-  // decodes them) unless `dequantize`, which converts them to `dtype` as well. Grouped integer weights have
-  // no device kernel yet: they are decoded to `dtype` (logged once). Projections are fused where their parts
-  // end up in one type (a Q4_K_M's q/k and v differ: those stay apart). Streams through the lane's staging
+  // norms/biases kept f32. Linear weights of a GGUF quantized type keep their blocks and grouped integer
+  // ones their codes, scales, zero points and g_idx (the device's matmul reads them) unless `dequantize`,
+  // which converts them to `dtype` as well (grouped ones logged once). Projections are fused where their
+  // parts end up in one type and, grouped, one format (a Q4_K_M's q/k and v differ, as do act-order linears
+  // with their own g_idx: those stay apart). Streams through the lane's staging
   // buffers (weight_uploader.h); `progress` hears how far it has got.
   DecoderWeights to_device(const ops::Context& ctx, DType dtype, bool dequantize,
                            const PlaceProgress& progress = {}) const;

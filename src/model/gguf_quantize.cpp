@@ -7,7 +7,9 @@
 
 #include "core/dequant.h"
 #include "core/error.h"
+#include "core/half.h"
 #include "core/log.h"
+#include "core/quant_blocks.h"
 #include "core/thread_pool.h"
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
@@ -62,7 +64,125 @@ DType tensor_type(QuantTarget target, const std::string& name, int n_layers) {
   return base;
 }
 
+// The input's tensor, unchanged.
+void add_copy(GgufWriter& w, const std::shared_ptr<GgufFile>& src, const GgufTensorInfo& info) {
+  w.add_tensor(info.name, *info.dtype, info.shape, [src, name = info.name](std::vector<uint8_t>& buf) {
+    const Tensor t = src->tensor(name);
+    const auto* p = static_cast<const uint8_t*>(t.data);
+    buf.assign(p, p + t.nbytes());
+  });
+}
+
+// Row r of q's codes as blocks of `type` (gguf_type_for(q.spec)).
+void encode_codes_row(const quant::IntQuantized& q, int64_t r, DType type, uint8_t* out) {
+  const uint8_t* codes = q.codes.data() + r * q.k;
+  const int64_t groups = q.groups();
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* c = codes + g * 32;
+    const float scale = q.scales[r * groups + g];
+    const uint16_t d = f32_to_f16(scale);  // an f16 value already: exact
+    if (type == DType::Q8_0) {
+      auto* b = reinterpret_cast<quant::BlockQ8_0*>(out) + g;
+      b->d = d;
+      for (int j = 0; j < 32; ++j) b->qs[j] = static_cast<int8_t>(int{c[j]} - 128);
+      continue;
+    }
+    uint8_t* qs;
+    if (type == DType::Q4_0) {
+      auto* b = reinterpret_cast<quant::BlockQ4_0*>(out) + g;
+      b->d = d;
+      qs = b->qs;
+    } else {
+      auto* b = reinterpret_cast<quant::BlockQ4_1*>(out) + g;
+      b->d = d;
+      b->m = f32_to_f16(-scale * static_cast<float>(q.zeros[r * groups + g]));
+      qs = b->qs;
+    }
+    for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(c[j] | c[j + 16] << 4);  // ggml: j and j + 16
+  }
+}
+
+QuantTarget target_of(DType t) {
+  return t == DType::Q4_0 ? QuantTarget::Q4_0 : t == DType::Q4_1 ? QuantTarget::Q4_1 : QuantTarget::Q8_0;
+}
+
 }  // namespace
+
+std::optional<DType> gguf_type_for(const quant::IntQuantSpec& spec) {
+  if (spec.group != 32) return std::nullopt;
+  if (spec.bits == 4) return spec.sym ? DType::Q4_0 : DType::Q4_1;
+  if (spec.bits == 8 && spec.sym) return DType::Q8_0;
+  return std::nullopt;
+}
+
+QuantizeSummary write_gguf_codes(const std::string& in, const std::string& out,
+                                 const std::map<std::string, quant::IntQuantized>& linears,
+                                 const std::map<std::string, std::vector<float>>& replaced,
+                                 const std::map<std::string, GgufValue>& metadata,
+                                 const std::function<void(size_t, size_t)>& progress) {
+  const auto src = GgufFile::open(in);
+  GgufWriter w;
+  for (const auto& [key, value] : src->metadata()) w.set(key, value);
+  for (const auto& [key, value] : metadata) w.set(key, value);
+  QuantizeSummary sum;
+  size_t found = 0;
+  for (const GgufTensorInfo& info : src->tensors()) {
+    KS_CHECK(info.dtype.has_value(), "tensor '{}' has type {}, which Kestrel can't read", info.name, info.type_name);
+    sum.bytes_in += info.nbytes;
+    if (const auto l = linears.find(info.name); l != linears.end()) {
+      const quant::IntQuantized& q = l->second;
+      const std::optional<DType> type = gguf_type_for(q.spec);
+      KS_CHECK(type.has_value() && q.g_idx.empty(),
+               "{}: {}-bit codes in groups of {}{}{} have no GGUF type; GGUF holds 4 bits in groups of 32 (q4_0, "
+               "q4_1) and 8 bits symmetric in groups of 32 (q8_0), without act order; write a GPTQ checkpoint "
+               "from a Hugging Face model for the others",
+               info.name, q.spec.bits, q.spec.group, q.spec.sym ? ", symmetric" : "",
+               q.g_idx.empty() ? "" : ", act order");
+      KS_CHECK(info.shape.size() == 2 && info.shape[0] == q.n && info.shape[1] == q.k,
+               "{}: the quantized linear is [{}, {}], the input's tensor {}", info.name, q.n, q.k, info.shape.size());
+      ++found;
+      ++sum.quantized;
+      ++sum.by_type[std::string(dtype_name(*type))];
+      sum.bytes_out += static_cast<uint64_t>(q.n) * row_bytes(*type, q.k);
+      w.add_tensor(info.name, *type, info.shape, [&q, type = *type](std::vector<uint8_t>& buf) {
+        const size_t out_row = row_bytes(type, q.k);
+        buf.resize(static_cast<size_t>(q.n) * out_row);
+        ThreadPool::global().parallel_for(q.n, [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r) encode_codes_row(q, r, type, buf.data() + r * out_row);
+        });
+      });
+      continue;
+    }
+    if (const auto f = replaced.find(info.name); f != replaced.end()) {
+      int64_t numel = 1;
+      for (int64_t d : info.shape) numel *= d;
+      KS_CHECK(static_cast<int64_t>(f->second.size()) == numel, "{}: {} replacement values for {} elements", info.name,
+               f->second.size(), numel);
+      ++found;
+      sum.bytes_out += f->second.size() * sizeof(float);
+      w.add_tensor(info.name, DType::F32, info.shape, [&v = f->second](std::vector<uint8_t>& buf) {
+        const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+        buf.assign(p, p + v.size() * sizeof(float));
+      });
+      continue;
+    }
+    ++sum.copied;
+    sum.bytes_out += info.nbytes;
+    add_copy(w, src, info);
+  }
+  KS_CHECK(found == linears.size() + replaced.size(),
+           "{} of the {} quantized or replaced tensors are not in '{}' (a GGUF storing them fused or by other names)",
+           linears.size() + replaced.size() - found, linears.size() + replaced.size(), in);
+  const auto common = std::max_element(sum.by_type.begin(), sum.by_type.end(),
+                                       [](const auto& a, const auto& b) { return a.second < b.second; });
+  if (common != sum.by_type.end()) {
+    const DType t = *dtype_from_name(common->first);
+    w.set("general.file_type", GgufValue(GgufValue::Storage(llama_file_type(target_of(t)))));
+    w.set("general.quantization_version", GgufValue(GgufValue::Storage(uint32_t{2})));
+  }
+  w.write(out, progress);
+  return sum;
+}
 
 std::optional<QuantTarget> quant_target(std::string_view name) {
   static const std::pair<std::string_view, QuantTarget> kNames[] = {
@@ -113,11 +233,7 @@ QuantizeSummary quantize_gguf(const std::string& in, const std::string& out, Qua
     if (!quantize) {
       ++sum.copied;
       sum.bytes_out += info.nbytes;
-      w.add_tensor(info.name, *info.dtype, info.shape, [src, name = info.name](std::vector<uint8_t>& buf) {
-        const Tensor t = src->tensor(name);
-        const auto* p = static_cast<const uint8_t*>(t.data);
-        buf.assign(p, p + t.nbytes());
-      });
+      add_copy(w, src, info);
       continue;
     }
     requantized = requantized || dtype_info(*info.dtype).quantized;

@@ -47,6 +47,31 @@ Tensor WeightUploader::add(DType dtype, std::initializer_list<const Linear*> par
   return add_parts(dtype, linears);
 }
 
+Linear WeightUploader::add_grouped(std::initializer_list<const Linear*> parts, LinearId id) {
+  const Linear& first = **parts.begin();
+  KS_CHECK(!first.dense(), "placing {} as grouped: it is dense", first.describe());
+  // Each tensor travels in its own type, so its rows are copied (convert_rows of a type to itself). A code
+  // matrix is wrapped as the bare weight of a Linear without groups here only to be copied: nothing reads
+  // it as values.
+  auto copied = [&](auto field) {
+    std::vector<Linear> ts;
+    for (const Linear* p : parts) {
+      KS_CHECK(p->weight.dtype == first.weight.dtype && !p->dense() && p->layout == WeightLayout::Rows,
+               "cannot stack {} with {} as grouped weights", p->describe(), first.describe());
+      Linear raw;
+      raw.weight = field(*p);
+      ts.push_back(std::move(raw));
+    }
+    return add_parts(ts.front().weight.dtype, ts);
+  };
+  IntGroups g;
+  g.group_size = first.groups.group_size;
+  g.scales = copied([](const Linear& l) { return l.groups.scales; });
+  if (!first.groups.zeros.empty()) g.zeros = copied([](const Linear& l) { return l.groups.zeros; });
+  if (!first.groups.g_idx.empty()) g.g_idx = add(DType::I32, {&first.groups.g_idx});
+  return Linear::grouped(copied([](const Linear& l) { return l.weight; }), std::move(g), id);
+}
+
 Tensor WeightUploader::add_parts(DType dtype, const std::vector<Linear>& parts) {
   KS_CHECK(!parts.empty(), "WeightUploader::add: nothing to place");
   const Tensor& first = parts.front().weight;

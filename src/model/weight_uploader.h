@@ -35,6 +35,10 @@ class WeightUploader {
   // The same for linear weights: their matrices, decoded from a grouped integer format where they are in one
   // (a float or block `dtype` then; core/linear.h).
   Tensor add(DType dtype, std::initializer_list<const Linear*> parts);
+  // Grouped integer linears kept in their format: the code rows, scales and zero points of `parts` stacked by
+  // rows as they are, and the first part's g_idx. The parts must agree in code type and groups (one group
+  // size, symmetry and g_idx: the caller checks, DecoderWeights::to_device).
+  Linear add_grouped(std::initializer_list<const Linear*> parts, LinearId id);
 
   // Converts and copies everything added so far, and waits until it is on the device.
   void run(const PlaceProgress& progress = {});

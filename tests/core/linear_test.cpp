@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -45,6 +46,36 @@ TEST(IntCodes, PackUnpackAndCodeAtAgree) {
   const uint8_t too_big = 4;
   uint8_t row[1];
   EXPECT_THROW(pack_codes(DType::U2, &too_big, 4, row), Error);
+}
+
+// The CUDA kernels' conversion of a word of codes (code_pair_f16): every pair of every code width that fits a
+// word, with every code value (rows of codes 0..2^b-1 in turn), is 1024 + code exactly in each f16 half, and
+// 1024 + code - (1024 + zero) is exactly code - zero for every zero point in [0, 2^b] (the kernels' f16
+// subtraction).
+TEST(IntCodes, PairsOfCodesBecomeExactF16) {
+  for (DType t : {DType::U2, DType::U4, DType::U8}) {
+    const int bits = code_bits(t);
+    const int64_t n = 512;  // 2^b values several times over
+    std::vector<uint8_t> codes(n), row(row_bytes(t, n));
+    for (int64_t k = 0; k < n; ++k) codes[k] = static_cast<uint8_t>((k * 7 + k / 3) & ((1 << bits) - 1));
+    pack_codes(t, codes.data(), n, row.data());
+    const int per_word = 32 / bits, pairs = 16 / bits;
+    for (int64_t w0 = 0; w0 < n; w0 += per_word) {
+      uint32_t word = 0;
+      std::memcpy(&word, row.data() + w0 * bits / 8, 4);
+      for (int j = 0; j < pairs; ++j) {
+        const uint32_t p = code_pair_f16(word, bits, j);
+        const float lo = f16_to_f32(static_cast<uint16_t>(p & 0xffff)), hi = f16_to_f32(static_cast<uint16_t>(p >> 16));
+        ASSERT_EQ(lo, 1024.f + codes[w0 + j]) << dtype_name(t) << " word at " << w0 << " pair " << j;
+        ASSERT_EQ(hi, 1024.f + codes[w0 + j + pairs]) << dtype_name(t) << " word at " << w0 << " pair " << j;
+        for (int z = 0; z <= (1 << bits); z += 1 + (1 << bits) / 8) {
+          const float off = f16_to_f32(f32_to_f16(1024.f + static_cast<float>(z)));
+          EXPECT_EQ(off, 1024.f + z);
+          EXPECT_EQ(f16_to_f32(f32_to_f16(lo - off)), static_cast<float>(codes[w0 + j]) - z);
+        }
+      }
+    }
+  }
 }
 
 // The definition, element by element: (code - zero) * scale of the channel's group.

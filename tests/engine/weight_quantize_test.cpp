@@ -14,6 +14,7 @@
 #include "../formats/test_files.h"
 #include "../model/test_paths.h"
 #include "backends/backends.h"
+#include "calibration_text.h"
 #include "core/linear.h"
 #include "engine/session.h"
 #include "model/gptq_checkpoint.h"
@@ -24,14 +25,6 @@ namespace kestrel {
 namespace {
 
 const std::string kModel = test::fixture("models/tiny-llama");
-
-std::vector<int32_t> calibration(const Model& m, size_t n) {
-  std::ifstream in(test::fixture("text/hamlet_act1_2.txt"), std::ios::binary);
-  const std::string text((std::istreambuf_iterator<char>(in)), {});
-  std::vector<int32_t> t = m.tokenizer->encode(text, false, false);
-  t.resize(std::min(n, t.size()));
-  return t;
-}
 
 // Every report: the id's name, the rows' shape, and per id H = sum x x^T and sum |x| over the rows.
 struct Recorder final : ops::LinearObserver {
@@ -75,7 +68,7 @@ Decoder fresh(const Decoder& d) {
 
 TEST(LinearObserver, SeesEveryLinearInputByIdOnce) {
   auto m = load_model(kModel);
-  const std::vector<int32_t> tokens = calibration(*m, 40);
+  const std::vector<int32_t> tokens = test::calibration(*m, 40);
   const Recorder r = record(fresh(*m->decoder), tokens, 32);  // windows of 32 and 8 tokens
   const ModelConfig& c = m->config();
   std::map<std::string, int64_t> want;  // fused on the CPU: q/k/v and gate/up report once, under the fused id
@@ -164,7 +157,7 @@ Recorder cut_model(const Decoder& model, int layer, std::span<const LayerWeights
 TEST(WeightQuantize, CalibrationMatchesTheModelCutAfterEachLayer) {
   auto m = load_model(kModel);
   const Decoder model = deepened(*m, 5);
-  const std::vector<int32_t> tokens = calibration(*m, 200);  // windows of 64, 64, 64 and 8 tokens
+  const std::vector<int32_t> tokens = test::calibration(*m, 200);  // windows of 64, 64, 64 and 8 tokens
   WeightQuantOptions opt;
   opt.spec = {4, 32, false};
   opt.n_ctx = 64;
@@ -229,7 +222,7 @@ TEST_P(RoundTrip, CheckpointLoadsToTheCodesInMemory) {
   opt.spec = cs.spec;
   opt.gptq.act_order = cs.act_order;
   opt.n_ctx = 64;
-  const std::vector<int32_t> tokens = calibration(*m, 256);
+  const std::vector<int32_t> tokens = test::calibration(*m, 256);
   QuantizedWeights q = quantize_weights(*m->decoder, backends::make_context(Device::Cpu), tokens, opt);
   ASSERT_EQ(q.linears.size(), block_linears(m->config()).size());
   test::ScratchDir dir;
@@ -292,7 +285,7 @@ double output_error(std::span<const float> w, std::span<const float> v, std::spa
 // float model's coordinates) leave less output error than round to nearest.
 TEST(WeightQuantize, GptqAndAwqBeatRoundToNearestAt3Bits) {
   auto m = load_model(kModel);
-  const std::vector<int32_t> all = calibration(*m, 1024);
+  const std::vector<int32_t> all = test::calibration(*m, 1024);
   const std::span<const int32_t> calib = std::span(all).first(512), held_out = std::span(all).subspan(512);
   const Recorder r = record(fresh(*m->decoder), held_out, 128);
   std::map<WeightQuantMethod, double> loss;
@@ -363,7 +356,7 @@ TEST(WeightQuantize, AwqFoldsItsScalesExactly) {
     L.bk = repeat_heads(L.bk, group, c.head_dim);
     L.bv = repeat_heads(L.bv, group, c.head_dim);
   }
-  const std::vector<int32_t> tokens = calibration(*m, 512);
+  const std::vector<int32_t> tokens = test::calibration(*m, 512);
   const auto prompt = std::span(tokens).first(48);
   auto float_mha = decoder_of(*m, c.n_heads, mha);
   {

@@ -104,14 +104,18 @@ TEST(CudaModel, SynthLogitsMatchTransformers) {
 }
 
 // GGUF files (f32, f16, q8_0 tables dequantized to bf16 at placement; Llama, Qwen2, Qwen3) and GPTQ/AWQ
-// checkpoints (grouped integer weights, decoded to bf16 at placement) give the same logits on the GPU as on
-// the CPU, over a prefill of every row and graph decode steps.
+// checkpoints give the same logits on the GPU as on the CPU, over a prefill of every row (the dequantizing
+// GEMMs for grouped weights) and graph decode steps (cuda.gmv where it reads the format: U4 and U8 in whole
+// 16-byte chunks of a group; the dequantizing GEMMs for U2 in groups of 32, U3 and act-order). Grouped
+// integer weights stay in their format on the device.
 TEST(CudaModel, FixturesMatchCpu) {
   REQUIRE_GPU();
-  for (const char* name :
-       {"tiny-llama-f32.gguf", "tiny-llama-f16.gguf", "tiny-llama-q8_0.gguf", "tiny-qwen2-f32.gguf",
-        "tiny-qwen3-f32.gguf", "quant/tiny-llama-gptq-w4g32-actorder", "quant/tiny-llama-awq-w4g32"}) {
+  for (const char* name : {"tiny-llama-f32.gguf", "tiny-llama-f16.gguf", "tiny-llama-q8_0.gguf", "tiny-qwen2-f32.gguf",
+                           "tiny-qwen3-f32.gguf", "quant/tiny-llama-gptq-w4g32", "quant/tiny-llama-gptq-w4g32-actorder",
+                           "quant/tiny-llama-awq-w4g32", "quant/tiny-llama-gptq-w8-perchannel-sym",
+                           "quant/tiny-llama-gptq-w2g32-sym", "quant/tiny-llama-gptq-w3g64-v2"}) {
     SCOPED_TRACE(name);
+    const bool grouped = std::string(name).starts_with("quant/");
     const std::string path = test::fixture(std::string("models/") + name);
     std::vector<int32_t> ids(24);
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 5) % 300);
@@ -119,6 +123,14 @@ TEST(CudaModel, FixturesMatchCpu) {
     auto logits = [&](const ops::Context& ctx, DType kv) {
       auto model = load_model(path);
       Session s(*model->decoder, ctx, SessionOptions{.n_ctx = 64, .kv_format = KvFormat::plain(kv)});
+      if (grouped && ctx.device == Device::Cuda) {
+        const LayerWeights& L = model->decoder->weights().layers[0];
+        EXPECT_EQ(model->decoder->device(), Device::Cuda);
+        for (const Linear* l : {&L.wo, &L.w_down}) {
+          EXPECT_FALSE(l->dense()) << l->id.name() << " was decoded at placement: " << l->describe();
+          EXPECT_EQ(l->weight.device, Device::Cuda);
+        }
+      }
       const int64_t V = model->config().vocab;
       std::vector<float> out(ids.size() * V);
       const Tensor pre = s.feed(std::span(ids.data(), n_prefill), /*all_logits=*/true);

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/int_codes.h"
+#include "core/log.h"
 #include "core/quant_blocks.h"
 #include "model/decoder_weights.h"
 #include "placement_reference.h"
@@ -125,9 +126,38 @@ TEST(WeightPlacement, ToDeviceMatchesTheRowByRowReference) {
   }
 }
 
-// Grouped integer linears have no device kernel: placement decodes them (any g_idx) and, decoded, q/k/v and
-// gate/up stack even where act-order gave each its own input order. Every linear keeps its id.
-TEST(WeightPlacement, GroupedLinearsAreDecodedAndFused) {
+// The host linear `want` (parts stacked by rows) exactly as placed grouped: codes, scales and zero points
+// byte for byte, the first part's g_idx, the group size and the id.
+void expect_grouped(const Linear& got, std::initializer_list<const Linear*> want, LinearId id) {
+  SCOPED_TRACE(id.name());
+  ASSERT_FALSE(got.dense());
+  const Linear& first = **want.begin();
+  auto stacked = [&](const Tensor& (*field)(const Linear&)) {
+    int64_t rows = 0;
+    for (const Linear* p : want) rows += field(*p).rows();
+    Tensor out = Tensor::empty_host(field(first).dtype, {rows, field(first).cols()});
+    char* dst = static_cast<char*>(out.data);
+    for (const Linear* p : want) {
+      std::memcpy(dst, field(*p).data, field(*p).nbytes());
+      dst += field(*p).nbytes();
+    }
+    return out;
+  };
+  expect_same(got.weight, stacked([](const Linear& l) -> const Tensor& { return l.weight; }), "codes");
+  expect_same(got.groups.scales, stacked([](const Linear& l) -> const Tensor& { return l.groups.scales; }), "scales");
+  if (first.groups.zeros.empty())
+    EXPECT_TRUE(got.groups.zeros.empty());
+  else
+    expect_same(got.groups.zeros, stacked([](const Linear& l) -> const Tensor& { return l.groups.zeros; }), "zeros");
+  expect_same(got.groups.g_idx, first.groups.g_idx, "g_idx");
+  EXPECT_EQ(got.groups.group_size, first.groups.group_size);
+  EXPECT_EQ(got.id, id);
+}
+
+// Grouped integer linears: with `dequantize` they are decoded (any g_idx) and, decoded, q/k/v and gate/up
+// stack even where act-order gave each its own input order; without, they keep their format (the device's
+// matmul reads it) and stack only where their groups agree. Every linear keeps its id.
+TEST(WeightPlacement, GroupedLinearsKeepTheirFormatOrAreDecoded) {
   const ops::Context ctx = backends::make_context(Device::Cpu);
   for (const Case& c : {Case{"qwen2", DType::U4}, Case{"llama", DType::U3, {}, false, true},
                         Case{"qwen3", DType::U2, {}, true, true}, Case{"llama", DType::U8}}) {
@@ -139,22 +169,55 @@ TEST(WeightPlacement, GroupedLinearsAreDecodedAndFused) {
         w.fuse_projections();
         EXPECT_EQ(w.layers[0].wqkv.empty(), c.act_order) << "each linear has its own g_idx: kept apart";
       }
-      for (bool dequantize : {true, false}) {
+      {
+        SCOPED_TRACE("dequantized");
+        const log::Level level = log::level();
+        log::set_level(log::Level::Info);
         ::testing::internal::CaptureStderr();
-        const DecoderWeights d = w.to_device(ctx, DType::BF16, dequantize);
+        const DecoderWeights d = w.to_device(ctx, DType::BF16, /*dequantize=*/true);
         const std::string log = ::testing::internal::GetCapturedStderr();
+        log::set_level(level);
         // One line says so, whatever the number of linears.
         EXPECT_EQ(log.find("grouped integer formats"), log.rfind("grouped integer formats")) << log;
         EXPECT_NE(log.find(fmt::format("linear weights in grouped integer formats ({} g64) decoded to bf16",
                                        dtype_name(c.wtype))),
                   std::string::npos)
             << log;
-        expect_same(d, testing::reference_to_device(w, ctx, DType::BF16, dequantize));
+        expect_same(d, testing::reference_to_device(w, ctx, DType::BF16, true));
         EXPECT_FALSE(d.layers[1].wqkv.empty());
         EXPECT_FALSE(d.layers[1].w_gate_up.empty());
         EXPECT_EQ(d.layers[1].wqkv.id, (LinearId{1, LinearRole::QKV}));
         EXPECT_EQ(d.layers[1].w_down.id, (LinearId{1, LinearRole::Down}));
         EXPECT_EQ(d.output.id, (LinearId{-1, LinearRole::Output}));
+      }
+      SCOPED_TRACE("kept grouped");
+      const DecoderWeights d = w.to_device(ctx, DType::BF16, /*dequantize=*/false);
+      EXPECT_EQ(d.tok_embd.dtype, DType::BF16);
+      if (!c.tied) expect_grouped(d.output, {&w.output}, {-1, LinearRole::Output});
+      for (int l = 0; l < 2; ++l) {
+        const LayerWeights &L = w.layers[l], &D = d.layers[l];
+        if (!L.wqkv.empty())
+          expect_grouped(D.wqkv, {&L.wqkv}, {l, LinearRole::QKV});
+        else if (c.act_order) {  // each its own g_idx: apart, in their own slots
+          EXPECT_TRUE(D.wqkv.empty());
+          expect_grouped(D.wq, {&L.wq}, {l, LinearRole::Q});
+          expect_grouped(D.wk, {&L.wk}, {l, LinearRole::K});
+          expect_grouped(D.wv, {&L.wv}, {l, LinearRole::V});
+          EXPECT_EQ(D.bq.empty(), L.bq.empty());  // the biases follow their weights
+        } else {
+          expect_grouped(D.wqkv, {&L.wq, &L.wk, &L.wv}, {l, LinearRole::QKV});
+          EXPECT_EQ(D.bqkv.empty(), L.bq.empty());
+        }
+        if (!L.w_gate_up.empty())
+          expect_grouped(D.w_gate_up, {&L.w_gate_up}, {l, LinearRole::GateUp});
+        else if (c.act_order) {
+          expect_grouped(D.w_gate, {&L.w_gate}, {l, LinearRole::Gate});
+          expect_grouped(D.w_up, {&L.w_up}, {l, LinearRole::Up});
+        } else {
+          expect_grouped(D.w_gate_up, {&L.w_gate, &L.w_up}, {l, LinearRole::GateUp});
+        }
+        expect_grouped(D.wo, {&L.wo}, {l, LinearRole::O});
+        expect_grouped(D.w_down, {&L.w_down}, {l, LinearRole::Down});
       }
     }
   }

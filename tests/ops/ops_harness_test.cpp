@@ -439,7 +439,13 @@ bool is_a16(const std::string& variant) {
 // are not judged (one near-zero output moved NMSE to 4.7e-3); with 64+ the device's floor holds them, and
 // CudaOps.QuantizedWeightsDecodeToTheReferenceOnEveryPath checks the decoded weights bit for bit.
 bool rounds_weights_to_bf16(const std::string& variant) {
-  return variant.starts_with("cuda.q") && variant != "cuda.qmv" && variant != "cuda.qmma";
+  return (variant.starts_with("cuda.q") && variant != "cuda.qmv" && variant != "cuda.qmma") ||
+         variant.starts_with("cuda.gdequant_");
+}
+
+// The CUDA variants that take grouped integer weights (and only those).
+bool grouped_variant(const std::string& variant) {
+  return variant == "cuda.gmv" || variant.starts_with("cuda.gdequant_");
 }
 
 double matmul_bound(DType wt, Activations act, const std::string& variant, int64_t outputs) {
@@ -455,6 +461,7 @@ double matmul_bound(DType wt, Activations act, const std::string& variant, int64
 // register.cpp checks), or null.
 const char* cuda_matmul_decline(const std::string& variant, DType wt, int64_t m, int64_t k) {
   if (!variant.starts_with("cuda.")) return nullptr;
+  if (grouped_variant(variant)) return "dense weights: the bf16 and cuda.q* variants";
   const bool quantized_variant = variant.starts_with("cuda.q");
   if (quant::is_weight_type(wt) && !quantized_variant) return "GGUF-typed weights: the cuda.q* variants";
   if (!quant::is_weight_type(wt) && quantized_variant) return "bf16 weights: the bf16 variants";
@@ -493,9 +500,29 @@ void check_matmul(DType wt, int64_t m, int64_t k, int64_t n, bool with_bias, Act
              2.0 * m * n * k, [wt, m, k](const std::string& v) { return cuda_matmul_decline(v, wt, m, k); });
 }
 
+// Why a CUDA matmul variant declines an [m, k] x [n, k]^T call with grouped weights (the register.cpp
+// checks, gmv_decline in backends/cuda/gmv.cu), or null.
+const char* cuda_grouped_decline(const std::string& variant, DType codes, int64_t m, int64_t k, int64_t group,
+                                 bool act_order) {
+  if (!variant.starts_with("cuda.")) return nullptr;
+  if (!grouped_variant(variant)) return "grouped integer weights: the cuda.gmv and cuda.gdequant_* variants";
+  if (variant == "cuda.gdequant_cublaslt" && k % 8 != 0) return "cuBLASLt needs K % 8 == 0";
+  if (variant == "cuda.gdequant_gemm_fixed" && k % 32 != 0) return "the fixed-reduction GEMM needs K % 32 == 0";
+  if (variant != "cuda.gmv") return nullptr;
+  if (m > 8) return "more than 8 rows: the dequantizing GEMMs'";
+  if (codes == DType::U3) return "U3 codes cross 32-bit words";
+  if (act_order) return "act-order: the dequantizing GEMMs read g_idx";
+  const int64_t chunk = 128 / code_bits(codes);  // codes per 16-byte load
+  if (k % chunk != 0) return "K must fill whole 16-byte chunks of codes";
+  if (group < k && group % chunk != 0) return "groups must be whole 16-byte chunks of codes";
+  return nullptr;
+}
+
 // Grouped integer weights (core/linear.h): the CPU variants decode rows to f32 and take f32 activations, so
-// they are held to the float bound against the reference, which reads the format element by element. The
-// codes and group tensors travel as they are; no CUDA variant reads them yet (placement decodes them).
+// they are held to the float bound against the reference, which reads the format element by element; so is
+// cuda.gmv, which decodes every weight exactly in f32 (on bf16 x, as the reference's view of the device
+// sees it). The dequantizing CUDA GEMMs round each weight to bf16 (the rounds_weights_to_bf16 rule). The
+// codes and group tensors travel as they are.
 void check_grouped_matmul(DType codes, int64_t m, int64_t k, int64_t n, int64_t group, bool asym, bool act_order,
                           bool with_bias, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -516,10 +543,11 @@ void check_grouped_matmul(DType codes, int64_t m, int64_t k, int64_t n, int64_t 
   check_case(registries().matmul,
              fmt::format("{} g{}{}{} {}{}", dtype_name(codes), group, asym ? " asym" : " sym",
                          act_order ? " act-order" : "", dims({m, k, n}), with_bias ? " +bias" : ""),
-             kFloatBound, call, static_cast<double>(w.nbytes() + x.nbytes()) + m * n * 4.0, 2.0 * m * n * k,
-             [](const std::string& v) -> const char* {
-               return v.starts_with("cuda.") ? "grouped integer weights have no CUDA kernel yet" : nullptr;
-             });
+             BoundFn([m, n](const std::string& v) {
+               return rounds_weights_to_bf16(v) && m * n < 64 ? kNotJudged : kFloatBound;
+             }),
+             call, static_cast<double>(w.nbytes() + x.nbytes()) + m * n * 4.0, 2.0 * m * n * k,
+             [=](const std::string& v) { return cuda_grouped_decline(v, codes, m, k, group, act_order); });
 }
 
 TEST_F(OpsHarness, Matmul) {
@@ -557,6 +585,22 @@ TEST_F(OpsHarness, Matmul) {
   for (DType codes : {DType::U3, DType::U4})
     check_grouped_matmul(codes, 4, 96, 33, 96, true, false, false, seed++);      // one group per output channel
   check_grouped_matmul(DType::U4, 40, 512, 300, 128, true, true, true, seed++);  // threads split N
+
+  // The CUDA paths (cuda.gmv up to 8 rows, the dequantizing GEMMs beyond and for what it declines): the code
+  // widths it reads, GPTQ's and AWQ's group sizes and one group per row, K not a multiple of 128 (K = 320 in
+  // groups of 32 and 64), odd N, every M up to 8 and past it, with and without bias.
+  for (DType codes : {DType::U4, DType::U8, DType::U2})
+    for (int64_t group : {32, 64, 128, 512}) {
+      if (codes == DType::U2 && group == 32) continue;  // declined by cuda.gmv: covered above
+      const int64_t k = group == 128 ? 384 : group == 512 ? 512 : 320;
+      for (int64_t m = 1; m <= 8; ++m)
+        check_grouped_matmul(codes, m, k, 67, group, (m + group) % 3 != 0, false, m % 2 == 1, seed++);
+      check_grouped_matmul(codes, 40, k, 96, group, group != 64, false, true, seed++);
+      check_grouped_matmul(codes, 70, k, 66, group, true, false, false, seed++);
+    }
+  // Act-order on the dequantizing GEMMs, decode-sized and larger.
+  for (int64_t m : {1, 8, 33}) check_grouped_matmul(DType::U4, m, 256, 80, 128, true, true, m != 8, seed++);
+  check_grouped_matmul(DType::U3, 9, 192, 70, 64, true, false, false, seed++);  // U3 beyond cuda.gmv
 }
 
 // ---- rmsnorm, add, silu_mul --------------------------------------------------------------------------

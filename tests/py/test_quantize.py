@@ -238,8 +238,12 @@ def test_hf_quantize_bad_requests_explain_themselves(tmp_path, texts):
     assert_clean_error(kestrel("quantize", "--method", "rtn", "--act-order", *m), "--act-order is GPTQ's")
     assert_clean_error(kestrel("quantize", "--method", "rtn", "--calib", str(calib), *m), "takes no --calib")
     assert_clean_error(kestrel("quantize", "--kv", "skvq", "--method", "gptq", "--calib", str(calib), *m), "--kv")
-    assert_clean_error(kestrel("quantize", "--method", "gptq", "--calib", str(calib), "-m", str(SOURCE), "-o", out),
-                       "Hugging Face float model directory")
+    assert_clean_error(kestrel("quantize", "--method", "gptq", "--bits", "3", "--calib", str(calib), "-m", str(SOURCE),
+                               "-o", out), "no GGUF type holds those codes")
+    assert_clean_error(kestrel("quantize", "--method", "gptq", "--act-order", "--calib", str(calib), "-m",
+                               str(SOURCE), "-o", out), "without --act-order")
+    assert_clean_error(kestrel("quantize", str(SOURCE), out, "q4_0", "--method", "awq", "--calib", str(calib)),
+                       "drop the type")
     assert_clean_error(kestrel("quantize", "--method", "rtn", "--bits", "5", *m), "--bits 5")
     assert_clean_error(kestrel("quantize", "--method", "rtn", "--group", "48", *m), "group 48 does not divide")
     assert_clean_error(kestrel("quantize", "--method", "rtn", "-m", str(TINY_HF)), "output directory")
@@ -248,3 +252,48 @@ def test_hf_quantize_bad_requests_explain_themselves(tmp_path, texts):
     assert_clean_error(kestrel("quantize", "--method", "rtn", "-m", str(TINY_HF), "-o", str(TINY_HF)),
                        "must not be the input")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method,flags,qtype", [("gptq", ["--bits", "4"], "Q4_1"),
+                                                ("gptq", ["--bits", "4", "--sym"], "Q4_0"),
+                                                ("gptq", ["--bits", "8", "--sym"], "Q8_0"),
+                                                ("awq", ["--bits", "4"], "Q4_1")])
+def test_gguf_model_gptq_awq_codes_become_ggml_blocks(tmp_path, texts, method, flags, qtype):
+    """A float GGUF through GPTQ or AWQ comes out as the ggml blocks that hold the codes, decoded here by the
+    gguf package: close to the float weights (GPTQ), every other tensor as it was (AWQ: but the norms its scales
+    were folded into), the method in the metadata, and the file runs."""
+    require_binary()
+    gguf = require_module("gguf")
+    np = require_module("numpy")
+    calib, evaluation = texts
+    out = tmp_path / "out.gguf"
+    r = kestrel("quantize", "--method", method, *flags, "--calib", str(calib), "--calib-tokens", "1024",
+                "--calib-ctx", "128", "-m", str(SOURCE), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"14 linears quantized by {method} to {qtype.lower()}" in r.stdout, r.stdout
+    src, dst = gguf.GGUFReader(str(SOURCE)), gguf.GGUFReader(str(out))
+    t = gguf.GGMLQuantizationType[qtype]
+    assert [a.name for a in src.tensors] == [b.name for b in dst.tensors]
+    linears = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    quantized = folded = 0
+    for a, b in zip(src.tensors, dst.tensors):
+        if a.name.startswith("blk.") and a.name.split(".")[2] in linears:
+            assert b.tensor_type == t, a.name
+            quantized += 1
+            if method == "awq":  # its scales are in these weights (and undone by the folded norms)
+                continue
+            w = np.array(a.data, dtype=np.float64).reshape(a.data.shape)
+            v = gguf.quants.dequantize(b.data, t).reshape(w.shape).astype(np.float64)
+            rel = np.linalg.norm(v - w) / np.linalg.norm(w)
+            assert rel < (0.01 if qtype == "Q8_0" else 0.15), (a.name, rel)
+        elif method == "awq" and a.name.endswith("norm.weight") and a.name.startswith("blk."):
+            assert b.tensor_type == gguf.GGMLQuantizationType.F32 and b.data.shape == a.data.shape, a.name
+            assert np.array(b.data).tobytes() != np.array(a.data).tobytes(), a.name
+            folded += 1
+        else:
+            assert b.tensor_type == a.tensor_type and np.array(b.data).tobytes() == np.array(a.data).tobytes(), a.name
+    assert quantized == 14 and folded == (4 if method == "awq" else 0)
+    assert bytes(field(dst, "kestrel.quantize.method")).decode() == method
+    assert field(dst, "general.file_type") == [FILE_TYPES[qtype.lower()]]
+    r = kestrel("perplexity", "-m", str(out), str(evaluation), "-c", "64", "--chunks", "2")
+    assert r.returncode == 0 and "Final estimate: PPL" in r.stdout, r.stderr

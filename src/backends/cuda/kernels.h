@@ -190,6 +190,31 @@ bool qmma_supports(DType w_t);
 void launch_qmma(const void* x, DType w_t, const void* w, const float* bias, DType y_t, void* y, int M, int N, int K,
                  cudaStream_t stream);
 
+// gmv.cu: grouped integer weights (core/linear.h): b-bit code rows with f16 scales [N, G], optional f16
+// zero points [N, G] (null: symmetric, 2^(b-1)) and optional act-order g_idx [K] (null: k / group_size).
+struct GroupedWeight {
+  DType codes_t = DType::U4;
+  const void* codes = nullptr;
+  size_t row_bytes = 0;  // of one code row
+  const void* scales = nullptr;
+  const void* zeros = nullptr;
+  const int32_t* g_idx = nullptr;
+  int group_size = 0;
+  int groups = 0;  // G
+};
+// y[M, N] = x[M, K] . W^T (+ bias) for 1 <= M <= kGmvMaxM, W decoded exactly in f32 as it streams (each
+// 16-byte load of codes lies in one group: one scale and zero point per load), x bf16 with 16-byte aligned
+// rows, y bf16/f32. U2, U4 and U8 codes, groups in order (no g_idx); gmv_decline says why a weight is not
+// taken. Up to 8 rows: at 8 a weight decoded into registers feeds 8 FMAs, and the f32 FMAs (not the
+// memory) become the limit near there (docs/perf_notes.md), so larger M dequantizes for cuBLASLt.
+constexpr int kGmvMaxM = 8;
+const char* gmv_decline(DType codes_t, int K, int group_size, int groups, bool act_order);
+void launch_gmv(const void* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                cudaStream_t stream);
+// The grouped weight as bf16 out[N, K] (any code type, g_idx or not; K % 8 == 0): each weight computed
+// exactly in f32 and rounded once, the bits placement's --dequantize writes.
+void launch_grouped_dequant_bf16(const GroupedWeight& w, void* out, int N, int K, cudaStream_t stream);
+
 // dequant.cu: a GGUF-typed w[N, K] to bf16 out[N, K], the same bits the flat GEMM decodes.
 void launch_dequant_bf16(DType w_t, const void* w, void* out, int N, int K, cudaStream_t stream);
 

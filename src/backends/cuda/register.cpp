@@ -201,21 +201,50 @@ void register_elementwise(Registries& r) {
 
 // ---- matmul ----
 
-// bf16 x and y f32/bf16 on the device, w bf16 (quantized: false) or a GGUF weight type (true).
-bool matmul_common(const MatmulArgs& a, std::string* why, bool quantized = false) {
+// x bf16 and y f32/bf16 on the device, the bias an f32 device vector of w's rows, w in rows.
+bool matmul_io_ok(const MatmulArgs& a, std::string* why) {
   if (!on_device({&a.x, &a.w.weight, &a.y}, why)) return false;
-  if (!a.w.dense())
-    return reject(why, "grouped integer weights have no CUDA kernel yet (placement decodes them to bf16)");
   if (a.w.layout != WeightLayout::Rows) return reject(why, "these kernels read weights in rows");
   if (a.bias &&
       (a.bias->device != Device::Cuda || a.bias->dtype != DType::F32 || a.bias->numel() != a.w.out_features()))
     return reject(why, "bias must be an f32 device vector of w's rows");
   if (a.x.dtype != DType::BF16) return reject(why, "CUDA matmul takes bf16 x");
+  return is_act(a.y.dtype) || reject(why, "y must be f32 or bf16");
+}
+
+// Dense w: bf16 (quantized: false) or a GGUF weight type (true).
+bool matmul_common(const MatmulArgs& a, std::string* why, bool quantized = false) {
+  if (!matmul_io_ok(a, why)) return false;
+  if (!a.w.dense()) return reject(why, "grouped integer weights: the cuda.gmv and cuda.gdequant_* variants");
   if (quantized && !quant::is_weight_type(a.w.weight.dtype))
     return reject(why, "w is not a GGUF quantized weight type");
   if (!quantized && a.w.weight.dtype != DType::BF16)
     return reject(why, "w is not bf16 (quantized w: the cuda.q* variants)");
-  return is_act(a.y.dtype) || reject(why, "y must be f32 or bf16");
+  return true;
+}
+
+// Grouped integer w (core/linear.h) with its group tensors on the device.
+bool grouped_common(const MatmulArgs& a, std::string* why) {
+  if (!matmul_io_ok(a, why)) return false;
+  if (a.w.dense()) return reject(why, "w is not in a grouped integer format");
+  const IntGroups& g = a.w.groups;
+  for (const Tensor* t : {&g.scales, &g.zeros, &g.g_idx})
+    if (!t->empty() && t->device != Device::Cuda) return reject(why, "w's group tensors are not on the CUDA device");
+  return (a.w.in_features() <= INT32_MAX && a.w.out_features() <= INT32_MAX) ||
+         reject(why, "w above 2^31 rows or columns");
+}
+
+GroupedWeight grouped_of(const Linear& w) {
+  GroupedWeight g;
+  g.codes_t = w.weight.dtype;
+  g.codes = w.weight.data;
+  g.row_bytes = w.weight.row_nbytes();
+  g.scales = w.groups.scales.data;
+  g.zeros = w.groups.zeros.empty() ? nullptr : w.groups.zeros.data;
+  g.g_idx = w.groups.g_idx.empty() ? nullptr : w.groups.g_idx.ptr<int32_t>();
+  g.group_size = static_cast<int>(std::min<int64_t>(w.groups.group_size, INT32_MAX));
+  g.groups = static_cast<int>(w.n_groups());
+  return g;
 }
 
 // The bf16 copy of a quantized matrix that the large-M variants multiply: one per lane, grown to the
@@ -244,11 +273,24 @@ class DequantWorkspace {
   Tensor buf_;
 };
 
+// w as bf16 in the lane's workspace: GGUF blocks (dequant.cu) or grouped codes (gmv.cu).
 void* dequantize(const MatmulArgs& a, const Context& ctx) {
   const int N = static_cast<int>(a.w.out_features()), K = static_cast<int>(a.w.in_features());
   void* ws = lane_of(ctx).state<DequantWorkspace>().get(int64_t{N} * K, stream_of(ctx));
-  launch_dequant_bf16(a.w.weight.dtype, a.w.weight.data, ws, N, K, stream_of(ctx));
+  if (a.w.dense())
+    launch_dequant_bf16(a.w.weight.dtype, a.w.weight.data, ws, N, K, stream_of(ctx));
+  else
+    launch_grouped_dequant_bf16(grouped_of(a.w), ws, N, K, stream_of(ctx));
   return ws;
+}
+
+// y = x . dequantize(w)^T (+ bias) by cuBLASLt: the large-M path of the quantized formats.
+void dequant_cublaslt(const MatmulArgs& a, const Context& ctx) {
+  if (a.x.rows() == 0) return;
+  const void* w = dequantize(a, ctx);
+  cublaslt_matmul(lane_of(ctx), a.x.data, w, a.y.dtype, a.y.data, a.x.rows(), a.w.out_features(), a.x.cols());
+  if (a.bias)
+    launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.out_features(), stream_of(ctx));
 }
 
 void register_matmul(Registries& r) {
@@ -333,16 +375,8 @@ void register_matmul(Registries& r) {
                               static_cast<int>(a.x.rows()), static_cast<int>(a.w.out_features()),
                               static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
                 }});
-  r.matmul.add(
-      {"cuda.qdequant_cublaslt", Device::Cuda, kPriority, quant_ok,
-       [](const MatmulArgs& a, const Context& ctx) {
-         if (a.x.rows() == 0) return;
-         const void* w = dequantize(a, ctx);
-         cublaslt_matmul(lane_of(ctx), a.x.data, w, a.y.dtype, a.y.data, a.x.rows(), a.w.out_features(), a.x.cols());
-         if (a.bias)
-           launch_add_bias(a.y.dtype, a.y.data, a.bias->ptr<float>(), a.x.rows(), a.w.out_features(), stream_of(ctx));
-       },
-       nullptr, /*batch_dependent=*/true});
+  r.matmul.add({"cuda.qdequant_cublaslt", Device::Cuda, kPriority, quant_ok, dequant_cublaslt, nullptr,
+                /*batch_dependent=*/true});
   r.matmul.add(
       {"cuda.qgemm_fixed", Device::Cuda, kPriority - 1, quant_ok, [bias_of](const MatmulArgs& a, const Context& ctx) {
          const int M = static_cast<int>(a.x.rows()), N = static_cast<int>(a.w.out_features()),
@@ -353,6 +387,44 @@ void register_matmul(Registries& r) {
          launch_gemm_fixed(a.x.data, dequantize(a, ctx), bias_of(a), a.y.dtype, a.y.data, M, N, K,
                            lane_of(ctx).sm_count(), stream_of(ctx));
        }});
+
+  // Grouped integer weights (GPTQ/AWQ; docs/quantized_checkpoints.md): up to kGmvMaxM rows cuda.gmv streams
+  // the codes and decodes them exactly in f32; beyond (and for what it declines: U3 codes, act-order, chunks
+  // that straddle groups) the matrix is decoded to bf16 in the lane's workspace once per call and cuBLASLt
+  // multiplies it. cuda.gmv's rows do not depend on M up to kGmvMaxM but the GEMM beyond differs, so, as for
+  // cuda.qmv, batch-invariant mode passes over both and runs cuda.gdequant_gemm_fixed at every M (the
+  // fixed-reduction GEMM of the dequantized matrix).
+  r.matmul.add({"cuda.gmv", Device::Cuda, kFastPriority,
+                [](const MatmulArgs& a, std::string* why) {
+                  if (!grouped_common(a, why)) return false;
+                  if (a.x.rows() > kGmvMaxM) return reject(why, "more than 8 rows: the dequantizing GEMMs'");
+                  const char* no = gmv_decline(a.w.weight.dtype, static_cast<int>(a.w.in_features()),
+                                               static_cast<int>(a.w.groups.group_size),
+                                               static_cast<int>(a.w.n_groups()), !a.w.groups.g_idx.empty());
+                  if (no) return reject(why, no);
+                  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
+                  return !(misaligned(a.x.data) || misaligned(a.w.weight.data)) ||
+                         reject(why, "x and the code rows must be 16-byte aligned");
+                },
+                [bias_of](const MatmulArgs& a, const Context& ctx) {
+                  launch_gmv(a.x.data, grouped_of(a.w), bias_of(a), a.y.dtype, a.y.data, static_cast<int>(a.x.rows()),
+                             static_cast<int>(a.w.out_features()), static_cast<int>(a.x.cols()), stream_of(ctx));
+                },
+                nullptr, /*batch_dependent=*/true});
+  r.matmul.add({"cuda.gdequant_cublaslt", Device::Cuda, kPriority,
+                [](const MatmulArgs& a, std::string* why) {
+                  return grouped_common(a, why) && (a.x.cols() % 8 == 0 || reject(why, "K must be a multiple of 8"));
+                },
+                dequant_cublaslt, nullptr, /*batch_dependent=*/true});
+  r.matmul.add({"cuda.gdequant_gemm_fixed", Device::Cuda, kPriority - 1,
+                [](const MatmulArgs& a, std::string* why) {
+                  return grouped_common(a, why) && (a.x.cols() % 32 == 0 || reject(why, "K must be a multiple of 32"));
+                },
+                [bias_of](const MatmulArgs& a, const Context& ctx) {
+                  launch_gemm_fixed(a.x.data, dequantize(a, ctx), bias_of(a), a.y.dtype, a.y.data,
+                                    static_cast<int>(a.x.rows()), static_cast<int>(a.w.out_features()),
+                                    static_cast<int>(a.x.cols()), lane_of(ctx).sm_count(), stream_of(ctx));
+                }});
 }
 
 // ---- attention ----

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# W4A16 g128 (GPTQ/AWQ codes) on the GPU in one device call (~4 min): the CUDA tests of the grouped paths, the
+# w4a16-g128 matmuls of kestrel_cuda_bench against cuBLAS bf16, torch's int4 kernel (bench/peers/
+# torch_int4pack.py) as the peer, and `kestrel bench` on a llama3-8b synth model rounded to 4 bits in groups
+# of 128 (`kestrel quantize --method rtn`, written meanwhile) against the same model in bf16.
+#   scripts/gpu/w4a16_bench.sh DIR   (DIR holds kestrel, kestrel_tests, kestrel_cuda_bench: plain or .xz)
+# Writes under $OUT: tests.log, ops.json/.log, torch_int4.json/.log, w4_e2e.json, bf16_e2e.json, and
+# w4a16.json (all of them in one record with card, commit, date and command).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${OUT:-$PWD/gpu-out}"
+bin="$1"
+mkdir -p "$out" /tmp/kb
+for f in kestrel kestrel_tests kestrel_cuda_bench; do
+  if [[ -f "$bin/$f.xz" ]]; then xz -dc "$bin/$f.xz" >"/tmp/kb/$f"; else cp "$bin/$f" "/tmp/kb/$f"; fi
+  chmod +x "/tmp/kb/$f"
+done
+export KESTREL_SOURCE_DIR="$PWD"
+card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)
+echo "$card"
+(timeout 150 /tmp/kb/kestrel synth --preset llama3-8b -o /tmp/l3 -t 8 &&
+  timeout 240 /tmp/kb/kestrel quantize --method rtn --bits 4 --group 128 -m /tmp/l3 -o /tmp/l3q4 -t 12) \
+  >"$out/synth.log" 2>&1 &
+synth=$!
+timeout 200 /tmp/kb/kestrel_tests --gtest_filter='OpsHarness.Matmul:CudaModel*:Cuda*:ExecutorCuda*' \
+  >"$out/tests.log" 2>&1
+grep -E "FAILED|PASSED|Failure" "$out/tests.log" | head -20
+timeout 150 /tmp/kb/kestrel_cuda_bench --filter w4a16-g128 --m 1,2,4,8,16,128,256 --json "$out/ops.json" \
+  >"$out/ops.log" 2>&1
+grep -E "speedup|sum" "$out/ops.log" | head -60
+timeout 60 python3 bench/peers/torch_int4pack.py --m 1,2,4,8,16,128,256 --json "$out/torch_int4.json" \
+  >"$out/torch_int4.log" 2>&1
+tail -7 "$out/torch_int4.log"
+wait "$synth"
+tail -1 "$out/synth.log" | cut -c1-200
+timeout 100 /tmp/kb/kestrel bench --device cuda -m /tmp/l3q4 -p 512 -n 128 -B 1 -B 8 -B 32 -r 2 \
+  --json "$out/w4_e2e.json" 2>&1 | tail -5
+timeout 80 /tmp/kb/kestrel bench --device cuda -m /tmp/l3 -p 512 -n 128 -B 1 -B 8 -B 32 -r 2 \
+  --json "$out/bf16_e2e.json" 2>&1 | tail -5
+python3 - "$out" "$card" "$(cat "$bin/commit" 2>/dev/null || echo unknown)" <<'PY'
+import datetime, json, pathlib, sys
+out, card, commit = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+rec = {"card": card, "commit": commit, "date": datetime.date.today().isoformat(),
+       "command": "scripts/gpu/w4a16_bench.sh DIR"}
+for name in ["ops", "torch_int4", "w4_e2e", "bf16_e2e"]:
+    p = out / f"{name}.json"
+    rec[name] = json.loads(p.read_text()) if p.exists() else None
+(out / "w4a16.json").write_text(json.dumps(rec, indent=1))
+PY
