@@ -4,7 +4,8 @@
 # torch_int4pack.py) as the peer, and `kestrel bench` on a llama3-8b synth model rounded to 4 bits in groups
 # of 128 (`kestrel quantize --method rtn`, written meanwhile) against the same model in bf16.
 #   scripts/gpu/w4a16_bench.sh DIR   (DIR holds kestrel, kestrel_tests, kestrel_cuda_bench: plain or .xz)
-# Writes under $OUT: tests.log, ops.json/.log, torch_int4.json/.log, w4_e2e.json, bf16_e2e.json, and
+# Writes under $OUT: tests.log, ops.json/.log, torch_int4.json/.log, w4_e2e.json, w4_gmv_e2e.json (batch 1
+# with the matmuls forced to cuda.gmv), bf16_e2e.json, and
 # w4a16.json (all of them in one record with card, commit, date and command).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,7 @@ echo "$card"
   timeout 240 /tmp/kb/kestrel quantize --method rtn --bits 4 --group 128 -m /tmp/l3 -o /tmp/l3q4 -t 12) \
   >"$out/synth.log" 2>&1 &
 synth=$!
-timeout 200 /tmp/kb/kestrel_tests --gtest_filter='OpsHarness.Matmul:CudaModel*:Cuda*:ExecutorCuda*' \
+timeout 200 /tmp/kb/kestrel_tests --gtest_filter='OpsHarness.Matmul:OpsHarness.ScatterRows:CudaModel*:Cuda*:ExecutorCuda*' \
   >"$out/tests.log" 2>&1
 grep -E "FAILED|PASSED|Failure" "$out/tests.log" | head -20
 timeout 150 /tmp/kb/kestrel_cuda_bench --filter w4a16-g128 --m 1,2,4,8,16,128,256 --json "$out/ops.json" \
@@ -35,6 +36,8 @@ wait "$synth"
 tail -1 "$out/synth.log" | cut -c1-200
 timeout 100 /tmp/kb/kestrel bench --device cuda -m /tmp/l3q4 -p 512 -n 128 -B 1 -B 8 -B 32 -r 2 \
   --json "$out/w4_e2e.json" 2>&1 | tail -5
+timeout 60 /tmp/kb/kestrel bench --device cuda -m /tmp/l3q4 -p 512 -n 128 -B 1 -r 2 --variant matmul=cuda.gmv \
+  --json "$out/w4_gmv_e2e.json" 2>&1 | tail -3
 timeout 80 /tmp/kb/kestrel bench --device cuda -m /tmp/l3 -p 512 -n 128 -B 1 -B 8 -B 32 -r 2 \
   --json "$out/bf16_e2e.json" 2>&1 | tail -5
 python3 - "$out" "$card" "$(cat "$bin/commit" 2>/dev/null || echo unknown)" <<'PY'
@@ -42,7 +45,7 @@ import datetime, json, pathlib, sys
 out, card, commit = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 rec = {"card": card, "commit": commit, "date": datetime.date.today().isoformat(),
        "command": "scripts/gpu/w4a16_bench.sh DIR"}
-for name in ["ops", "torch_int4", "w4_e2e", "bf16_e2e"]:
+for name in ["ops", "torch_int4", "w4_e2e", "w4_gmv_e2e", "bf16_e2e"]:
     p = out / f"{name}.json"
     rec[name] = json.loads(p.read_text()) if p.exists() else None
 (out / "w4a16.json").write_text(json.dumps(rec, indent=1))

@@ -442,10 +442,14 @@ bool rounds_weights_to_bf16(const std::string& variant) {
   return (variant.starts_with("cuda.q") && variant != "cuda.qmv" && variant != "cuda.qmma") ||
          variant.starts_with("cuda.gdequant_");
 }
+// The variants that round each weight before multiplying: to bf16 (above) or, cuda.gmma, to f16.
+bool rounds_weights(const std::string& variant) {
+  return rounds_weights_to_bf16(variant) || variant == "cuda.gmma";
+}
 
 // The CUDA variants that take grouped integer weights (and only those).
 bool grouped_variant(const std::string& variant) {
-  return variant == "cuda.gmv" || variant.starts_with("cuda.gdequant_");
+  return variant == "cuda.gmv" || variant == "cuda.gmma" || variant.starts_with("cuda.gdequant_");
 }
 
 double matmul_bound(DType wt, Activations act, const std::string& variant, int64_t outputs) {
@@ -505,9 +509,16 @@ void check_matmul(DType wt, int64_t m, int64_t k, int64_t n, bool with_bias, Act
 const char* cuda_grouped_decline(const std::string& variant, DType codes, int64_t m, int64_t k, int64_t group,
                                  bool act_order) {
   if (!variant.starts_with("cuda.")) return nullptr;
-  if (!grouped_variant(variant)) return "grouped integer weights: the cuda.gmv and cuda.gdequant_* variants";
+  if (!grouped_variant(variant)) return "grouped integer weights: the cuda.gmma, cuda.gmv and cuda.gdequant_* variants";
   if (variant == "cuda.gdequant_cublaslt" && k % 8 != 0) return "cuBLASLt needs K % 8 == 0";
   if (variant == "cuda.gdequant_gemm_fixed" && k % 32 != 0) return "the fixed-reduction GEMM needs K % 32 == 0";
+  if (variant == "cuda.gmma") {
+    if (codes != DType::U4) return "U4 codes only";
+    if (act_order) return "act-order: the dequantizing GEMMs read g_idx";
+    if (k % 128 != 0) return "K must be a multiple of 128";
+    if (group < k && group % 32 != 0) return "groups must be a multiple of 32 codes";
+    return nullptr;
+  }
   if (variant != "cuda.gmv") return nullptr;
   if (m > 8) return "more than 8 rows: the dequantizing GEMMs'";
   if (codes == DType::U3) return "U3 codes cross 32-bit words";
@@ -521,8 +532,9 @@ const char* cuda_grouped_decline(const std::string& variant, DType codes, int64_
 // Grouped integer weights (core/linear.h): the CPU variants decode rows to f32 and take f32 activations, so
 // they are held to the float bound against the reference, which reads the format element by element; so is
 // cuda.gmv, which decodes every weight exactly in f32 (on bf16 x, as the reference's view of the device
-// sees it). The dequantizing CUDA GEMMs round each weight to bf16 (the rounds_weights_to_bf16 rule). The
-// codes and group tensors travel as they are.
+// sees it). The dequantizing CUDA GEMMs round each weight to bf16, cuda.gmma to f16 (the rounds_weights
+// rule: judged from 64 outputs, where the device's floor covers the rounding). The codes and group tensors
+// travel as they are.
 void check_grouped_matmul(DType codes, int64_t m, int64_t k, int64_t n, int64_t group, bool asym, bool act_order,
                           bool with_bias, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -540,14 +552,13 @@ void check_grouped_matmul(DType codes, int64_t m, int64_t k, int64_t n, int64_t 
     run_maybe_timed([&] { v.run(args, ctx); }, a, us);
     return a.download(dy);
   };
-  check_case(registries().matmul,
-             fmt::format("{} g{}{}{} {}{}", dtype_name(codes), group, asym ? " asym" : " sym",
-                         act_order ? " act-order" : "", dims({m, k, n}), with_bias ? " +bias" : ""),
-             BoundFn([m, n](const std::string& v) {
-               return rounds_weights_to_bf16(v) && m * n < 64 ? kNotJudged : kFloatBound;
-             }),
-             call, static_cast<double>(w.nbytes() + x.nbytes()) + m * n * 4.0, 2.0 * m * n * k,
-             [=](const std::string& v) { return cuda_grouped_decline(v, codes, m, k, group, act_order); });
+  check_case(
+      registries().matmul,
+      fmt::format("{} g{}{}{} {}{}", dtype_name(codes), group, asym ? " asym" : " sym", act_order ? " act-order" : "",
+                  dims({m, k, n}), with_bias ? " +bias" : ""),
+      BoundFn([m, n](const std::string& v) { return rounds_weights(v) && m * n < 64 ? kNotJudged : kFloatBound; }),
+      call, static_cast<double>(w.nbytes() + x.nbytes()) + m * n * 4.0, 2.0 * m * n * k,
+      [=](const std::string& v) { return cuda_grouped_decline(v, codes, m, k, group, act_order); });
 }
 
 TEST_F(OpsHarness, Matmul) {
@@ -598,6 +609,14 @@ TEST_F(OpsHarness, Matmul) {
       check_grouped_matmul(codes, 40, k, 96, group, group != 64, false, true, seed++);
       check_grouped_matmul(codes, 70, k, 66, group, true, false, false, seed++);
     }
+  // cuda.gmma's dataflows: the split-K kernel's one and two token tiles (up to 16 rows), the tiled kernel's
+  // 32- and 64-token tiles (17..32 rows and beyond, partial tiles), in groups of 32 and 64 codes (one per
+  // lane's load) and one per row; and a call with enough blocks for its 128-channel tiles (N = 1100: a
+  // partial channel tile too).
+  for (int64_t group : {32, 64, 256})
+    for (int64_t m : {1, 9, 16, 17, 32, 33, 70})
+      check_grouped_matmul(DType::U4, m, 256, 96, group, group != 64, false, m % 2 == 0, seed++);
+  check_grouped_matmul(DType::U4, 1000, 128, 1100, 128, true, false, true, seed++);
   // Act-order on the dequantizing GEMMs, decode-sized and larger.
   for (int64_t m : {1, 8, 33}) check_grouped_matmul(DType::U4, m, 256, 80, 128, true, true, m != 8, seed++);
   check_grouped_matmul(DType::U3, 9, 192, 70, 64, true, false, false, seed++);  // U3 beyond cuda.gmv

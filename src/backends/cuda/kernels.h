@@ -211,6 +211,14 @@ constexpr int kGmvMaxM = 8;
 const char* gmv_decline(DType codes_t, int K, int group_size, int groups, bool act_order);
 void launch_gmv(const void* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
                 cudaStream_t stream);
+// gmma.cu: the same product for U4 codes on tensor cores, any M (gmma_decline: groups of a multiple of 32
+// codes or one per row, K % 128 == 0, no g_idx; x rows 16-byte aligned): up to kGmmaSmallM rows the code
+// stream's kernel (split K, x in registers), beyond it a tiled one (x staged in shared memory), `sms` sizing
+// its tiles. Weights rounded once to f16 ((code - zero) * scale), x in f16 (|x| < 65504).
+constexpr int kGmmaSmallM = 16;
+const char* gmma_decline(DType codes_t, int K, int group_size, int groups, bool act_order);
+void launch_gmma(const void* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                 int sms, cudaStream_t stream);
 // The grouped weight as bf16 out[N, K] (any code type, g_idx or not; K % 8 == 0): each weight computed
 // exactly in f32 and rounded once, the bits placement's --dequantize writes.
 void launch_grouped_dequant_bf16(const GroupedWeight& w, void* out, int N, int K, cudaStream_t stream);

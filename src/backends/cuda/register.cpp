@@ -388,12 +388,30 @@ void register_matmul(Registries& r) {
                            lane_of(ctx).sm_count(), stream_of(ctx));
        }});
 
-  // Grouped integer weights (GPTQ/AWQ; docs/quantized_checkpoints.md): up to kGmvMaxM rows cuda.gmv streams
-  // the codes and decodes them exactly in f32; beyond (and for what it declines: U3 codes, act-order, chunks
-  // that straddle groups) the matrix is decoded to bf16 in the lane's workspace once per call and cuBLASLt
-  // multiplies it. cuda.gmv's rows do not depend on M up to kGmvMaxM but the GEMM beyond differs, so, as for
-  // cuda.qmv, batch-invariant mode passes over both and runs cuda.gdequant_gemm_fixed at every M (the
+  // Grouped integer weights (GPTQ/AWQ; docs/quantized_checkpoints.md). U4 codes, the common case, go to
+  // cuda.gmma at every M (tensor cores, weights rounded to f16). Other widths, and what gmma declines, go up
+  // to kGmvMaxM rows to cuda.gmv, which streams the codes and decodes them exactly in f32; beyond (and for
+  // what it declines: U3 codes, act-order, chunks that straddle groups) the matrix is decoded to bf16 in the
+  // lane's workspace once per call and cuBLASLt multiplies it. The rows of these kernels depend on M, so, as
+  // for cuda.qmv, batch-invariant mode passes over them and runs cuda.gdequant_gemm_fixed at every M (the
   // fixed-reduction GEMM of the dequantized matrix).
+  r.matmul.add({"cuda.gmma", Device::Cuda, kFastPriority + 1,
+                [](const MatmulArgs& a, std::string* why) {
+                  if (!grouped_common(a, why)) return false;
+                  const char* no = gmma_decline(a.w.weight.dtype, static_cast<int>(a.w.in_features()),
+                                                static_cast<int>(a.w.groups.group_size),
+                                                static_cast<int>(a.w.n_groups()), !a.w.groups.g_idx.empty());
+                  if (no) return reject(why, no);
+                  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
+                  return !(misaligned(a.x.data) || misaligned(a.w.weight.data)) ||
+                         reject(why, "x and the code rows must be 16-byte aligned");
+                },
+                [bias_of](const MatmulArgs& a, const Context& ctx) {
+                  launch_gmma(a.x.data, grouped_of(a.w), bias_of(a), a.y.dtype, a.y.data, static_cast<int>(a.x.rows()),
+                              static_cast<int>(a.w.out_features()), static_cast<int>(a.x.cols()),
+                              lane_of(ctx).sm_count(), stream_of(ctx));
+                },
+                nullptr, /*batch_dependent=*/true});
   r.matmul.add({"cuda.gmv", Device::Cuda, kFastPriority,
                 [](const MatmulArgs& a, std::string* why) {
                   if (!grouped_common(a, why)) return false;

@@ -1,0 +1,356 @@
+// Grouped 4-bit weights (GPTQ/AWQ codes, core/linear.h) on tensor cores, for any M: y = x . W^T with the
+// weights as the MMA's A operand (16 output channels a tile) and the tokens as B (8 a tile), so a batch of
+// one wastes no weight bytes, only idle MMA lanes, and the code rows are read as they are stored.
+//
+// A lane (g, t) of a warp takes 16 bytes (32 codes, k = 32t .. 32t + 31 of a 128-wide span) of rows g and
+// g + 8 of its tile. The k order inside an MMA is free as long as A and B agree, so each 32-bit word of codes
+// (8 codes) feeds two k-tiles of 16: pair p of the word (codes p and p + 4, core/int_codes.h's
+// code_pair_f16) is k-tile 2(word) + p / 2, elements 2t + 8(p % 2) and + 1; x is taken in the same order.
+// The f16 weight is (code - zero) * scale: the subtraction exact (the magic-number pair less 1024 + zero,
+// integers), the product rounded once (2^-11; the dequantizing GEMMs round to bf16, 2^-9). x enters in f16
+// (exact for bf16 within f16's range, |x| < 65504, as cuda.qmma). A 16-byte load lies in one group (groups of
+// a multiple of 32 codes, or one per row), so a lane reads one scale and zero point per row and span.
+//
+// Two dataflows over the same fragments:
+// - gmma_small (M <= 16): bound by the code stream. A block owns 16 channels; its 8 warps take the spans in
+//   turn (split K) with x read straight into registers, and meet in shared memory.
+// - gmma_large (M > 16): a block owns 16 * RW channels per warp and 8 * TN tokens; x is staged once per span
+//   in shared memory in the fragments' order (f16, double-buffered) and read by ldmatrix, so every decoded
+//   weight feeds TN MMAs, while the next span's codes and x are in flight.
+#include <cuda_fp16.h>
+
+#include <stdexcept>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
+#include "backends/cuda/mma.cuh"
+#include "core/int_codes.h"
+
+namespace kestrel::backends::cuda {
+namespace {
+
+constexpr int kSpan = 128;      // k of one span: 4 lanes x 32 codes
+constexpr int kSmallWarps = 8;  // gmma_small: warps splitting K
+constexpr int kLargeWarps = 4;  // gmma_large: warps splitting the block's channels
+constexpr int kPad = 8;         // f16 after each staged x row: rows 16 bytes off the bank pattern
+
+__device__ __forceinline__ __half2 h2(uint32_t u) {
+  return *reinterpret_cast<const __half2*>(&u);
+}
+__device__ __forceinline__ uint32_t u32(__half2 h) {
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t word(const uint4& v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
+
+// 16 bytes read once: not kept in L1 (x is, for the block's other channels).
+__device__ __forceinline__ uint4 load_stream16(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+// A bf16 pair as an f16 pair.
+__device__ __forceinline__ uint32_t f16_pair(uint32_t bf) {
+  return u32(__floats2half2_rn(__uint_as_float(bf << 16), __uint_as_float(bf & 0xffff0000u)));
+}
+
+// x elements e and e + 4 (e = 0..3) of 8 consecutive bf16 (words v0..v3) as the f16 pair matching code
+// pair e of a word.
+__device__ __forceinline__ uint32_t x_pair(const uint32_t (&v)[4], int e) {
+  return f16_pair(__byte_perm(v[e / 2], v[2 + e / 2], e % 2 ? 0x7632u : 0x5410u));
+}
+
+// A channel's group constants for the 32 codes a lane holds: {1024 + zero} and {scale}, as f16 pairs.
+struct Group {
+  __half2 zero, scale;
+};
+__device__ __forceinline__ Group group_of(const GroupedWeight& w, int row, int k) {
+  const int g = w.groups == 1 ? 0 : k / w.group_size;
+  const size_t at = static_cast<size_t>(row) * w.groups + g;
+  const auto* scales = static_cast<const __half*>(w.scales);
+  const auto* zeros = static_cast<const __half*>(w.zeros);
+  const __half z = zeros ? __hadd(zeros[at], __float2half(1024.f)) : __float2half(1024.f + 8.f);
+  return {__half2half2(z), __half2half2(scales[at])};
+}
+
+// Code pair p (codes p, p + 4) of a word as f16 weights (code - zero) * scale.
+__device__ __forceinline__ uint32_t weight_pair(uint32_t w, int p, const Group& gr) {
+  return u32(__hmul2(__hsub2(h2(code_pair_f16(w, 4, p)), gr.zero), gr.scale));
+}
+
+// The A fragment of k-tile 2 * wi + half (wi: the word of the lane's 16 bytes) from rows g (c0) and g + 8.
+__device__ __forceinline__ void a_fragment(const uint4& c0, const uint4& c1, const Group& g0, const Group& g1, int wi,
+                                           int half, uint32_t (&a)[4]) {
+  const uint32_t w0 = word(c0, wi), w1 = word(c1, wi);
+  a[0] = weight_pair(w0, 2 * half, g0);
+  a[1] = weight_pair(w1, 2 * half, g1);
+  a[2] = weight_pair(w0, 2 * half + 1, g0);
+  a[3] = weight_pair(w1, 2 * half + 1, g1);
+}
+
+// ---- M <= 16 ----
+
+template <int NT, typename Ty>
+__global__ void __launch_bounds__(kSmallWarps * 32, 2)
+    gmma_small(const bf16* __restrict__ x, GroupedWeight w, const float* __restrict__ bias, Ty* __restrict__ y, int M,
+               int N, int K) {
+  constexpr int kUnroll = NT == 1 ? 2 : 1;  // spans a warp has in flight
+  __shared__ float partial[kSmallWarps][4 * NT][32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int n0 = blockIdx.x * 16, spans = K / kSpan;
+  int row[2];
+  const char* code_row[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    row[i] = min(n0 + g + 8 * i, N - 1);  // rows past N read row N - 1 and are never stored
+    code_row[i] = static_cast<const char*>(w.codes) + static_cast<size_t>(row[i]) * w.row_bytes + 16 * t;
+  }
+  const bf16* xr[NT];
+  bool has_x[NT];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    has_x[j] = 8 * j + g < M;
+    xr[j] = x + static_cast<size_t>(has_x[j] ? 8 * j + g : 0) * K + 32 * t;
+  }
+  // The codes are no kernel's output: L2 starts on the warp's first span before the wait (launch.cuh).
+  if (warp < spans)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) prefetch_l2(code_row[i] + 64 * warp);
+  pdl_wait();
+  pdl_launch_dependents();
+
+  float acc[NT][4] = {};
+  for (int s0 = warp; s0 < spans; s0 += kSmallWarps * kUnroll) {
+    uint4 codes[kUnroll][2];
+    uint32_t xv[kUnroll][NT][16];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int s = min(s0 + kSmallWarps * u, spans - 1);  // past the end: reloads the last span, never used
+#pragma unroll
+      for (int i = 0; i < 2; ++i) codes[u][i] = load_stream16(code_row[i] + 64 * static_cast<size_t>(s));
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const uint4 v = has_x[j] ? __ldg(reinterpret_cast<const uint4*>(xr[j] + static_cast<size_t>(s) * kSpan) + q)
+                                   : make_uint4(0, 0, 0, 0);
+          xv[u][j][4 * q] = v.x, xv[u][j][4 * q + 1] = v.y, xv[u][j][4 * q + 2] = v.z, xv[u][j][4 * q + 3] = v.w;
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int s = s0 + kSmallWarps * u;
+      if (s >= spans) break;
+      const int k = s * kSpan + 32 * t;
+      const Group g0 = group_of(w, row[0], k), g1 = group_of(w, row[1], k);
+#pragma unroll
+      for (int wi = 0; wi < 4; ++wi)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          uint32_t a[4];
+          a_fragment(codes[u][0], codes[u][1], g0, g1, wi, half, a);
+#pragma unroll
+          for (int j = 0; j < NT; ++j) {
+            const uint32_t v[4] = {xv[u][j][4 * wi], xv[u][j][4 * wi + 1], xv[u][j][4 * wi + 2], xv[u][j][4 * wi + 3]};
+            mma_f16_16816(acc[j], a, x_pair(v, 2 * half), x_pair(v, 2 * half + 1));
+          }
+        }
+    }
+  }
+
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) partial[warp][4 * j + e][lane] = acc[j][e];
+  __syncthreads();
+  for (int i = threadIdx.x; i < 4 * NT * 32; i += kSmallWarps * 32) {
+    const int l = i % 32, a = i / 32, j = a / 4, e = a % 4;
+    float v = 0.f;
+#pragma unroll
+    for (int ww = 0; ww < kSmallWarps; ++ww) v += partial[ww][a][l];  // a fixed order
+    // Accumulator e of lane l: channel l / 4 (+8 for e >= 2), token 8j + 2(l % 4) + (e & 1).
+    const int n = n0 + l / 4 + (e >= 2 ? 8 : 0), m = 8 * j + 2 * (l % 4) + (e & 1);
+    if (n < N && m < M) y[static_cast<size_t>(m) * N + n] = from_f32<Ty>(v + (bias ? bias[n] : 0.f));
+  }
+}
+
+// ---- M > 16 ----
+
+template <int TN, int RW, typename Ty>
+__global__ void __launch_bounds__(kLargeWarps * 32)
+    gmma_large(const bf16* __restrict__ x, GroupedWeight w, const float* __restrict__ bias, Ty* __restrict__ y, int M,
+               int N, int K) {
+  constexpr int kTokens = 8 * TN, kStride = kSpan + kPad;
+  constexpr int kXLoads = kTokens * (kSpan / 8) / (kLargeWarps * 32);  // 16-byte loads of x per thread and span
+  static_assert(kXLoads * kLargeWarps * 32 == kTokens * kSpan / 8, "whole 16-byte loads of x per thread");
+  // x of a span in the fragments' order: logical element l of k-tile j at 16j + l, that is x at
+  // 32t + 8wi + p (+4) (pair p of word wi of lane t's codes) at 32wi + 8p + 2t (+1).
+  __shared__ __align__(16) __half xs[2][kTokens][kStride];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int m0 = blockIdx.y * kTokens, n0 = (blockIdx.x * kLargeWarps + warp) * 16 * RW, spans = K / kSpan;
+
+  int row[RW][2];
+  const char* code_row[RW][2];
+#pragma unroll
+  for (int r = 0; r < RW; ++r)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      row[r][i] = min(n0 + 16 * r + g + 8 * i, N - 1);
+      code_row[r][i] = static_cast<const char*>(w.codes) + static_cast<size_t>(row[r][i]) * w.row_bytes + 16 * t;
+    }
+  // The thread's 16-byte loads of x: token (id / 16), elements 8(id % 16) .. + 7 of the span.
+  const bf16* x_src[kXLoads];
+  bool x_valid[kXLoads];
+  int x_dst[kXLoads];  // token * kStride + 32wi + 2t' (the pairs go to + 8p)
+#pragma unroll
+  for (int u = 0; u < kXLoads; ++u) {
+    const int id = threadIdx.x + u * kLargeWarps * 32, tok = id / 16, q = id % 16;
+    x_valid[u] = m0 + tok < M;
+    x_src[u] = x + static_cast<size_t>(x_valid[u] ? m0 + tok : 0) * K + 8 * q;
+    x_dst[u] = tok * kStride + 32 * (q % 4) + 2 * (q / 4);
+  }
+  auto load_x = [&](int s, uint4(&v)[kXLoads]) {
+#pragma unroll
+    for (int u = 0; u < kXLoads; ++u)
+      v[u] = x_valid[u] ? __ldg(reinterpret_cast<const uint4*>(x_src[u] + static_cast<size_t>(s) * kSpan))
+                        : make_uint4(0, 0, 0, 0);
+  };
+  auto store_x = [&](int buf, const uint4(&v)[kXLoads]) {
+#pragma unroll
+    for (int u = 0; u < kXLoads; ++u) {
+      const uint32_t vw[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+      __half* dst = &xs[buf][0][0] + x_dst[u];
+#pragma unroll
+      for (int p = 0; p < 4; ++p) *reinterpret_cast<uint32_t*>(dst + 8 * p) = x_pair(vw, p);
+    }
+  };
+  auto load_codes = [&](int s, uint4(&c)[RW][2]) {
+#pragma unroll
+    for (int r = 0; r < RW; ++r)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) c[r][i] = load_stream16(code_row[r][i] + 64 * static_cast<size_t>(s));
+  };
+
+  uint4 xn[kXLoads], cn[RW][2];
+  load_x(0, xn);
+  load_codes(0, cn);
+  store_x(0, xn);
+  __syncthreads();
+
+  // ldmatrix x4 of k-tile j for n-tiles 2nn, 2nn + 1: lane l addresses token 8(2nn + l / 16) + l % 8 at
+  // element 16j + 8((l / 8) % 2), so registers 0..3 are b0, b1 of n-tile 2nn and of 2nn + 1.
+  const int lm_row = 8 * (lane / 16) + lane % 8, lm_col = 8 * ((lane / 8) % 2);
+  float acc[RW][TN][4] = {};
+  for (int s = 0; s < spans; ++s) {
+    uint4 c[RW][2];
+#pragma unroll
+    for (int r = 0; r < RW; ++r) c[r][0] = cn[r][0], c[r][1] = cn[r][1];
+    if (s + 1 < spans) load_x(s + 1, xn), load_codes(s + 1, cn);
+    const int k = s * kSpan + 32 * t;
+    Group gr[RW][2];
+#pragma unroll
+    for (int r = 0; r < RW; ++r) gr[r][0] = group_of(w, row[r][0], k), gr[r][1] = group_of(w, row[r][1], k);
+    const uint32_t base = smem_addr(&xs[s % 2][lm_row][lm_col]);
+#pragma unroll
+    for (int wi = 0; wi < 4; ++wi)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int j = 2 * wi + half;
+        uint32_t a[RW][4];
+#pragma unroll
+        for (int r = 0; r < RW; ++r) a_fragment(c[r][0], c[r][1], gr[r][0], gr[r][1], wi, half, a[r]);
+#pragma unroll
+        for (int nn = 0; nn < TN / 2; ++nn) {
+          uint32_t b[4];
+          ldmatrix_x4(b, base + 2 * (16 * nn * kStride + 16 * j));
+#pragma unroll
+          for (int r = 0; r < RW; ++r) {
+            mma_f16_16816(acc[r][2 * nn], a[r], b[0], b[1]);
+            mma_f16_16816(acc[r][2 * nn + 1], a[r], b[2], b[3]);
+          }
+        }
+      }
+    if (s + 1 < spans) store_x((s + 1) % 2, xn);
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int r = 0; r < RW; ++r)
+#pragma unroll
+    for (int j = 0; j < TN; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int n = n0 + 16 * r + g + (e >= 2 ? 8 : 0), m = m0 + 8 * j + 2 * t + (e & 1);
+        if (n < N && m < M) y[static_cast<size_t>(m) * N + n] = from_f32<Ty>(acc[r][j][e] + (bias ? bias[n] : 0.f));
+      }
+}
+
+template <int NT>
+void launch_small(const bf16* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                  cudaStream_t s) {
+  const dim3 grid((N + 15) / 16);
+  const bool dependent = M == 1;
+  if (y_t == DType::BF16)
+    launch_kernel(dependent, gmma_small<NT, bf16>, grid, dim3(kSmallWarps * 32), 0, s, x, w, bias,
+                  static_cast<bf16*>(y), M, N, K);
+  else
+    launch_kernel(dependent, gmma_small<NT, float>, grid, dim3(kSmallWarps * 32), 0, s, x, w, bias,
+                  static_cast<float*>(y), M, N, K);
+}
+
+template <int TN, int RW>
+void launch_large(const bf16* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                  cudaStream_t s) {
+  const dim3 grid((N + kLargeWarps * 16 * RW - 1) / (kLargeWarps * 16 * RW), (M + 8 * TN - 1) / (8 * TN));
+  if (y_t == DType::BF16)
+    gmma_large<TN, RW, bf16><<<grid, kLargeWarps * 32, 0, s>>>(x, w, bias, static_cast<bf16*>(y), M, N, K);
+  else
+    gmma_large<TN, RW, float><<<grid, kLargeWarps * 32, 0, s>>>(x, w, bias, static_cast<float*>(y), M, N, K);
+}
+
+// Channels per block for M > 16: 128 (two m16 tiles a warp, each staged x fragment feeds both) unless that
+// leaves SMs idle, then 64.
+template <int TN>
+void launch_large_for(const bf16* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                      int sms, cudaStream_t s) {
+  const long blocks = static_cast<long>((N + 127) / 128) * ((M + 8 * TN - 1) / (8 * TN));
+  if (blocks >= sms)
+    launch_large<TN, 2>(x, w, bias, y_t, y, M, N, K, s);
+  else
+    launch_large<TN, 1>(x, w, bias, y_t, y, M, N, K, s);
+}
+
+}  // namespace
+
+const char* gmma_decline(DType codes_t, int K, int group_size, int groups, bool act_order) {
+  if (codes_t != DType::U4) return "U4 codes only";
+  if (act_order) return "act-order (g_idx) weights: the dequantizing GEMMs read g_idx";
+  if (K % kSpan != 0) return "K must be a multiple of 128";
+  if (groups > 1 && group_size % 32 != 0) return "groups must be a multiple of 32 codes";
+  return nullptr;
+}
+
+void launch_gmma(const void* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
+                 int sms, cudaStream_t s) {
+  if (M == 0 || N == 0) return;
+  if (gmma_decline(w.codes_t, K, w.group_size, w.groups, w.g_idx != nullptr))
+    throw std::invalid_argument("launch_gmma: a weight or shape gmma_decline refuses");
+  const auto* xb = static_cast<const bf16*>(x);
+  if (M <= 8)
+    launch_small<1>(xb, w, bias, y_t, y, M, N, K, s);
+  else if (M <= kGmmaSmallM)
+    launch_small<2>(xb, w, bias, y_t, y, M, N, K, s);
+  else if (M <= 32)
+    launch_large_for<4>(xb, w, bias, y_t, y, M, N, K, sms, s);
+  else
+    launch_large_for<8>(xb, w, bias, y_t, y, M, N, K, sms, s);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace kestrel::backends::cuda
