@@ -1,7 +1,8 @@
-// Tokenizer: byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM2 ...) and SentencePiece-style BPE with byte
-// fallback (Llama-2, Mistral), built from a TokenizerSpec. Encoding matches Hugging Face `tokenizers`
-// id for id (tests/tokenizer compares against golden ids from it). A Tokenizer is immutable after
-// construction and safe to use from many threads at once.
+// Tokenizer: byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM2 ...), SentencePiece-style BPE with byte
+// fallback (Llama-2, Mistral) and BERT's WordPiece, built from a TokenizerSpec. Encoding matches Hugging
+// Face `tokenizers` id for id (tests/tokenizer compares against golden ids from it). A Tokenizer is
+// immutable after construction and safe to use from many threads at once. Encoder models take their
+// batched inputs (token types, attention mask, truncation, padding) from encoder_inputs.h.
 //
 // Text that is not valid UTF-8 is first repaired the way Python's bytes.decode(errors="replace") does
 // (one U+FFFD per maximal invalid subpart), so encode(bytes) == HF encode(bytes.decode(errors="replace")).
@@ -108,6 +109,8 @@ class StreamDecoder {
   std::string flush();
 
  private:
+  void append_bpe_piece(const std::string& bytes, bool spm_word);
+
   const Tokenizer* tokenizer_;
   bool skip_special_;
   bool at_start_ = true;
