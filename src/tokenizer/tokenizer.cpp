@@ -239,6 +239,15 @@ std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special,
     pos = end;
   }
   if (add_special && spec_.add_eos && spec_.eos_id >= 0) out.push_back(spec_.eos_id);
+  if (add_special && spec_.model == TokenizerModel::wordpiece && spec_.post_template) {
+    // The special tokens of the single-text template ([CLS] A [SEP]) around the text's tokens.
+    std::vector<int32_t> wrapped;
+    wrapped.reserve(out.size() + 4);
+    for (const TemplatePiece& piece : spec_.post_template->single)
+      wrapped.insert(wrapped.end(), piece.sequence < 0 ? piece.ids.begin() : out.begin(),
+                     piece.sequence < 0 ? piece.ids.end() : out.end());
+    return wrapped;
+  }
   return out;
 }
 

@@ -28,7 +28,8 @@ class Tokenizer {
   // Validates the spec and builds the lookup tables; throws kestrel::Error for an inconsistent spec.
   explicit Tokenizer(TokenizerSpec spec);
 
-  // add_special: add BOS/EOS as the spec says. parse_special: recognise the text of special tokens
+  // add_special: add BOS/EOS as the spec says (WordPiece: the special tokens of the post-processor's
+  // single-text template, e.g. [CLS] text [SEP]). parse_special: recognise the text of special tokens
   // (e.g. "<|im_start|>") as those tokens; when false such text is tokenized as ordinary text (HF's
   // split_special_tokens=True). Non-special added tokens are always recognised.
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;

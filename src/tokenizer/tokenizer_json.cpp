@@ -209,8 +209,9 @@ int32_t lookup(const IdMap& ids, const std::string& text, const char* what) {
 
 size_t get_size(const json& obj, const char* key, const char* where) {
   const json& v = member(obj, key, where);
-  KS_CHECK(v.is_number_unsigned(), "tokenizer.json: {}.{} must be a non-negative integer", where, key);
-  return v.get<size_t>();
+  KS_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0, "tokenizer.json: {}.{} must be a non-negative integer",
+           where, key);
+  return static_cast<size_t>(v.get<int64_t>());
 }
 
 int32_t get_id(const json& v, const char* where) {
@@ -282,7 +283,8 @@ void parse_post_processor(const json& node, const IdMap& ids, TokenizerSpec& spe
              "tokenizer.json: unsupported post_processor '{}'", type);
     KS_CHECK(!spec.post_template, "tokenizer.json: more than one post-processor adds special tokens");
     spec.post_template = parse_template_processor(*p, type, ids);
-    // What encode(add_special) adds: one token before and one after the text at most.
+    if (spec.model == TokenizerModel::wordpiece) continue;  // encode() applies the template itself
+    // What encode(add_special) adds as BOS/EOS: one token before and one after the text at most.
     std::vector<const TemplatePiece*> before, after;
     bool seen_sequence = false;
     for (const TemplatePiece& piece : spec.post_template->single) {
