@@ -314,15 +314,14 @@ void parse_truncation(const json& node, TokenizerSpec& spec) {
   Truncation t;
   t.max_length = get_size(node, "max_length", "truncation");
   t.stride = node.contains("stride") ? get_size(node, "stride", "truncation") : 0;
+  static const std::map<std::string, TruncationStrategy, std::less<>> kStrategies = {
+      {"LongestFirst", TruncationStrategy::longest_first},
+      {"OnlyFirst", TruncationStrategy::only_first},
+      {"OnlySecond", TruncationStrategy::only_second}};
   const std::string strategy = node.value("strategy", "LongestFirst");
-  if (strategy == "LongestFirst")
-    t.strategy = TruncationStrategy::longest_first;
-  else if (strategy == "OnlyFirst")
-    t.strategy = TruncationStrategy::only_first;
-  else if (strategy == "OnlySecond")
-    t.strategy = TruncationStrategy::only_second;
-  else
-    KS_FAIL("tokenizer.json: unknown truncation strategy '{}'", strategy);
+  const auto it = kStrategies.find(strategy);
+  KS_CHECK(it != kStrategies.end(), "tokenizer.json: unknown truncation strategy '{}'", strategy);
+  t.strategy = it->second;
   const std::string direction = node.value("direction", "Right");
   KS_CHECK(direction == "Right" || direction == "Left", "tokenizer.json: unknown truncation direction '{}'", direction);
   t.from_left = direction == "Left";

@@ -191,9 +191,9 @@ bool decode_byte_level(std::string_view encoded, std::string& out) {
 std::string nfc(std::string_view s) {
   if (s.empty()) return {};
   utf8proc_uint8_t* out = nullptr;
-  const utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()), &out,
-                   static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
+                                          static_cast<utf8proc_ssize_t>(s.size()), &out,
+                                          static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
   // Only invalid UTF-8 fails, and callers repair text first; keep it unchanged rather than lose it.
   if (n < 0) return std::string(s);
   std::string r(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
