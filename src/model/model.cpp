@@ -10,6 +10,7 @@
 #include "formats/safetensors.h"
 #include "model/gguf_model.h"
 #include "model/hf_model.h"
+#include "tokenizer/tokenizer_file.h"
 
 namespace kestrel {
 namespace fs = std::filesystem;
@@ -49,11 +50,9 @@ std::unique_ptr<Model> load_hf_dir(const std::string& dir) {
   const Architecture& arch = architecture_for_hf(config["model_type"].get<std::string>());
   ModelConfig cfg = config_from_hf(config, arch, (d / "config.json").string());
 
-  KS_CHECK(fs::exists(d / "tokenizer.json"), "{}: no tokenizer.json", dir);
-  const nlohmann::json tok = load_json_file((d / "tokenizer.json").string());
+  m->tokenizer = load_tokenizer(dir);
   nlohmann::json tok_cfg;
   if (fs::exists(d / "tokenizer_config.json")) tok_cfg = load_json_file((d / "tokenizer_config.json").string());
-  m->tokenizer = std::make_unique<Tokenizer>(spec_from_tokenizer_json(tok, tok_cfg.is_null() ? nullptr : &tok_cfg));
   if (tok_cfg.is_object() && tok_cfg.contains("chat_template") && tok_cfg["chat_template"].is_string())
     m->chat_template = tok_cfg["chat_template"].get<std::string>();
   else if (fs::exists(d / "chat_template.jinja"))

@@ -5,7 +5,10 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "tokenizer/bert_normalizer.h"
+#include "tokenizer/bert_pre_tokenizer.h"
 #include "tokenizer/unicode.h"
+#include "tokenizer/wordpiece.h"
 
 namespace kestrel {
 namespace {
@@ -18,20 +21,6 @@ uint64_t pair_key(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
-// Unicode White_Space (what Rust's char::is_whitespace, used by HF's lstrip/rstrip, accepts).
-bool is_whitespace(char32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
-char32_t decode_code_point(std::string_view s, size_t n) {
-  const auto b0 = static_cast<uint8_t>(s[0]);
-  if (n == 1) return b0;
-  char32_t cp = b0 & (0xFF >> (n + 1));
-  for (size_t i = 1; i < n; ++i) cp = (cp << 6) | (static_cast<uint8_t>(s[i]) & 0x3F);
-  return cp;
-}
-
 // Start of the UTF-8 character that ends right before `pos` (text is valid UTF-8).
 size_t previous_char_start(std::string_view text, size_t pos) {
   size_t p = pos - 1;
@@ -41,7 +30,8 @@ size_t previous_char_start(std::string_view text, size_t pos) {
 
 bool whitespace_at(std::string_view text, size_t pos, size_t& len) {
   len = unicode::valid_sequence_length(text.substr(pos));
-  return len != 0 && is_whitespace(decode_code_point(text.substr(pos), len));
+  // HF's lstrip/rstrip use Rust's char::is_whitespace.
+  return len != 0 && unicode::is_white_space(unicode::decode_code_point(text.substr(pos), len));
 }
 
 // Letters, digits, marks and '_' count as word characters for single_word added tokens; everything
@@ -171,8 +161,9 @@ void Tokenizer::build_pieces() {
     if (type == TokenType::control || type == TokenType::unknown) special_[id] = 1;
     std::string& piece = pieces_[id];
     is_spm_word_[id] = 0;
-    if (added[id] || type == TokenType::control || type == TokenType::unknown || type == TokenType::user_defined) {
-      piece = text;  // added tokens decode to their text verbatim
+    if (added[id] || type == TokenType::control || type == TokenType::unknown || type == TokenType::user_defined ||
+        spec_.model == TokenizerModel::wordpiece) {
+      piece = text;  // added tokens decode to their text verbatim, WordPiece tokens through its decoder
     } else if (const int byte = parse_byte_token(text); byte >= 0 && (type == TokenType::byte || spec_.byte_fallback)) {
       piece.assign(1, static_cast<char>(byte));
     } else if (spec_.model == TokenizerModel::byte_level_bpe) {
@@ -248,6 +239,15 @@ std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special,
     pos = end;
   }
   if (add_special && spec_.add_eos && spec_.eos_id >= 0) out.push_back(spec_.eos_id);
+  if (add_special && spec_.model == TokenizerModel::wordpiece && spec_.post_template) {
+    // The special tokens of the single-text template ([CLS] A [SEP]) around the text's tokens.
+    std::vector<int32_t> wrapped;
+    wrapped.reserve(out.size() + 4);
+    for (const TemplatePiece& piece : spec_.post_template->single)
+      wrapped.insert(wrapped.end(), piece.sequence < 0 ? piece.ids.begin() : out.begin(),
+                     piece.sequence < 0 ? piece.ids.end() : out.end());
+    return wrapped;
+  }
   return out;
 }
 
@@ -259,7 +259,10 @@ void Tokenizer::encode_segment(std::string_view segment, bool starts_text, std::
     segment = composed;
   }
   std::string normalized;
-  if (spec_.model == TokenizerModel::sentencepiece_bpe) {
+  if (spec_.bert_normalizer) {
+    normalized = bert_normalize(segment, *spec_.bert_normalizer);
+    segment = normalized;  // may now be empty
+  } else if (spec_.model == TokenizerModel::sentencepiece_bpe) {
     const bool prefix = (spec_.space_prefix == SpacePrefix::every_segment ||
                          (spec_.space_prefix == SpacePrefix::first && starts_text)) &&
                         !(spec_.space_prefix_if_missing && segment.front() == ' ');
@@ -276,7 +279,8 @@ void Tokenizer::encode_segment(std::string_view segment, bool starts_text, std::
     normalized.append(segment);
   }
   const std::string_view text = normalized.empty() ? segment : std::string_view(normalized);
-  for (const TextRange& r : pre_tokenizer_.split(text)) {
+  const std::vector<TextRange> words = spec_.bert_pre_tokenizer ? bert_pre_tokenize(text) : pre_tokenizer_.split(text);
+  for (const TextRange& r : words) {
     const std::string_view word = text.substr(r.begin, r.end - r.begin);
     if (word.size() > kMaxCachedWordBytes) {
       encode_word(word, out);
@@ -289,6 +293,13 @@ void Tokenizer::encode_segment(std::string_view segment, bool starts_text, std::
 }
 
 void Tokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+  if (spec_.model == TokenizerModel::wordpiece) {
+    // HF looks words up in model.vocab only; token_ids_ also holds the added tokens, which differs only
+    // for an added token missing from model.vocab that reaches the model as a word (in BERT files every
+    // added token is in the vocabulary, and punctuation splitting keeps "[...]" from being one word).
+    wordpiece_encode_word(word, token_ids_, spec_.wordpiece, spec_.unk_id, out);
+    return;
+  }
   if (spec_.ignore_merges) {
     std::string key;
     if (spec_.model == TokenizerModel::byte_level_bpe) unicode::append_byte_level(key, word);
@@ -423,6 +434,20 @@ std::string StreamDecoder::push(int32_t id) {
   tokenizer_->check_id(id);
   if (skip_special_ && tokenizer_->special_[id]) return {};
   const std::string& bytes = tokenizer_->pieces_[id];
+  if (tokenizer_->spec_.model == TokenizerModel::wordpiece) {
+    const auto& decoder = tokenizer_->spec_.wordpiece_decoder;
+    wordpiece_decode_token(bytes, at_start_, decoder ? &*decoder : nullptr, pending_);
+    at_start_ = false;
+  } else {
+    append_bpe_piece(bytes, tokenizer_->is_spm_word_[id]);
+  }
+  const size_t ready = pending_.size() - unicode::incomplete_tail_length(pending_);
+  std::string out = unicode::sanitize_utf8(std::string_view(pending_).substr(0, ready));
+  pending_.erase(0, ready);
+  return out;
+}
+
+void StreamDecoder::append_bpe_piece(const std::string& bytes, bool spm_word) {
   switch (tokenizer_->spec_.decode_space_prefix) {
     case DecodeSpacePrefix::keep: pending_.append(bytes); break;
     case DecodeSpacePrefix::strip_leading_space:
@@ -431,7 +456,7 @@ std::string StreamDecoder::push(int32_t id) {
       if (!bytes.empty()) at_start_ = false;
       break;
     case DecodeSpacePrefix::strip_first_token_ws:
-      if (at_start_ && tokenizer_->is_spm_word_[id]) {
+      if (at_start_ && spm_word) {
         for (const char c : bytes)
           if (c != ' ') pending_.push_back(c);
       } else {
@@ -440,10 +465,6 @@ std::string StreamDecoder::push(int32_t id) {
       at_start_ = false;
       break;
   }
-  const size_t ready = pending_.size() - unicode::incomplete_tail_length(pending_);
-  std::string out = unicode::sanitize_utf8(std::string_view(pending_).substr(0, ready));
-  pending_.erase(0, ready);
-  return out;
 }
 
 std::string StreamDecoder::flush() {

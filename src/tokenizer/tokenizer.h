@@ -1,7 +1,8 @@
-// Tokenizer: byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM2 ...) and SentencePiece-style BPE with byte
-// fallback (Llama-2, Mistral), built from a TokenizerSpec. Encoding matches Hugging Face `tokenizers`
-// id for id (tests/tokenizer compares against golden ids from it). A Tokenizer is immutable after
-// construction and safe to use from many threads at once.
+// Tokenizer: byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM2 ...), SentencePiece-style BPE with byte
+// fallback (Llama-2, Mistral) and BERT's WordPiece, built from a TokenizerSpec. Encoding matches Hugging
+// Face `tokenizers` id for id (tests/tokenizer compares against golden ids from it). A Tokenizer is
+// immutable after construction and safe to use from many threads at once. Encoder models take their
+// batched inputs (token types, attention mask, truncation, padding) from encoder_inputs.h.
 //
 // Text that is not valid UTF-8 is first repaired the way Python's bytes.decode(errors="replace") does
 // (one U+FFFD per maximal invalid subpart), so encode(bytes) == HF encode(bytes.decode(errors="replace")).
@@ -27,7 +28,8 @@ class Tokenizer {
   // Validates the spec and builds the lookup tables; throws kestrel::Error for an inconsistent spec.
   explicit Tokenizer(TokenizerSpec spec);
 
-  // add_special: add BOS/EOS as the spec says. parse_special: recognise the text of special tokens
+  // add_special: add BOS/EOS as the spec says (WordPiece: the special tokens of the post-processor's
+  // single-text template, e.g. [CLS] text [SEP]). parse_special: recognise the text of special tokens
   // (e.g. "<|im_start|>") as those tokens; when false such text is tokenized as ordinary text (HF's
   // split_special_tokens=True). Non-special added tokens are always recognised.
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
@@ -108,6 +110,8 @@ class StreamDecoder {
   std::string flush();
 
  private:
+  void append_bpe_piece(const std::string& bytes, bool spm_word);
+
   const Tokenizer* tokenizer_;
   bool skip_special_;
   bool at_start_ = true;

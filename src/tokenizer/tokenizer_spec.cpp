@@ -178,6 +178,23 @@ void validate_spec(const TokenizerSpec& spec) {
   KS_CHECK(!spec.add_eos || spec.eos_id >= 0, "tokenizer: add_eos is set but there is no eos token");
   KS_CHECK(spec.model != TokenizerModel::sentencepiece_bpe || !spec.merges.empty() || !spec.scores.empty(),
            "tokenizer: a sentencepiece tokenizer needs merges or scores");
+  if (spec.model == TokenizerModel::wordpiece) {
+    KS_CHECK(spec.unk_id >= 0, "tokenizer: a WordPiece tokenizer needs an unk token");
+    KS_CHECK(spec.wordpiece.max_input_chars_per_word > 0, "tokenizer: WordPiece max_input_chars_per_word must be > 0");
+  }
+  if (spec.post_template) {
+    for (const auto* pieces : {&spec.post_template->single, &spec.post_template->pair}) {
+      for (const TemplatePiece& p : *pieces) {
+        KS_CHECK(p.sequence >= -1 && p.sequence <= 1, "tokenizer: template sequence {} is not A or B", p.sequence);
+        KS_CHECK(p.type_id >= 0, "tokenizer: template type id {} is negative", p.type_id);
+        for (const int32_t id : p.ids) check_id(id, "template special token");
+      }
+    }
+  }
+  if (spec.padding) {
+    check_id(spec.padding->pad_id, "padding");
+    KS_CHECK(spec.padding->pad_type_id >= 0, "tokenizer: padding type id {} is negative", spec.padding->pad_type_id);
+  }
 }
 
 }  // namespace kestrel

@@ -39,6 +39,7 @@ class GgufFile;
 enum class TokenizerModel {
   byte_level_bpe,     // GPT-2 style: text bytes mapped to visible characters, merges by rank
   sentencepiece_bpe,  // Llama-2/Mistral style: ▁ for spaces, merges by rank or score, <0xNN> fallback
+  wordpiece,          // BERT style: each word split greedily into the longest vocabulary pieces
 };
 
 // GGUF token types (llama.cpp's llama_token_type numbering).
@@ -89,6 +90,65 @@ enum class DecodeSpacePrefix {
   strip_first_token_ws,  // drop every ▁ of the first token (HF Metaspace decoder)
 };
 
+// Hugging Face BertNormalizer (strip_accents already resolved: tokenizer.json's null means `lowercase`).
+struct BertNormalizerOptions {
+  bool clean_text = true;
+  bool handle_chinese_chars = true;
+  bool strip_accents = true;
+  bool lowercase = true;
+};
+
+// Hugging Face WordPiece model: a word is split into the longest vocabulary entry at its start, then the
+// longest prefix-marked entry ("##ing") at each later position; a word with a position no entry covers,
+// or longer than max_input_chars_per_word characters, becomes unk_id alone.
+struct WordPieceOptions {
+  std::string continuing_subword_prefix = "##";
+  size_t max_input_chars_per_word = 100;
+};
+
+// Hugging Face WordPiece decoder: tokens are joined with spaces, except that a token starting with
+// `prefix` is glued to the previous one without it; `cleanup` removes the space before . ? ! , and
+// English contractions.
+struct WordPieceDecoderOptions {
+  std::string prefix = "##";
+  bool cleanup = true;
+};
+
+// One piece of a post-processing template: one of the input texts, or special tokens; either way its
+// tokens get `type_id` as their token type.
+struct TemplatePiece {
+  int32_t sequence = -1;     // 0: the first text (A), 1: the second (B), -1: the special tokens `ids`
+  std::vector<int32_t> ids;  // sequence == -1 only
+  int32_t type_id = 0;
+};
+
+// Where special tokens go around one text and around a pair of texts (HF TemplateProcessing,
+// BertProcessing, RobertaProcessing). Without a post-processor: A then B, type ids 0 and 1.
+struct PostTemplate {
+  std::vector<TemplatePiece> single;
+  std::vector<TemplatePiece> pair;
+};
+
+enum class TruncationStrategy { longest_first, only_first, only_second };
+
+// tokenizer.json "truncation": texts are cut so that ids (special tokens included) fit max_length.
+struct Truncation {
+  size_t max_length = 0;
+  TruncationStrategy strategy = TruncationStrategy::longest_first;
+  bool from_left = false;  // drop tokens at the start instead of the end
+  size_t stride = 0;       // only checked (HF puts the cut-off tokens in overflow windows, not returned here)
+};
+
+// tokenizer.json "padding": every encoding of a batch is padded to `fixed_length`, or with 0 there to
+// the longest of the batch, then up to a multiple of `multiple_of` (0: none).
+struct Padding {
+  size_t fixed_length = 0;
+  size_t multiple_of = 0;
+  bool left = false;
+  int32_t pad_id = 0;
+  int32_t pad_type_id = 0;
+};
+
 struct TokenizerSpec {
   TokenizerModel model = TokenizerModel::byte_level_bpe;
   std::vector<std::string> tokens;                          // id -> vocabulary string
@@ -105,14 +165,25 @@ struct TokenizerSpec {
   bool escape_whitespace = false;                // sentencepiece: spaces become ▁ before BPE
   SpacePrefix space_prefix = SpacePrefix::none;  // sentencepiece: when to put ▁ before a segment
   bool space_prefix_if_missing = false;          // ... only when the segment does not already start with a space
+  std::optional<BertNormalizerOptions> bert_normalizer;  // BERT's normalizer on each text segment
+  bool bert_pre_tokenizer = false;  // words split at whitespace and around punctuation (instead of pre_splits)
 
   // Model options.
   bool ignore_merges = false;  // a pre-token that is itself in the vocabulary is emitted as is
   bool byte_fallback = false;  // characters missing from the vocabulary become <0xNN> tokens
   bool fuse_unk = false;       // consecutive unknown characters produce one unk token
+  WordPieceOptions wordpiece;  // model == wordpiece only
 
   // Decoding.
   DecodeSpacePrefix decode_space_prefix = DecodeSpacePrefix::keep;
+  // model == wordpiece: how tokens are joined (none: with a space between every two, HF's default).
+  std::optional<WordPieceDecoderOptions> wordpiece_decoder;
+
+  // What an encoder's inputs get (encoder_inputs.h): the post-processor's templates (none: A then B, no
+  // special tokens), and tokenizer.json's truncation and padding (none: neither).
+  std::optional<PostTemplate> post_template;
+  std::optional<Truncation> truncation;
+  std::optional<Padding> padding;
 
   // Special ids (-1 = none) and what add_special adds.
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1, eot_id = -1, eom_id = -1;
@@ -146,12 +217,13 @@ TokenizerSpec spec_from_gguf_fields(const GgufTokenizerFields& fields);
 // Reads the tokenizer.ggml.* keys of an open GGUF file and calls spec_from_gguf_fields.
 TokenizerSpec spec_from_gguf(const GgufFile& file);
 
-// Builds a spec from a Hugging Face tokenizer.json (model.type "BPE") and, when given, its
+// Builds a spec from a Hugging Face tokenizer.json (model.type "BPE" or "WordPiece") and, when given, its
 // tokenizer_config.json (add_bos_token / add_eos_token / bos_token / eos_token / pad_token). Supports
-// the normalizers Prepend, Replace (string), Sequence; the pre-tokenizers ByteLevel, Split,
-// Digits, Metaspace, Sequence; the decoders ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip,
-// Sequence; the post-processors TemplateProcessing, ByteLevel, Sequence. Anything else, or a malformed
-// document, throws kestrel::Error rather than tokenizing differently from Hugging Face.
+// the normalizers Prepend, Replace (string), BertNormalizer, Sequence; the pre-tokenizers ByteLevel,
+// Split, Digits, Metaspace, BertPreTokenizer, Sequence; the decoders ByteLevel, Metaspace, Replace,
+// ByteFallback, Fuse, Strip, WordPiece, Sequence; the post-processors TemplateProcessing,
+// BertProcessing, RobertaProcessing, ByteLevel, Sequence; "truncation" and "padding". Anything else, or
+// a malformed document, throws kestrel::Error rather than tokenizing differently from Hugging Face.
 TokenizerSpec spec_from_tokenizer_json(const nlohmann::json& tokenizer_json,
                                        const nlohmann::json* tokenizer_config_json = nullptr);
 

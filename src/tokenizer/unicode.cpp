@@ -2,6 +2,7 @@
 
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace kestrel::unicode {
@@ -114,6 +115,30 @@ void append_utf8(std::string& out, char32_t cp) {
     out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
     out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
   }
+}
+
+char32_t decode_code_point(std::string_view s, size_t n) {
+  const auto b0 = static_cast<uint8_t>(s[0]);
+  if (n == 1) return b0;
+  char32_t cp = b0 & (0xFF >> (n + 1));
+  for (size_t i = 1; i < n; ++i) cp = (cp << 6) | (static_cast<uint8_t>(s[i]) & 0x3F);
+  return cp;
+}
+
+std::u32string code_points(std::string_view s) {
+  std::u32string out;
+  out.reserve(s.size());
+  for (size_t pos = 0; pos < s.size();) {
+    const size_t n = std::max<size_t>(valid_sequence_length(s.substr(pos)), 1);  // 1 only for invalid input
+    out.push_back(decode_code_point(s.substr(pos), n));
+    pos += n;
+  }
+  return out;
+}
+
+bool is_white_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 const std::array<char32_t, 256>& byte_to_unicode() {

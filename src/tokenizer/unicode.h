@@ -36,6 +36,14 @@ size_t incomplete_tail_length(std::string_view s);
 // Appends the UTF-8 encoding of code point `cp` (must be a scalar value).
 void append_utf8(std::string& out, char32_t cp);
 
+// The code point of the `n`-byte well-formed sequence at the start of `s` (n from valid_sequence_length).
+char32_t decode_code_point(std::string_view s, size_t n);
+// The code points of valid UTF-8 text.
+std::u32string code_points(std::string_view s);
+
+// Unicode White_Space: what Rust's char::is_whitespace, and so Hugging Face, counts as whitespace.
+bool is_white_space(char32_t c);
+
 // GPT-2's reversible byte<->unicode map: printable bytes map to themselves, the rest to U+0100 onwards,
 // so every byte string becomes a string of visible characters.
 const std::array<char32_t, 256>& byte_to_unicode();

@@ -1,6 +1,6 @@
-// libFuzzer target for the model file parsers: every input is tried as GGUF, as safetensors and as JSON,
-// and whatever opens is fully exercised. Only kestrel::Error may come out; anything else (a crash, a
-// sanitizer report, another exception type) is a finding.
+// libFuzzer target for the model file parsers: every input is tried as GGUF, as safetensors and as JSON
+// (and a JSON document as a tokenizer.json), and whatever opens is fully exercised. Only kestrel::Error may come out;
+// anything else (a crash, a sanitizer report, another exception type) is a finding.
 //
 // The .cc extension keeps this file out of the kestrel_tests glob (tests/*.cpp); build and run it with
 // tests/fuzz/run_formats_fuzzer.sh (clang only).
@@ -15,6 +15,8 @@
 #include "formats/gguf.h"
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
+#include "tokenizer/encoder_inputs.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 
@@ -73,6 +75,18 @@ void fuzz_safetensors() {
   }
 }
 
+// A document that loads as a tokenizer.json must also tokenize, batch and decode.
+void fuzz_tokenizer_json(const nlohmann::json& document) {
+  try {
+    const kestrel::Tokenizer tok(kestrel::spec_from_tokenizer_json(document));
+    const std::string_view texts[] = {"Hello, world! unaffable [MASK] caf\xC3\xA9 \xE4\xB8\xAD\xE6\x96\x87 \xFF", ""};
+    const std::pair<std::string_view, std::string_view> pairs[] = {{texts[0], texts[0]}};
+    for (const auto& row : kestrel::encode_batch(tok, texts)) (void)tok.decode(row.ids, true);
+    (void)kestrel::encode_pair_batch(tok, pairs);
+  } catch (const kestrel::Error&) {
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -80,7 +94,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz_gguf();
   fuzz_safetensors();
   try {
-    (void)kestrel::parse_json(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz input");
+    fuzz_tokenizer_json(kestrel::parse_json(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz input"));
   } catch (const kestrel::Error&) {
   }
   return 0;

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import kestrel_bin, model_path, require_binary
+from conftest import cache_dir, kestrel_bin, model_path, require_binary, skip_or_fail
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -103,6 +103,25 @@ def test_tokenize_info_and_stop_strings():
     assert "architecture  llama" in r.stdout and "q4_1" in r.stdout
     r = kestrel("run", "--raw", "1, 2, 3, 4,", "-n", "40", "--stop", "8", "--temp", "0")
     assert r.returncode == 0 and "8" not in r.stdout
+
+
+def test_tokenize_wordpiece_tokenizer_json(tmp_path):
+    """A BERT tokenizer.json (or its directory) tokenizes without a decoder model; ids are HF tokenizers'."""
+    minilm = cache_dir() / "vocab" / "all-MiniLM-L6-v2"
+    if not (minilm / "tokenizer.json").exists():
+        skip_or_fail(f"{minilm}/tokenizer.json missing; run scripts/fetch_test_vocabs.sh")
+    text = "Hello, unaffable world! [MASK] 中文"
+    for path in (minilm / "tokenizer.json", minilm):
+        r = kestrel("tokenize", "-m", str(path), text)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == [101, 7592, 1010, 14477, 20961, 3468, 2088, 999, 103, 1746, 1861, 102]
+    r = kestrel("tokenize", "-m", str(minilm), "Hi", "--no-bos", "--pieces")
+    assert r.returncode == 0 and r.stdout.split() == ["7632", "'hi'"], r.stdout
+    bad = json.loads((minilm / "tokenizer.json").read_text())
+    bad["model"]["max_input_chars_per_word"] = "many"
+    (tmp_path / "tokenizer.json").write_text(json.dumps(bad))
+    assert_clean_error(kestrel("tokenize", "-m", str(tmp_path / "tokenizer.json"), "x"),
+                       "max_input_chars_per_word must be a non-negative integer")
 
 
 @needs_model

@@ -8,15 +8,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "../common/skip_or_fail.h"
 #include "formats/gguf.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
+#include "tokenizer_fixtures.h"
 
 namespace kestrel {
 namespace {
@@ -25,29 +24,11 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 fs::path fixture_dir() {
-  const char* src = std::getenv("KESTREL_SOURCE_DIR");
-  return fs::path(src ? src : KESTREL_SOURCE_DIR) / "tests" / "fixtures" / "tokenizer";
+  return test::tokenizer_fixture_dir();
 }
-
-fs::path vocab_cache_dir() {
-  // An empty KESTREL_CACHE is unset, as for scripts/setup.sh (${KESTREL_CACHE:-...}) and the other tests.
-  if (const char* c = std::getenv("KESTREL_CACHE"); c && *c) return fs::path(c) / "vocab";
-  const char* home = std::getenv("HOME");
-  return fs::path(home ? home : "/nonexistent") / ".cache" / "kestrel" / "vocab";
-}
-
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path.string());
-  return json::parse(in);
-}
-
-std::string from_hex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
+using test::from_hex;
+using test::read_json;
+using test::vocab_cache_dir;
 
 // Real vocabularies: the default model and llama.cpp's vocab-only GGUFs (scripts/fetch_test_vocabs.sh).
 fs::path gguf_path(const std::string& name) {
