@@ -166,6 +166,23 @@ struct AttentionArgs {
   const void* state = nullptr;  // the variant's plan for this step (Variant::plan), or null
 };
 
+struct LayernormArgs {
+  const Tensor& x;
+  const Tensor& w;
+  const Tensor& b;
+  float eps;
+  Tensor& y;
+};
+struct UnaryArgs {  // gelu
+  const Tensor& x;
+  Tensor& y;
+};
+struct EncoderAttentionArgs {
+  const Tensor& qkv;
+  const EncoderAttentionBatch& batch;
+  Tensor& out;
+};
+
 struct SampleArgs {
   Tensor& logits;
   const Tensor& rows;
@@ -195,6 +212,9 @@ struct Registries {
   Registry<KvWriteArgs> kv_write{"kv_write"};
   Registry<RopeKvWriteArgs> rope_kv_write{"rope_kv_write"};
   Registry<AttentionArgs> attention{"attention"};
+  Registry<LayernormArgs> layernorm{"layernorm"};
+  Registry<UnaryArgs> gelu{"gelu"};
+  Registry<EncoderAttentionArgs> encoder_attention{"encoder_attention"};
   Registry<SampleArgs> sample{"sample"};
   Registry<FeedSampledArgs> feed_sampled{"feed_sampled"};
 };

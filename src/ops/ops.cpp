@@ -209,6 +209,34 @@ void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const 
   }
 }
 
+void layernorm(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) {
+  KS_CHECK(w.numel() == x.cols() && b.numel() == x.cols() && y.numel() == x.numel(),
+           "layernorm shape mismatch: x {} w {} b {} y {}", x.describe(), w.describe(), b.describe(), y.describe());
+  if (skipped(ctx, "layernorm")) return;
+  registries().layernorm.run({x, w, b, eps, y}, ctx);
+}
+
+void gelu(const Context& ctx, const Tensor& x, Tensor& y) {
+  KS_CHECK(x.numel() == y.numel(), "gelu shape mismatch: x {} y {}", x.describe(), y.describe());
+  if (skipped(ctx, "gelu")) return;
+  registries().gelu.run({x, y}, ctx);
+}
+
+void encoder_attention(const Context& ctx, const Tensor& qkv, const EncoderAttentionBatch& batch, Tensor& out) {
+  const int64_t T = qkv.ndim() == 2 ? qkv.rows() : -1;
+  KS_CHECK(T >= 0 && out.ndim() == 3 && out.dim(0) == T && qkv.cols() == 3 * out.dim(1) * out.dim(2) &&
+               qkv.data != out.data &&
+               (batch.key_mask.empty() || (batch.key_mask.numel() == T && batch.key_mask.dtype == DType::I32)),
+           "encoder_attention shape mismatch: qkv {} out {} key_mask {}", qkv.describe(), out.describe(),
+           batch.key_mask.describe());
+  for (const EncoderSeq& s : batch.seqs)
+    KS_CHECK(s.begin >= 0 && s.len >= 0 && s.begin + int64_t{s.len} <= T,
+             "encoder_attention: sequence rows [{}, {}) outside the {} rows of qkv", s.begin, s.begin + int64_t{s.len},
+             T);
+  if (skipped(ctx, "encoder_attention")) return;
+  registries().encoder_attention.run({qkv, batch, out}, ctx);
+}
+
 void sample(const Context& ctx, Tensor& logits, const Tensor& rows, Tensor& penalties, Tensor& out,
             const Tensor& masks) {
   static_assert(sizeof(SampleRow) % 4 == 0 && sizeof(SampleOut) % 4 == 0 && sizeof(PenaltyEntry) == 20);

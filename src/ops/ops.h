@@ -63,6 +63,14 @@ void swiglu(const Context& ctx, const Tensor& gate_up, Tensor& y);
 void gelu_mul(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& y);
 void geglu(const Context& ctx, const Tensor& gate_up, Tensor& y);
 
+// y = (x - mean) / sqrt(var + eps) * w + b over the last dimension, with the biased variance (as
+// torch.nn.LayerNorm; BERT's norms). w, b: f32 [D]. y may alias x.
+void layernorm(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y);
+
+// y = x / 2 * (1 + erf(x / sqrt(2))), elementwise: the exact GELU (BERT's "gelu"; gelu_mul above is the
+// tanh approximation). Same shapes; y may alias x.
+void gelu(const Context& ctx, const Tensor& x, Tensor& y);
+
 struct RopeParams {
   enum class Style : uint8_t {
     Adjacent,   // rotate pairs (2i, 2i+1): GGUF llama-family files (Q/K permuted by convert_hf_to_gguf)
@@ -219,6 +227,23 @@ struct AttentionPlan {
 // q: a query tensor of the step's shape (its values are not read); cache: any layer (they share shapes).
 AttentionPlan plan_attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionBatch& batch);
 void attention(const Context& ctx, const Tensor& q, const KvLayer& cache, const AttentionPlan& plan, Tensor& out);
+
+// Bidirectional attention without a KV cache (encoders), over the sequences of a batch stacked as rows.
+// Sequence s is rows [begin, begin + len); each of its rows attends to every row of the same sequence
+// whose key_mask entry is 1 (the tokenizer's attention mask: padding keys are 0), none of the others.
+struct EncoderSeq {
+  int32_t begin = 0;
+  int32_t len = 0;
+};
+struct EncoderAttentionBatch {
+  std::vector<EncoderSeq> seqs;  // host; disjoint row ranges inside [0, T)
+  float scale = 1.f;             // usually 1/sqrt(head_dim)
+  Tensor key_mask;               // i32 [T] on ctx.device, or empty: every key of a sequence counts
+};
+// qkv: [T, 3 * H * D], each row q | k | v (a fused projection's output); out: [T, H, D], must not alias
+// qkv. A row whose sequence has no unmasked key is written as zeros. Rows outside every sequence are
+// left as they are.
+void encoder_attention(const Context& ctx, const Tensor& qkv, const EncoderAttentionBatch& batch, Tensor& out);
 
 // ---- sampling ----
 // One row's sampling parameters as the kernels read them (a row of i32 words). The pipeline, the same on

@@ -719,6 +719,112 @@ TEST_F(OpsHarness, GeluMul) {
   check_binary(registries().gelu_mul, 320, kFloatBound);
 }
 
+// ---- the encoder's ops: layernorm, gelu, encoder_attention -------------------------------------------
+
+TEST_F(OpsHarness, Layernorm) {
+  uint32_t seed = 340;
+  for (int64_t rows : {1, 3, 64})
+    for (int64_t d : {1, 7, 64, 384, 1000}) {
+      std::mt19937 rng(seed++);
+      // A mean far from zero, as a residual stream can have: a one-pass variance would cancel badly.
+      Tensor x = rand_f32({rows, d}, rng, 3.f);
+      for (int64_t i = 0; i < x.numel(); ++i) x.ptr<float>()[i] += 20.f;
+      const Tensor w = rand_f32({d}, rng), b = rand_f32({d}, rng);
+      for (bool in_place : {false, true}) {
+        CaseFn<LayernormArgs> call = [&](const Variant<LayernormArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                         std::string* why, double* us) -> std::optional<Tensor> {
+          Tensor dx = put(a, x, Role::Activation), dw = put(a, w, Role::Param), db = put(a, b, Role::Param),
+                 dy = put(a, poisoned(DType::F32, {rows, d}), Role::Activation);
+          Tensor& out = in_place ? dx : dy;
+          LayernormArgs args{dx, dw, db, 1e-12f, out};
+          if (!v.supports(args, why)) return std::nullopt;
+          if (us) *us = time_us([&] { v.run(args, ctx); }, a);  // before the in-place result is final
+          if (in_place) dx = put(a, x, Role::Activation);
+          v.run(args, ctx);
+          a.synchronize();
+          return a.download(out);
+        };
+        check_case(registries().layernorm, dims({rows, d}) + (in_place ? " in-place" : ""), kFloatBound, call,
+                   rows * d * 8.0, rows * d * 7.0);
+      }
+    }
+}
+
+TEST_F(OpsHarness, Gelu) {
+  uint32_t seed = 360;
+  for (int64_t n : {1, 7, 64, 1000, 1536 * 9 + 5, 1 << 16}) {
+    std::mt19937 rng(seed++);
+    const Tensor x = rand_f32({n}, rng, 4.f);
+    for (bool in_place : {false, true}) {
+      CaseFn<UnaryArgs> call = [&](const Variant<UnaryArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                   std::string* why, double* us) -> std::optional<Tensor> {
+        Tensor dx = put(a, x, Role::Activation), dy = put(a, poisoned(DType::F32, {n}), Role::Activation);
+        Tensor& out = in_place ? dx : dy;
+        UnaryArgs args{dx, out};
+        if (!v.supports(args, why)) return std::nullopt;
+        if (us) *us = time_us([&] { v.run(args, ctx); }, a);
+        if (in_place) dx = put(a, x, Role::Activation);
+        v.run(args, ctx);
+        a.synchronize();
+        return a.download(out);
+      };
+      check_case(registries().gelu, dims({n}) + (in_place ? " in-place" : ""), kFloatBound, call, n * 8.0, n * 10.0);
+    }
+  }
+}
+
+// How a case masks keys: not at all, right padding (the tokenizer's: the last keys of a sequence), or
+// random holes; a sequence may also lose every key (its rows are zeros).
+enum class KeyMask { None, Padding, Holes };
+
+void check_encoder_attention(int64_t n_heads, int64_t head_dim, const std::vector<int32_t>& lens, KeyMask masking,
+                             uint32_t seed) {
+  std::mt19937 rng(seed);
+  EncoderAttentionBatch batch;
+  batch.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+  int32_t T = 0;
+  for (int32_t len : lens) {
+    batch.seqs.push_back({T, len});
+    T += len;
+  }
+  Tensor mask = Tensor::empty_host(DType::I32, {T});
+  for (const EncoderSeq& s : batch.seqs) {
+    const int32_t pad = masking == KeyMask::Padding ? std::uniform_int_distribution<int32_t>(0, s.len)(rng) : 0;
+    for (int32_t j = 0; j < s.len; ++j)
+      mask.ptr<int32_t>()[s.begin + j] =
+          masking == KeyMask::Holes ? std::uniform_int_distribution<int>(0, 3)(rng) != 0 : j < s.len - pad;
+  }
+  const Tensor qkv = rand_f32({T, 3 * n_heads * head_dim}, rng, 2.f);
+  CaseFn<EncoderAttentionArgs> call = [&](const Variant<EncoderAttentionArgs>& v, const DeviceAdapter& a,
+                                          const Context& ctx, std::string* why, double* us) -> std::optional<Tensor> {
+    Tensor dqkv = put(a, qkv, Role::Activation),
+           dout = put(a, poisoned(DType::F32, {T, n_heads, head_dim}), Role::Activation);
+    EncoderAttentionBatch b = batch;
+    if (masking != KeyMask::None) b.key_mask = put(a, mask, Role::Index);
+    EncoderAttentionArgs args{dqkv, b, dout};
+    if (!v.supports(args, why)) return std::nullopt;
+    run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+    return a.download(dout);
+  };
+  std::string desc = fmt::format("h{} d{} mask {} seqs", n_heads, head_dim, static_cast<int>(masking));
+  double flops = 0;
+  for (int32_t len : lens) {
+    desc += fmt::format(" {}", len);
+    flops += 4.0 * n_heads * head_dim * len * len;
+  }
+  check_case(registries().encoder_attention, desc, kFloatBound, call, 2.0 * qkv.nbytes(), flops);
+}
+
+TEST_F(OpsHarness, EncoderAttention) {
+  uint32_t seed = 380;
+  const std::vector<std::vector<int32_t>> batches = {
+      {1}, {9}, {7, 1, 33}, {128, 5}, {2, 300, 17, 64},
+  };
+  for (KeyMask m : {KeyMask::None, KeyMask::Padding, KeyMask::Holes})
+    for (auto [heads, dim] : {std::pair<int64_t, int64_t>{12, 32}, {4, 64}, {2, 17}})
+      for (const auto& lens : batches) check_encoder_attention(heads, dim, lens, m, seed++);
+}
+
 // Two outputs compared as one: a's values then b's.
 Tensor concat_outputs(const Tensor& a, const Tensor& b) {
   Tensor both = Tensor::empty_host(DType::F32, {a.numel() + b.numel()});

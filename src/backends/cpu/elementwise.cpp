@@ -1,5 +1,5 @@
-// Row-wise and elementwise ops (rmsnorm, add, silu_mul, rope, embed, scatter_rows, kv_write): threaded only when a
-// call is big enough to pay for the fork/join (prefill); a decode step's 576-wide rows run inline.
+// Row-wise and elementwise ops (rmsnorm, layernorm, add, silu_mul, gelu, rope, embed, scatter_rows, kv_write): threaded
+// only when a call is big enough to pay for the fork/join (prefill); a decode step's 576-wide rows run inline.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -76,17 +76,44 @@ void rmsnorm(const ops::RmsnormArgs& a, const ops::Context& ctx) {
     for (int64_t r = b; r < e; ++r) {
       const float* x = a.x.ptr<float>() + r * d;
       float* y = a.y.ptr<float>() + r * d;
-      // Eight partial sums vectorise without -ffast-math and keep the f32 rounding error small.
-      float part[8] = {};
-      int64_t i = 0;
-      for (; i + 8 <= d; i += 8)
-        for (int l = 0; l < 8; ++l) part[l] += x[i + l] * x[i + l];
-      double ss = 0;
-      for (float p : part) ss += p;
-      for (; i < d; ++i) ss += x[i] * x[i];
+      const double ss = partial_sums(d, [x](int64_t i) { return x[i] * x[i]; });
       const float inv = static_cast<float>(1.0 / std::sqrt(ss / d + a.eps));
       for (int64_t j = 0; j < d; ++j) y[j] = x[j] * inv * w[j];
     }
+  });
+}
+
+bool layernorm_supports(const ops::LayernormArgs& a, std::string* why) {
+  return all_f32({&a.x, &a.w, &a.b, &a.y}, why);
+}
+
+void layernorm(const ops::LayernormArgs& a, const ops::Context& ctx) {
+  const int64_t d = a.x.cols();
+  const float *w = a.w.ptr<float>(), *bias = a.b.ptr<float>();
+  for_rows(ctx, a.x.rows(), d, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* x = a.x.ptr<float>() + r * d;
+      float* y = a.y.ptr<float>() + r * d;
+      // Two passes (mean, then squared deviations): one-pass E[x^2] - E[x]^2 cancels badly when the
+      // residual stream has a large mean.
+      const auto mean = static_cast<float>(partial_sums(d, [x](int64_t i) { return x[i]; }) / d);
+      const double ss = partial_sums(d, [x, mean](int64_t i) { return (x[i] - mean) * (x[i] - mean); });
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / d + a.eps));
+      for (int64_t j = 0; j < d; ++j) y[j] = (x[j] - mean) * inv * w[j] + bias[j];
+    }
+  });
+}
+
+bool gelu_supports(const ops::UnaryArgs& a, std::string* why) {
+  return all_f32({&a.x, &a.y}, why);
+}
+
+void gelu(const ops::UnaryArgs& a, const ops::Context& ctx) {
+  const float* x = a.x.ptr<float>();
+  float* y = a.y.ptr<float>();
+  constexpr float kInvSqrt2 = 0.70710678118654752f;
+  for_rows(ctx, a.y.numel(), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = 0.5f * x[i] * (1.f + std::erf(x[i] * kInvSqrt2));
   });
 }
 

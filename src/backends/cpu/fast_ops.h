@@ -4,6 +4,7 @@
 // dispatcher that says no (with a reason) to dtypes and layouts it does not handle.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "backends/cpu/kernels.h"
@@ -40,7 +41,30 @@ void scatter_rows(const ops::ScatterRowsArgs& a, const ops::Context& ctx);
 bool kv_write_supports(const ops::KvWriteArgs& a, std::string* why);
 void kv_write(const ops::KvWriteArgs& a, const ops::Context& ctx);
 
+// The encoder's ops: layernorm and gelu in elementwise.cpp, attention (one task per sequence and head)
+// in encoder_attention.cpp.
+bool layernorm_supports(const ops::LayernormArgs& a, std::string* why);
+void layernorm(const ops::LayernormArgs& a, const ops::Context& ctx);
+bool gelu_supports(const ops::UnaryArgs& a, std::string* why);
+void gelu(const ops::UnaryArgs& a, const ops::Context& ctx);
+bool encoder_attention_supports(const ops::EncoderAttentionArgs& a, std::string* why);
+void encoder_attention(const ops::EncoderAttentionArgs& a, const ops::Context& ctx);
+
 // Shared by the drivers: true when every tensor is f32, else sets *why.
 bool all_f32(std::initializer_list<const Tensor*> ts, std::string* why);
+
+// The sum of term(i) over [0, n): eight f32 partial sums vectorise without -ffast-math and keep the
+// rounding error small; they and the tail are added in double.
+template <typename Term>
+double partial_sums(int64_t n, Term&& term) {
+  float part[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) part[l] += term(i + l);
+  double sum = 0;
+  for (float p : part) sum += p;
+  for (; i < n; ++i) sum += term(i);
+  return sum;
+}
 
 }  // namespace kestrel::backends::cpu

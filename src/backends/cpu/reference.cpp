@@ -178,6 +178,61 @@ void ref_attention(const AttentionArgs& a, const Context&) {
   }
 }
 
+void ref_layernorm(const LayernormArgs& a, const Context&) {
+  const int64_t rows = a.x.rows(), d = a.x.cols();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = a.x.ptr<float>() + r * d;
+    float* y = a.y.ptr<float>() + r * d;
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < d; ++i) mean += x[i];
+    mean /= d;
+    for (int64_t i = 0; i < d; ++i) var += (x[i] - mean) * (x[i] - mean);
+    const double inv = 1.0 / std::sqrt(var / d + a.eps);
+    for (int64_t i = 0; i < d; ++i)
+      y[i] = static_cast<float>((x[i] - mean) * inv * a.w.ptr<float>()[i] + a.b.ptr<float>()[i]);
+  }
+}
+
+void ref_gelu(const UnaryArgs& a, const Context&) {
+  for (int64_t i = 0; i < a.y.numel(); ++i) {
+    const double x = a.x.ptr<float>()[i];
+    a.y.ptr<float>()[i] = static_cast<float>(0.5 * x * (1 + std::erf(x / std::sqrt(2.0))));
+  }
+}
+
+void ref_encoder_attention(const EncoderAttentionArgs& a, const Context&) {
+  const int64_t H = a.out.dim(1), D = a.out.dim(2), row = 3 * H * D;
+  const float* qkv = a.qkv.ptr<float>();
+  const int32_t* mask = a.batch.key_mask.empty() ? nullptr : a.batch.key_mask.ptr<int32_t>();
+  for (const EncoderSeq& s : a.batch.seqs)
+    for (int64_t i = s.begin; i < s.begin + s.len; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        const float* q = qkv + i * row + h * D;
+        std::vector<double> w(s.len, -INFINITY);  // masked keys weigh exp(-inf) = 0
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < s.len; ++j) {
+          if (mask && mask[s.begin + j] == 0) continue;
+          const float* k = qkv + (s.begin + j) * row + H * D + h * D;
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(q[d]) * k[d];
+          w[j] = dot * a.batch.scale;
+          mx = std::max(mx, w[j]);
+        }
+        float* o = a.out.ptr<float>() + (i * H + h) * D;
+        if (mx == -INFINITY) {  // no key to attend to
+          std::fill(o, o + D, 0.f);
+          continue;
+        }
+        double sum = 0;
+        for (auto& x : w) sum += (x = std::exp(x - mx));
+        for (int64_t d = 0; d < D; ++d) {
+          double acc = 0;
+          for (int64_t j = 0; j < s.len; ++j) acc += w[j] * qkv[(s.begin + j) * row + 2 * H * D + h * D + d];
+          o[d] = static_cast<float>(acc / sum);
+        }
+      }
+}
+
 bool f32_io(const Tensor& a, const Tensor& b, std::string* why) {
   return all_f32({&a, &b}, why);
 }
@@ -218,6 +273,16 @@ void register_reference(Registries& r) {
                   [](const KvWriteArgs& a, std::string* why) { return f32_io(a.k, a.v, why); }, ref_kv_write});
   r.attention.add({"cpu.ref", Device::Cpu, kRefPriority,
                    [](const AttentionArgs& a, std::string* why) { return f32_io(a.q, a.out, why); }, ref_attention});
+  r.layernorm.add({"cpu.ref", Device::Cpu, kRefPriority,
+                   [](const LayernormArgs& a, std::string* why) {
+                     return all_f32({&a.x, &a.w, &a.b, &a.y}, why);
+                   },
+                   ref_layernorm});
+  r.gelu.add({"cpu.ref", Device::Cpu, kRefPriority,
+              [](const UnaryArgs& a, std::string* why) { return f32_io(a.x, a.y, why); }, ref_gelu});
+  r.encoder_attention.add({"cpu.ref", Device::Cpu, kRefPriority,
+                           [](const EncoderAttentionArgs& a, std::string* why) { return f32_io(a.qkv, a.out, why); },
+                           ref_encoder_attention});
 }
 
 }  // namespace kestrel::backends::cpu

@@ -59,6 +59,9 @@ void register_variants(ops::Registries& r) {
   r.gelu_mul.add({"cpu.simd", Device::Cpu, kSimdPriority, act_mul_supports, gelu_mul});
   r.rope.add({"cpu.simd", Device::Cpu, kSimdPriority, rope_supports, rope});
   r.kv_write.add({"cpu.simd", Device::Cpu, kSimdPriority, kv_write_supports, kv_write});
+  r.layernorm.add({"cpu.simd", Device::Cpu, kSimdPriority, layernorm_supports, layernorm});
+  r.gelu.add({"cpu.simd", Device::Cpu, kSimdPriority, gelu_supports, gelu});
+  r.encoder_attention.add({"cpu.simd", Device::Cpu, kSimdPriority, encoder_attention_supports, encoder_attention});
 }
 
 }  // namespace kestrel::backends::cpu
