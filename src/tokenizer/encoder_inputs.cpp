@@ -111,18 +111,19 @@ std::vector<EncoderInput> encode_rows(const Tokenizer& tokenizer, std::span<cons
   const bool pairs = !second.empty();
   const std::vector<TemplatePiece>& pieces = pairs ? tmpl.pair : tmpl.single;
   KS_CHECK(!pieces.empty(), "tokenizer: the post-processor has no template for {}", pairs ? "pairs" : "one text");
+  std::optional<Truncation> truncation = spec.truncation;
+  if (options.max_length > 0) truncation = Truncation{.max_length = options.max_length};
   std::optional<size_t> max_length;
   // Room is left for the special tokens. With fewer than that HF's unsigned subtraction wraps around and
   // nothing is truncated; so it is here, to give the same inputs.
   const size_t added = options.add_special ? special_token_count(pieces) : 0;
-  if (options.truncate && spec.truncation && spec.truncation->max_length >= added)
-    max_length = spec.truncation->max_length - added;
+  if (options.truncate && truncation && truncation->max_length >= added) max_length = truncation->max_length - added;
   std::vector<EncoderInput> rows;
   rows.reserve(first.size());
   for (size_t i = 0; i < first.size(); ++i) {
     std::vector<int32_t> a = tokenizer.encode(first[i], false, true), b;
     if (pairs) b = tokenizer.encode(second[i], false, true);
-    if (max_length) truncate(a, pairs ? &b : nullptr, *max_length, *spec.truncation);
+    if (max_length) truncate(a, pairs ? &b : nullptr, *max_length, *truncation);
     const std::vector<int32_t>* texts[2] = {&a, &b};
     rows.push_back(build_row(pieces, texts, options.add_special));
   }

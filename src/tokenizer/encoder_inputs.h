@@ -25,6 +25,9 @@ struct EncoderInputOptions {
   bool add_special = true;  // the template's special tokens ([CLS], [SEP], ...)
   bool truncate = true;     // tokenizer.json's truncation, when it has one
   bool pad = true;          // tokenizer.json's padding, when it has one
+  // > 0: texts are cut to this many ids (special tokens included) instead, longest first from the end,
+  // as sentence-transformers' max_seq_length overrides tokenizer.json's truncation.
+  size_t max_length = 0;
 };
 
 // One row per text. Special-token text in the texts ("[MASK]") is read as that token, as HF does.
