@@ -1,5 +1,6 @@
 """End-to-end checks of the `kestrel` binary: the main subcommands on the default model, and bad input
 (files, flags, prompts) giving one clear error line and a non-zero exit, never a crash."""
+import array
 import json
 import pathlib
 import shutil
@@ -103,6 +104,40 @@ def test_tokenize_info_and_stop_strings():
     assert "architecture  llama" in r.stdout and "q4_1" in r.stdout
     r = kestrel("run", "--raw", "1, 2, 3, 4,", "-n", "40", "--stop", "8", "--temp", "0")
     assert r.returncode == 0 and "8" not in r.stdout
+
+
+def test_embed_minilm_prints_openai_shaped_json(tmp_path):
+    """`kestrel embed` on all-MiniLM-L6-v2: texts from arguments then --file, normalized vectors in order, equal
+    to sentence-transformers' (tests/fixtures/encoder/) for a text of the golden set."""
+    minilm = cache_dir() / "models" / "all-MiniLM-L6-v2"
+    if not (minilm / "model.safetensors").exists():
+        skip_or_fail(f"{minilm}/model.safetensors missing; run scripts/fetch_test_vocabs.sh")
+    lines = tmp_path / "texts.txt"
+    lines.write_text("Hello world\r\n日本語のテキストも埋め込めます。\n", encoding="utf-8")
+    r = kestrel("embed", "-m", str(minilm), "Hello world", "The [MASK] sat on the mat.", "--file", str(lines))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["object"] == "list" and [d["index"] for d in out["data"]] == [0, 1, 2, 3]
+    vecs = [d["embedding"] for d in out["data"]]
+    assert all(len(v) == 384 and abs(sum(x * x for x in v) - 1) < 1e-5 for v in vecs)
+    assert vecs[0] == vecs[2]  # the same text from an argument and from the file
+    golden = json.loads((FIXTURES / "encoder" / "minilm_golden.json").read_text(encoding="utf-8"))
+    ref = array.array("f", (FIXTURES / "encoder" / "minilm_golden.f32").read_bytes())
+    i = golden["texts"].index("Hello world")
+    assert sum(a * b for a, b in zip(vecs[0], ref[i * 384:(i + 1) * 384])) > 0.9999
+
+
+def test_embed_errors_are_one_clear_line(tmp_path):
+    assert "sentence embeddings" in kestrel("embed", "--help").stdout
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert_clean_error(kestrel("embed", "-m", str(tmp_path), "x"), "not a BERT encoder")
+    assert_clean_error(kestrel("embed", "-m", str(tmp_path / "nope"), "x"), "not a directory")
+    assert_clean_error(kestrel("embed", "-m", str(tmp_path)), "nothing to embed")
+    assert_clean_error(kestrel("embed", "-m", str(tmp_path), "--file", str(tmp_path / "none.txt")), "cannot read")
+    (tmp_path / "empty.txt").write_text("")
+    assert_clean_error(kestrel("embed", "-m", str(tmp_path), "--file", str(tmp_path / "empty.txt")), "nothing to embed")
+    (tmp_path / "config.json").unlink()
+    assert_clean_error(kestrel("embed", "-m", str(tmp_path), "x"), "no config.json")
 
 
 def test_tokenize_wordpiece_tokenizer_json(tmp_path):
