@@ -112,7 +112,8 @@ std::string weight_name(DType t) {
   return t == DType::U4 ? "w4a16-g128" : std::string(dtype_name(t));
 }
 
-// A --filter naming a weight type (q4_k, bf16, w4a16-g128, ...): only that type's matmuls.
+// A --filter naming a weight type (q4_k, bf16, w4a16-g128, ...): only that type's matmuls, and bf16's, the
+// baseline of the speed-up lines.
 bool type_filter() {
   for (DType t : {DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::U4})
     if (g_filter == weight_name(t)) return true;
@@ -205,7 +206,7 @@ void bench_matmul(std::mt19937& rng, bool quick) {
             : std::vector<DType>{DType::BF16, DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::U4};
   std::map<std::string, double> bf16_us;  // the dispatcher's bf16 time per shape and M, for the speed-ups
   for (DType wt : types) {
-    if (type_filter() && g_filter != weight_name(wt)) continue;
+    if (type_filter() && g_filter != weight_name(wt) && wt != DType::BF16) continue;
     double step_us = 0, step_bytes = 0;  // llama3-8b GEMMs of one batch-1 decode step, dispatcher's choices
     for (const Shape& s : shapes) {
       const double wbytes = weight_bytes(wt, s.n, s.k);
