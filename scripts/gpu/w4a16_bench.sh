@@ -19,6 +19,8 @@ for f in kestrel kestrel_tests kestrel_cuda_bench; do
   chmod +x "/tmp/kb/$f"
 done
 export KESTREL_SOURCE_DIR="$PWD"
+# Shared libraries the device lacks (libutf8proc), carried next to the binaries.
+[[ -d "$bin/lib" ]] && export LD_LIBRARY_PATH="$PWD/$bin/lib:${LD_LIBRARY_PATH:-}"
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)
 echo "$card"
 synth=""

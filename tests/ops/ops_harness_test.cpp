@@ -517,6 +517,7 @@ const char* cuda_grouped_decline(const std::string& variant, DType codes, int64_
     if (act_order) return "act-order: the dequantizing GEMMs read g_idx";
     if (k % 128 != 0) return "K must be a multiple of 128";
     if (group < k && group % 32 != 0) return "groups must be a multiple of 32 codes";
+    if (m == 1 && k < 8192) return "one token and K below 8192: cuda.gmv's";
     return nullptr;
   }
   if (variant != "cuda.gmv") return nullptr;
@@ -614,9 +615,10 @@ TEST_F(OpsHarness, Matmul) {
   // lane's load) and one per row; and a call with enough blocks for its 128-channel tiles (N = 1100: a
   // partial channel tile too).
   for (int64_t group : {32, 64, 256})
-    for (int64_t m : {1, 9, 16, 17, 32, 33, 70})
+    for (int64_t m : {2, 9, 16, 17, 32, 33, 70})
       check_grouped_matmul(DType::U4, m, 256, 96, group, group != 64, false, m % 2 == 0, seed++);
   check_grouped_matmul(DType::U4, 1000, 128, 1100, 128, true, false, true, seed++);
+  check_grouped_matmul(DType::U4, 1, 8192, 40, 128, true, false, true, seed++);  // one token, long rows
   // Act-order on the dequantizing GEMMs, decode-sized and larger.
   for (int64_t m : {1, 8, 33}) check_grouped_matmul(DType::U4, m, 256, 80, 128, true, true, m != 8, seed++);
   check_grouped_matmul(DType::U3, 9, 192, 70, 64, true, false, false, seed++);  // U3 beyond cuda.gmv

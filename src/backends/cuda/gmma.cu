@@ -66,17 +66,23 @@ __device__ __forceinline__ uint32_t x_pair(const uint32_t (&v)[4], int e) {
   return f16_pair(__byte_perm(v[e / 2], v[2 + e / 2], e % 2 ? 0x7632u : 0x5410u));
 }
 
-// A channel's group constants for the 32 codes a lane holds: {1024 + zero} and {scale}, as f16 pairs.
+// A channel's group parameters for the 32 codes a lane holds, as loaded (f16 scale and zero point; the
+// kernels load them with the codes, a span ahead, and convert them where they use them: a conversion next to
+// its load would wait for it), and as the decode uses them: {1024 + zero} and {scale}, f16 pairs.
+struct GroupRaw {
+  __half scale, zero;
+};
 struct Group {
   __half2 zero, scale;
 };
-__device__ __forceinline__ Group group_of(const GroupedWeight& w, int row, int k) {
+__device__ __forceinline__ GroupRaw load_group(const GroupedWeight& w, int row, int k) {
   const int g = w.groups == 1 ? 0 : k / w.group_size;
   const size_t at = static_cast<size_t>(row) * w.groups + g;
-  const auto* scales = static_cast<const __half*>(w.scales);
-  const auto* zeros = static_cast<const __half*>(w.zeros);
-  const __half z = zeros ? __hadd(zeros[at], __float2half(1024.f)) : __float2half(1024.f + 8.f);
-  return {__half2half2(z), __half2half2(scales[at])};
+  const __half zero = w.zeros ? static_cast<const __half*>(w.zeros)[at] : __float2half(8.f);  // symmetric: 2^(4-1)
+  return {static_cast<const __half*>(w.scales)[at], zero};
+}
+__device__ __forceinline__ Group group_of(const GroupRaw& r) {
+  return {__half2half2(__hadd(r.zero, __float2half(1024.f))), __half2half2(r.scale)};
 }
 
 // Code pair p (codes p, p + 4) of a word as f16 weights (code - zero) * scale.
@@ -128,12 +134,16 @@ __global__ void __launch_bounds__(kSmallWarps * 32, 2)
   float acc[NT][4] = {};
   for (int s0 = warp; s0 < spans; s0 += kSmallWarps * kUnroll) {
     uint4 codes[kUnroll][2];
+    GroupRaw groups[kUnroll][2];
     uint32_t xv[kUnroll][NT][16];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int s = min(s0 + kSmallWarps * u, spans - 1);  // past the end: reloads the last span, never used
 #pragma unroll
-      for (int i = 0; i < 2; ++i) codes[u][i] = load_stream16(code_row[i] + 64 * static_cast<size_t>(s));
+      for (int i = 0; i < 2; ++i) {
+        codes[u][i] = load_stream16(code_row[i] + 64 * static_cast<size_t>(s));
+        groups[u][i] = load_group(w, row[i], s * kSpan + 32 * t);
+      }
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -147,8 +157,7 @@ __global__ void __launch_bounds__(kSmallWarps * 32, 2)
     for (int u = 0; u < kUnroll; ++u) {
       const int s = s0 + kSmallWarps * u;
       if (s >= spans) break;
-      const int k = s * kSpan + 32 * t;
-      const Group g0 = group_of(w, row[0], k), g1 = group_of(w, row[1], k);
+      const Group g0 = group_of(groups[u][0]), g1 = group_of(groups[u][1]);
 #pragma unroll
       for (int wi = 0; wi < 4; ++wi)
 #pragma unroll
@@ -230,16 +239,20 @@ __global__ void __launch_bounds__(kLargeWarps * 32)
       for (int p = 0; p < 4; ++p) *reinterpret_cast<uint32_t*>(dst + 8 * p) = x_pair(vw, p);
     }
   };
-  auto load_codes = [&](int s, uint4(&c)[RW][2]) {
+  auto load_codes = [&](int s, uint4(&c)[RW][2], GroupRaw(&gr)[RW][2]) {
 #pragma unroll
     for (int r = 0; r < RW; ++r)
 #pragma unroll
-      for (int i = 0; i < 2; ++i) c[r][i] = load_stream16(code_row[r][i] + 64 * static_cast<size_t>(s));
+      for (int i = 0; i < 2; ++i) {
+        c[r][i] = load_stream16(code_row[r][i] + 64 * static_cast<size_t>(s));
+        gr[r][i] = load_group(w, row[r][i], s * kSpan + 32 * t);
+      }
   };
 
   uint4 xn[kXLoads], cn[RW][2];
+  GroupRaw gn[RW][2];
   load_x(0, xn);
-  load_codes(0, cn);
+  load_codes(0, cn, gn);
   store_x(0, xn);
   __syncthreads();
 
@@ -249,13 +262,15 @@ __global__ void __launch_bounds__(kLargeWarps * 32)
   float acc[RW][TN][4] = {};
   for (int s = 0; s < spans; ++s) {
     uint4 c[RW][2];
+    GroupRaw graw[RW][2];
 #pragma unroll
-    for (int r = 0; r < RW; ++r) c[r][0] = cn[r][0], c[r][1] = cn[r][1];
-    if (s + 1 < spans) load_x(s + 1, xn), load_codes(s + 1, cn);
-    const int k = s * kSpan + 32 * t;
+    for (int r = 0; r < RW; ++r)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) c[r][i] = cn[r][i], graw[r][i] = gn[r][i];
+    if (s + 1 < spans) load_x(s + 1, xn), load_codes(s + 1, cn, gn);
     Group gr[RW][2];
 #pragma unroll
-    for (int r = 0; r < RW; ++r) gr[r][0] = group_of(w, row[r][0], k), gr[r][1] = group_of(w, row[r][1], k);
+    for (int r = 0; r < RW; ++r) gr[r][0] = group_of(graw[r][0]), gr[r][1] = group_of(graw[r][1]);
     const uint32_t base = smem_addr(&xs[s % 2][lm_row][lm_col]);
 #pragma unroll
     for (int wi = 0; wi < 4; ++wi)

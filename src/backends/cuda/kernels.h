@@ -216,6 +216,7 @@ void launch_gmv(const void* x, const GroupedWeight& w, const float* bias, DType 
 // stream's kernel (split K, x in registers), beyond it a tiled one (x staged in shared memory), `sms` sizing
 // its tiles. Weights rounded once to f16 ((code - zero) * scale), x in f16 (|x| < 65504).
 constexpr int kGmmaSmallM = 16;
+constexpr int kGmmaMinK1 = 8192;  // the shortest rows cuda.gmma takes for one token (register.cpp)
 const char* gmma_decline(DType codes_t, int K, int group_size, int groups, bool act_order);
 void launch_gmma(const void* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
                  int sms, cudaStream_t stream);

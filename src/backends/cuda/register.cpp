@@ -389,7 +389,8 @@ void register_matmul(Registries& r) {
        }});
 
   // Grouped integer weights (GPTQ/AWQ; docs/quantized_checkpoints.md). U4 codes, the common case, go to
-  // cuda.gmma at every M (tensor cores, weights rounded to f16). Other widths, and what gmma declines, go up
+  // cuda.gmma at every M but single tokens on short rows (tensor cores, weights rounded to f16). Other
+  // widths, and what gmma declines, go up
   // to kGmvMaxM rows to cuda.gmv, which streams the codes and decodes them exactly in f32; beyond (and for
   // what it declines: U3 codes, act-order, chunks that straddle groups) the matrix is decoded to bf16 in the
   // lane's workspace once per call and cuBLASLt multiplies it. The rows of these kernels depend on M, so, as
@@ -402,6 +403,13 @@ void register_matmul(Registries& r) {
                                                 static_cast<int>(a.w.groups.group_size),
                                                 static_cast<int>(a.w.n_groups()), !a.w.groups.g_idx.empty());
                   if (no) return reject(why, no);
+                  // One token with rows shorter than kGmmaMinK1: cuda.gmv's warps sweep whole rows and were
+                  // faster there (H100, llama3-8b gate_up 31.7 vs 44.1 us, qkv 10.3 vs 11.2); gmma's split K
+                  // wins on longer rows (down, K = 14336: 21.9 vs 24.0) and from two tokens on.
+                  if (a.x.rows() == 1 && a.x.cols() < kGmmaMinK1 &&
+                      !gmv_decline(a.w.weight.dtype, static_cast<int>(a.w.in_features()),
+                                   static_cast<int>(a.w.groups.group_size), static_cast<int>(a.w.n_groups()), false))
+                    return reject(why, "one token and K below 8192: cuda.gmv's");
                   const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
                   return !(misaligned(a.x.data) || misaligned(a.w.weight.data)) ||
                          reject(why, "x and the code rows must be 16-byte aligned");
