@@ -388,15 +388,17 @@ void register_matmul(Registries& r) {
                            lane_of(ctx).sm_count(), stream_of(ctx));
        }});
 
-  // Grouped integer weights (GPTQ/AWQ; docs/quantized_checkpoints.md). U4 codes, the common case, go to
-  // cuda.gmma at every M but single tokens on short rows (tensor cores, weights rounded to f16). Other
-  // widths, and what gmma declines, go up
-  // to kGmvMaxM rows to cuda.gmv, which streams the codes and decodes them exactly in f32; beyond (and for
-  // what it declines: U3 codes, act-order, chunks that straddle groups) the matrix is decoded to bf16 in the
-  // lane's workspace once per call and cuBLASLt multiplies it. The rows of these kernels depend on M, so, as
+  // Grouped integer weights (GPTQ/AWQ; docs/quantized_checkpoints.md): up to kGmvMaxM rows cuda.gmv streams
+  // the codes and decodes them exactly in f32; beyond (and for what it declines: U3 codes, act-order, chunks
+  // that straddle groups) the matrix is decoded to bf16 in the lane's workspace once per call and cuBLASLt
+  // multiplies it. cuda.gmma (U4 codes on tensor cores at every M, weights rounded to f16; one token on rows
+  // below kGmmaMinK1 it leaves to cuda.gmv, faster there) measured faster than both from two rows on
+  // (BENCHMARKS "W4A16 g128 ... run 2"), but its outputs have not yet been checked on a GPU (OpsHarness.Matmul
+  // did not run there), so it sits below the checked paths and runs where asked for (--variant
+  // matmul=cuda.gmma) until the harness has passed on a device. The rows of these kernels depend on M, so, as
   // for cuda.qmv, batch-invariant mode passes over them and runs cuda.gdequant_gemm_fixed at every M (the
   // fixed-reduction GEMM of the dequantized matrix).
-  r.matmul.add({"cuda.gmma", Device::Cuda, kFastPriority + 1,
+  r.matmul.add({"cuda.gmma", Device::Cuda, kPriority - 2,
                 [](const MatmulArgs& a, std::string* why) {
                   if (!grouped_common(a, why)) return false;
                   const char* no = gmma_decline(a.w.weight.dtype, static_cast<int>(a.w.in_features()),
