@@ -52,6 +52,15 @@ struct alignas(16) Vec16 {
   T v[N];
 };
 
+// 16 bytes that are read once (weights streamed by a GEMV): not kept in L1, which holds what is reused.
+__device__ __forceinline__ uint4 load_stream16(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
 template <typename T>
 __device__ __forceinline__ Vec16<T> load16(const T* p) {
   Vec16<T> r;

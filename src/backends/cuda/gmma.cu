@@ -36,30 +36,6 @@ constexpr int kSmallWarps = 8;  // gmma_small: warps splitting K
 constexpr int kLargeWarps = 4;  // gmma_large: warps splitting the block's channels
 constexpr int kPad = 8;         // f16 after each staged x row: rows 16 bytes off the bank pattern
 
-__device__ __forceinline__ __half2 h2(uint32_t u) {
-  return *reinterpret_cast<const __half2*>(&u);
-}
-__device__ __forceinline__ uint32_t u32(__half2 h) {
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-__device__ __forceinline__ uint32_t word(const uint4& v, int k) {
-  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
-}
-
-// 16 bytes read once: not kept in L1 (x is, for the block's other channels).
-__device__ __forceinline__ uint4 load_stream16(const void* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
-// A bf16 pair as an f16 pair.
-__device__ __forceinline__ uint32_t f16_pair(uint32_t bf) {
-  return u32(__floats2half2_rn(__uint_as_float(bf << 16), __uint_as_float(bf & 0xffff0000u)));
-}
-
 // x elements e and e + 4 (e = 0..3) of 8 consecutive bf16 (words v0..v3) as the f16 pair matching code
 // pair e of a word.
 __device__ __forceinline__ uint32_t x_pair(const uint32_t (&v)[4], int e) {

@@ -34,15 +34,6 @@ __host__ __device__ constexpr int chunk_codes(int bits) {
   return 128 / bits;
 }
 
-// 16 bytes that are read once: not kept in L1 (which holds x for the warp's other rows).
-__device__ __forceinline__ uint4 load_stream16(const void* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
 // N consecutive bf16 of x (N = 4, 8 or 16, 8 bytes aligned at least) as N/2 packed pairs.
 template <int N>
 __device__ __forceinline__ void load_x(const bf16* p, uint32_t (&out)[N / 2]) {

@@ -81,4 +81,20 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   return F16 ? pack_f16(lo, hi) : pack_bf16(lo, hi);
 }
 
+// A 32-bit fragment register as an f16 pair and back, and word k of a 16-byte vector.
+__device__ __forceinline__ __half2 h2(uint32_t u) {
+  return *reinterpret_cast<const __half2*>(&u);
+}
+__device__ __forceinline__ uint32_t u32(__half2 h) {
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t word(const uint4& v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
+
+// A bf16 pair as an f16 pair (exact within f16's range, |x| < 65504).
+__device__ __forceinline__ uint32_t f16_pair(uint32_t bf) {
+  return u32(__floats2half2_rn(__uint_as_float(bf << 16), __uint_as_float(bf & 0xffff0000u)));
+}
+
 }  // namespace kestrel::backends::cuda

@@ -32,24 +32,9 @@ constexpr int kWarps = 8;
 constexpr int kSuper = 256;  // elements of a K-quant block
 constexpr int kXVecs = 8;    // 16-byte vectors of x a lane takes per block and token
 
-__device__ __forceinline__ __half2 h2(uint32_t u) {
-  return *reinterpret_cast<const __half2*>(&u);
-}
-__device__ __forceinline__ uint32_t u32(__half2 h) {
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-__device__ __forceinline__ uint32_t word(const uint4& v, int k) {
-  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
-}
-
 // Byte idx of w (an unsigned value < 1024 - 1024 + 256) as the f16 pair {1024 + v, 1024 + v}.
 __device__ __forceinline__ __half2 byte_pair_1024(uint32_t w, uint32_t idx) {
   return h2(__byte_perm(w, 0x64u, idx | 4u << 4 | idx << 8 | 4u << 12));
-}
-
-// A bf16 pair as an f16 pair (exact within f16's range).
-__device__ __forceinline__ uint32_t f16_pair(uint32_t bf) {
-  return u32(__floats2half2_rn(__uint_as_float(bf << 16), __uint_as_float(bf & 0xffff0000u)));
 }
 
 // Both m16n8k16 K-tiles of a row pair's four f16 pairs p[row][0..3] (row 0: g, row 1: g + 8) against x
