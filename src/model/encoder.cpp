@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
+#include "model/stack_rows.h"
 #include "ops/ops.h"
 #include "tokenizer/tokenizer_file.h"
 
@@ -85,23 +86,6 @@ class BertTensors {
   std::string prefix_;
 };
 
-// Rows of several weights of one dtype stacked into one matrix (the fused q/k/v projection).
-Tensor stack_rows(const std::vector<Tensor>& parts) {
-  int64_t rows = 0;
-  for (const Tensor& p : parts) {
-    KS_CHECK(p.dtype == parts[0].dtype, "query, key and value weights differ in dtype ({} vs {})", p.describe(),
-             parts[0].describe());
-    rows += p.rows();
-  }
-  Tensor out = Tensor::empty_host(parts[0].dtype, {rows, parts[0].cols()});
-  char* dst = static_cast<char*>(out.data);
-  for (const Tensor& p : parts) {
-    std::memcpy(dst, p.data, p.nbytes());
-    dst += p.nbytes();
-  }
-  return out;
-}
-
 Pooling read_pooling(const std::string& dir) {
   Pooling p;
   const fs::path modules = fs::path(dir) / "modules.json";
@@ -169,7 +153,10 @@ std::unique_ptr<Encoder> Encoder::load(const std::string& dir) {
       w.push_back(st.get(name + ".weight", {c.hidden, c.hidden}));
       b.push_back(st.f32(name + ".bias", c.hidden));
     }
-    l.qkv = Dense{Linear(stack_rows(w)), stack_rows(b)};
+    Tensor qkv_w = stack_rows({&w[0], &w[1], &w[2]}), qkv_b = stack_rows({&b[0], &b[1], &b[2]});
+    KS_CHECK(!qkv_w.empty(), "{}: the query, key and value weights differ in dtype ({}, {}, {})", p, w[0].describe(),
+             w[1].describe(), w[2].describe());
+    l.qkv = Dense{Linear(std::move(qkv_w)), std::move(qkv_b)};
     l.attn_out = dense(p + "attention.output.dense", c.hidden, c.hidden);
     l.attn_norm = norm(p + "attention.output.LayerNorm");
     l.up = dense(p + "intermediate.dense", c.intermediate, c.hidden);

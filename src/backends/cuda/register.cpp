@@ -234,6 +234,23 @@ bool grouped_common(const MatmulArgs& a, std::string* why) {
          reject(why, "w above 2^31 rows or columns");
 }
 
+// A kernel's refusals of a grouped weight (gmv_decline, gmma_decline in kernels.h).
+using GroupedDecline = const char* (*)(DType codes_t, int K, int group_size, int groups, bool act_order);
+const char* declined(GroupedDecline decline, const Linear& w) {
+  return decline(w.weight.dtype, static_cast<int>(w.in_features()), static_cast<int>(w.groups.group_size),
+                 static_cast<int>(w.n_groups()), !w.groups.g_idx.empty());
+}
+
+// What the kernels that stream code rows in 16-byte loads (cuda.gmv, cuda.gmma) need beyond grouped_common:
+// a weight their `decline` takes, and x and the code rows 16-byte aligned.
+bool streams_codes(const MatmulArgs& a, std::string* why, GroupedDecline decline) {
+  if (!grouped_common(a, why)) return false;
+  if (const char* no = declined(decline, a.w)) return reject(why, no);
+  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
+  return !(misaligned(a.x.data) || misaligned(a.w.weight.data)) ||
+         reject(why, "x and the code rows must be 16-byte aligned");
+}
+
 GroupedWeight grouped_of(const Linear& w) {
   GroupedWeight g;
   g.codes_t = w.weight.dtype;
@@ -400,21 +417,12 @@ void register_matmul(Registries& r) {
   // fixed-reduction GEMM of the dequantized matrix).
   r.matmul.add({"cuda.gmma", Device::Cuda, kPriority - 2,
                 [](const MatmulArgs& a, std::string* why) {
-                  if (!grouped_common(a, why)) return false;
-                  const char* no = gmma_decline(a.w.weight.dtype, static_cast<int>(a.w.in_features()),
-                                                static_cast<int>(a.w.groups.group_size),
-                                                static_cast<int>(a.w.n_groups()), !a.w.groups.g_idx.empty());
-                  if (no) return reject(why, no);
+                  if (!streams_codes(a, why, gmma_decline)) return false;
                   // One token with rows shorter than kGmmaMinK1: cuda.gmv's warps sweep whole rows and were
                   // faster there (H100, llama3-8b gate_up 31.7 vs 44.1 us, qkv 10.3 vs 11.2); gmma's split K
                   // wins on longer rows (down, K = 14336: 21.9 vs 24.0) and from two tokens on.
-                  if (a.x.rows() == 1 && a.x.cols() < kGmmaMinK1 &&
-                      !gmv_decline(a.w.weight.dtype, static_cast<int>(a.w.in_features()),
-                                   static_cast<int>(a.w.groups.group_size), static_cast<int>(a.w.n_groups()), false))
-                    return reject(why, "one token and K below 8192: cuda.gmv's");
-                  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
-                  return !(misaligned(a.x.data) || misaligned(a.w.weight.data)) ||
-                         reject(why, "x and the code rows must be 16-byte aligned");
+                  return !(a.x.rows() == 1 && a.x.cols() < kGmmaMinK1 && !declined(gmv_decline, a.w)) ||
+                         reject(why, "one token and K below 8192: cuda.gmv's");
                 },
                 [bias_of](const MatmulArgs& a, const Context& ctx) {
                   launch_gmma(a.x.data, grouped_of(a.w), bias_of(a), a.y.dtype, a.y.data, static_cast<int>(a.x.rows()),
@@ -424,15 +432,8 @@ void register_matmul(Registries& r) {
                 nullptr, /*batch_dependent=*/true});
   r.matmul.add({"cuda.gmv", Device::Cuda, kFastPriority,
                 [](const MatmulArgs& a, std::string* why) {
-                  if (!grouped_common(a, why)) return false;
                   if (a.x.rows() > kGmvMaxM) return reject(why, "more than 8 rows: the dequantizing GEMMs'");
-                  const char* no = gmv_decline(a.w.weight.dtype, static_cast<int>(a.w.in_features()),
-                                               static_cast<int>(a.w.groups.group_size),
-                                               static_cast<int>(a.w.n_groups()), !a.w.groups.g_idx.empty());
-                  if (no) return reject(why, no);
-                  const auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
-                  return !(misaligned(a.x.data) || misaligned(a.w.weight.data)) ||
-                         reject(why, "x and the code rows must be 16-byte aligned");
+                  return streams_codes(a, why, gmv_decline);
                 },
                 [bias_of](const MatmulArgs& a, const Context& ctx) {
                   launch_gmv(a.x.data, grouped_of(a.w), bias_of(a), a.y.dtype, a.y.data, static_cast<int>(a.x.rows()),
