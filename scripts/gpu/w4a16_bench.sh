@@ -4,7 +4,8 @@
 # torch_int4pack.py) as the peer, and `kestrel bench` on a llama3-8b synth model rounded to 4 bits in groups
 # of 128 (`kestrel quantize --method rtn`, written meanwhile) against the same model in bf16.
 #   scripts/gpu/w4a16_bench.sh DIR [ops]   (DIR holds kestrel, kestrel_tests, kestrel_cuda_bench: plain or
-#   .xz; `ops`: the tests, the matmuls and the torch peer only, ~2 min, no end-to-end runs)
+#   .xz; `ops`: the tests, the matmuls and the torch peer only, ~2 min, no end-to-end runs; W4_TESTS, when
+#   set, is the tests' gtest filter)
 # Writes under $OUT: tests.log, ops.json/.log, torch_int4.json/.log, w4_e2e.json, w4_gmv_e2e.json (batch 1
 # with the matmuls forced to cuda.gmv), bf16_e2e.json, and
 # w4a16.json (all of them in one record with card, commit, date and command).
@@ -30,7 +31,7 @@ if [[ -z "$only_ops" ]]; then
     >"$out/synth.log" 2>&1 &
   synth=$!
 fi
-timeout 150 /tmp/kb/kestrel_tests --gtest_filter='OpsHarness.Matmul:OpsHarness.ScatterRows:CudaModel*:Cuda*:ExecutorCuda*' \
+timeout 150 /tmp/kb/kestrel_tests --gtest_filter="${W4_TESTS:-OpsHarness.Matmul:OpsHarness.ScatterRows:CudaModel*:Cuda*:ExecutorCuda*}" \
   >"$out/tests.log" 2>&1
 grep -E "FAILED|PASSED|Failure" "$out/tests.log" | head -20
 timeout 150 /tmp/kb/kestrel_cuda_bench --filter w4a16-g128 --m 1,2,4,8,16,128,256 --json "$out/ops.json" \

@@ -167,6 +167,25 @@ std::unique_ptr<Encoder> Encoder::load(const std::string& dir) {
   return e;
 }
 
+void Encoder::place_on(const ops::Context& ctx) {
+  if (ctx.device == device_) return;
+  KS_CHECK(device_ == Device::Cpu && ctx.device == Device::Cuda, "encoder weights can only move from the CPU to CUDA");
+  auto as_bf16 = [&](Tensor& t) {
+    Tensor h = Tensor::empty_host(DType::BF16, t.shape);
+    convert_rows(t.dtype, t.data, DType::BF16, h.data, t.rows(), t.cols());
+    t = ops::upload(ctx, h);
+  };
+  auto as_is = [&](Tensor& t) { t = ops::upload(ctx, t); };
+  for (Tensor* t : {&word_emb_, &pos_emb_, &type_emb_}) as_bf16(*t);
+  as_is(emb_norm_.w), as_is(emb_norm_.b);
+  for (Layer& l : layers_) {
+    for (Dense* d : {&l.qkv, &l.attn_out, &l.up, &l.down}) as_bf16(d->w.weight), as_is(d->b);
+    for (Norm* n : {&l.attn_norm, &l.out_norm}) as_is(n->w), as_is(n->b);
+  }
+  device_ = ctx.device;
+  act_dtype_ = DType::BF16;
+}
+
 Tensor Encoder::forward(const ops::Context& ctx, std::span<const EncoderInput> inputs) const {
   const EncoderConfig& c = config_;
   std::vector<int32_t> ids, types, positions, mask;
@@ -192,11 +211,13 @@ Tensor Encoder::forward(const ops::Context& ctx, std::span<const EncoderInput> i
       padded |= in.attention_mask[i] == 0;
     }
   }
+  KS_CHECK(ctx.device == device_, "the encoder's weights are not on the requested device; call place_on first");
   const auto T = static_cast<int64_t>(ids.size());
   const int64_t H = c.hidden;
   if (padded) batch.key_mask = ops::upload(ctx, host_i32(mask));
 
-  Tensor x = ops::allocate(ctx, DType::F32, {T, H}), tmp = ops::allocate(ctx, DType::F32, {T, H});
+  const DType act = act_dtype_;
+  Tensor x = ops::allocate(ctx, act, {T, H}), tmp = ops::allocate(ctx, act, {T, H});
   ops::embed(ctx, word_emb_, ops::upload(ctx, host_i32(ids)), x);
   ops::embed(ctx, pos_emb_, ops::upload(ctx, host_i32(positions)), tmp);
   ops::add(ctx, x, tmp, x);
@@ -204,9 +225,9 @@ Tensor Encoder::forward(const ops::Context& ctx, std::span<const EncoderInput> i
   ops::add(ctx, x, tmp, x);
   ops::layernorm(ctx, x, emb_norm_.w, emb_norm_.b, c.norm_eps, x);
 
-  Tensor qkv = ops::allocate(ctx, DType::F32, {T, 3 * H});
-  Tensor heads = ops::allocate(ctx, DType::F32, {T, c.n_heads, c.head_dim()});
-  Tensor up = ops::allocate(ctx, DType::F32, {T, c.intermediate});
+  Tensor qkv = ops::allocate(ctx, act, {T, 3 * H});
+  Tensor heads = ops::allocate(ctx, act, {T, c.n_heads, c.head_dim()});
+  Tensor up = ops::allocate(ctx, act, {T, c.intermediate});
   const Tensor attn = heads.reshaped({T, H});
   for (const Layer& l : layers_) {
     // Post-LN blocks: x = LN(x + Attention(x)); x = LN(x + MLP(x)).
@@ -221,9 +242,12 @@ Tensor Encoder::forward(const ops::Context& ctx, std::span<const EncoderInput> i
     ops::add(ctx, tmp, x, tmp);
     ops::layernorm(ctx, tmp, l.out_norm.w, l.out_norm.b, c.norm_eps, x);
   }
-  Tensor out = Tensor::empty_host(DType::F32, {T, H});
+  Tensor out = Tensor::empty_host(act, {T, H});
   ops::download(ctx, x, out);
-  return out;
+  if (act == DType::F32) return out;
+  Tensor f = Tensor::empty_host(DType::F32, {T, H});
+  convert_rows(act, out.data, DType::F32, f.data, T, H);
+  return f;
 }
 
 std::vector<std::vector<float>> pool(const Tensor& hidden, std::span<const EncoderInput> inputs, const Pooling& p) {

@@ -50,7 +50,13 @@ class Encoder {
 
   const EncoderConfig& config() const { return config_; }
 
-  // Final hidden states of every input row, stacked: f32 [sum of row lengths, hidden] on the host. Rows
+  // Moves the weights to ctx's device (CPU -> CUDA; a no-op on the device they are on): matrices and
+  // embedding tables as bf16, norms and biases f32; the forward then keeps activations in bf16 (f32 on the
+  // CPU), every op computing in f32.
+  void place_on(const ops::Context& ctx);
+
+  // Final hidden states of every input row, stacked: f32 [sum of row lengths, hidden] on the host. ctx's
+  // device must be the weights' (place_on). Rows
   // may be padded; their attention masks keep padding out of every other token's attention.
   Tensor forward(const ops::Context& ctx, std::span<const EncoderInput> inputs) const;
 
@@ -71,6 +77,8 @@ class Encoder {
     Norm out_norm;
   };
   EncoderConfig config_;
+  Device device_ = Device::Cpu;
+  DType act_dtype_ = DType::F32;
   Tensor word_emb_, pos_emb_, type_emb_;
   Norm emb_norm_;
   std::vector<Layer> layers_;

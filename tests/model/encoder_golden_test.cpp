@@ -1,7 +1,7 @@
 // all-MiniLM-L6-v2 in Kestrel against sentence-transformers: the embeddings of 200 texts
 // (scripts/fixtures/encoder/make_minilm_golden.py; tests/fixtures/encoder/) must each have cosine >= 0.9999
-// with the reference. The model is cached by scripts/fetch_test_vocabs.sh; without it the test skips
-// (fails under CI=true).
+// with the reference, on the CPU and (CudaEncoder, where a GPU is present) on the GPU. The model is cached by
+// scripts/fetch_test_vocabs.sh; without it the test skips (fails under CI=true).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -12,12 +12,23 @@
 #include <nlohmann/json.hpp>
 
 #include "../common/skip_or_fail.h"
+#include "backends/backends.h"
 #include "model/encoder.h"
 #include "ops/context.h"
 #include "test_paths.h"
 
 namespace kestrel {
 namespace {
+
+double cosine(const std::vector<float>& a, const float* b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ab += static_cast<double>(a[i]) * b[i];
+    aa += static_cast<double>(a[i]) * a[i];
+    bb += static_cast<double>(b[i]) * b[i];
+  }
+  return ab / std::sqrt(aa * bb);
+}
 
 class MiniLmGolden : public testing::Test {
  protected:
@@ -42,6 +53,28 @@ class MiniLmGolden : public testing::Test {
     return model_->embed(ctx_, views);
   }
 
+  void check_every_text() const {
+    ASSERT_EQ(dims_, static_cast<size_t>(model_->encoder->config().hidden));
+    constexpr size_t kBatch = 32;
+    double min_cos = 1, sum_cos = 0;
+    for (size_t b = 0; b < texts_.size(); b += kBatch) {
+      const size_t e = std::min(texts_.size(), b + kBatch);
+      const auto got = embed(b, e);
+      ASSERT_EQ(got.size(), e - b);
+      for (size_t i = b; i < e; ++i) {
+        ASSERT_EQ(got[i - b].size(), dims_);
+        const double c = cosine(got[i - b], want_.data() + i * dims_);
+        EXPECT_GE(c, 0.9999) << "text " << i << ": '" << texts_[i] << "'";
+        min_cos = std::min(min_cos, c);
+        sum_cos += c;
+      }
+    }
+    std::printf("[ minilm %s ] %zu texts: cosine min %.9f (1 - min %.1e), mean %.9f\n",
+                ctx_.device == Device::Cuda ? "cuda" : "cpu", texts_.size(), min_cos, 1 - min_cos,
+                sum_cos / texts_.size());
+  }
+
+  // The CPU unless a test moves the model (CudaEncoder).
   ops::Context ctx_;
   std::unique_ptr<EmbeddingModel> model_;
   std::vector<std::string> texts_;
@@ -49,34 +82,24 @@ class MiniLmGolden : public testing::Test {
   std::vector<float> want_;
 };
 
-double cosine(const std::vector<float>& a, const float* b) {
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    ab += static_cast<double>(a[i]) * b[i];
-    aa += static_cast<double>(a[i]) * a[i];
-    bb += static_cast<double>(b[i]) * b[i];
+// The same checks with the weights on the GPU (bf16 matrices, bf16 activations, f32 arithmetic).
+class CudaEncoder : public MiniLmGolden {
+ protected:
+  void SetUp() override {
+    if (!backends::available(Device::Cuda)) GTEST_SKIP() << "no CUDA device: the GPU encoder checks skipped";
+    MiniLmGolden::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    ctx_ = backends::make_context(Device::Cuda);
+    model_->encoder->place_on(ctx_);
   }
-  return ab / std::sqrt(aa * bb);
-}
+};
 
 TEST_F(MiniLmGolden, EveryTextMatchesSentenceTransformers) {
-  ASSERT_EQ(dims_, static_cast<size_t>(model_->encoder->config().hidden));
-  constexpr size_t kBatch = 32;
-  double min_cos = 1, sum_cos = 0;
-  for (size_t b = 0; b < texts_.size(); b += kBatch) {
-    const size_t e = std::min(texts_.size(), b + kBatch);
-    const auto got = embed(b, e);
-    ASSERT_EQ(got.size(), e - b);
-    for (size_t i = b; i < e; ++i) {
-      ASSERT_EQ(got[i - b].size(), dims_);
-      const double c = cosine(got[i - b], want_.data() + i * dims_);
-      EXPECT_GE(c, 0.9999) << "text " << i << ": '" << texts_[i] << "'";
-      min_cos = std::min(min_cos, c);
-      sum_cos += c;
-    }
-  }
-  std::printf("[ minilm ] %zu texts: cosine min %.9f (1 - min %.1e), mean %.9f\n", texts_.size(), min_cos, 1 - min_cos,
-              sum_cos / texts_.size());
+  check_every_text();
+}
+
+TEST_F(CudaEncoder, EveryTextMatchesSentenceTransformers) {
+  check_every_text();
 }
 
 // A text's embedding is the same bits alone or batched with others (each sequence attends only to itself,

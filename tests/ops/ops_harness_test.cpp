@@ -823,7 +823,7 @@ TEST_F(OpsHarness, EncoderAttention) {
       {1}, {9}, {7, 1, 33}, {128, 5}, {2, 300, 17, 64},
   };
   for (KeyMask m : {KeyMask::None, KeyMask::Padding, KeyMask::Holes})
-    for (auto [heads, dim] : {std::pair<int64_t, int64_t>{12, 32}, {4, 64}, {2, 17}})
+    for (auto [heads, dim] : {std::pair<int64_t, int64_t>{12, 32}, {4, 64}, {2, 17}, {1, 100}})
       for (const auto& lens : batches) check_encoder_attention(heads, dim, lens, m, seed++);
 }
 

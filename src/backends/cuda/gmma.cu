@@ -12,13 +12,14 @@
 // a multiple of 32 codes, or one per row), so a lane reads one scale and zero point per row and span.
 //
 // Two dataflows over the same fragments:
-// - gmma_small (M <= 16): bound by the code stream. A block owns 16 channels; its 8 warps take the spans in
-//   turn (split K) with x read straight into registers, and meet in shared memory.
+// - gmma_split (M <= 16): bound by the code stream. A warp owns 16 channels and a slice of K, with x read
+//   straight into registers and spans kept in flight in registers; the slices meet in a scratch.
 // - gmma_large (M > 16): a block owns 16 * RW channels per warp and 8 * TN tokens; x is staged once per span
 //   in shared memory in the fragments' order (f16, double-buffered) and read by ldmatrix, so every decoded
 //   weight feeds TN MMAs, while the next span's codes and x are in flight.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "backends/cuda/common.cuh"
@@ -32,7 +33,7 @@ namespace kestrel::backends::cuda {
 namespace {
 
 constexpr int kSpan = 128;      // k of one span: 4 lanes x 32 codes
-constexpr int kSmallWarps = 8;  // gmma_small: warps splitting K
+constexpr int kSplitWarps = 4;  // gmma_split: warps a block (each its own tile and slice)
 constexpr int kLargeWarps = 4;  // gmma_large: warps splitting the block's channels
 constexpr int kPad = 8;         // f16 after each staged x row: rows 16 bytes off the bank pattern
 
@@ -78,14 +79,37 @@ __device__ __forceinline__ void a_fragment(const uint4& c0, const uint4& c1, con
 
 // ---- M <= 16 ----
 
+// A warp owns one 16-channel tile and a contiguous slice of its spans (split K): launch_split cuts the K
+// axis into as many slices as fill one wave of resident warps, so short matrices still put every SM to work
+// and no wave runs part empty. Each lane keeps kStages spans of codes, group parameters and x in registers,
+// the loads of span s + kStages issued as span s is multiplied, so the code stream never waits on the
+// warp's arithmetic. A tile's slices meet through f32 partials in the scratch: the last warp to arrive
+// (an acquire-release ticket) adds them in slice order, so the sum does not depend on which warp finished
+// last, and zeroes the ticket for the next launch.
+template <int NT>
+struct SmallStage {
+  uint4 codes[2];  // rows g and g + 8
+  GroupRaw groups[2];
+  uint32_t x[NT][16];  // 32 bf16 of x per token tile, as loaded
+};
+
+template <int NT>
+constexpr int small_stages() {
+  return NT == 1 ? 3 : 2;  // registers: NT = 2 carries twice the x
+}
+
 template <int NT, typename Ty>
-__global__ void __launch_bounds__(kSmallWarps * 32, 2)
-    gmma_small(const bf16* __restrict__ x, GroupedWeight w, const float* __restrict__ bias, Ty* __restrict__ y, int M,
-               int N, int K) {
-  constexpr int kUnroll = NT == 1 ? 2 : 1;  // spans a warp has in flight
-  __shared__ float partial[kSmallWarps][4 * NT][32];
+__global__ void __launch_bounds__(kSplitWarps * 32)
+    gmma_split(const bf16* __restrict__ x, GroupedWeight w, const float* __restrict__ bias, Ty* __restrict__ y,
+               GmmaScratch scratch, int M, int N, int K, int splits) {
+  constexpr int kStages = small_stages<NT>();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int n0 = blockIdx.x * 16, spans = K / kSpan;
+  const int unit = blockIdx.x * kSplitWarps + warp, tiles = (N + 15) / 16;
+  const bool idle = unit >= tiles * splits;
+  const int tile = idle ? 0 : unit / splits, split = unit % splits, spans = K / kSpan;
+  const int s_begin = static_cast<int>(static_cast<long>(split) * spans / splits);
+  const int s_end = idle ? s_begin : static_cast<int>(static_cast<long>(split + 1) * spans / splits);
+  const int n0 = tile * 16;
   int row[2];
   const char* code_row[2];
 #pragma unroll
@@ -100,69 +124,99 @@ __global__ void __launch_bounds__(kSmallWarps * 32, 2)
     has_x[j] = 8 * j + g < M;
     xr[j] = x + static_cast<size_t>(has_x[j] ? 8 * j + g : 0) * K + 32 * t;
   }
-  // The codes are no kernel's output: L2 starts on the warp's first span before the wait (launch.cuh).
-  if (warp < spans)
+  auto fetch_codes = [&](SmallStage<NT>& st, int s) {
 #pragma unroll
-    for (int i = 0; i < 2; ++i) prefetch_l2(code_row[i] + 64 * warp);
+    for (int i = 0; i < 2; ++i) {
+      st.codes[i] = load_stream16(code_row[i] + 64 * static_cast<size_t>(s));
+      st.groups[i] = load_group(w, row[i], s * kSpan + 32 * t);
+    }
+  };
+  auto fetch_x = [&](SmallStage<NT>& st, int s) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const uint4 v = has_x[j] ? __ldg(reinterpret_cast<const uint4*>(xr[j] + static_cast<size_t>(s) * kSpan) + q)
+                                 : make_uint4(0, 0, 0, 0);
+        st.x[j][4 * q] = v.x, st.x[j][4 * q + 1] = v.y, st.x[j][4 * q + 2] = v.z, st.x[j][4 * q + 3] = v.w;
+      }
+  };
+
+  // The codes and their groups are no kernel's output: their first spans load before the wait (launch.cuh),
+  // x (the previous kernel's output) after it.
+  SmallStage<NT> st[kStages];
+#pragma unroll
+  for (int i = 0; i < kStages; ++i)
+    if (s_begin + i < s_end) fetch_codes(st[i], s_begin + i);
   pdl_wait();
   pdl_launch_dependents();
+#pragma unroll
+  for (int i = 0; i < kStages; ++i)
+    if (s_begin + i < s_end) fetch_x(st[i], s_begin + i);
 
   float acc[NT][4] = {};
-  for (int s0 = warp; s0 < spans; s0 += kSmallWarps * kUnroll) {
-    uint4 codes[kUnroll][2];
-    GroupRaw groups[kUnroll][2];
-    uint32_t xv[kUnroll][NT][16];
+  for (int s0 = s_begin; s0 < s_end; s0 += kStages) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int s = min(s0 + kSmallWarps * u, spans - 1);  // past the end: reloads the last span, never used
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        codes[u][i] = load_stream16(code_row[i] + 64 * static_cast<size_t>(s));
-        groups[u][i] = load_group(w, row[i], s * kSpan + 32 * t);
-      }
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const uint4 v = has_x[j] ? __ldg(reinterpret_cast<const uint4*>(xr[j] + static_cast<size_t>(s) * kSpan) + q)
-                                   : make_uint4(0, 0, 0, 0);
-          xv[u][j][4 * q] = v.x, xv[u][j][4 * q + 1] = v.y, xv[u][j][4 * q + 2] = v.z, xv[u][j][4 * q + 3] = v.w;
-        }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int s = s0 + kSmallWarps * u;
-      if (s >= spans) break;
-      const Group g0 = group_of(groups[u][0]), g1 = group_of(groups[u][1]);
+    for (int i = 0; i < kStages; ++i) {
+      if (s0 + i >= s_end) break;
+      const Group g0 = group_of(st[i].groups[0]), g1 = group_of(st[i].groups[1]);
 #pragma unroll
       for (int wi = 0; wi < 4; ++wi)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           uint32_t a[4];
-          a_fragment(codes[u][0], codes[u][1], g0, g1, wi, half, a);
+          a_fragment(st[i].codes[0], st[i].codes[1], g0, g1, wi, half, a);
 #pragma unroll
           for (int j = 0; j < NT; ++j) {
-            const uint32_t v[4] = {xv[u][j][4 * wi], xv[u][j][4 * wi + 1], xv[u][j][4 * wi + 2], xv[u][j][4 * wi + 3]};
+            const uint32_t v[4] = {st[i].x[j][4 * wi], st[i].x[j][4 * wi + 1], st[i].x[j][4 * wi + 2],
+                                   st[i].x[j][4 * wi + 3]};
             mma_f16_16816(acc[j], a, x_pair(v, 2 * half), x_pair(v, 2 * half + 1));
           }
         }
+      const int next = s0 + i + kStages;
+      if (next < s_end) fetch_codes(st[i], next), fetch_x(st[i], next);
     }
   }
+  if (idle) return;
 
+  // Accumulator e of lane l: channel l / 4 (+8 for e >= 2), token 8j + 2(l % 4) + (e & 1).
+  auto store = [&](const float(&v)[NT][4]) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int n = n0 + g + (e >= 2 ? 8 : 0), m = 8 * j + 2 * t + (e & 1);
+        if (n < N && m < M) y[static_cast<size_t>(m) * N + n] = from_f32<Ty>(v[j][e] + (bias ? bias[n] : 0.f));
+      }
+  };
+  if (splits == 1) return store(acc);
+
+  // Slices meet: the partials of unit u at [u][4 NT][32], lane-major (coalesced). __syncwarp orders the
+  // lanes' stores before lane 0's release; the acquire orders the last warp's loads after every release.
+  float* part = scratch.partials + static_cast<size_t>(unit) * (4 * NT * 32);
 #pragma unroll
   for (int j = 0; j < NT; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) partial[warp][4 * j + e][lane] = acc[j][e];
-  __syncthreads();
-  for (int i = threadIdx.x; i < 4 * NT * 32; i += kSmallWarps * 32) {
-    const int l = i % 32, a = i / 32, j = a / 4, e = a % 4;
-    float v = 0.f;
-#pragma unroll
-    for (int ww = 0; ww < kSmallWarps; ++ww) v += partial[ww][a][l];  // a fixed order
-    // Accumulator e of lane l: channel l / 4 (+8 for e >= 2), token 8j + 2(l % 4) + (e & 1).
-    const int n = n0 + l / 4 + (e >= 2 ? 8 : 0), m = 8 * j + 2 * (l % 4) + (e & 1);
-    if (n < N && m < M) y[static_cast<size_t>(m) * N + n] = from_f32<Ty>(v + (bias ? bias[n] : 0.f));
+    for (int e = 0; e < 4; ++e) __stcg(part + (4 * j + e) * 32 + lane, acc[j][e]);
+  __syncwarp();
+  int last = 0;
+  if (lane == 0) {
+    int arrived;
+    int* ticket = scratch.tickets + tile;
+    asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], 1;" : "=r"(arrived) : "l"(ticket) : "memory");
+    last = arrived == splits - 1;
+    if (last) *ticket = 0;  // every slice has arrived: ready for the next launch
   }
+  if (!__shfl_sync(0xffffffffu, last, 0)) return;
+  __syncwarp();  // lane 0's acquire before every lane's loads
+  float sum[NT][4] = {};
+  const float* tile_parts = scratch.partials + static_cast<size_t>(tile) * splits * (4 * NT * 32);
+  for (int sp = 0; sp < splits; ++sp)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sum[j][e] += __ldcg(tile_parts + (sp * 4 * NT + 4 * j + e) * 32 + lane);
+  store(sum);
 }
 
 // ---- M > 16 ----
@@ -282,17 +336,48 @@ __global__ void __launch_bounds__(kLargeWarps * 32)
       }
 }
 
+// Resident blocks of gmma_split<NT> per SM (asked once per instantiation).
+template <int NT, typename Ty>
+int split_blocks_per_sm() {
+  static const int blocks = [] {
+    int n = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gmma_split<NT, Ty>, kSplitWarps * 32, 0));
+    return n > 0 ? n : 1;
+  }();
+  return blocks;
+}
+
+// Slices of K per tile: as many as fill one wave of resident warps, at most one per kMinSliceSpans spans.
+int split_count(int N, int K, int warps_resident) {
+  constexpr int kMinSliceSpans = 2;
+  const int tiles = (N + 15) / 16, spans = K / kSpan;
+  return std::clamp(warps_resident / tiles, 1, std::max(1, spans / kMinSliceSpans));
+}
+
+template <int NT, typename Ty>
+int splits_for(int N, int K, int sms) {
+  return split_count(N, K, sms * split_blocks_per_sm<NT, Ty>() * kSplitWarps);
+}
+
+template <int NT, typename Ty>
+void launch_split(const bf16* x, const GroupedWeight& w, const float* bias, Ty* y, const GmmaScratch& scratch, int M,
+                  int N, int K, int sms, cudaStream_t s) {
+  const int splits = splits_for<NT, Ty>(N, K, sms);
+  const long units = static_cast<long>((N + 15) / 16) * splits;
+  if (splits > 1 && (!scratch.partials || !scratch.tickets))
+    throw std::invalid_argument("launch_gmma: split K needs the scratch gmma_scratch_size asks for");
+  const dim3 grid(static_cast<unsigned>((units + kSplitWarps - 1) / kSplitWarps));
+  launch_kernel(M == 1, gmma_split<NT, Ty>, grid, dim3(kSplitWarps * 32), 0, s, x, w, bias, y, scratch, M, N, K,
+                splits);
+}
+
 template <int NT>
-void launch_small(const bf16* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
-                  cudaStream_t s) {
-  const dim3 grid((N + 15) / 16);
-  const bool dependent = M == 1;
+void launch_small(const bf16* x, const GroupedWeight& w, const float* bias, DType y_t, void* y,
+                  const GmmaScratch& scratch, int M, int N, int K, int sms, cudaStream_t s) {
   if (y_t == DType::BF16)
-    launch_kernel(dependent, gmma_small<NT, bf16>, grid, dim3(kSmallWarps * 32), 0, s, x, w, bias,
-                  static_cast<bf16*>(y), M, N, K);
+    launch_split<NT>(x, w, bias, static_cast<bf16*>(y), scratch, M, N, K, sms, s);
   else
-    launch_kernel(dependent, gmma_small<NT, float>, grid, dim3(kSmallWarps * 32), 0, s, x, w, bias,
-                  static_cast<float*>(y), M, N, K);
+    launch_split<NT>(x, w, bias, static_cast<float*>(y), scratch, M, N, K, sms, s);
 }
 
 template <int TN, int RW>
@@ -327,16 +412,26 @@ const char* gmma_decline(DType codes_t, int K, int group_size, int groups, bool 
   return nullptr;
 }
 
+GmmaScratchSize gmma_scratch_size(DType y_t, int M, int N, int K, int sms) {
+  if (M == 0 || M > kGmmaSmallM || N == 0) return {};
+  const bool one = M <= 8, b = y_t == DType::BF16;
+  const int splits = one ? (b ? splits_for<1, bf16>(N, K, sms) : splits_for<1, float>(N, K, sms))
+                         : (b ? splits_for<2, bf16>(N, K, sms) : splits_for<2, float>(N, K, sms));
+  if (splits == 1) return {};
+  const size_t tiles = (N + 15) / 16;
+  return {tiles * splits * 4 * (one ? 1 : 2) * 32, tiles};
+}
+
 void launch_gmma(const void* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
-                 int sms, cudaStream_t s) {
+                 int sms, const GmmaScratch& scratch, cudaStream_t s) {
   if (M == 0 || N == 0) return;
   if (gmma_decline(w.codes_t, K, w.group_size, w.groups, w.g_idx != nullptr))
     throw std::invalid_argument("launch_gmma: a weight or shape gmma_decline refuses");
   const auto* xb = static_cast<const bf16*>(x);
   if (M <= 8)
-    launch_small<1>(xb, w, bias, y_t, y, M, N, K, s);
+    launch_small<1>(xb, w, bias, y_t, y, scratch, M, N, K, sms, s);
   else if (M <= kGmmaSmallM)
-    launch_small<2>(xb, w, bias, y_t, y, M, N, K, s);
+    launch_small<2>(xb, w, bias, y_t, y, scratch, M, N, K, sms, s);
   else if (M <= 32)
     launch_large_for<4>(xb, w, bias, y_t, y, M, N, K, sms, s);
   else

@@ -44,6 +44,28 @@ void launch_add_rmsnorm(DType t, void* x, const void* r, DType w_t, const void* 
 
 // elementwise.cu: f32/bf16, all operands of type t.
 void launch_add(DType t, const void* a, const void* b, void* y, int64_t n, cudaStream_t stream);
+
+// encoder_ops.cu, the encoder's ops (ops.h layernorm, gelu, encoder_attention); activations f32 or bf16 (`t`),
+// arithmetic in f32. LayerNorm: w, b f32 [dim]; y may alias x. GELU: the exact (erf) one; y may alias x.
+void launch_layernorm(DType t, const void* x, const float* w, const float* b, float eps, void* y, int64_t rows,
+                      int64_t dim, cudaStream_t stream);
+void launch_gelu(DType t, const void* x, void* y, int64_t n, cudaStream_t stream);
+// Bidirectional attention over stacked sequences: qkv [T, 3 H D] (q | k | v a row), out [T, H, D], key_mask
+// i32 [T] on the device or null; `seqs` (host) are disjoint row ranges. D at most kEncoderMaxHeadDim.
+constexpr int kEncoderMaxHeadDim = 128;
+struct EncoderSeqRows {
+  int begin = 0, len = 0;
+};
+struct EncoderAttentionLaunch {
+  DType act_t = DType::F32;
+  const void* qkv = nullptr;
+  const int* key_mask = nullptr;
+  void* out = nullptr;
+  const EncoderSeqRows* seqs = nullptr;
+  int n_seqs = 0, H = 0, D = 0;
+  float scale = 1.f;
+};
+void launch_encoder_attention(const EncoderAttentionLaunch& a, cudaStream_t stream);
 // The activation of a gated MLP: SiLU (SwiGLU: Llama, Qwen) or tanh-approximated GELU (GeGLU: Gemma).
 enum class GatedAct { Silu, GeluTanh };
 // y = act(gate) * up, elementwise.
@@ -213,13 +235,25 @@ void launch_gmv(const void* x, const GroupedWeight& w, const float* bias, DType 
                 cudaStream_t stream);
 // gmma.cu: the same product for U4 codes on tensor cores, any M (gmma_decline: groups of a multiple of 32
 // codes or one per row, K % 128 == 0, no g_idx; x rows 16-byte aligned): up to kGmmaSmallM rows the code
-// stream's kernel (split K, x in registers), beyond it a tiled one (x staged in shared memory), `sms` sizing
-// its tiles. Weights rounded once to f16 ((code - zero) * scale), x in f16 (|x| < 65504).
+// stream's kernel (K split over one wave of warps, x in registers), beyond it a tiled one (x staged in shared
+// memory), `sms` sizing both. Weights rounded once to f16 ((code - zero) * scale), x in f16 (|x| < 65504).
 constexpr int kGmmaSmallM = 16;
 constexpr int kGmmaMinK1 = 8192;  // the shortest rows cuda.gmma takes for one token (register.cpp)
+// Where the split-K kernel's slices meet: f32 partials and one ticket per 16 output channels. The tickets
+// must be zero before the first launch; every launch leaves them zero.
+struct GmmaScratch {
+  float* partials = nullptr;
+  int* tickets = nullptr;
+};
+struct GmmaScratchSize {
+  size_t partials = 0;  // floats
+  size_t tickets = 0;   // ints
+};
+// The scratch launch_gmma needs for this shape on `sms` SMs (none: zeros).
+GmmaScratchSize gmma_scratch_size(DType y_t, int M, int N, int K, int sms);
 const char* gmma_decline(DType codes_t, int K, int group_size, int groups, bool act_order);
 void launch_gmma(const void* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
-                 int sms, cudaStream_t stream);
+                 int sms, const GmmaScratch& scratch, cudaStream_t stream);
 // The grouped weight as bf16 out[N, K] (any code type, g_idx or not; K % 8 == 0): each weight computed
 // exactly in f32 and rounded once, the bits placement's --dequantize writes.
 void launch_grouped_dequant_bf16(const GroupedWeight& w, void* out, int N, int K, cudaStream_t stream);

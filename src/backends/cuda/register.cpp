@@ -112,6 +112,47 @@ void register_elementwise(Registries& r) {
   r.add.add({"cuda.vec", Device::Cuda, kPriority, binary_ok, [](const BinaryArgs& a, const Context& ctx) {
                launch_add(a.y.dtype, a.a.data, a.b.data, a.y.data, a.y.numel(), stream_of(ctx));
              }});
+  r.layernorm.add({"cuda.layernorm", Device::Cuda, kPriority,
+                   [](const LayernormArgs& a, std::string* why) {
+                     if (!on_device({&a.x, &a.w, &a.b, &a.y}, why) || !same_act({&a.x, &a.y}, why)) return false;
+                     return (a.w.dtype == DType::F32 && a.b.dtype == DType::F32) ||
+                            reject(why, "weight and bias must be f32");
+                   },
+                   [](const LayernormArgs& a, const Context& ctx) {
+                     launch_layernorm(a.x.dtype, a.x.data, a.w.ptr<float>(), a.b.ptr<float>(), a.eps, a.y.data,
+                                      a.x.rows(), a.x.cols(), stream_of(ctx));
+                   }});
+  r.gelu.add({"cuda.vec", Device::Cuda, kPriority,
+              [](const UnaryArgs& a, std::string* why) {
+                return on_device({&a.x, &a.y}, why) && same_act({&a.x, &a.y}, why);
+              },
+              [](const UnaryArgs& a, const Context& ctx) {
+                launch_gelu(a.x.dtype, a.x.data, a.y.data, a.x.numel(), stream_of(ctx));
+              }});
+  r.encoder_attention.add({"cuda.encoder_attention", Device::Cuda, kPriority,
+                           [](const EncoderAttentionArgs& a, std::string* why) {
+                             if (!on_device({&a.qkv, &a.out}, why) || !same_act({&a.qkv, &a.out}, why)) return false;
+                             const Tensor& m = a.batch.key_mask;
+                             if (!m.empty() && (m.device != Device::Cuda || m.dtype != DType::I32))
+                               return reject(why, "the key mask must be i32 on the device");
+                             return a.out.dim(2) <= kEncoderMaxHeadDim ||
+                                    reject(why, "head_dim above kEncoderMaxHeadDim");
+                           },
+                           [](const EncoderAttentionArgs& a, const Context& ctx) {
+                             std::vector<EncoderSeqRows> seqs;
+                             for (const ops::EncoderSeq& q : a.batch.seqs) seqs.push_back({q.begin, q.len});
+                             EncoderAttentionLaunch l;
+                             l.act_t = a.qkv.dtype;
+                             l.qkv = a.qkv.data;
+                             l.key_mask = a.batch.key_mask.empty() ? nullptr : a.batch.key_mask.ptr<int32_t>();
+                             l.out = a.out.data;
+                             l.seqs = seqs.data();
+                             l.n_seqs = static_cast<int>(seqs.size());
+                             l.H = static_cast<int>(a.out.dim(1));
+                             l.D = static_cast<int>(a.out.dim(2));
+                             l.scale = a.batch.scale;
+                             launch_encoder_attention(l, stream_of(ctx));
+                           }});
   for (const GatedAct act : {GatedAct::Silu, GatedAct::GeluTanh})
     (act == GatedAct::Silu ? r.silu_mul : r.gelu_mul)
         .add({"cuda.vec", Device::Cuda, kPriority, binary_ok, [act](const BinaryArgs& a, const Context& ctx) {
@@ -264,22 +305,23 @@ GroupedWeight grouped_of(const Linear& w) {
   return g;
 }
 
-// The bf16 copy of a quantized matrix that the large-M variants multiply: one per lane, grown to the
-// largest matrix (the first forward step sizes it, before any graph is recorded: Executor::capture_graphs
-// runs every bucket eagerly first); growing moves it, so recorded graphs are recorded again.
-class DequantWorkspace {
+// A lane's scratch buffer, grown to the largest request (the first forward step sizes it, before any graph
+// is recorded: Executor::capture_graphs runs every bucket eagerly first); growing moves it, so recorded
+// graphs are recorded again. `zeroed` buffers are zero when (re)allocated.
+class GrowingBuffer {
  public:
-  explicit DequantWorkspace(ops::Runtime& lane) : lane_(&lane) {}
+  GrowingBuffer(ops::Runtime& lane, DType dtype, bool zeroed) : lane_(&lane), dtype_(dtype), zeroed_(zeroed) {}
   void* get(int64_t elems, cudaStream_t s) {
     if (elems > buf_.numel()) {
       cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
       CUDA_CHECK(cudaStreamIsCapturing(s, &status));
       KS_CHECK(status == cudaStreamCaptureStatusNone,
-               "internal error: the dequantization workspace must grow to {} MiB while a CUDA graph is recorded",
-               elems * 2 >> 20);
+               "internal error: a CUDA workspace must grow to {} MiB while a CUDA graph is recorded",
+               row_bytes(dtype_, elems) >> 20);
       CUDA_CHECK(cudaStreamSynchronize(s));  // the old buffer may still be read
       buf_ = {};
-      buf_ = lane_->allocate(DType::BF16, {elems});
+      buf_ = lane_->allocate(dtype_, {elems});
+      if (zeroed_) lane_->fill_async(buf_.data, 0, buf_.nbytes());
       lane_->bump_generation();
     }
     return buf_.data;
@@ -287,7 +329,21 @@ class DequantWorkspace {
 
  private:
   ops::Runtime* lane_;
+  DType dtype_;
+  bool zeroed_;
   Tensor buf_;
+};
+
+// The bf16 copy of a quantized matrix that the large-M variants multiply.
+struct DequantWorkspace : GrowingBuffer {
+  explicit DequantWorkspace(ops::Runtime& lane) : GrowingBuffer(lane, DType::BF16, false) {}
+};
+// cuda.gmma's split-K partials and tickets (kernels.h GmmaScratch; the tickets start zero and stay so).
+struct GmmaPartials : GrowingBuffer {
+  explicit GmmaPartials(ops::Runtime& lane) : GrowingBuffer(lane, DType::F32, false) {}
+};
+struct GmmaTickets : GrowingBuffer {
+  explicit GmmaTickets(ops::Runtime& lane) : GrowingBuffer(lane, DType::I32, true) {}
 };
 
 // w as bf16 in the lane's workspace: GGUF blocks (dequant.cu) or grouped codes (gmv.cu).
@@ -415,21 +471,31 @@ void register_matmul(Registries& r) {
   // matmul=cuda.gmma) until the harness has passed on a device. The rows of these kernels depend on M, so, as
   // for cuda.qmv, batch-invariant mode passes over them and runs cuda.gdequant_gemm_fixed at every M (the
   // fixed-reduction GEMM of the dequantized matrix).
-  r.matmul.add({"cuda.gmma", Device::Cuda, kPriority - 2,
-                [](const MatmulArgs& a, std::string* why) {
-                  if (!streams_codes(a, why, gmma_decline)) return false;
-                  // One token with rows shorter than kGmmaMinK1: cuda.gmv's warps sweep whole rows and were
-                  // faster there (H100, llama3-8b gate_up 31.7 vs 44.1 us, qkv 10.3 vs 11.2); gmma's split K
-                  // wins on longer rows (down, K = 14336: 21.9 vs 24.0) and from two tokens on.
-                  return !(a.x.rows() == 1 && a.x.cols() < kGmmaMinK1 && !declined(gmv_decline, a.w)) ||
-                         reject(why, "one token and K below 8192: cuda.gmv's");
-                },
-                [bias_of](const MatmulArgs& a, const Context& ctx) {
-                  launch_gmma(a.x.data, grouped_of(a.w), bias_of(a), a.y.dtype, a.y.data, static_cast<int>(a.x.rows()),
-                              static_cast<int>(a.w.out_features()), static_cast<int>(a.x.cols()),
-                              lane_of(ctx).sm_count(), stream_of(ctx));
-                },
-                nullptr, /*batch_dependent=*/true});
+  r.matmul.add(
+      {"cuda.gmma", Device::Cuda, kPriority - 2,
+       [](const MatmulArgs& a, std::string* why) {
+         if (!streams_codes(a, why, gmma_decline)) return false;
+         // One token with rows shorter than kGmmaMinK1: cuda.gmv's warps sweep whole rows and were
+         // faster there (H100, llama3-8b gate_up 31.7 vs 44.1 us, qkv 10.3 vs 11.2); gmma's split K
+         // wins on longer rows (down, K = 14336: 21.9 vs 24.0) and from two tokens on.
+         return !(a.x.rows() == 1 && a.x.cols() < kGmmaMinK1 && !declined(gmv_decline, a.w)) ||
+                reject(why, "one token and K below 8192: cuda.gmv's");
+       },
+       [bias_of](const MatmulArgs& a, const Context& ctx) {
+         const int M = static_cast<int>(a.x.rows()), N = static_cast<int>(a.w.out_features()),
+                   K = static_cast<int>(a.x.cols()), sms = lane_of(ctx).sm_count();
+         const GmmaScratchSize need = gmma_scratch_size(a.y.dtype, M, N, K, sms);
+         GmmaScratch scratch;
+         if (need.tickets) {
+           CudaLane& lane = lane_of(ctx);
+           scratch.partials =
+               static_cast<float*>(lane.state<GmmaPartials>().get(static_cast<int64_t>(need.partials), stream_of(ctx)));
+           scratch.tickets =
+               static_cast<int*>(lane.state<GmmaTickets>().get(static_cast<int64_t>(need.tickets), stream_of(ctx)));
+         }
+         launch_gmma(a.x.data, grouped_of(a.w), bias_of(a), a.y.dtype, a.y.data, M, N, K, sms, scratch, stream_of(ctx));
+       },
+       nullptr, /*batch_dependent=*/true});
   r.matmul.add({"cuda.gmv", Device::Cuda, kFastPriority,
                 [](const MatmulArgs& a, std::string* why) {
                   if (a.x.rows() > kGmvMaxM) return reject(why, "more than 8 rows: the dequantizing GEMMs'");
