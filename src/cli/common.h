@@ -26,6 +26,7 @@ struct ModelFlags {
   std::vector<std::string> variants;  // op=variant
   bool batch_invariant = false;       // ops::Context::batch_invariant
   bool dequantize = false;            // Decoder::set_dequantize_on_place
+  std::string quantization;           // "fp8" or "int8": the blocks' float linears to W8A8 at load
   std::string kv_type;                // empty: f32 on the CPU, bf16 on CUDA
   std::string kv_calib;               // empty: the model's own SKVQ calibration file, when there is one
   bool verbose = false;

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/int_codes.h"
+#include "core/w8a8.h"
 
 namespace kestrel {
 
@@ -62,7 +63,22 @@ Linear Linear::grouped(Tensor codes, IntGroups groups, LinearId id) {
   return l;
 }
 
+Linear Linear::scaled(Tensor codes, Tensor channel_scales, LinearId id) {
+  const std::string name = id.name();
+  KS_CHECK(is_w8_type(codes.dtype) && codes.ndim() == 2, "{}: W8A8 weights must be an i8 or f8_e4m3 matrix, got {}",
+           name, codes.describe());
+  KS_CHECK(channel_scales.dtype == DType::F32 && channel_scales.ndim() == 1 && channel_scales.numel() == codes.rows(),
+           "{}: channel scales must be f32 [{}], got {}", name, codes.rows(), channel_scales.describe());
+  KS_CHECK(channel_scales.device == codes.device, "{}: the channel scales must be on the codes' device", name);
+  Linear l;
+  l.weight = std::move(codes);
+  l.channel_scales = std::move(channel_scales);
+  l.id = id;
+  return l;
+}
+
 int Linear::bits() const {
+  if (scaled()) return 8;
   return dense() ? 0 : code_bits(weight.dtype);
 }
 
@@ -74,6 +90,7 @@ size_t Linear::nbytes() const {
 
 std::string Linear::describe() const {
   if (dense()) return weight.describe();
+  if (scaled()) return weight.describe() + " w8a8";
   return fmt::format("{} g{}{}{}", weight.describe(), groups.group_size, groups.zeros.empty() ? " sym" : " asym",
                      groups.g_idx.empty() ? "" : " act-order");
 }
@@ -81,6 +98,13 @@ std::string Linear::describe() const {
 void dequantize_row(const Linear& w, int64_t n, float* out) {
   const int64_t K = w.in_features();
   if (w.dense()) return dequantize_row(w.weight.dtype, w.weight.row(n), out, K);
+  if (w.scaled()) {
+    const auto* c = static_cast<const uint8_t*>(w.weight.row(n));
+    const bool fp8 = w.weight.dtype == DType::F8E4M3;
+    const float scale = w.channel_scales.ptr<float>()[n];
+    for (int64_t k = 0; k < K; ++k) out[k] = w8_value(c[k], fp8) * scale;
+    return;
+  }
   const int64_t G = w.n_groups();
   thread_local std::vector<uint8_t> codes;
   thread_local std::vector<float> scale, zero;

@@ -12,6 +12,10 @@
 //    computed in f32 (exact for integer zero points: an f16 scale times an integer of at most 9 bits).
 //    Without zeros the format is symmetric: zero = 2^(b-1). g_idx is GPTQ's act-order: the input channels
 //    were quantized in another order, so a group's channels need not be adjacent.
+//  - scaled 8-bit ("W8A8"): `weight` holds I8 (symmetric, -127..127) or F8E4M3 codes [N, K] and
+//    `channel_scales` one f32 scale per output channel: W[n, k] = weight[n, k] * channel_scale[n]. The
+//    product quantizes each row of x to the same type first (core/w8a8.h: one f32 scale per row), so
+//        y[m, n] = x_scale[m] * channel_scale[n] * sum_k x_code[m, k] * weight[n, k].
 #pragma once
 
 #include <cstdint>
@@ -48,7 +52,8 @@ struct IntGroups {
 
 struct Linear {
   Tensor weight;
-  IntGroups groups;  // grouped integer formats only
+  IntGroups groups;       // grouped integer formats only
+  Tensor channel_scales;  // scaled 8-bit formats only: f32 [N] on the weight's device
   WeightLayout layout = WeightLayout::Rows;
   LinearId id;
 
@@ -59,25 +64,30 @@ struct Linear {
   // A grouped integer linear; throws kestrel::Error naming `id` when the parts disagree (types, shapes, g_idx
   // values out of range: checked here for host tensors).
   static Linear grouped(Tensor codes, IntGroups groups, LinearId id = {});
+  // A scaled 8-bit (W8A8) linear; throws kestrel::Error naming `id` when the parts disagree.
+  static Linear scaled(Tensor codes, Tensor channel_scales, LinearId id = {});
 
   bool empty() const { return weight.empty(); }
-  bool dense() const { return groups.scales.empty(); }
+  bool grouped() const { return !groups.scales.empty(); }
+  bool scaled() const { return !channel_scales.empty(); }
+  bool dense() const { return !grouped() && !scaled(); }
   int64_t out_features() const { return weight.rows(); }  // N
   int64_t in_features() const { return weight.cols(); }   // K
   int bits() const;                                       // of the codes; 0 when dense
   int64_t n_groups() const { return groups.scales.empty() ? 0 : groups.scales.cols(); }
   size_t nbytes() const;  // the weight and its group tensors
-  // "q4_k[576, 1536]"; grouped: "u4[576, 1536] g128 asym act-order".
+  // "q4_k[576, 1536]"; grouped: "u4[576, 1536] g128 asym act-order"; scaled: "i8[576, 1536] w8a8".
   std::string describe() const;
   // Calls f(const Tensor&) on the weight and each group tensor present.
   template <typename F>
   void for_each_tensor(F&& f) const {
-    for (const Tensor* t : {&weight, &groups.scales, &groups.zeros, &groups.g_idx})
+    for (const Tensor* t : {&weight, &groups.scales, &groups.zeros, &groups.g_idx, &channel_scales})
       if (!t->empty()) f(*t);
   }
 };
 
-// Row n of a host linear as K f32 values (grouped formats decode with their scales and zero points).
+// Row n of a host linear as K f32 values (grouped formats decode with their scales and zero points, scaled
+// ones with their channel scale).
 void dequantize_row(const Linear& w, int64_t n, float* out);
 
 }  // namespace kestrel

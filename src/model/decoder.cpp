@@ -104,6 +104,11 @@ void Decoder::set_layers(int first, int last) {
   last_layer_ = last;
 }
 
+int Decoder::quantize_w8a8(DType t, ThreadPool& pool) {
+  KS_CHECK(device_ == Device::Cpu, "W8A8 conversion runs on host weights, before they move to a device");
+  return w_.quantize_w8a8(t, pool);
+}
+
 void Decoder::place_on(const ops::Context& ctx) {
   if (ctx.device == device_) {
     if (device_ == Device::Cpu) w_.fuse_projections();  // to_device fuses on the way to a GPU

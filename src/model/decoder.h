@@ -32,6 +32,9 @@ class Decoder {
   // Makes place_on convert quantized weights (GGUF blocks and grouped integers) to bf16 (A/B runs: the bf16
   // kernels on the same model).
   void set_dequantize_on_place(bool on) { dequantize_on_place_ = on; }
+  // Converts the blocks' float linears to W8A8 of type t (DecoderWeights::quantize_w8a8) before place_on;
+  // returns how many. Host weights only.
+  int quantize_w8a8(DType t, ThreadPool& pool);
   Device device() const { return device_; }
   // Told how far place_on has got while it moves the weights to another device (the CLI draws a progress
   // bar). Set here rather than passed to place_on, which the engine calls on the CLI's behalf.

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/quant_groups.h"
 #include "core/thread_pool.h"
+#include "core/w8a8.h"
 #include "model/stack_rows.h"
 #include "model/weight_uploader.h"
 
@@ -57,13 +58,14 @@ Linear stack_linears(std::initializer_list<const Linear*> list, LinearId id) {
   const std::vector<const Linear*> parts(list);
   const Linear& first = *parts.front();
   for (const Linear* p : parts)
-    if (p->empty() || p->dense() != first.dense() || p->layout != first.layout) return {};
+    if (p->empty() || p->grouped() != first.grouped() || p->scaled() != first.scaled() || p->layout != first.layout)
+      return {};
   auto stacked = [&](auto field) {
     std::vector<const Tensor*> ts;
     for (const Linear* p : parts) ts.push_back(field(*p));
     return stack_rows(ts);
   };
-  if (!first.dense() && !same_groups(parts)) return {};
+  if (first.grouped() && !same_groups(parts)) return {};
   Tensor weight = stacked([](const Linear& l) { return &l.weight; });
   if (weight.empty()) return {};
   if (first.dense()) {
@@ -71,6 +73,8 @@ Linear stack_linears(std::initializer_list<const Linear*> list, LinearId id) {
     l.id = id;
     return l;
   }
+  if (first.scaled())
+    return Linear::scaled(std::move(weight), stacked([](const Linear& l) { return &l.channel_scales; }), id);
   IntGroups g = first.groups;
   g.scales = stacked([](const Linear& l) { return &l.groups.scales; });
   if (!g.zeros.empty()) g.zeros = stacked([](const Linear& l) { return &l.groups.zeros; });
@@ -114,8 +118,8 @@ DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture&
              fmt::join(dst.weight.shape, ", "), fmt::join(shape, ", "));
     dst.id = id;
     std::string file = src.file_name(name);
-    if (!dst.dense() && file.ends_with(".weight")) file.replace(file.size() - 6, 6, "scales");
-    scan(dst.dense() ? dst.weight : dst.groups.scales, std::move(file));
+    if (dst.grouped() && file.ends_with(".weight")) file.replace(file.size() - 6, 6, "scales");
+    scan(dst.grouped() ? dst.groups.scales : dst.scaled() ? dst.channel_scales : dst.weight, std::move(file));
   };
   auto f32_vector = [&](Tensor& dst, const std::string& name, std::vector<int64_t> shape) {
     dst = expect_f32(src, name, std::move(shape));
@@ -170,6 +174,24 @@ DecoderWeights DecoderWeights::load(const WeightSource& src, const Architecture&
   return w;
 }
 
+int DecoderWeights::quantize_w8a8(DType t, ThreadPool& pool) {
+  KS_CHECK(is_w8_type(t), "W8A8 weights are i8 or f8_e4m3, not {}", dtype_name(t));
+  std::vector<Linear*> todo;
+  for (LayerWeights& L : layers)
+    for (Linear* l : L.linears())
+      if (!l->empty() && l->dense() && l->weight.device == Device::Cpu &&
+          (l->weight.dtype == DType::F32 || l->weight.dtype == DType::F16 || l->weight.dtype == DType::BF16))
+        todo.push_back(l);
+  pool.parallel_for(static_cast<int64_t>(todo.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      Linear& l = *todo[i];
+      W8Matrix m = quantize_w8_rows(l.weight, t);
+      l = Linear::scaled(std::move(m.codes), std::move(m.scales), l.id);
+    }
+  });
+  return static_cast<int>(todo.size());
+}
+
 size_t DecoderWeights::nbytes() const {
   size_t total = 0;
   for_each_tensor([&](const Tensor& t) { total += t.nbytes(); });
@@ -183,8 +205,8 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
   static_assert(std::tuple_size_v<decltype(LayerWeights{}.vectors())> == 10);
   const auto t0 = std::chrono::steady_clock::now();
   WeightUploader up(ctx);
-  // A grouped integer linear keeps its format (the device's matmul reads it), as does a GGUF block type,
-  // unless told to dequantize; then they and the float linears become `dtype`.
+  // A grouped integer or W8A8 linear keeps its format (the device's matmul reads it), as does a GGUF block
+  // type, unless told to dequantize; then they and the float linears become `dtype`.
   auto keeps_groups = [&](const Linear& l) { return !dequantize && !l.dense(); };
   auto placed_type = [&](const Linear& l) {
     if (keeps_groups(l)) return l.weight.dtype;
@@ -195,10 +217,11 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
   auto place = [&](std::initializer_list<const Linear*> parts, LinearId id) -> Linear {
     const Linear& first = **parts.begin();
     if (first.empty()) return {};
-    if (keeps_groups(first)) return up.add_grouped(parts, id);
+    if (keeps_groups(first)) return first.scaled() ? up.add_scaled(parts, id) : up.add_grouped(parts, id);
     for (const Linear* p : parts)
       if (!p->dense()) {
-        decoded.insert(fmt::format("{} g{}", dtype_name(p->weight.dtype), p->groups.group_size));
+        decoded.insert(p->scaled() ? fmt::format("{} w8a8", dtype_name(p->weight.dtype))
+                                   : fmt::format("{} g{}", dtype_name(p->weight.dtype), p->groups.group_size));
         ++n_decoded;
       }
     Linear l(up.add(placed_type(first), parts));
@@ -216,8 +239,8 @@ DecoderWeights DecoderWeights::to_device(const ops::Context& ctx, DType dtype, b
     const DType t = placed_type(first);
     const bool grouped = keeps_groups(first);
     for (const Linear* p : parts)
-      if (placed_type(*p) != t || keeps_groups(*p) != grouped) return false;
-    return !grouped || same_groups(std::vector<const Linear*>(parts));
+      if (placed_type(*p) != t || keeps_groups(*p) != grouped || p->scaled() != first.scaled()) return false;
+    return !grouped || first.scaled() || same_groups(std::vector<const Linear*>(parts));
   };
   DecoderWeights d;
   d.tok_embd = up.add(dtype, {&tok_embd});  // the embedding gathers rows: always `dtype`

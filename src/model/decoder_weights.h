@@ -15,6 +15,10 @@
 #include "ops/context.h"
 
 namespace kestrel {
+class ThreadPool;
+}
+
+namespace kestrel {
 
 struct LayerWeights {
   Tensor attn_norm;
@@ -76,9 +80,16 @@ struct DecoderWeights {
   // some layers unfused. Idempotent.
   void fuse_projections();
 
+  // Converts the blocks' float linears to W8A8 of type t (I8 or F8E4M3; core/w8a8.h: a scale per output
+  // channel, activations quantized per token at run time), in place on the host, as vLLM's --quantization
+  // fp8 does at load; the embedding and the output projection stay as they are, as do quantized linears.
+  // Returns how many linears were converted.
+  int quantize_w8a8(DType t, ThreadPool& pool);
+
   // A copy on ctx.device with the embedding and float linear weights converted to `dtype` (bf16 on GPUs),
-  // norms/biases kept f32. Linear weights of a GGUF quantized type keep their blocks and grouped integer
-  // ones their codes, scales, zero points and g_idx (the device's matmul reads them) unless `dequantize`,
+  // norms/biases kept f32. Linear weights of a GGUF quantized type keep their blocks, grouped integer
+  // ones their codes, scales, zero points and g_idx, and W8A8 ones their codes and channel scales (the
+  // device's matmul reads them) unless `dequantize`,
   // which converts them to `dtype` as well (grouped ones logged once). Projections are fused where their
   // parts end up in one type and, grouped, one format (a Q4_K_M's q/k and v differ, as do act-order linears
   // with their own g_idx: those stay apart). Streams through the lane's staging

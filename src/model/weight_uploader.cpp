@@ -49,14 +49,14 @@ Tensor WeightUploader::add(DType dtype, std::initializer_list<const Linear*> par
 
 Linear WeightUploader::add_grouped(std::initializer_list<const Linear*> parts, LinearId id) {
   const Linear& first = **parts.begin();
-  KS_CHECK(!first.dense(), "placing {} as grouped: it is dense", first.describe());
+  KS_CHECK(first.grouped(), "placing {} as grouped: it is not", first.describe());
   // Each tensor travels in its own type, so its rows are copied (convert_rows of a type to itself). A code
   // matrix is wrapped as the bare weight of a Linear without groups here only to be copied: nothing reads
   // it as values.
   auto copied = [&](auto field) {
     std::vector<Linear> ts;
     for (const Linear* p : parts) {
-      KS_CHECK(p->weight.dtype == first.weight.dtype && !p->dense() && p->layout == WeightLayout::Rows,
+      KS_CHECK(p->weight.dtype == first.weight.dtype && p->grouped() && p->layout == WeightLayout::Rows,
                "cannot stack {} with {} as grouped weights", p->describe(), first.describe());
       Linear raw;
       raw.weight = field(*p);
@@ -70,6 +70,21 @@ Linear WeightUploader::add_grouped(std::initializer_list<const Linear*> parts, L
   if (!first.groups.zeros.empty()) g.zeros = copied([](const Linear& l) { return l.groups.zeros; });
   if (!first.groups.g_idx.empty()) g.g_idx = add(DType::I32, {&first.groups.g_idx});
   return Linear::grouped(copied([](const Linear& l) { return l.weight; }), std::move(g), id);
+}
+
+Linear WeightUploader::add_scaled(std::initializer_list<const Linear*> parts, LinearId id) {
+  std::vector<Linear> codes, scales;
+  for (const Linear* p : parts) {
+    KS_CHECK(p->scaled() && p->weight.dtype == (*parts.begin())->weight.dtype && p->layout == WeightLayout::Rows,
+             "cannot stack {} with {} as W8A8 weights", p->describe(), (*parts.begin())->describe());
+    Linear c, s;  // bare tensors wrapped only to be copied in their own types
+    c.weight = p->weight;
+    s.weight = p->channel_scales;
+    codes.push_back(std::move(c));
+    scales.push_back(std::move(s));
+  }
+  Tensor w = add_parts(codes.front().weight.dtype, codes);
+  return Linear::scaled(std::move(w), add_parts(DType::F32, scales), id);
 }
 
 Tensor WeightUploader::add_parts(DType dtype, const std::vector<Linear>& parts) {

@@ -39,6 +39,8 @@ class WeightUploader {
   // rows as they are, and the first part's g_idx. The parts must agree in code type and groups (one group
   // size, symmetry and g_idx: the caller checks, DecoderWeights::to_device).
   Linear add_grouped(std::initializer_list<const Linear*> parts, LinearId id);
+  // W8A8 linears kept in their format: codes and channel scales of `parts` stacked by rows (one code type).
+  Linear add_scaled(std::initializer_list<const Linear*> parts, LinearId id);
 
   // Converts and copies everything added so far, and waits until it is on the device.
   void run(const PlaceProgress& progress = {});

@@ -1,9 +1,13 @@
 // The linear operand (core/linear.h) and its integer codes (core/int_codes.h): code rows pack and unpack
-// as bit streams, a grouped linear decodes as its format defines, and inconsistent parts are refused.
+// as bit streams, grouped and W8A8 linears decode as their formats define, and inconsistent parts are
+// refused.
 #include "core/linear.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -12,6 +16,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/int_codes.h"
+#include "core/w8a8.h"
 
 namespace kestrel {
 namespace {
@@ -144,6 +149,51 @@ TEST(Linear, InconsistentPartsAreRefused) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("blk.0.attn_q: g_idx[9] = 2"), std::string::npos) << e.what();
   }
+}
+
+// W8A8 (core/w8a8.h): a row's largest value is a code's maximum exactly, each weight decodes within half a
+// step of itself (int8) or within e4m3's relative rounding (fp8), and rows of zeros get scale 0.
+TEST(Linear, W8A8RowsQuantizeAsTheFormatDefines) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  Tensor w = Tensor::empty_host(DType::F32, {3, 64});
+  for (int64_t i = 0; i < w.numel(); ++i) w.ptr<float>()[i] = nd(rng);
+  for (int64_t k = 0; k < 64; ++k) w.ptr<float>()[2 * 64 + k] = 0.f;
+  for (DType t : {DType::I8, DType::F8E4M3}) {
+    const bool fp8 = t == DType::F8E4M3;
+    const W8Matrix q = quantize_w8_rows(w, t);
+    const Linear l = Linear::scaled(q.codes, q.scales, {4, LinearRole::Down});
+    EXPECT_EQ(l.describe(), fmt::format("{}[3, 64] w8a8", dtype_name(t)));
+    EXPECT_EQ(l.bits(), 8);
+    EXPECT_FALSE(l.dense());
+    std::vector<float> row(64);
+    for (int64_t n = 0; n < 3; ++n) {
+      dequantize_row(l, n, row.data());
+      const float scale = q.scales.ptr<float>()[n];
+      float absmax = 0.f;
+      for (int64_t k = 0; k < 64; ++k) absmax = std::max(absmax, std::fabs(w.ptr<float>()[n * 64 + k]));
+      EXPECT_FLOAT_EQ(scale, absmax / w8_qmax(fp8)) << n;
+      for (int64_t k = 0; k < 64; ++k) {
+        const float want = w.ptr<float>()[n * 64 + k];
+        const float tol = fp8 ? std::fabs(want) / 16.f + scale / 512.f : scale / 2.f;  // e4m3: 3 mantissa bits
+        EXPECT_NEAR(row[k], want, tol * 1.0001f) << dtype_name(t) << " row " << n << " k " << k;
+      }
+    }
+  }
+  // The activation side: the same codes, times the row's scale.
+  std::vector<float> x = {0.5f, -1.f, 0.25f, 2.f}, out(4);
+  EXPECT_FLOAT_EQ(w8_fake_quantize_row(x.data(), 4, false, out.data()), 2.f / 127.f);
+  EXPECT_FLOAT_EQ(out[3], 2.f);
+  EXPECT_NEAR(out[0], 0.5f, 1.f / 127.f);
+}
+
+TEST(Linear, W8A8InconsistentPartsAreRefused) {
+  const Tensor codes = Tensor::empty_host(DType::I8, {4, 32});
+  EXPECT_THROW(Linear::scaled(codes, Tensor::empty_host(DType::F32, {3})), Error);  // one scale a row
+  EXPECT_THROW(Linear::scaled(codes, Tensor::empty_host(DType::F16, {4})), Error);  // f32 scales
+  EXPECT_THROW(Linear::scaled(Tensor::empty_host(DType::F32, {4, 32}), Tensor::empty_host(DType::F32, {4})),
+               Error);  // not an 8-bit type
+  EXPECT_THROW(quantize_w8_rows(Tensor::empty_host(DType::F32, {4, 32}), DType::U8), Error);
 }
 
 }  // namespace

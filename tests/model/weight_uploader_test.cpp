@@ -223,6 +223,43 @@ TEST(WeightPlacement, GroupedLinearsKeepTheirFormatOrAreDecoded) {
   }
 }
 
+// --quantization fp8|int8 (DecoderWeights::quantize_w8a8): the blocks' float linears become W8A8, the
+// embedding and the output projection stay, quantized linears are left alone; fusion stacks W8A8 parts (codes
+// and channel scales) on the host and in placement, which keeps them W8A8 (or decodes them, dequantized).
+TEST(WeightPlacement, W8A8LinearsQuantizeFuseAndKeepTheirFormat) {
+  const ops::Context ctx = backends::make_context(Device::Cpu);
+  for (DType t : {DType::I8, DType::F8E4M3}) {
+    SCOPED_TRACE(dtype_name(t));
+    DecoderWeights w = make_weights(Case{"qwen2", DType::BF16}, 21);
+    EXPECT_EQ(w.quantize_w8a8(t, ctx.threads()), 2 * 7);
+    EXPECT_TRUE(w.output.dense());
+    EXPECT_EQ(w.tok_embd.dtype, DType::BF16);
+    const LayerWeights& L = w.layers[1];
+    ASSERT_TRUE(L.wq.scaled());
+    EXPECT_EQ(L.wq.weight.dtype, t);
+    EXPECT_EQ(L.w_down.id, (LinearId{1, LinearRole::Down}));
+    const DecoderWeights placed = w.to_device(ctx, DType::BF16, /*dequantize=*/false);
+    const LayerWeights& D = placed.layers[1];
+    ASSERT_TRUE(D.wqkv.scaled());
+    EXPECT_EQ(D.wqkv.out_features(), L.wq.out_features() + L.wk.out_features() + L.wv.out_features());
+    EXPECT_EQ(D.wqkv.id, (LinearId{1, LinearRole::QKV}));
+    // Stacked rows: each part's codes and scales where its rows land.
+    const int64_t q_rows = L.wq.out_features(), k_rows = L.wk.out_features();
+    EXPECT_EQ(std::memcmp(D.wqkv.weight.row(q_rows), L.wk.weight.row(0), L.wk.weight.nbytes()), 0);
+    EXPECT_EQ(D.wqkv.channel_scales.ptr<float>()[q_rows + k_rows], L.wv.channel_scales.ptr<float>()[0]);
+    ASSERT_TRUE(D.w_gate_up.scaled());
+    EXPECT_EQ(D.w_gate_up.channel_scales.numel(), L.w_gate.out_features() + L.w_up.out_features());
+    const DecoderWeights decoded = w.to_device(ctx, DType::BF16, /*dequantize=*/true);
+    EXPECT_TRUE(decoded.layers[1].wqkv.dense());
+    EXPECT_EQ(decoded.layers[1].wqkv.weight.dtype, DType::BF16);
+    w.fuse_projections();
+    ASSERT_TRUE(w.layers[0].w_gate_up.scaled());
+    // Quantized linears stay: a Q8_0 model converts nothing.
+    DecoderWeights q8 = make_weights(Case{"llama", DType::Q8_0}, 22);
+    EXPECT_EQ(q8.quantize_w8a8(t, ctx.threads()), 0);
+  }
+}
+
 // On the CPU, parts that lie back to back in the file (gate and up, mostly) are fused without a copy.
 TEST(WeightPlacement, AdjacentPartsFuseAsAViewOnTheCpu) {
   DecoderWeights w = make_weights(Case{"llama", DType::Q8_0}, 14);

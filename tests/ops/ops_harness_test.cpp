@@ -31,6 +31,7 @@
 #include "core/quant_blocks.h"
 #include "core/quant_groups.h"
 #include "core/thread_pool.h"
+#include "core/w8a8.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -466,6 +467,7 @@ double matmul_bound(DType wt, Activations act, const std::string& variant, int64
 const char* cuda_matmul_decline(const std::string& variant, DType wt, int64_t m, int64_t k) {
   if (!variant.starts_with("cuda.")) return nullptr;
   if (grouped_variant(variant)) return "dense weights: the bf16 and cuda.q* variants";
+  if (variant == "cuda.w8a8") return "dense weights: W8A8 ones only";
   const bool quantized_variant = variant.starts_with("cuda.q");
   if (quant::is_weight_type(wt) && !quantized_variant) return "GGUF-typed weights: the cuda.q* variants";
   if (!quant::is_weight_type(wt) && quantized_variant) return "bf16 weights: the bf16 variants";
@@ -622,6 +624,51 @@ TEST_F(OpsHarness, Matmul) {
   // Act-order on the dequantizing GEMMs, decode-sized and larger.
   for (int64_t m : {1, 8, 33}) check_grouped_matmul(DType::U4, m, 256, 80, 128, true, true, m != 8, seed++);
   check_grouped_matmul(DType::U3, 9, 192, 70, 64, true, false, false, seed++);  // U3 beyond cuda.gmv
+}
+
+// W8A8 weights (core/w8a8.h): the reference quantizes each row of x and sums the codes' products exactly;
+// the CPU variants multiply the rows as they quantize in f32, cuda.w8a8 runs cuBLASLt's 8-bit GEMMs on the
+// same codes (bf16 x, as the reference's view of the device sees it). All are held to the float bound.
+const char* cuda_w8a8_decline(const std::string& variant, int64_t k, int64_t n) {
+  if (!variant.starts_with("cuda.")) return nullptr;
+  if (variant != "cuda.w8a8") return "W8A8 weights: the cuda.w8a8 variant";
+  if (k % 16 != 0 || n % 16 != 0) return "K and N must be multiples of 16";
+  return nullptr;
+}
+
+void check_w8a8_matmul(DType t, int64_t m, int64_t k, int64_t n, bool with_bias, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Tensor x = rand_f32({m, k}, rng);
+  x.ptr<float>()[0] = 9.f;  // an outlier: the row's scale follows its largest value
+  const Tensor bias = rand_f32({n}, rng);
+  const W8Matrix q = quantize_w8_rows(rand_f32({n, k}, rng, 0.05f), t);
+  const Linear w = Linear::scaled(q.codes, q.scales);
+  CaseFn<MatmulArgs> call = [&](const Variant<MatmulArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                std::string* why, double* us) -> std::optional<Tensor> {
+    const Linear dw = Linear::scaled(a.upload(w.weight), a.upload(w.channel_scales));
+    Tensor dx = put(a, x, Role::Activation), db = put(a, bias, Role::Param),
+           dy = put(a, poisoned(DType::F32, {m, n}), Role::Activation);
+    MatmulArgs args{dx, dw, dy, with_bias ? &db : nullptr};
+    if (!v.supports(args, why)) return std::nullopt;
+    run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+    return a.download(dy);
+  };
+  check_case(registries().matmul,
+             fmt::format("{} w8a8 {}{}", dtype_name(t), dims({m, k, n}), with_bias ? " +bias" : ""), kFloatBound, call,
+             static_cast<double>(w.nbytes() + x.nbytes()) + m * n * 4.0, 2.0 * m * n * k,
+             [=](const std::string& v) { return cuda_w8a8_decline(v, k, n); });
+}
+
+TEST_F(OpsHarness, MatmulW8A8) {
+  uint32_t seed = 500;
+  for (DType t : {DType::I8, DType::F8E4M3}) {
+    for (int64_t m : {1, 3, 17, 64})
+      for (auto [k, n] : {std::pair<int64_t, int64_t>{256, 96}, {48, 16}, {512, 80}})
+        check_w8a8_matmul(t, m, k, n, m % 2 == 1, seed++);
+    check_w8a8_matmul(t, 5, 40, 32, true, seed++);   // K % 16 != 0: the CPU only
+    check_w8a8_matmul(t, 5, 128, 7, false, seed++);  // N % 16 != 0: the CPU only
+    check_w8a8_matmul(t, 300, 1024, 256, true, seed++);
+  }
 }
 
 // ---- rmsnorm, add, silu_mul --------------------------------------------------------------------------

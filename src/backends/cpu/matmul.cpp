@@ -1,8 +1,8 @@
 // Matmul driver: quantize the activations once per call into BlockQ8x32 or BlockQ16x32 (quantized
 // weights; the variant chooses) and let the threads split the output features, each sweeping its columns in L1-sized
 // panels so that every weight block is loaded once per tile of kMaxTileRows activation rows. Grouped integer
-// weights (core/linear.h) have no integer dot kernels yet: their rows are decoded to f32 panels and multiply
-// the f32 activations.
+// and W8A8 weights (core/linear.h) have no integer dot kernels yet: their rows are decoded to f32 panels and
+// multiply the f32 activations (W8A8: quantized per row first).
 #include <algorithm>
 #include <vector>
 
@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/linear.h"
 #include "core/thread_pool.h"
+#include "core/w8a8.h"
 
 namespace kestrel::backends::cpu {
 namespace {
@@ -74,13 +75,24 @@ void sweep_columns(DotTileFn dot, const ops::MatmulArgs& a, const void* x, size_
     columns(0, n_cols);
 }
 
-// Grouped integer weights: each thread decodes a panel of its rows to f32 (core's row decoder) for the float
-// dot tiles, so a row is decoded once per call.
-void grouped_matmul(DotTileFn dot, const ops::MatmulArgs& a, ThreadPool& pool, bool parallel) {
+// Grouped integer and W8A8 weights: each thread decodes a panel of its rows to f32 (core's row decoder) for
+// the float dot tiles, so a row is decoded once per call. W8A8 multiplies x's rows as they quantize
+// (core/w8a8.h: code values times the row's scale, in f32), so the products are the format's up to the
+// order of rounding.
+void decoded_matmul(DotTileFn dot, const ops::MatmulArgs& a, ThreadPool& pool, bool parallel) {
   const int64_t kdim = a.x.cols();
   const size_t f32_row = static_cast<size_t>(kdim) * sizeof(float);
   const int64_t panel = std::max<int64_t>(1, static_cast<int64_t>(kPanelBytes / f32_row));
-  sweep_columns(dot, a, a.x.data, f32_row, panel, pool, parallel, [&](int64_t p0, int64_t p1) {
+  const void* x = a.x.data;
+  if (a.w.scaled()) {
+    thread_local std::vector<float> xq;
+    xq.resize(static_cast<size_t>(a.x.numel()));
+    const bool fp8 = a.w.weight.dtype == DType::F8E4M3;
+    for (int64_t m = 0; m < a.x.rows(); ++m)
+      w8_fake_quantize_row(a.x.ptr<float>() + m * kdim, kdim, fp8, xq.data() + m * kdim);
+    x = xq.data();
+  }
+  sweep_columns(dot, a, x, f32_row, panel, pool, parallel, [&](int64_t p0, int64_t p1) {
     thread_local std::vector<float> rows;
     rows.resize(static_cast<size_t>(panel * kdim));
     for (int64_t n = p0; n < p1; ++n) dequantize_row(a.w, n, rows.data() + (n - p0) * kdim);
@@ -129,7 +141,7 @@ void matmul(const Kernels& k, ActFormat f, const ops::MatmulArgs& a, const ops::
   const DotTileFn dot = k.dots(f)[static_cast<size_t>(dot_type(a.w))];
   ThreadPool& pool = ctx.threads();
   const bool parallel = m_rows * n_cols * kdim >= kMinParallelMacs && pool.size() > 1;
-  if (!a.w.dense()) return grouped_matmul(dot, a, pool, parallel);
+  if (!a.w.dense()) return decoded_matmul(dot, a, pool, parallel);
   const Tensor& w = a.w.weight;
 
   const void* x = a.x.data;

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/int_codes.h"
+#include "core/w8a8.h"
 
 namespace kestrel::backends::cpu {
 namespace {
@@ -62,7 +63,31 @@ void ref_weight_row(const Linear& w, int64_t n, float* out) {
   }
 }
 
+// W8A8 as core/linear.h defines it: each row of x quantized to the weight's type, the codes' products
+// summed exactly (double), then both scales.
+void ref_matmul_w8a8(const MatmulArgs& a) {
+  const int64_t m = a.x.rows(), k = a.x.cols(), n = a.w.out_features();
+  const bool fp8 = a.w.weight.dtype == DType::F8E4M3;
+  std::vector<double> xv(k);
+  for (int64_t i = 0; i < m; ++i) {
+    const float* x = a.x.ptr<float>() + i * k;
+    float absmax = 0.f;
+    for (int64_t l = 0; l < k; ++l) absmax = std::fmax(absmax, std::fabs(x[l]));
+    const float inv = w8_inv_scale(absmax, fp8), x_scale = absmax / w8_qmax(fp8);
+    for (int64_t l = 0; l < k; ++l) xv[l] = w8_value(w8_code(x[l], inv, fp8), fp8);
+    for (int64_t j = 0; j < n; ++j) {
+      const auto* wc = static_cast<const uint8_t*>(a.w.weight.row(j));
+      double acc = 0;
+      for (int64_t l = 0; l < k; ++l) acc += xv[l] * w8_value(wc[l], fp8);
+      acc *= static_cast<double>(x_scale) * a.w.channel_scales.ptr<float>()[j];
+      if (a.bias) acc += a.bias->ptr<float>()[j];
+      a.y.ptr<float>()[i * n + j] = static_cast<float>(acc);
+    }
+  }
+}
+
 void ref_matmul(const MatmulArgs& a, const Context&) {
+  if (a.w.scaled()) return ref_matmul_w8a8(a);
   const int64_t m = a.x.rows(), k = a.x.cols(), n = a.w.out_features();
   std::vector<float> wrow(k);
   for (int64_t j = 0; j < n; ++j) {

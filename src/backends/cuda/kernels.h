@@ -254,6 +254,12 @@ GmmaScratchSize gmma_scratch_size(DType y_t, int M, int N, int K, int sms);
 const char* gmma_decline(DType codes_t, int K, int group_size, int groups, bool act_order);
 void launch_gmma(const void* x, const GroupedWeight& w, const float* bias, DType y_t, void* y, int M, int N, int K,
                  int sms, const GmmaScratch& scratch, cudaStream_t stream);
+// w8a8.cu (core/w8a8.h): each row of x (f32/bf16 [M, K]) as codes of code_t (I8 or F8E4M3, [M, K]) and its
+// f32 scale; and y = acc * x_scales[m] * w_scales[n] (+ bias[n]) from a GEMM's unscaled acc (i32 or f32 [M, N]).
+void launch_w8_quantize_rows(DType x_t, const void* x, int64_t M, int64_t K, DType code_t, void* codes, float* scales,
+                             cudaStream_t stream);
+void launch_w8_epilogue(DType acc_t, const void* acc, const float* x_scales, const float* w_scales, const float* bias,
+                        DType y_t, void* y, int64_t M, int64_t N, cudaStream_t stream);
 // The grouped weight as bf16 out[N, K] (any code type, g_idx or not; K % 8 == 0): each weight computed
 // exactly in f32 and rounded once, the bits placement's --dequantize writes.
 void launch_grouped_dequant_bf16(const GroupedWeight& w, void* out, int N, int K, cudaStream_t stream);

@@ -256,7 +256,8 @@ bool matmul_io_ok(const MatmulArgs& a, std::string* why) {
 // Dense w: bf16 (quantized: false) or a GGUF weight type (true).
 bool matmul_common(const MatmulArgs& a, std::string* why, bool quantized = false) {
   if (!matmul_io_ok(a, why)) return false;
-  if (!a.w.dense()) return reject(why, "grouped integer weights: the cuda.gmv and cuda.gdequant_* variants");
+  if (a.w.grouped()) return reject(why, "grouped integer weights: the cuda.gmv and cuda.gdequant_* variants");
+  if (a.w.scaled()) return reject(why, "W8A8 weights: the cuda.w8a8 variant");
   if (quantized && !quant::is_weight_type(a.w.weight.dtype))
     return reject(why, "w is not a GGUF quantized weight type");
   if (!quantized && a.w.weight.dtype != DType::BF16)
@@ -267,7 +268,7 @@ bool matmul_common(const MatmulArgs& a, std::string* why, bool quantized = false
 // Grouped integer w (core/linear.h) with its group tensors on the device.
 bool grouped_common(const MatmulArgs& a, std::string* why) {
   if (!matmul_io_ok(a, why)) return false;
-  if (a.w.dense()) return reject(why, "w is not in a grouped integer format");
+  if (!a.w.grouped()) return reject(why, "w is not in a grouped integer format");
   const IntGroups& g = a.w.groups;
   for (const Tensor* t : {&g.scales, &g.zeros, &g.g_idx})
     if (!t->empty() && t->device != Device::Cuda) return reject(why, "w's group tensors are not on the CUDA device");
@@ -345,6 +346,46 @@ struct GmmaPartials : GrowingBuffer {
 struct GmmaTickets : GrowingBuffer {
   explicit GmmaTickets(ops::Runtime& lane) : GrowingBuffer(lane, DType::I32, true) {}
 };
+// cuda.w8a8's quantized rows of x, their scales, and the unscaled product where an epilogue scales it.
+struct W8Codes : GrowingBuffer {
+  explicit W8Codes(ops::Runtime& lane) : GrowingBuffer(lane, DType::U8, false) {}
+};
+struct W8RowScales : GrowingBuffer {
+  explicit W8RowScales(ops::Runtime& lane) : GrowingBuffer(lane, DType::F32, false) {}
+};
+struct W8Product : GrowingBuffer {
+  explicit W8Product(ops::Runtime& lane) : GrowingBuffer(lane, DType::F32, false) {}  // i32 or f32, 4 bytes each
+};
+
+// W8A8 (core/w8a8.h): x's rows quantized into the lane's workspace, then cuBLASLt's fp8 GEMM applying the
+// row and channel scales itself, or (int8, or fp8 where cuBLASLt refuses that scaling) its unscaled product
+// and the epilogue.
+void w8a8_matmul(const MatmulArgs& a, const Context& ctx) {
+  const int64_t M = a.x.rows(), N = a.w.out_features(), K = a.x.cols();
+  if (M == 0) return;
+  CudaLane& lane = lane_of(ctx);
+  const cudaStream_t s = stream_of(ctx);
+  const DType code_t = a.w.weight.dtype;
+  void* codes = lane.state<W8Codes>().get(M * K, s);
+  auto* x_scales = static_cast<float*>(lane.state<W8RowScales>().get(M, s));
+  const auto* w_scales = a.w.channel_scales.ptr<float>();
+  const float* bias = a.bias ? a.bias->ptr<float>() : nullptr;
+  launch_w8_quantize_rows(a.x.dtype, a.x.data, M, K, code_t, codes, x_scales, s);
+  if (code_t == DType::F8E4M3 &&
+      cublaslt_matmul_w8(lane, code_t, codes, a.w.weight.data, x_scales, w_scales, a.y.dtype, a.y.data, M, N, K)) {
+    if (bias) launch_add_bias(a.y.dtype, a.y.data, bias, M, N, s);
+    return;
+  }
+  if (code_t == DType::F8E4M3)
+    log::warn_once("matmul/cuda.w8a8/unscaled",
+                   "matmul: cuBLASLt has no fp8 GEMM with row and channel scales here; cuda.w8a8 scales an f32 "
+                   "product in a separate pass instead (slower)");
+  void* acc = lane.state<W8Product>().get(M * N, s);
+  KS_CHECK(cublaslt_matmul_w8(lane, code_t, codes, a.w.weight.data, nullptr, nullptr, DType::F32, acc, M, N, K),
+           "cuBLASLt has no {} GEMM for {}x{}x{}", dtype_name(code_t), M, N, K);
+  launch_w8_epilogue(code_t == DType::I8 ? DType::I32 : DType::F32, acc, x_scales, w_scales, bias, a.y.dtype, a.y.data,
+                     M, N, s);
+}
 
 // w as bf16 in the lane's workspace: GGUF blocks (dequant.cu) or grouped codes (gmv.cu).
 void* dequantize(const MatmulArgs& a, const Context& ctx) {
@@ -496,6 +537,20 @@ void register_matmul(Registries& r) {
          launch_gmma(a.x.data, grouped_of(a.w), bias_of(a), a.y.dtype, a.y.data, M, N, K, sms, scratch, stream_of(ctx));
        },
        nullptr, /*batch_dependent=*/true});
+  r.matmul.add({"cuda.w8a8", Device::Cuda, kPriority,
+                [](const MatmulArgs& a, std::string* why) {
+                  if (!a.w.scaled()) return reject(why, "w is not in the W8A8 format");
+                  if (!on_device({&a.x, &a.w.weight, &a.w.channel_scales, &a.y}, why)) return false;
+                  if (a.x.dtype != DType::BF16 && a.x.dtype != DType::F32) return reject(why, "x must be bf16 or f32");
+                  if (!is_act(a.y.dtype)) return reject(why, "y must be f32 or bf16");
+                  if (a.bias && (a.bias->device != Device::Cuda || a.bias->dtype != DType::F32 ||
+                                 a.bias->numel() != a.w.out_features()))
+                    return reject(why, "bias must be an f32 device vector of w's rows");
+                  // cuBLASLt's 8-bit GEMMs take dimensions in multiples of 16.
+                  return (a.x.cols() % 16 == 0 && a.w.out_features() % 16 == 0) ||
+                         reject(why, "K and N must be multiples of 16");
+                },
+                w8a8_matmul, nullptr, /*batch_dependent=*/true});  // cuBLASLt picks its reduction by shape
   r.matmul.add({"cuda.gmv", Device::Cuda, kFastPriority,
                 [](const MatmulArgs& a, std::string* why) {
                   if (a.x.rows() > kGmvMaxM) return reject(why, "more than 8 rows: the dequantizing GEMMs'");
