@@ -1,10 +1,7 @@
 // `kestrel embed`: sentence embeddings from an encoder model (BERT family, sentence-transformers layout),
 // printed as JSON in the shape of OpenAI's embeddings response.
-#include <fmt/format.h>
-
 #include <cstdio>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <string_view>
 
 #include "cli/common.h"
@@ -12,6 +9,7 @@
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "model/encoder.h"
+#include "server/embeddings_api.h"
 
 namespace kestrel::cli {
 namespace {
@@ -49,15 +47,13 @@ void embed(const EmbedFlags& f) {
   const ops::Context ctx = make_context(mf);
   const std::vector<std::string_view> views(texts.begin(), texts.end());
   const double t0 = now_seconds();
-  const std::vector<std::vector<float>> vectors = model->embed(ctx, views);
+  const std::vector<EncoderInput> inputs = model->encode(views);
+  const std::vector<std::vector<float>> vectors = model->embed(ctx, inputs);
   const double seconds = now_seconds() - t0;
-  // Built by hand: fmt prints each float in its shortest round-tripping form, nlohmann the double's.
-  std::string out = "{\"object\": \"list\", \"model\": " + nlohmann::json(f.model).dump() + ", \"data\": [";
-  for (size_t i = 0; i < vectors.size(); ++i) {
-    out += fmt::format("{}\n  {{\"object\": \"embedding\", \"index\": {}, \"embedding\": [{}]}}", i ? "," : "", i,
-                       fmt::join(vectors[i], ", "));
-  }
-  out += "\n]}\n";
+  int64_t tokens = 0;
+  for (const EncoderInput& in : inputs) tokens += static_cast<int64_t>(in.ids.size());
+  // The server's encoding of the response, so `kestrel embed` and /v1/embeddings print the same floats.
+  const std::string out = server::embeddings_response(vectors, /*base64=*/false, f.model, tokens) + "\n";
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fprintf(stderr, "%zu texts, %zu dimensions, %.1f ms (%.1f embeddings/s)\n", vectors.size(),
                vectors.empty() ? size_t{0} : vectors[0].size(), seconds * 1e3, vectors.size() / seconds);
