@@ -7,6 +7,7 @@ import base64
 import json
 import math
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -238,3 +239,25 @@ def test_one_server_generates_and_embeds(default_model):
         assert "embedding model" in str(e.value)
     finally:
         assert s.stop() == 0
+
+
+@pytest.mark.parametrize("drain", [None, "0"])
+def test_sigterm_during_embedding_requests(drain):
+    """SIGTERM lets embedding requests in flight finish; with --drain-timeout 0 what has not run is cancelled
+    with a 503. Either way every request is answered and the server exits with 0."""
+    s = ServerProcess(*(["--drain-timeout", drain] if drain else []), model=minilm_dir())
+    texts = [f"Sentence number {i}: a kestrel hovers over the meadow." for i in range(128)]
+    with ThreadPoolExecutor(2) as pool:
+        pending = [pool.submit(requests.post, s.base + "/v1/embeddings", json={"input": texts},
+                               headers=s.headers(), timeout=300) for _ in range(2)]
+        # Once the first pass has run, both requests are in flight (each takes several passes).
+        while s.metrics()["kestrel_embedding_batches_total"] < 1:
+            time.sleep(0.01)
+        assert s.stop() == 0
+        for f in pending:
+            r = f.result()
+            if drain:
+                assert r.status_code in (200, 503), r.text
+            else:
+                assert r.status_code == 200, r.text
+                assert len(r.json()["data"]) == len(texts)
