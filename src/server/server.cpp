@@ -290,6 +290,10 @@ Server::Server(ServedModels models, ops::Context ctx, ops::Context embed_ctx, Se
         [this](size_t inputs, size_t tokens, double s) { metrics_.embedding_batch(inputs, tokens, s); });
   }
   if (model_) start_generation(std::move(ctx));
+  KS_CHECK(!model_ || !embedder_ || opt_.model_name != opt_.embedding_model_name,
+           "the generation and the embedding model are both called '{}'; give one another id with "
+           "--served-model-name or --served-embedding-model-name",
+           opt_.model_name);
   http_ = std::make_unique<HttpServer>(opt_.http, [this](HttpRequest& req, ResponseWriter res) { handle(req, res); });
   http_->on_rejection([this](int status, std::string_view reason) { metrics_.request_finished(status, reason); });
   http_->on_drain_expired([this] { cancel_in_flight(); });
