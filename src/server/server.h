@@ -42,8 +42,8 @@ struct ServerOptions {
   // The embedding model's id; empty: its directory's name (an embedding-only server: model_name's).
   std::string embedding_model_name;
   // Tokens one encoder pass gathers from the waiting requests. The CPU encoder's time per token grows with
-  // the pass beyond a few thousand tokens (all-MiniLM-L6-v2 on a 2-core machine: 256 texts at about 38
-  // embeddings/s in 1024-token passes, 22 in one 5120-token pass), so passes stay small.
+  // the pass beyond a few thousand tokens (all-MiniLM-L6-v2 on a shared 2-core machine: 256 texts at 38-56
+  // embeddings/s in 1024-token passes, 22-44 in one 5120-token pass), so passes stay small.
   size_t embedding_batch_tokens = 1024;
 };
 
