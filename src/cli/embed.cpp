@@ -1,11 +1,8 @@
 // `kestrel embed`: sentence embeddings from an encoder model (BERT family, sentence-transformers layout),
 // printed as JSON in the shape of OpenAI's embeddings response.
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <span>
 #include <string_view>
 
@@ -14,6 +11,7 @@
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "model/encoder.h"
+#include "server/embeddings_api.h"
 
 namespace kestrel::cli {
 namespace {
@@ -57,26 +55,25 @@ void embed(const EmbedFlags& f) {
   const std::vector<std::string_view> views(texts.begin(), texts.end());
   const size_t batch = f.batch > 0 ? static_cast<size_t>(f.batch) : views.size();
   std::vector<std::vector<float>> vectors;
+  int64_t tokens = 0;
   double best = 0, total = 0;
   for (int r = 0; r < f.repeat; ++r) {
     vectors.clear();
+    tokens = 0;
     const double t0 = now_seconds();
     for (size_t b = 0; b < views.size(); b += batch) {
       const std::span<const std::string_view> part(views.data() + b, std::min(batch, views.size() - b));
-      for (std::vector<float>& v : model->embed(ctx, part)) vectors.push_back(std::move(v));
+      const std::vector<EncoderInput> inputs = model->encode(part);
+      for (const EncoderInput& in : inputs) tokens += static_cast<int64_t>(in.ids.size());
+      for (std::vector<float>& v : model->embed(ctx, inputs)) vectors.push_back(std::move(v));
     }
     const double s = now_seconds() - t0;
     total += s;
     best = r == 0 ? s : std::min(best, s);
   }
   const double seconds = best;
-  // Built by hand: fmt prints each float in its shortest round-tripping form, nlohmann the double's.
-  std::string out = "{\"object\": \"list\", \"model\": " + nlohmann::json(f.model).dump() + ", \"data\": [";
-  for (size_t i = 0; i < vectors.size(); ++i) {
-    out += fmt::format("{}\n  {{\"object\": \"embedding\", \"index\": {}, \"embedding\": [{}]}}", i ? "," : "", i,
-                       fmt::join(vectors[i], ", "));
-  }
-  out += "\n]}\n";
+  // The server's encoding of the response, so `kestrel embed` and /v1/embeddings print the same floats.
+  const std::string out = server::embeddings_response(vectors, /*base64=*/false, f.model, tokens) + "\n";
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fprintf(stderr, "%zu texts in batches of %zu, %zu dimensions, %s: %.1f ms (%.1f embeddings/s)", vectors.size(),
                batch, vectors.empty() ? size_t{0} : vectors[0].size(), f.device.c_str(), seconds * 1e3,

@@ -281,12 +281,36 @@ std::vector<std::vector<float>> pool(const Tensor& hidden, std::span<const Encod
 
 std::vector<std::vector<float>> EmbeddingModel::embed(const ops::Context& ctx,
                                                       std::span<const std::string_view> texts) const {
+  return embed(ctx, encode(texts));
+}
+
+std::vector<EncoderInput> EmbeddingModel::encode(std::span<const std::string_view> texts) const {
   if (texts.empty()) return {};
   EncoderInputOptions options;
   options.pad = false;  // sequences are stacked, not padded to a common length
   options.max_length = max_tokens;
-  const std::vector<EncoderInput> inputs = encode_batch(*tokenizer, texts, options);
+  return encode_batch(*tokenizer, texts, options);
+}
+
+std::vector<std::vector<float>> EmbeddingModel::embed(const ops::Context& ctx,
+                                                      std::span<const EncoderInput> inputs) const {
+  if (inputs.empty()) return {};
   return pool(encoder->forward(ctx, inputs), inputs, pooling);
+}
+
+size_t EmbeddingModel::max_input_tokens() const {
+  return max_tokens > 0 ? max_tokens : static_cast<size_t>(encoder->config().max_positions);
+}
+
+bool is_encoder_dir(const std::string& dir) {
+  const fs::path config = fs::path(dir) / "config.json";
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec) || !fs::exists(config, ec)) return false;
+  try {
+    return json_field_or<std::string>(load_json_file(config.string()), "model_type", "", config.string()) == "bert";
+  } catch (const Error&) {
+    return false;  // an unreadable config: let the generation loader report it
+  }
 }
 
 std::unique_ptr<EmbeddingModel> load_embedding_model(const std::string& dir) {

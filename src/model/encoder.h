@@ -93,7 +93,17 @@ struct EmbeddingModel {
 
   // One embedding of config().hidden floats per text, in order; the texts run as one batch.
   std::vector<std::vector<float>> embed(const ops::Context& ctx, std::span<const std::string_view> texts) const;
+  // The two halves of embed(), for callers that count tokens or batch inputs from several sources (the
+  // server): the texts as encoder rows, truncated as embed() truncates them, and the rows' embeddings.
+  std::vector<EncoderInput> encode(std::span<const std::string_view> texts) const;
+  std::vector<std::vector<float>> embed(const ops::Context& ctx, std::span<const EncoderInput> inputs) const;
+  // The longest row the encoder takes: max_tokens, else the encoder's positions.
+  size_t max_input_tokens() const;
 };
+
+// Whether `dir` is a directory holding an encoder checkpoint (config.json with model_type "bert"), as
+// opposed to a generation model; `kestrel serve` picks what to serve by it.
+bool is_encoder_dir(const std::string& dir);
 
 // Loads an encoder directory: config.json, safetensors, tokenizer.json, and the sentence-transformers
 // files when present (1_Pooling/config.json, modules.json, sentence_bert_config.json).

@@ -39,7 +39,24 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
 Metrics::Metrics()
     : ttft_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80}),
       tpot_({0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5}),
-      latency_({0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300}) {}
+      latency_({0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300}),
+      embedding_batch_inputs_({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048}),
+      embedding_batch_tokens_({16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536}) {}
+
+void Metrics::embedding_request(size_t inputs, size_t tokens) {
+  std::lock_guard lock(mutex_);
+  ++embedding_requests_;
+  embedding_inputs_ += inputs;
+  embedding_tokens_ += tokens;
+}
+
+void Metrics::embedding_batch(size_t inputs, size_t tokens, double seconds) {
+  std::lock_guard lock(mutex_);
+  ++embedding_batches_;
+  embedding_seconds_ += seconds;
+  embedding_batch_inputs_.observe(static_cast<double>(inputs));
+  embedding_batch_tokens_.observe(static_cast<double>(tokens));
+}
 
 void Metrics::request_finished(int status, std::string_view reason) {
   std::lock_guard lock(mutex_);
@@ -111,6 +128,17 @@ std::string Metrics::render(const SchedulerStats& st, int connections) const {
     single(out, "kestrel_" + k + "_step_device_seconds_total", "counter", "device time of those steps' work",
            t->device_seconds);
   }
+  single(out, "kestrel_embedding_requests_total", "counter", "/v1/embeddings requests answered with embeddings",
+         embedding_requests_);
+  single(out, "kestrel_embedding_inputs_total", "counter", "inputs (texts or token lists) of those requests",
+         embedding_inputs_);
+  single(out, "kestrel_embedding_tokens_total", "counter", "tokens of those inputs (usage.prompt_tokens)",
+         embedding_tokens_);
+  single(out, "kestrel_embedding_batches_total", "counter", "encoder forward passes of the embedding queue",
+         embedding_batches_);
+  single(out, "kestrel_embedding_batch_seconds_total", "counter", "time those passes took", embedding_seconds_);
+  embedding_batch_inputs_.render(out, "kestrel_embedding_batch_inputs", "inputs per embedding batch");
+  embedding_batch_tokens_.render(out, "kestrel_embedding_batch_tokens", "tokens per embedding batch");
   single(out, "kestrel_http_connections", "gauge", "open HTTP connections", connections);
   return out;
 }

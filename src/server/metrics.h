@@ -1,6 +1,7 @@
 // Server metrics in the Prometheus text format (version 0.0.4): request counts by status, token
 // counters, latency histograms (time to first token, time per output token, end to end) and the
-// scheduler's gauges. Thread-safe: the I/O and engine threads both record.
+// scheduler's gauges; the embedding queue's requests, inputs, tokens and batch sizes. Thread-safe: the I/O and engine
+// threads both record.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,10 @@ class Metrics {
   void time_to_first_token(double seconds);
   void time_per_output_token(double seconds);
   void request_latency(double seconds);
+  // An answered /v1/embeddings request (status 200): its inputs and tokens.
+  void embedding_request(size_t inputs, size_t tokens);
+  // A batch the embedding queue ran: inputs, tokens and seconds.
+  void embedding_batch(size_t inputs, size_t tokens, double seconds);
   // The whole page; scheduler gauges come from `sched`, open connections from `connections`.
   std::string render(const SchedulerStats& sched, int connections) const;
 
@@ -48,6 +53,10 @@ class Metrics {
   std::map<std::pair<int, std::string>, uint64_t> errors_;
   uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   Histogram ttft_, tpot_, latency_;
+  uint64_t embedding_requests_ = 0, embedding_inputs_ = 0, embedding_tokens_ = 0;
+  uint64_t embedding_batches_ = 0;
+  double embedding_seconds_ = 0;
+  Histogram embedding_batch_inputs_, embedding_batch_tokens_;
 };
 
 }  // namespace kestrel::server

@@ -272,7 +272,38 @@ struct Server::Call {
 };
 
 Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
-    : model_(&model), opt_(std::move(opt)), created_(unix_time()) {
+    : Server(ServedModels{&model, nullptr, {}}, std::move(ctx), ops::Context{}, std::move(opt)) {}
+
+Server::Server(ServedModels models, ops::Context ctx, ops::Context embed_ctx, ServerOptions opt)
+    : model_(models.generator), embedder_(models.embedder), opt_(std::move(opt)), created_(unix_time()) {
+  KS_CHECK(model_ || embedder_, "a server needs a generation model, an embedding model, or both");
+  if (embedder_) {
+    // An embedding-only server answers to --served-model-name; beside a generation model the embedding
+    // model has its own id.
+    std::string& name = opt_.embedding_model_name;
+    if (name.empty()) name = !model_ ? opt_.model_name : "";
+    if (name.empty()) name = default_model_name(models.embedder_path);
+    if (!model_) opt_.model_name = name;
+    embeddings_ = std::make_unique<EmbeddingQueue>(
+        [this, embed_ctx](std::span<const EncoderInput> rows) { return embedder_->embed(embed_ctx, rows); },
+        opt_.embedding_batch_tokens, static_cast<size_t>(opt_.scheduler.max_waiting),
+        [this](size_t inputs, size_t tokens, double s) { metrics_.embedding_batch(inputs, tokens, s); });
+  }
+  if (model_) start_generation(std::move(ctx));
+  KS_CHECK(!model_ || !embedder_ || opt_.model_name != opt_.embedding_model_name,
+           "the generation and the embedding model are both called '{}'; give one another id with "
+           "--served-model-name or --served-embedding-model-name",
+           opt_.model_name);
+  http_ = std::make_unique<HttpServer>(opt_.http, [this](HttpRequest& req, ResponseWriter res) { handle(req, res); });
+  http_->on_rejection([this](int status, std::string_view reason) { metrics_.request_finished(status, reason); });
+  http_->on_drain_expired([this] { cancel_in_flight(); });
+  // Keys are compared by digest, so the comparison takes the same time whatever their lengths.
+  api_key_digest_ = sha256(opt_.api_key);
+  workers_ = std::make_unique<WorkerPool>(opt_.request_threads);
+}
+
+void Server::start_generation(ops::Context ctx) {
+  const Model& model = *model_;
   if (opt_.model_name.empty()) opt_.model_name = default_model_name(model.path);
   SchedulerOptions& so = opt_.scheduler;
   so.n_ctx = model.config().context_size(so.n_ctx);
@@ -299,18 +330,16 @@ Server::Server(const Model& model, ops::Context ctx, ServerOptions opt)
   constraints_ = std::make_unique<ConstraintCompiler>(*model.tokenizer, static_cast<int32_t>(c.vocab));
   tool_template_ = detect_tool_template(model.chat_template);
   scheduler_ = std::make_unique<Scheduler>(*model.decoder, *model.tokenizer, *cache_, std::move(ctx), so);
-  http_ = std::make_unique<HttpServer>(opt_.http, [this](HttpRequest& req, ResponseWriter res) { handle(req, res); });
-  http_->on_rejection([this](int status, std::string_view reason) { metrics_.request_finished(status, reason); });
-  http_->on_drain_expired([this] { cancel_in_flight(); });
-  // Keys are compared by digest, so the comparison takes the same time whatever their lengths.
-  api_key_digest_ = sha256(opt_.api_key);
-  workers_ = std::make_unique<WorkerPool>(opt_.request_threads);
 }
 
-Server::~Server() = default;
+Server::~Server() {
+  workers_->stop();  // its tasks may still queue embeddings
+  if (embeddings_) embeddings_->stop();
+}
 
 void Server::run() {
-  std::thread engine([this] { scheduler_->run(); });
+  std::thread engine;
+  if (scheduler_) engine = std::thread([this] { scheduler_->run(); });
   // Always printed (not a log line): scripts and users need the address, --port 0 picks any free port.
   std::fprintf(stderr, "kestrel: serving %s on http://%s:%d\n", opt_.model_name.c_str(), opt_.http.host.c_str(),
                port());
@@ -318,8 +347,9 @@ void Server::run() {
     // Whatever is still queued or being prepared lost its connection when the drain ended.
     cancel_in_flight();
     workers_->stop();
-    scheduler_->stop();
-    engine.join();
+    if (embeddings_) embeddings_->stop();
+    if (scheduler_) scheduler_->stop();
+    if (engine.joinable()) engine.join();
   };
   try {
     http_->run();
@@ -334,7 +364,8 @@ void Server::run() {
 void Server::cancel_in_flight() {
   std::lock_guard lock(submit_mutex_);
   cancelling_ = true;
-  scheduler_->cancel_all();
+  if (scheduler_) scheduler_->cancel_all();
+  if (embeddings_) embeddings_->cancel_waiting();
 }
 
 bool Server::authorized(const HttpRequest& req) const {
@@ -389,24 +420,25 @@ void Server::handle(HttpRequest& req, ResponseWriter res) {
   }
   if (path == "/metrics") {
     if (only("GET"))
-      res.respond(200, "text/plain; version=0.0.4", metrics_.render(scheduler_->stats(), http_->connections()));
+      res.respond(200, "text/plain; version=0.0.4",
+                  metrics_.render(scheduler_ ? scheduler_->stats() : SchedulerStats{}, http_->connections()));
     return;
   }
   if ((path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize") && !authorized(req)) {
     respond_error(res, 401, "missing or wrong API key (send 'Authorization: Bearer <key>')", "", "invalid_api_key");
     return;
   }
-  if (path == "/v1/models" || path == "/v1/models/" + opt_.model_name) {
-    if (!only("GET")) return;
-    const json card = {{"id", opt_.model_name},
-                       {"object", "model"},
-                       {"created", created_},
-                       {"owned_by", "kestrel"},
-                       {"max_model_len", scheduler_->n_ctx()}};
-    respond_json(res, 200, dump(path == "/v1/models" ? json{{"object", "list"}, {"data", json::array({card})}} : card));
+  if (path == "/v1/models") {
+    if (only("GET")) respond_json(res, 200, dump(json{{"object", "list"}, {"data", model_cards()}}));
     return;
   }
   if (path.starts_with("/v1/models/")) {
+    if (!only("GET")) return;
+    for (const json& card : model_cards())
+      if (card["id"] == path.substr(11)) {
+        respond_json(res, 200, dump(card));
+        return;
+      }
     respond_error(res, 404, fmt::format("model '{}' does not exist", path.substr(11)), "model", "model_not_found");
     return;
   }
@@ -415,6 +447,7 @@ void Server::handle(HttpRequest& req, ResponseWriter res) {
   if (path == "/v1/chat/completions") route = Route::Chat;
   if (path == "/tokenize") route = Route::Tokenize;
   if (path == "/detokenize") route = Route::Detokenize;
+  if (path == "/v1/embeddings") route = Route::Embeddings;
   if (!route) {
     respond_error(res, 404, fmt::format("no route for {} {}", req.method, path));
     return;
@@ -433,11 +466,13 @@ void Server::prepare(Route route, const std::string& body, ResponseWriter& res) 
     }
     if (cancelling_) throw ApiError(503, "the server is shutting down", "", "shutting_down");
     const json parsed = parse_json_body(body);
+    if (route == Route::Embeddings ? !embedder_ : !model_) not_served(route);
     switch (route) {
       case Route::Completions: handle_generation(parsed, body, res, Endpoint::Completions); break;
       case Route::Chat: handle_generation(parsed, body, res, Endpoint::Chat); break;
       case Route::Tokenize: handle_tokenize(parsed, res, true); break;
       case Route::Detokenize: handle_tokenize(parsed, res, false); break;
+      case Route::Embeddings: handle_embeddings(parsed, res); break;
     }
   } catch (const ApiError& e) {
     respond_error(res, e.status(), e.what(), e.param(), e.code());
@@ -496,6 +531,7 @@ void Server::handle_tokenize(const json& body, ResponseWriter& res, bool tokeniz
 
 void Server::handle_generation(const json& body, std::string_view raw, ResponseWriter& res, Endpoint endpoint) {
   GenerationSpec g = parse_generation_request(body, endpoint, opt_.sampling, raw);
+  if (embedder_ && !g.model.empty() && g.model == opt_.embedding_model_name) not_served(Route::Chat);
   if (!g.model.empty() && g.model != opt_.model_name)
     throw ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'", g.model, opt_.model_name),
                    "model", "model_not_found");
@@ -573,6 +609,136 @@ void Server::handle_generation(const json& body, std::string_view raw, ResponseW
           "", "rate_limit_exceeded");
   }
   call->start();
+}
+
+json Server::model_cards() const {
+  json cards = json::array();
+  auto card = [&](const std::string& id, int64_t max_len) {
+    cards.push_back(
+        {{"id", id}, {"object", "model"}, {"created", created_}, {"owned_by", "kestrel"}, {"max_model_len", max_len}});
+  };
+  if (model_) card(opt_.model_name, scheduler_->n_ctx());
+  if (embedder_) card(opt_.embedding_model_name, static_cast<int64_t>(embedder_->max_input_tokens()));
+  return cards;
+}
+
+void Server::not_served(Route route) const {
+  if (route == Route::Embeddings)
+    throw ApiError(400,
+                   fmt::format("model '{}' does not support embeddings: this server has no embedding model (serve "
+                               "an encoder directory with -m, or add one with --embedding-model DIR)",
+                               opt_.model_name),
+                   "model", "model_not_supported");
+  throw ApiError(400,
+                 fmt::format("model '{}' is an embedding model and does not generate text: use /v1/embeddings{}",
+                             opt_.embedding_model_name,
+                             model_ ? fmt::format(", or model '{}' for text", opt_.model_name)
+                                    : " (to serve a generation model too: -m MODEL --embedding-model DIR)"),
+                 "model", "model_not_supported");
+}
+
+std::vector<EncoderInput> Server::embedding_rows(const EmbeddingSpec& spec) const {
+  const EncoderConfig& c = embedder_->encoder->config();
+  std::vector<EncoderInput> rows(spec.inputs.size());
+  auto param = [&](size_t i) { return spec.inputs.size() > 1 ? fmt::format("input[{}]", i) : std::string("input"); };
+  // The texts are tokenized together, as `kestrel embed` does (truncated to the model's max_seq_length).
+  std::vector<std::string_view> texts;
+  std::vector<size_t> text_at;
+  for (size_t i = 0; i < spec.inputs.size(); ++i) {
+    const EmbeddingInput& in = spec.inputs[i];
+    if (!in.is_tokens) {
+      texts.push_back(in.text);
+      text_at.push_back(i);
+      continue;
+    }
+    // Token ids are the model's input as given (special tokens included), so they are not cut: a
+    // shortened list would lose the [SEP] the client put at its end.
+    for (int32_t id : in.ids)
+      if (id >= c.vocab)
+        throw ApiError(400,
+                       fmt::format("token id {} is outside the embedding model's vocabulary (ids run from 0 to {})", id,
+                                   c.vocab - 1),
+                       param(i), "invalid_value");
+    if (in.ids.size() > embedder_->max_input_tokens())
+      throw ApiError(400,
+                     fmt::format("{} has {} tokens; this model takes at most {} (texts are truncated to that, token "
+                                 "ids are not)",
+                                 param(i), in.ids.size(), embedder_->max_input_tokens()),
+                     param(i), "context_length_exceeded");
+    rows[i].ids = in.ids;
+    rows[i].type_ids.assign(in.ids.size(), 0);
+    rows[i].attention_mask.assign(in.ids.size(), 1);
+  }
+  std::vector<EncoderInput> encoded = embedder_->encode(texts);
+  for (size_t j = 0; j < encoded.size(); ++j) {
+    const size_t i = text_at[j];
+    // Without max_seq_length, only tokenizer.json's truncation (if any) bounds a text.
+    if (encoded[j].ids.size() > static_cast<size_t>(c.max_positions))
+      throw ApiError(400,
+                     fmt::format("{} has {} tokens; this model takes at most {}", param(i), encoded[j].ids.size(),
+                                 c.max_positions),
+                     param(i), "context_length_exceeded");
+    rows[i] = std::move(encoded[j]);
+  }
+  return rows;
+}
+
+void Server::handle_embeddings(const json& body, ResponseWriter& res) {
+  const EmbeddingSpec spec = parse_embedding_request(body);
+  const std::string& name = opt_.embedding_model_name;
+  if (!spec.model.empty() && spec.model != name) {
+    if (model_ && spec.model == opt_.model_name)
+      throw ApiError(
+          400, fmt::format("model '{}' does not support embeddings; this server embeds with '{}'", spec.model, name),
+          "model", "model_not_supported");
+    throw ApiError(404, fmt::format("model '{}' does not exist; this server embeds with '{}'", spec.model, name),
+                   "model", "model_not_found");
+  }
+  const int hidden = embedder_->encoder->config().hidden;
+  if (spec.dimensions && *spec.dimensions > hidden)
+    throw ApiError(
+        400,
+        fmt::format("'dimensions' must be between 1 and {} (the model's dimensions), got {}", hidden, *spec.dimensions),
+        "dimensions", "invalid_value");
+  auto job = std::make_shared<EmbeddingJob>();
+  job->inputs = embedding_rows(spec);
+  size_t tokens = 0;
+  for (const EncoderInput& row : job->inputs) tokens += row.ids.size();
+  // Runs on the embedding thread: the response is encoded on a request worker, so the next batch starts.
+  job->done = [this, res, dims = spec.dimensions, base64 = spec.base64, tokens,
+               inputs = job->inputs.size()](EmbeddingOutcome&& o) mutable {
+    workers_->post([this, res, o = std::move(o), dims, base64, tokens, inputs]() mutable {
+      if (o.status == kClientGone) {
+        finished_request(res, kClientGone, "client_gone");
+        return;
+      }
+      if (o.status != 200) {
+        respond_error(res, o.status, o.error, "", o.status == 503 ? "shutting_down" : "engine_error");
+        return;
+      }
+      if (dims)
+        for (std::vector<float>& v : o.vectors)
+          shorten_embedding(v, static_cast<size_t>(*dims), embedder_->pooling.normalize);
+      const std::string out =
+          embeddings_response(o.vectors, base64, opt_.embedding_model_name, static_cast<int64_t>(tokens));
+      metrics_.embedding_request(inputs, tokens);
+      finished_request(res, 200, "", static_cast<int>(tokens), 0);
+      res.respond(200, "application/json", out);
+    });
+  };
+  std::weak_ptr<EmbeddingJob> weak = job;
+  res.on_close([weak, this] {
+    if (auto j = weak.lock()) {
+      j->cancelled = true;
+      embeddings_->wake();
+    }
+  });
+  std::lock_guard lock(submit_mutex_);
+  if (cancelling_) throw ApiError(503, "the server is shutting down", "", "shutting_down");
+  if (!embeddings_->submit(job))
+    throw ApiError(
+        429, fmt::format("the server is busy ({} embedding requests queued); retry later", opt_.scheduler.max_waiting),
+        "", "rate_limit_exceeded");
 }
 
 }  // namespace kestrel::server

@@ -176,5 +176,20 @@ TEST_F(TinyEncoder, LoadErrorsSayWhatIsWrong) {
   expect_error([&] { Encoder::load(dir); }, "no config.json");
 }
 
+// `kestrel serve` picks an embedding-only server by it: a directory whose config.json is a BERT's.
+TEST_F(TinyEncoder, EncoderDirectoriesAreRecognized) {
+  EXPECT_TRUE(is_encoder_dir(dir_.string()));
+  EXPECT_FALSE(is_encoder_dir((dir_ / "model.safetensors").string()));  // a file
+  EXPECT_FALSE(is_encoder_dir((dir_ / "nope").string()));
+  nlohmann::json c = tiny_config();
+  c["model_type"] = "llama";
+  write_config(c);
+  EXPECT_FALSE(is_encoder_dir(dir_.string()));
+  std::ofstream(dir_ / "config.json") << "{not json";
+  EXPECT_FALSE(is_encoder_dir(dir_.string()));  // the generation loader reports it
+  fs::remove(dir_ / "config.json");
+  EXPECT_FALSE(is_encoder_dir(dir_.string()));
+}
+
 }  // namespace
 }  // namespace kestrel
