@@ -359,32 +359,40 @@ struct W8Product : GrowingBuffer {
 
 // W8A8 (core/w8a8.h): x's rows quantized into the lane's workspace, then cuBLASLt's fp8 GEMM applying the
 // row and channel scales itself, or (int8, or fp8 where cuBLASLt refuses that scaling) its unscaled product
-// and the epilogue.
+// and the epilogue. The GEMM runs on the rows padded to a multiple of 16 (zero codes): cuBLASLt's 8-bit
+// kernels ask for aligned dimensions, and a decode step's few rows cost no more weight reads padded.
 void w8a8_matmul(const MatmulArgs& a, const Context& ctx) {
   const int64_t M = a.x.rows(), N = a.w.out_features(), K = a.x.cols();
   if (M == 0) return;
+  const int64_t Mp = (M + 15) / 16 * 16;
   CudaLane& lane = lane_of(ctx);
   const cudaStream_t s = stream_of(ctx);
   const DType code_t = a.w.weight.dtype;
-  void* codes = lane.state<W8Codes>().get(M * K, s);
-  auto* x_scales = static_cast<float*>(lane.state<W8RowScales>().get(M, s));
+  auto* codes = static_cast<uint8_t*>(lane.state<W8Codes>().get(Mp * K, s));
+  auto* x_scales = static_cast<float*>(lane.state<W8RowScales>().get(Mp, s));
   const auto* w_scales = a.w.channel_scales.ptr<float>();
   const float* bias = a.bias ? a.bias->ptr<float>() : nullptr;
-  launch_w8_quantize_rows(a.x.dtype, a.x.data, M, K, code_t, codes, x_scales, s);
-  if (code_t == DType::F8E4M3 &&
-      cublaslt_matmul_w8(lane, code_t, codes, a.w.weight.data, x_scales, w_scales, a.y.dtype, a.y.data, M, N, K)) {
-    if (bias) launch_add_bias(a.y.dtype, a.y.data, bias, M, N, s);
-    return;
+  if (Mp > M) {
+    lane.fill_async(codes + M * K, 0, static_cast<size_t>((Mp - M) * K));
+    lane.fill_async(x_scales + M, 0, static_cast<size_t>(Mp - M) * sizeof(float));
   }
-  if (code_t == DType::F8E4M3)
+  launch_w8_quantize_rows(a.x.dtype, a.x.data, M, K, code_t, codes, x_scales, s);
+  void* product = lane.state<W8Product>().get(Mp * N, s);  // 4 bytes an element: i32, f32, or y's rows
+  if (code_t == DType::F8E4M3) {
+    void* out = Mp == M ? a.y.data : product;
+    if (cublaslt_matmul_w8(lane, code_t, codes, a.w.weight.data, x_scales, w_scales, a.y.dtype, out, Mp, N, K)) {
+      if (out != a.y.data) lane.copy_async(a.y.data, out, row_bytes(a.y.dtype, M * N));
+      if (bias) launch_add_bias(a.y.dtype, a.y.data, bias, M, N, s);
+      return;
+    }
     log::warn_once("matmul/cuda.w8a8/unscaled",
                    "matmul: cuBLASLt has no fp8 GEMM with row and channel scales here; cuda.w8a8 scales an f32 "
                    "product in a separate pass instead (slower)");
-  void* acc = lane.state<W8Product>().get(M * N, s);
-  KS_CHECK(cublaslt_matmul_w8(lane, code_t, codes, a.w.weight.data, nullptr, nullptr, DType::F32, acc, M, N, K),
-           "cuBLASLt has no {} GEMM for {}x{}x{}", dtype_name(code_t), M, N, K);
-  launch_w8_epilogue(code_t == DType::I8 ? DType::I32 : DType::F32, acc, x_scales, w_scales, bias, a.y.dtype, a.y.data,
-                     M, N, s);
+  }
+  KS_CHECK(cublaslt_matmul_w8(lane, code_t, codes, a.w.weight.data, nullptr, nullptr, DType::F32, product, Mp, N, K),
+           "cuBLASLt has no {} GEMM for {}x{}x{}", dtype_name(code_t), Mp, N, K);
+  launch_w8_epilogue(code_t == DType::I8 ? DType::I32 : DType::F32, product, x_scales, w_scales, bias, a.y.dtype,
+                     a.y.data, M, N, s);
 }
 
 // w as bf16 in the lane's workspace: GGUF blocks (dequant.cu) or grouped codes (gmv.cu).
