@@ -14,7 +14,7 @@ namespace {
 using test::expect_error;
 
 TEST(Pnm, ReadsBinaryPpm) {
-  const std::string bytes = std::string("P6\n2 1\n255\n") + "\x01\x02\x03\xff\x00\x80";
+  const std::string bytes = std::string("P6\n2 1\n255\n") + std::string("\x01\x02\x03\xff\x00\x80", 6);
   const RgbImage img = parse_pnm(bytes);
   EXPECT_EQ(img.width, 2);
   EXPECT_EQ(img.height, 1);
@@ -32,7 +32,7 @@ TEST(Pnm, GreyIsReplicatedAndSixteenBitIsBigEndian) {
   EXPECT_EQ(parse_pnm("P2 2 1 255 7 9").rgb, (std::vector<uint8_t>{7, 7, 7, 9, 9, 9}));
   const RgbImage img = parse_pnm(std::string("P5 1 1 65535\n") + "\xff\xff");
   EXPECT_EQ(img.rgb, (std::vector<uint8_t>{255, 255, 255}));
-  EXPECT_EQ(parse_pnm(std::string("P5 1 1 65535\n") + "\x01\x00").rgb[0], 1);  // 256 * 255 / 65535
+  EXPECT_EQ(parse_pnm(std::string("P5 1 1 65535\n") + std::string("\x01\x00", 2)).rgb[0], 1);  // 256 * 255 / 65535
 }
 
 TEST(Pnm, RefusesMalformedImagesWithClearErrors) {
