@@ -3,7 +3,6 @@
 #include <fmt/ranges.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <limits>
 
@@ -11,6 +10,7 @@
 #include "core/error.h"
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
+#include "model/cache_dir.h"
 #include "ops/classifier_ops.h"
 #include "tokenizer/encoder_inputs.h"
 
@@ -253,12 +253,7 @@ std::unique_ptr<SentimentClassifier> load_sentiment_classifier(const std::string
   m->head = SentimentHead::load(dir);
   std::string enc = encoder_dir;
   if (enc.empty() && fs::is_directory(fs::path(dir) / "encoder")) enc = (fs::path(dir) / "encoder").string();
-  if (enc.empty()) {
-    const char* cache = std::getenv("KESTREL_CACHE");
-    const char* home = std::getenv("HOME");
-    const std::string root = cache && *cache ? cache : std::string(home ? home : ".") + "/.cache/kestrel";
-    enc = root + "/models/" + m->head->config().encoder;
-  }
+  if (enc.empty()) enc = cache_dir() + "/models/" + m->head->config().encoder;
   KS_CHECK(fs::is_directory(enc),
            "the classifier's encoder '{}' is not at {}; pass --encoder DIR or run scripts/fetch_test_vocabs.sh",
            m->head->config().encoder, enc);

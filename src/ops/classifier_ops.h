@@ -17,15 +17,16 @@ namespace kestrel::ops {
 
 // The recurrence of one LSTM direction over sequences stacked as rows (PyTorch's gate order i, f, g, o):
 //   i, f, o = sigmoid(gates_t + W_hh h), g = tanh(gates_t + W_hh h), c = f c + i g, h = o tanh(c)
-// with h and c zero at each sequence's start. gates: [T, 4H], the input projection x W_ih^T + b_ih + b_hh
+// with h and c zero at each sequence's start. seqs: disjoint row ranges in row order, as the encoder
+// stacks texts (checked). gates: [T, 4H], the input projection x W_ih^T + b_ih + b_hh
 // (an ops::matmul); w_hh: f32 [4H, H]. reverse: each sequence runs from its last row to its first (the
 // backward half of a BiLSTM). out: [T, D] with D >= col + H; the op writes h into columns [col, col + H)
 // of each sequence's rows (both directions of a BiLSTM into one [T, 2H]) and leaves the rest as it is.
 void lstm(const Context& ctx, const Tensor& gates, const Tensor& w_hh, const std::vector<EncoderSeq>& seqs,
           bool reverse, int64_t col, Tensor& out);
 
-// y[s, :] = the mean of x's rows of sequence s (mean pooling over tokens). x: [T, D]; y: [S, D]; a
-// sequence of no rows gives zeros.
+// y[s, :] = the mean of x's rows of sequence s (mean pooling over tokens); seqs as lstm's. x: [T, D];
+// y: [S, D]; a sequence of no rows gives zeros.
 void mean_rows(const Context& ctx, const Tensor& x, const std::vector<EncoderSeq>& seqs, Tensor& y);
 
 struct Conv2dParams {
