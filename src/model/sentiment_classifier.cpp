@@ -20,9 +20,11 @@ namespace {
 
 constexpr const char* kArchitecture = "kestrel_sentiment_cbam";
 
+// Every size of the model is at most 1 << 16 (an image side, a channel count, a token count): larger
+// values are a broken config, refused before anything is allocated from them.
 int config_int(const nlohmann::json& j, const char* key, int def, const std::string& where) {
   const nlohmann::json* v = json_field(j, key);
-  return v ? static_cast<int>(json_int(*v, key, where, 1, 1 << 20)) : def;
+  return v ? static_cast<int>(json_int(*v, key, where, 1, 1 << 16)) : def;
 }
 
 SentimentClassifierConfig read_config(const std::string& dir) {
@@ -54,7 +56,7 @@ SentimentClassifierConfig read_config(const std::string& dir) {
   const nlohmann::json* ch = json_field(j, "image_channels");
   KS_CHECK(ch && ch->is_array() && ch->size() == 2, "{}: image_channels must be a list of the CNN's two widths", where);
   for (int i = 0; i < 2; ++i)
-    c.image_channels[i] = static_cast<int>(json_int((*ch)[i], "image_channels", where, 1, 4096));
+    c.image_channels[i] = static_cast<int>(json_int((*ch)[i], "image_channels", where, 1, 1 << 16));
   const nlohmann::json* classes = json_field(j, "classes");
   KS_CHECK(classes && classes->is_array() && !classes->empty(), "{}: classes must be a list of class names", where);
   for (const nlohmann::json& name : *classes) {
@@ -238,12 +240,12 @@ Tensor SentimentClassifier::logits(const ops::Context& ctx, std::span<const std:
     seqs.push_back({row, static_cast<int32_t>(in.ids.size())});
     row += static_cast<int32_t>(in.ids.size());
   }
+  std::vector<Tensor> inputs_f32;  // each checked for size before the batch is allocated
+  for (const RgbImage& img : images) inputs_f32.push_back(image_input(img, c));
   const int64_t S = c.image_size, plane = 3 * S * S;
   Tensor batch = Tensor::empty_host(DType::F32, {static_cast<int64_t>(images.size()), 3, S, S});
-  for (size_t i = 0; i < images.size(); ++i) {
-    const Tensor one = image_input(images[i], c);
-    std::copy_n(one.ptr<float>(), plane, batch.ptr<float>() + static_cast<int64_t>(i) * plane);
-  }
+  for (size_t i = 0; i < images.size(); ++i)
+    std::copy_n(inputs_f32[i].ptr<float>(), plane, batch.ptr<float>() + static_cast<int64_t>(i) * plane);
   const Tensor features = ops::upload(ctx, encoder->encoder->forward(ctx, inputs));
   return head->forward(ctx, features, seqs, ops::upload(ctx, batch));
 }
