@@ -183,7 +183,7 @@ Tensor SentimentHead::forward(const ops::Context& ctx, const Tensor& token_featu
   ops::concat_tiled(ctx, p2, text, joined);
   ops::conv2d(ctx, joined, fuse_.w, &fuse_.b, same, x);
 
-  // CBAM channel attention: sigmoid(MLP(mean) + MLP(max)) per channel, the MLP shared by both rows sets.
+  // CBAM channel attention: sigmoid(MLP(mean) + MLP(max)) per channel, one MLP for both sets of rows.
   Tensor pooled = alloc(ctx, {2, N, F}), hidden = alloc(ctx, {2 * N, F / c.cbam_reduction});
   Tensor att = alloc(ctx, {2 * N, F});
   ops::global_pool(ctx, x, pooled);
