@@ -5,6 +5,7 @@
 #include "backends/cpu/register.h"
 #include "backends/cpu/runtime.h"
 #include "core/error.h"
+#include "ops/classifier_dispatch.h"
 #include "ops/dispatch.h"
 #if KESTREL_HAVE_CUDA
 #include "backends/cuda/device_tensor.h"
@@ -19,6 +20,7 @@ void install() {
   std::call_once(once, [] {
     ops::Registries& r = ops::registries();
     cpu::register_variants(r);
+    cpu::register_classifier_variants(ops::classifier_registries());
 #if KESTREL_HAVE_CUDA
     cuda::register_variants(r);
 #endif

@@ -83,6 +83,7 @@ void register_chat(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_embed(CLI::App& app);
+void register_classify(CLI::App& app);
 void register_info(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_serve(CLI::App& app);

@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   kestrel::cli::register_perplexity(app);
   kestrel::cli::register_tokenize(app);
   kestrel::cli::register_embed(app);
+  kestrel::cli::register_classify(app);
   kestrel::cli::register_info(app);
   kestrel::cli::register_bench(app);
   kestrel::cli::register_synth(app);

@@ -8,6 +8,7 @@
 #include "formats/gguf.h"
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
+#include "model/cache_dir.h"
 #include "model/gguf_model.h"
 #include "model/hf_model.h"
 #include "tokenizer/tokenizer_file.h"
@@ -86,10 +87,7 @@ std::unique_ptr<Model> load_model(const std::string& path) {
 
 std::string default_model_path() {
   if (const char* e = std::getenv("KESTREL_MODEL"); e && *e) return e;
-  const char* cache = std::getenv("KESTREL_CACHE");
-  const char* home = std::getenv("HOME");
-  const std::string dir = cache && *cache ? cache : std::string(home ? home : ".") + "/.cache/kestrel";
-  return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+  return cache_dir() + "/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
 }  // namespace kestrel

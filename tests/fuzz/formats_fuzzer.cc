@@ -1,6 +1,7 @@
-// libFuzzer target for the model file parsers: every input is tried as GGUF, as safetensors and as JSON
-// (and a JSON document as a tokenizer.json), and whatever opens is fully exercised. Only kestrel::Error may come out;
-// anything else (a crash, a sanitizer report, another exception type) is a finding.
+// libFuzzer target for the model file parsers: every input is tried as GGUF, as safetensors, as JSON
+// (and a JSON document as a tokenizer.json) and as a PPM/PGM image (`kestrel classify --image`), and whatever opens is
+// fully exercised. Only kestrel::Error may come out; anything else (a crash, a sanitizer report, another exception
+// type) is a finding.
 //
 // The .cc extension keeps this file out of the kestrel_tests glob (tests/*.cpp); build and run it with
 // tests/fuzz/run_formats_fuzzer.sh (clang only).
@@ -14,6 +15,7 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/hf_config.h"
+#include "formats/pnm.h"
 #include "formats/safetensors.h"
 #include "tokenizer/encoder_inputs.h"
 #include "tokenizer/tokenizer.h"
@@ -95,6 +97,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz_safetensors();
   try {
     fuzz_tokenizer_json(kestrel::parse_json(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz input"));
+  } catch (const kestrel::Error&) {
+  }
+  try {
+    const kestrel::RgbImage img = kestrel::parse_pnm(std::string_view(reinterpret_cast<const char*>(data), size));
+    if (img.rgb.size() != static_cast<size_t>(img.width) * img.height * 3) __builtin_trap();
   } catch (const kestrel::Error&) {
   }
   return 0;

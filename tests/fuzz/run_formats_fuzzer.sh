@@ -14,9 +14,10 @@ cp tests/fixtures/formats/safetensors/single/model.safetensors "$out/corpus/"
 cp tests/fixtures/formats/safetensors/sharded/model.safetensors.index.json "$out/corpus/"
 cp tests/fixtures/tokenizer/trained/gpt2.tokenizer.json tests/fixtures/tokenizer/trained/llama2_spm.tokenizer.json \
   tests/fuzz/seeds/wordpiece.tokenizer.json "$out/corpus/"
+cp tests/fixtures/classifier/golden/image_0.ppm "$out/corpus/"
 
 clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc \
-  tests/fuzz/formats_fuzzer.cc src/formats/gguf.cpp src/formats/safetensors.cpp src/formats/hf_config.cpp \
+  tests/fuzz/formats_fuzzer.cc src/formats/gguf.cpp src/formats/safetensors.cpp src/formats/hf_config.cpp src/formats/pnm.cpp \
   src/core/dtype.cpp src/core/error.cpp src/core/log.cpp src/core/mapped_file.cpp src/core/tensor.cpp \
   src/tokenizer/*.cpp $(pkg-config --cflags --libs fmt libpcre2-8 libutf8proc) -o "$out/formats_fuzzer"
 

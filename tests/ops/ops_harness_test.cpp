@@ -32,6 +32,7 @@
 #include "core/quant_groups.h"
 #include "core/thread_pool.h"
 #include "core/w8a8.h"
+#include "ops/classifier_dispatch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -359,7 +360,9 @@ void check_case(const Registry<Args>& reg, const std::string& name, double bound
 
 // Every test: something checked on the CPU, and every variant this machine can run checked on at least one
 // case (a variant that declines them all, even where each decline was expected, is not being tested).
-void check_coverage() {
+// require_cpu_run: some variant other than cpu.ref ran on the CPU (off for ops that only have cpu.ref so far,
+// whose cases wait for their CUDA kernels).
+void check_coverage(bool require_cpu_run = true) {
   int cpu_runs = 0;
   for (const auto& [key, s] : stats()) {
     if (!s.skipped.empty()) {
@@ -371,7 +374,7 @@ void check_coverage() {
     EXPECT_GT(s.ran, 0) << key << " ran none of the test's cases";
     if (s.device == Device::Cpu) cpu_runs += s.ran;
   }
-  EXPECT_GT(cpu_runs, 0) << "no variant run was checked on the CPU";
+  if (require_cpu_run) EXPECT_GT(cpu_runs, 0) << "no variant run was checked on the CPU";
   if (!backends::available(Device::Cuda))
     std::printf("[ harness ] CUDA variants not checked: %s\n",
 #if KESTREL_HAVE_CUDA
@@ -1325,6 +1328,122 @@ TEST_F(OpsHarness, Attention) {
       check_attention(t, 9, {3, 64, 16, 0}, specs, seed++);
     }
   check_attention(PageType{DType::U8, 64}, 4, {1, 256, 16, 0}, {{1, 700}, {30, 530}}, seed++, 512);
+}
+
+// ---- the classifier's ops (ops/classifier_ops.h) ----------------------------------------------------
+// Only cpu.ref implements them so far: these cases are what their CUDA kernels will be checked on.
+
+class ClassifierOpsHarness : public ::testing::Test {
+ protected:
+  void SetUp() override { stats().clear(); }
+  void TearDown() override { check_coverage(/*require_cpu_run=*/false); }
+};
+
+// One case of an op whose inputs travel as activations (or `roles`) and whose output starts as `out`
+// (initialised, so ops that leave parts of it alone are compared whole).
+template <typename Args>
+void check_classifier_case(const Registry<Args>& reg, const std::string& name,
+                           const std::vector<std::pair<Tensor, Role>>& inputs, const Tensor& out,
+                           const std::function<Args(std::vector<Tensor>&, Tensor&)>& make) {
+  CaseFn<Args> call = [&](const Variant<Args>& v, const DeviceAdapter& a, const Context& ctx, std::string* why,
+                          double* us) -> std::optional<Tensor> {
+    std::vector<Tensor> in;
+    for (const auto& [t, role] : inputs) in.push_back(put(a, t, role));
+    Tensor dout = put(a, out, Role::Activation);
+    const Args args = make(in, dout);
+    if (!v.supports(args, why)) return std::nullopt;
+    run_maybe_timed([&] { v.run(args, ctx); }, a, us);  // no case runs in place: repeating it is harmless
+    return a.download(dout);
+  };
+  check_case(reg, name, kFloatBound, call);
+}
+
+TEST_F(ClassifierOpsHarness, LstmAndMeanRows) {
+  uint32_t seed = 900;
+  for (int64_t H : {1, 4, 32})
+    for (bool reverse : {false, true}) {
+      std::mt19937 rng(seed++);
+      const std::vector<EncoderSeq> seqs = {{0, 3}, {3, 1}, {5, 7}};  // row 4 belongs to no sequence
+      const int64_t T = 12, D = 2 * H + 1;
+      const Tensor gates = rand_f32({T, 4 * H}, rng, 2.f), w_hh = rand_f32({4 * H, H}, rng, 0.5f);
+      const Tensor out = rand_f32({T, D}, rng);
+      check_classifier_case<LstmArgs>(
+          classifier_registries().lstm, dims({T, H}) + (reverse ? " reverse" : ""),
+          {{gates, Role::Activation}, {w_hh, Role::Param}}, out,
+          [&](std::vector<Tensor>& in, Tensor& o) { return LstmArgs{in[0], in[1], seqs, reverse, H, o}; });
+      const Tensor x = rand_f32({T, D}, rng);
+      check_classifier_case<MeanRowsArgs>(classifier_registries().mean_rows, dims({T, D}), {{x, Role::Activation}},
+                                          rand_f32({3, D}, rng), [&](std::vector<Tensor>& in, Tensor& o) {
+                                            return MeanRowsArgs{in[0], seqs, o};
+                                          });
+    }
+}
+
+TEST_F(ClassifierOpsHarness, Conv2d) {
+  struct Case {
+    int64_t n, c, h, w, o, k;
+    Conv2dParams p;
+    bool bias;
+  };
+  uint32_t seed = 920;
+  for (const Case& k : {Case{2, 3, 9, 7, 4, 3, {1, 1, true}, true}, Case{1, 2, 8, 8, 1, 7, {1, 3, false}, false},
+                        Case{1, 96, 8, 8, 64, 3, {1, 1, true}, true}, Case{1, 5, 6, 6, 3, 2, {2, 0, false}, true}}) {
+    std::mt19937 rng(seed++);
+    const int64_t oh = (k.h + 2 * k.p.pad - k.k) / k.p.stride + 1, ow = (k.w + 2 * k.p.pad - k.k) / k.p.stride + 1;
+    const Tensor x = rand_f32({k.n, k.c, k.h, k.w}, rng), w = rand_f32({k.o, k.c, k.k, k.k}, rng, 0.3f),
+                 b = rand_f32({k.o}, rng);
+    check_classifier_case<Conv2dArgs>(
+        classifier_registries().conv2d,
+        dims({k.n, k.c, k.h, k.w, k.o, k.k}) + fmt::format(" s{} p{}", k.p.stride, k.p.pad),
+        {{x, Role::Activation}, {w, Role::Param}, {b, Role::Param}}, poisoned(DType::F32, {k.n, k.o, oh, ow}),
+        [&](std::vector<Tensor>& in, Tensor& o) {
+          return Conv2dArgs{in[0], in[1], k.bias ? &in[2] : nullptr, k.p, o};
+        });
+  }
+}
+
+TEST_F(ClassifierOpsHarness, Pooling) {
+  uint32_t seed = 940;
+  for (auto [n, c, h, w, k] : {std::array<int64_t, 5>{2, 3, 8, 8, 2}, {1, 2, 7, 5, 2}, {1, 1, 9, 9, 3}}) {
+    std::mt19937 rng(seed++);
+    const Tensor x = rand_f32({n, c, h, w}, rng);
+    const int kernel = static_cast<int>(k);
+    check_classifier_case<MaxPool2dArgs>(classifier_registries().max_pool2d, dims({n, c, h, w, k}),
+                                         {{x, Role::Activation}}, poisoned(DType::F32, {n, c, h / k, w / k}),
+                                         [&](std::vector<Tensor>& in, Tensor& o) {
+                                           return MaxPool2dArgs{in[0], kernel, o};
+                                         });
+    const auto unary = [](std::vector<Tensor>& in, Tensor& o) { return UnaryArgs{in[0], o}; };
+    check_classifier_case<UnaryArgs>(classifier_registries().global_pool, dims({n, c, h, w}), {{x, Role::Activation}},
+                                     poisoned(DType::F32, {2, n, c}), unary);
+    check_classifier_case<UnaryArgs>(classifier_registries().channel_pool, dims({n, c, h, w}), {{x, Role::Activation}},
+                                     poisoned(DType::F32, {n, 2, h, w}), unary);
+  }
+}
+
+TEST_F(ClassifierOpsHarness, ElementwiseBroadcastAndTiling) {
+  uint32_t seed = 960;
+  const auto unary = [](std::vector<Tensor>& in, Tensor& o) { return UnaryArgs{in[0], o}; };
+  const auto binary = [](std::vector<Tensor>& in, Tensor& o) { return BinaryArgs{in[0], in[1], o}; };
+  for (int64_t n : {1, 7, 1000}) {
+    std::mt19937 rng(seed++);
+    const Tensor x = rand_f32({n}, rng, 4.f);
+    check_classifier_case<UnaryArgs>(classifier_registries().relu, dims({n}), {{x, Role::Activation}},
+                                     poisoned(DType::F32, {n}), unary);
+    check_classifier_case<UnaryArgs>(classifier_registries().sigmoid, dims({n}), {{x, Role::Activation}},
+                                     poisoned(DType::F32, {n}), unary);
+  }
+  for (auto [n, c, h, w] : {std::array<int64_t, 4>{1, 64, 8, 8}, {3, 2, 5, 4}}) {
+    std::mt19937 rng(seed++);
+    const Tensor x = rand_f32({n, c, h, w}, rng);
+    for (const std::vector<int64_t>& s : {std::vector<int64_t>{n, c, 1, 1}, {n, 1, h, w}, {1, c, h, 1}})
+      check_classifier_case<BinaryArgs>(
+          classifier_registries().mul_broadcast, dims({n, c, h, w}) + " by " + dims({s[0], s[1], s[2], s[3]}),
+          {{x, Role::Activation}, {rand_f32(s, rng), Role::Activation}}, poisoned(DType::F32, {n, c, h, w}), binary);
+    check_classifier_case<BinaryArgs>(classifier_registries().concat_tiled, dims({n, c, h, w}),
+                                      {{x, Role::Activation}, {rand_f32({n, 5}, rng), Role::Activation}},
+                                      poisoned(DType::F32, {n, c + 5, h, w}), binary);
+  }
 }
 
 }  // namespace
