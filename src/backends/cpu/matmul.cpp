@@ -19,6 +19,10 @@ namespace {
 constexpr int64_t kMinParallelMacs = 1 << 15;
 // Weight bytes per panel: a panel stays in L1 (32 KiB here) next to a tile of activation rows.
 constexpr size_t kPanelBytes = 16 << 10;
+// Activation bytes a sweep of the panels reuses: a chunk of x's rows that stays in L2 while every panel of
+// the thread's columns passes over it (an encoder batch's x, thousands of rows, would otherwise stream from
+// memory once per panel).
+constexpr size_t kRowChunkBytes = 256 << 10;
 
 // The caller's buffers for quantized activations; workers only read them during the call.
 thread_local std::vector<BlockQ8x32> xq8;
@@ -47,22 +51,29 @@ DType dot_type(const Linear& w) {
 }
 
 // The threads split the output columns; each sweeps its columns in panels of `panel` weight rows, so that every
-// row is loaded once per tile of kMaxTileRows activation rows. panel_rows(p0, p1) readies a panel and returns
-// where the dot kernel reads each of its rows.
+// row is loaded once per tile of kMaxTileRows activation rows of a chunk of rows (kRowChunkBytes).
+// panel_rows(p0, p1) readies a panel and returns where the dot kernel reads each of its rows. Chunks hold
+// whole tiles, so every output comes from the same tile of rows as without them: a row's result does not
+// depend on how many rows the call has.
 template <class PanelRows>
 void sweep_columns(DotTileFn dot, const ops::MatmulArgs& a, const void* x, size_t x_stride, int64_t panel,
                    ThreadPool& pool, bool parallel, const PanelRows& panel_rows) {
   const int64_t m_rows = a.x.rows(), kdim = a.x.cols(), n_cols = a.w.out_features();
   float* y = a.y.ptr<float>();
   const float* bias = a.bias ? a.bias->ptr<float>() : nullptr;
+  const int64_t chunk =
+      std::max<int64_t>(1, static_cast<int64_t>(kRowChunkBytes / x_stride) / kMaxTileRows) * kMaxTileRows;
   auto columns = [&](int64_t n0, int64_t n1) {
-    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
-      const int64_t p1 = std::min(n1, p0 + panel);
-      const auto row = panel_rows(p0, p1);
-      for (int64_t m = 0; m < m_rows; m += kMaxTileRows) {
-        const int nx = static_cast<int>(std::min<int64_t>(kMaxTileRows, m_rows - m));
-        const void* xm = static_cast<const char*>(x) + m * x_stride;
-        for (int64_t n = p0; n < p1; ++n) dot(kdim, row(n), xm, x_stride, nx, y + m * n_cols + n, n_cols);
+    for (int64_t c0 = 0; c0 < m_rows; c0 += chunk) {
+      const int64_t c1 = std::min(m_rows, c0 + chunk);
+      for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+        const int64_t p1 = std::min(n1, p0 + panel);
+        const auto row = panel_rows(p0, p1);
+        for (int64_t m = c0; m < c1; m += kMaxTileRows) {
+          const int nx = static_cast<int>(std::min<int64_t>(kMaxTileRows, c1 - m));
+          const void* xm = static_cast<const char*>(x) + m * x_stride;
+          for (int64_t n = p0; n < p1; ++n) dot(kdim, row(n), xm, x_stride, nx, y + m * n_cols + n, n_cols);
+        }
       }
     }
     if (bias)
