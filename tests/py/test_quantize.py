@@ -297,3 +297,24 @@ def test_gguf_model_gptq_awq_codes_become_ggml_blocks(tmp_path, texts, method, f
     assert field(dst, "general.file_type") == [FILE_TYPES[qtype.lower()]]
     r = kestrel("perplexity", "-m", str(out), str(evaluation), "-c", "64", "--chunks", "2")
     assert r.returncode == 0 and "Final estimate: PPL" in r.stdout, r.stderr
+
+
+def test_w8a8_at_load_stays_close_to_the_float_model(tmp_path):
+    """--quantization int8|fp8 (W8A8: per-channel weight scales, per-token activation scales) on the tiny float
+    model: its 14 block linears converted, the output projection kept; the log-probabilities stay close to the
+    float model's (int8's 7 bits of mantissa-equivalent keep it much closer than e4m3's 3)."""
+    require_binary()
+    text = FIXTURES / "text" / "hamlet_act1_2.txt"
+    ref = tmp_path / "ref.f16"
+    r = kestrel("perplexity", "-m", str(TINY_HF), str(text), "-c", "64", "--chunks", "8", "--save-logits", str(ref))
+    assert r.returncode == 0, r.stderr
+    for q, max_kld, min_top1 in [("int8", 0.02, 85.0), ("fp8", 0.2, 60.0)]:
+        r = kestrel("perplexity", "-m", str(TINY_HF), str(text), "-c", "64", "--chunks", "8", "--quantization", q,
+                    "--kl-reference", str(ref), "-v")
+        assert r.returncode == 0, r.stderr
+        assert f"--quantization {q}: 14 linears converted to W8A8" in r.stderr, r.stderr
+        kld = float(r.stdout.split("KL divergence")[1].split("mean")[1].split(",")[0])
+        top1 = float(r.stdout.split("same top-1")[1].split("%")[0])
+        assert kld < max_kld and top1 > min_top1, (q, kld, top1)
+    r = kestrel("perplexity", "-m", str(TINY_HF), str(text), "--quantization", "int4")
+    assert r.returncode != 0 and "--quantization" in r.stderr and "fp8" in r.stderr, r.stderr
