@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "ops/classifier_dispatch.h"
 #include "ops/dispatch.h"
+#include "ops/moe_dispatch.h"
 #if KESTREL_HAVE_CUDA
 #include "backends/cuda/device_tensor.h"
 #include "backends/cuda/register.h"
@@ -21,6 +22,7 @@ void install() {
     ops::Registries& r = ops::registries();
     cpu::register_variants(r);
     cpu::register_classifier_variants(ops::classifier_registries());
+    cpu::register_moe_variants(ops::moe_registries());
 #if KESTREL_HAVE_CUDA
     cuda::register_variants(r);
 #endif

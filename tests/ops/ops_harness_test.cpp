@@ -34,6 +34,7 @@
 #include "core/w8a8.h"
 #include "ops/classifier_dispatch.h"
 #include "ops/dispatch.h"
+#include "ops/moe_dispatch.h"
 #include "ops/ops.h"
 
 namespace kestrel::ops_harness {
@@ -1443,6 +1444,80 @@ TEST_F(ClassifierOpsHarness, ElementwiseBroadcastAndTiling) {
     check_classifier_case<BinaryArgs>(classifier_registries().concat_tiled, dims({n, c, h, w}),
                                       {{x, Role::Activation}, {rand_f32({n, 5}, rng), Role::Activation}},
                                       poisoned(DType::F32, {n, c + 5, h, w}), binary);
+  }
+}
+
+// ---- MoE (ops/moe_ops.h) ------------------------------------------------------------------------------
+class MoeOpsHarness : public ::testing::Test {
+ protected:
+  void SetUp() override { stats().clear(); }
+  void TearDown() override { check_coverage(/*require_cpu_run=*/false); }
+};
+
+// The router against values worked out by hand: softmax over all experts, the top k by weight with ties to
+// the lower id, renormalised or not.
+TEST(MoeRouter, TopKWithTiesAndNormalisation) {
+  const Context ctx = context_for(cpu_adapter());
+  Tensor logits = Tensor::empty_host(DType::F32, {2, 4});
+  const float l[8] = {0.f, 1.f, 1.f, -1.f, 2.f, 0.f, 0.f, 0.f};  // row 0: experts 1 and 2 tie
+  std::memcpy(logits.data, l, sizeof l);
+  for (bool normalize : {false, true}) {
+    Tensor ids = Tensor::empty_host(DType::I32, {2, 2}), w = Tensor::empty_host(DType::F32, {2, 2});
+    moe_router(ctx, logits, MoeRouting{2, normalize}, ids, w);
+    const int32_t* id = ids.ptr<int32_t>();
+    EXPECT_EQ(id[0], 1);
+    EXPECT_EQ(id[1], 2);
+    EXPECT_EQ(id[2], 0);
+    EXPECT_EQ(id[3], 1);  // experts 1..3 tie: the lowest
+    const double s0 = 1 + 2 * std::exp(1.0) + std::exp(-1.0), s1 = std::exp(2.0) + 3;
+    const double w0 = normalize ? 0.5 : std::exp(1.0) / s0;
+    const double w2 = normalize ? std::exp(2.0) / (std::exp(2.0) + 1) : std::exp(2.0) / s1;
+    const double w3 = normalize ? 1 / (std::exp(2.0) + 1) : 1 / s1;
+    EXPECT_NEAR(w.ptr<float>()[0], w0, 1e-6);
+    EXPECT_NEAR(w.ptr<float>()[1], w0, 1e-6);
+    EXPECT_NEAR(w.ptr<float>()[2], w2, 1e-6);
+    EXPECT_NEAR(w.ptr<float>()[3], w3, 1e-6);
+  }
+  Tensor ids = Tensor::empty_host(DType::I32, {2, 5}), w = Tensor::empty_host(DType::F32, {2, 5});
+  EXPECT_THROW(moe_router(ctx, logits, MoeRouting{5, true}, ids, w), Error);  // k > experts
+}
+
+// The grouped FFN (tokens permuted by expert through ops::matmul) against the per-token reference, with
+// experts that get no token, one, or many, and in quantized weights as GGUF files store experts.
+TEST_F(MoeOpsHarness, MoeFfn) {
+  struct Case {
+    int64_t T, D, F, E, k;
+    DType wtype;
+  };
+  uint32_t seed = 1700;
+  for (const Case& c :
+       {Case{1, 32, 16, 4, 2, DType::F32}, Case{7, 64, 32, 8, 2, DType::F32}, Case{33, 64, 48, 8, 3, DType::F32},
+        Case{16, 64, 64, 4, 1, DType::F16}, Case{24, 64, 64, 8, 2, DType::Q8_0}}) {
+    std::mt19937 rng(seed++);
+    const Tensor x = rand_f32({c.T, c.D}, rng);
+    MoeExperts experts;
+    for (int64_t e = 0; e < c.E; ++e) {
+      experts.gate.emplace_back(testing::random_weights(c.wtype, {c.F, c.D}, rng, 0.2f));
+      experts.up.emplace_back(testing::random_weights(c.wtype, {c.F, c.D}, rng, 0.2f));
+      experts.down.emplace_back(testing::random_weights(c.wtype, {c.D, c.F}, rng, 0.2f));
+    }
+    // Routing from random logits, as the model does: distinct experts per token, weights summing to 1.
+    const Tensor logits = rand_f32({c.T, c.E}, rng, 2.f);
+    Tensor ids = Tensor::empty_host(DType::I32, {c.T, c.k}), weights = Tensor::empty_host(DType::F32, {c.T, c.k});
+    moe_router(context_for(cpu_adapter()), logits, MoeRouting{static_cast<int>(c.k), true}, ids, weights);
+    CaseFn<MoeFfnArgs> call = [&](const Variant<MoeFfnArgs>& v, const DeviceAdapter& a, const Context& ctx,
+                                  std::string* why, double* us) -> std::optional<Tensor> {
+      Tensor dx = put(a, x, Role::Activation), dw = put(a, weights, Role::Activation),
+             dy = put(a, poisoned(DType::F32, {c.T, c.D}), Role::Activation);
+      const MoeFfnArgs args{dx, experts, ids, dw, dy};
+      if (!v.supports(args, why)) return std::nullopt;
+      run_maybe_timed([&] { v.run(args, ctx); }, a, us);
+      return a.download(dy);
+    };
+    // Quantized experts: the matmul kernels round activations to 8 bits per block (see kQuantBound).
+    const double bound = c.wtype == DType::Q8_0 ? kQuantBound : kFloatBound;
+    check_case(moe_registries().moe_ffn, dims({c.T, c.D, c.F, c.E, c.k}) + " " + std::string(dtype_info(c.wtype).name),
+               bound, call);
   }
 }
 
