@@ -677,6 +677,18 @@ TEST_F(OpsHarness, MatmulW8A8) {
 
 // ---- rmsnorm, add, silu_mul --------------------------------------------------------------------------
 
+// The run of a case that may write its input (y aliasing x): timed first (an in-place result is final only
+// after one run), then x uploaded again and the op run once more for the result.
+template <typename Args>
+Tensor run_in_place(const Variant<Args>& v, const Args& args, const Context& ctx, const DeviceAdapter& a, double* us,
+                    bool in_place, Tensor& dx, const Tensor& x, const Tensor& out) {
+  if (us) *us = time_us([&] { v.run(args, ctx); }, a);
+  if (in_place) dx = put(a, x, Role::Activation);
+  v.run(args, ctx);
+  a.synchronize();
+  return a.download(out);
+}
+
 TEST_F(OpsHarness, Rmsnorm) {
   uint32_t seed = 100;
   for (int64_t rows : {1, 3, 64})
@@ -691,11 +703,7 @@ TEST_F(OpsHarness, Rmsnorm) {
           Tensor& out = in_place ? dx : dy;
           RmsnormArgs args{dx, dw, 1e-5f, out};
           if (!v.supports(args, why)) return std::nullopt;
-          if (us) *us = time_us([&] { v.run(args, ctx); }, a);  // before the in-place result is final
-          if (in_place) dx = put(a, x, Role::Activation);
-          v.run(args, ctx);
-          a.synchronize();
-          return a.download(out);
+          return run_in_place(v, args, ctx, a, us, in_place, dx, x, out);
         };
         check_case(registries().rmsnorm, dims({rows, d}) + (in_place ? " in-place" : ""), kFloatBound, call,
                    rows * d * 8.0, rows * d * 4.0);
@@ -791,11 +799,7 @@ TEST_F(OpsHarness, Layernorm) {
           Tensor& out = in_place ? dx : dy;
           LayernormArgs args{dx, dw, db, 1e-12f, out};
           if (!v.supports(args, why)) return std::nullopt;
-          if (us) *us = time_us([&] { v.run(args, ctx); }, a);  // before the in-place result is final
-          if (in_place) dx = put(a, x, Role::Activation);
-          v.run(args, ctx);
-          a.synchronize();
-          return a.download(out);
+          return run_in_place(v, args, ctx, a, us, in_place, dx, x, out);
         };
         check_case(registries().layernorm, dims({rows, d}) + (in_place ? " in-place" : ""), kFloatBound, call,
                    rows * d * 8.0, rows * d * 7.0);
@@ -815,11 +819,7 @@ TEST_F(OpsHarness, Gelu) {
         Tensor& out = in_place ? dx : dy;
         UnaryArgs args{dx, out};
         if (!v.supports(args, why)) return std::nullopt;
-        if (us) *us = time_us([&] { v.run(args, ctx); }, a);
-        if (in_place) dx = put(a, x, Role::Activation);
-        v.run(args, ctx);
-        a.synchronize();
-        return a.download(out);
+        return run_in_place(v, args, ctx, a, us, in_place, dx, x, out);
       };
       check_case(registries().gelu, dims({n}) + (in_place ? " in-place" : ""), kFloatBound, call, n * 8.0, n * 10.0);
     }
