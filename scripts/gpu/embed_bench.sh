@@ -14,13 +14,12 @@ cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
 bin="$1"
 model="$2"
-mkdir -p "$out" /tmp/kb
-if [[ -f "$bin/kestrel.xz" ]]; then xz -dc "$bin/kestrel.xz" >/tmp/kb/kestrel; else cp "$bin/kestrel" /tmp/kb/kestrel; fi
-chmod +x /tmp/kb/kestrel
+mkdir -p "$out"
+source scripts/gpu/prebuilt_bins.sh
+use_prebuilt "$bin" kestrel
 if [[ ! -f "$model/model.safetensors" && -f "$model/model.safetensors.xz" ]]; then
   xz -dc "$model/model.safetensors.xz" >"$model/model.safetensors"
 fi
-[[ -d "$bin/lib" ]] && export LD_LIBRARY_PATH="$PWD/$bin/lib:${LD_LIBRARY_PATH:-}"
 export KESTREL_SOURCE_DIR="$PWD"
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)
 echo "$card"

@@ -14,14 +14,10 @@ cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
 bin="$1"
 only_ops="${2:-}"
-mkdir -p "$out" /tmp/kb
-for f in kestrel kestrel_tests kestrel_cuda_bench; do
-  if [[ -f "$bin/$f.xz" ]]; then xz -dc "$bin/$f.xz" >"/tmp/kb/$f"; else cp "$bin/$f" "/tmp/kb/$f"; fi
-  chmod +x "/tmp/kb/$f"
-done
+mkdir -p "$out"
+source scripts/gpu/prebuilt_bins.sh
+use_prebuilt "$bin" kestrel kestrel_tests kestrel_cuda_bench
 export KESTREL_SOURCE_DIR="$PWD"
-# Shared libraries the device lacks (libutf8proc), carried next to the binaries.
-[[ -d "$bin/lib" ]] && export LD_LIBRARY_PATH="$PWD/$bin/lib:${LD_LIBRARY_PATH:-}"
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)
 echo "$card"
 synth=""

@@ -11,10 +11,9 @@ cd "$(dirname "$0")/../.."
 out="${OUT:-$PWD/gpu-out}"
 bin="$1"
 model="${2:-}"
-mkdir -p "$out" /tmp/kb
-if [[ -f "$bin/kestrel.xz" ]]; then xz -dc "$bin/kestrel.xz" >/tmp/kb/kestrel; else cp "$bin/kestrel" /tmp/kb/kestrel; fi
-chmod +x /tmp/kb/kestrel
-[[ -d "$bin/lib" ]] && export LD_LIBRARY_PATH="$PWD/$bin/lib:${LD_LIBRARY_PATH:-}"
+mkdir -p "$out"
+source scripts/gpu/prebuilt_bins.sh
+use_prebuilt "$bin" kestrel
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)
 echo "$card"
 if [[ -z "$model" ]]; then

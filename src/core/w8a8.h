@@ -50,6 +50,9 @@ KS_HD float w8_value(uint8_t c, bool fp8) {
   return fp8 ? quant::e4m3_value(c) : static_cast<float>(static_cast<int8_t>(c));
 }
 
+// Row x of K floats as codes of I8 (fp8 false) or F8E4M3; returns the row's scale.
+float w8_quantize_row(const float* x, int64_t K, bool fp8, uint8_t* codes);
+
 // A host matrix (any float type, [N, K]) as W8A8 weights of type t: codes [N, K] of t and f32 scales [N].
 struct W8Matrix {
   Tensor codes;

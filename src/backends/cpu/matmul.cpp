@@ -99,9 +99,15 @@ void decoded_matmul(DotTileFn dot, const ops::MatmulArgs& a, ThreadPool& pool, b
     thread_local std::vector<float> xq;
     xq.resize(static_cast<size_t>(a.x.numel()));
     const bool fp8 = a.w.weight.dtype == DType::F8E4M3;
-    for (int64_t m = 0; m < a.x.rows(); ++m)
-      w8_fake_quantize_row(a.x.ptr<float>() + m * kdim, kdim, fp8, xq.data() + m * kdim);
-    x = xq.data();
+    float* q = xq.data();  // the caller's buffer: a worker naming xq would get its own thread's
+    auto rows = [&](int64_t begin, int64_t end) {
+      for (int64_t m = begin; m < end; ++m) w8_fake_quantize_row(a.x.ptr<float>() + m * kdim, kdim, fp8, q + m * kdim);
+    };
+    if (parallel && a.x.rows() > 1)
+      pool.parallel_for(a.x.rows(), rows);
+    else
+      rows(0, a.x.rows());
+    x = q;
   }
   sweep_columns(dot, a, x, f32_row, panel, pool, parallel, [&](int64_t p0, int64_t p1) {
     thread_local std::vector<float> rows;
